@@ -1,0 +1,37 @@
+# The two commands: `make run` (the whole platform on the embedded default) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: run test lint format install bench-ingest clean-var
+
+$(STAMP): requirements/base.txt requirements/dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements/dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Starts embedded PostgreSQL and Redis unless DATABASE_URL and REDIS_URL name others,
+# migrates, seeds demo data and runs web + worker + beat on http://127.0.0.1:8000.
+run: $(STAMP)
+	$(BIN)/python -m config.embedded -- $(BIN)/python -m config.runall
+
+# The whole suite against PostgreSQL and Redis: those named by DATABASE_URL and REDIS_URL,
+# else embedded ones kept apart from `make run`'s data (var/test/).
+test: $(STAMP)
+	EMBEDDED_VAR_DIR=$(CURDIR)/var/test $(BIN)/python -m config.embedded -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean-var:
+	rm -rf var/

@@ -1,0 +1,86 @@
+"""Create the demo users and demo contacts for the embedded default (idempotent)."""
+
+from __future__ import annotations
+
+import random
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand, CommandError
+
+from audience import services
+from audience.models import ConsentSource, ConsentStatus, Contact
+from config.roles import ANALYSTS, STAFF
+
+DEMO_USERS = {
+    "admin": {"password": "admin-demo-pass", "superuser": True, "group": STAFF},
+    "analyst": {"password": "analyst-demo-pass", "superuser": False, "group": ANALYSTS},
+}
+# (city, time zone, number prefix, digits after the prefix): valid mobile ranges for each country.
+CITIES = [
+    ("Nairobi", "Africa/Nairobi", "+2547", 8),
+    ("Lagos", "Africa/Lagos", "+234803", 7),
+    ("London", "Europe/London", "+4474", 8),
+    ("New York", "America/New_York", "+12122", 6),
+]
+TOPICS = ["promotions", "alerts", "newsletter", "vip"]
+
+
+class Command(BaseCommand):
+    help = "Create demo users (printed) and demo contacts. Refuses to run when DEBUG is off."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--contacts", type=int, default=200)
+
+    def handle(self, *args, contacts: int, **options):
+        if not settings.DEBUG:
+            raise CommandError("setup_demo only runs with DEBUG on; it creates users with known passwords")
+        self._users()
+        self._contacts(contacts)
+
+    def _users(self):
+        User = get_user_model()
+        for username, spec in DEMO_USERS.items():
+            user, created = User.objects.get_or_create(username=username, defaults={"is_staff": True})
+            if created:
+                user.is_superuser = spec["superuser"]
+                user.set_password(spec["password"])
+                user.save()
+            user.groups.add(Group.objects.get(name=spec["group"]))
+            self.stdout.write(f"  demo login: {username} / {spec['password']}")
+
+    def _contacts(self, count: int):
+        existing = Contact.objects.count()
+        if existing >= count:
+            self.stdout.write(f"  demo contacts: {existing} already present")
+            return
+        rng = random.Random(42)
+        topics = {name: services.topic_get_or_create(name) for name in TOPICS}
+        first_names = ["Amina", "Brian", "Chen", "Dara", "Esi", "Femi", "Grace", "Hiro", "Ivy", "Jomo"]
+        for index in range(existing, count):
+            city, tz, prefix, digits = CITIES[index % len(CITIES)]
+            phone = prefix + str(index).rjust(digits, "0")
+            try:
+                services.contact_create(
+                    phone=phone,
+                    name=f"{rng.choice(first_names)} {index}",
+                    channel=rng.choice(["whatsapp", "sms"]),
+                    timezone=tz,
+                    locale="en",
+                    attributes={
+                        "city": city,
+                        "age": rng.randint(18, 70),
+                        "vip": rng.random() < 0.1,
+                        "signup_date": f"2026-{rng.randint(1, 10):02d}-{rng.randint(1, 28):02d}",
+                        "lifetime_value": round(rng.uniform(0, 500), 2),
+                    },
+                    topics=[topics[name] for name in rng.sample(TOPICS, rng.randint(0, 2))],
+                    consent_status=ConsentStatus.OPTED_OUT if rng.random() < 0.05 else ConsentStatus.OPTED_IN,
+                    source=ConsentSource.IMPORT,
+                    actor="setup_demo",
+                )
+            except services.ContactError as exc:
+                self.stderr.write(f"  skipped demo contact {phone}: {exc.messages}")
+                continue
+        self.stdout.write(f"  demo contacts: {Contact.objects.count()}")

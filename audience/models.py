@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import zoneinfo
+
+from django.contrib.postgres.indexes import GinIndex
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+
+E164_VALIDATOR = RegexValidator(r"^\+[1-9]\d{6,14}$", "Enter a phone number in E.164 form, e.g. +14155550100.")
+TOPIC_NAME_VALIDATOR = RegexValidator(
+    r"^[a-z0-9][a-z0-9_-]{0,63}$", "Topic names are lower-case letters, digits, '-' and '_', up to 64 characters."
+)
+
+
+def validate_timezone(value: str) -> None:
+    if not value:
+        return
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"{value!r} is not an IANA time zone such as Africa/Nairobi.", code="timezone") from None
+
+
+class Channel(models.TextChoices):
+    WHATSAPP = "whatsapp", "WhatsApp"
+    SMS = "sms", "SMS"
+
+
+class ConsentStatus(models.TextChoices):
+    OPTED_IN = "opted_in", "Opted in"
+    OPTED_OUT = "opted_out", "Opted out"
+
+
+class ConsentSource(models.TextChoices):
+    IMPORT = "import", "Import"
+    API = "api", "API"
+    ADMIN = "admin", "Admin"
+    KEYWORD = "keyword", "Keyword"
+    PROVIDER = "provider", "Provider"
+
+
+class Topic(models.Model):
+    name = models.CharField(max_length=64, unique=True, validators=[TOPIC_NAME_VALIDATOR])
+    description = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Contact(models.Model):
+    phone = models.CharField(max_length=16, unique=True, validators=[E164_VALIDATOR])
+    channel = models.CharField("preferred channel", max_length=16, choices=Channel.choices, default=Channel.SMS)
+    name = models.CharField(max_length=200, blank=True)
+    email = models.EmailField(blank=True)
+    locale = models.CharField(max_length=16, blank=True, default="en")
+    timezone = models.CharField(
+        max_length=64, blank=True, validators=[validate_timezone], help_text="IANA name; empty means DEFAULT_TIMEZONE."
+    )
+    attributes = models.JSONField(default=dict, blank=True)
+    topics = models.ManyToManyField(Topic, through="ContactTopic", related_name="contacts", blank=True)
+    consent_status = models.CharField(max_length=16, choices=ConsentStatus.choices, default=ConsentStatus.OPTED_IN)
+    consent_updated_at = models.DateTimeField(null=True, blank=True)
+    opted_in_at = models.DateTimeField(null=True, blank=True)
+    opted_out_at = models.DateTimeField(null=True, blank=True)
+    last_inbound_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["consent_status"], name="contact_consent_idx"),
+            GinIndex(fields=["attributes"], name="contact_attributes_gin", opclasses=["jsonb_path_ops"]),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(consent_status__in=ConsentStatus.values), name="contact_consent_status_valid"
+            ),
+            models.CheckConstraint(condition=models.Q(channel__in=Channel.values), name="contact_channel_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.phone}>" if self.name else self.phone
+
+    @property
+    def is_opted_in(self) -> bool:
+        return self.consent_status == ConsentStatus.OPTED_IN
+
+
+class ContactTopic(models.Model):
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE)
+    topic = models.ForeignKey(Topic, on_delete=models.CASCADE)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["contact", "topic"], name="contact_topic_unique")]
+        indexes = [models.Index(fields=["topic", "contact"], name="contact_topic_by_topic")]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} in {self.topic_id}"
+
+
+class ConsentEvent(models.Model):
+    """Append-only audit of every consent change, written by audience.services only."""
+
+    contact = models.ForeignKey(Contact, null=True, on_delete=models.SET_NULL, related_name="consent_events")
+    phone_hash = models.CharField(max_length=64, db_index=True)
+    from_status = models.CharField(max_length=16, blank=True, choices=ConsentStatus.choices)
+    to_status = models.CharField(max_length=16, choices=ConsentStatus.choices)
+    source = models.CharField(max_length=16, choices=ConsentSource.choices)
+    actor = models.CharField(max_length=150, blank=True, help_text="User name, or the system part that acted.")
+    evidence = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '-'} -> {self.to_status} ({self.source})"
+
+
+class Suppression(models.Model):
+    """A phone that must stay opted out even after its contact was deleted."""
+
+    phone_hash = models.CharField(max_length=64, unique=True)
+    reason = models.CharField(max_length=255)
+    source = models.CharField(max_length=16, choices=ConsentSource.choices)
+    evidence = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.phone_hash[:12]}… ({self.reason})"

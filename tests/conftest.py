@@ -1,0 +1,38 @@
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from config.roles import ANALYSTS, STAFF
+from tests.factories import UserFactory
+
+
+@pytest.fixture
+def staff_user(db):
+    return UserFactory(username="staff", role=STAFF)
+
+
+@pytest.fixture
+def analyst_user(db):
+    return UserFactory(username="analyst", role=ANALYSTS)
+
+
+def _token_client(user) -> APIClient:
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def staff_api(staff_user):
+    return _token_client(staff_user)
+
+
+@pytest.fixture
+def analyst_api(analyst_user):
+    return _token_client(analyst_user)
+
+
+@pytest.fixture
+def anon_api():
+    return APIClient()

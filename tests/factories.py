@@ -1,0 +1,40 @@
+import factory
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
+from audience.models import ConsentStatus, Contact, Topic
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    is_staff = True
+
+    @factory.post_generation
+    def role(self, create, extracted, **kwargs):
+        if extracted:
+            self.groups.add(Group.objects.get(name=extracted))
+
+
+class TopicFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Topic
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"topic-{n}")
+
+
+class ContactFactory(factory.django.DjangoModelFactory):
+    """Inserts rows directly; tests of business rules go through audience.services instead."""
+
+    class Meta:
+        model = Contact
+
+    phone = factory.Sequence(lambda n: f"+2547{n:08d}")
+    name = factory.Faker("name")
+    consent_status = ConsentStatus.OPTED_IN
+    attributes = factory.LazyFunction(dict)
