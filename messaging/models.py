@@ -1,0 +1,235 @@
+"""Templates, senders, messages and their append-only provider events."""
+
+from __future__ import annotations
+
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+
+from audience.models import Channel, Contact
+
+
+class MessageTemplate(models.Model):
+    name = models.CharField(max_length=120, unique=True)
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    locale = models.CharField(max_length=16, default="en")
+    body = models.TextField(
+        blank=True,
+        help_text="Text with placeholders such as {{ name }} or {{ attributes.city }}. "
+        "For WhatsApp templates, the approved text (used for previews).",
+    )
+    fallbacks = models.JSONField(
+        default=dict, blank=True, help_text='Values used when a contact lacks one, e.g. {"name": "there"}.'
+    )
+    content_sid = models.CharField(
+        "Twilio Content SID", max_length=34, blank=True, help_text="HX… of an approved WhatsApp template."
+    )
+    content_variables = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Numbered variables of the Content template mapped to our fields, e.g. {"1": "name"}.',
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SenderKind(models.TextChoices):
+    WHATSAPP = "whatsapp", "WhatsApp sender"
+    LONG_CODE_US = "long_code_us", "US/CA long code"
+    LONG_CODE = "long_code", "Long code (outside +1)"
+    SHORT_CODE = "short_code", "Short code"
+    TOLL_FREE = "toll_free", "Toll-free"
+
+
+# Twilio's default messages-per-second for each kind of sender (see shared TWILIO.md).
+DEFAULT_MPS = {
+    SenderKind.WHATSAPP: 80,
+    SenderKind.LONG_CODE_US: 1,
+    SenderKind.LONG_CODE: 10,
+    SenderKind.SHORT_CODE: 100,
+    SenderKind.TOLL_FREE: 3,
+}
+
+
+class Provider(models.TextChoices):
+    TWILIO = "twilio", "Twilio"
+    SIMULATED = "simulated", "Simulated"
+
+
+class Sender(models.Model):
+    name = models.CharField(max_length=120, unique=True)
+    provider = models.CharField(max_length=16, choices=Provider.choices, default=Provider.TWILIO)
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    kind = models.CharField(max_length=16, choices=SenderKind.choices)
+    from_address = models.CharField(
+        max_length=64, blank=True, help_text="E.164 number (SMS) or whatsapp:+E.164; empty when a service is used."
+    )
+    messaging_service_sid = models.CharField(max_length=34, blank=True, help_text="MG… Messaging Service SID.")
+    mps = models.PositiveIntegerField(
+        "messages per second", null=True, blank=True, help_text="Empty means the default for the sender's kind."
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(from_address="") | ~models.Q(messaging_service_sid=""),
+                name="sender_has_an_address",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(mps__isnull=True) | models.Q(mps__gte=1), name="sender_mps_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def effective_mps(self) -> int:
+        return self.mps or DEFAULT_MPS[SenderKind(self.kind)]
+
+
+class Direction(models.TextChoices):
+    OUTBOUND = "outbound", "Outbound"
+    INBOUND = "inbound", "Inbound"
+
+
+class MessageStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    QUEUED = "queued", "Queued"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    DELIVERED = "delivered", "Delivered"
+    READ = "read", "Read"
+    UNDELIVERED = "undelivered", "Undelivered"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+    SKIPPED = "skipped", "Skipped"
+    RECEIVED = "received", "Received"
+
+
+# Statuses only move forward by rank; the final failures outrank everything but are never left.
+STATUS_RANK = {
+    MessageStatus.PENDING: 0,
+    MessageStatus.QUEUED: 1,
+    MessageStatus.SENDING: 2,
+    MessageStatus.SENT: 3,
+    MessageStatus.DELIVERED: 4,
+    MessageStatus.READ: 5,
+}
+FINAL_STATUSES = frozenset(
+    {
+        MessageStatus.UNDELIVERED,
+        MessageStatus.FAILED,
+        MessageStatus.CANCELED,
+        MessageStatus.SKIPPED,
+        MessageStatus.RECEIVED,
+        MessageStatus.READ,
+    }
+)
+FAILURE_STATUSES = frozenset({MessageStatus.UNDELIVERED, MessageStatus.FAILED, MessageStatus.CANCELED})
+
+
+class Message(models.Model):
+    direction = models.CharField(max_length=8, choices=Direction.choices, default=Direction.OUTBOUND)
+    contact = models.ForeignKey(Contact, null=True, on_delete=models.SET_NULL, related_name="messages")
+    sender = models.ForeignKey(Sender, null=True, blank=True, on_delete=models.PROTECT, related_name="messages")
+    template = models.ForeignKey(
+        MessageTemplate, null=True, blank=True, on_delete=models.PROTECT, related_name="messages"
+    )
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    to_address = models.CharField(max_length=64, blank=True)
+    from_address = models.CharField(max_length=64, blank=True)
+    body = models.TextField(blank=True)
+    content_sid = models.CharField(max_length=34, blank=True)
+    content_variables = models.JSONField(default=dict, blank=True)
+    num_media = models.PositiveSmallIntegerField(default=0)
+    media = models.JSONField(default=list, blank=True)
+
+    status = models.CharField(max_length=16, choices=MessageStatus.choices, default=MessageStatus.PENDING)
+    skip_reason = models.CharField(max_length=255, blank=True)
+    provider_sid = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    error_code = models.CharField(max_length=16, blank=True)
+    error_message = models.CharField(max_length=500, blank=True)
+    segments = models.PositiveSmallIntegerField(null=True, blank=True)
+    encoding = models.CharField(max_length=8, blank=True)
+    price = models.DecimalField(max_digits=10, decimal_places=5, null=True, blank=True)
+    price_unit = models.CharField(max_length=3, blank=True)
+
+    idempotency_key = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+
+    # What caused the message (a campaign recipient, an event...), without messaging importing it.
+    source_type = models.ForeignKey(ContentType, null=True, blank=True, on_delete=models.SET_NULL)
+    source_id = models.BigIntegerField(null=True, blank=True)
+    source = GenericForeignKey("source_type", "source_id")
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    sending_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    canceled_at = models.DateTimeField(null=True, blank=True)
+    skipped_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="message_status_created"),
+            models.Index(fields=["source_type", "source_id"], name="message_source"),
+            models.Index(fields=["contact", "created_at"], name="message_contact_created"),
+            models.Index(fields=["direction", "created_at"], name="message_direction_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(status__in=MessageStatus.values), name="message_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.direction} {self.provider_sid or self.pk} ({self.status})"
+
+
+class MessageEvent(models.Model):
+    """One row per status callback or inbound message as received; never updated but for `message`."""
+
+    class Kind(models.TextChoices):
+        STATUS = "status", "Status callback"
+        INBOUND = "inbound", "Inbound message"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    provider_sid = models.CharField(max_length=64)
+    status = models.CharField(max_length=32)
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+    error_code = models.CharField(max_length=16, blank=True)
+    payload = models.JSONField(default=dict)
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    applied_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it moved the message; empty while the message's sid is unknown."
+    )
+
+    class Meta:
+        ordering = ["received_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider_sid", "status"], name="message_event_sid_status_unique"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["provider_sid"], name="message_event_unapplied", condition=models.Q(applied_at__isnull=True)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider_sid} {self.status}"
