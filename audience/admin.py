@@ -1,17 +1,40 @@
 from __future__ import annotations
 
+import csv
 import json
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
-from import_export.admin import ExportActionMixin
+from django.views.decorators.http import require_POST
+from import_export.admin import ExportActionMixin, ImportMixin
+from import_export.forms import ImportForm
 
 from audience import services
-from audience.models import ConsentEvent, ConsentSource, ConsentStatus, Contact, Suppression, Topic
-from audience.resources import ContactExportResource
+from audience.ingest import selectors as ingest_selectors
+from audience.ingest import services as ingest_services
+from audience.models import (
+    ConsentEvent,
+    ConsentSource,
+    ConsentStatus,
+    Contact,
+    ImportJob,
+    ImportSource,
+    ImportStatus,
+    Suppression,
+    Topic,
+)
+from audience.resources import ContactExportResource, ContactImportResource
+
+PREVIEW_ROWS = 1000
+PREVIEW_SHOWN = 200
 
 
 class ContactActionForm(ActionForm):
@@ -46,8 +69,174 @@ class TopicListFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ContactImportForm(ImportForm):
+    """django-import-export's upload form plus the engine's options; the format is detected from the file."""
+
+    default_consent = forms.ChoiceField(
+        choices=ConsentStatus.choices,
+        initial=ConsentStatus.OPTED_IN,
+        help_text="For new contacts whose row gives none.",
+    )
+    topic = forms.CharField(required=False, help_text="Optional: a topic added to every imported contact.")
+    skip_existing = forms.BooleanField(required=False, help_text="Leave contacts that already exist untouched.")
+
+    def __init__(self, formats, resources, **kwargs):
+        super().__init__(formats, resources, **kwargs)
+        del self.fields["format"]
+        self.fields["import_file"].help_text = "CSV (any delimiter, UTF-8 or Windows-1252), JSON array or JSON Lines."
+        self.fields["import_file"].widget.attrs.update({"accept": ".csv,.txt,.json,.jsonl,.ndjson", "class": ""})
+
+    def clean(self):
+        cleaned = super().clean()
+        try:
+            cleaned["options"] = ingest_services.import_options_clean(
+                default_consent=cleaned.get("default_consent", ""),
+                topic=cleaned.get("topic", ""),
+                update_existing=not cleaned.get("skip_existing"),
+            )
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                self.add_error(field if field in self.fields else None, errors)
+        return cleaned
+
+
+class ContactImportMixin(ImportMixin):
+    """The import page of django-import-export, with every file handed to the ingest engine.
+
+    Upload -> the file is saved and the first rows are validated (dry run, per-row
+    problems shown) -> confirm -> a small file is ingested at once, a big one by a
+    Celery worker, and the job page shows a progress bar until it is done.
+    """
+
+    import_template_name = "admin/audience/contact/import.html"
+    import_form_class = ContactImportForm
+    import_export_change_list_template = "admin/import_export/change_list_import_export.html"
+
+    def get_import_resource_classes(self, request):
+        return [ContactImportResource]
+
+    def has_import_permission(self, request) -> bool:
+        return self.has_add_permission(request) and self.has_change_permission(request)
+
+    def get_urls(self):
+        job_urls = [
+            path("import/<int:job_id>/", self.admin_site.admin_view(self.import_job_view), name="audience_import_job"),
+            path(
+                "import/<int:job_id>/status/",
+                self.admin_site.admin_view(self.import_job_status),
+                name="audience_import_job_status",
+            ),
+            path(
+                "import/<int:job_id>/errors.csv",
+                self.admin_site.admin_view(self.import_job_errors),
+                name="audience_import_job_errors",
+            ),
+        ]
+        return job_urls + super().get_urls()
+
+    def import_action(self, request, **kwargs):
+        if not self.has_import_permission(request):
+            raise PermissionDenied
+        form = self.create_import_form(request)
+        context = {}
+        if request.method == "POST" and form.is_valid():
+            try:
+                job = ingest_services.import_job_create(
+                    source=ImportSource.ADMIN,
+                    upload=form.cleaned_data["import_file"],
+                    options=form.cleaned_data["options"],
+                    actor=request.user.get_username(),
+                )
+            except ValidationError as exc:
+                form.add_error("import_file", exc.messages)
+            else:
+                preview = ingest_services.import_preview(job, limit=PREVIEW_ROWS)
+                context.update(job=job, preview=preview, preview_rows=preview.rows[:PREVIEW_SHOWN])
+        return self._import_page(request, form, context)
+
+    def _import_page(self, request, form, extra: dict) -> TemplateResponse:
+        resource = ContactImportResource()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import contacts",
+            "form": form,
+            "opts": self.model._meta,
+            "media": self.media + form.media,
+            "fields_list": [(resource.get_display_name(), [f.column_name for f in resource.get_user_visible_fields()])],
+            **extra,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, [self.import_template_name], context)
+
+    @method_decorator(require_POST)
+    def process_import(self, request, **kwargs):
+        if not self.has_import_permission(request):
+            raise PermissionDenied
+        job = get_object_or_404(ImportJob, pk=request.POST.get("job"), source=ImportSource.ADMIN)
+        if job.status != ImportStatus.PENDING:
+            self.message_user(request, f"Import #{job.pk} was already confirmed.", messages.WARNING)
+        else:
+            ingest_services.import_job_confirm(job)
+        return redirect("admin:audience_import_job", job_id=job.pk)
+
+    def import_job_view(self, request, job_id: int):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        job = get_object_or_404(ImportJob, pk=job_id)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Import #{job.pk}: {job.file_name}",
+            "opts": self.model._meta,
+            "job": job,
+            "status_url": reverse("admin:audience_import_job_status", args=[job.pk]),
+            "errors_url": reverse("admin:audience_import_job_errors", args=[job.pk]),
+            "problems": ingest_selectors.import_job_errors(job)[:PREVIEW_SHOWN],
+        }
+        return TemplateResponse(request, "admin/audience/contact/import_job.html", context)
+
+    def import_job_status(self, request, job_id: int):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        job = get_object_or_404(ImportJob, pk=job_id)
+        return JsonResponse(import_job_progress(job))
+
+    def import_job_errors(self, request, job_id: int):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        job = get_object_or_404(ImportJob, pk=job_id)
+        return error_csv_response(job)
+
+
+def import_job_progress(job: ImportJob) -> dict:
+    counts = ("total_rows", "created_count", "updated_count", "unchanged_count", "skipped_count", "invalid_count")
+    counts += ("duplicate_count", "warning_count")
+    return {
+        "id": job.pk,
+        "status": job.status,
+        "status_label": job.get_status_display(),
+        "stage": job.stage,
+        "progress": round(job.progress, 1),
+        "finished": job.is_finished,
+        "error": job.error,
+        **{name: getattr(job, name) for name in counts},
+    }
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def error_csv_response(job: ImportJob) -> StreamingHttpResponse:
+    writer = csv.writer(_Echo())
+    rows = (writer.writerow(row) for row in ingest_selectors.import_job_error_rows(job))
+    response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="import-{job.pk}-errors.csv"'
+    return response
+
+
 @admin.register(Contact)
-class ContactAdmin(ExportActionMixin, admin.ModelAdmin):
+class ContactAdmin(ContactImportMixin, ExportActionMixin, admin.ModelAdmin):
     resource_classes = [ContactExportResource]
     list_display = ("phone", "name", "email", "channel", "locale", "consent_status", "topic_names", "created_at")
     list_filter = ("consent_status", TopicListFilter, "channel", "locale", "created_at")
@@ -185,3 +374,41 @@ class SuppressionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    list_display = ("id", "file_name", "status", "progress_display", "total_rows", "created_count", "updated_count")
+    list_display += ("invalid_count", "source", "created_by", "created_at")
+    list_filter = ("status", "source", "created_at")
+    search_fields = ("file_name", "created_by")
+    actions = ["rerun"]
+    readonly_fields = [field.name for field in ImportJob._meta.fields] + ["job_page"]
+
+    @admin.display(description="progress")
+    def progress_display(self, job: ImportJob):
+        return format_html('<progress max="100" value="{}"></progress> {}%', job.progress, round(job.progress))
+
+    @admin.display(description="progress page")
+    def job_page(self, job: ImportJob):
+        url = reverse("admin:audience_import_job", args=[job.pk])
+        return format_html('<a href="{}">progress and problems</a>', url)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_rerun_permission(self, request) -> bool:
+        return request.user.has_perm("audience.change_importjob")
+
+    @admin.action(description="Re-run selected failed or stalled imports", permissions=["rerun"])
+    def rerun(self, request, queryset):
+        for job in queryset:
+            try:
+                ingest_services.import_job_retry(job)
+            except ValidationError as exc:
+                self.message_user(request, f"#{job.pk}: {'; '.join(exc.messages)}", messages.WARNING)
+            else:
+                self.message_user(request, f"#{job.pk} queued again.")

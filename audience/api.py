@@ -1,19 +1,39 @@
-"""REST API for contacts, their consent and topics (/api/v1/contacts/, /api/v1/topics/)."""
+"""REST API for contacts, their consent and topics (/api/v1/contacts/, /api/v1/topics/) and imports."""
 
 from __future__ import annotations
 
+import csv
+
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, viewsets
-from rest_framework.decorators import action
+from django.db import transaction
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action, api_view, parser_classes
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import SearchFilter
 from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 
 from audience import selectors, services
-from audience.models import Channel, ConsentEvent, ConsentSource, ConsentStatus, Contact, Topic
+from audience.ingest import selectors as ingest_selectors
+from audience.ingest import services as ingest_services
+from audience.models import (
+    Channel,
+    ConsentEvent,
+    ConsentSource,
+    ConsentStatus,
+    Contact,
+    ImportJob,
+    ImportRowError,
+    ImportSource,
+    Topic,
+)
+
+IMPORT_ERRORS_SHOWN = 100
 
 
 def _raise_drf(exc: DjangoValidationError):
@@ -189,3 +209,131 @@ class TopicViewSet(viewsets.ModelViewSet):
     pagination_class = None
     filter_backends = []
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+
+# --- imports -----------------------------------------------------------------------------------
+
+
+class ImportRowErrorSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ImportRowError
+        fields = ["line", "column", "level", "reason", "value"]
+
+
+class ImportJobSerializer(serializers.ModelSerializer):
+    errors = serializers.SerializerMethodField(help_text=f"The first {IMPORT_ERRORS_SHOWN} row problems, by line.")
+    errors_csv = serializers.SerializerMethodField(help_text="The whole error report as CSV.")
+
+    class Meta:
+        model = ImportJob
+        fields = [
+            "id",
+            "status",
+            "stage",
+            "progress",
+            "source",
+            "created_by",
+            "file_name",
+            "file_size",
+            "file_format",
+            "options",
+            "details",
+            "total_rows",
+            "created_count",
+            "updated_count",
+            "unchanged_count",
+            "skipped_count",
+            "invalid_count",
+            "duplicate_count",
+            "warning_count",
+            "batch_count",
+            "committed_batches",
+            "error",
+            "errors",
+            "errors_csv",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(ImportRowErrorSerializer(many=True))
+    def get_errors(self, job: ImportJob):
+        rows = ingest_selectors.import_job_errors(job)[:IMPORT_ERRORS_SHOWN]
+        return ImportRowErrorSerializer(rows, many=True).data
+
+    def get_errors_csv(self, job: ImportJob) -> str:
+        request = self.context.get("request")
+        path = reverse("import-errors", args=[job.pk])
+        return request.build_absolute_uri(path) if request else path
+
+
+class ImportRequestSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="CSV (any common delimiter), a JSON array of objects, or JSON Lines.")
+    default_consent = serializers.ChoiceField(
+        choices=ConsentStatus.choices, required=False, help_text="Consent of new contacts whose row gives none."
+    )
+    topic = serializers.CharField(
+        required=False, allow_blank=True, help_text="A topic added to every imported contact."
+    )
+    skip_existing = serializers.BooleanField(
+        required=False, default=False, help_text="Leave contacts that already exist untouched."
+    )
+
+
+class ImportJobPagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 50
+
+
+class ImportJobViewSet(viewsets.ReadOnlyModelViewSet):
+    """Import jobs: progress, counts and row problems. Analysts may read; imports are started by Staff."""
+
+    serializer_class = ImportJobSerializer
+    pagination_class = ImportJobPagination
+    filter_backends = []
+
+    def get_queryset(self):
+        return ingest_selectors.import_job_list()
+
+    @extend_schema(responses={(200, "text/csv"): str})
+    @action(detail=True, methods=["get"], url_path="errors", url_name="errors")
+    def errors_csv(self, request, pk=None):
+        """The error report: line, column, level, reason, value; cells escaped against spreadsheet formulas."""
+        job = self.get_object()
+        writer = csv.writer(_Echo())
+        rows = (writer.writerow(row) for row in ingest_selectors.import_job_error_rows(job))
+        response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="import-{job.pk}-errors.csv"'
+        return response
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+@extend_schema(request={"multipart/form-data": ImportRequestSerializer}, responses={202: ImportJobSerializer})
+@api_view(["POST"])
+@parser_classes([MultiPartParser, FormParser])
+def contacts_import(request):
+    """Start an import: the file is saved and queued; answers 202 with the job to poll."""
+    payload = ImportRequestSerializer(data=request.data)
+    payload.is_valid(raise_exception=True)
+    data = payload.validated_data
+    try:
+        options = ingest_services.import_options_clean(
+            default_consent=data.get("default_consent", ""),
+            topic=data.get("topic", ""),
+            update_existing=not data["skip_existing"],
+        )
+        with transaction.atomic():
+            job = ingest_services.import_job_create(
+                source=ImportSource.API, upload=data["file"], options=options, actor=request.user.get_username()
+            )
+            ingest_services.import_job_enqueue(job)
+    except DjangoValidationError as exc:
+        _raise_drf(exc)
+    body = ImportJobSerializer(job, context={"request": request}).data
+    location = reverse("import-detail", args=[job.pk], request=request)
+    return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": location})

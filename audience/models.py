@@ -138,3 +138,91 @@ class Suppression(models.Model):
 
     def __str__(self) -> str:
         return f"{self.phone_hash[:12]}… ({self.reason})"
+
+
+class ImportStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for confirmation"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class ImportSource(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    API = "api", "API"
+    COMMAND = "command", "Command"
+
+
+class ImportJob(models.Model):
+    """One run of the ingest engine over one file, whichever door it came in by.
+
+    ``committed_batches`` lists the phone-hash buckets whose upsert transaction
+    committed; a re-run skips them, and the upsert is idempotent anyway.
+    """
+
+    status = models.CharField(max_length=16, choices=ImportStatus.choices, default=ImportStatus.PENDING)
+    source = models.CharField(max_length=16, choices=ImportSource.choices)
+    created_by = models.CharField(max_length=150, blank=True)
+    file_path = models.CharField(max_length=500, help_text="Relative to MEDIA_ROOT, or absolute for the command.")
+    file_name = models.CharField(max_length=255)
+    file_size = models.BigIntegerField(default=0)
+    file_format = models.CharField(max_length=8, blank=True, help_text="csv, json or jsonl")
+    options = models.JSONField(default=dict, blank=True)
+    details = models.JSONField(default=dict, blank=True, help_text="Detected encoding, delimiter, columns.")
+    stage = models.CharField(max_length=32, blank=True)
+    progress = models.FloatField(default=0.0, help_text="Percent done, 0 to 100.")
+    total_rows = models.PositiveIntegerField(default=0)
+    created_count = models.PositiveIntegerField(default=0)
+    updated_count = models.PositiveIntegerField(default=0)
+    unchanged_count = models.PositiveIntegerField(default=0)
+    skipped_count = models.PositiveIntegerField(default=0)
+    invalid_count = models.PositiveIntegerField(default=0)
+    duplicate_count = models.PositiveIntegerField(default=0)
+    warning_count = models.PositiveIntegerField(default=0)
+    batch_count = models.PositiveSmallIntegerField(default=1)
+    committed_batches = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True, help_text="Why the whole file failed, if it did.")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(status__in=ImportStatus.values), name="importjob_status_valid"),
+            models.CheckConstraint(
+                condition=models.Q(progress__gte=0) & models.Q(progress__lte=100), name="importjob_progress_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Import #{self.pk} {self.file_name} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (ImportStatus.SUCCEEDED, ImportStatus.FAILED)
+
+
+class ImportRowError(models.Model):
+    """One problem found in one row of an import file (an error drops the row, a warning keeps it)."""
+
+    class Level(models.TextChoices):
+        ERROR = "error", "Error"
+        WARNING = "warning", "Warning"
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="row_errors")
+    line = models.PositiveIntegerField(help_text="1-based line in the file; the CSV header is line 1.")
+    column = models.CharField(max_length=100, blank=True)
+    level = models.CharField(max_length=8, choices=Level.choices, default=Level.ERROR)
+    reason = models.TextField()
+    value = models.TextField(blank=True, help_text="The offending cell, cut to 200 characters.")
+
+    class Meta:
+        ordering = ["job", "line", "id"]
+        indexes = [models.Index(fields=["job", "line"], name="importrowerror_job_line")]
+
+    def __str__(self) -> str:
+        return f"line {self.line} {self.column}: {self.reason}"

@@ -56,6 +56,18 @@ class Env:
             raise ImproperlyConfigured(f"{name}={parsed} must be at least {minimum}")
         return parsed
 
+    def float(self, name: str, default: float, *, minimum: float | None = None) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            parsed = float(value)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}={value!r} is not a number") from None
+        if minimum is not None and parsed < minimum:
+            raise ImproperlyConfigured(f"{name}={parsed} must be at least {minimum}")
+        return parsed
+
     def list(self, name: str, default: list[str]) -> list[str]:
         value = self.raw(name)
         if value is None:

@@ -92,7 +92,15 @@ if TWILIO_ACCOUNT_SID and not (TWILIO_ACCOUNT_SID.startswith("AC") and len(TWILI
     raise ImproperlyConfigured("TWILIO_ACCOUNT_SID must be 34 characters starting with AC")
 if MESSAGING_PROVIDER == "twilio" and not (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN):
     raise ImproperlyConfigured("MESSAGING_PROVIDER=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+# Seconds: a failed connect means nothing was sent; past the read timeout the outcome is unknown.
+TWILIO_CONNECT_TIMEOUT = env.float("TWILIO_CONNECT_TIMEOUT", 3.05, minimum=0.1)
+TWILIO_READ_TIMEOUT = env.float("TWILIO_READ_TIMEOUT", 10.0, minimum=0.1)
 PUBLIC_BASE_URL = (env.url("PUBLIC_BASE_URL", schemes=("http", "https")) or "http://127.0.0.1:8000").rstrip("/")
+# The TwiML reply to HELP and INFO keywords.
+HELP_REPLY_TEXT = env.str(
+    "HELP_REPLY_TEXT",
+    "Reply STOP to unsubscribe or START to subscribe again. Msg & data rates may apply.",
+)
 
 DEFAULT_TIMEZONE = env.timezone("DEFAULT_TIMEZONE", default="UTC")
 
@@ -213,7 +221,13 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Contacts, consent, messaging, campaigns and reporting.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "ENUM_NAME_OVERRIDES": {"ConsentStatusEnum": "audience.models.ConsentStatus"},
+    "ENUM_NAME_OVERRIDES": {
+        "ConsentStatusEnum": "audience.models.ConsentStatus",
+        "ImportStatusEnum": "audience.models.ImportStatus",
+        "MessageStatusEnum": "messaging.models.MessageStatus",
+        "CampaignStatusEnum": "campaigns.models.CampaignStatus",
+        "CampaignRunStatusEnum": "campaigns.models.RunStatus",
+    },
 }
 
 # --- Celery --------------------------------------------------------------------------------
@@ -247,3 +261,7 @@ LOGGING = {
 # Resources escape formulas themselves (config.spreadsheet), more strictly than this setting would.
 IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = False
 IMPORT_EXPORT_SKIP_ADMIN_LOG = True
+# Admin imports up to this size run in the request (a second or so); bigger ones go to a Celery worker.
+INGEST_INLINE_MAX_BYTES = env.int("INGEST_INLINE_MAX_BYTES", 1024 * 1024, minimum=0)
+# Processes that validate an import file; 0 means one per available core.
+INGEST_WORKERS = env.int("INGEST_WORKERS", 0, minimum=0)

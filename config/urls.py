@@ -6,6 +6,8 @@ from config.health import health
 
 api_v1 = [
     path("", include("audience.urls")),
+    path("", include("messaging.urls")),
+    path("", include("campaigns.urls")),
 ]
 
 urlpatterns = [
@@ -13,4 +15,5 @@ urlpatterns = [
     path("health/", health, name="health"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    path("webhooks/", include("messaging.webhooks.urls")),
 ]

@@ -151,6 +151,9 @@ class Message(models.Model):
     body = models.TextField(blank=True)
     content_sid = models.CharField(max_length=34, blank=True)
     content_variables = models.JSONField(default=dict, blank=True)
+    render_context = models.JSONField(
+        default=dict, blank=True, help_text="Values for {{ event.* }} placeholders, rendered at send time."
+    )
     num_media = models.PositiveSmallIntegerField(default=0)
     media = models.JSONField(default=list, blank=True)
 

@@ -38,3 +38,23 @@ class ContactFactory(factory.django.DjangoModelFactory):
     name = factory.Faker("name")
     consent_status = ConsentStatus.OPTED_IN
     attributes = factory.LazyFunction(dict)
+
+
+class MessageTemplateFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "messaging.MessageTemplate"
+
+    name = factory.Sequence(lambda n: f"template-{n}")
+    channel = "sms"
+    body = "Hello {{ name }}"
+
+
+class SenderFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "messaging.Sender"
+
+    name = factory.Sequence(lambda n: f"sender-{n}")
+    provider = "simulated"
+    channel = "sms"
+    kind = "long_code"
+    from_address = factory.Sequence(lambda n: f"+4474{n:08d}")

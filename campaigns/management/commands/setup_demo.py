@@ -1,4 +1,7 @@
-"""Create the demo users and demo contacts for the embedded default (idempotent)."""
+"""Create the demo users, contacts, senders, templates, a segment and a campaign (idempotent).
+
+Only for the embedded default (`make run`): it refuses to run with DEBUG off.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,11 @@ from django.core.management.base import BaseCommand, CommandError
 
 from audience import services
 from audience.models import ConsentSource, ConsentStatus, Contact
+from campaigns import services as campaign_services
+from campaigns.models import Campaign, Segment
 from config.roles import ANALYSTS, STAFF
+from messaging.models import MessageTemplate, Sender
+from messaging.services.send import message_create
 
 DEMO_USERS = {
     "admin": {"password": "admin-demo-pass", "superuser": True, "group": STAFF},
@@ -28,7 +35,7 @@ TOPICS = ["promotions", "alerts", "newsletter", "vip"]
 
 
 class Command(BaseCommand):
-    help = "Create demo users (printed) and demo contacts. Refuses to run when DEBUG is off."
+    help = "Create demo users (printed), contacts, senders, templates, a segment and a campaign (DEBUG only)."
 
     def add_arguments(self, parser):
         parser.add_argument("--contacts", type=int, default=200)
@@ -38,6 +45,7 @@ class Command(BaseCommand):
             raise CommandError("setup_demo only runs with DEBUG on; it creates users with known passwords")
         self._users()
         self._contacts(contacts)
+        self._messaging()
 
     def _users(self):
         User = get_user_model()
@@ -84,3 +92,50 @@ class Command(BaseCommand):
                 self.stderr.write(f"  skipped demo contact {phone}: {exc.messages}")
                 continue
         self.stdout.write(f"  demo contacts: {Contact.objects.count()}")
+
+    def _messaging(self):
+        sms, _ = Sender.objects.get_or_create(
+            name="Demo SMS (simulated)",
+            defaults={"provider": "simulated", "channel": "sms", "kind": "long_code", "from_address": "+447400123456"},
+        )
+        whatsapp, _ = Sender.objects.get_or_create(
+            name="Demo WhatsApp (simulated)",
+            defaults={
+                "provider": "simulated",
+                "channel": "whatsapp",
+                "kind": "whatsapp",
+                "from_address": "whatsapp:+447400123457",
+            },
+        )
+        welcome, _ = MessageTemplate.objects.get_or_create(
+            name="welcome-sms",
+            defaults={
+                "channel": "sms",
+                "body": "Hi {{ name }}, welcome to our {{ attributes.city }} community!",
+                "fallbacks": {"attributes.city": "local"},
+            },
+        )
+        MessageTemplate.objects.get_or_create(
+            name="order-update-whatsapp",
+            defaults={
+                "channel": "whatsapp",
+                "body": "Hello {{ name }}, your order is on its way.",
+                "content_sid": "HX" + "0" * 31 + "1",
+                "content_variables": {"1": "name"},
+            },
+        )
+        if not Segment.objects.filter(name="Adults in Nairobi").exists():
+            campaign_services.segment_create(name="Adults in Nairobi", query='age >= 18 AND city = "Nairobi"')
+        if not Campaign.objects.filter(name="Demo welcome").exists():
+            campaign_services.campaign_create(
+                name="Demo welcome",
+                template=welcome,
+                sender=sms,
+                segment=Segment.objects.get(name="Adults in Nairobi"),
+                actor="setup_demo",
+            )
+        # A few transactional sends so the simulated provider has statuses to play out;
+        # the idempotency keys make a second `make run` send nothing new.
+        for contact in Contact.objects.filter(consent_status=ConsentStatus.OPTED_IN).order_by("pk")[:10]:
+            message_create(contact=contact, template=welcome, sender=sms, idempotency_key=f"demo-{contact.pk}")
+        self.stdout.write(f"  demo senders: {sms.name}, {whatsapp.name}; campaign 'Demo welcome' (draft)")

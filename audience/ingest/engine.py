@@ -1,0 +1,418 @@
+"""The ingest engine: stream, validate on every core, COPY to staging, one set-based upsert per batch.
+
+1. A reader cuts the file into chunks of whole records; a process pool
+   validates them (phone normalisation is the bottleneck) with a bounded
+   number of chunks in flight, so memory stays flat whatever the file size.
+2. The main process COPYs each chunk's good rows into an UNLOGGED staging
+   table and its problems into ImportRowError.
+3. Set-based SQL drops in-file duplicates (the last row wins), creates the
+   topics, marks suppressed phones.
+4. Each bucket of phones (a crc32 hash) is upserted by one
+   ``INSERT ... SELECT ... ON CONFLICT (phone) DO UPDATE`` whose CTEs also
+   write the ConsentEvent and ContactTopic rows, in one transaction that
+   also records the bucket as committed on the job. A re-run skips committed
+   buckets; the upsert is idempotent anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connection, connections, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from audience.ingest import sql
+from audience.ingest.readers import (
+    Chunk,
+    FileProblem,
+    JsonArrayReader,
+    Layout,
+    inspect_csv,
+    inspect_json,
+    iter_csv_chunks,
+    iter_jsonl_chunks,
+)
+from audience.ingest.validate import STAGE_COLUMNS, ChunkResult, process_chunk
+from audience.models import ConsentStatus, ImportJob, ImportRowError, ImportStatus, Topic
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[ImportJob], None]
+BUCKET_THRESHOLD_BYTES = 8 << 20
+BUCKETS_FOR_BIG_FILES = 8
+WRITER_SESSIONS = 2
+SMALL_FILE_BYTES = 1 << 20  # below this, starting worker processes costs more than it saves
+READ_SHARE = 80.0  # percent of the progress bar for reading and validating
+PROGRESS_EVERY_S = 0.5
+ERROR_COLUMNS = ("job_id", "line", "column", "level", "reason", "value")
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    default_consent: str = ConsentStatus.OPTED_IN
+    topic: str = ""
+    update_existing: bool = True
+
+    @classmethod
+    def from_job(cls, job: ImportJob) -> IngestOptions:
+        options = job.options or {}
+        return cls(
+            default_consent=options.get("default_consent", ConsentStatus.OPTED_IN),
+            topic=options.get("topic", "") or "",
+            update_existing=options.get("update_existing", True),
+        )
+
+
+def inspect_file(path: str, file_format: str) -> Layout:
+    if file_format == "csv":
+        return inspect_csv(path)
+    return inspect_json(path, file_format)
+
+
+def iter_chunks(path: str, layout: Layout) -> tuple[Iterator[Chunk], JsonArrayReader | None]:
+    if layout.file_format == "csv":
+        return iter_csv_chunks(path, layout), None
+    if layout.file_format == "jsonl":
+        return iter_jsonl_chunks(path, layout), None
+    reader = JsonArrayReader(path, layout)
+    return iter(reader), reader
+
+
+def bucket_count(file_size: int) -> int:
+    return 1 if file_size < BUCKET_THRESHOLD_BYTES else BUCKETS_FOR_BIG_FILES
+
+
+def worker_count() -> int:
+    """Validation processes: settings.INGEST_WORKERS, or one per available core when it is 0."""
+    return max(1, settings.INGEST_WORKERS or len(os.sched_getaffinity(0)))
+
+
+def _pool_context():
+    """Workers fork from a small server process that imported only the validation code.
+
+    Forking the web or Celery process itself would give each worker a copy of
+    everything that process had loaded; the fork server keeps the tree small.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["audience.ingest.validate"])
+    return context
+
+
+@contextmanager
+def _children_allowed() -> Iterator[None]:
+    """Let a daemonic process (a Celery prefork child) start the validation pool.
+
+    multiprocessing refuses children in daemonic processes so that they cannot be
+    orphaned; the pool is closed (and its workers end) when the engine leaves the
+    ``with`` block, and a worker whose parent dies reads EOF and exits.
+    """
+    current = multiprocessing.current_process()
+    saved = dict(current._config)
+    current._config["daemon"] = False
+    # A Celery (billiard) child carries billiard's authkey type, which the fork server cannot be sent.
+    current._config["authkey"] = multiprocessing.process.AuthenticationString(bytes(current.authkey))
+    try:
+        yield
+    finally:
+        current._config.update(saved)
+
+
+class Engine:
+    """Runs one claimed ImportJob to the end; the job row is the only state."""
+
+    def __init__(self, job: ImportJob, path: str, *, on_progress: ProgressCallback | None = None, workers: int = 0):
+        self.job = job
+        self.path = path
+        self.options = IngestOptions.from_job(job)
+        self.on_progress = on_progress
+        self.workers = workers or (1 if job.file_size < SMALL_FILE_BYTES else worker_count())
+        self.stage = f"audience_ingest_stage_{job.pk}"
+        self._last_progress = 0.0
+        self._topics: set[str] = set()
+        self._timings: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    # --- the whole run ---------------------------------------------------------------------
+
+    def run(self) -> ImportJob:
+        if connection.in_atomic_block:
+            raise RuntimeError("the ingest engine commits as it goes; call it outside transaction.atomic()")
+        try:
+            layout = inspect_file(self.path, self.job.file_format)
+        except FileProblem as problem:
+            return self._fail_file(problem)
+        self._start(layout)
+        try:
+            reader_problem = self._timed("read", self._load, layout)
+            if reader_problem:
+                self._record_file_problem(reader_problem)
+            self._timed("prepare", self._prepare)
+            self._timed("write", self._upsert_buckets)
+        finally:
+            self._drop_stage()
+        return self._finish()
+
+    def _timed(self, phase: str, step: Callable, *args):
+        started = time.monotonic()
+        try:
+            return step(*args)
+        finally:
+            self._timings[phase] = round(time.monotonic() - started, 3)
+
+    def _start(self, layout: Layout) -> None:
+        self.job.details = {**(self.job.details or {}), **layout.describe()}
+        self.job.batch_count = bucket_count(self.job.file_size)
+        self.job.stage, self.job.progress, self.job.error = "reading", 0.0, ""
+        for name in ("total_rows", "invalid_count", "duplicate_count", "warning_count"):
+            setattr(self.job, name, 0)
+        self.job.save(
+            update_fields=[
+                "details",
+                "batch_count",
+                "stage",
+                "progress",
+                "error",
+                "total_rows",
+                "invalid_count",
+                "duplicate_count",
+                "warning_count",
+            ]
+        )
+        ImportRowError.objects.filter(job=self.job).delete()
+        with connection.cursor() as cursor:
+            cursor.execute(sql.drop_stage(self.stage))
+            cursor.execute(sql.create_stage(self.stage))
+
+    # --- phase 1: read, validate, COPY -----------------------------------------------------
+
+    def _load(self, layout: Layout) -> FileProblem | None:
+        chunks, json_reader = iter_chunks(self.path, layout)
+        try:
+            if self.workers == 1:
+                for chunk in chunks:
+                    self._store(process_chunk(chunk, layout, self.job.batch_count))
+            else:
+                self._load_in_pool(chunks, layout)
+        except FileProblem as problem:
+            return problem
+        finally:
+            self._save_progress(force=True)
+        return json_reader.problem if json_reader else None
+
+    def _load_in_pool(self, chunks: Iterator[Chunk], layout: Layout) -> None:
+        """Validate chunks on every core, at most a few in flight, storing results in file order."""
+        window = self.workers * 2 + 1
+        with _children_allowed(), _pool_context().Pool(self.workers) as pool:
+            pending: deque = deque()
+            try:
+                for chunk in chunks:
+                    pending.append(pool.apply_async(process_chunk, (chunk, layout, self.job.batch_count)))
+                    if len(pending) >= window:
+                        self._store(pending.popleft().get())
+            finally:
+                while pending:
+                    self._store(pending.popleft().get())
+
+    def _store(self, result: ChunkResult) -> None:
+        with connection.cursor() as cursor:
+            if result.copy_data:
+                with cursor.copy(f"COPY {self.stage} ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
+                    copy.write(result.copy_data)
+            if result.problems:
+                columns = ", ".join(f'"{name}"' for name in ERROR_COLUMNS)
+                with cursor.copy(f"COPY {ImportRowError._meta.db_table} ({columns}) FROM STDIN") as copy:
+                    for problem in result.problems:
+                        copy.write_row((self.job.pk, *problem))
+        self.job.total_rows += result.rows
+        self.job.invalid_count += result.invalid
+        self.job.warning_count += result.warnings
+        self._topics.update(result.topics)
+        size = max(self.job.file_size, 1)
+        self.job.progress = min(READ_SHARE, READ_SHARE * result.end_offset / size)
+        self._save_progress()
+
+    def _save_progress(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_progress < PROGRESS_EVERY_S:
+            return
+        self._last_progress = now
+        fields = ["progress", "stage", "total_rows", "invalid_count", "warning_count", "duplicate_count"]
+        ImportJob.objects.filter(pk=self.job.pk).update(
+            heartbeat_at=timezone.now(), **{name: getattr(self.job, name) for name in fields}
+        )
+        if self.on_progress:
+            self.on_progress(self.job)
+
+    def _record_file_problem(self, problem: FileProblem) -> None:
+        ImportRowError.objects.create(
+            job=self.job, line=problem.line, column=problem.column, level="error", reason=problem.reason
+        )
+        self.job.invalid_count += 1
+        self.job.error = str(problem)
+        ImportJob.objects.filter(pk=self.job.pk).update(error=self.job.error, invalid_count=self.job.invalid_count)
+
+    # --- phase 2: set-based preparation ----------------------------------------------------
+
+    def _prepare(self) -> None:
+        self.job.stage = "deduplicating"
+        self._save_progress(force=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SET work_mem = '256MB'")
+            cursor.execute("SET jit = off")
+            cursor.execute(sql.remove_duplicates(self.stage), {"job": self.job.pk})
+            self.job.duplicate_count = cursor.rowcount if cursor.rowcount > 0 else 0
+            cursor.execute(sql.index_stage(self.stage))
+            if self._has_suppressions(cursor):
+                cursor.execute(sql.mark_suppressed(self.stage))
+                cursor.execute(
+                    sql.warn_suppressed(self.stage), {"job": self.job.pk, "default": self.options.default_consent}
+                )
+                self.job.warning_count += max(cursor.rowcount, 0)
+            cursor.execute("RESET work_mem")
+            cursor.execute("RESET jit")
+            cursor.execute(f"ANALYZE {self.stage}")
+        self.job.warning_count += self.job.duplicate_count
+        self._create_topics()
+        self.job.progress = READ_SHARE + 2
+        self._save_progress(force=True)
+
+    @staticmethod
+    def _has_suppressions(cursor) -> bool:
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM audience_suppression)")
+        return bool(cursor.fetchone()[0])
+
+    def _create_topics(self) -> None:
+        names = set(self._topics)
+        if self.options.topic:
+            names.add(self.options.topic)
+        if names:
+            Topic.objects.bulk_create([Topic(name=name) for name in sorted(names)], ignore_conflicts=True)
+
+    # --- phase 3: one upsert per bucket, each committed with its record ---------------------
+
+    def _upsert_buckets(self) -> None:
+        self.job.stage = "writing"
+        self._save_progress(force=True)
+        done = {entry["bucket"] for entry in self.job.committed_batches or []}
+        todo = [bucket for bucket in range(self.job.batch_count) if bucket not in done]
+        writers = min(self.workers, WRITER_SESSIONS)
+        if len(todo) <= 1 or writers <= 1:
+            for bucket in todo:
+                self._upsert_bucket(bucket)
+            return
+        # Buckets hold disjoint phones, so two sessions never wait on each other's rows.
+        with ThreadPoolExecutor(max_workers=writers) as executor:
+            for future in [executor.submit(self._upsert_bucket_in_thread, bucket) for bucket in todo]:
+                future.result()
+
+    def _upsert_bucket_in_thread(self, bucket: int) -> None:
+        try:
+            self._upsert_bucket(bucket)
+        finally:
+            connections.close_all()
+
+    def _upsert_bucket(self, bucket: int) -> None:
+        params = {
+            "bucket": bucket,
+            "job": self.job.pk,
+            "default": self.options.default_consent,
+            "actor": (self.job.created_by or "import")[:150],
+            "extra_topics": [self.options.topic] if self.options.topic else [],
+        }
+        started = time.monotonic()
+        with transaction.atomic(), connection.cursor() as cursor:
+            # The CTEs' row counts are unknown to the planner; a nested loop over them would be quadratic.
+            cursor.execute("SET LOCAL enable_nestloop = off")
+            cursor.execute("SET LOCAL jit = off")
+            cursor.execute(sql.upsert(self.stage, update_existing=self.options.update_existing), params)
+            staged, created, changed = cursor.fetchone()
+            if self.options.update_existing and staged > created + changed and self._has_topics(params):
+                cursor.execute(sql.add_topics_to_unchanged(self.stage), params)
+            entry = self._batch_entry(bucket, staged, created, changed)
+            self._commit_batch(entry)
+        elapsed = time.monotonic() - started
+        logger.debug("import %s: bucket %s committed in %.2f s: %s", self.job.pk, bucket, elapsed, entry)
+
+    def _has_topics(self, params: dict) -> bool:
+        return bool(self._topics or params["extra_topics"])
+
+    def _batch_entry(self, bucket: int, staged: int, created: int, changed: int) -> dict:
+        rest = staged - created - changed
+        return {
+            "bucket": bucket,
+            "rows": staged,
+            "created": created,
+            "updated": changed,
+            "unchanged": rest if self.options.update_existing else 0,
+            "skipped": 0 if self.options.update_existing else rest,
+            "at": timezone.now().isoformat(),
+        }
+
+    def _commit_batch(self, entry: dict) -> None:
+        with self._lock:
+            job = ImportJob.objects.select_for_update().get(pk=self.job.pk)
+            job.committed_batches = [*job.committed_batches, entry]
+            self.job.committed_batches = job.committed_batches
+            share = (100.0 - READ_SHARE - 2) * len(job.committed_batches) / max(self.job.batch_count, 1)
+            ImportJob.objects.filter(pk=job.pk).update(
+                committed_batches=job.committed_batches,
+                created_count=F("created_count") + entry["created"],
+                updated_count=F("updated_count") + entry["updated"],
+                unchanged_count=F("unchanged_count") + entry["unchanged"],
+                skipped_count=F("skipped_count") + entry["skipped"],
+                progress=min(99.0, READ_SHARE + 2 + share),
+                heartbeat_at=timezone.now(),
+            )
+
+    # --- the end ---------------------------------------------------------------------------
+
+    def _drop_stage(self) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(sql.drop_stage(self.stage))
+
+    def _finish(self) -> ImportJob:
+        entries = self.job.committed_batches
+        ImportJob.objects.filter(pk=self.job.pk).update(
+            status=ImportStatus.SUCCEEDED,
+            stage="done",
+            progress=100.0,
+            created_count=sum(entry["created"] for entry in entries),
+            updated_count=sum(entry["updated"] for entry in entries),
+            unchanged_count=sum(entry["unchanged"] for entry in entries),
+            skipped_count=sum(entry["skipped"] for entry in entries),
+            total_rows=self.job.total_rows,
+            invalid_count=self.job.invalid_count,
+            duplicate_count=self.job.duplicate_count,
+            warning_count=self.job.warning_count,
+            finished_at=timezone.now(),
+            heartbeat_at=timezone.now(),
+            details={**self.job.details, "seconds": self._timings},
+        )
+        self.job.refresh_from_db()
+        if self.on_progress:
+            self.on_progress(self.job)
+        return self.job
+
+    def _fail_file(self, problem: FileProblem) -> ImportJob:
+        ImportRowError.objects.filter(job=self.job).delete()
+        ImportRowError.objects.create(
+            job=self.job, line=problem.line, column=problem.column, level="error", reason=problem.reason
+        )
+        ImportJob.objects.filter(pk=self.job.pk).update(
+            status=ImportStatus.FAILED, stage="failed", error=str(problem), finished_at=timezone.now()
+        )
+        self.job.refresh_from_db()
+        if self.on_progress:
+            self.on_progress(self.job)
+        return self.job

@@ -1,0 +1,371 @@
+"""Streaming readers for CSV, JSON arrays and JSON Lines.
+
+The main process only cuts the file into chunks of whole records (and, for a
+JSON array, decodes the objects); the workers decode, parse and validate. No
+reader ever holds more than one chunk of the file in memory.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+CHUNK_BYTES = 1 << 20
+MAX_RECORD_BYTES = 8 << 20
+SNIFF_BYTES = 64 << 10
+DELIMITERS = (",", ";", "\t", "|")
+UTF8_BOM = codecs.BOM_UTF8
+UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+PHONE_ALIASES = frozenset(
+    {"phone", "phone_number", "phonenumber", "mobile", "mobile_number", "msisdn", "number", "tel", "telephone", "cell"}
+)
+FIELD_ALIASES = {
+    "name": "name",
+    "full_name": "name",
+    "fullname": "name",
+    "email": "email",
+    "e_mail": "email",
+    "email_address": "email",
+    "channel": "channel",
+    "locale": "locale",
+    "language": "locale",
+    "lang": "locale",
+    "timezone": "timezone",
+    "time_zone": "timezone",
+    "tz": "timezone",
+    "consent": "consent",
+    "consent_status": "consent",
+    "topics": "topics",
+    "topic": "topics",
+    "tags": "topics",
+    "attributes": "attributes",
+}
+ATTRIBUTE_PREFIXES = ("attributes.", "attribute.", "attr.", "attr:")
+
+
+class FileProblem(Exception):
+    """The whole file cannot be imported; names the line, column and reason."""
+
+    def __init__(self, reason: str, *, line: int = 1, column: str = ""):
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
+        self.column = column
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" + (f", column {self.column!r}" if self.column else "")
+        return f"{where}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Column:
+    index: int
+    header: str
+    kind: str  # phone, name, email, channel, locale, timezone, consent, topics, attributes, attribute
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a reader learned from the start of the file; passed to every worker."""
+
+    file_format: str
+    delimiter: str = ","
+    bom: bool = False
+    columns: tuple[Column, ...] = ()
+    header_bytes: int = 0
+    notes: tuple[str, ...] = field(default=())
+
+    def describe(self) -> dict:
+        return {
+            "format": self.file_format,
+            "delimiter": self.delimiter if self.file_format == "csv" else None,
+            "bom": self.bom,
+            "columns": {column.header: column.kind for column in self.columns},
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A run of whole records. ``kind`` is csv or jsonl (raw bytes) or records (decoded JSON objects)."""
+
+    kind: str
+    start_line: int
+    data: bytes | list
+    end_offset: int
+
+
+def normalise_header(raw: str) -> str:
+    return raw.strip().strip('"').strip().lower().replace(" ", "_").replace("-", "_")
+
+
+def column_for(index: int, header: str) -> Column:
+    key = normalise_header(header)
+    if key in PHONE_ALIASES:
+        return Column(index, header, "phone")
+    if key in FIELD_ALIASES:
+        return Column(index, header, FIELD_ALIASES[key])
+    for prefix in ATTRIBUTE_PREFIXES:
+        if key.startswith(prefix):
+            return Column(index, header, "attribute", header.strip()[len(prefix) :].strip())
+    return Column(index, header, "attribute", header.strip())
+
+
+def detect_format(path: str, name: str = "") -> str:
+    """csv, json or jsonl: from the extension, else from the first character."""
+    lowered = (name or path).lower()
+    for extension, kind in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"), (".csv", "csv")):
+        if lowered.endswith(extension):
+            return kind
+    with open(path, "rb") as handle:
+        head = handle.read(SNIFF_BYTES).lstrip(UTF8_BOM).lstrip()
+    if head.startswith(b"["):
+        return "json"
+    if head.startswith(b"{"):
+        return "jsonl"
+    return "csv"
+
+
+def _check_not_empty_or_utf16(head: bytes) -> bool:
+    if head.startswith(UTF16_BOMS):
+        raise FileProblem("the file is UTF-16 encoded; save it as 'CSV UTF-8' (or plain UTF-8) and upload it again")
+    bom = head.startswith(UTF8_BOM)
+    if not head[len(UTF8_BOM) if bom else 0 :].strip():
+        raise FileProblem("the file is empty")
+    return bom
+
+
+def decode_text(raw: bytes) -> tuple[str, bool]:
+    """UTF-8, else Windows-1252 (what spreadsheets on Windows save), else Latin-1; True when not UTF-8."""
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        try:
+            return raw.decode("cp1252"), True
+        except UnicodeDecodeError:
+            return raw.decode("latin-1"), True
+
+
+def sniff_delimiter(header_line: str) -> str:
+    counts = {delimiter: header_line.count(delimiter) for delimiter in DELIMITERS}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+def inspect_csv(path: str) -> Layout:
+    """Read the header: delimiter, BOM and the role of each column. Raises FileProblem."""
+    with open(path, "rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    bom = _check_not_empty_or_utf16(head)
+    body = head[len(UTF8_BOM) :] if bom else head
+    first_line, newline, _rest = body.partition(b"\n")
+    if not newline and len(head) == SNIFF_BYTES:
+        raise FileProblem("the header line is longer than 64 KB; is this really a CSV file?")
+    text, fell_back = decode_text(first_line.rstrip(b"\r"))
+    delimiter = sniff_delimiter(text)
+    headers = next(csv.reader([text], delimiter=delimiter), [])
+    columns = _columns(headers)
+    notes = []
+    if bom:
+        notes.append("a UTF-8 byte order mark (BOM) was found and skipped")
+    if delimiter != ",":
+        notes.append(f"columns are separated by {delimiter!r}")
+    if fell_back:
+        notes.append("the header is not UTF-8; it was read as Windows-1252")
+    header_bytes = (len(UTF8_BOM) if bom else 0) + len(first_line) + len(newline)
+    return Layout("csv", delimiter, bom, columns, header_bytes, tuple(notes))
+
+
+def _columns(headers: list[str]) -> tuple[Column, ...]:
+    columns = [column_for(index, header) for index, header in enumerate(headers) if header.strip()]
+    phones = [column for column in columns if column.kind == "phone"]
+    found = ", ".join(repr(header) for header in headers) or "none"
+    if not phones:
+        raise FileProblem(
+            f"no phone column; name one of: {', '.join(sorted(PHONE_ALIASES))} (columns found: {found})",
+            column="phone",
+        )
+    seen: set[tuple[str, str]] = set()
+    for column in columns:
+        identity = (column.kind, column.key)
+        if identity in seen and column.kind != "topics":
+            raise FileProblem(f"two columns mean the same thing ({column.header!r})", column=column.header)
+        seen.add(identity)
+    return tuple(columns)
+
+
+def iter_csv_chunks(path: str, layout: Layout, chunk_bytes: int | None = None) -> Iterator[Chunk]:
+    """Cut the body into chunks that end at a record boundary (outside quotes)."""
+    with open(path, "rb") as handle:
+        handle.seek(layout.header_bytes)
+        yield from _cut_lines(handle, "csv", 2, layout.header_bytes, chunk_bytes or CHUNK_BYTES, quoted=True)
+
+
+def iter_jsonl_chunks(path: str, layout: Layout, chunk_bytes: int | None = None) -> Iterator[Chunk]:
+    with open(path, "rb") as handle:
+        handle.seek(layout.header_bytes)
+        yield from _cut_lines(handle, "jsonl", 1, layout.header_bytes, chunk_bytes or CHUNK_BYTES, quoted=False)
+
+
+def _cut_lines(handle, kind: str, line: int, offset: int, chunk_bytes: int, *, quoted: bool) -> Iterator[Chunk]:
+    carry = b""
+    while True:
+        block = handle.read(chunk_bytes)
+        data = carry + block
+        if not block:
+            if data.strip():
+                yield Chunk(kind, line, data, offset + len(data))
+            return
+        cut = _record_boundary(data, quoted)
+        if cut < 0 and len(data) < MAX_RECORD_BYTES:
+            carry = data
+            continue
+        if cut < 0:
+            cut = data.rfind(b"\n")  # an unbalanced quote: give up on it, the worker reports the line
+        if cut < 0:
+            raise FileProblem("a single record is longer than 8 MB", line=line)
+        piece, carry = data[: cut + 1], data[cut + 1 :]
+        offset += len(piece)
+        yield Chunk(kind, line, piece, offset)
+        line += piece.count(b"\n")
+
+
+def _record_boundary(data: bytes, quoted: bool) -> int:
+    """Index of the last newline that ends a record, or -1."""
+    cut = data.rfind(b"\n")
+    while quoted and cut >= 0 and data.count(b'"', 0, cut) % 2:
+        cut = data.rfind(b"\n", 0, cut)
+    return cut
+
+
+def inspect_json(path: str, file_format: str) -> Layout:
+    with open(path, "rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    bom = _check_not_empty_or_utf16(head)
+    body = head[len(UTF8_BOM) :] if bom else head
+    first = body.lstrip()[:1]
+    if file_format == "json" and first != b"[":
+        raise FileProblem("a JSON file must hold an array of objects, starting with '['", column="")
+    notes = ("a UTF-8 byte order mark (BOM) was found and skipped",) if bom else ()
+    return Layout(file_format, bom=bom, header_bytes=len(UTF8_BOM) if bom else 0, notes=notes)
+
+
+class JsonArrayReader:
+    """Decode ``[ {...}, {...} ]`` one element at a time, with the line each element starts on.
+
+    A syntax error cannot be resynchronised in a JSON array, so the reader stops
+    there; ``problem`` then says where and why, and the rows before it are kept.
+    """
+
+    def __init__(self, path: str, layout: Layout, records_per_chunk: int = 5000):
+        self.path = path
+        self.layout = layout
+        self.records_per_chunk = records_per_chunk
+        self.problem: FileProblem | None = None
+        self._decoder = json.JSONDecoder()
+
+    def __iter__(self) -> Iterator[Chunk]:
+        with open(self.path, "rb") as handle:
+            handle.seek(self.layout.header_bytes)
+            yield from self._elements(handle)
+
+    def _elements(self, handle) -> Iterator[Chunk]:
+        state = _JsonState(handle, self.layout.header_bytes)
+        if not state.expect("["):
+            self.problem = FileProblem("a JSON file must hold an array of objects, starting with '['")
+            return
+        batch: list[tuple[int, object]] = []
+        first = True
+        while True:
+            if state.expect("]"):
+                break
+            if not first and not state.expect(","):
+                self.problem = state.error("expected ',' or ']' between array elements")
+                break
+            first = False
+            element = state.decode(self._decoder)
+            if isinstance(element, FileProblem):
+                self.problem = element
+                break
+            batch.append(element)
+            if len(batch) >= self.records_per_chunk:
+                yield Chunk("records", batch[0][0], batch, state.offset)
+                batch = []
+        if batch:
+            yield Chunk("records", batch[0][0], batch, state.offset)
+
+
+class _JsonState:
+    """A sliding text window over the file for JsonArrayReader."""
+
+    def __init__(self, handle, offset: int):
+        self.handle = handle
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.buffer = ""
+        self.pos = 0
+        self.line = 1
+        self.offset = offset
+        self.eof = False
+
+    def _fill(self) -> bool:
+        if self.eof:
+            return False
+        raw = self.handle.read(CHUNK_BYTES)
+        self.offset += len(raw)
+        try:
+            text = self.decoder.decode(raw, final=not raw)
+        except UnicodeDecodeError:
+            raise FileProblem("not valid UTF-8; JSON files must be UTF-8 encoded", line=self.line) from None
+        self.eof = not raw
+        self.line += self.buffer.count("\n", 0, self.pos)
+        self.buffer = self.buffer[self.pos :] + text
+        self.pos = 0
+        return True
+
+    def _skip_space(self) -> None:
+        while True:
+            while self.pos < len(self.buffer) and self.buffer[self.pos] in " \t\r\n":
+                self.pos += 1
+            if self.pos < len(self.buffer) or not self._fill():
+                return
+
+    def current_line(self) -> int:
+        return self.line + self.buffer.count("\n", 0, self.pos)
+
+    def expect(self, char: str) -> bool:
+        self._skip_space()
+        if self.buffer[self.pos : self.pos + 1] == char:
+            self.pos += 1
+            return True
+        return False
+
+    def error(self, reason: str) -> FileProblem:
+        return FileProblem(f"malformed JSON: {reason}; the rest of the file was not read", line=self.current_line())
+
+    def decode(self, decoder: json.JSONDecoder):
+        self._skip_space()
+        while True:
+            try:
+                value, end = decoder.raw_decode(self.buffer, self.pos)
+            except json.JSONDecodeError as exc:
+                if not self.eof and len(self.buffer) - self.pos < MAX_RECORD_BYTES and self._fill():
+                    continue
+                line = self.current_line() + self.buffer.count("\n", self.pos, exc.pos)
+                return FileProblem(f"malformed JSON: {exc.msg}; the rest of the file was not read", line=line)
+            if end == len(self.buffer) and not self.eof:
+                # A number at the very end of the window may continue in the next block.
+                self._fill()
+                continue
+            line = self.current_line()
+            self.pos = end
+            return (line, value)
+
+
+def file_size(path: str) -> int:
+    return os.path.getsize(path)

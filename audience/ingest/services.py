@@ -1,0 +1,228 @@
+"""Writes for import jobs: create (with the file saved), enqueue, claim, run, retry, preview."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from audience.ingest.engine import Engine, ProgressCallback, inspect_file, iter_chunks
+from audience.ingest.readers import FileProblem, detect_format
+from audience.ingest.validate import STAGE_COLUMNS, process_chunk
+from audience.models import TOPIC_NAME_VALIDATOR, ConsentStatus, Contact, ImportJob, ImportStatus
+
+STALE_AFTER = timedelta(minutes=5)
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+COPY_BLOCK = 1 << 20
+
+
+class ImportRejected(ValidationError):
+    """The file or the options cannot be imported at all; the message says why."""
+
+
+def import_options_clean(*, default_consent: str = "", topic: str = "", update_existing: bool = True) -> dict:
+    default_consent = default_consent or ConsentStatus.OPTED_IN
+    if default_consent not in ConsentStatus.values:
+        raise ImportRejected(
+            {"default_consent": [f"{default_consent!r} is not one of {', '.join(ConsentStatus.values)}"]}
+        )
+    topic = (topic or "").strip().lower()
+    if topic:
+        try:
+            TOPIC_NAME_VALIDATOR(topic)
+        except ValidationError as exc:
+            raise ImportRejected({"topic": exc.messages}) from None
+    return {"default_consent": default_consent, "topic": topic, "update_existing": bool(update_existing)}
+
+
+def import_dir() -> Path:
+    directory = Path(settings.MEDIA_ROOT) / "imports"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _save_upload(upload) -> tuple[str, int]:
+    """Stream an uploaded file to MEDIA_ROOT/imports/ in blocks; returns (relative path, size)."""
+    name = SAFE_NAME.sub("_", os.path.basename(upload.name or "upload"))[-100:]
+    target = import_dir() / f"{uuid.uuid4().hex}-{name}"
+    temporary = getattr(upload, "temporary_file_path", None)
+    if temporary:
+        shutil.copyfile(temporary(), target)
+    else:
+        with open(target, "wb") as handle:
+            for block in upload.chunks(COPY_BLOCK):
+                handle.write(block)
+    return str(target.relative_to(settings.MEDIA_ROOT)), target.stat().st_size
+
+
+def job_path(job: ImportJob) -> str:
+    path = Path(job.file_path)
+    return str(path if path.is_absolute() else Path(settings.MEDIA_ROOT) / path)
+
+
+def import_job_create(
+    *, source: str, options: dict[str, Any], upload=None, path: str | None = None, actor: str = ""
+) -> ImportJob:
+    """Save the file, read its header (a file that cannot be imported at all is refused) and record the job."""
+    if upload is not None:
+        relative, size = _save_upload(upload)
+        file_name, absolute = upload.name, str(Path(settings.MEDIA_ROOT) / relative)
+    elif path is not None:
+        absolute = relative = str(Path(path).resolve())
+        file_name, size = os.path.basename(path), os.path.getsize(path)
+    else:
+        raise ValueError("give an upload or a path")
+    file_format = detect_format(absolute, file_name)
+    try:
+        layout = inspect_file(absolute, file_format)
+    except FileProblem as problem:
+        if upload is not None:
+            os.remove(absolute)
+        raise ImportRejected({"file": [str(problem)]}) from None
+    return ImportJob.objects.create(
+        source=source,
+        created_by=actor[:150],
+        file_path=relative,
+        file_name=file_name[:255],
+        file_size=size,
+        file_format=file_format,
+        options=options,
+        details=layout.describe(),
+    )
+
+
+def import_job_enqueue(job: ImportJob) -> ImportJob:
+    """Queue the job for a Celery worker once the surrounding transaction commits."""
+    from audience.tasks import ingest_contacts
+
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.QUEUED)
+    job.status = ImportStatus.QUEUED
+    transaction.on_commit(lambda: ingest_contacts.delay(job.pk))
+    return job
+
+
+def import_job_claim(job_id: int) -> ImportJob | None:
+    """Take the job for this process, or None when another run has it (or it is finished)."""
+    now = timezone.now()
+    claimable = Q(status__in=[ImportStatus.QUEUED, ImportStatus.PENDING]) | Q(
+        status=ImportStatus.RUNNING, heartbeat_at__lt=now - STALE_AFTER
+    )
+    claimed = ImportJob.objects.filter(claimable, pk=job_id).update(
+        status=ImportStatus.RUNNING, started_at=now, heartbeat_at=now, finished_at=None
+    )
+    if not claimed:
+        return None
+    job = ImportJob.objects.get(pk=job_id)
+    ImportJob.objects.filter(pk=job_id).update(attempts=job.attempts + 1)
+    return job
+
+
+def import_job_run(job: ImportJob, *, on_progress: ProgressCallback | None = None, workers: int = 0) -> ImportJob:
+    """Run a claimed job through the engine; an unexpected failure marks the job failed and is raised."""
+    try:
+        return Engine(job, job_path(job), on_progress=on_progress, workers=workers).run()
+    except FileNotFoundError:
+        return _fail(job, "the uploaded file is no longer on the server; upload it again")
+    except Exception as exc:
+        _fail(job, f"the import stopped: {type(exc).__name__}: {exc}; committed batches are kept, re-run it")
+        raise
+
+
+def _fail(job: ImportJob, reason: str) -> ImportJob:
+    ImportJob.objects.filter(pk=job.pk).update(
+        status=ImportStatus.FAILED, stage="failed", error=reason[:2000], finished_at=timezone.now()
+    )
+    job.refresh_from_db()
+    return job
+
+
+def import_job_retry(job: ImportJob) -> ImportJob:
+    """Queue a failed (or crashed) job again; committed batches are not written twice."""
+    stale = job.status == ImportStatus.RUNNING and (job.heartbeat_at or job.created_at) < timezone.now() - STALE_AFTER
+    if job.status != ImportStatus.FAILED and not stale:
+        raise ImportRejected("only a failed or stalled import can be re-run")
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.QUEUED, error="")
+    return import_job_enqueue(job)
+
+
+@dataclass
+class Preview:
+    """The dry run of the first rows: what each would do, and every problem in them."""
+
+    rows: list[dict] = field(default_factory=list)
+    problems: list[tuple[int, str, str, str, str]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    complete: bool = True
+    checked: int = 0
+
+
+def import_preview(job: ImportJob, *, limit: int = 1000) -> Preview:
+    """Validate up to ``limit`` rows in this process and say which would create or update a contact."""
+    path = job_path(job)
+    layout = inspect_file(path, job.file_format)
+    chunks, json_reader = iter_chunks(path, layout)
+    preview = Preview(notes=list(layout.notes))
+    seen = 0
+    for chunk in chunks:
+        result = process_chunk(chunk, layout, 1)
+        preview.problems.extend(result.problems)
+        preview.rows.extend(_parse_copy_lines(result.copy_data))
+        seen += result.rows
+        if seen >= limit:
+            preview.complete = chunk.end_offset >= job.file_size
+            break
+    preview.checked = seen
+    if json_reader and json_reader.problem:
+        problem = json_reader.problem
+        preview.problems.append((problem.line, problem.column, "error", problem.reason, ""))
+    _classify(preview, job.options)
+    return preview
+
+
+def _parse_copy_lines(data: bytes) -> list[dict]:
+    rows = []
+    for line in data.decode("utf-8").splitlines():
+        cells = [None if cell == "\\N" else cell for cell in line.split("\t")]
+        rows.append(dict(zip(STAGE_COLUMNS, cells, strict=True)))
+    return rows
+
+
+def _classify(preview: Preview, options: dict) -> None:
+    last_line = {row["phone"]: row["line"] for row in preview.rows}
+    existing = set(Contact.objects.filter(phone__in=list(last_line)).values_list("phone", flat=True))
+    update = options.get("update_existing", True)
+    counts = {"new": 0, "update": 0, "skip": 0, "duplicate": 0, "error": 0}
+    for row in preview.rows:
+        if last_line[row["phone"]] != row["line"]:
+            row["action"] = "duplicate"
+        elif row["phone"] in existing:
+            row["action"] = "update" if update else "skip"
+        else:
+            row["action"] = "new"
+        counts[row["action"]] += 1
+    counts["error"] = len({problem[0] for problem in preview.problems if problem[2] == "error"})
+    preview.counts = counts
+    preview.rows.sort(key=lambda row: int(row["line"]))
+
+
+def import_job_confirm(job: ImportJob, *, inline_max_bytes: int | None = None) -> ImportJob:
+    """Start a previewed job: a small file runs here and now, a big one goes to a Celery worker."""
+    limit = settings.INGEST_INLINE_MAX_BYTES if inline_max_bytes is None else inline_max_bytes
+    if job.file_size > limit:
+        return import_job_enqueue(job)
+    claimed = import_job_claim(job.pk)
+    if claimed is None:
+        return job
+    return import_job_run(claimed, workers=1)

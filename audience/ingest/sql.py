@@ -1,0 +1,145 @@
+"""The engine's SQL. Table names are the engine's own (never user input); values are parameters."""
+
+from __future__ import annotations
+
+CONTACT = "audience_contact"
+EVENT = "audience_consentevent"
+CONTACT_TOPIC = "audience_contacttopic"
+TOPIC = "audience_topic"
+ROW_ERROR = "audience_importrowerror"
+SUPPRESSION = "audience_suppression"
+PHONE_HASH = "encode(sha256(convert_to({}, 'UTF8')), 'hex')"
+
+
+def create_stage(stage: str) -> str:
+    return f"""
+        CREATE UNLOGGED TABLE {stage} (
+            line integer NOT NULL,
+            bucket smallint NOT NULL,
+            phone varchar(16) NOT NULL,
+            name text, email text, channel text, locale text, timezone text, consent text,
+            attributes jsonb, topics text[],
+            suppressed boolean NOT NULL DEFAULT false
+        ) WITH (autovacuum_enabled = false)"""
+
+
+def drop_stage(stage: str) -> str:
+    return f"DROP TABLE IF EXISTS {stage}"
+
+
+def remove_duplicates(stage: str) -> str:
+    """Keep the last row of each phone; report every earlier one as a warning."""
+    return f"""
+        WITH dup AS (
+            SELECT phone, max(line) AS kept FROM {stage} GROUP BY phone HAVING count(*) > 1
+        ), gone AS (
+            DELETE FROM {stage} s USING dup WHERE s.phone = dup.phone AND s.line < dup.kept
+            RETURNING s.line, s.phone, dup.kept
+        )
+        INSERT INTO {ROW_ERROR} (job_id, line, "column", level, reason, value)
+        SELECT %(job)s, line, 'phone', 'warning',
+               'duplicate of line ' || kept || ' (same phone ' || phone || '); the later row wins', phone
+        FROM gone"""
+
+
+def index_stage(stage: str) -> str:
+    return f"CREATE UNIQUE INDEX ON {stage} (phone)"
+
+
+def mark_suppressed(stage: str) -> str:
+    return f"""
+        UPDATE {stage} s SET suppressed = true FROM {SUPPRESSION} x
+        WHERE x.phone_hash = {PHONE_HASH.format("s.phone")}"""
+
+
+def warn_suppressed(stage: str) -> str:
+    return f"""
+        INSERT INTO {ROW_ERROR} (job_id, line, "column", level, reason, value)
+        SELECT %(job)s, line, 'phone', 'warning',
+               'this phone is on the suppression list; it stays opted out', phone
+        FROM {stage} WHERE suppressed AND coalesce(consent, %(default)s) = 'opted_in'"""
+
+
+# The new consent of an existing contact: the file's value, except that an
+# import never opts in a suppressed phone.
+_EXISTING_STATUS = """CASE WHEN s.consent IS NULL OR (s.consent = 'opted_in' AND s.suppressed)
+                           THEN c.consent_status ELSE s.consent END"""
+
+_CHANGES = f"""
+    (s.channel IS NOT NULL AND s.channel <> c.channel)
+    OR (s.name IS NOT NULL AND s.name <> c.name)
+    OR (s.email IS NOT NULL AND s.email <> c.email)
+    OR (s.locale IS NOT NULL AND s.locale <> c.locale)
+    OR (s.timezone IS NOT NULL AND s.timezone <> c.timezone)
+    OR (s.attributes IS NOT NULL AND c.attributes || s.attributes <> c.attributes)
+    OR ({_EXISTING_STATUS}) <> c.consent_status"""
+
+_ON_CONFLICT_UPDATE = f"""
+    ON CONFLICT (phone) DO UPDATE SET
+        (channel, name, email, locale, timezone, attributes,
+         consent_status, consent_updated_at, opted_in_at, opted_out_at, updated_at) = (
+        SELECT coalesce(s.channel, c.channel), coalesce(s.name, c.name), coalesce(s.email, c.email),
+               coalesce(s.locale, c.locale), coalesce(s.timezone, c.timezone),
+               c.attributes || coalesce(s.attributes, '{{}}'::jsonb),
+               x.status,
+               CASE WHEN x.status <> c.consent_status THEN now() ELSE c.consent_updated_at END,
+               CASE WHEN x.status <> c.consent_status AND x.status = 'opted_in' THEN now() ELSE c.opted_in_at END,
+               CASE WHEN x.status <> c.consent_status AND x.status = 'opted_out' THEN now() ELSE c.opted_out_at END,
+               now()
+        FROM __STAGE__ s CROSS JOIN LATERAL (SELECT {_EXISTING_STATUS} AS status) x
+        WHERE s.phone = EXCLUDED.phone)
+    WHERE EXISTS (SELECT 1 FROM __STAGE__ s WHERE s.phone = EXCLUDED.phone AND ({_CHANGES}))"""
+
+
+def upsert(stage: str, *, update_existing: bool) -> str:
+    """One statement per bucket: contacts, their consent events and topics.
+
+    The statement returns (staged, created, changed) for the bucket.
+    """
+    conflict = _ON_CONFLICT_UPDATE.replace("__STAGE__", stage) if update_existing else "ON CONFLICT (phone) DO NOTHING"
+    return f"""
+    WITH src AS (
+        SELECT s.*, CASE WHEN s.suppressed THEN 'opted_out' ELSE coalesce(s.consent, %(default)s) END AS new_status
+        FROM {stage} s WHERE s.bucket = %(bucket)s
+    ), up AS (
+        INSERT INTO {CONTACT} AS c (phone, channel, name, email, locale, timezone, attributes, consent_status,
+                                    consent_updated_at, opted_in_at, opted_out_at, created_at, updated_at)
+        SELECT phone, coalesce(channel, 'sms'), coalesce(name, ''), coalesce(email, ''), coalesce(locale, 'en'),
+               coalesce(timezone, ''), coalesce(attributes, '{{}}'::jsonb), new_status, now(),
+               CASE WHEN new_status = 'opted_in' THEN now() END, CASE WHEN new_status = 'opted_out' THEN now() END,
+               now(), now()
+        FROM src
+        {conflict}
+        RETURNING c.id, c.phone, c.consent_status, (c.xmax = 0) AS inserted, (c.consent_updated_at = now()) AS moved
+    ), done AS (
+        SELECT up.*, src.line, src.suppressed, src.topics FROM up JOIN src ON src.phone = up.phone
+    ), events AS (
+        INSERT INTO {EVENT} (contact_id, phone_hash, from_status, to_status, source, actor, evidence, created_at)
+        SELECT id, {PHONE_HASH.format("phone")},
+               CASE WHEN inserted THEN '' WHEN consent_status = 'opted_in' THEN 'opted_out' ELSE 'opted_in' END,
+               consent_status, 'import', %(actor)s,
+               jsonb_build_object('import_job', %(job)s::bigint, 'line', line)
+                 || CASE WHEN suppressed THEN '{{"suppressed": true}}'::jsonb ELSE '{{}}'::jsonb END,
+               now()
+        FROM done WHERE moved
+    ), topics AS (
+        INSERT INTO {CONTACT_TOPIC} (contact_id, topic_id, created_at)
+        SELECT DISTINCT done.id, t.id, now()
+        FROM done CROSS JOIN LATERAL unnest(coalesce(done.topics, '{{}}') || %(extra_topics)s::text[]) AS n(name)
+        JOIN {TOPIC} t ON t.name = n.name
+        ON CONFLICT DO NOTHING
+    )
+    SELECT (SELECT count(*) FROM src), count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)
+    FROM up"""
+
+
+def add_topics_to_unchanged(stage: str) -> str:
+    """Topics for rows whose contact needed no other change (absent from the upsert's RETURNING)."""
+    return f"""
+        INSERT INTO {CONTACT_TOPIC} (contact_id, topic_id, created_at)
+        SELECT DISTINCT c.id, t.id, now()
+        FROM {stage} s JOIN {CONTACT} c ON c.phone = s.phone
+        CROSS JOIN LATERAL unnest(coalesce(s.topics, '{{}}') || %(extra_topics)s::text[]) AS n(name)
+        JOIN {TOPIC} t ON t.name = n.name
+        WHERE s.bucket = %(bucket)s
+        ON CONFLICT DO NOTHING"""

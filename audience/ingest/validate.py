@@ -1,0 +1,510 @@
+"""Per-row validation, run in worker processes over chunks of records.
+
+A chunk comes in as raw bytes (CSV, JSONL) or decoded objects (JSON array) and
+goes out as COPY-ready text for the staging table plus the problems found, so
+the main process only streams bytes into PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import zlib
+import zoneinfo
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from django.core.exceptions import ValidationError
+from django.core.validators import EmailValidator
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
+
+from audience.ingest.readers import Chunk, Column, Layout, decode_text
+from audience.phones import CHANNEL_PREFIXES, InvalidPhone, normalize_phone
+from config.spreadsheet import escape_formula
+
+STAGE_COLUMNS = (
+    "line",
+    "bucket",
+    "phone",
+    "name",
+    "email",
+    "channel",
+    "locale",
+    "timezone",
+    "consent",
+    "attributes",
+    "topics",
+)
+CHANNELS = frozenset({"whatsapp", "sms"})
+CONSENT_WORDS = {
+    **dict.fromkeys(
+        ("opted_in", "opted-in", "in", "yes", "y", "true", "1", "subscribed", "opt_in", "opt-in"), "opted_in"
+    ),
+    **dict.fromkeys(
+        ("opted_out", "opted-out", "out", "no", "n", "false", "0", "unsubscribed", "opt_out", "opt-out"), "opted_out"
+    ),
+}
+TOPIC_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+TOPIC_SPLIT_RE = re.compile(r"[|,;]")
+INT_RE = re.compile(r"^-?(?:0|[1-9]\d{0,14})$")
+FLOAT_RE = re.compile(r"^-?(?:0|[1-9]\d{0,14})\.\d{1,15}$")
+PHONE_PUNCTUATION = str.maketrans("", "", " -.()/\u00a0")
+COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+FORMULA_STARTS = frozenset("=+-@\t\r")
+NUMBER_STARTS = frozenset("-0123456789")
+BOOLEAN_STARTS = frozenset("tTfF")
+_to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+LIMITS = {"name": 200, "email": 254, "locale": 16, "timezone": 64}
+VALUE_CUT = 200
+_email_validator = EmailValidator()
+
+
+@dataclass
+class ChunkResult:
+    copy_data: bytes = b""
+    problems: list[tuple[int, str, str, str, str]] = field(default_factory=list)  # line, column, level, reason, value
+    rows: int = 0
+    valid: int = 0
+    invalid: int = 0
+    warnings: int = 0
+    topics: set[str] = field(default_factory=set)
+    end_offset: int = 0
+
+
+class RowProblem(Exception):
+    def __init__(self, column: str, reason: str, value: object = ""):
+        super().__init__(reason)
+        self.column, self.reason, self.value = column, reason, value
+
+
+# --- phones ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Desc:
+    lengths: frozenset[int]
+    pattern: re.Pattern
+
+
+@dataclass(frozen=True)
+class _Region:
+    """One region's validity patterns, precompiled: the general one, then each number type."""
+
+    leading_digits: re.Pattern | None
+    general: _Desc
+    types: tuple[_Desc, ...]
+
+    def valid(self, national: str) -> bool:
+        return _matches(self.general, national) and any(_matches(desc, national) for desc in self.types)
+
+
+@dataclass(frozen=True)
+class _Country:
+    national_prefix: re.Pattern | None
+    regions: tuple[_Region, ...]
+
+
+def _desc(number_desc) -> _Desc | None:
+    if number_desc is None or not number_desc.national_number_pattern:
+        return None
+    return _Desc(frozenset(number_desc.possible_length or ()), re.compile(number_desc.national_number_pattern))
+
+
+# Mobile and fixed line first: most numbers are one of them, and any type makes a number valid.
+_TYPES = ("mobile", "fixed_line", "premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager")
+_TYPES += ("uan", "voicemail")
+
+
+def _region(metadata) -> _Region | None:
+    general = _desc(metadata.general_desc)
+    if general is None:
+        return None
+    types = tuple(desc for desc in (_desc(getattr(metadata, kind)) for kind in _TYPES) if desc)
+    leading = re.compile(metadata.leading_digits) if metadata.leading_digits else None
+    return _Region(leading, general, types)
+
+
+@lru_cache(maxsize=512)
+def _country(code: int) -> _Country | None:
+    """The calling code's regions in phonenumbers' order; None sends the number down the full path."""
+    names = COUNTRY_CODE_TO_REGION_CODE.get(code, ())
+    if not names or "001" in names:
+        return None
+    metadatas = [PhoneMetadata.metadata_for_region(name) for name in names]
+    regions = tuple(_region(metadata) for metadata in metadatas if metadata is not None)
+    if not regions or any(region is None for region in regions):
+        return None
+    prefix = metadatas[0].national_prefix_for_parsing if metadatas[0] else None
+    return _Country(re.compile(prefix) if prefix else None, regions)
+
+
+def _matches(desc: _Desc, national: str) -> bool:
+    return (not desc.lengths or len(national) in desc.lengths) and desc.pattern.fullmatch(national) is not None
+
+
+def _split_country_code(digits: str) -> tuple[int, str] | None:
+    for size in (1, 2, 3):
+        code = int(digits[:size])
+        if code in COUNTRY_CODE_TO_REGION_CODE:
+            return code, digits[size:]
+    return None
+
+
+def _fast_valid(code: int, national: str) -> bool | None:
+    """phonenumbers.is_valid_number for PhoneNumber(code, int(national)); None when the shortcut cannot say."""
+    country = _country(code)
+    if country is None:
+        return None
+    if country.national_prefix is not None and country.national_prefix.match(national):
+        return None  # parse() would try to strip a national prefix: let it
+    for region in country.regions:
+        # phonenumbers picks the first region whose leading digits match, else the first the number is valid in.
+        if region.leading_digits is not None:
+            if region.leading_digits.match(national):
+                return region.valid(national)
+        elif region.valid(national):
+            return True
+    return False
+
+
+def fast_normalize_phone(raw: str) -> str:
+    """normalize_phone with a shortcut for plain international numbers.
+
+    For ``+<digits>`` with no leading zero or national prefix, phonenumbers.parse
+    builds PhoneNumber(country code, int(rest)); the shortcut builds the same and
+    applies the same validity rule (the general pattern and one number-type
+    pattern of the region) with precompiled patterns. Any other spelling, and
+    every failure, takes normalize_phone's path, so results and error messages
+    are exactly normalize_phone's (tests compare the two).
+    """
+    value = raw.strip()
+    lowered = value[:9].lower()
+    for prefix in CHANNEL_PREFIXES:
+        if lowered.startswith(prefix):
+            value = value[len(prefix) :]
+            break
+    digits = value.translate(PHONE_PUNCTUATION)
+    if digits.startswith("00"):
+        digits = "+" + digits[2:]
+    if digits[:1] == "+" and 8 <= len(digits) <= 16 and digits[1:].isascii() and digits[1:].isdigit():
+        split = _split_country_code(digits[1:])
+        if split and split[1][:1] != "0" and _fast_valid(*split):
+            return f"+{split[0]}{split[1]}"
+    return normalize_phone(raw)
+
+
+# --- cells -----------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=2048)
+def _timezone_ok(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def infer_scalar(text: str):
+    """A CSV cell as the JSON type a person meant: true/false, integers, decimals, else text."""
+    first = text[:1]
+    if first in NUMBER_STARTS:
+        if INT_RE.match(text):
+            return int(text)
+        if FLOAT_RE.match(text):
+            return float(text)
+        return text
+    if first in BOOLEAN_STARTS and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def _clean_text(column: str, value) -> str | None:
+    if value is None:
+        return None
+    text = value.strip() if type(value) is str else str(value).strip()
+    if not text:
+        return None
+    limit = LIMITS.get(column)
+    if limit and len(text) > limit:
+        raise RowProblem(column, f"longer than {limit} characters", text)
+    return text
+
+
+def _topics(value) -> list[str]:
+    if value is None or value == "":
+        return []
+    items = value if isinstance(value, list) else TOPIC_SPLIT_RE.split(str(value))
+    names = []
+    for item in items:
+        name = str(item).strip().lower()
+        if not name:
+            continue
+        if not TOPIC_RE.match(name):
+            raise RowProblem("topics", f"{name!r} is not a topic name (lower-case letters, digits, '-' and '_')", item)
+        names.append(name)
+    return names
+
+
+def _copy_text(value: str | None) -> str:
+    if value is None:
+        return "\\N"
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(COPY_ESCAPES)
+    return value
+
+
+@dataclass
+class Row:
+    """One record's cells by role, as read (strings for CSV, JSON values for JSON)."""
+
+    line: int
+    cells: dict[str, object]
+    attributes: dict[str, object]
+    headers: dict[str, str]
+
+
+class RowValidator:
+    def __init__(self, buckets: int):
+        self.buckets = buckets
+
+    def validate(self, row: Row, result: ChunkResult) -> str | None:
+        """Return the COPY line for a good row; record problems in ``result``."""
+        try:
+            return self._copy_line(row, result)
+        except RowProblem as problem:
+            column = row.headers.get(problem.column, problem.column)
+            result.problems.append((row.line, column, "error", problem.reason, _cut(problem.value)))
+            result.invalid += 1
+            return None
+
+    def _copy_line(self, row: Row, result: ChunkResult) -> str:
+        cells = row.cells
+        raw_phone = cells.get("phone")
+        if raw_phone is None or str(raw_phone).strip() == "":
+            raise RowProblem("phone", "phone is empty")
+        try:
+            phone = fast_normalize_phone(str(raw_phone))
+        except InvalidPhone as exc:
+            raise RowProblem("phone", str(exc), raw_phone) from None
+        name = _clean_text("name", cells.get("name"))
+        email = _clean_text("email", cells.get("email"))
+        if email is not None:
+            try:
+                _email_validator(email)
+            except ValidationError:
+                raise RowProblem("email", "not an e-mail address", email) from None
+        channel = _clean_text("channel", cells.get("channel"))
+        if channel is not None:
+            channel = channel.lower()
+            if channel not in CHANNELS:
+                raise RowProblem("channel", f"{channel!r} is not one of whatsapp, sms", channel)
+        locale = _clean_text("locale", cells.get("locale"))
+        timezone = _clean_text("timezone", cells.get("timezone"))
+        if timezone is not None and not _timezone_ok(timezone):
+            raise RowProblem("timezone", f"{timezone!r} is not an IANA time zone such as Africa/Nairobi", timezone)
+        consent = self._consent(cells.get("consent"))
+        topics = _topics(cells.get("topics"))
+        attributes = self._attributes(cells.get("attributes"), row.attributes)
+        self._warn_formulas(row, result, name, email, attributes)
+        result.valid += 1
+        result.topics.update(topics)
+        bucket = zlib.crc32(phone.encode()) % self.buckets
+        attributes_text = _to_json(attributes) if attributes else None
+        topics_text = "{" + ",".join(topics) + "}" if topics else None
+        values = (name, email, channel, locale, timezone, consent, attributes_text, topics_text)
+        return f"{row.line}\t{bucket}\t{phone}\t" + "\t".join([_copy_text(value) for value in values]) + "\n"
+
+    @staticmethod
+    def _consent(value) -> str | None:
+        if value is None or value == "":
+            return None
+        word = str(value).strip().lower()
+        if word not in CONSENT_WORDS:
+            raise RowProblem("consent", f"{value!r} is not a consent value; use opted_in or opted_out", value)
+        return CONSENT_WORDS[word]
+
+    @staticmethod
+    def _attributes(packed, loose: dict[str, object]) -> dict:
+        attributes: dict[str, object] = {}
+        if isinstance(packed, str) and packed.strip():
+            try:
+                packed = json.loads(packed)
+            except json.JSONDecodeError as exc:
+                raise RowProblem("attributes", f"not a JSON object ({exc.msg})", packed) from None
+        if packed not in (None, ""):
+            if not isinstance(packed, dict):
+                raise RowProblem("attributes", "attributes must be a JSON object", packed)
+            attributes.update(packed)
+        for key, value in loose.items():
+            if type(value) is str:
+                value = value.strip()
+                if value:
+                    attributes[key] = infer_scalar(value)
+            elif value is not None:
+                attributes[key] = value
+        if None in attributes.values():
+            return {key: value for key, value in attributes.items() if value is not None}
+        return attributes
+
+    @staticmethod
+    def _warn_formulas(row: Row, result: ChunkResult, name, email, attributes: dict) -> None:
+        for column, value in (("name", name), ("email", email), *attributes.items()):
+            if type(value) is str and value[:1] in FORMULA_STARTS and escape_formula(value) != value:
+                header = row.headers.get(column, column)
+                reason = "looks like a spreadsheet formula; stored as text and escaped on export"
+                result.problems.append((row.line, header, "warning", reason, _cut(value)))
+                result.warnings += 1
+
+
+def _cut(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text[:VALUE_CUT]
+
+
+# --- chunks ----------------------------------------------------------------------------------
+
+
+def process_chunk(chunk: Chunk, layout: Layout, buckets: int) -> ChunkResult:
+    """Worker entry point: parse and validate one chunk."""
+    result = ChunkResult(end_offset=chunk.end_offset)
+    validator = RowValidator(buckets)
+    if chunk.kind == "csv":
+        rows = _csv_rows(chunk, layout, result)
+    elif chunk.kind == "jsonl":
+        rows = _jsonl_rows(chunk, result)
+    else:
+        rows = (_object_row(line, value, result) for line, value in chunk.data)
+    out = io.StringIO()
+    for row in rows:
+        if row is None:
+            continue
+        result.rows += 1
+        copy_line = validator.validate(row, result)
+        if copy_line is not None:
+            out.write(copy_line)
+    result.copy_data = out.getvalue().encode("utf-8")
+    return result
+
+
+def _decode_chunk(chunk: Chunk, result: ChunkResult) -> tuple[str, set[int]]:
+    """Decode as UTF-8; lines that are not UTF-8 are read as Windows-1252 and remembered."""
+    try:
+        return chunk.data.decode("utf-8").replace("\x00", ""), set()
+    except UnicodeDecodeError:
+        pass
+    lines, fallback = [], set()
+    for number, raw in enumerate(chunk.data.split(b"\n"), start=chunk.start_line):
+        text, fell_back = decode_text(raw)
+        if fell_back:
+            fallback.add(number)
+        lines.append(text)
+    return "\n".join(lines).replace("\x00", ""), fallback
+
+
+def _csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult):
+    text, fallback = _decode_chunk(chunk, result)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=layout.delimiter)
+    width = max(column.index for column in layout.columns) + 1
+    headers = {column.kind if column.kind != "attribute" else column.key: column.header for column in layout.columns}
+    consumed = 0
+    while True:
+        start = chunk.start_line + consumed
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            consumed = reader.line_num
+            result.rows += 1
+            result.invalid += 1
+            result.problems.append((start, "", "error", f"not readable as CSV ({exc})", ""))
+            continue
+        consumed = reader.line_num
+        if not record or (len(record) == 1 and not record[0].strip()):
+            continue
+        if len(record) > width and any(cell.strip() for cell in record[width:]):
+            result.rows += 1
+            result.invalid += 1
+            reason = f"{len(record)} cells but the header has {width} columns (a stray delimiter or quote?)"
+            result.problems.append((start, "", "error", reason, layout.delimiter.join(record)[:VALUE_CUT]))
+            continue
+        row = _csv_row(start, record, layout.columns, headers)
+        if fallback and any(start <= line < chunk.start_line + consumed for line in fallback):
+            _warn_encoding(row, record, layout.columns, result)
+        yield row
+
+
+def _csv_row(line: int, record: list[str], columns: tuple[Column, ...], headers: dict[str, str]) -> Row:
+    cells: dict[str, object] = {}
+    attributes: dict[str, object] = {}
+    size = len(record)
+    for column in columns:
+        value = record[column.index] if column.index < size else ""
+        if column.kind == "attribute":
+            attributes[column.key] = value
+        elif column.kind == "topics" and "topics" in cells:
+            cells["topics"] = f"{cells['topics']}|{value}"
+        else:
+            cells[column.kind] = value
+    return Row(line, cells, attributes, headers)
+
+
+def _warn_encoding(row: Row, record: list[str], columns: tuple[Column, ...], result: ChunkResult) -> None:
+    column, value = "", ""
+    for candidate in columns:
+        if candidate.index < len(record) and not record[candidate.index].isascii():
+            column, value = candidate.header, record[candidate.index]
+            break
+    reason = "not valid UTF-8; read as Windows-1252 (save the file as 'CSV UTF-8' to be sure)"
+    result.problems.append((row.line, column, "warning", reason, value[:VALUE_CUT]))
+    result.warnings += 1
+
+
+def _jsonl_rows(chunk: Chunk, result: ChunkResult):
+    text, fallback = _decode_chunk(chunk, result)
+    for line, raw in enumerate(text.split("\n"), start=chunk.start_line):
+        raw = raw.strip()
+        if not raw:
+            continue
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            result.rows += 1
+            result.invalid += 1
+            reason = f"malformed JSON at character {exc.colno}: {exc.msg}"
+            result.problems.append((line, "", "error", reason, raw[:VALUE_CUT]))
+            continue
+        row = _object_row(line, value, result)
+        if row is not None and line in fallback:
+            result.problems.append((line, "", "warning", "not valid UTF-8; read as Windows-1252", raw[:VALUE_CUT]))
+            result.warnings += 1
+        yield row
+
+
+def _object_row(line: int, value, result: ChunkResult) -> Row | None:
+    from audience.ingest.readers import column_for
+
+    if not isinstance(value, dict):
+        result.rows += 1
+        result.invalid += 1
+        result.problems.append((line, "", "error", "expected a JSON object", _cut(value)))
+        return None
+    cells: dict[str, object] = {}
+    attributes: dict[str, object] = {}
+    headers: dict[str, str] = {}
+    for index, (key, cell) in enumerate(value.items()):
+        column = column_for(index, str(key))
+        if column.kind == "attribute":
+            attributes[column.key] = cell
+        else:
+            cells[column.kind] = cell
+            headers[column.kind] = str(key)
+    if "phone" not in cells:
+        result.rows += 1
+        result.invalid += 1
+        result.problems.append((line, "phone", "error", "the object has no phone key", _cut(value)))
+        return None
+    return Row(line, cells, attributes, headers)

@@ -1,0 +1,22 @@
+"""Background work of the audience app."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from audience.ingest import services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def ingest_contacts(job_id: int) -> str:
+    """Run one import job; a second delivery finds the job claimed and does nothing."""
+    job = services.import_job_claim(job_id)
+    if job is None:
+        logger.info("import job %s is not claimable (running elsewhere or finished)", job_id)
+        return "not claimed"
+    job = services.import_job_run(job)
+    return job.status

@@ -1,0 +1,89 @@
+"""Helpers shared by the benchmarks: their own database, free ports, percentiles."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import psycopg
+from psycopg import sql
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def server_url(name: str) -> str:
+    """DATABASE_URL or REDIS_URL from the environment, else from the running embedded servers."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    env_file = Path(os.environ.get("EMBEDDED_VAR_DIR", BASE_DIR / "var")) / "embedded.env"
+    if env_file.exists():
+        for line in env_file.read_text().splitlines():
+            key, _, found = line.partition("=")
+            if key.strip() == name and found.strip():
+                return found.strip()
+    raise SystemExit(f"{name} is not set and no embedded server runs; use `python -m config.embedded -- python -m ...`")
+
+
+def database_url_named(url: str, database: str) -> str:
+    return urlunparse(urlparse(url)._replace(path="/" + database))
+
+
+def database_recreate(url: str, database: str) -> str:
+    """Drop and create ``database`` on the server of ``url``; returns its URL."""
+    with psycopg.connect(database_url_named(url, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    return database_url_named(url, database)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes of the machine have used (Linux /proc/stat), to see who else ran."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by a process and its children (e.g. gunicorn and its workers)."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for process in [root, *root.children(recursive=True)]:
+            times = process.cpu_times()
+            total += times.user + times.system
+    except psutil.Error:
+        pass
+    return total
+
+
+def postgres_backends_cpu(database: str) -> float:
+    """CPU seconds used by the local PostgreSQL backends serving ``database`` (0 if not visible)."""
+    import psutil
+
+    total = 0.0
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if f" {database} " in " ".join(process.info["cmdline"] or []) + " ":
+                times = process.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total

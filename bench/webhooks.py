@@ -1,0 +1,445 @@
+"""Status webhook benchmark: signed Twilio callbacks against gunicorn on loopback.
+
+    python -m bench.webhooks --requests 20000 [--concurrency 8] [--workers 4]
+
+It creates its own database (``bench_webhooks`` on the DATABASE_URL server, or on
+the embedded one), migrates it and creates the messages; starts gunicorn with
+production settings (DEBUG off, persistent database connections); fires correctly
+signed, form-encoded status callbacks from a pool of client processes (lean HTTP/1.1
+over sockets with TCP_NODELAY, reconnecting when a sync worker closes the connection): a realistic
+mix of progressions per message, about 10 % duplicates, a share out of order, and
+2 % of messages whose sid is saved only after their callbacks arrived (applied then
+by ``status_events_apply_pending``, as the send service does). Then it checks the
+database: every distinct (sid, status) stored once, every event applied, and every
+message in the state its events call for, whatever order they came in.
+The last line printed is the JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import random
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+from bench._util import (
+    BASE_DIR,
+    database_recreate,
+    free_port,
+    machine_busy_seconds,
+    percentile,
+    postgres_backends_cpu,
+    process_tree_cpu,
+    server_url,
+)
+
+PATH = "/webhooks/twilio/status/"
+ACCOUNT_SID = "AC" + "b" * 32
+# (weight, channel, callbacks in the order Twilio means them; "status:code" carries an ErrorCode)
+SCENARIOS = [
+    (40, "sms", ["sent", "delivered"]),
+    (22, "whatsapp", ["sent", "delivered", "read"]),
+    (10, "sms", ["queued", "sending", "sent", "delivered"]),
+    (8, "sms", ["sent", "undelivered:30003"]),
+    (6, "whatsapp", ["sent", "failed:63016"]),
+    (5, "sms", ["failed:30008"]),
+    (4, "whatsapp", ["sent", "delivered", "read", "delivered"]),
+    (3, "sms", ["accepted", "scheduled", "canceled"]),
+    (2, "sms", ["sent", "partially_delivered", "delivered"]),
+]
+DUPLICATE_RATE = 0.10
+LATE_SID_RATE = 0.02
+
+
+@dataclass
+class Plan:
+    channels: dict[str, str] = field(default_factory=dict)  # sid -> channel
+    late: set[str] = field(default_factory=set)  # sids saved only after their callbacks
+    callbacks: list[tuple[str, str, str]] = field(default_factory=list)  # (sid, status, error code), send order
+    out_of_order: int = 0
+    duplicates: int = 0
+
+
+def plan_build(requests: int, seed: int) -> Plan:
+    rng = random.Random(seed)
+    weights = [weight for weight, _, _ in SCENARIOS]
+    timed: list[tuple[float, str, str, str]] = []
+    plan = Plan()
+    while len(timed) < requests:
+        sid = "SM" + secrets.token_hex(16)
+        _, channel, steps = rng.choices(SCENARIOS, weights)[0]
+        plan.channels[sid] = channel
+        if rng.random() < LATE_SID_RATE:
+            plan.late.add(sid)
+        start = rng.uniform(0, requests / 3)
+        for index, step in enumerate(steps):
+            status, _, code = step.partition(":")
+            # Jitter wider than the step puts some callbacks before the one meant to precede them.
+            at = start + index + rng.uniform(0, 1.6)
+            timed.append((at, sid, status, code))
+            if rng.random() < DUPLICATE_RATE:
+                timed.append((at + rng.uniform(0, 8), sid, status, code))
+    timed.sort()
+    plan.callbacks = [(sid, status, code) for _, sid, status, code in timed[:requests]]
+    plan.duplicates = len(plan.callbacks) - len(set(plan.callbacks))
+    plan.out_of_order = _count_out_of_order(plan.callbacks)
+    return plan
+
+
+def _count_out_of_order(callbacks: list[tuple[str, str, str]]) -> int:
+    from messaging.services.status import TRANSITION_RANK, TWILIO_STATUSES
+
+    best: dict[str, int] = {}
+    late = 0
+    for sid, status, _ in callbacks:
+        rank = TRANSITION_RANK.get(TWILIO_STATUSES[status], 0)
+        late += rank < best.get(sid, -1)
+        best[sid] = max(rank, best.get(sid, -1))
+    return late
+
+
+def request_build(validator, base_url: str, plan: Plan, sid: str, status: str, code: str) -> tuple[bytes, str]:
+    whatsapp = plan.channels[sid] == "whatsapp"
+    prefix = "whatsapp:" if whatsapp else ""
+    params = {
+        "SmsSid": sid,
+        "SmsStatus": status,
+        "MessageStatus": status,
+        "To": prefix + "+254700000001",
+        "MessageSid": sid,
+        "AccountSid": ACCOUNT_SID,
+        "From": prefix + "+14155550100",
+        "ApiVersion": "2010-04-01",
+    }
+    if whatsapp:
+        params["ChannelPrefix"] = "whatsapp"
+    elif status == "delivered":
+        params["RawDlrDoneDate"] = "2611272145"
+    if code:
+        params["ErrorCode"] = code
+    signature = validator.compute_signature(base_url + PATH, params)
+    return urlencode(params).encode(), signature
+
+
+class RawConnection:
+    """The least client CPU per request: the machine has two cores and the server needs them.
+
+    http.client costs about 0.4 ms of CPU a request here (a third of the budget at 1,500 req/s);
+    this sends pre-built HTTP/1.1 requests and reads the status line, headers and body, keeping
+    the connection while the server does (sync gunicorn workers close it after each request).
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sock: socket.socket | None = None
+
+    def exchange(self, request: bytes) -> int:
+        if self.sock is None:
+            self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += self._recv()
+        head, _, rest = data.partition(b"\r\n\r\n")
+        headers = head.lower()
+        length = _content_length(headers)
+        while len(rest) < length:
+            rest += self._recv()
+        if b"connection: close" in headers:
+            self.close()
+        return int(head[9:12])
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("the server closed the connection")
+        return chunk
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def _content_length(headers: bytes) -> int:
+    marker = headers.find(b"content-length:")
+    if marker < 0:
+        return 0
+    end = headers.find(b"\r\n", marker)
+    return int(headers[marker + 15 : end if end >= 0 else len(headers)])
+
+
+def http_request(port: int, body: bytes, signature: str) -> bytes:
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: TwilioProxy/1.1\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: {signature}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def client_run(port: int, requests: list[tuple[bytes, str]], start_at: float) -> dict:
+    """One client process: sequential requests on one connection, reopened when the server closes it."""
+    connection = RawConnection(port)
+    prepared = [http_request(port, body, signature) for body, signature in requests]
+    latencies: list[float] = []
+    errors = retries = 0
+    time.sleep(max(0.0, start_at - time.time()))
+    began, cpu = time.time(), time.process_time()
+    for request in prepared:
+        sent = time.perf_counter()
+        status = 0
+        for _ in range(3):
+            try:
+                status = connection.exchange(request)
+                break
+            except (ConnectionError, TimeoutError):
+                # Twilio retries a callback it got no answer to; the event is idempotent, so do we.
+                connection.close()
+                retries += 1
+        latencies.append(time.perf_counter() - sent)
+        errors += status != 200
+    connection.close()
+    ended, cpu = time.time(), time.process_time() - cpu
+    return {"latencies": latencies, "errors": errors, "retries": retries, "began": began, "ended": ended, "cpu": cpu}
+
+
+def gunicorn_start(port: int, env: dict[str, str], workers: int, worker_class: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "gunicorn", "config.wsgi", "-w", str(workers), "-k", worker_class]
+    command += ["--bind", f"127.0.0.1:{port}", "--backlog", "2048", "--log-level", "warning"]
+    server = subprocess.Popen(command, cwd=BASE_DIR, env=env)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return server
+        except OSError:
+            if server.poll() is not None:
+                raise SystemExit("gunicorn exited at start") from None
+            time.sleep(0.1)
+    server.terminate()
+    raise SystemExit("gunicorn did not start within 30 s")
+
+
+def server_env(port: int, database_url: str, token: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": server_url("REDIS_URL"),
+        "TWILIO_AUTH_TOKEN": token,
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "false",
+        "DB_CONN_MAX_AGE": "600",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def messages_create(plan: Plan) -> None:
+    from django.utils import timezone
+
+    from messaging.models import Message, MessageStatus
+
+    now = timezone.now()
+    rows = [
+        Message(
+            channel=channel,
+            to_address="+254700000001",
+            provider_sid=None if sid in plan.late else sid,
+            status=MessageStatus.QUEUED,
+            queued_at=now,
+            body="bench",
+            idempotency_key=sid,
+        )
+        for sid, channel in plan.channels.items()
+    ]
+    Message.objects.bulk_create(rows, batch_size=5000)
+
+
+def late_sids_save(plan: Plan) -> int:
+    """Save the late sids as the send service would, then apply what waited for them."""
+    from messaging.models import Message
+    from messaging.services.status import status_events_apply_pending
+
+    applied = 0
+    for message in Message.objects.filter(idempotency_key__in=plan.late):
+        message.provider_sid = message.idempotency_key
+        message.save(update_fields=["provider_sid"])
+        applied += status_events_apply_pending(message)
+    return applied
+
+
+def expected_states(plan: Plan) -> dict[str, tuple[str, frozenset[str], str]]:
+    """sid -> (status, timestamp fields set, error code) that its callbacks call for, in any order."""
+    from messaging.services.status import TIMESTAMP_FIELDS, TRANSITION_RANK, TWILIO_STATUSES
+
+    seen: dict[str, set[tuple[str, str]]] = {sid: set() for sid in plan.channels}
+    for sid, status, code in plan.callbacks:
+        seen[sid].add((status, code))
+    expected = {}
+    for sid, events in seen.items():
+        status, code, fields = "queued", "", {"queued_at"}
+        for raw, raw_code in events:
+            ours = TWILIO_STATUSES[raw]
+            fields.add(TIMESTAMP_FIELDS[ours])
+            if TRANSITION_RANK[ours] > TRANSITION_RANK[status]:
+                status, code = ours, raw_code
+        expected[sid] = (status, frozenset(fields), code)
+    return expected
+
+
+def database_check(plan: Plan) -> dict[str, int]:
+    from messaging.models import Message, MessageEvent
+    from messaging.services.status import TIMESTAMP_FIELDS
+
+    sent = {(sid, status) for sid, status, _ in plan.callbacks}
+    stored = set(MessageEvent.objects.filter(provider_sid__in=plan.channels).values_list("provider_sid", "status"))
+    applied = MessageEvent.objects.filter(provider_sid__in=plan.channels, applied_at__isnull=False).count()
+    fields = sorted(set(TIMESTAMP_FIELDS.values()))
+    wrong = 0
+    expected = expected_states(plan)
+    for row in Message.objects.filter(provider_sid__in=plan.channels).values(
+        "provider_sid", "status", "error_code", *fields
+    ):
+        status, timestamps, code = expected.pop(row["provider_sid"])
+        reached = frozenset(name for name in fields if row[name] is not None)
+        wrong += (row["status"], reached, row["error_code"]) != (status, timestamps, code)
+    return {
+        "unique_events": len(sent),
+        "stored": len(stored & sent),
+        "missing_events": len(sent - stored),
+        "applied": applied,
+        "pending": len(stored) - applied,
+        "wrong_messages": wrong + len(expected),
+    }
+
+
+def fire(port: int, requests: list[tuple[bytes, str]], concurrency: int, server_pid: int, database: str) -> dict:
+    context = multiprocessing.get_context("spawn")
+    shares = [requests[index::concurrency] for index in range(concurrency)]
+    with context.Pool(concurrency) as pool:
+        start_at = time.time() + 1.5  # every client starts together, after the pool has spawned
+        pending = pool.starmap_async(client_run, [(port, share, start_at) for share in shares])
+        time.sleep(max(0.0, start_at - time.time() - 0.02))
+        before = _cpu_snapshot(server_pid, database)
+        results = pending.get()
+        after = _cpu_snapshot(server_pid, database)
+    latencies = sorted(value for result in results for value in result["latencies"])
+    elapsed = max(result["ended"] for result in results) - min(result["began"] for result in results)
+    used = {key: after[key] - before[key] for key in before}
+    used["clients"] = sum(result["cpu"] for result in results)
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "errors": sum(result["errors"] for result in results),
+        "retries": sum(result["retries"] for result in results),
+        "elapsed_s": elapsed,
+        "cpu": used,
+    }
+
+
+def _cpu_snapshot(server_pid: int, database: str) -> dict[str, float]:
+    return {
+        "machine": machine_busy_seconds(),
+        "gunicorn": process_tree_cpu(server_pid),
+        "postgres": postgres_backends_cpu(database),
+    }
+
+
+def cpu_report(measured: dict, requests: int) -> dict:
+    """Who used the CPU during the run: this machine is shared, so say how much was ours."""
+    used, elapsed = measured["cpu"], measured["elapsed_s"]
+    ours = used["gunicorn"] + used["postgres"] + used["clients"]
+    per_request = {key: round(used[key] / requests * 1e6) for key in ("gunicorn", "postgres", "clients")}
+    return {
+        "cpu_us_per_request": per_request,
+        "cores": os.cpu_count(),
+        "cores_busy": round(used["machine"] / elapsed, 2),
+        "cores_used_by_other_processes": round(max(0.0, used["machine"] - ours) / elapsed, 2),
+    }
+
+
+def warm_up(port: int, token: str, workers: int) -> None:
+    """Open every worker's database connection before measuring (unknown sids, left pending)."""
+    from twilio.request_validator import RequestValidator
+
+    validator = RequestValidator(token)
+    plan = Plan(channels={f"SMwarmup{index:026d}": "sms" for index in range(workers * 8)})
+    requests = [request_build(validator, f"http://127.0.0.1:{port}", plan, sid, "sent", "") for sid in plan.channels]
+    result = client_run(port, requests, time.time())
+    if result["errors"]:
+        raise SystemExit(f"warm-up failed: {result['errors']} of {len(requests)} requests were not answered 200")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--worker-class", default="sync")
+    parser.add_argument("--database", default="bench_webhooks")
+    parser.add_argument("--seed", type=int, default=4)
+    args = parser.parse_args(argv)
+
+    database_url = database_recreate(server_url("DATABASE_URL"), args.database)
+    port, token = free_port(), secrets.token_hex(16)
+    env = server_env(port, database_url, token)
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True)
+    os.environ.update({key: env[key] for key in ("DATABASE_URL", "REDIS_URL", "TWILIO_AUTH_TOKEN")})
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.db import connections
+    from twilio.request_validator import RequestValidator
+
+    plan = plan_build(args.requests, args.seed)
+    messages_create(plan)
+    validator = RequestValidator(token)
+    base_url = env["PUBLIC_BASE_URL"]
+    requests = [request_build(validator, base_url, plan, *callback) for callback in plan.callbacks]
+    connections.close_all()
+    server = gunicorn_start(port, env, args.workers, args.worker_class)
+    try:
+        warm_up(port, token, args.workers)
+        measured = fire(port, requests, args.concurrency, server.pid, args.database)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    late_applied = late_sids_save(plan)
+    check = database_check(plan)
+    lost = check["missing_events"] + check["pending"] + check["wrong_messages"]
+    print(
+        f"{len(plan.channels)} messages ({len(plan.late)} with their sid saved after their callbacks, "
+        f"{late_applied} events applied then), {args.requests} callbacks: {check['unique_events']} distinct, "
+        f"{plan.duplicates} duplicates, {plan.out_of_order} out of order; {args.concurrency} clients, "
+        f"gunicorn {args.workers} {args.worker_class} workers; {measured['errors']} non-200, "
+        f"{measured['retries']} retried connections; {measured['elapsed_s']:.2f} s"
+    )
+    print(json.dumps({"check": check, "cpu": cpu_report(measured, args.requests)}))
+    summary = {
+        "bench": "webhooks",
+        "requests": args.requests,
+        "rps": round(measured["rps"]),
+        "p50_ms": round(measured["p50_ms"], 1),
+        "p99_ms": round(measured["p99_ms"], 1),
+        "applied": check["applied"],
+        "lost": lost,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

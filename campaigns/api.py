@@ -1,0 +1,291 @@
+"""REST API for segments (CRUD and the live preview) and campaigns (CRUD and their actions)."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+
+from audience.models import Contact
+from campaigns import selectors, services
+from campaigns.models import Campaign, CampaignAction, CampaignRun, Segment
+from campaigns.segments.rules import RuleError
+from campaigns.services import SegmentError
+from config.roles import is_analyst
+
+SAMPLE_SIZE = 10
+
+
+class SegmentSerializer(serializers.ModelSerializer):
+    definition = serializers.JSONField(required=False, help_text="A JSON rule tree; give this or `query`.")
+    query = serializers.CharField(
+        required=False, allow_blank=True, help_text='A query string such as age >= 18 AND city = "Nairobi".'
+    )
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Segment
+        fields = ["id", "name", "description", "definition", "query", "created_by", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_by", "created_at", "updated_at"]
+        # Uniqueness is the service's (and the database's) to decide.
+        validators = []
+        extra_kwargs = {"name": {"validators": []}}
+
+    def create(self, validated_data):
+        return _service_call(
+            services.segment_create,
+            name=validated_data.get("name", ""),
+            description=validated_data.get("description", ""),
+            definition=validated_data.get("definition"),
+            query=validated_data.get("query"),
+            created_by=self.context["request"].user,
+        )
+
+    def update(self, instance, validated_data):
+        return _service_call(services.segment_update, instance, data=validated_data)
+
+
+class PreviewSerializer(serializers.Serializer):
+    definition = serializers.JSONField(required=False)
+    query = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+
+
+class SampleContactSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Contact
+        fields = ["id", "phone", "name", "channel", "locale", "consent_status", "attributes", "created_at"]
+
+
+def _service_call(function, *args, **kwargs):
+    try:
+        return function(*args, **kwargs)
+    except SegmentError as exc:
+        raise SegmentInvalid(exc) from None
+    except DjangoValidationError as exc:
+        detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        raise serializers.ValidationError(detail) from None
+
+
+class SegmentInvalid(serializers.ValidationError):
+    """A 400 whose ``error`` member keeps its numbers (line, column) as numbers."""
+
+    def __init__(self, error: SegmentError) -> None:
+        super().__init__()
+        self.detail = {**error.message_dict, "error": error.detail}
+
+
+def preview_payload(source: selectors.SegmentSource) -> dict:
+    preview = selectors.segment_preview(source, size=SAMPLE_SIZE)
+    return {**preview, "sample": SampleContactSerializer(preview["sample"], many=True).data}
+
+
+class SegmentPagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+
+
+class PreviewPermission(BasePermission):
+    """The preview writes nothing, so Analysts may use it although it is a POST."""
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_authenticated and is_analyst(request.user))
+
+
+class SegmentViewSet(viewsets.ModelViewSet):
+    serializer_class = SegmentSerializer
+    pagination_class = SegmentPagination
+    filter_backends = []
+    lookup_value_regex = r"\d+"
+    http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        return selectors.segment_list()
+
+    def perform_destroy(self, instance):
+        _service_call(services.segment_delete, instance)
+
+    @extend_schema(request=PreviewSerializer, responses={200: dict})
+    @action(detail=False, methods=["post"], permission_classes=[PreviewPermission])
+    def preview(self, request):
+        """Count the contacts a definition or query matches (and the opted-in among them), with a sample."""
+        payload = PreviewSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        clean = _service_call(
+            services.segment_definition_clean,
+            definition=payload.validated_data.get("definition"),
+            query=payload.validated_data.get("query"),
+        )
+        return Response({**preview_payload(clean.rule), "definition": clean.definition}, status=status.HTTP_200_OK)
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True, methods=["get"], url_path="preview")
+    def saved_preview(self, request, pk=None):
+        """The same count and sample for a saved segment."""
+        segment = self.get_object()
+        try:
+            return Response(preview_payload(segment))
+        except RuleError as exc:  # stored before a rule change made it invalid: refuse, never "everyone"
+            return Response({"definition": [str(exc)]}, status=status.HTTP_409_CONFLICT)
+
+
+# --- Campaigns -----------------------------------------------------------------------------
+
+
+class CampaignRunSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CampaignRun
+        fields = [
+            "id",
+            "scheduled_for",
+            "status",
+            "mps",
+            "total",
+            "pending",
+            "held",
+            "sent",
+            "skipped",
+            "failed",
+            "skipped_by_reason",
+            "snapshot_seconds",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class CampaignActionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CampaignAction
+        fields = ["action", "from_status", "to_status", "actor", "detail", "created_at"]
+
+
+class CampaignSerializer(serializers.ModelSerializer):
+    current_run = serializers.SerializerMethodField()
+    periodic_task = serializers.SlugRelatedField(slug_field="name", read_only=True)
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "template",
+            "sender",
+            "segment",
+            "topic",
+            "mps",
+            "quiet_start",
+            "quiet_end",
+            "frequency_cap",
+            "frequency_window",
+            "validity",
+            "schedule_type",
+            "send_at",
+            "cron",
+            "cron_timezone",
+            "status",
+            "periodic_task",
+            "current_run",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["status", "periodic_task", "current_run", "created_at", "updated_at"]
+
+    @extend_schema_field(CampaignRunSerializer(allow_null=True))
+    def get_current_run(self, obj: Campaign):
+        run = obj.runs.first()
+        return CampaignRunSerializer(run).data if run else None
+
+    def create(self, validated_data):
+        return _service_call(services.campaign_create, actor=self.context["request"].user, **validated_data)
+
+    def update(self, instance, validated_data):
+        return _service_call(services.campaign_update, instance, actor=self.context["request"].user, **validated_data)
+
+
+class DryRunSerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    audience = serializers.IntegerField()
+    to_send = serializers.IntegerField()
+    pending = serializers.IntegerField()
+    held = serializers.IntegerField()
+    held_until = serializers.DateTimeField(allow_null=True)
+    excluded = serializers.DictField(child=serializers.IntegerField())
+    mps = serializers.IntegerField()
+    estimated_seconds = serializers.FloatField(allow_null=True)
+    samples = serializers.ListField(child=serializers.DictField())
+
+
+class CampaignPagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+class CampaignViewSet(viewsets.ModelViewSet):
+    """Campaigns and their actions: schedule, launch, pause, resume, cancel and dry run."""
+
+    serializer_class = CampaignSerializer
+    pagination_class = CampaignPagination
+    filterset_fields = ["status", "kind"]
+    queryset = Campaign.objects.select_related("periodic_task").order_by("-created_at", "-id")
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def perform_destroy(self, instance):
+        _service_call(services.campaign_delete, instance)
+
+    def _act(self, function, request):
+        campaign = self.get_object()
+        _service_call(function, campaign, actor=request.user)
+        campaign.refresh_from_db()
+        return Response(CampaignSerializer(campaign, context=self.get_serializer_context()).data)
+
+    @extend_schema(request=None, responses=CampaignSerializer)
+    @action(detail=True, methods=["post"])
+    def schedule(self, request, pk=None):
+        """Schedule the campaign as configured (send now launches at once)."""
+        return self._act(services.campaign_schedule, request)
+
+    @extend_schema(request=None, responses=CampaignRunSerializer)
+    @action(detail=True, methods=["post"])
+    def launch(self, request, pk=None):
+        """Launch a run now: snapshots the recipients. A double click returns the same run."""
+        campaign = self.get_object()
+        run = _service_call(services.campaign_launch, campaign, actor=request.user)
+        return Response(CampaignRunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=CampaignSerializer)
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        return self._act(services.campaign_pause, request)
+
+    @extend_schema(request=None, responses=CampaignSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        return self._act(services.campaign_resume, request)
+
+    @extend_schema(request=None, responses=CampaignSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        return self._act(services.campaign_cancel, request)
+
+    @extend_schema(request=None, responses=DryRunSerializer)
+    @action(detail=True, methods=["post"], url_path="dry-run")
+    def dry_run(self, request, pk=None):
+        """What a launch now would snapshot; sends and stores nothing."""
+        campaign = self.get_object()
+        return Response(_service_call(services.campaign_dry_run, campaign))
+
+    @extend_schema(responses=CampaignRunSerializer(many=True))
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def runs(self, request, pk=None):
+        campaign = self.get_object()
+        return Response(CampaignRunSerializer(campaign.runs.all()[:200], many=True).data)
+
+    @extend_schema(responses=CampaignActionSerializer(many=True))
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def actions(self, request, pk=None):
+        campaign = self.get_object()
+        return Response(CampaignActionSerializer(campaign.actions.all()[:500], many=True).data)

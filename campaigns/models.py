@@ -1,0 +1,235 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.postgres.indexes import BrinIndex
+from django.db import models
+from django.db.models.functions import Now
+
+# --- Segments --------------------------------------------------------------------------------
+
+
+class Segment(models.Model):
+    """A saved audience: a rule tree (campaigns.segments.rules) compiled to one SQL query.
+
+    ``definition`` is the canonical JSON tree and the one source of truth; ``query`` keeps the
+    human string it was typed as, when it was typed (blank when the tree came as JSON).
+    Written through campaigns.services, which validates both.
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    definition = models.JSONField(help_text="The rule tree: all/any/not groups over field rules.")
+    query = models.TextField(
+        blank=True, help_text='The query string it was built from, e.g. age >= 18 AND city = "Nairobi".'
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            # An empty definition must never reach the compiler as "everyone".
+            models.CheckConstraint(
+                condition=models.Q(definition__has_any_keys=["all", "any", "not", "field"]),
+                name="segment_definition_not_empty",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# --- Campaigns -----------------------------------------------------------------------------
+
+
+class CampaignKind(models.TextChoices):
+    ONE_OFF = "one_off", "One-off"
+    RECURRING = "recurring", "Recurring"
+    TRIGGERED = "triggered", "Triggered"
+
+
+class ScheduleType(models.TextChoices):
+    NOW = "now", "Send now"
+    ONCE = "once", "Once, at a date and time"
+    CRON = "cron", "Recurring (cron)"
+
+
+class CampaignStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    SCHEDULED = "scheduled", "Scheduled"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    COMPLETED = "completed", "Completed"
+    CANCELLED = "cancelled", "Cancelled"
+    FAILED = "failed", "Failed"
+
+
+class Campaign(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=16, choices=CampaignKind.choices, default=CampaignKind.ONE_OFF)
+    template = models.ForeignKey("messaging.MessageTemplate", on_delete=models.PROTECT, related_name="campaigns")
+    sender = models.ForeignKey("messaging.Sender", on_delete=models.PROTECT, related_name="campaigns")
+    segment = models.ForeignKey(
+        Segment,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="campaigns",
+        help_text="Empty means every opted-in contact.",
+    )
+    topic = models.ForeignKey(
+        "audience.Topic",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="campaigns",
+        help_text="Only contacts subscribed to this topic.",
+    )
+    mps = models.PositiveIntegerField(
+        "messages per second", null=True, blank=True, help_text="Empty means the sender's; never above it."
+    )
+    quiet_start = models.TimeField(null=True, blank=True, help_text="Contact-local time when quiet hours begin.")
+    quiet_end = models.TimeField(null=True, blank=True, help_text="Contact-local time when quiet hours end.")
+    frequency_cap = models.PositiveIntegerField(
+        null=True, blank=True, help_text="At most this many campaign messages per contact in the window."
+    )
+    frequency_window = models.DurationField(null=True, blank=True, help_text="Rolling window of the cap, e.g. 1 day.")
+    validity = models.DurationField(
+        null=True, blank=True, help_text="A message that would go out later than this after launch is not sent."
+    )
+    schedule_type = models.CharField(max_length=8, choices=ScheduleType.choices, default=ScheduleType.NOW)
+    send_at = models.DateTimeField(null=True, blank=True)
+    cron = models.CharField(max_length=100, blank=True, help_text='Five fields, e.g. "0 9 * * mon-fri".')
+    cron_timezone = models.CharField(max_length=64, blank=True, default="UTC")
+    status = models.CharField(max_length=16, choices=CampaignStatus.choices, default=CampaignStatus.DRAFT)
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="campaign"
+    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(status__in=CampaignStatus.values), name="campaign_status_valid"),
+            models.CheckConstraint(
+                condition=(models.Q(quiet_start__isnull=True) & models.Q(quiet_end__isnull=True))
+                | (models.Q(quiet_start__isnull=False) & models.Q(quiet_end__isnull=False)),
+                name="campaign_quiet_hours_both_or_none",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(frequency_cap__isnull=True) | models.Q(frequency_window__isnull=False),
+                name="campaign_cap_has_window",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CampaignAction(models.Model):
+    """Who did what to a campaign, and when: its audit list."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="actions")
+    action = models.CharField(max_length=32)
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16, blank=True)
+    actor = models.CharField(max_length=150, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor or 'system'}"
+
+
+class RunStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    COMPLETED = "completed", "Completed"
+    CANCELLED = "cancelled", "Cancelled"
+    FAILED = "failed", "Failed"
+
+
+class CampaignRun(models.Model):
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="runs")
+    scheduled_for = models.DateTimeField(help_text="The schedule tick this run serves; one run per tick.")
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.RUNNING)
+    mps = models.PositiveIntegerField()
+    total = models.PositiveIntegerField(default=0)
+    pending = models.PositiveIntegerField(default=0)
+    held = models.PositiveIntegerField(default=0)
+    sent = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    skipped_by_reason = models.JSONField(default=dict, blank=True)
+    snapshot_seconds = models.FloatField(null=True, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "scheduled_for"], name="run_once_per_tick"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign} @ {self.scheduled_for:%Y-%m-%d %H:%M}"
+
+
+class RecipientState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    HELD = "held", "Held (quiet hours)"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    SKIPPED = "skipped", "Skipped"
+    FAILED = "failed", "Failed"
+
+
+class SkipReason(models.TextChoices):
+    OPTED_OUT = "opted_out", "Opted out"
+    CAPPED = "capped", "Frequency cap reached"
+    MISSING_VARIABLE = "missing_variable", "Missing variable"
+    OUTSIDE_WINDOW = "outside_window", "Outside the WhatsApp 24 h window"
+    EXPIRED = "expired", "Validity period expired"
+    CANCELLED = "cancelled", "Campaign cancelled"
+
+
+class Recipient(models.Model):
+    # The unique (run, contact) index serves lookups by run: no separate index on run.
+    run = models.ForeignKey(CampaignRun, on_delete=models.CASCADE, related_name="recipients", db_index=False)
+    # No database FK to the contact: checking one locks every snapshotted contact row (FOR KEY SHARE),
+    # which tripled the 1M-contact snapshot time. The snapshot selects ids from audience_contact in the
+    # same statement, and deleting a contact removes its recipients through Django's CASCADE.
+    contact = models.ForeignKey(
+        "audience.Contact", on_delete=models.CASCADE, related_name="campaign_recipients", db_constraint=False
+    )
+    state = models.CharField(max_length=16, choices=RecipientState.choices, default=RecipientState.PENDING)
+    reason = models.CharField(max_length=32, blank=True, choices=SkipReason.choices)
+    detail = models.CharField(max_length=255, blank=True)
+    release_at = models.DateTimeField(null=True, blank=True)
+    message = models.OneToOneField(
+        "messaging.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="recipient"
+    )
+    created_at = models.DateTimeField(db_default=Now())
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "contact"], name="recipient_once_per_run"),
+            models.CheckConstraint(condition=models.Q(state__in=RecipientState.values), name="recipient_state_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["run", "state"], name="recipient_run_state"),
+            # The frequency cap scans recent recipients; rows arrive in time order, so BRIN is enough.
+            BrinIndex(fields=["created_at"], name="recipient_created_brin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} in run {self.run_id}: {self.state}"

@@ -1,0 +1,395 @@
+"""Campaign lifecycle: the status machine, its audit list, schedules and launches."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import zoneinfo
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_celery_beat.models import ClockedSchedule, CrontabSchedule, PeriodicTask
+
+from campaigns.models import (
+    Campaign,
+    CampaignAction,
+    CampaignKind,
+    CampaignRun,
+    CampaignStatus,
+    RecipientState,
+    RunStatus,
+    ScheduleType,
+)
+from campaigns.services import snapshot as snapshots
+
+S = CampaignStatus
+# Which status may follow which. Anything else is refused.
+TRANSITIONS: dict[str, set[str]] = {
+    S.DRAFT: {S.SCHEDULED, S.RUNNING, S.CANCELLED},
+    S.SCHEDULED: {S.DRAFT, S.RUNNING, S.PAUSED, S.CANCELLED},
+    S.RUNNING: {S.PAUSED, S.COMPLETED, S.SCHEDULED, S.CANCELLED, S.FAILED},
+    S.PAUSED: {S.RUNNING, S.SCHEDULED, S.CANCELLED},
+    S.COMPLETED: set(),
+    S.CANCELLED: set(),
+    S.FAILED: set(),
+}
+LAUNCH_TASK = "campaigns.tasks.campaign_fire"
+
+
+class CampaignError(ValidationError):
+    """A campaign action was refused; the message says why."""
+
+
+def _actor_name(actor) -> str:
+    if actor is None:
+        return "system"
+    if isinstance(actor, str):
+        return actor[:150]
+    return actor.get_username()[:150]
+
+
+def _transition(campaign: Campaign, to: str, *, action: str, actor=None, detail: dict | None = None) -> Campaign:
+    """Move the campaign to ``to`` if allowed from its current (locked) status, and audit it."""
+    locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if to not in TRANSITIONS[locked.status]:
+        raise CampaignError(f"cannot {action} a {locked.get_status_display().lower()} campaign")
+    CampaignAction.objects.create(
+        campaign=locked,
+        action=action,
+        from_status=locked.status,
+        to_status=to,
+        actor=_actor_name(actor),
+        detail=detail or {},
+    )
+    locked.status = to
+    locked.save(update_fields=["status", "updated_at"])
+    campaign.status = to
+    return locked
+
+
+def campaign_validate(campaign: Campaign) -> None:
+    """Refuse a campaign that cannot work, naming the field."""
+    errors: dict[str, list[str]] = {}
+    sender = campaign.sender
+    if campaign.mps and campaign.mps > sender.effective_mps:
+        errors["mps"] = [f"{campaign.mps} is above the sender's limit of {sender.effective_mps} messages per second"]
+    if campaign.template.channel != sender.channel:
+        errors["template"] = [f"a {campaign.template.channel} template cannot go through a {sender.channel} sender"]
+    if campaign.schedule_type == ScheduleType.ONCE and not campaign.send_at:
+        errors["send_at"] = ["a campaign scheduled once needs send_at"]
+    if campaign.schedule_type == ScheduleType.CRON:
+        try:
+            _crontab_fields(campaign.cron)
+        except ValueError as exc:
+            errors["cron"] = [str(exc)]
+        try:
+            zoneinfo.ZoneInfo(campaign.cron_timezone or "UTC")
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            errors["cron_timezone"] = [f"{campaign.cron_timezone!r} is not an IANA time zone"]
+    if campaign.kind == CampaignKind.RECURRING and campaign.schedule_type != ScheduleType.CRON:
+        errors["schedule_type"] = ["a recurring campaign is scheduled by cron"]
+    if (campaign.quiet_start is None) != (campaign.quiet_end is None):
+        errors["quiet_end" if campaign.quiet_end is None else "quiet_start"] = ["set both ends of the quiet hours"]
+    if campaign.frequency_cap and not campaign.frequency_window:
+        errors["frequency_window"] = ["a frequency cap needs a window"]
+    if errors:
+        raise CampaignError(errors)
+
+
+def _crontab_fields(expression: str) -> dict[str, str]:
+    parts = expression.split()
+    if len(parts) != 5:
+        raise ValueError(f"{expression!r} must have five fields: minute hour day-of-month month day-of-week")
+    from celery.schedules import crontab
+
+    fields = dict(zip(("minute", "hour", "day_of_month", "month_of_year", "day_of_week"), parts, strict=True))
+    try:
+        crontab(**fields)
+    except ValueError as exc:
+        raise ValueError(f"{expression!r} is not a valid cron expression: {exc}") from None
+    return fields
+
+
+def _periodic_task_name(campaign: Campaign) -> str:
+    return f"campaign:{campaign.pk}"
+
+
+def _wants_periodic_task(campaign: Campaign) -> bool:
+    if campaign.schedule_type == ScheduleType.CRON:
+        return campaign.status in (S.SCHEDULED, S.RUNNING, S.PAUSED)
+    if campaign.schedule_type == ScheduleType.ONCE:
+        # Paused before its time: keep the (disabled) task so resuming restores it.
+        return campaign.status == S.SCHEDULED or (campaign.status == S.PAUSED and not campaign.runs.exists())
+    return False
+
+
+def campaign_sync_schedule(campaign: Campaign) -> PeriodicTask | None:
+    """Create, update or remove the campaign's PeriodicTask so beat matches the campaign.
+
+    Scheduled (and, for recurring campaigns, running) campaigns have an enabled task;
+    a paused one keeps it disabled; drafts and finished campaigns have none.
+    """
+    task = campaign.periodic_task
+    if not _wants_periodic_task(campaign):
+        if task is not None:
+            Campaign.objects.filter(pk=campaign.pk).update(periodic_task=None)
+            campaign.periodic_task = None
+            task.delete()
+        return None
+    schedule: dict = {"clocked": None, "crontab": None, "interval": None, "solar": None}
+    if campaign.schedule_type == ScheduleType.ONCE:
+        schedule["clocked"], _ = ClockedSchedule.objects.get_or_create(clocked_time=campaign.send_at)
+    else:
+        schedule["crontab"], _ = CrontabSchedule.objects.get_or_create(
+            **_crontab_fields(campaign.cron), timezone=zoneinfo.ZoneInfo(campaign.cron_timezone or "UTC")
+        )
+    defaults = {
+        **schedule,
+        "task": LAUNCH_TASK,
+        "kwargs": json.dumps({"campaign_id": campaign.pk}),
+        "one_off": campaign.schedule_type == ScheduleType.ONCE,
+        "enabled": campaign.status != S.PAUSED,
+        "description": f"Launches campaign {campaign.name!r} (managed by the campaign; edit the campaign, not this)",
+    }
+    task, _ = PeriodicTask.objects.update_or_create(name=_periodic_task_name(campaign), defaults=defaults)
+    if campaign.periodic_task_id != task.pk:
+        Campaign.objects.filter(pk=campaign.pk).update(periodic_task=task)
+        campaign.periodic_task = task
+    return task
+
+
+@transaction.atomic
+def campaign_schedule(campaign: Campaign, *, actor=None) -> Campaign:
+    """Schedule a draft as stored (send now launches it at once)."""
+    current = Campaign.objects.select_for_update().select_related("template", "sender").get(pk=campaign.pk)
+    campaign_validate(current)
+    if current.schedule_type == ScheduleType.NOW:
+        campaign_launch(current, actor=actor)
+    else:
+        if current.schedule_type == ScheduleType.ONCE and current.send_at <= timezone.now():
+            raise CampaignError({"send_at": ["send_at is in the past"]})
+        current = _transition(current, S.SCHEDULED, action="schedule", actor=actor)
+        campaign_sync_schedule(current)
+    campaign.refresh_from_db()
+    return campaign
+
+
+@transaction.atomic
+def campaign_create(*, actor=None, **fields) -> Campaign:
+    """Create a draft campaign after checking it can work."""
+    campaign = Campaign(**fields)
+    if actor is not None and not isinstance(actor, str):
+        campaign.created_by = actor
+    campaign_validate(campaign)
+    try:
+        with transaction.atomic():
+            campaign.save()
+    except IntegrityError:
+        raise CampaignError({"name": [f"a campaign named {campaign.name!r} already exists"]}) from None
+    CampaignAction.objects.create(
+        campaign=campaign, action="create", to_status=campaign.status, actor=_actor_name(actor)
+    )
+    return campaign
+
+
+@transaction.atomic
+def campaign_delete(campaign: Campaign) -> None:
+    """Delete a draft or cancelled campaign with its PeriodicTask."""
+    locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if locked.status not in (S.DRAFT, S.CANCELLED):
+        raise CampaignError({"status": ["only draft or cancelled campaigns can be deleted"]})
+    if locked.periodic_task_id:
+        PeriodicTask.objects.filter(pk=locked.periodic_task_id).delete()
+    locked.delete()
+
+
+@transaction.atomic
+def campaign_update(campaign: Campaign, *, actor=None, **fields) -> Campaign:
+    """Edit a campaign that has not finished, keeping its PeriodicTask in step."""
+    locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if locked.status in (S.COMPLETED, S.CANCELLED, S.FAILED):
+        raise CampaignError(f"a {locked.get_status_display().lower()} campaign cannot be edited")
+    for name, value in fields.items():
+        setattr(locked, name, value)
+    campaign_validate(locked)
+    locked.save()
+    CampaignAction.objects.create(
+        campaign=locked,
+        action="edit",
+        from_status=locked.status,
+        to_status=locked.status,
+        actor=_actor_name(actor),
+        detail={"fields": sorted(fields)},
+    )
+    campaign_sync_schedule(locked)
+    campaign.refresh_from_db()
+    return campaign
+
+
+def campaign_launch(
+    campaign: Campaign, *, scheduled_for: dt.datetime | None = None, actor=None, now: dt.datetime | None = None
+) -> CampaignRun:
+    """Start a run: snapshot the recipients in SQL. One run per (campaign, scheduled_for).
+
+    A second launch for the same tick (two beat processes, a double click) returns the
+    first run: the unique constraint on (campaign, scheduled_for) decides.
+    """
+    now = now or timezone.now()
+    scheduled_for = scheduled_for or now.replace(microsecond=0)
+    with transaction.atomic():
+        locked = Campaign.objects.select_for_update().select_related("template", "sender").get(pk=campaign.pk)
+        existing = CampaignRun.objects.filter(campaign=locked, scheduled_for=scheduled_for).first()
+        if existing:
+            return existing
+        if locked.status not in (S.DRAFT, S.SCHEDULED, S.RUNNING):
+            raise CampaignError(f"cannot launch a {locked.get_status_display().lower()} campaign")
+        if locked.status == S.RUNNING and locked.kind == CampaignKind.ONE_OFF:
+            raise CampaignError("this one-off campaign is already running")
+        campaign_validate(locked)
+        try:
+            with transaction.atomic():
+                run = CampaignRun.objects.create(
+                    campaign=locked, scheduled_for=scheduled_for, mps=locked.mps or locked.sender.effective_mps
+                )
+        except IntegrityError:
+            return CampaignRun.objects.get(campaign=locked, scheduled_for=scheduled_for)
+        started = time.perf_counter()
+        counts = snapshots.snapshot_insert(run.pk, snapshots.snapshot_query(locked, now))
+        _store_counts(run, counts, time.perf_counter() - started)
+        if locked.status != S.RUNNING:
+            _transition(locked, S.RUNNING, action="launch", actor=actor, detail={"run": run.pk})
+        else:
+            CampaignAction.objects.create(
+                campaign=locked,
+                action="launch",
+                from_status=S.RUNNING,
+                to_status=S.RUNNING,
+                actor=_actor_name(actor),
+                detail={"run": run.pk},
+            )
+        if run.pending == 0 and run.held == 0:
+            run_complete(run)
+    campaign.status = Campaign.objects.values_list("status", flat=True).get(pk=campaign.pk)
+    return run
+
+
+def _store_counts(run: CampaignRun, counts: dict[tuple[str, str], int], seconds: float) -> None:
+    by_state: dict[str, int] = {}
+    skipped_by_reason: dict[str, int] = {}
+    for (state, reason), count in counts.items():
+        by_state[state] = by_state.get(state, 0) + count
+        if state == RecipientState.SKIPPED:
+            skipped_by_reason[reason] = skipped_by_reason.get(reason, 0) + count
+    run.total = sum(by_state.values())
+    run.pending = by_state.get(RecipientState.PENDING, 0)
+    run.held = by_state.get(RecipientState.HELD, 0)
+    run.skipped = by_state.get(RecipientState.SKIPPED, 0)
+    run.skipped_by_reason = skipped_by_reason
+    run.snapshot_seconds = round(seconds, 3)
+    run.save(update_fields=["total", "pending", "held", "skipped", "skipped_by_reason", "snapshot_seconds"])
+
+
+@transaction.atomic
+def run_complete(run: CampaignRun) -> None:
+    """Close a run whose recipients are all final; a one-off campaign completes with it."""
+    updated = CampaignRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+        status=RunStatus.COMPLETED, finished_at=timezone.now()
+    )
+    if not updated:
+        return
+    campaign = run.campaign
+    others_active = campaign.runs.filter(status__in=[RunStatus.RUNNING, RunStatus.PAUSED]).exists()
+    if campaign.status == S.RUNNING and not others_active:
+        next_status = S.SCHEDULED if campaign.schedule_type == ScheduleType.CRON else S.COMPLETED
+        locked = _transition(campaign, next_status, action="complete", detail={"run": run.pk})
+        campaign_sync_schedule(locked)
+
+
+@transaction.atomic
+def campaign_pause(campaign: Campaign, *, actor=None) -> Campaign:
+    locked = _transition(campaign, S.PAUSED, action="pause", actor=actor)
+    locked.runs.filter(status=RunStatus.RUNNING).update(status=RunStatus.PAUSED)
+    campaign_sync_schedule(locked)
+    return locked
+
+
+@transaction.atomic
+def campaign_resume(campaign: Campaign, *, actor=None) -> Campaign:
+    current = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    paused_runs = current.runs.filter(status=RunStatus.PAUSED)
+    target = S.RUNNING if paused_runs.exists() else S.SCHEDULED
+    locked = _transition(current, target, action="resume", actor=actor)
+    paused_runs.update(status=RunStatus.RUNNING)
+    campaign_sync_schedule(locked)
+    return locked
+
+
+@transaction.atomic
+def campaign_cancel(campaign: Campaign, *, actor=None) -> Campaign:
+    """Cancel: nothing more is sent; waiting recipients are skipped as cancelled."""
+    locked = _transition(campaign, S.CANCELLED, action="cancel", actor=actor)
+    active_runs = list(locked.runs.filter(status__in=[RunStatus.RUNNING, RunStatus.PAUSED]))
+    for run in active_runs:
+        run_cancel(run)
+    campaign_sync_schedule(locked)
+    return locked
+
+
+def run_cancel(run: CampaignRun) -> None:
+    from campaigns.models import Recipient, SkipReason
+
+    cancelled = Recipient.objects.filter(run=run, state__in=[RecipientState.PENDING, RecipientState.HELD]).update(
+        state=RecipientState.SKIPPED, reason=SkipReason.CANCELLED, release_at=None
+    )
+    counts = run.skipped_by_reason or {}
+    counts[SkipReason.CANCELLED] = counts.get(SkipReason.CANCELLED, 0) + cancelled
+    CampaignRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.CANCELLED,
+        finished_at=timezone.now(),
+        pending=0,
+        held=0,
+        skipped=run.skipped + cancelled,
+        skipped_by_reason=counts,
+    )
+
+
+def campaign_dry_run(campaign: Campaign, *, now: dt.datetime | None = None, samples: int = 5) -> dict:
+    """What a launch at ``now`` would snapshot, without writing anything."""
+    from audience.models import Contact
+    from messaging.services.templates import template_preview
+
+    now = now or timezone.now()
+    campaign_validate(campaign)
+    snapshot = snapshots.snapshot_query(campaign, now)
+    rows = snapshots.snapshot_summary(snapshot)
+    by_state: dict[str, int] = {}
+    excluded: dict[str, int] = {}
+    held_until = None
+    for state, reason, count, _first, last in rows:
+        by_state[state] = by_state.get(state, 0) + count
+        if state == RecipientState.SKIPPED:
+            excluded[reason] = excluded.get(reason, 0) + count
+        if state == RecipientState.HELD and last is not None:
+            held_until = last if held_until is None else max(held_until, last)
+    mps = campaign.mps or campaign.sender.effective_mps
+    to_send = by_state.get(RecipientState.PENDING, 0) + by_state.get(RecipientState.HELD, 0)
+    sample_ids = snapshots.snapshot_sample(snapshot, samples)
+    contacts = Contact.objects.in_bulk(sample_ids)
+    rendered = []
+    for contact_id in sample_ids:
+        preview = template_preview(campaign.template, contact=contacts[contact_id])
+        rendered.append({"contact": contact_id, "phone": contacts[contact_id].phone, **preview})
+    return {
+        "at": now.isoformat(),
+        "audience": sum(by_state.values()),
+        "to_send": to_send,
+        "pending": by_state.get(RecipientState.PENDING, 0),
+        "held": by_state.get(RecipientState.HELD, 0),
+        "held_until": held_until.isoformat() if held_until else None,
+        "excluded": excluded,
+        "mps": mps,
+        "estimated_seconds": round(to_send / mps, 1) if mps else None,
+        "samples": rendered,
+    }

@@ -1,0 +1,322 @@
+"""REST API: /api/v1/templates/ (+ preview), /api/v1/senders/, /api/v1/messages/."""
+
+from __future__ import annotations
+
+import django_filters
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+
+from audience.models import Channel, Contact
+from audience.phones import InvalidPhone, normalize_phone
+from config.roles import is_analyst
+from messaging import selectors
+from messaging.models import Message, MessageEvent, MessageStatus, MessageTemplate, Sender
+from messaging.services import send as send_service
+from messaging.services import senders as sender_service
+from messaging.services import templates as template_service
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _raise_drf(exc: DjangoValidationError):
+    detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+    raise ValidationError(detail) from None
+
+
+class AnalystsMayPreview(BasePermission):
+    """A preview writes nothing: Analysts may ask for one too."""
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_authenticated and is_analyst(request.user))
+
+
+# --- Templates -----------------------------------------------------------------------------
+
+
+class TemplateSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = MessageTemplate
+        fields = [
+            "id",
+            "name",
+            "channel",
+            "locale",
+            "body",
+            "fallbacks",
+            "content_sid",
+            "content_variables",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def create(self, validated_data):
+        try:
+            return template_service.template_create(**validated_data)
+        except DjangoValidationError as exc:
+            _raise_drf(exc)
+
+    def update(self, instance, validated_data):
+        try:
+            return template_service.template_update(instance, data=validated_data)
+        except DjangoValidationError as exc:
+            _raise_drf(exc)
+
+
+class PreviewRequestSerializer(serializers.Serializer):
+    contact = serializers.PrimaryKeyRelatedField(queryset=Contact.objects.all(), required=False)
+    sample = serializers.DictField(required=False, help_text='Values by placeholder, e.g. {"name": "Amina"}.')
+    context = serializers.DictField(required=False, help_text="Values for {{ event.* }} placeholders.")
+
+    def validate(self, attrs):
+        if ("contact" in attrs) == ("sample" in attrs):
+            raise ValidationError({"non_field_errors": ["give a contact id or sample values (one of them)"]})
+        return attrs
+
+
+class PreviewResponseSerializer(serializers.Serializer):
+    channel = serializers.CharField()
+    text = serializers.CharField()
+    content_sid = serializers.CharField()
+    content_variables = serializers.DictField(allow_null=True)
+    missing_variables = serializers.ListField(child=serializers.CharField())
+    skip_reason = serializers.CharField()
+    segments = serializers.IntegerField(allow_null=True)
+    encoding = serializers.CharField(allow_null=True)
+    characters = serializers.IntegerField()
+
+
+class TemplateViewSet(viewsets.ModelViewSet):
+    serializer_class = TemplateSerializer
+    pagination_class = None
+    filter_backends = [django_filters.rest_framework.DjangoFilterBackend]
+    filterset_fields = ["channel", "locale"]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        return selectors.template_list()
+
+    def perform_destroy(self, instance):
+        if instance.messages.exists():
+            raise ValidationError({"non_field_errors": ["this template has messages; it cannot be deleted"]})
+        instance.delete()
+
+    @extend_schema(request=PreviewRequestSerializer, responses=PreviewResponseSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[AnalystsMayPreview])
+    def preview(self, request, pk=None):
+        """Render against a contact or sample values: text or content variables, what is missing, SMS parts."""
+        template = self.get_object()
+        payload = PreviewRequestSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        result = template_service.template_preview(
+            template, contact=data.get("contact"), sample=data.get("sample"), context=data.get("context")
+        )
+        return Response(result)
+
+
+# --- Senders -------------------------------------------------------------------------------
+
+
+class SenderSerializer(serializers.ModelSerializer):
+    effective_mps = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Sender
+        fields = [
+            "id",
+            "name",
+            "provider",
+            "channel",
+            "kind",
+            "from_address",
+            "messaging_service_sid",
+            "mps",
+            "effective_mps",
+            "is_active",
+            "created_at",
+        ]
+        read_only_fields = ["created_at"]
+
+    def validate(self, attrs):
+        def current(name: str) -> str:
+            if name in attrs:
+                return attrs[name] or ""
+            return getattr(self.instance, name, "") if self.instance else ""
+
+        fields = ("channel", "kind", "from_address", "messaging_service_sid")
+        errors = sender_service.sender_errors(*(current(name) for name in fields))
+        if errors:
+            raise ValidationError(errors)
+        return attrs
+
+
+class SenderViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    serializer_class = SenderSerializer
+    pagination_class = None
+    filter_backends = [django_filters.rest_framework.DjangoFilterBackend]
+    filterset_fields = ["channel", "kind", "provider", "is_active"]
+    http_method_names = ["get", "post", "patch", "head", "options"]
+
+    def get_queryset(self):
+        return selectors.sender_list()
+
+
+# --- Messages ------------------------------------------------------------------------------
+
+
+class MessageEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = MessageEvent
+        fields = ["id", "kind", "status", "error_code", "received_at", "applied_at"]
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "direction",
+            "channel",
+            "contact",
+            "sender",
+            "template",
+            "to_address",
+            "from_address",
+            "body",
+            "content_sid",
+            "content_variables",
+            "status",
+            "skip_reason",
+            "provider_sid",
+            "error_code",
+            "error_message",
+            "segments",
+            "encoding",
+            "price",
+            "price_unit",
+            "attempts",
+            "next_attempt_at",
+            "idempotency_key",
+            "created_at",
+            "queued_at",
+            "sending_at",
+            "sent_at",
+            "delivered_at",
+            "read_at",
+            "failed_at",
+            "canceled_at",
+            "skipped_at",
+            "received_at",
+        ]
+        read_only_fields = fields
+
+
+class MessageDetailSerializer(MessageSerializer):
+    history = MessageEventSerializer(source="events", many=True, read_only=True)
+
+    class Meta(MessageSerializer.Meta):
+        fields = [*MessageSerializer.Meta.fields, "history"]
+        read_only_fields = fields
+
+
+class MessageCreateSerializer(serializers.Serializer):
+    contact = serializers.PrimaryKeyRelatedField(queryset=Contact.objects.all(), required=False)
+    phone = serializers.CharField(required=False, help_text="Instead of contact: the contact's phone, any spelling.")
+    template = serializers.PrimaryKeyRelatedField(queryset=MessageTemplate.objects.all(), required=False)
+    body = serializers.CharField(required=False, allow_blank=False, max_length=1600, trim_whitespace=False)
+    sender = serializers.PrimaryKeyRelatedField(queryset=Sender.objects.all(), required=False)
+    context = serializers.DictField(required=False, help_text="Values for {{ event.* }} placeholders.")
+
+    def validate(self, attrs):
+        if ("contact" in attrs) == ("phone" in attrs):
+            raise ValidationError({"contact": ["give a contact id or a phone (one of them)"]})
+        if ("template" in attrs) == ("body" in attrs):
+            raise ValidationError({"template": ["give a template id or a body (one of them)"]})
+        if "phone" in attrs:
+            attrs["contact"] = self._contact_by_phone(attrs.pop("phone"))
+        return attrs
+
+    @staticmethod
+    def _contact_by_phone(phone: str) -> Contact:
+        try:
+            normalized = normalize_phone(phone)
+        except InvalidPhone as exc:
+            raise ValidationError({"phone": [str(exc)]}) from None
+        contact = Contact.objects.filter(phone=normalized).first()
+        if contact is None:
+            raise ValidationError({"phone": [f"no contact with phone {normalized}; create it first"]})
+        return contact
+
+
+class MessageFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=MessageStatus.choices)
+    channel = django_filters.ChoiceFilter(choices=Channel.choices)
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+
+    class Meta:
+        model = Message
+        fields = ["status", "channel", "direction", "contact", "sender", "template", "created_after"]
+
+
+class MessagePagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class MessageViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    filterset_class = MessageFilter
+    pagination_class = MessagePagination
+    http_method_names = ["get", "post", "head", "options"]
+
+    def get_queryset(self):
+        if self.action == "retrieve":
+            return selectors.message_with_history()
+        return selectors.message_list()
+
+    def get_serializer_class(self):
+        if self.action == "create":
+            return MessageCreateSerializer
+        return MessageDetailSerializer if self.action == "retrieve" else MessageSerializer
+
+    @extend_schema(
+        request=MessageCreateSerializer,
+        responses={202: MessageSerializer, 200: MessageSerializer},
+        parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER, required=False)],
+    )
+    def create(self, request, *args, **kwargs):
+        """Send one message to a contact; an Idempotency-Key replay returns the first message (200)."""
+        key = (request.headers.get(IDEMPOTENCY_HEADER) or "").strip() or None
+        if key and len(key) > 255:
+            raise ValidationError({IDEMPOTENCY_HEADER: ["at most 255 characters"]})
+        payload = MessageCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        try:
+            message, created = send_service.message_create(
+                contact=data["contact"],
+                template=data.get("template"),
+                body=data.get("body", ""),
+                sender=data.get("sender"),
+                context=data.get("context"),
+                idempotency_key=key,
+            )
+        except DjangoValidationError as exc:
+            _raise_drf(exc)
+        code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
+        return Response(MessageSerializer(message).data, status=code)

@@ -1,0 +1,163 @@
+"""The embedded default provider: accepts every send and plays a realistic life for it.
+
+A few seconds after a send, Celery tasks deliver status events (sent, delivered,
+read on WhatsApp, a few percent undelivered or failed with real Twilio codes) and
+now and then an inbound reply, through the very services the Twilio webhooks call,
+so every page of the product comes alive without a Twilio account.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+
+from django.core.cache import cache as django_cache
+from django.db import transaction
+from django.utils import timezone
+
+from audience.models import Channel
+from messaging.providers.base import SendRequest, SendResult
+from messaging.rendering import sms_segments
+
+SIMULATED_ACCOUNT_SID = "AC" + "0" * 32
+FAILURE_CODES = ("30003", "30005", "30006", "30007", "30008")
+REPLIES = ("Thanks!", "Got it 👍", "OK", "What time?", "Thank you, see you then")
+REFERENCE_TTL = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Odds:
+    failed: float = 0.02  # rejected downstream: "failed" with a code, straight after queued
+    undelivered: float = 0.03  # "sent" then "undelivered" with a code
+    read: float = 0.6  # WhatsApp only: share of delivered messages that are read
+    reply: float = 0.05  # share of delivered messages that get an inbound reply
+    first_delay: tuple[float, float] = (1.0, 3.0)
+    step_delay: tuple[float, float] = (1.0, 4.0)
+
+
+def simulated_sid(prefix: str = "SM") -> str:
+    return prefix + uuid.uuid4().hex
+
+
+def status_plan(channel: str, rng: random.Random, odds: Odds = Odds()) -> list[tuple[str, str]]:
+    """The statuses a simulated message will go through: [(status, error_code), ...]."""
+    draw = rng.random()
+    if draw < odds.failed:
+        return [("failed", rng.choice(FAILURE_CODES))]
+    if draw < odds.failed + odds.undelivered:
+        return [("sent", ""), ("undelivered", rng.choice(FAILURE_CODES))]
+    plan = [("sent", ""), ("delivered", "")]
+    if channel == Channel.WHATSAPP and rng.random() < odds.read:
+        plan.append(("read", ""))
+    return plan
+
+
+class SimulatedProvider:
+    name = "simulated"
+
+    def __init__(self, odds: Odds = Odds(), seed: int | None = None):
+        self.odds = odds
+        self.rng = random.Random(seed)
+
+    def send(self, request: SendRequest) -> SendResult:
+        sid = self._sid_for(request.reference)
+        plan = status_plan(request.channel, self.rng, self.odds)
+        reply = self.rng.choice(REPLIES) if plan[-1][0] in ("delivered", "read") and self._draw(self.odds.reply) else ""
+        step = {
+            "sid": sid,
+            "channel": request.channel,
+            "to": request.to,
+            "from_": request.from_ or request.messaging_service_sid,
+            "steps": [list(item) for item in plan],
+            "reply": reply,
+        }
+        delay = self.rng.uniform(*self.odds.first_delay)
+        transaction.on_commit(lambda: _enqueue_step(step, delay))
+        segments = sms_segments(request.body).segments if request.channel == Channel.SMS else 1
+        return SendResult(provider_sid=sid, status="queued", segments=segments, created_at=timezone.now())
+
+    def find(self, request: SendRequest, since: datetime) -> list[SendResult]:
+        sid = django_cache.get(_reference_key(request.reference)) if request.reference else None
+        return [SendResult(provider_sid=sid, status="queued")] if sid else []
+
+    def _sid_for(self, reference: str) -> str:
+        if not reference:
+            return simulated_sid()
+        sid = reference_sid(reference)
+        django_cache.set(_reference_key(reference), sid, REFERENCE_TTL)
+        return sid
+
+    def _draw(self, chance: float) -> bool:
+        return self.rng.random() < chance
+
+
+def reference_sid(reference: str) -> str:
+    """The same reference always gets the same sid, as a provider with idempotency keys would."""
+    return "SM" + hashlib.sha256(f"simulated:{reference}".encode()).hexdigest()[:32]
+
+
+def _reference_key(reference: str) -> str:
+    return f"simulated:ref:{reference}"
+
+
+def _enqueue_step(step: dict, delay: float) -> None:
+    from messaging.tasks import simulated_status_step
+
+    simulated_status_step.apply_async(args=[step], countdown=delay)
+
+
+def _address(channel: str, address: str) -> str:
+    if channel == Channel.WHATSAPP and address and not address.lower().startswith("whatsapp:"):
+        return f"whatsapp:{address}"
+    return address
+
+
+def simulated_step_run(step: dict) -> dict | None:
+    """Play the next status of ``step`` (or its reply) through the webhook services; returns what is left."""
+    from messaging.services.inbound import inbound_message_record
+    from messaging.services.status import status_event_record
+
+    to, from_ = _address(step["channel"], step["to"]), _address(step["channel"], step["from_"])
+    if step["steps"]:
+        status, error_code = step["steps"][0]
+        payload = {
+            "MessageSid": step["sid"],
+            "SmsSid": step["sid"],
+            "MessageStatus": status,
+            "SmsStatus": status,
+            "AccountSid": SIMULATED_ACCOUNT_SID,
+            "From": from_,
+            "To": to,
+            "ApiVersion": "2010-04-01",
+            **({"ErrorCode": error_code} if error_code else {}),
+        }
+        status_event_record(provider_sid=step["sid"], status=status, error_code=error_code, payload=payload)
+        rest = {**step, "steps": step["steps"][1:]}
+        return rest if rest["steps"] or rest["reply"] else None
+    if step["reply"]:
+        sid = simulated_sid()
+        payload = {
+            "MessageSid": sid,
+            "SmsSid": sid,
+            "AccountSid": SIMULATED_ACCOUNT_SID,
+            "From": to,
+            "To": from_,
+            "Body": step["reply"],
+            "NumMedia": "0",
+            "ApiVersion": "2010-04-01",
+        }
+        inbound_message_record(provider_sid=sid, from_address=to, to_address=from_, body=step["reply"], payload=payload)
+    return None
+
+
+def step_delay(odds: Odds = Odds()) -> float:
+    return random.uniform(*odds.step_delay)
+
+
+@cache
+def simulated_provider() -> SimulatedProvider:
+    return SimulatedProvider()

@@ -1,0 +1,178 @@
+"""Twilio through the official client: one client per process, pooled connections, strict timeouts."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+
+import requests
+from django.conf import settings
+from requests.adapters import HTTPAdapter
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+from urllib3.exceptions import NewConnectionError
+
+from audience.models import Channel
+from messaging.providers.base import ErrorKind, ProviderError, SendRequest, SendResult
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 3.05  # seconds to open a connection: nothing was sent if it fails
+READ_TIMEOUT = 10.0  # seconds to wait for Twilio's answer: past it the outcome is unknown
+POOL_SIZE = 32
+# Clock skew tolerated between our claim timestamp and Twilio's date_created when reconciling.
+RECONCILE_SKEW = timedelta(seconds=30)
+
+RETRYABLE_CODES = {"20429"}
+OPTED_OUT_CODES = {"21610"}
+OUTSIDE_WINDOW_CODES = {"63016"}
+
+
+class PooledHttpClient(TwilioHttpClient):
+    """TwilioHttpClient with separate connect/read timeouts and a pool for http:// too (the fake server)."""
+
+    def __init__(self, connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT):
+        # The library logs ~10 INFO lines per request; ours stays quiet unless LOGGING asks for it.
+        http_logger = logging.getLogger("messaging.providers.twilio.http")
+        if http_logger.level == logging.NOTSET:
+            http_logger.setLevel(logging.WARNING)
+        super().__init__(pool_connections=True, logger=http_logger)
+        self.timeout = (connect_timeout, read_timeout)  # requests takes a (connect, read) pair
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+
+
+def whatsapp_address(address: str) -> str:
+    return address if address.lower().startswith("whatsapp:") else f"whatsapp:{address}"
+
+
+class TwilioProvider:
+    name = "twilio"
+
+    def __init__(self, account_sid: str, auth_token: str, base_url: str | None, timeouts: tuple[float, float]):
+        self.client = Client(account_sid, auth_token, http_client=PooledHttpClient(*timeouts))
+        # Only the host changes; edge/region would rewrite it (and may come from TWILIO_EDGE/TWILIO_REGION).
+        self.client.edge = None
+        self.client.region = None
+        if base_url:
+            self.client.api.base_url = base_url.rstrip("/")
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def send(self, request: SendRequest) -> SendResult:
+        try:
+            instance = self.client.messages.create(**self.create_params(request))
+        except (TwilioRestException, TwilioServiceException) as exc:
+            raise classify_rest_error(exc) from exc
+        except requests.RequestException as exc:
+            raise classify_network_error(exc) from exc
+        except TwilioException as exc:  # e.g. an unreadable 2xx answer: the message may exist
+            raise ProviderError(ErrorKind.RETRYABLE, "", str(exc), accepted_unknown=True) from exc
+        return _result(instance)
+
+    @staticmethod
+    def create_params(request: SendRequest) -> dict[str, str]:
+        whatsapp = request.channel == Channel.WHATSAPP
+        params = {"to": whatsapp_address(request.to) if whatsapp else request.to}
+        if request.messaging_service_sid:
+            params["messaging_service_sid"] = request.messaging_service_sid
+        if request.from_:
+            params["from_"] = whatsapp_address(request.from_) if whatsapp else request.from_
+        if request.content_sid:  # an approved template: never a Body next to it
+            params["content_sid"] = request.content_sid
+            params["content_variables"] = json.dumps(request.content_variables, separators=(",", ":"))
+        else:
+            params["body"] = request.body
+        if request.status_callback:
+            params["status_callback"] = request.status_callback
+        return params
+
+    # --- reconciliation --------------------------------------------------------------------
+
+    def find(self, request: SendRequest, since: datetime) -> list[SendResult]:
+        """Messages to the same recipient (and sender/body when known) created since ``since``.
+
+        Twilio lists newest first; reading stops at the first older message. DateSent is not
+        used as a filter: a message still queued at Twilio has no date_sent yet.
+        """
+        params = self.create_params(request)
+        filters = {"to": params["to"]}
+        if "from_" in params:
+            filters["from_"] = params["from_"]
+        try:
+            found = []
+            for instance in self.client.messages.stream(**filters, page_size=50):
+                if instance.date_created and instance.date_created < since - RECONCILE_SKEW:
+                    break
+                if request.content_sid or (instance.body or "") == request.body:
+                    found.append(_result(instance))
+            return found
+        except (TwilioRestException, TwilioServiceException) as exc:
+            raise classify_rest_error(exc) from exc
+        except (requests.RequestException, TwilioException) as exc:
+            raise ProviderError(ErrorKind.RETRYABLE, "", f"lookup failed: {exc}") from exc
+
+
+def _result(instance) -> SendResult:
+    try:
+        price = Decimal(str(instance.price)) if instance.price not in (None, "") else None
+    except InvalidOperation:
+        price = None
+    segments = int(instance.num_segments) if str(instance.num_segments or "").isdigit() else None
+    return SendResult(
+        provider_sid=instance.sid,
+        status=str(instance.status or "queued"),
+        segments=segments,
+        price=abs(price) if price is not None else None,  # Twilio reports prices as negative amounts
+        price_unit=instance.price_unit or "",
+        created_at=instance.date_created,
+        body=instance.body or "",
+    )
+
+
+def classify_rest_error(exc: TwilioRestException | TwilioServiceException) -> ProviderError:
+    """429/20429 and 5xx were not processed: retry. 21610 and 63016 have their own handling."""
+    code = str(exc.code or "")
+    status = int(exc.status or 0)
+    message = str(getattr(exc, "msg", None) or getattr(exc, "detail", None) or getattr(exc, "title", ""))[:500]
+    if status == 429 or code in RETRYABLE_CODES or status >= 500:
+        return ProviderError(ErrorKind.RETRYABLE, code or str(status), message)
+    if code in OPTED_OUT_CODES:
+        return ProviderError(ErrorKind.OPTED_OUT, code, message)
+    if code in OUTSIDE_WINDOW_CODES:
+        return ProviderError(ErrorKind.OUTSIDE_WINDOW, code, message)
+    return ProviderError(ErrorKind.PERMANENT, code or str(status), message)
+
+
+def classify_network_error(exc: requests.RequestException) -> ProviderError:
+    """Before the request left (connect failure): retry. After (read timeout, reset): unknown."""
+    if isinstance(exc, requests.ConnectTimeout | requests.exceptions.SSLError) or _never_connected(exc):
+        return ProviderError(ErrorKind.RETRYABLE, "network", f"could not connect: {exc}")
+    return ProviderError(ErrorKind.RETRYABLE, "network", f"no answer: {exc}", accepted_unknown=True)
+
+
+def _never_connected(exc: requests.RequestException) -> bool:
+    if not isinstance(exc, requests.ConnectionError):
+        return False
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, NewConnectionError)
+
+
+@lru_cache(maxsize=4)
+def _provider_for(account_sid: str, auth_token: str, base_url: str | None, timeouts: tuple[float, float]):
+    return TwilioProvider(account_sid, auth_token, base_url, timeouts)
+
+
+def twilio_provider() -> TwilioProvider:
+    """The process-wide provider for the current settings (a new one only if the settings changed)."""
+    timeouts = (
+        settings.TWILIO_CONNECT_TIMEOUT,
+        settings.TWILIO_READ_TIMEOUT,
+    )
+    account, token, base_url = settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, settings.TWILIO_API_BASE_URL
+    return _provider_for(account, token, base_url, timeouts)

@@ -1,0 +1,414 @@
+"""Sending one message exactly once: claim, check, render, call the provider, record.
+
+Every send goes through ``message_send(message_id)``, whoever asks (the API, campaigns,
+retries, tasks). The database decides what happens, never the fact that a task ran:
+
+- A conditional UPDATE (pending -> sending) claims the message; a second call finds it
+  claimed and does nothing.
+- Consent, the WhatsApp 24 h window and rendering are checked before the provider is
+  called; a refusal is recorded as ``skipped`` with the reason.
+- Retryable errors put the message back to ``pending`` with ``next_attempt_at`` (exponential
+  backoff with jitter, capped); the task is re-enqueued and a beat task catches lost ones.
+- A message left in ``sending`` without a sid (a crash after the provider accepted it, or a
+  timeout whose outcome is unknown) is never resent blindly: ``message_reconcile`` asks the
+  provider for a message matching it and adopts its sid, and only if the provider has none
+  puts it back to ``pending``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from audience.models import Channel, ConsentSource, ConsentStatus, Contact
+from audience.services import consent_change
+from messaging import selectors
+from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
+from messaging.providers import (
+    ErrorKind,
+    ProviderError,
+    SendRequest,
+    SendResult,
+    get_provider,
+    provider_name_for,
+    status_callback_url,
+)
+from messaging.services.status import TIMESTAMP_FIELDS, status_events_apply_pending, status_map
+from messaging.services.templates import body_segments, template_render
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+BACKOFF_BASE = 2.0  # seconds before the first retry; doubles each attempt
+BACKOFF_CAP = 300.0
+# A message in `sending` this long without a sid lost its worker or its answer: reconcile it.
+# Well above the provider's connect + read timeouts, so a live send is never taken for dead.
+STALE_SENDING_AFTER = timedelta(seconds=60)
+RECONCILE_GIVE_UP_AFTER = timedelta(hours=24)
+WHATSAPP_WINDOW = timedelta(hours=24)
+
+SKIP_OPTED_OUT = "contact opted out"
+SKIP_OUTSIDE_WINDOW = "outside WhatsApp 24h window"
+SKIP_NO_CONTACT = "contact deleted"
+SKIP_NO_SENDER = "no active sender for the channel"
+SKIP_EMPTY = "nothing to send: no body and no template"
+
+
+class MessageRequestError(ValidationError):
+    """A message could not be created as asked; message_dict names the field."""
+
+
+# --- Creating ------------------------------------------------------------------------------
+
+
+def message_create(
+    *,
+    contact: Contact,
+    template: MessageTemplate | None = None,
+    body: str = "",
+    sender: Sender | None = None,
+    context: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    source: Any = None,
+    enqueue: bool = True,
+) -> tuple[Message, bool]:
+    """Create a pending outbound message and enqueue its send after commit.
+
+    Returns (message, created). With an idempotency key already used, the first message is
+    returned and nothing new is sent.
+    """
+    if idempotency_key:
+        existing = Message.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing, False
+    channel, sender = _channel_and_sender(contact, template, body, sender)
+    message = Message(
+        direction=Direction.OUTBOUND,
+        contact=contact,
+        sender=sender,
+        template=template,
+        channel=channel,
+        to_address=contact.phone,
+        from_address=sender.from_address,
+        body="" if template else body,
+        render_context=dict(context or {}),
+        idempotency_key=idempotency_key or None,
+        source=source,
+    )
+    try:
+        with transaction.atomic():
+            message.save()
+    except IntegrityError:
+        if idempotency_key:  # the same key sent concurrently: that request created it
+            return Message.objects.get(idempotency_key=idempotency_key), False
+        raise
+    if enqueue:
+        message_enqueue(message.pk)
+    return message, True
+
+
+def _channel_and_sender(
+    contact: Contact, template: MessageTemplate | None, body: str, sender: Sender | None
+) -> tuple[str, Sender]:
+    if bool(template) == bool(body.strip()):
+        raise MessageRequestError({"template": ["give a template or a body, not both"]})
+    channel = template.channel if template else (sender.channel if sender else contact.channel)
+    if sender is None:
+        sender = selectors.sender_first_active(channel)
+        if sender is None:
+            raise MessageRequestError({"sender": [f"no active {channel} sender; create one first"]})
+    if sender.channel != channel:
+        raise MessageRequestError({"sender": [f"the sender is a {sender.channel} sender, the message is {channel}"]})
+    if not sender.is_active:
+        raise MessageRequestError({"sender": ["the sender is not active"]})
+    return channel, sender
+
+
+def message_enqueue(message_id: int, countdown: float = 0) -> None:
+    """Hand the send to a worker once the current transaction commits."""
+    from messaging.tasks import send_message
+
+    transaction.on_commit(lambda: send_message.apply_async(args=[message_id], countdown=countdown or None))
+
+
+# --- Sending -------------------------------------------------------------------------------
+
+
+def message_send(message_id: int) -> Message:
+    """Send a pending message once; any other state is left alone and returned as it is."""
+    now = timezone.now()
+    # One commit for claim + checks + rendering: a crash before it leaves the message pending, untouched.
+    with transaction.atomic():
+        if not _claim(message_id, now):
+            return Message.objects.get(pk=message_id)
+        message = Message.objects.select_related("contact", "sender", "template").get(pk=message_id)
+        reason = _refusal(message, now) or _render(message)
+        if reason:
+            return _finish(message, MessageStatus.SKIPPED, skip_reason=reason)
+    provider = get_provider(provider_name_for(message.sender.provider))
+    try:
+        result = provider.send(_send_request(message))
+    except ProviderError as exc:
+        return _provider_refused(message, exc)
+    return _accepted(message, result)
+
+
+def _claim(message_id: int, now: datetime) -> bool:
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + timedelta(seconds=1))
+    return bool(
+        Message.objects.filter(due, pk=message_id, status=MessageStatus.PENDING, direction=Direction.OUTBOUND).update(
+            status=MessageStatus.SENDING,
+            claimed_at=now,
+            sending_at=now,
+            attempts=F("attempts") + 1,
+            next_attempt_at=None,
+            updated_at=now,
+        )
+    )
+
+
+def _refusal(message: Message, now: datetime) -> str:
+    contact = message.contact
+    if contact is None:
+        return SKIP_NO_CONTACT
+    if contact.consent_status != ConsentStatus.OPTED_IN:
+        return SKIP_OPTED_OUT
+    if message.sender is None or not message.sender.is_active:
+        return SKIP_NO_SENDER
+    if not message.template and not message.body.strip():
+        return SKIP_EMPTY
+    free_form = not (message.template and message.template.content_sid)
+    if message.channel == Channel.WHATSAPP and free_form and not in_whatsapp_window(contact, now):
+        return SKIP_OUTSIDE_WINDOW
+    return ""
+
+
+def in_whatsapp_window(contact: Contact, now: datetime | None = None) -> bool:
+    """Free-form WhatsApp text is allowed within 24 h of the contact's last inbound message."""
+    last = contact.last_inbound_at
+    return last is not None and last > (now or timezone.now()) - WHATSAPP_WINDOW
+
+
+def _render(message: Message) -> str:
+    """Fill body / content variables, segments and encoding on the row; returns a skip reason."""
+    if message.template:
+        result = template_render(message.template, contact=message.contact, context=message.render_context)
+        if not result.ok:
+            return result.skip_reason
+        message.body = result.text
+        message.content_sid = message.template.content_sid
+        message.content_variables = result.content_variables
+    segments = body_segments(message.channel, message.body) if not message.content_sid else None
+    message.segments = segments.segments if segments else 1
+    message.encoding = segments.encoding if segments else ""
+    message.to_address = message.contact.phone
+    message.from_address = message.sender.from_address
+    # Saved before the provider is called: reconciliation matches on what was actually sent.
+    fields = ["body", "content_sid", "content_variables", "segments", "encoding", "to_address", "from_address"]
+    Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
+        **{name: getattr(message, name) for name in fields}
+    )
+    return ""
+
+
+def _send_request(message: Message) -> SendRequest:
+    sender = message.sender
+    return SendRequest(
+        to=message.to_address or message.contact.phone,
+        channel=message.channel,
+        from_=sender.from_address,
+        messaging_service_sid=sender.messaging_service_sid,
+        body="" if message.content_sid else message.body,
+        content_sid=message.content_sid,
+        content_variables=dict(message.content_variables or {}),
+        status_callback=status_callback_url(),
+        reference=f"message-{message.pk}",
+    )
+
+
+def _finish(message: Message, status: MessageStatus, **fields: Any) -> Message:
+    """Leave `sending` for ``status`` (conditional: nothing happens if someone else moved it)."""
+    now = timezone.now()
+    stamp = {MessageStatus.SKIPPED: "skipped_at", **TIMESTAMP_FIELDS}.get(status)
+    values = {"status": status, "updated_at": now, **fields}
+    if stamp:
+        values[stamp] = now
+    with transaction.atomic():  # a savepoint: a unique-sid clash must not break the caller's transaction
+        moved = Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(**values)
+    if moved:
+        for name, value in values.items():
+            setattr(message, name, value)
+    else:
+        message.refresh_from_db()
+    return message
+
+
+def _accepted(message: Message, result: SendResult) -> Message:
+    """Record the provider's sid and status, then apply any callback that arrived first."""
+    try:
+        status = status_map(result.status)
+    except ValueError:
+        status = MessageStatus.QUEUED
+    fields: dict[str, Any] = {
+        "provider_sid": result.provider_sid,
+        "error_code": "",
+        "error_message": "",
+        "next_attempt_at": None,
+    }
+    if result.segments:
+        fields["segments"] = result.segments
+    if result.price is not None:
+        fields["price"], fields["price_unit"] = result.price, result.price_unit
+    if status in (MessageStatus.FAILED, MessageStatus.UNDELIVERED):
+        fields["error_message"] = f"the provider answered {result.status}"
+    try:
+        message = _finish(message, status, **fields)
+    except IntegrityError:  # the sid is already on another row: never bind one provider message twice
+        logger.error("provider sid %s already recorded; message %s needs review", result.provider_sid, message.pk)
+        return _finish(message, MessageStatus.FAILED, error_code="duplicate", error_message="provider sid reused")
+    # Most sends have no early callback: one indexed EXISTS instead of the locking apply path.
+    if MessageEvent.objects.filter(provider_sid=result.provider_sid, applied_at__isnull=True).exists():
+        status_events_apply_pending(message)
+    return message
+
+
+def _provider_refused(message: Message, exc: ProviderError) -> Message:
+    if exc.accepted_unknown:
+        return _outcome_unknown(message, exc)
+    if exc.kind == ErrorKind.RETRYABLE:
+        return _retry_or_fail(message, exc)
+    if exc.kind == ErrorKind.OPTED_OUT:
+        consent_change(
+            message.contact,
+            to_status=ConsentStatus.OPTED_OUT,
+            source=ConsentSource.PROVIDER,
+            actor=message.sender.provider,
+            evidence={"error_code": exc.code, "error_message": exc.message, "message_id": message.pk},
+        )
+    return _finish(message, MessageStatus.FAILED, error_code=exc.code, error_message=exc.message[:500])
+
+
+def retry_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter in its upper half, capped."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(attempt - 1, 0))
+    return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+def _retry_or_fail(message: Message, exc: ProviderError) -> Message:
+    if message.attempts >= MAX_ATTEMPTS:
+        text = f"gave up after {message.attempts} attempts: {exc.message}"[:500]
+        return _finish(message, MessageStatus.FAILED, error_code=exc.code, error_message=text)
+    delay = retry_delay(message.attempts)
+    retry_at = timezone.now() + timedelta(seconds=delay)
+    Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
+        status=MessageStatus.PENDING,
+        next_attempt_at=retry_at,
+        error_code=exc.code,
+        error_message=f"attempt {message.attempts} failed, retrying: {exc.message}"[:500],
+        updated_at=timezone.now(),
+    )
+    message_enqueue(message.pk, countdown=delay)
+    message.refresh_from_db()
+    return message
+
+
+def _outcome_unknown(message: Message, exc: ProviderError) -> Message:
+    """The provider may have created the message: stay in `sending` and reconcile later."""
+    Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
+        error_code=exc.code,
+        error_message=f"outcome unknown, reconciling with the provider: {exc.message}"[:500],
+        updated_at=timezone.now(),
+    )
+    from messaging.tasks import reconcile_message
+
+    countdown = STALE_SENDING_AFTER.total_seconds() + 5
+    transaction.on_commit(lambda: reconcile_message.apply_async(args=[message.pk], countdown=countdown))
+    message.refresh_from_db()
+    return message
+
+
+# --- Retries and reconciliation ------------------------------------------------------------
+
+
+def messages_send_due(*, limit: int = 500) -> int:
+    """Enqueue retries whose time has come (their own task was lost); returns how many."""
+    cutoff = timezone.now() - timedelta(seconds=5)
+    due = Message.objects.filter(status=MessageStatus.PENDING, direction=Direction.OUTBOUND).filter(
+        Q(next_attempt_at__lte=cutoff)
+        | Q(next_attempt_at__isnull=True, source_type__isnull=True, created_at__lt=cutoff - timedelta(minutes=1))
+    )
+    ids = list(due.order_by("next_attempt_at", "pk").values_list("pk", flat=True)[:limit])
+    for message_id in ids:
+        message_enqueue(message_id)
+    return len(ids)
+
+
+def messages_reconcile_stale(*, limit: int = 200) -> int:
+    """Reconcile messages stuck in `sending` without a sid; returns how many were looked at."""
+    cutoff = timezone.now() - STALE_SENDING_AFTER
+    ids = list(
+        Message.objects.filter(status=MessageStatus.SENDING, provider_sid__isnull=True, claimed_at__lt=cutoff)
+        .order_by("claimed_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for message_id in ids:
+        message_reconcile(message_id)
+    return len(ids)
+
+
+def message_reconcile(message_id: int) -> Message:
+    """Find out at the provider whether a stale `sending` message was created; never resend blindly."""
+    now = timezone.now()
+    # Re-claim (claimed_at = now) so two reapers never reconcile the same message at once.
+    taken = Message.objects.filter(
+        pk=message_id, status=MessageStatus.SENDING, provider_sid__isnull=True, claimed_at__lt=now - STALE_SENDING_AFTER
+    ).update(claimed_at=now)
+    message = Message.objects.select_related("contact", "sender").get(pk=message_id)
+    if not taken:
+        return message
+    since = message.sending_at or message.created_at
+    provider = get_provider(provider_name_for(message.sender.provider if message.sender else None))
+    try:
+        found = provider.find(_send_request(message), since)
+    except ProviderError as exc:
+        return _reconcile_failed(message, exc, since, now)
+    sids = [result.provider_sid for result in found]
+    known = set(Message.objects.filter(provider_sid__in=sids).values_list("provider_sid", flat=True))
+    candidates = [result for result in found if result.provider_sid not in known]
+    if candidates:
+        chosen = min(candidates, key=lambda result: (result.created_at or now, result.provider_sid))
+        logger.warning("message %s reconciled with provider message %s", message.pk, chosen.provider_sid)
+        return _accepted(message, chosen)
+    return _not_at_provider(message)
+
+
+def _not_at_provider(message: Message) -> Message:
+    """The provider holds no such message: sending it again cannot duplicate it."""
+    if message.attempts >= MAX_ATTEMPTS:
+        text = f"not created at the provider after {message.attempts} attempts"
+        return _finish(message, MessageStatus.FAILED, error_code="unsent", error_message=text)
+    Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
+        status=MessageStatus.PENDING,
+        next_attempt_at=timezone.now(),
+        error_message="not found at the provider after an unknown outcome; sending again",
+        updated_at=timezone.now(),
+    )
+    message_enqueue(message.pk)
+    message.refresh_from_db()
+    return message
+
+
+def _reconcile_failed(message: Message, exc: ProviderError, since: datetime, now: datetime) -> Message:
+    if now - since < RECONCILE_GIVE_UP_AFTER:
+        logger.warning("could not reconcile message %s yet: %s", message.pk, exc)
+        return message
+    text = f"delivery unknown: the provider could not be asked since {since.isoformat()}; check by hand"
+    return _finish(message, MessageStatus.FAILED, error_code="unknown", error_message=text[:500])

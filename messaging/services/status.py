@@ -1,0 +1,275 @@
+"""Provider status callbacks: store every event once, move the message forward only.
+
+Callbacks are unordered and may repeat, so the message's status is the maximum
+of the events seen under one total order (``TRANSITION_RANK``): whatever order
+the same set of events arrives in, the message ends in the same state. A failure
+outranks every progress status and the failures are ordered among themselves,
+so a failure is never left and two failures always resolve the same way. Each
+event also fills the timestamp of the status it names if it is still empty.
+
+The webhook path is one SQL statement (insert the event, lock and update the
+message); an event whose sid is not saved yet waits with ``applied_at`` empty
+until ``status_events_apply_pending`` runs for that message.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cache
+
+import psycopg
+from django.db import connection, transaction
+from django.utils import timezone
+
+from messaging.models import FAILURE_STATUSES, Message, MessageEvent, MessageStatus
+from messaging.signals import message_status_changed
+
+# Twilio's status names (status callbacks and API responses) mapped to ours.
+TWILIO_STATUSES: dict[str, MessageStatus] = {
+    "accepted": MessageStatus.QUEUED,
+    "scheduled": MessageStatus.QUEUED,
+    "queued": MessageStatus.QUEUED,
+    "sending": MessageStatus.SENDING,
+    "sent": MessageStatus.SENT,
+    "delivered": MessageStatus.DELIVERED,
+    "partially_delivered": MessageStatus.DELIVERED,
+    "read": MessageStatus.READ,
+    "canceled": MessageStatus.CANCELED,
+    "undelivered": MessageStatus.UNDELIVERED,
+    "failed": MessageStatus.FAILED,
+    "receiving": MessageStatus.RECEIVED,
+    "received": MessageStatus.RECEIVED,
+}
+
+# The one total order statuses move along. Statuses absent here (skipped, received) are never
+# moved by a callback: they are not messages in flight.
+TRANSITION_RANK: dict[MessageStatus, int] = {
+    MessageStatus.PENDING: 0,
+    MessageStatus.QUEUED: 1,
+    MessageStatus.SENDING: 2,
+    MessageStatus.SENT: 3,
+    MessageStatus.DELIVERED: 4,
+    MessageStatus.READ: 5,
+    MessageStatus.CANCELED: 6,
+    MessageStatus.UNDELIVERED: 7,
+    MessageStatus.FAILED: 8,
+}
+
+TIMESTAMP_FIELDS: dict[MessageStatus, str] = {
+    MessageStatus.QUEUED: "queued_at",
+    MessageStatus.SENDING: "sending_at",
+    MessageStatus.SENT: "sent_at",
+    MessageStatus.DELIVERED: "delivered_at",
+    MessageStatus.READ: "read_at",
+    MessageStatus.CANCELED: "canceled_at",
+    MessageStatus.UNDELIVERED: "failed_at",
+    MessageStatus.FAILED: "failed_at",
+    MessageStatus.RECEIVED: "received_at",
+}
+
+# Status callbacks carry ErrorCode only; the texts of the codes a report must name.
+TWILIO_ERROR_MESSAGES: dict[str, str] = {
+    "20429": "Too many concurrent requests",
+    "21211": "Invalid 'To' phone number",
+    "21408": "Permission to send an SMS has not been enabled for the region",
+    "21606": "The 'From' phone number is not a valid, message-capable number",
+    "21610": "The recipient has unsubscribed (STOP)",
+    "21611": "The sender's message queue is full",
+    "21614": "'To' number is not a valid mobile number",
+    "21654": "ContentSid is required",
+    "30001": "Queue overflow",
+    "30003": "Unreachable destination handset",
+    "30005": "Unknown destination handset",
+    "30006": "Landline or unreachable carrier",
+    "30007": "Message filtered by the carrier",
+    "30008": "Unknown error",
+    "30034": "Message from an unregistered US A2P 10DLC number",
+    "30036": "Validity period expired",
+    "63016": "Free-form message outside the WhatsApp 24-hour window",
+    "63018": "WhatsApp rate or tier limit exceeded",
+    "90007": "Invalid validity period",
+}
+
+
+class UnknownStatus(ValueError):
+    """The provider sent a status name this table does not know."""
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    message_id: int
+    old: str
+    new: str
+
+
+def status_map(provider_status: str) -> MessageStatus:
+    try:
+        return TWILIO_STATUSES[provider_status.lower()]
+    except KeyError:
+        raise UnknownStatus(f"unknown message status {provider_status!r}") from None
+
+
+def error_message_for(error_code: str, given: str = "") -> str:
+    if not error_code:
+        return ""
+    return (given or TWILIO_ERROR_MESSAGES.get(error_code) or f"Twilio error {error_code}")[:500]
+
+
+@cache
+def _set_clause(status: MessageStatus) -> str:
+    """SET clause moving row ``m`` to ``status`` if that is forward; fills its timestamp anyway.
+
+    Column names and status literals come from the tables above, never from input.
+    """
+    movable = [str(s) for s, rank in TRANSITION_RANK.items() if rank < TRANSITION_RANK.get(status, -1)]
+    moves = "m.status IN ({})".format(", ".join(f"'{s}'" for s in movable)) if movable else "FALSE"
+    column = TIMESTAMP_FIELDS[status]
+    sets = [
+        f"status = CASE WHEN {moves} THEN '{status}' ELSE m.status END",
+        f"{column} = COALESCE(m.{column}, %(at)s)",
+        "updated_at = now()",
+    ]
+    if status in FAILURE_STATUSES:
+        sets.append(f"error_code = CASE WHEN {moves} THEN %(error_code)s ELSE m.error_code END")
+        sets.append(f"error_message = CASE WHEN {moves} THEN %(error_message)s ELSE m.error_message END")
+    return ", ".join(sets)
+
+
+@cache
+def _record_sql(status: MessageStatus) -> str:
+    # One round trip and one commit: insert the event (a replay inserts nothing), and only if it
+    # is new, lock and move the message. The message row is locked before the event is inserted,
+    # so concurrent callbacks for one sid serialise and RETURNING reports the true old status.
+    return f"""
+WITH msg AS (
+    SELECT id, status FROM messaging_message WHERE provider_sid = %(sid)s FOR UPDATE
+), ev AS (
+    INSERT INTO messaging_messageevent
+        (kind, provider_sid, status, message_id, error_code, payload, received_at, applied_at)
+    SELECT 'status', %(sid)s, %(raw)s, msg.id, %(error_code)s, %(payload)s::jsonb, %(at)s,
+           CASE WHEN msg.id IS NULL THEN NULL ELSE %(at)s::timestamptz END
+    FROM (VALUES (1)) AS one (x) LEFT JOIN msg ON TRUE
+    ON CONFLICT (provider_sid, status) DO NOTHING
+    RETURNING message_id
+), upd AS (
+    UPDATE messaging_message AS m SET {_set_clause(status)}
+    FROM ev JOIN msg ON msg.id = ev.message_id
+    WHERE m.id = msg.id
+    RETURNING m.id, msg.status AS old_status, m.status AS new_status
+)
+SELECT (SELECT count(*) FROM ev), upd.id, upd.old_status, upd.new_status
+FROM (VALUES (1)) AS one (x) LEFT JOIN upd ON TRUE
+"""
+
+
+def status_event_record(*, provider_sid: str, status: str, error_code: str = "", payload: dict) -> bool:
+    """Store one status callback and apply it if the message is known; False for a replay.
+
+    ``status`` is the provider's name (``UnknownStatus`` if not in ``TWILIO_STATUSES``).
+    """
+    ours = status_map(status)
+    params = {
+        "sid": provider_sid,
+        "raw": status.lower(),
+        "error_code": error_code,
+        "error_message": error_message_for(error_code, str(payload.get("ErrorMessage", ""))),
+        "payload": json.dumps(payload),
+        "at": timezone.now(),
+    }
+    created, message_id, old, new = _fetch_one_prepared(_record_sql(ours), params)
+    if message_id is not None and old != new:
+        _notify(StatusChange(message_id, old, new))
+    return bool(created)
+
+
+def _fetch_one_prepared(query: str, params: dict) -> tuple:
+    """Run one statement as a server-side prepared statement on Django's connection.
+
+    This is the webhook's hot path, kept to one round trip: planning the statement costs about
+    three times executing it, so it is prepared once per connection (Django disables psycopg's
+    automatic preparing; its own ClientCursor never prepares, so enabling it on the raw
+    connection affects only cursors like this one). It also skips the per-request health check
+    query (CONN_HEALTH_CHECKS): a persistent connection found broken is replaced and the
+    statement, idempotent, retried once.
+    """
+    for attempt in (1, 2):
+        connection.ensure_connection()
+        raw = connection.connection
+        if raw.prepare_threshold is None:
+            raw.prepare_threshold = 2**31 - 1  # prepare only what asks for it (prepare=True)
+        try:
+            with psycopg.Cursor(raw) as cursor:
+                cursor.execute(query, params, prepare=True)
+                return cursor.fetchone()
+        except psycopg.OperationalError:
+            if attempt == 2 or connection.in_atomic_block:
+                raise
+            connection.close()
+    raise AssertionError("unreachable")
+
+
+def status_events_apply_pending(message: Message) -> int:
+    """Apply the stored, not yet applied status events of ``message``'s sid; returns how many.
+
+    Safe to call at any time and more than once: the send service calls it right after saving
+    the sid, the sweep task for events that raced with that save. ``message`` is refreshed.
+    """
+    if not message.provider_sid:
+        return 0
+    with transaction.atomic():
+        old = Message.objects.select_for_update().values_list("status", flat=True).get(pk=message.pk)
+        pending = list(
+            MessageEvent.objects.select_for_update()
+            .filter(provider_sid=message.provider_sid, kind=MessageEvent.Kind.STATUS, applied_at__isnull=True)
+            .order_by("received_at", "id")
+        )
+        for event in pending:
+            _apply_event(message.pk, event)
+        if pending:
+            MessageEvent.objects.filter(pk__in=[e.pk for e in pending]).update(
+                applied_at=timezone.now(), message_id=message.pk
+            )
+        message.refresh_from_db(fields=["status", "error_code", "error_message", *set(TIMESTAMP_FIELDS.values())])
+        if message.status != old:
+            _notify(StatusChange(message.pk, old, message.status))
+    return len(pending)
+
+
+def _apply_event(message_id: int, event: MessageEvent) -> None:
+    ours = TWILIO_STATUSES.get(event.status)
+    if ours is None:  # stored by an older table; kept, but it cannot move anything
+        return
+    params = {
+        "id": message_id,
+        "at": event.received_at,
+        "error_code": event.error_code,
+        "error_message": error_message_for(event.error_code, str(event.payload.get("ErrorMessage", ""))),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE messaging_message AS m SET {_set_clause(ours)} WHERE m.id = %(id)s", params)
+
+
+def status_events_sweep(*, older_than_seconds: int = 5, limit: int = 1000) -> int:
+    """Apply pending events whose message has its sid by now; returns how many were applied.
+
+    Events for sids we never sent (another system on the account) stay pending and are skipped
+    by the join, so they cannot crowd out the ones that matter.
+    """
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    pending_sids = MessageEvent.objects.filter(
+        kind=MessageEvent.Kind.STATUS, applied_at__isnull=True, received_at__lt=cutoff
+    ).values("provider_sid")
+    applied = 0
+    for message in Message.objects.filter(provider_sid__in=pending_sids).order_by("pk")[:limit]:
+        applied += status_events_apply_pending(message)
+    return applied
+
+
+def _notify(change: StatusChange) -> None:
+    transaction.on_commit(
+        lambda: message_status_changed.send(
+            sender=Message, message_id=change.message_id, old=change.old, new=change.new
+        )
+    )

@@ -1,0 +1,36 @@
+"""Celery tasks for sending: each takes ids, loads fresh state and calls one service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from messaging.providers.simulated import simulated_step_run, step_delay
+from messaging.services import send
+
+
+@shared_task(name="messaging.send_message", ignore_result=True)
+def send_message(message_id: int) -> None:
+    send.message_send(message_id)
+
+
+@shared_task(name="messaging.send_due_retries", ignore_result=True)
+def send_due_retries() -> int:
+    return send.messages_send_due()
+
+
+@shared_task(name="messaging.reconcile_message", ignore_result=True)
+def reconcile_message(message_id: int) -> None:
+    send.message_reconcile(message_id)
+
+
+@shared_task(name="messaging.reconcile_stale_sending", ignore_result=True)
+def reconcile_stale_sending() -> int:
+    return send.messages_reconcile_stale()
+
+
+@shared_task(name="messaging.simulated_status_step", ignore_result=True)
+def simulated_status_step(step: dict) -> None:
+    """The simulated provider's next status (or reply), then the one after, a few seconds apart."""
+    rest = simulated_step_run(step)
+    if rest is not None:
+        simulated_status_step.apply_async(args=[rest], countdown=step_delay())

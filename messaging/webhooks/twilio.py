@@ -1,0 +1,146 @@
+"""Twilio webhooks: signature verification and parsing into one event type.
+
+The signed URL is rebuilt from settings.PUBLIC_BASE_URL and the request path,
+never from the Host or X-Forwarded-* headers a client controls. Form-encoded
+callbacks are signed over URL + sorted parameters; the JSON variant carries
+``bodySHA256`` in its query string and is signed over the URL alone, the hash
+binding the body (RequestValidator checks both when given the raw body).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from django.conf import settings
+from django.http import HttpRequest
+from twilio.request_validator import (
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
+
+from messaging.webhooks.base import MalformedWebhook, WebhookRefused, WebhookView, logger
+
+SIGNATURE_SETTINGS_META = "HTTP_" + SIGNATURE_SETTINGS_HEADER.upper().replace("-", "_")
+SID_PATTERN = re.compile(r"[A-Za-z]{2}[A-Za-z0-9]{8,62}")
+ERROR_CODE_PATTERN = re.compile(r"\d{1,16}")
+MAX_FIELDS = 100
+MAX_FIELD_CHARS = 2048
+MAX_BODY_CHARS = 10_000  # Twilio caps SMS at 1,600 characters and WhatsApp text at 4,096
+MAX_ADDRESS_CHARS = 64
+
+
+@dataclass(frozen=True)
+class TwilioEvent:
+    """A status callback or an inbound message, normalised; ``payload`` is what Twilio sent."""
+
+    provider_sid: str
+    status: str
+    error_code: str
+    from_address: str
+    to_address: str
+    body: str
+    payload: dict[str, Any]
+
+
+def public_url(request: HttpRequest) -> str:
+    return settings.PUBLIC_BASE_URL + request.get_full_path()
+
+
+class TwilioWebhookView(WebhookView):
+    def verify(self, request: HttpRequest) -> None:
+        token = settings.TWILIO_AUTH_TOKEN
+        if not token:
+            logger.error(
+                "TWILIO_AUTH_TOKEN is not set: refusing every Twilio webhook (%s). "
+                "Set it to the account's auth token to accept callbacks.",
+                request.path,
+            )
+            raise WebhookRefused("TWILIO_AUTH_TOKEN is not configured")
+        signature = request.META.get("HTTP_X_TWILIO_SIGNATURE", "")
+        if not signature:
+            raise WebhookRefused("no X-Twilio-Signature header")
+        self.body_size_check(request)
+        if self._is_json(request):
+            signed = request.body.decode("utf-8", "replace")
+        elif request.content_type != "application/x-www-form-urlencoded":
+            raise MalformedWebhook(f"expected application/x-www-form-urlencoded, got {request.content_type or 'none'}")
+        else:
+            signed = self._form = self._form_params(request)
+        algorithm = get_signature_algorithm(request.META.get(SIGNATURE_SETTINGS_META))
+        if not RequestValidator(token).validate(public_url(request), signed, signature, algorithm):
+            raise WebhookRefused("invalid X-Twilio-Signature")
+
+    def parse(self, request: HttpRequest) -> TwilioEvent:
+        params = self._json_params(request) if self._is_json(request) else self._form
+        if len(params) > MAX_FIELDS:
+            raise MalformedWebhook(f"more than {MAX_FIELDS} fields")
+        sid = _field(params, "MessageSid", "SmsSid")
+        if not sid or not SID_PATTERN.fullmatch(sid):
+            raise MalformedWebhook("MessageSid is missing or not a message SID")
+        event = TwilioEvent(
+            provider_sid=sid,
+            status=_field(params, "MessageStatus", "SmsStatus").lower(),
+            error_code=_field(params, "ErrorCode"),
+            from_address=_field(params, "From", limit=MAX_ADDRESS_CHARS),
+            to_address=_field(params, "To", limit=MAX_ADDRESS_CHARS),
+            body=_field(params, "Body", limit=MAX_BODY_CHARS),
+            payload=params,
+        )
+        too_long = [k for k, v in params.items() if k != "Body" and isinstance(v, str) and len(v) > MAX_FIELD_CHARS]
+        if too_long:
+            raise MalformedWebhook(f"{too_long[0]} is longer than {MAX_FIELD_CHARS} characters")
+        if event.error_code and not ERROR_CODE_PATTERN.fullmatch(event.error_code):
+            raise MalformedWebhook("ErrorCode is not a number")
+        self.check(event)
+        return event
+
+    def check(self, event: TwilioEvent) -> None:
+        """Checks particular to one kind of callback; raise MalformedWebhook."""
+
+    @staticmethod
+    def _is_json(request: HttpRequest) -> bool:
+        # The raw query string, not request.GET: this runs on every status callback.
+        query = request.META.get("QUERY_STRING", "")
+        return "bodySHA256" in query and "bodySHA256" in request.GET
+
+    @staticmethod
+    def _form_params(request: HttpRequest) -> dict[str, str]:
+        """The form fields as a plain dict (cheaper than a QueryDict on the hot path).
+
+        Twilio sends each field once; were one repeated, the last value is kept and the signature,
+        computed by Twilio over every value, no longer matches: the request is refused.
+        """
+        try:
+            return dict(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FIELDS))
+        except (UnicodeDecodeError, ValueError):
+            raise MalformedWebhook("body is not a form-encoded UTF-8 text") from None
+
+    @staticmethod
+    def _json_params(request: HttpRequest) -> dict[str, Any]:
+        try:
+            params = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError):
+            raise MalformedWebhook("body is not JSON") from None
+        if not isinstance(params, dict):
+            raise MalformedWebhook("JSON body is not an object")
+        return params
+
+
+def _field(params: dict[str, Any], *names: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """The first of ``names`` present, as text; numbers are accepted from JSON bodies."""
+    for name in names:
+        value = params.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise MalformedWebhook(f"{name} is not text")
+        value = str(value)
+        if len(value) > limit:
+            raise MalformedWebhook(f"{name} is longer than {limit} characters")
+        return value
+    return ""

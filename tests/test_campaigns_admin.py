@@ -1,0 +1,90 @@
+import pytest
+
+from audience import services as audience
+from campaigns.models import Campaign, CampaignRun
+from tests.factories import MessageTemplateFactory, SenderFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_client(client):
+    client.force_login(UserFactory(username="boss", is_superuser=True))
+    return client
+
+
+@pytest.fixture
+def campaign():
+    audience.contact_create(phone="+254712000001", name="A")
+    return Campaign.objects.create(name="Promo", template=MessageTemplateFactory(), sender=SenderFactory())
+
+
+def test_staff_create_a_campaign_in_the_admin(staff_client):
+    template, sender = MessageTemplateFactory(), SenderFactory()
+    response = staff_client.post(
+        "/admin/campaigns/campaign/add/",
+        {
+            "name": "From admin",
+            "kind": "one_off",
+            "template": template.pk,
+            "sender": sender.pk,
+            "schedule_type": "now",
+            "cron_timezone": "UTC",
+            "runs-TOTAL_FORMS": 0,
+            "runs-INITIAL_FORMS": 0,
+            "actions-TOTAL_FORMS": 0,
+            "actions-INITIAL_FORMS": 0,
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    created = Campaign.objects.get(name="From admin")
+    assert created.actions.get().action == "create"
+
+
+def test_admin_form_refuses_an_mps_above_the_sender(staff_client):
+    sender = SenderFactory()  # long code outside +1: 10 messages per second
+    response = staff_client.post(
+        "/admin/campaigns/campaign/add/",
+        {
+            "name": "Too fast",
+            "kind": "one_off",
+            "template": MessageTemplateFactory().pk,
+            "sender": sender.pk,
+            "schedule_type": "now",
+            "cron_timezone": "UTC",
+            "mps": 50,
+            "runs-TOTAL_FORMS": 0,
+            "runs-INITIAL_FORMS": 0,
+            "actions-TOTAL_FORMS": 0,
+            "actions-INITIAL_FORMS": 0,
+        },
+    )
+    assert response.status_code == 200
+    assert "above the sender" in response.content.decode()
+    assert not Campaign.objects.exists()
+
+
+def test_change_page_offers_the_actions_of_the_current_status(staff_client, campaign):
+    page = staff_client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
+    assert "Launch now" in page and "Dry run" in page and "Resume" not in page
+    assert "1 opted-in contacts" in page
+
+
+def test_launch_pause_and_dry_run_from_the_admin(staff_client, campaign):
+    dry = staff_client.get(f"/admin/campaigns/campaign/{campaign.pk}/dry-run/")
+    assert dry.status_code == 200 and "Hello A" in dry.content.decode()
+    assert staff_client.get(f"/admin/campaigns/campaign/{campaign.pk}/act/launch/").status_code == 405
+    staff_client.post(f"/admin/campaigns/campaign/{campaign.pk}/act/launch/")
+    assert CampaignRun.objects.filter(campaign=campaign).count() == 1
+    page = staff_client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
+    assert "<progress" in page and "Pause" in page
+    staff_client.post(f"/admin/campaigns/campaign/{campaign.pk}/act/pause/")
+    campaign.refresh_from_db()
+    assert campaign.status == "paused"
+
+
+def test_analysts_cannot_act_on_campaigns(client, campaign):
+    client.force_login(UserFactory(username="reader", role="Analysts"))
+    assert client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").status_code == 200
+    client.post(f"/admin/campaigns/campaign/{campaign.pk}/act/launch/")
+    assert not CampaignRun.objects.exists()

@@ -1,0 +1,193 @@
+"""Semantics of the ingest engine: upsert, merge, consent audit, suppression, options, resume, streaming."""
+
+import random
+import tracemalloc
+
+import pytest
+
+from audience import services
+from audience.ingest import engine as engine_module
+from audience.ingest import services as ingest_services
+from audience.ingest.validate import fast_normalize_phone
+from audience.models import ConsentEvent, ConsentSource, ConsentStatus, Contact, ImportJob, ImportStatus, Suppression
+from audience.phones import InvalidPhone, normalize_phone, phone_hash
+from tests.fixtures.ingest.helpers import ingest, problems, write
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _contact(phone="+254712345678", **fields) -> Contact:
+    return services.contact_create(phone=phone, source=ConsentSource.API, **fields)
+
+
+def test_new_contacts_get_fields_typed_attributes_topics_and_an_import_consent_event(tmp_path):
+    content = (
+        "phone,name,channel,timezone,topics,age,score,vip,zip\n"
+        "+254712345678,Amina,WhatsApp,Africa/Nairobi,Alerts|vip,31,4.5,true,02134\n"
+    )
+    job = ingest(write(tmp_path, "new.csv", content), topic="imported")
+    contact = Contact.objects.get()
+    assert (contact.name, contact.channel, contact.timezone) == ("Amina", "whatsapp", "Africa/Nairobi")
+    assert contact.attributes == {"age": 31, "score": 4.5, "vip": True, "zip": "02134"}
+    assert sorted(contact.topics.values_list("name", flat=True)) == ["alerts", "imported", "vip"]
+    assert contact.consent_status == ConsentStatus.OPTED_IN and contact.opted_in_at is not None
+    event = ConsentEvent.objects.get(contact=contact)
+    assert (event.from_status, event.to_status, event.source) == ("", "opted_in", "import")
+    assert event.phone_hash == phone_hash(contact.phone)
+    assert event.evidence == {"import_job": job.pk, "line": 2}
+
+
+def test_existing_contacts_are_updated_attributes_merged_and_empty_cells_keep_values(tmp_path):
+    contact = _contact(name="Old", email="old@example.com", channel="whatsapp", attributes={"age": 30, "city": "Nbi"})
+    job = ingest(write(tmp_path, "upd.csv", "phone,name,email,channel,age,vip\n+254712345678,New,,,31,false\n"))
+    contact.refresh_from_db()
+    assert (contact.name, contact.email, contact.channel) == ("New", "old@example.com", "whatsapp")
+    assert contact.attributes == {"age": 31, "city": "Nbi", "vip": False}
+    assert (job.created_count, job.updated_count) == (0, 1)
+    assert ConsentEvent.objects.filter(contact=contact).count() == 1  # only the creation: consent did not change
+
+
+def test_a_rerun_of_the_same_file_changes_nothing(tmp_path):
+    path = write(tmp_path, "same.csv", "phone,name,topics\n+254712345678,A,news\n+254712345679,B,\n")
+    ingest(path)
+    again = ingest(path)
+    assert (again.created_count, again.updated_count, again.unchanged_count) == (0, 0, 2)
+    assert ConsentEvent.objects.count() == 2
+
+
+def test_a_consent_change_in_the_file_is_audited(tmp_path):
+    contact = _contact()
+    job = ingest(write(tmp_path, "out.csv", "phone,consent\n+254712345678,unsubscribed\n"))
+    contact.refresh_from_db()
+    assert contact.consent_status == ConsentStatus.OPTED_OUT and contact.opted_out_at is not None
+    event = ConsentEvent.objects.filter(contact=contact).latest("id")
+    assert (event.from_status, event.to_status, event.source, event.actor) == (
+        "opted_in",
+        "opted_out",
+        "import",
+        "tester",
+    )
+    assert event.evidence["import_job"] == job.pk
+
+
+def test_default_consent_applies_to_new_contacts_only(tmp_path):
+    _contact()
+    ingest(write(tmp_path, "d.csv", "phone\n+254712345678\n+254712345679\n"), default_consent="opted_out")
+    assert Contact.objects.get(phone="+254712345678").consent_status == ConsentStatus.OPTED_IN
+    assert Contact.objects.get(phone="+254712345679").consent_status == ConsentStatus.OPTED_OUT
+
+
+def test_a_suppressed_phone_is_never_opted_in_by_an_import(tmp_path):
+    Suppression.objects.create(phone_hash=phone_hash("+254712345678"), reason="erased", source=ConsentSource.ADMIN)
+    job = ingest(write(tmp_path, "s.csv", "phone,consent\n+254712345678,opted_in\n"))
+    contact = Contact.objects.get()
+    assert contact.consent_status == ConsentStatus.OPTED_OUT
+    assert ConsentEvent.objects.get(contact=contact).evidence["suppressed"] is True
+    [(line, column, reason)] = problems(job, "warning")
+    assert (line, column) == (2, "phone") and "suppression list" in reason
+
+
+def test_skip_existing_leaves_existing_contacts_untouched(tmp_path):
+    contact = _contact(name="Keep")
+    job = ingest(
+        write(tmp_path, "skip.csv", "phone,name\n+254712345678,Changed\n+254712345679,New\n"),
+        update_existing=False,
+        topic="promo",
+    )
+    contact.refresh_from_db()
+    assert contact.name == "Keep" and not contact.topics.exists()
+    assert Contact.objects.get(phone="+254712345679").topics.get().name == "promo"
+    assert (job.created_count, job.skipped_count, job.updated_count) == (1, 1, 0)
+
+
+def test_a_topic_is_added_to_unchanged_existing_contacts_too(tmp_path):
+    path = write(tmp_path, "t.csv", "phone\n+254712345678\n")
+    ingest(path)
+    job = ingest(path, topic="later")
+    assert job.unchanged_count == 1
+    assert Contact.objects.get().topics.get().name == "later"
+
+
+def test_json_array_and_jsonl_give_the_same_result_as_csv(tmp_path):
+    rows = '{"phone": "+254712345678", "name": "A", "attributes": {"age": 3}, "topics": ["x"]}'
+    ingest(write(tmp_path, "a.json", f"[{rows}]"))
+    from_json = list(Contact.objects.values_list("phone", "name", "attributes"))
+    Contact.objects.all().delete()
+    ingest(write(tmp_path, "a.csv", "phone,name,age,topics\n+254712345678,A,3,x\n"))
+    assert list(Contact.objects.values_list("phone", "name", "attributes")) == from_json
+
+
+def test_the_pool_of_worker_processes_gives_the_same_result(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine_module, "BUCKET_THRESHOLD_BYTES", 0)
+    lines = "".join(f"+2547120{index:05d},n{index}\n" for index in range(3000))
+    job = ingest(write(tmp_path, "pool.csv", "phone,name\n" + lines + "bad,x\n"), workers=2)
+    assert job.batch_count == 8 and len(job.committed_batches) == 8
+    assert Contact.objects.count() == 3000 and job.invalid_count == 1
+    assert problems(job, "error")[0][0] == 3002
+
+
+def test_a_crashed_job_keeps_its_committed_batches_and_a_rerun_finishes_without_double_writes(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine_module, "BUCKET_THRESHOLD_BYTES", 0)
+    lines = "".join(f"+2547120{index:05d}\n" for index in range(400))
+    path = write(tmp_path, "crash.csv", "phone\n" + lines)
+    original = engine_module.Engine._upsert_bucket
+
+    def crash_on_bucket_5(self, bucket):
+        if bucket == 5:
+            raise ConnectionError("database went away")
+        return original(self, bucket)
+
+    monkeypatch.setattr(engine_module.Engine, "_upsert_bucket", crash_on_bucket_5)
+    with pytest.raises(ConnectionError):
+        ingest(path)
+    job = ImportJob.objects.get()
+    assert job.status == ImportStatus.FAILED and "re-run" in job.error
+    committed = {entry["bucket"] for entry in job.committed_batches}
+    assert committed == {0, 1, 2, 3, 4}
+    assert Contact.objects.count() == sum(entry["rows"] for entry in job.committed_batches) > 0
+
+    monkeypatch.setattr(engine_module.Engine, "_upsert_bucket", original)
+    ingest_services.import_job_retry(job)
+    job = ingest_services.import_job_run(ingest_services.import_job_claim(job.pk), workers=1)
+    assert job.status == ImportStatus.SUCCEEDED
+    assert sorted(entry["bucket"] for entry in job.committed_batches) == list(range(8))
+    assert Contact.objects.count() == 400 == job.created_count
+    assert ConsentEvent.objects.count() == 400
+
+
+def test_a_job_cannot_be_claimed_twice():
+    job = ImportJob.objects.create(source="api", file_path="x", file_name="x.csv", status=ImportStatus.QUEUED)
+    assert ingest_services.import_job_claim(job.pk) is not None
+    assert ingest_services.import_job_claim(job.pk) is None
+
+
+def test_a_big_file_is_streamed_in_chunks_not_loaded_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr("audience.ingest.readers.CHUNK_BYTES", 64 * 1024)
+    rows = "".join(f"+2547{index:08d},{'x' * 60},{index}\n" for index in range(10_000, 40_000))
+    path = write(tmp_path, "big.csv", "phone,name,n\n" + rows)
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        job = ingest(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert job.total_rows == 30_000 and job.invalid_count == 0
+    assert peak < size / 2, f"peak {peak} bytes for a {size}-byte file"
+
+
+def test_the_fast_phone_path_agrees_with_normalize_phone():
+    rng = random.Random(3)
+    prefixes = ["+2547", "+2348", "+447", "+1212", "+1415", "+33 6", "+39 06", "+39 3", "+49 151", "+91 98", "+7 912"]
+    prefixes += ["+44 1481", "+1 876", "+61 4", "+55 11 9", "+52 1 55", "+54 9 11", "+86 138", "00254 7", "+800 "]
+    samples = [p + "".join(rng.choice("0123456789") for _ in range(rng.randint(5, 10))) for p in prefixes * 150]
+    for raw in samples:
+        try:
+            expected = normalize_phone(raw)
+        except InvalidPhone as exc:
+            expected = f"error: {exc}"
+        try:
+            got = fast_normalize_phone(raw)
+        except InvalidPhone as exc:
+            got = f"error: {exc}"
+        assert got == expected, raw
