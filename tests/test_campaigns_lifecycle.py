@@ -205,3 +205,15 @@ def test_two_concurrent_launches_make_one_run(campaign):
     assert len(results) == 2 and results[0] == results[1]
     assert CampaignRun.objects.count() == 1
     assert Recipient.objects.count() == 2
+
+
+def test_a_fired_one_off_schedule_removes_its_task(campaign):
+    services.campaign_update(campaign, schedule_type="once", send_at=later())
+    services.campaign_schedule(campaign)
+    assert PeriodicTask.objects.filter(name=f"campaign:{campaign.pk}").exists()
+    run_id = campaign_fire(campaign.pk)
+    run = CampaignRun.objects.get(pk=run_id)
+    campaign.refresh_from_db()
+    assert run.scheduled_for == campaign.send_at and campaign.status == "running"
+    assert campaign.periodic_task is None
+    assert not PeriodicTask.objects.filter(name=f"campaign:{campaign.pk}").exists()

@@ -164,3 +164,12 @@ def test_dry_run_equals_the_launch_at_the_same_moment():
     assert dry["held_until"] == "2026-11-28T05:00:00+00:00"
     assert len(dry["samples"]) == 3
     assert all(sample["text"].startswith("Hi C") for sample in dry["samples"])
+
+
+def test_deleting_a_contact_removes_its_recipient_rows():
+    # Recipient.contact has no database FK (it would lock every snapshotted contact): Django cascades.
+    a = contact("+254712000001", name="A")
+    contact("+254712000002", name="B")
+    run = services.campaign_launch(campaign(), now=NOW)
+    audience.contact_delete(a)
+    assert list(Recipient.objects.filter(run=run).values_list("contact__phone", flat=True)) == ["+254712000002"]

@@ -259,7 +259,8 @@ def campaign_launch(
         counts = snapshots.snapshot_insert(run.pk, snapshots.snapshot_query(locked, now))
         _store_counts(run, counts, time.perf_counter() - started)
         if locked.status != S.RUNNING:
-            _transition(locked, S.RUNNING, action="launch", actor=actor, detail={"run": run.pk})
+            locked = _transition(locked, S.RUNNING, action="launch", actor=actor, detail={"run": run.pk})
+            campaign_sync_schedule(locked)  # a one-off schedule has fired: its task goes
         else:
             CampaignAction.objects.create(
                 campaign=locked,
