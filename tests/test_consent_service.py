@@ -105,3 +105,14 @@ def test_bad_fields_are_refused_with_the_field_named():
         make_contact(phone="12", timezone="Mars/Base")
     assert set(raised.value.message_dict) == {"phone", "timezone"}
     assert not Contact.objects.exists()
+
+
+def test_deleting_a_contact_keeps_its_consent_audit_and_drops_its_topic_links():
+    # Neither table has a database FK to the contact (bulk imports write millions of rows); Django
+    # sets the audit rows' contact to NULL and deletes the topic links.
+    from audience.models import ContactTopic, Topic
+
+    contact = make_contact(topics=[Topic.objects.create(name="alerts")])
+    services.contact_delete(contact)
+    assert ConsentEvent.objects.filter(contact__isnull=True, phone_hash=phone_hash("+254712345678")).count() == 1
+    assert not ContactTopic.objects.exists()

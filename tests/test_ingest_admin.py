@@ -7,9 +7,9 @@ from django.test import override_settings
 from audience.models import Contact, ImportJob, ImportStatus
 from audience.tasks import ingest_contacts
 from tests.factories import UserFactory
-from tests.fixtures.ingest.helpers import roles  # noqa: F401 - fixture
+from tests.fixtures.ingest.helpers import media_root, roles  # noqa: F401 - fixtures
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("roles")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("roles", "media_root")]
 
 IMPORT_URL = "/admin/audience/contact/import/"
 CSV = (

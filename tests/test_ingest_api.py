@@ -11,9 +11,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from audience.models import Contact, ImportJob, ImportStatus
 from audience.tasks import ingest_contacts
 from config.celery import app as celery_app
-from tests.fixtures.ingest.helpers import roles  # noqa: F401 - fixture
+from tests.fixtures.ingest.helpers import media_root, roles  # noqa: F401 - fixtures
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("roles")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("roles", "media_root")]
 
 CSV = b"phone,name,timezone\n+254712345678,Amina,Africa/Nairobi\n=cmd|' /C calc'!A0,x,\n+254712345679,Bob,Mars/Base\n"
 
