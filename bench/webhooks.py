@@ -1,12 +1,13 @@
 """Status webhook benchmark: signed Twilio callbacks against gunicorn on loopback.
 
-    python -m bench.webhooks --requests 20000 [--concurrency 8] [--workers 4]
+    python -m bench.webhooks --requests 20000 [--concurrency 8] [--client-processes 2] [--workers 4]
 
 It creates its own database (``bench_webhooks`` on the DATABASE_URL server, or on
 the embedded one), migrates it and creates the messages; starts gunicorn with
 production settings (DEBUG off, persistent database connections); fires correctly
-signed, form-encoded status callbacks from a pool of client processes (lean HTTP/1.1
-over sockets with TCP_NODELAY, reconnecting when a sync worker closes the connection): a realistic
+signed, form-encoded status callbacks over concurrent connections (lean HTTP/1.1 over
+sockets with TCP_NODELAY, reconnecting when a sync worker closes the connection, a few
+connections per client process so the clients leave the CPU to the server): a realistic
 mix of progressions per message, about 10 % duplicates, a share out of order, and
 2 % of messages whose sid is saved only after their callbacks arrived (applied then
 by ``status_events_apply_pending``, as the send service does). Then it checks the
@@ -23,6 +24,7 @@ import multiprocessing
 import os
 import random
 import secrets
+import selectors
 import socket
 import subprocess
 import sys
@@ -129,43 +131,64 @@ def request_build(validator, base_url: str, plan: Plan, sid: str, status: str, c
     return urlencode(params).encode(), signature
 
 
-class RawConnection:
-    """The least client CPU per request: the machine has two cores and the server needs them.
+class Connection:
+    """One client connection replaying its share of callbacks, one at a time.
 
-    http.client costs about 0.4 ms of CPU a request here (a third of the budget at 1,500 req/s);
-    this sends pre-built HTTP/1.1 requests and reads the status line, headers and body, keeping
-    the connection while the server does (sync gunicorn workers close it after each request).
+    The least client CPU per request matters: the machine has two cores and the server needs
+    them (http.client alone costs about 0.4 ms of CPU a request here, a third of the budget at
+    1,500 req/s). It sends pre-built HTTP/1.1 requests, reads the status line, headers and body,
+    keeps the connection while the server does (sync gunicorn workers close it after each
+    request) and reconnects otherwise. A few of them share a process through a selector.
     """
 
-    def __init__(self, port: int) -> None:
-        self.port = port
+    def __init__(self, port: int, requests: list[bytes]) -> None:
+        self.port, self.requests, self.index = port, requests, 0
         self.sock: socket.socket | None = None
+        self.buffer = b""
+        self.sent_at = 0.0
+        self.latencies: list[float] = []
+        self.errors = self.retries = 0
 
-    def exchange(self, request: bytes) -> int:
+    @property
+    def done(self) -> bool:
+        return self.index >= len(self.requests)
+
+    def send(self, selector: selectors.BaseSelector) -> None:
         if self.sock is None:
             self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.sendall(request)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += self._recv()
-        head, _, rest = data.partition(b"\r\n\r\n")
-        headers = head.lower()
-        length = _content_length(headers)
-        while len(rest) < length:
-            rest += self._recv()
-        if b"connection: close" in headers:
-            self.close()
-        return int(head[9:12])
+            selector.register(self.sock, selectors.EVENT_READ, self)
+        self.buffer = b""
+        self.sent_at = time.perf_counter()
+        self.sock.sendall(self.requests[self.index])
 
-    def _recv(self) -> bytes:
+    def receive(self, selector: selectors.BaseSelector) -> None:
+        """Read what arrived; when the response is complete, record it and send the next request."""
         chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionResetError("the server closed the connection")
-        return chunk
+        if not chunk:  # closed before answering: Twilio would retry, and so do we (it is idempotent)
+            self.close(selector)
+            self.retries += 1
+            if self.retries > 3 * len(self.requests):
+                raise ConnectionError("the server keeps closing connections without answering")
+            self.send(selector)
+            return
+        self.buffer += chunk
+        head, found, body = self.buffer.partition(b"\r\n\r\n")
+        if not found or len(body) < _content_length(head.lower()):
+            return
+        self.latencies.append(time.perf_counter() - self.sent_at)
+        self.errors += head[9:12] != b"200"
+        if b"connection: close" in head.lower():
+            self.close(selector)
+        self.index += 1
+        if self.done:
+            self.close(selector)
+        else:
+            self.send(selector)
 
-    def close(self) -> None:
+    def close(self, selector: selectors.BaseSelector) -> None:
         if self.sock is not None:
+            selector.unregister(self.sock)
             self.sock.close()
             self.sock = None
 
@@ -187,30 +210,30 @@ def http_request(port: int, body: bytes, signature: str) -> bytes:
     return head.encode() + body
 
 
-def client_run(port: int, requests: list[tuple[bytes, str]], start_at: float) -> dict:
-    """One client process: sequential requests on one connection, reopened when the server closes it."""
-    connection = RawConnection(port)
-    prepared = [http_request(port, body, signature) for body, signature in requests]
-    latencies: list[float] = []
-    errors = retries = 0
+def client_run(port: int, shares: list[list[tuple[bytes, str]]], start_at: float) -> dict:
+    """One client process: one connection per share, each sending its requests one after the other."""
+    connections = [Connection(port, [http_request(port, body, sig) for body, sig in share]) for share in shares]
+    selector = selectors.DefaultSelector()
     time.sleep(max(0.0, start_at - time.time()))
     began, cpu = time.time(), time.process_time()
-    for request in prepared:
-        sent = time.perf_counter()
-        status = 0
-        for _ in range(3):
-            try:
-                status = connection.exchange(request)
-                break
-            except (ConnectionError, TimeoutError):
-                # Twilio retries a callback it got no answer to; the event is idempotent, so do we.
-                connection.close()
-                retries += 1
-        latencies.append(time.perf_counter() - sent)
-        errors += status != 200
-    connection.close()
+    for connection in connections:
+        if not connection.done:
+            connection.send(selector)
+    while any(not connection.done for connection in connections):
+        ready = selector.select(timeout=30)
+        if not ready:
+            raise TimeoutError("no answer from the server for 30 s")
+        for key, _ in ready:
+            key.data.receive(selector)
     ended, cpu = time.time(), time.process_time() - cpu
-    return {"latencies": latencies, "errors": errors, "retries": retries, "began": began, "ended": ended, "cpu": cpu}
+    return {
+        "latencies": [value for connection in connections for value in connection.latencies],
+        "errors": sum(connection.errors for connection in connections),
+        "retries": sum(connection.retries for connection in connections),
+        "began": began,
+        "ended": ended,
+        "cpu": cpu,
+    }
 
 
 def gunicorn_start(port: int, env: dict[str, str], workers: int, worker_class: str) -> subprocess.Popen:
@@ -325,16 +348,18 @@ def database_check(plan: Plan) -> dict[str, int]:
     }
 
 
-def fire(port: int, requests: list[tuple[bytes, str]], concurrency: int, server_pid: int, database: str) -> dict:
+def fire(port: int, requests: list[tuple[bytes, str]], args: argparse.Namespace, server_pid: int) -> dict:
+    shares = [requests[index :: args.concurrency] for index in range(args.concurrency)]
+    processes = min(args.client_processes, args.concurrency)
+    groups = [shares[index::processes] for index in range(processes)]
     context = multiprocessing.get_context("spawn")
-    shares = [requests[index::concurrency] for index in range(concurrency)]
-    with context.Pool(concurrency) as pool:
+    with context.Pool(processes) as pool:
         start_at = time.time() + 1.5  # every client starts together, after the pool has spawned
-        pending = pool.starmap_async(client_run, [(port, share, start_at) for share in shares])
+        pending = pool.starmap_async(client_run, [(port, group, start_at) for group in groups])
         time.sleep(max(0.0, start_at - time.time() - 0.02))
-        before = _cpu_snapshot(server_pid, database)
+        before = _cpu_snapshot(server_pid, args.database)
         results = pending.get()
-        after = _cpu_snapshot(server_pid, database)
+        after = _cpu_snapshot(server_pid, args.database)
     latencies = sorted(value for result in results for value in result["latencies"])
     elapsed = max(result["ended"] for result in results) - min(result["began"] for result in results)
     used = {key: after[key] - before[key] for key in before}
@@ -378,7 +403,7 @@ def warm_up(port: int, token: str, workers: int) -> None:
     validator = RequestValidator(token)
     plan = Plan(channels={f"SMwarmup{index:026d}": "sms" for index in range(workers * 8)})
     requests = [request_build(validator, f"http://127.0.0.1:{port}", plan, sid, "sent", "") for sid in plan.channels]
-    result = client_run(port, requests, time.time())
+    result = client_run(port, [requests], time.time())
     if result["errors"]:
         raise SystemExit(f"warm-up failed: {result['errors']} of {len(requests)} requests were not answered 200")
 
@@ -386,7 +411,8 @@ def warm_up(port: int, token: str, workers: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=8, help="connections sending at the same time")
+    parser.add_argument("--client-processes", type=int, default=2, help="processes the connections share")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--worker-class", default="sync")
     parser.add_argument("--database", default="bench_webhooks")
@@ -414,7 +440,7 @@ def main(argv: list[str] | None = None) -> None:
     server = gunicorn_start(port, env, args.workers, args.worker_class)
     try:
         warm_up(port, token, args.workers)
-        measured = fire(port, requests, args.concurrency, server.pid, args.database)
+        measured = fire(port, requests, args, server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -424,7 +450,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{len(plan.channels)} messages ({len(plan.late)} with their sid saved after their callbacks, "
         f"{late_applied} events applied then), {args.requests} callbacks: {check['unique_events']} distinct, "
-        f"{plan.duplicates} duplicates, {plan.out_of_order} out of order; {args.concurrency} clients, "
+        f"{plan.duplicates} duplicates, {plan.out_of_order} out of order; {args.concurrency} connections "
+        f"in {min(args.client_processes, args.concurrency)} client processes, "
         f"gunicorn {args.workers} {args.worker_class} workers; {measured['errors']} non-200, "
         f"{measured['retries']} retried connections; {measured['elapsed_s']:.2f} s"
     )
