@@ -165,6 +165,8 @@ class CampaignRun(models.Model):
     total = models.PositiveIntegerField(default=0)
     pending = models.PositiveIntegerField(default=0)
     held = models.PositiveIntegerField(default=0)
+    # Claimed by a dispatcher, outcome not recorded yet (campaigns.services.dispatch).
+    sending = models.PositiveIntegerField(default=0)
     sent = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
@@ -172,6 +174,9 @@ class CampaignRun(models.Model):
     snapshot_seconds = models.FloatField(null=True, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last batch a dispatcher took; upkeep restarts a run that went quiet."
+    )
 
     class Meta:
         ordering = ["-started_at", "-id"]
@@ -218,6 +223,7 @@ class Recipient(models.Model):
         "messaging.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="recipient"
     )
     created_at = models.DateTimeField(db_default=Now())
+    claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

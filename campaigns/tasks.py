@@ -4,7 +4,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from campaigns.models import Campaign, ScheduleType
-from campaigns.services import CampaignError, campaign_launch
+from campaigns.services import CampaignError, campaign_launch, dispatch
 
 logger = logging.getLogger(__name__)
 
@@ -27,3 +27,31 @@ def campaign_fire(campaign_id: int) -> int | None:
         logger.info("campaign %s not launched: %s", campaign_id, "; ".join(exc.messages))
         return None
     return run.pk
+
+
+# --- Delivery (campaigns.services.dispatch) --------------------------------------------------
+
+
+@shared_task(name="campaigns.dispatch_run", ignore_result=True)
+def dispatch_run(run_id: int) -> int:
+    """Send one batch of a run, then queue the next; safe to run twice (claims skip locked rows)."""
+    claimed, again = dispatch.run_dispatch_batch(run_id)
+    if again is not None:
+        dispatch_run.apply_async(args=[run_id], countdown=again or None)
+    return claimed
+
+
+@shared_task(name="campaigns.release_held", ignore_result=True)
+def release_held() -> int:
+    return dispatch.held_release()
+
+
+@shared_task(name="campaigns.reap_stale_claims", ignore_result=True)
+def reap_stale_claims() -> int:
+    return dispatch.recipients_reap()
+
+
+@shared_task(name="campaigns.dispatch_upkeep", ignore_result=True)
+def dispatch_upkeep() -> int:
+    """Restart runs whose dispatchers went quiet, and complete runs whose recipients are all final."""
+    return dispatch.runs_kick() + dispatch.runs_complete()

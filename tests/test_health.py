@@ -13,9 +13,10 @@ def test_health_reports_each_part_up(client):
     assert {name for name, check in body["checks"].items() if check["ok"]} == {"database", "broker", "cache"}
 
 
-def test_health_names_the_failed_part(client, settings, monkeypatch):
+def test_health_names_the_failed_part(client, settings):
     # Point the broker at a port nothing listens on: a real failed connection, not a mock.
-    monkeypatch.setattr(settings, "CELERY_BROKER_URL", "redis://127.0.0.1:1/0")
+    # (Through the settings fixture alone: monkeypatching it as well left the setting deleted.)
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
     response = client.get("/health/")
     assert response.status_code == 503
     body = response.json()

@@ -22,6 +22,7 @@ from campaigns.models import (
     RunStatus,
     ScheduleType,
 )
+from campaigns.services import dispatch
 from campaigns.services import snapshot as snapshots
 
 S = CampaignStatus
@@ -272,6 +273,8 @@ def campaign_launch(
             )
         if run.pending == 0 and run.held == 0:
             run_complete(run)
+        elif run.pending:
+            dispatch.dispatch_start(run.pk)  # after commit
     campaign.status = Campaign.objects.values_list("status", flat=True).get(pk=campaign.pk)
     return run
 
@@ -322,7 +325,10 @@ def campaign_resume(campaign: Campaign, *, actor=None) -> Campaign:
     paused_runs = current.runs.filter(status=RunStatus.PAUSED)
     target = S.RUNNING if paused_runs.exists() else S.SCHEDULED
     locked = _transition(current, target, action="resume", actor=actor)
+    resumed = list(paused_runs.values_list("pk", flat=True))
     paused_runs.update(status=RunStatus.RUNNING)
+    for run_id in resumed:
+        dispatch.dispatch_start(run_id)  # after commit
     campaign_sync_schedule(locked)
     return locked
 
@@ -341,6 +347,7 @@ def campaign_cancel(campaign: Campaign, *, actor=None) -> Campaign:
 def run_cancel(run: CampaignRun) -> None:
     from campaigns.models import Recipient, SkipReason
 
+    run = CampaignRun.objects.select_for_update().get(pk=run.pk)  # dispatchers move its counters too
     cancelled = Recipient.objects.filter(run=run, state__in=[RecipientState.PENDING, RecipientState.HELD]).update(
         state=RecipientState.SKIPPED, reason=SkipReason.CANCELLED, release_at=None
     )

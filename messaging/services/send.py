@@ -315,7 +315,8 @@ def _retry_or_fail(message: Message, exc: ProviderError) -> Message:
         error_message=f"attempt {message.attempts} failed, retrying: {exc.message}"[:500],
         updated_at=timezone.now(),
     )
-    message_enqueue(message.pk, countdown=delay)
+    if message.source_type_id is None:  # a message with a source (a campaign) is re-sent, paced, by it
+        message_enqueue(message.pk, countdown=delay)
     message.refresh_from_db()
     return message
 
@@ -342,7 +343,7 @@ def messages_send_due(*, limit: int = 500) -> int:
     """Enqueue retries whose time has come (their own task was lost); returns how many."""
     cutoff = timezone.now() - timedelta(seconds=5)
     due = Message.objects.filter(status=MessageStatus.PENDING, direction=Direction.OUTBOUND).filter(
-        Q(next_attempt_at__lte=cutoff)
+        Q(next_attempt_at__lte=cutoff, source_type__isnull=True)
         | Q(next_attempt_at__isnull=True, source_type__isnull=True, created_at__lt=cutoff - timedelta(minutes=1))
     )
     ids = list(due.order_by("next_attempt_at", "pk").values_list("pk", flat=True)[:limit])
@@ -401,7 +402,8 @@ def _not_at_provider(message: Message) -> Message:
         error_message="not found at the provider after an unknown outcome; sending again",
         updated_at=timezone.now(),
     )
-    message_enqueue(message.pk)
+    if message.source_type_id is None:
+        message_enqueue(message.pk)
     message.refresh_from_db()
     return message
 

@@ -1,0 +1,193 @@
+"""Reporting benchmark: the campaign summary and the dashboard over a campaign of N messages.
+
+    python -m bench.reporting --messages 1000000 [--requests 40]
+
+It creates its own database (``bench_reporting`` on the DATABASE_URL server), migrates it, and
+fills one campaign run with N contacts, recipients and messages in realistic status proportions
+(delivered, read, sent, undelivered and failed with Twilio error codes, in flight, skipped), with
+prices, replies and opt-outs, all by INSERT ... SELECT. The counters are rebuilt with
+``counters_recount`` (and checked against a recount), then the summary and dashboard endpoints
+are timed through Django's test client, and the naive figure, a plain GROUP BY over the run's
+messages, is timed in the same run. The last line printed is the JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from bench._util import database_recreate, database_url_named, percentile, server_url
+
+DATABASE = "bench_reporting"
+
+# (upper bound of i % 100, status, error code): realistic end states of a finished run.
+MIX = [
+    (50, "delivered", ""),
+    (70, "read", ""),
+    (77, "sent", ""),
+    (83, "undelivered", "30003"),
+    (87, "failed", "30007"),
+    (89, "failed", "21610"),
+    (90, "failed", "63016"),
+    (95, "queued", ""),
+    (100, "skipped", ""),
+]
+
+
+def setup_django(url: str) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DEBUG", "true")
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+
+def fill(n: int) -> tuple[int, int]:
+    from django.db import connection
+
+    from campaigns.models import Campaign, CampaignRun
+    from messaging.models import MessageTemplate, Sender
+
+    template = MessageTemplate.objects.create(name="bench", channel="sms", body="Hello {{ name }}")
+    sender = Sender.objects.create(name="bench", channel="sms", kind="long_code", from_address="+447400000001")
+    campaign = Campaign.objects.create(name="bench", template=template, sender=sender, status="running")
+    run = CampaignRun.objects.create(campaign=campaign, scheduled_for="2026-11-20T09:00Z", mps=100, total=n)
+    case_status = " ".join(f"WHEN c.id % 100 < {bound} THEN '{status}'" for bound, status, _ in MIX)
+    case_code = " ".join(f"WHEN c.id % 100 < {bound} THEN '{code}'" for bound, _, code in MIX)
+    # Sent over the last half hour, so the dashboard's windows see a live run.
+    t0 = "(now() - interval '30 minutes')"
+    statements = [
+        f"""INSERT INTO audience_contact (phone, channel, name, email, locale, timezone, attributes, consent_status,
+                created_at, updated_at)
+            SELECT '+2547' || lpad(i::text, 8, '0'), 'sms', '', '', 'en', '', '{{}}',
+                   CASE WHEN i % 200 = 0 THEN 'opted_out' ELSE 'opted_in' END, now(), now()
+            FROM generate_series(1, {n}) AS i""",
+        f"""INSERT INTO messaging_message (direction, contact_id, sender_id, template_id, channel, to_address,
+                from_address, body, content_sid, content_variables, render_context, num_media, media, status,
+                skip_reason, provider_sid, error_code, error_message, segments, encoding, price, price_unit,
+                attempts, created_at, updated_at, sent_at, delivered_at, read_at, failed_at)
+            SELECT 'outbound', s.id, {sender.pk}, {template.pk}, 'sms', s.phone, '+447400000001', 'Hello', '',
+                   '{{}}', '{{}}', 0, '[]', s.status, '', 'SM' || md5(s.id::text), s.code, '', 1, 'GSM-7',
+                   CASE WHEN s.status IN ('queued', 'skipped') THEN NULL ELSE -0.0075 END, 'USD', 1,
+                   {t0} + (s.i * interval '1 millisecond'), now(),
+                   CASE WHEN s.status IN ('sent', 'delivered', 'read', 'undelivered')
+                        THEN {t0} + (s.i * interval '1 millisecond') END,
+                   CASE WHEN s.status IN ('delivered', 'read')
+                        THEN {t0} + (s.i * interval '1 millisecond') + (s.i % 30) * interval '1 second' END,
+                   CASE WHEN s.status = 'read' THEN {t0} + (s.i * interval '1 millisecond') + interval '5 minutes' END,
+                   CASE WHEN s.status IN ('failed', 'undelivered') THEN {t0} + (s.i * interval '1 millisecond') END
+            FROM (SELECT c.id, c.id AS i, c.phone, CASE {case_status} END AS status,
+                         CASE {case_code} END AS code
+                  FROM audience_contact c) AS s""",
+        f"""INSERT INTO campaigns_recipient (run_id, contact_id, state, reason, detail, message_id, created_at, sent_at)
+            SELECT {run.pk}, m.contact_id,
+                   CASE WHEN m.status = 'skipped' THEN 'skipped' WHEN m.status = 'failed' THEN 'failed'
+                        ELSE 'sent' END,
+                   CASE WHEN m.status = 'skipped' THEN 'opted_out' ELSE '' END, '', m.id, m.created_at, m.sent_at
+            FROM messaging_message m""",
+        """INSERT INTO messaging_message (direction, contact_id, channel, to_address, from_address, body, content_sid,
+                content_variables, render_context, num_media, media, status, skip_reason, error_code, error_message,
+                encoding, price_unit, attempts, created_at, updated_at, received_at)
+            SELECT 'inbound', m.contact_id, 'sms', '+447400000001', m.to_address,
+                   CASE WHEN m.id % 3 = 0 THEN 'STOP' ELSE 'Thanks!' END, '', '{}', '{}', 0, '[]', 'received',
+                   '', '', '', '', '', 0, m.delivered_at + interval '1 hour', now(), m.delivered_at + interval '1 hour'
+            FROM messaging_message m WHERE m.direction = 'outbound' AND m.delivered_at IS NOT NULL AND m.id % 50 = 0""",
+        """INSERT INTO audience_consentevent (contact_id, phone_hash, from_status, to_status, source, actor, evidence,
+                created_at)
+            SELECT i.contact_id, md5(i.from_address), 'opted_in', 'opted_out', 'keyword', 'bench', '{}', i.created_at
+            FROM messaging_message i WHERE i.direction = 'inbound' AND i.body = 'STOP'""",
+        "ANALYZE",
+    ]
+    with connection.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement)
+    return campaign.pk, run.pk
+
+
+def time_requests(client, url: str, requests: int) -> list[float]:
+    for _ in range(3):
+        assert client.get(url).status_code == 200
+    timings = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        response = client.get(url)
+        timings.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, response.content[:500]
+    return sorted(timings)
+
+
+def naive_summary(run_id: int, requests: int) -> list[float]:
+    from django.db import connection
+
+    sql = """SELECT m.status, m.error_code, count(*), sum(m.price) FROM campaigns_recipient r
+             JOIN messaging_message m ON m.id = r.message_id WHERE r.run_id = %s GROUP BY 1, 2"""
+    timings = []
+    with connection.cursor() as cursor:
+        for _ in range(requests):
+            started = time.perf_counter()
+            cursor.execute(sql, [run_id])
+            cursor.fetchall()
+            timings.append((time.perf_counter() - started) * 1000)
+    return sorted(timings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--keep-db", action="store_true", help="leave the bench_reporting database for inspection")
+    args = parser.parse_args(argv)
+    server = server_url("DATABASE_URL")
+    os.environ.setdefault("REDIS_URL", server_url("REDIS_URL"))
+    setup_django(database_recreate(server, DATABASE))
+
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from reporting.counters import counters_read, counters_recount, counters_recounted
+
+    started = time.perf_counter()
+    campaign_id, run_id = fill(args.messages)
+    print(f"filled {args.messages:,} messages in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    started = time.perf_counter()
+    counters_recount([run_id])
+    print(f"counters rebuilt in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    if counters_read([run_id]) != counters_recounted([run_id]):
+        raise SystemExit("counters differ from a recount")
+
+    user = get_user_model().objects.create_superuser("bench", "bench@example.com", "bench-pass-123")
+    client = Client(HTTP_HOST="127.0.0.1")
+    client.force_login(user)
+    summary = time_requests(client, f"/api/v1/reporting/campaigns/{campaign_id}/summary", args.requests)
+    dashboard = time_requests(client, "/api/v1/monitoring/dashboard", args.requests)
+    naive = naive_summary(run_id, args.requests)
+
+    from django.db import connections
+
+    connections.close_all()
+    if not args.keep_db:
+        import psycopg
+
+        with psycopg.connect(database_url_named(server, "postgres"), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+    result = {
+        "bench": "reporting",
+        "messages": args.messages,
+        "summary_p95_ms": round(percentile(summary, 0.95), 1),
+        "dashboard_p95_ms": round(percentile(dashboard, 0.95), 1),
+        "naive_summary_p95_ms": round(percentile(naive, 0.95), 1),
+        "summary_p50_ms": round(percentile(summary, 0.5), 1),
+        "dashboard_p50_ms": round(percentile(dashboard, 0.5), 1),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,170 @@
+"""Send benchmark: a campaign run of N messages through the whole delivery pipeline.
+
+    DATABASE_URL=postgres://... REDIS_URL=redis://... python -m bench.send --messages 2000 --mps 80
+
+It recreates its own database (``bench_send``), inserts N opted-in contacts, starts the fake
+Twilio server (30 ms latency, counting requests per recipient) and Celery worker processes
+(threads pool) pointed at it through the real twilio client, launches a campaign on a sender
+of M messages per second (M = 0: unthrottled, i.e. a sender limit far above reach), and waits
+for the run to complete. ``msg_per_s`` is N over the time from the first send to the last
+answer; ``max_in_any_second`` is the most sends in any sliding one-second window (from each
+Message's claim time, taken after its pacing slot); ``duplicates`` counts requests beyond one
+per recipient at the fake server, ``lost`` recipients it never saw. The JSON line is last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from bench._util import BASE_DIR, database_recreate, server_url
+
+SID = "AC" + "5e" * 16
+TOKEN = "bench-send-token"
+UNTHROTTLED_MPS = 1_000_000
+
+
+def max_in_any_window(times: list[float], window: float = 1.0) -> int:
+    times = sorted(times)
+    return max((bisect.bisect_left(times, t + window) - i for i, t in enumerate(times)), default=0)
+
+
+def contacts_fill(cursor, n: int) -> None:
+    cursor.execute(
+        """
+        INSERT INTO audience_contact (phone, channel, name, email, locale, timezone, attributes, consent_status,
+                                      consent_updated_at, created_at, updated_at)
+        SELECT '+2547' || lpad(i::text, 8, '0'), 'sms', 'Contact ' || i, '', 'en', 'UTC', '{}'::jsonb,
+               'opted_in', now(), now(), now()
+        FROM generate_series(1::bigint, %s) AS i
+        """,
+        [n],
+    )
+
+
+def workers_start(count: int, concurrency: int, env: dict) -> list[subprocess.Popen]:
+    processes = []
+    for index in range(count):
+        command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "threads"]
+        command += ["--concurrency", str(concurrency), "--without-gossip", "--without-mingle", "-l", "warning"]
+        command += ["-n", f"bench-send-{index}@%h"]
+        processes.append(subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL))
+    return processes
+
+
+def workers_wait_ready(app, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(app.control.ping(timeout=1.0) or []) >= count:
+            return
+    raise SystemExit("the Celery workers did not start")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.send", description=__doc__)
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--mps", type=int, default=80, help="the sender's messages per second; 0 = unthrottled")
+    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
+    parser.add_argument("--concurrency", type=int, default=16, help="threads per worker")
+    parser.add_argument("--latency", type=float, default=0.03, help="the fake Twilio server's latency, seconds")
+    args = parser.parse_args(argv)
+
+    from messaging.fake_twilio import FakeTwilio
+
+    fake = FakeTwilio(account_sid=SID, auth_token=TOKEN, latency=args.latency, callbacks="off").start()
+    database_url = database_recreate(server_url("DATABASE_URL"), "bench_send")
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": server_url("REDIS_URL"),
+        "MESSAGING_PROVIDER": "twilio",
+        "TWILIO_ACCOUNT_SID": SID,
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "TWILIO_API_BASE_URL": fake.base_url,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+    }
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True)
+    os.environ.update(env)
+
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from campaigns import pacing
+    from campaigns.models import Campaign, CampaignRun
+    from campaigns.services import campaign_launch, dispatch
+    from config.celery import app
+    from messaging.models import Message, MessageTemplate, Sender
+
+    with connection.cursor() as cursor:
+        contacts_fill(cursor, args.messages)
+    mps = args.mps or UNTHROTTLED_MPS
+    sender = Sender.objects.create(
+        name="bench", channel="sms", kind="short_code", provider="twilio", from_address="+15005550006", mps=mps
+    )
+    pacing.pacing_reset(sender.pk)
+    template = MessageTemplate.objects.create(name="bench", channel="sms", body="Hello {{ name }}")
+    campaign = Campaign.objects.create(name="bench", template=template, sender=sender)
+
+    app.control.purge()
+    workers = workers_start(args.workers, args.concurrency, env)
+    try:
+        workers_wait_ready(app, args.workers)
+        started = time.monotonic()
+        run = campaign_launch(campaign)  # its dispatchers are enqueued at commit
+        extra = args.workers * args.concurrency - dispatch.chains_for(mps)
+        if extra > 0:
+            dispatch.dispatch_start(run.pk, chains=extra)
+        deadline = started + (args.messages / args.mps if args.mps else args.messages / 200) * 2 + 120
+        while time.monotonic() < deadline:
+            if CampaignRun.objects.values_list("status", flat=True).get(pk=run.pk) == "completed":
+                break
+            time.sleep(0.2)
+        wall = time.monotonic() - started
+    finally:
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+        for process in workers:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        app.control.purge()
+
+    run = CampaignRun.objects.get(pk=run.pk)
+    rows = list(Message.objects.values_list("sending_at", "queued_at"))
+    sends = [sending.timestamp() for sending, _ in rows if sending]
+    answers = [queued.timestamp() for _, queued in rows if queued]
+    stats = fake.stats()
+    fake.stop()
+    by_recipient = stats["by_recipient"]
+    span = (max(answers) - min(sends)) if sends and answers else 0.0
+    result = {
+        "bench": "send",
+        "messages": args.messages,
+        "mps_limit": args.mps,
+        "msg_per_s": round(len(answers) / span, 1) if span else 0.0,
+        "max_in_any_second": max_in_any_window(sends),
+        "duplicates": sum(count - 1 for count in by_recipient.values() if count > 1),
+        "lost": args.messages - sum(1 for count in by_recipient.values() if count),
+        "seconds": round(span, 2),
+        "ideal_seconds": round(args.messages / args.mps, 2) if args.mps else None,
+        "wall_seconds_from_launch": round(wall, 2),
+        "run": {"status": run.status, "sent": run.sent, "failed": run.failed, "skipped": run.skipped},
+        "workers": args.workers,
+        "threads_per_worker": args.concurrency,
+        "latency_ms": round(args.latency * 1000),
+    }
+    print(json.dumps(result), flush=True)
+    return 0 if result["duplicates"] == 0 and result["lost"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""Reads for reporting: message status lists and campaign summaries.
+
+Every figure comes from rows: the kept counters (``reporting.counters``) for message statuses,
+error codes and cost, and SQL aggregates over recipients, messages and consent events for the
+rest. Campaign messages are found through ``campaigns_recipient.message_id``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter, defaultdict
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection
+from django.db.models import Count, QuerySet
+
+from campaigns.models import Campaign, CampaignRun, Recipient, RecipientState
+from messaging import selectors as messaging_selectors
+from messaging.models import Message, MessageStatus
+from reporting.counters import counters_read
+from reporting.error_codes import error_meaning
+
+OPT_OUT_WINDOW = dt.timedelta(hours=72)
+BUCKETS = ("minute", "hour")
+# When a message reached the carrier: its sent callback, or a later one when "sent" never came.
+SENT_TIME_SQL = "COALESCE(m.sent_at, m.delivered_at, m.read_at)"
+
+# Message statuses as the summary groups them.
+REACHED_CARRIER = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.UNDELIVERED)
+DELIVERED = (MessageStatus.DELIVERED, MessageStatus.READ)
+IN_FLIGHT = (MessageStatus.PENDING, MessageStatus.QUEUED, MessageStatus.SENDING)
+FAILED_WITH_CODE = (MessageStatus.FAILED, MessageStatus.UNDELIVERED)
+
+
+# --- Message status list -------------------------------------------------------------------
+
+
+def message_status_queryset(
+    *,
+    campaign: int | None = None,
+    run: int | None = None,
+    sender: int | None = None,
+    channel: str | None = None,
+    status: str | None = None,
+    contact: int | None = None,
+    direction: str | None = None,
+    created_after: dt.datetime | None = None,
+    created_before: dt.datetime | None = None,
+) -> QuerySet[Message]:
+    """Messages matching every filter given (None means no filter)."""
+    queryset = messaging_selectors.message_list()
+    if campaign is not None or run is not None:
+        recipients = Recipient.objects.filter(message_id__isnull=False)
+        if campaign is not None:
+            recipients = recipients.filter(run__campaign_id=campaign)
+        if run is not None:
+            recipients = recipients.filter(run_id=run)
+        queryset = queryset.filter(id__in=recipients.values("message_id"))
+    exact = {"sender_id": sender, "channel": channel, "status": status, "contact_id": contact, "direction": direction}
+    queryset = queryset.filter(**{name: value for name, value in exact.items() if value is not None})
+    if created_after is not None:
+        queryset = queryset.filter(created_at__gte=created_after)
+    if created_before is not None:
+        queryset = queryset.filter(created_at__lt=created_before)
+    return queryset
+
+
+def message_status_counts(queryset: QuerySet[Message]) -> dict[str, int]:
+    """How many of these messages are in each status (every status named, zeros included)."""
+    counts = dict.fromkeys(MessageStatus.values, 0)
+    for row in queryset.order_by().values("status").annotate(n=Count("id")):
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+# --- Campaign summary ----------------------------------------------------------------------
+
+
+def campaign_run_ids(campaign: Campaign, run: CampaignRun | None = None) -> list[int]:
+    if run is not None:
+        return [run.pk]
+    return list(CampaignRun.objects.filter(campaign=campaign).order_by("pk").values_list("pk", flat=True))
+
+
+def campaign_summary(campaign: Campaign, *, run: CampaignRun | None = None, bucket: str = "hour") -> dict[str, Any]:
+    """Every figure of one run, or of all the campaign's runs, computed from rows."""
+    run_ids = campaign_run_ids(campaign, run)
+    recipients = _recipient_figures(run_ids)
+    messages = _message_figures(run_ids)
+    failures, cost = messages.pop("failures"), messages.pop("cost")
+    sent, delivered, read = messages["sent"], messages["delivered"], messages["read"]
+    started = _earliest_start(run_ids)
+    return {
+        "campaign": campaign.pk,
+        "runs": run_ids,
+        **recipients,
+        "messages": messages,
+        "delivery_rate": _rate(delivered, sent),
+        "read_rate": _rate(read, delivered),
+        "failures": failures,
+        "cost": cost,
+        "opt_outs_72h": _opt_outs_within(run_ids, started),
+        **_replies(run_ids, started),
+        "median_seconds_to_deliver": _median_seconds_to_deliver(run_ids),
+        "bucket": bucket,
+        "timeline": _timeline(run_ids, bucket),
+    }
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _recipient_figures(run_ids: list[int]) -> dict[str, Any]:
+    # States alone come from the (run, state) index; reasons are read for skipped rows only.
+    recipients = Recipient.objects.filter(run_id__in=run_ids).order_by()
+    states = Counter(dict(recipients.values("state").annotate(n=Count("id")).values_list("state", "n")))
+    skipped = recipients.filter(state=RecipientState.SKIPPED).values("reason").annotate(n=Count("id"))
+    skipped_by_reason = {row["reason"] or "unknown": row["n"] for row in skipped}
+    audience = sum(states.values())
+    return {
+        "audience": audience,
+        "targeted": audience - states[RecipientState.SKIPPED],
+        "recipients": {state: states[state] for state in RecipientState.values},
+        "held": states[RecipientState.HELD],
+        "skipped": states[RecipientState.SKIPPED],
+        "skipped_by_reason": dict(sorted(skipped_by_reason.items())),
+    }
+
+
+def _message_figures(run_ids: list[int]) -> dict[str, Any]:
+    by_status: Counter[str] = Counter()
+    by_code: dict[str, Counter[str]] = defaultdict(Counter)
+    cost: dict[str, list] = defaultdict(lambda: [Decimal(0), 0])
+    for (_run, status, code, unit), (count, price_total, priced) in counters_read(run_ids).items():
+        by_status[status] += count
+        if status in FAILED_WITH_CODE:
+            by_code[code][status] += count
+        if priced:
+            cost[unit][0] += price_total
+            cost[unit][1] += priced
+    failures = [
+        {"error_code": code, "meaning": error_meaning(code), "count": sum(c.values()), "by_status": dict(c)}
+        for code, c in by_code.items()
+    ]
+    failures.sort(key=lambda row: (-row["count"], row["error_code"]))
+    return {
+        "total": sum(by_status.values()),
+        "by_status": {status: by_status[status] for status in MessageStatus.values},
+        "in_flight": sum(by_status[s] for s in IN_FLIGHT),
+        "sent": sum(by_status[s] for s in REACHED_CARRIER),
+        "delivered": sum(by_status[s] for s in DELIVERED),
+        "read": by_status[MessageStatus.READ],
+        "undelivered": by_status[MessageStatus.UNDELIVERED],
+        "failed": by_status[MessageStatus.FAILED],
+        "canceled": by_status[MessageStatus.CANCELED],
+        "skipped_at_send": by_status[MessageStatus.SKIPPED],
+        "failures": failures,
+        # Twilio reports prices as negative amounts; the cost is their size.
+        "cost": [
+            {"currency": unit or None, "amount": str(abs(total)), "priced_messages": priced}
+            for unit, (total, priced) in sorted(cost.items())
+        ],
+    }
+
+
+def _earliest_start(run_ids: list[int]) -> dt.datetime | None:
+    return (
+        CampaignRun.objects.filter(pk__in=run_ids).order_by("started_at").values_list("started_at", flat=True).first()
+    )
+
+
+def _fetch(sql: str, params: dict) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _opt_outs_within(run_ids: list[int], started: dt.datetime | None) -> int:
+    """Recipients who opted out within 72 h after their message was sent."""
+    if not run_ids or started is None:
+        return 0
+    sql = f"""
+        SELECT count(DISTINCT r.id)
+        FROM audience_consentevent ce
+        JOIN campaigns_recipient r ON r.contact_id = ce.contact_id AND r.run_id = ANY(%(runs)s)
+        JOIN messaging_message m ON m.id = r.message_id
+        WHERE ce.to_status = 'opted_out' AND ce.created_at >= %(started)s
+          AND ce.created_at >= {SENT_TIME_SQL} AND ce.created_at < {SENT_TIME_SQL} + %(window)s
+    """
+    return _fetch(sql, {"runs": run_ids, "started": started, "window": OPT_OUT_WINDOW})[0][0]
+
+
+def _replies(run_ids: list[int], started: dt.datetime | None) -> dict[str, int]:
+    """Inbound messages from recipients after their message was sent, and how many recipients replied."""
+    if not run_ids or started is None:
+        return {"replies": 0, "repliers": 0}
+    sql = f"""
+        SELECT count(DISTINCT i.id), count(DISTINCT r.id)
+        FROM messaging_message i
+        JOIN campaigns_recipient r ON r.contact_id = i.contact_id AND r.run_id = ANY(%(runs)s)
+        JOIN messaging_message m ON m.id = r.message_id
+        WHERE i.direction = 'inbound' AND i.created_at >= %(started)s AND i.created_at > {SENT_TIME_SQL}
+    """
+    replies, repliers = _fetch(sql, {"runs": run_ids, "started": started})[0]
+    return {"replies": replies, "repliers": repliers}
+
+
+def _median_seconds_to_deliver(run_ids: list[int]) -> float | None:
+    # Callbacks are unordered: a "delivered" received before "sent" counts as immediate.
+    sql = """
+        SELECT percentile_cont(0.5) WITHIN GROUP (
+            ORDER BY GREATEST(EXTRACT(EPOCH FROM m.delivered_at - m.sent_at), 0))
+        FROM campaigns_recipient r JOIN messaging_message m ON m.id = r.message_id
+        WHERE r.run_id = ANY(%(runs)s) AND m.delivered_at IS NOT NULL AND m.sent_at IS NOT NULL
+    """
+    value = _fetch(sql, {"runs": run_ids})[0][0] if run_ids else None
+    return round(float(value), 3) if value is not None else None
+
+
+def _timeline(run_ids: list[int], bucket: str) -> list[dict[str, Any]]:
+    if bucket not in BUCKETS:
+        raise ValueError(f"bucket must be one of {BUCKETS}")
+    if not run_ids:
+        return []
+    sql = f"""
+        SELECT date_trunc(%(bucket)s, t.at) AS b, t.kind, count(*)
+        FROM campaigns_recipient r
+        JOIN messaging_message m ON m.id = r.message_id
+        CROSS JOIN LATERAL (VALUES ('sent', {SENT_TIME_SQL}), ('delivered', m.delivered_at),
+                                   ('read', m.read_at), ('failed', m.failed_at)) AS t (kind, at)
+        WHERE r.run_id = ANY(%(runs)s) AND t.at IS NOT NULL
+        GROUP BY 1, 2
+        ORDER BY 1
+    """
+    points: dict[dt.datetime, dict[str, Any]] = {}
+    for at, kind, n in _fetch(sql, {"runs": run_ids, "bucket": bucket}):
+        point = points.setdefault(at, {"at": at, "sent": 0, "delivered": 0, "read": 0, "failed": 0})
+        point[kind] = n
+    return list(points.values())
+
+
+# --- Exports -------------------------------------------------------------------------------
+
+
+def campaign_result_rows(campaign: Campaign, *, run: CampaignRun | None = None):
+    """One row per recipient with its message's outcome, streamed from a server-side cursor."""
+    return (
+        Recipient.objects.filter(run_id__in=campaign_run_ids(campaign, run))
+        .order_by("run_id", "id")
+        .values_list(
+            "run_id",
+            "id",
+            "contact_id",
+            "contact__phone",
+            "state",
+            "reason",
+            "detail",
+            "message_id",
+            "message__status",
+            "message__error_code",
+            "message__error_message",
+            "message__sent_at",
+            "message__delivered_at",
+            "message__read_at",
+            "message__failed_at",
+            "message__price",
+            "message__price_unit",
+        )
+        .iterator(chunk_size=2000)
+    )

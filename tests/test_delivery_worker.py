@@ -1,0 +1,132 @@
+"""A real Celery worker process sends a run to the fake Twilio server through the real twilio client.
+
+The worker is a subprocess (``celery -A config worker``) on the test database and the test Redis,
+so the crash test can SIGKILL it mid-run, restart it, and check that every recipient got
+exactly one request.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from campaigns import services
+from campaigns.models import CampaignRun, Recipient
+from campaigns.services import dispatch
+from config.celery import app as celery_app
+from messaging.models import Message, MessageStatus
+from messaging.services import send
+from tests import delivery
+from tests.delivery import TOKEN, assert_counts_match_recount, make_campaign
+
+fake = delivery.fake  # the fake Twilio server fixture
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class Worker:
+    def __init__(self, fake_server):
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": _database_url(),
+            "REDIS_URL": settings.REDIS_URL,
+            "MESSAGING_PROVIDER": "twilio",
+            "TWILIO_ACCOUNT_SID": fake_server.account_sid,
+            "TWILIO_AUTH_TOKEN": TOKEN,
+            "TWILIO_API_BASE_URL": fake_server.base_url,
+        }
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "threads"]
+        command += ["--concurrency", "4", "--without-heartbeat", "--without-gossip", "--without-mingle"]
+        command += ["-l", "warning", "-n", f"delivery-{uuid.uuid4().hex[:8]}@%h"]
+        self.process = subprocess.Popen(command, env=self.env, cwd=settings.BASE_DIR, stdout=subprocess.DEVNULL)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def worker(fake):
+    # The worker and this process must share one broker, or the launch's enqueue goes nowhere.
+    assert celery_app.conf.broker_url == settings.CELERY_BROKER_URL
+    celery_app.control.purge()
+    process = Worker(fake)
+    process.start()
+    yield process
+    process.stop()
+    celery_app.control.purge()
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def run_status(run_id: int) -> str:
+    return CampaignRun.objects.values_list("status", flat=True).get(pk=run_id)
+
+
+def test_a_celery_worker_sends_a_run_once_per_recipient_through_twilio(fake, worker):
+    phones = [f"+2547160000{n:02d}" for n in range(12)]
+    run = services.campaign_launch(make_campaign(phones=phones, mps=50))  # dispatch enqueued at commit
+    wait_for(lambda: run_status(run.pk) == "completed")
+    assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
+    assert set(Recipient.objects.filter(run=run).values_list("state", flat=True)) == {"sent"}
+    assert_counts_match_recount(run)
+
+
+def test_a_worker_killed_mid_run_and_restarted_sends_each_recipient_exactly_once(fake, worker):
+    fake.latency = 0.03
+    phones = [f"+2547170000{n:02d}" for n in range(40)]
+    run = services.campaign_launch(make_campaign(phones=phones, mps=10))
+    wait_for(lambda: fake.stats()["requests"] >= 8)
+    worker.kill()
+    killed_at = fake.stats()["requests"]
+    assert killed_at < len(phones)
+
+    # What beat would do once the claims go stale: ask Twilio about sends in flight, settle the
+    # recipients from their Messages, and restart the quiet run on a new worker.
+    past = timezone.now() - send.STALE_SENDING_AFTER - timedelta(seconds=5)
+    Message.objects.filter(status=MessageStatus.SENDING, provider_sid__isnull=True).update(
+        claimed_at=past, sending_at=past
+    )
+    send.messages_reconcile_stale()
+    later = timezone.now() + dispatch.STALE_CLAIM_AFTER * 2
+    dispatch.recipients_reap(now=later)
+    assert Recipient.objects.filter(run=run, state="sending").count() == 0
+    assert_counts_match_recount(run)
+    worker.start()
+    assert dispatch.runs_kick(now=later) == 1
+    wait_for(lambda: run_status(run.pk) == "completed", timeout=90)
+    assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
+    assert set(Recipient.objects.filter(run=run).values_list("state", flat=True)) == {"sent"}
+    assert_counts_match_recount(run)

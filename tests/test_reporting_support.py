@@ -1,0 +1,117 @@
+"""Builders shared by the reporting tests: a campaign, its runs, recipients and their messages.
+
+Rows are inserted directly with the timestamps a test needs; status changes that matter to the
+counters go through messaging's own status service.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.utils import timezone
+
+from audience.models import ConsentEvent, Contact
+from campaigns.models import Campaign, CampaignRun, Recipient, RecipientState
+from messaging.models import Direction, Message, MessageStatus
+from tests.factories import ContactFactory, MessageTemplateFactory, SenderFactory
+
+_sids = itertools.count(1)
+
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.get_current_timezone())
+
+
+def make_campaign(name: str = "Spring sale", **kwargs) -> Campaign:
+    sender = kwargs.pop("sender", None) or SenderFactory()
+    return Campaign.objects.create(name=name, template=MessageTemplateFactory(), sender=sender, **kwargs)
+
+
+def make_run(campaign: Campaign, *, at: datetime = T0, status: str = "completed", **counts) -> CampaignRun:
+    run = CampaignRun.objects.create(campaign=campaign, scheduled_for=at, status=status, mps=10, **counts)
+    CampaignRun.objects.filter(pk=run.pk).update(started_at=at)
+    run.refresh_from_db()
+    return run
+
+
+def make_message(
+    *,
+    contact: Contact | None = None,
+    sender=None,
+    status: str = MessageStatus.QUEUED,
+    direction: str = Direction.OUTBOUND,
+    channel: str = "sms",
+    created_at: datetime = T0,
+    sid: str | None = None,
+    **fields,
+) -> Message:
+    contact = contact or ContactFactory()
+    phone_field = "to_address" if direction == Direction.OUTBOUND else "from_address"
+    fields.setdefault(phone_field, contact.phone)
+    if sid is None and status not in (MessageStatus.PENDING, MessageStatus.SKIPPED):
+        sid = f"SM{next(_sids):032d}"
+    message = Message.objects.create(
+        direction=direction,
+        contact=contact,
+        sender=sender,
+        channel=channel,
+        status=status,
+        provider_sid=sid,
+        **fields,
+    )
+    Message.objects.filter(pk=message.pk).update(created_at=created_at)
+    message.refresh_from_db()
+    return message
+
+
+def add_recipient(
+    run: CampaignRun,
+    *,
+    contact: Contact | None = None,
+    state: str = RecipientState.SENT,
+    reason: str = "",
+    detail: str = "",
+    message_status: str | None = MessageStatus.QUEUED,
+    sent: datetime | None = None,
+    delivered_after: float | None = None,
+    read_after: float | None = None,
+    failed_after: float | None = None,
+    error_code: str = "",
+    price: str | None = None,
+    **message_fields,
+) -> Recipient:
+    """A recipient, and unless message_status is None its message with the given timeline."""
+    contact = contact or ContactFactory()
+    message = None
+    if message_status is not None:
+        times = {}
+        if sent is not None:
+            times["sent_at"] = sent
+            if delivered_after is not None:
+                times["delivered_at"] = sent + timedelta(seconds=delivered_after)
+            if read_after is not None:
+                times["read_at"] = sent + timedelta(seconds=read_after)
+            if failed_after is not None:
+                times["failed_at"] = sent + timedelta(seconds=failed_after)
+        message = make_message(
+            contact=contact,
+            sender=run.campaign.sender,
+            status=message_status,
+            created_at=sent or run.started_at,
+            error_code=error_code,
+            price=Decimal(price) if price is not None else None,
+            price_unit="USD" if price is not None else "",
+            **times,
+            **message_fields,
+        )
+    return Recipient.objects.create(
+        run=run, contact=contact, state=state, reason=reason, detail=detail, message=message, sent_at=sent
+    )
+
+
+def opt_out_event(contact: Contact, at: datetime) -> ConsentEvent:
+    event = ConsentEvent.objects.create(
+        contact=contact, phone_hash="x" * 64, from_status="opted_in", to_status="opted_out", source="keyword"
+    )
+    ConsentEvent.objects.filter(pk=event.pk).update(created_at=at)
+    return event
