@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from django.dispatch import Signal
 
-# message_id: int, old: str, new: str (MessageStatus values).
+# message_id: int, old: str, new: str (MessageStatus values), source_type_id: int | None (the
+# ContentType of Message.source, None for a message nothing caused, such as a transactional send).
 message_status_changed = Signal()
 
 # message_id: int, keyword: str | None (a Keyword value such as "stop", or None for plain text).

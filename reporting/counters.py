@@ -111,8 +111,14 @@ def counters_sync(message_ids: Iterable[int]) -> None:
             cursor.execute(_SYNC_SQL, {"ids": ids[start : start + SYNC_CHUNK]})
 
 
-def on_message_status_changed(sender, message_id: int, **kwargs) -> None:
-    """Receiver of messaging.signals.message_status_changed (sent after the change committed)."""
+def on_message_status_changed(sender, message_id: int, source_type_id: int | None = None, **kwargs) -> None:
+    """Receiver of messaging.signals.message_status_changed (sent after the change committed).
+
+    Only campaign messages are counted: others (transactional sends) return at once, so the
+    status webhook pays nothing for them.
+    """
+    if source_type_id is None:
+        return
     try:
         counters_sync([message_id])
     except DatabaseError:  # the sweep will count it; a callback must not fail because of a report

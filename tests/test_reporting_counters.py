@@ -3,12 +3,20 @@
 import random
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from messaging.models import Message, MessageStatus
 from messaging.services.status import status_event_record
-from reporting.counters import counters_read, counters_recount, counters_recounted, counters_sweep
+from reporting.counters import (
+    counters_read,
+    counters_recount,
+    counters_recounted,
+    counters_sweep,
+    on_message_status_changed,
+)
 from reporting.models import CountedMessage
-from tests.test_reporting_support import T0, add_recipient, make_campaign, make_run
+from tests.test_reporting_support import T0, add_recipient, make_campaign, make_message, make_run
 
 pytestmark = pytest.mark.django_db
 
@@ -120,3 +128,15 @@ def test_the_recount_command_rebuilds_every_run():
     ids = [run.pk for run in runs]
     assert counters_read(ids) == counters_recounted(ids)
     assert sum(count for count, _total, _priced in counters_read(ids).values()) == 2
+
+
+def test_a_transactional_message_costs_the_webhook_no_counting():
+    # A message nothing caused (no source) is not a campaign's: the receiver returns before any SQL.
+    from reporting.models import MessageStatusCounter
+
+    message = make_message(status="sent", sid="SM" + "7" * 32)
+    with CaptureQueriesContext(connection) as queries:
+        on_message_status_changed(sender=None, message_id=message.pk, source_type_id=None)
+    assert len(queries) == 0
+    status_event_record(provider_sid=message.provider_sid, status="delivered", payload={})
+    assert not MessageStatusCounter.objects.exists()

@@ -10,6 +10,7 @@ import itertools
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.contrib.contenttypes.models import ContentType
 from django.utils import timezone
 
 from audience.models import ConsentEvent, Contact
@@ -104,9 +105,14 @@ def add_recipient(
             **times,
             **message_fields,
         )
-    return Recipient.objects.create(
+    recipient = Recipient.objects.create(
         run=run, contact=contact, state=state, reason=reason, detail=detail, message=message, sent_at=sent
     )
+    if message is not None:  # as the dispatcher does: the message's source is its recipient
+        Message.objects.filter(pk=message.pk).update(
+            source_type=ContentType.objects.get_for_model(Recipient), source_id=recipient.pk
+        )
+    return recipient
 
 
 def opt_out_event(contact: Contact, at: datetime) -> ConsentEvent:

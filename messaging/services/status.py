@@ -102,6 +102,9 @@ class StatusChange:
     message_id: int
     old: str
     new: str
+    # What caused the message (see Message.source): lets receivers skip messages they do not track
+    # without a query on the webhook's hot path.
+    source_type_id: int | None = None
 
 
 def status_map(provider_status: str) -> MessageStatus:
@@ -157,9 +160,9 @@ WITH msg AS (
     UPDATE messaging_message AS m SET {_set_clause(status)}
     FROM ev JOIN msg ON msg.id = ev.message_id
     WHERE m.id = msg.id
-    RETURNING m.id, msg.status AS old_status, m.status AS new_status
+    RETURNING m.id, msg.status AS old_status, m.status AS new_status, m.source_type_id
 )
-SELECT (SELECT count(*) FROM ev), upd.id, upd.old_status, upd.new_status
+SELECT (SELECT count(*) FROM ev), upd.id, upd.old_status, upd.new_status, upd.source_type_id
 FROM (VALUES (1)) AS one (x) LEFT JOIN upd ON TRUE
 """
 
@@ -178,9 +181,9 @@ def status_event_record(*, provider_sid: str, status: str, error_code: str = "",
         "payload": json.dumps(payload),
         "at": timezone.now(),
     }
-    created, message_id, old, new = _fetch_one_prepared(_record_sql(ours), params)
+    created, message_id, old, new, source_type_id = _fetch_one_prepared(_record_sql(ours), params)
     if message_id is not None and old != new:
-        _notify(StatusChange(message_id, old, new))
+        _notify(StatusChange(message_id, old, new, source_type_id))
     return bool(created)
 
 
@@ -233,7 +236,7 @@ def status_events_apply_pending(message: Message) -> int:
             )
         message.refresh_from_db(fields=["status", "error_code", "error_message", *set(TIMESTAMP_FIELDS.values())])
         if message.status != old:
-            _notify(StatusChange(message.pk, old, message.status))
+            _notify(StatusChange(message.pk, old, message.status, message.source_type_id))
     return len(pending)
 
 
@@ -270,6 +273,10 @@ def status_events_sweep(*, older_than_seconds: int = 5, limit: int = 1000) -> in
 def _notify(change: StatusChange) -> None:
     transaction.on_commit(
         lambda: message_status_changed.send(
-            sender=Message, message_id=change.message_id, old=change.old, new=change.new
+            sender=Message,
+            message_id=change.message_id,
+            old=change.old,
+            new=change.new,
+            source_type_id=change.source_type_id,
         )
     )
