@@ -32,8 +32,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _database_url() -> str:
+    """The test database's URL for a worker subprocess, over TCP or the embedded server's socket."""
     db = connection.settings_dict
     auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    socket_dir = (db.get("OPTIONS") or {}).get("host")
+    if not db["HOST"] and socket_dir:
+        return f"postgres://{auth}@/{db['NAME']}?host={socket_dir}"
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
