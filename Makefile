@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format install bench-ingest clean-var
+.PHONY: run test lint format install bench clean-var
 
 $(STAMP): requirements/base.txt requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,17 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Every benchmark, each in a database of its own, on the servers named by DATABASE_URL and
+# REDIS_URL, else the embedded ones. Sizes can be lowered: make bench BENCH_ROWS=100000
+BENCH_ROWS ?= 1000000
+bench: $(STAMP)
+	EMBEDDED_VAR_DIR=$(CURDIR)/var/bench $(BIN)/python -m config.embedded -- sh -c '\
+		$(BIN)/python -m bench.ingest --rows $(BENCH_ROWS) && \
+		$(BIN)/python -m bench.fanout --contacts $(BENCH_ROWS) && \
+		$(BIN)/python -m bench.webhooks --requests 20000 && \
+		$(BIN)/python -m bench.send --messages 1600 --mps 80 && \
+		$(BIN)/python -m bench.reporting --messages $(BENCH_ROWS)'
 
 clean-var:
 	rm -rf var/
