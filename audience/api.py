@@ -32,13 +32,9 @@ from audience.models import (
     ImportSource,
     Topic,
 )
+from config.api import raise_as_drf
 
 IMPORT_ERRORS_SHOWN = 100
-
-
-def _raise_drf(exc: DjangoValidationError):
-    detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
-    raise ValidationError(detail) from None
 
 
 class TopicSerializer(serializers.ModelSerializer):
@@ -105,7 +101,7 @@ class ContactSerializer(serializers.ModelSerializer):
                 evidence={"door": "api"},
             )
         except DjangoValidationError as exc:
-            _raise_drf(exc)
+            raise_as_drf(exc)
 
     def update(self, instance, validated_data):
         topics = validated_data.pop("topics", None)
@@ -115,7 +111,7 @@ class ContactSerializer(serializers.ModelSerializer):
         try:
             return services.contact_update(instance, data=validated_data, topics=topics)
         except DjangoValidationError as exc:
-            _raise_drf(exc)
+            raise_as_drf(exc)
 
 
 class ConsentEventSerializer(serializers.ModelSerializer):
@@ -191,7 +187,7 @@ class ContactViewSet(viewsets.ModelViewSet):
                 override_suppression=True,
             )
         except DjangoValidationError as exc:
-            _raise_drf(exc)
+            raise_as_drf(exc)
         contact.refresh_from_db()
         return Response(ContactSerializer(contact, context=self.get_serializer_context()).data)
 
@@ -333,7 +329,7 @@ def contacts_import(request):
             )
             ingest_services.import_job_enqueue(job)
     except DjangoValidationError as exc:
-        _raise_drf(exc)
+        raise_as_drf(exc)
     body = ImportJobSerializer(job, context={"request": request}).data
     location = reverse("import-detail", args=[job.pk], request=request)
     return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": location})

@@ -32,7 +32,8 @@ class ContactError(ValidationError):
     """A contact write was refused; message_dict names the field."""
 
 
-def _actor_name(actor) -> str:
+def actor_name(actor) -> str:
+    """Who acted, for audit rows: a user's name, a system part's label, or empty."""
     if actor is None:
         return ""
     if isinstance(actor, str):
@@ -114,7 +115,7 @@ def contact_create(
         from_status="",
         to_status=consent_status,
         source=source,
-        actor=_actor_name(actor),
+        actor=actor_name(actor),
         evidence={**(evidence or {}), **({"suppressed": True} if suppressed else {})},
     )
     contact_set_topics(contact, topics)
@@ -205,7 +206,7 @@ def consent_change(
         from_status=locked.consent_status,
         to_status=to_status,
         source=source,
-        actor=_actor_name(actor),
+        actor=actor_name(actor),
         evidence=evidence or {},
     )
     for name, value in update.items():
@@ -236,7 +237,7 @@ def contact_delete(contact: Contact, *, actor=None) -> None:
                     "opted_out_at": locked.opted_out_at.isoformat() if locked.opted_out_at else None,
                     "consent_event_id": last.pk if last else None,
                     "evidence": last.evidence if last else {},
-                    "deleted_by": _actor_name(actor),
+                    "deleted_by": actor_name(actor),
                 },
             },
         )

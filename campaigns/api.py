@@ -15,6 +15,7 @@ from campaigns import selectors, services
 from campaigns.models import Campaign, CampaignAction, CampaignRun, Segment
 from campaigns.segments.rules import RuleError
 from campaigns.services import SegmentError
+from config.api import raise_as_drf
 from config.roles import is_analyst
 
 SAMPLE_SIZE = 10
@@ -66,8 +67,7 @@ def _service_call(function, *args, **kwargs):
     except SegmentError as exc:
         raise SegmentInvalid(exc) from None
     except DjangoValidationError as exc:
-        detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
-        raise serializers.ValidationError(detail) from None
+        raise_as_drf(exc)
 
 
 class SegmentInvalid(serializers.ValidationError):

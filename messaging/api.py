@@ -14,6 +14,7 @@ from rest_framework.response import Response
 
 from audience.models import Channel, Contact
 from audience.phones import InvalidPhone, normalize_phone
+from config.api import raise_as_drf
 from config.roles import is_analyst
 from messaging import selectors
 from messaging.models import Message, MessageEvent, MessageStatus, MessageTemplate, Sender
@@ -22,11 +23,6 @@ from messaging.services import senders as sender_service
 from messaging.services import templates as template_service
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-
-
-def _raise_drf(exc: DjangoValidationError):
-    detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
-    raise ValidationError(detail) from None
 
 
 class AnalystsMayPreview(BasePermission):
@@ -60,13 +56,13 @@ class TemplateSerializer(serializers.ModelSerializer):
         try:
             return template_service.template_create(**validated_data)
         except DjangoValidationError as exc:
-            _raise_drf(exc)
+            raise_as_drf(exc)
 
     def update(self, instance, validated_data):
         try:
             return template_service.template_update(instance, data=validated_data)
         except DjangoValidationError as exc:
-            _raise_drf(exc)
+            raise_as_drf(exc)
 
 
 class PreviewRequestSerializer(serializers.Serializer):
@@ -317,6 +313,6 @@ class MessageViewSet(
                 idempotency_key=key,
             )
         except DjangoValidationError as exc:
-            _raise_drf(exc)
+            raise_as_drf(exc)
         code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
         return Response(MessageSerializer(message).data, status=code)

@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_celery_beat.models import ClockedSchedule, CrontabSchedule, PeriodicTask
 
+from audience.services import actor_name
 from campaigns.models import (
     Campaign,
     CampaignAction,
@@ -44,11 +45,7 @@ class CampaignError(ValidationError):
 
 
 def _actor_name(actor) -> str:
-    if actor is None:
-        return "system"
-    if isinstance(actor, str):
-        return actor[:150]
-    return actor.get_username()[:150]
+    return actor_name(actor) or "system"
 
 
 def _transition(campaign: Campaign, to: str, *, action: str, actor=None, detail: dict | None = None) -> Campaign:
