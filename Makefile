@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format install bench clean-var
+.PHONY: run test lint format install bench clean-var fuzz
 
 $(STAMP): requirements/base.txt requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ run: $(STAMP)
 # else embedded ones kept apart from `make run`'s data (var/test/).
 test: $(STAMP)
 	EMBEDDED_VAR_DIR=$(CURDIR)/var/test $(BIN)/python -m config.embedded -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The API fuzzed against its own OpenAPI schema (schemathesis, every operation, valid and invalid
+# requests as a Staff token; FUZZ_EXAMPLES per operation and mode), on the same servers as `make test`.
+FUZZ_EXAMPLES ?= 15
+fuzz: $(STAMP)
+	EMBEDDED_VAR_DIR=$(CURDIR)/var/test FUZZ=1 FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m config.embedded -- \
+		$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz_api.py
+	cat var/fuzz-report.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import JsonResponse, StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -88,6 +90,12 @@ class ContactImportForm(ImportForm):
 
     def clean(self):
         cleaned = super().clean()
+        upload = cleaned.get("import_file")
+        if upload is not None and upload.size > settings.IMPORT_MAX_BYTES:
+            self.add_error(
+                "import_file",
+                f"The file is {upload.size} bytes; the limit is {settings.IMPORT_MAX_BYTES} bytes (IMPORT_MAX_BYTES).",
+            )
         try:
             cleaned["options"] = ingest_services.import_options_clean(
                 default_consent=cleaned.get("default_consent", ""),
@@ -125,6 +133,11 @@ class ContactImportMixin(ImportMixin):
                 "import/<int:job_id>/status/",
                 self.admin_site.admin_view(self.import_job_status),
                 name="audience_import_job_status",
+            ),
+            path(
+                "import/sample.csv",
+                self.admin_site.admin_view(self.import_sample_csv),
+                name="audience_import_sample",
             ),
             path(
                 "import/<int:job_id>/errors.csv",
@@ -200,6 +213,11 @@ class ContactImportMixin(ImportMixin):
         job = get_object_or_404(ImportJob, pk=job_id)
         return JsonResponse(import_job_progress(job))
 
+    def import_sample_csv(self, request):
+        if not self.has_import_permission(request):
+            raise PermissionDenied
+        return sample_csv_response()
+
     def import_job_errors(self, request, job_id: int):
         if not self.has_view_permission(request):
             raise PermissionDenied
@@ -220,6 +238,66 @@ def import_job_progress(job: ImportJob) -> dict:
         "error": job.error,
         **{name: getattr(job, name) for name in counts},
     }
+
+
+# The sample offered on the import page: every column the importer reads, and typed attributes.
+SAMPLE_HEADER = ("phone", "name", "email", "channel", "locale", "timezone", "consent", "topics")
+SAMPLE_ATTRIBUTES = ("city", "age", "vip", "signup_date")
+SAMPLE_ROWS = (
+    (
+        "+254712345678",
+        "Amina Otieno",
+        "amina@example.com",
+        "whatsapp",
+        "sw",
+        "Africa/Nairobi",
+        "opted_in",
+        "promotions|news",
+        "Nairobi",
+        "34",
+        "true",
+        "2026-03-14",
+    ),
+    (
+        "0044 7911 123456",
+        "Oliver Smith",
+        "",
+        "sms",
+        "en-GB",
+        "Europe/London",
+        "opted_in",
+        "news",
+        "London",
+        "52",
+        "false",
+        "2025-11-02",
+    ),
+    (
+        "+1 (415) 555-0142",
+        "María López",
+        "maria@example.com",
+        "sms",
+        "es-US",
+        "America/Los_Angeles",
+        "opted_out",
+        "",
+        "San Francisco",
+        "27",
+        "false",
+        "2026-07-30",
+    ),
+)
+
+
+def sample_csv_response() -> HttpResponse:
+    """A small CSV the importer accepts as it is: a starting point for a real file."""
+    lines = io.StringIO()
+    writer = csv.writer(lines, lineterminator="\n")
+    writer.writerow(SAMPLE_HEADER + SAMPLE_ATTRIBUTES)
+    writer.writerows(SAMPLE_ROWS)
+    response = HttpResponse(lines.getvalue().encode(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="contacts-sample.csv"'
+    return response
 
 
 class _Echo:
@@ -246,7 +324,7 @@ class ContactAdmin(ContactImportMixin, ExportActionMixin, admin.ModelAdmin):
     list_per_page = 50
     inlines = [ConsentEventInline]
     action_form = ContactActionForm
-    actions = ["opt_out", "opt_in", "add_to_topic"]
+    actions = ["opt_out", "opt_in", "add_to_topic", "erase"]
     readonly_fields = (
         "consent_status",
         "consent_updated_at",
@@ -329,6 +407,14 @@ class ContactAdmin(ContactImportMixin, ExportActionMixin, admin.ModelAdmin):
     @admin.action(description="Opt in selected contacts", permissions=["change"])
     def opt_in(self, request, queryset):
         self._change_consent(request, queryset, ConsentStatus.OPTED_IN)
+
+    @admin.action(description="Erase selected contacts (personal data; suppression kept)", permissions=["delete"])
+    def erase(self, request, queryset):
+        erased = 0
+        for contact in queryset.order_by("pk"):
+            services.contact_erase(contact, actor=request.user)
+            erased += 1
+        self.message_user(request, f"{erased} contact(s) erased; opted-out phones stay suppressed.")
 
     @admin.action(description="Add selected contacts to topic", permissions=["change"])
     def add_to_topic(self, request, queryset):

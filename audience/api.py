@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 
 import django_filters
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action, api_view, parser_classes
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.filters import SearchFilter
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -35,6 +36,8 @@ from audience.models import (
 from config.api import raise_as_drf
 
 IMPORT_ERRORS_SHOWN = 100
+# Room for the multipart boundaries and the other fields around the file in a Content-Length.
+MULTIPART_OVERHEAD = 64 * 1024
 
 
 class TopicSerializer(serializers.ModelSerializer):
@@ -309,14 +312,35 @@ class _Echo:
         return value
 
 
-@extend_schema(request={"multipart/form-data": ImportRequestSerializer}, responses={202: ImportJobSerializer})
+class ImportTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "file_too_large"
+
+
+def import_size_check(size: int | None) -> None:
+    """Refuse an import file over IMPORT_MAX_BYTES with a 413 that names the limit."""
+    limit = settings.IMPORT_MAX_BYTES
+    if size is not None and size > limit:
+        raise ImportTooLarge(f"The import file is {size} bytes; the limit is {limit} bytes (IMPORT_MAX_BYTES).")
+
+
+@extend_schema(
+    request={"multipart/form-data": ImportRequestSerializer},
+    responses={202: ImportJobSerializer, 413: OpenApiResponse(description="The file is over IMPORT_MAX_BYTES.")},
+)
 @api_view(["POST"])
 @parser_classes([MultiPartParser, FormParser])
 def contacts_import(request):
     """Start an import: the file is saved and queued; answers 202 with the job to poll."""
+    try:  # before the body is read: a client that says its upload is too big is stopped at once
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    import_size_check(declared - MULTIPART_OVERHEAD)
     payload = ImportRequestSerializer(data=request.data)
     payload.is_valid(raise_exception=True)
     data = payload.validated_data
+    import_size_check(data["file"].size)
     try:
         options = ingest_services.import_options_clean(
             default_consent=data.get("default_consent", ""),

@@ -8,10 +8,13 @@ transaction as the change itself.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, models, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audience.models import (
@@ -21,11 +24,15 @@ from audience.models import (
     ConsentStatus,
     Contact,
     ContactTopic,
+    ImportRowError,
     Suppression,
     Topic,
     validate_timezone,
 )
 from audience.phones import InvalidPhone, normalize_phone, phone_hash
+from audience.signals import consent_changed, contact_erasing
+
+IMPORT_ERRORS_MAX_BATCHES = 200  # a purge run stops after this many batches; the next goes on
 
 
 class ContactError(ValidationError):
@@ -209,6 +216,12 @@ def consent_change(
         actor=actor_name(actor),
         evidence=evidence or {},
     )
+    contact_id, from_status = locked.pk, locked.consent_status
+    transaction.on_commit(
+        lambda: consent_changed.send(
+            sender=Contact, contact_id=contact_id, from_status=from_status, to_status=to_status
+        )
+    )
     for name, value in update.items():
         setattr(contact, name, value)
     return True
@@ -224,24 +237,109 @@ def consent_change_many(contact_ids: Iterable[int], **kwargs: Any) -> int:
 
 @transaction.atomic
 def contact_delete(contact: Contact, *, actor=None) -> None:
-    """Delete a contact; an opted-out phone stays suppressed so it cannot silently come back."""
+    """Delete a contact: an erasure (``contact_erase``), as the API's DELETE and the admin do."""
+    contact_erase(contact, actor=actor)
+
+
+@transaction.atomic
+def contact_erase(contact: Contact, *, actor=None) -> None:
+    """Remove a person's data and keep only their suppression entry and anonymised counts.
+
+    Goes: the contact row, its attributes and topic links, the bodies, addresses and raw
+    payloads of their messages (messaging, through ``contact_erasing``), their campaign events,
+    the evidence of their consent events and their link to the contact, and the cells of import
+    row problems that hold their phone or email. Stays: an opted-out phone's suppression entry (a
+    hash), consent events (hash, statuses, times), campaign recipients and messages without
+    content, so reporting counters and the runs' recipient figures do not move. Recipients keep
+    the old contact id, which no longer names anyone (that link has no database foreign key).
+    """
     locked = Contact.objects.select_for_update().get(pk=contact.pk)
     if locked.consent_status == ConsentStatus.OPTED_OUT:
-        last = locked.consent_events.filter(to_status=ConsentStatus.OPTED_OUT).first()
-        Suppression.objects.get_or_create(
-            phone_hash=phone_hash(locked.phone),
-            defaults={
-                "reason": "opted out before the contact was deleted",
-                "source": last.source if last else ConsentSource.ADMIN,
-                "evidence": {
-                    "opted_out_at": locked.opted_out_at.isoformat() if locked.opted_out_at else None,
-                    "consent_event_id": last.pk if last else None,
-                    "evidence": last.evidence if last else {},
-                    "deleted_by": actor_name(actor),
-                },
+        _suppression_keep(locked, actor)
+    contact_erasing.send(sender=Contact, contact_id=locked.pk, phone=locked.phone)
+    _import_cells_erase(locked)
+    ConsentEvent.objects.filter(contact_id=locked.pk).update(contact=None, evidence={})
+    _related_rows_settle(locked.pk)
+    with connection.cursor() as cursor:
+        # Not Model.delete(): its cascade would drop the anonymised recipients counted by reporting.
+        cursor.execute("DELETE FROM audience_contact WHERE id = %s", [locked.pk])
+
+
+def _suppression_keep(contact: Contact, actor) -> None:
+    """An opted-out phone stays suppressed so it cannot silently come back."""
+    last = contact.consent_events.filter(to_status=ConsentStatus.OPTED_OUT).first()
+    Suppression.objects.get_or_create(
+        phone_hash=phone_hash(contact.phone),
+        defaults={
+            "reason": "opted out before the contact was deleted",
+            "source": last.source if last else ConsentSource.ADMIN,
+            "evidence": {
+                "opted_out_at": contact.opted_out_at.isoformat() if contact.opted_out_at else None,
+                "consent_event_id": last.pk if last else None,
+                "evidence": last.evidence if last else {},
+                "deleted_by": actor_name(actor),
             },
-        )
-    locked.delete()
+        },
+    )
+
+
+def _import_cells_erase(contact: Contact) -> None:
+    """Blank import problem cells holding the phone (in any common spelling of its digits) or email."""
+    digits = contact.phone.lstrip("+")
+    match = Q(value__contains=digits) | Q(value__contains=digits[-9:])
+    if contact.email:
+        match |= Q(value__iexact=contact.email)
+    ImportRowError.objects.filter(match).exclude(value="").update(value="")
+
+
+def _related_rows_settle(contact_id: int) -> None:
+    """Apply each relation's on_delete, but keep rows linked without a database FK (anonymised)."""
+    for relation in Contact._meta.related_objects:
+        field = relation.field
+        if relation.many_to_many or not field.concrete:
+            continue
+        rows = relation.related_model._base_manager.filter(**{field.attname: contact_id})
+        if relation.related_model is ContactTopic:
+            rows.delete()
+        elif not field.db_constraint:
+            continue
+        elif field.remote_field.on_delete is models.SET_NULL:
+            rows.update(**{field.attname: None})
+        elif field.remote_field.on_delete is models.CASCADE:
+            rows.delete()
+        else:
+            raise ContactError({"contact": [f"{relation.related_model.__name__} rows block the erasure"]})
+
+
+def import_errors_purge(*, days: int | None = None, batch_size: int | None = None) -> int:
+    """Delete row problems of imports finished more than ``days`` ago (0: keep forever).
+
+    Each batch is its own short transaction (``FOR UPDATE SKIP LOCKED``); returns rows deleted.
+    """
+    days = settings.RETENTION_IMPORT_ERRORS_DAYS if days is None else days
+    if days <= 0:
+        return 0
+    batch_size = batch_size or settings.RETENTION_BATCH_SIZE
+    cutoff = timezone.now() - timedelta(days=days)
+    total = 0
+    for _ in range(IMPORT_ERRORS_MAX_BATCHES):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                """
+                DELETE FROM audience_importrowerror WHERE id IN (
+                    SELECT e.id FROM audience_importrowerror e
+                    JOIN audience_importjob j ON j.id = e.job_id
+                    WHERE j.finished_at < %s
+                    LIMIT %s FOR UPDATE OF e SKIP LOCKED
+                )
+                """,
+                [cutoff, batch_size],
+            )
+            done = cursor.rowcount
+        total += done
+        if done < batch_size:
+            break
+    return total
 
 
 def contact_touch_inbound(contact: Contact, at=None) -> None:

@@ -6,6 +6,7 @@ import logging
 
 from celery import shared_task
 
+from audience import services as audience_services
 from audience.ingest import services
 
 logger = logging.getLogger(__name__)
@@ -20,3 +21,9 @@ def ingest_contacts(job_id: int) -> str:
         return "not claimed"
     job = services.import_job_run(job)
     return job.status
+
+
+@shared_task(name="audience.import_errors_purge", ignore_result=True)
+def import_errors_purge() -> int:
+    """Delete import row problems past RETENTION_IMPORT_ERRORS_DAYS (beat, hourly); safe to run twice."""
+    return audience_services.import_errors_purge()

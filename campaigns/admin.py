@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from campaigns import selectors, services
-from campaigns.models import Campaign, CampaignAction, CampaignRun, Segment
+from campaigns.models import Campaign, CampaignAction, CampaignRun, Event, Recipient, Segment
 from campaigns.models import CampaignStatus as S
 from campaigns.segments import rules
 from campaigns.segments.query import to_query
@@ -172,7 +172,44 @@ class CampaignForm(forms.ModelForm):
             "send_at",
             "cron",
             "cron_timezone",
+            "trigger_event",
+            "trigger_keyword",
+            "trigger_conditions",
+            "trigger_contact_rule",
         ]
+
+    trigger_contact_rule = forms.CharField(
+        required=False,
+        label="Trigger contact rule",
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 100, "spellcheck": "false", "class": "segment-code"}),
+        help_text='Conditions on the contact in the segment language, e.g. age >= 18 AND NOT topic = "vip" '
+        "(or a JSON rule tree). Empty: every contact.",
+    )
+    trigger_conditions = forms.JSONField(
+        required=False,
+        label="Trigger property conditions",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 100, "spellcheck": "false", "class": "segment-code"}),
+        help_text='All must hold for the event\'s properties, e.g. [{"property": "total", "op": "gte", "value": 50}]. '
+        "Ops: eq, neq, in, not_in, contains, icontains, gt, gte, lt, lte, exists, not_exists.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        rule = self.instance.trigger_contact_rule if self.instance.pk else None
+        if rule:
+            self.initial["trigger_contact_rule"] = _query_text(rule)
+
+    def clean_trigger_contact_rule(self) -> Any:
+        text = (self.cleaned_data.get("trigger_contact_rule") or "").strip()
+        if text.startswith("{"):
+            try:
+                return json.loads(text)
+            except ValueError as exc:
+                raise ValidationError(f"not valid JSON: {exc}") from None
+        return text or None
+
+    def clean_trigger_conditions(self) -> Any:
+        return self.cleaned_data.get("trigger_conditions") or []
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -198,6 +235,7 @@ class CampaignRunInline(admin.TabularInline):
         "total",
         "pending",
         "held",
+        "sending",
         "sent",
         "skipped",
         "failed",
@@ -230,22 +268,59 @@ class CampaignActionInline(admin.TabularInline):
         return False
 
 
+# The bar's parts, in order from the left; what is left of the bar is pending.
+PROGRESS_PARTS = ("sent", "failed", "skipped", "sending", "held")
+ACTIVE_RUN_STATUSES = ("running", "paused")
+
+
+def run_progress(run: CampaignRun) -> dict[str, Any]:
+    """A run's counters as the progress bar shows them (also served as JSON to refresh it)."""
+    total = run.total
+    done = run.sent + run.skipped + run.failed
+    counts = {name: getattr(run, name) for name in ("pending", *PROGRESS_PARTS)}
+    text = ", ".join(f"{counts[name]} {name}" for name in ("sent", "sending", "skipped", "failed", "held", "pending"))
+    parts, x = [], 0.0
+    for name in PROGRESS_PARTS:
+        width = 100 * counts[name] / total if total else 0.0
+        parts.append({"name": name, "x": round(x, 3), "width": round(width, 3)})
+        x += width
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "active": run.status in ACTIVE_RUN_STATUSES,
+        "total": total,
+        **counts,
+        "percent": round(100 * done / total) if total else 100,
+        "text": f"{text} of {total}",
+        "parts": parts,
+    }
+
+
 def run_progress_bar(run: CampaignRun | None) -> str:
+    """A stacked SVG bar by state (the <progress> beside it is for screen readers), no inline style or
+    script (CSP-safe); run_progress.js refreshes it while the run is active."""
     if run is None:
         return "—"
-    done = run.sent + run.skipped + run.failed
-    percent = round(100 * done / run.total) if run.total else 100
+    data = run_progress(run)
+    rects = format_html_join(
+        "",
+        '<rect class="run-part run-{}" data-part="{}" x="{}" y="0" width="{}" height="10"></rect>',
+        ((part["name"], part["name"], part["x"], part["width"]) for part in data["parts"]),
+    )
     return format_html(
-        '<progress max="100" value="{}" aria-label="run progress">{}%</progress> {}% '
-        "<small>({} sent, {} skipped, {} failed, {} held of {})</small>",
-        percent,
-        percent,
-        percent,
-        run.sent,
-        run.skipped,
-        run.failed,
-        run.held,
-        run.total,
+        '<span class="run-progress" data-run="{}" data-active="{}" data-url="{}">'
+        '<progress class="run-progress-value" max="100" value="{}" aria-label="run progress">{}%</progress>'
+        '<svg class="run-bar" viewBox="0 0 100 10" preserveAspectRatio="none" aria-hidden="true">'
+        '<rect class="run-track" x="0" y="0" width="100" height="10"></rect>{}</svg> '
+        '<span class="run-percent">{}%</span> <small class="run-text">({})</small></span>',
+        run.pk,
+        "true" if data["active"] else "false",
+        reverse("admin:campaigns_campaign_progress"),
+        data["percent"],
+        data["percent"],
+        rects,
+        data["percent"],
+        data["text"],
     )
 
 
@@ -271,6 +346,7 @@ class CampaignAdmin(admin.ModelAdmin):
         "segment",
         "current_progress",
         "updated_at",
+        "analytics_link",
     )
     list_filter = ("status", "kind", "schedule_type", "sender")
     search_fields = ("name",)
@@ -280,18 +356,32 @@ class CampaignAdmin(admin.ModelAdmin):
         "audience_count",
         "current_progress",
         "periodic_task_link",
+        "analytics_link",
         "created_by",
         "created_at",
         "updated_at",
     )
     inlines = [CampaignRunInline, CampaignActionInline]
     change_form_template = "admin/campaigns/campaign/change_form.html"
+
+    class Media:
+        js = ("campaigns/run_progress.js",)
+        css = {"all": ("campaigns/run_progress.css", "campaigns/segment_preview.css")}
+
     fieldsets = (
         (None, {"fields": ("name", "kind", "status", "template", "sender")}),
         ("Audience", {"fields": ("segment", "topic", "audience_count")}),
         ("Delivery", {"fields": ("mps", "quiet_start", "quiet_end", "frequency_cap", "frequency_window", "validity")}),
         ("Schedule", {"fields": ("schedule_type", "send_at", "cron", "cron_timezone", "periodic_task_link")}),
-        ("Progress", {"fields": ("current_progress",)}),
+        (
+            "Trigger (triggered campaigns)",
+            {
+                "fields": ("trigger_event", "trigger_keyword", "trigger_conditions", "trigger_contact_rule"),
+                "description": "A triggered campaign answers each matching event (POST /api/v1/events/) or inbound "
+                "keyword with its template, once launched; its segment and topic still apply.",
+            },
+        ),
+        ("Progress", {"fields": ("current_progress", "analytics_link")}),
         ("History", {"fields": ("created_by", "created_at", "updated_at")}),
     )
 
@@ -325,12 +415,29 @@ class CampaignAdmin(admin.ModelAdmin):
         return [
             path("<int:pk>/act/<str:verb>/", self.admin_site.admin_view(self.act_view), name=f"{prefix}_act"),
             path("<int:pk>/dry-run/", self.admin_site.admin_view(self.dry_run_view), name=f"{prefix}_dry_run"),
+            path("progress/", self.admin_site.admin_view(self.progress_view), name=f"{prefix}_progress"),
             *super().get_urls(),
         ]
+
+    def progress_view(self, request):
+        """JSON counters of the runs named by ?run=1&run=2 (at most 100), for run_progress.js."""
+        from django.http import HttpResponseForbidden, JsonResponse
+
+        if not self.has_view_permission(request):
+            return HttpResponseForbidden()
+        ids = [int(value) for value in request.GET.getlist("run") if value.isdigit()][:100]
+        runs = CampaignRun.objects.filter(pk__in=ids).order_by("pk")
+        return JsonResponse({"runs": [run_progress(run) for run in runs]})
 
     @admin.display(description="current run")
     def current_progress(self, obj: Campaign) -> str:
         return run_progress_bar(obj.runs.first()) if obj.pk else "—"
+
+    @admin.display(description="analytics")
+    def analytics_link(self, obj: Campaign) -> str:
+        if not obj.pk:
+            return "—"
+        return format_html('<a href="{}">Analytics</a>', reverse("reporting:campaign", args=[obj.pk]))
 
     @admin.display(description="audience now")
     def audience_count(self, obj: Campaign) -> str:
@@ -399,3 +506,54 @@ class CampaignAdmin(admin.ModelAdmin):
         except ValidationError as exc:
             context["error"] = "; ".join(exc.messages)
         return TemplateResponse(request, "admin/campaigns/campaign/dry_run.html", context)
+
+
+# --- Events (triggered campaigns) -------------------------------------------------------------
+
+
+class EventRecipientInline(admin.TabularInline):
+    model = Recipient
+    fk_name = "event"
+    extra = 0
+    can_delete = False
+    fields = ("run", "state", "reason", "detail", "release_at", "message", "sent_at")
+    readonly_fields = fields
+    verbose_name_plural = "answers (one recipient per matched campaign)"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    """Events are written by the API and inbound keywords only: read-only here."""
+
+    list_display = ("name", "contact", "occurred_at", "received_at", "matched")
+    list_filter = ("name", ("received_at", admin.DateFieldListFilter), "matched_campaigns")
+    search_fields = ("name", "idempotency_key", "contact__phone")
+    date_hierarchy = "received_at"
+    list_select_related = ("contact",)
+    raw_id_fields = ("contact",)
+    fields = ("contact", "name", "properties", "occurred_at", "received_at", "idempotency_key", "matched_campaigns")
+    readonly_fields = fields
+    inlines = [EventRecipientInline]
+    show_full_result_count = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("matched_campaigns")
+
+    @admin.display(description="matched campaigns")
+    def matched(self, obj: Event) -> str:
+        return ", ".join(campaign.name for campaign in obj.matched_campaigns.all()) or "—"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

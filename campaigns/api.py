@@ -1,20 +1,22 @@
-"""REST API for segments (CRUD and the live preview) and campaigns (CRUD and their actions)."""
+"""REST API for segments (CRUD and the live preview), campaigns (CRUD and their actions) and events."""
 
 from __future__ import annotations
 
+import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import extend_schema, extend_schema_field
-from rest_framework import serializers, status, viewsets
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from audience.models import Contact
+from audience.phones import InvalidPhone, normalize_phone
 from campaigns import selectors, services
-from campaigns.models import Campaign, CampaignAction, CampaignRun, Segment
+from campaigns.models import Campaign, CampaignAction, CampaignRun, Event, Segment
 from campaigns.segments.rules import RuleError
-from campaigns.services import SegmentError
+from campaigns.services import SegmentError, events
 from config.api import raise_as_drf
 from config.roles import is_analyst
 
@@ -145,6 +147,7 @@ class CampaignRunSerializer(serializers.ModelSerializer):
             "total",
             "pending",
             "held",
+            "sending",
             "sent",
             "skipped",
             "failed",
@@ -185,6 +188,10 @@ class CampaignSerializer(serializers.ModelSerializer):
             "send_at",
             "cron",
             "cron_timezone",
+            "trigger_event",
+            "trigger_keyword",
+            "trigger_conditions",
+            "trigger_contact_rule",
             "status",
             "periodic_task",
             "current_run",
@@ -192,6 +199,13 @@ class CampaignSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["status", "periodic_task", "current_run", "created_at", "updated_at"]
+
+    trigger_contact_rule = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="Triggered campaigns: conditions on the contact, a JSON rule tree or a query string such as "
+        'age >= 18 AND NOT topic = "vip". Stored as the tree.',
+    )
 
     @extend_schema_field(CampaignRunSerializer(allow_null=True))
     def get_current_run(self, obj: Campaign):
@@ -289,3 +303,143 @@ class CampaignViewSet(viewsets.ModelViewSet):
     def actions(self, request, pk=None):
         campaign = self.get_object()
         return Response(CampaignActionSerializer(campaign.actions.all()[:500], many=True).data)
+
+
+# --- Events (triggered campaigns) ----------------------------------------------------------
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+class ContactRefField(serializers.Field):
+    """A contact by id (a JSON number) or by phone (a string, in any common spelling)."""
+
+    default_error_messages = {"unknown": "no contact {ref}", "type": "a contact id (number) or a phone (string)"}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | str):
+            self.fail("type")
+        if isinstance(data, int):
+            contact = Contact.objects.filter(pk=data).first()
+            ref = f"with id {data}"
+        else:
+            try:
+                phone = normalize_phone(data)
+            except InvalidPhone as exc:
+                raise serializers.ValidationError(str(exc)) from None
+            contact = Contact.objects.filter(phone=phone).first()
+            ref = f"with phone {phone}"
+        if contact is None:
+            self.fail("unknown", ref=ref)
+        return contact
+
+    def to_representation(self, value):
+        return value.pk
+
+
+@extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}], "example": "+254712345678"})
+class ContactRefSchemaField(ContactRefField):
+    pass
+
+
+class EventCreateSerializer(serializers.Serializer):
+    contact = ContactRefSchemaField(help_text="The contact's id, or its phone in any common spelling.")
+    name = serializers.CharField(max_length=100, help_text="What happened, e.g. order_shipped.")
+    properties = serializers.JSONField(
+        required=False, help_text="A JSON object; its values fill {{ event.<key> }} placeholders."
+    )
+    occurred_at = serializers.DateTimeField(required=False, help_text="When it happened; default: when received.")
+
+    def validate_properties(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("must be a JSON object")
+        return value
+
+
+class EventSerializer(serializers.ModelSerializer):
+    matched_campaigns = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Event
+        fields = ["id", "contact", "name", "properties", "occurred_at", "received_at", "matched_campaigns"]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.ListField(child=serializers.IntegerField()))
+    def get_matched_campaigns(self, obj: Event) -> list[int]:
+        return sorted(campaign.pk for campaign in obj.matched_campaigns.all())
+
+
+class EventFilter(django_filters.FilterSet):
+    name = django_filters.CharFilter()
+    contact = django_filters.NumberFilter(field_name="contact_id")
+    campaign = django_filters.NumberFilter(field_name="matched_campaigns", help_text="Events that fired it.")
+    occurred_after = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    occurred_before = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    received_after = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="gte")
+    received_before = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="lt")
+
+    class Meta:
+        model = Event
+        fields = ["name", "contact", "campaign"]
+
+
+class EventPagination(CursorPagination):
+    ordering = ("-received_at", "-id")
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Events that fire triggered campaigns: post them, list them (Analysts read, Staff write)."""
+
+    serializer_class = EventSerializer
+    pagination_class = EventPagination
+    filterset_class = EventFilter
+    queryset = Event.objects.prefetch_related("matched_campaigns").order_by("-received_at", "-id")
+    http_method_names = ["get", "post", "head", "options"]
+
+    @extend_schema(
+        request=EventCreateSerializer,
+        responses={
+            201: EventSerializer,
+            400: OpenApiResponse(description="A field is missing or wrong; the body names it."),
+            422: OpenApiResponse(description="The Idempotency-Key was used for a different request."),
+        },
+        parameters=[
+            OpenApiParameter(
+                IDEMPOTENCY_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="Required. A replay with the same key and body returns the first event (same "
+                "status and body) and sends nothing new; the same key with another body is a 422.",
+            )
+        ],
+    )
+    def create(self, request, *args, **kwargs):
+        """Record an event; running triggered campaigns it matches send their template to the contact."""
+        key = (request.headers.get(IDEMPOTENCY_HEADER) or "").strip()
+        if not key:
+            raise serializers.ValidationError(
+                {IDEMPOTENCY_HEADER: ["this header is required: a unique key per event, e.g. a UUID"]}
+            )
+        if len(key) > 255:
+            raise serializers.ValidationError({IDEMPOTENCY_HEADER: ["at most 255 characters"]})
+        fingerprint = events.request_fingerprint(request.data)
+        try:
+            replayed = events.event_replay(key, fingerprint)
+            if replayed is None:
+                payload = EventCreateSerializer(data=request.data)
+                payload.is_valid(raise_exception=True)
+                data = payload.validated_data
+                replayed, _ = events.event_record(
+                    contact=data["contact"],
+                    name=data["name"],
+                    properties=data.get("properties") or {},
+                    occurred_at=data.get("occurred_at"),
+                    idempotency_key=key,
+                    request_hash=fingerprint,
+                )
+        except events.EventConflict as exc:
+            return Response(exc.message_dict, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+        event = Event.objects.prefetch_related("matched_campaigns").get(pk=replayed.pk)
+        return Response(EventSerializer(event).data, status=status.HTTP_201_CREATED)

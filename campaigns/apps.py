@@ -3,3 +3,16 @@ from django.apps import AppConfig
 
 class CampaignsConfig(AppConfig):
     name = "campaigns"
+
+    def ready(self) -> None:
+        from campaigns.receivers import on_inbound_message_received
+        from messaging.signals import inbound_message_received
+
+        # Inbound keywords of triggered campaigns (JOIN...); messaging keeps STOP/START/HELP.
+        inbound_message_received.connect(on_inbound_message_received, dispatch_uid="campaigns_keyword_trigger")
+
+        from audience.signals import contact_erasing
+        from campaigns.erasure import contact_recipients_skip
+
+        # An erased contact's waiting recipients are skipped in the erasure's own transaction.
+        contact_erasing.connect(contact_recipients_skip, dispatch_uid="campaigns_contact_erase")

@@ -104,6 +104,27 @@ class Campaign(models.Model):
     send_at = models.DateTimeField(null=True, blank=True)
     cron = models.CharField(max_length=100, blank=True, help_text='Five fields, e.g. "0 9 * * mon-fri".')
     cron_timezone = models.CharField(max_length=64, blank=True, default="UTC")
+    # Triggered campaigns (campaigns.services.events): an event by name, or an inbound keyword.
+    trigger_event = models.CharField(
+        max_length=100, blank=True, help_text="Event name that fires this triggered campaign, e.g. order_shipped."
+    )
+    trigger_keyword = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="Inbound keyword (the whole message, any case) that fires it, e.g. JOIN; "
+        "the contact is also added to the campaign's topic.",
+    )
+    trigger_conditions = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Conditions on the event's properties, all must hold: "
+        '[{"property": "total", "op": "gte", "value": 50}].',
+    )
+    trigger_contact_rule = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Conditions on the contact, in the segment rule language (a JSON rule tree or a query string).",
+    )
     status = models.CharField(max_length=16, choices=CampaignStatus.choices, default=CampaignStatus.DRAFT)
     periodic_task = models.OneToOneField(
         "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="campaign"
@@ -124,6 +145,18 @@ class Campaign(models.Model):
             models.CheckConstraint(
                 condition=models.Q(frequency_cap__isnull=True) | models.Q(frequency_window__isnull=False),
                 name="campaign_cap_has_window",
+            ),
+            # One live campaign per keyword: two would answer one JOIN twice.
+            models.UniqueConstraint(
+                fields=["trigger_keyword"],
+                condition=~models.Q(trigger_keyword="")
+                & ~models.Q(status__in=[CampaignStatus.COMPLETED, CampaignStatus.CANCELLED, CampaignStatus.FAILED]),
+                name="campaign_keyword_unique_while_live",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["trigger_event"], name="campaign_trigger_event", condition=~models.Q(trigger_event="")
             ),
         ]
 
@@ -225,10 +258,20 @@ class Recipient(models.Model):
     created_at = models.DateTimeField(db_default=Now())
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # Set for a triggered campaign's recipient: the event it answers (one recipient per event and run).
+    event = models.ForeignKey(
+        "Event", null=True, blank=True, on_delete=models.CASCADE, related_name="recipients", db_index=False
+    )
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["run", "contact"], name="recipient_once_per_run"),
+            # A snapshot holds a contact once; a triggered run holds it once per event.
+            models.UniqueConstraint(
+                fields=["run", "contact"], condition=models.Q(event__isnull=True), name="recipient_once_per_run"
+            ),
+            models.UniqueConstraint(
+                fields=["event", "run"], condition=models.Q(event__isnull=False), name="recipient_once_per_event"
+            ),
             models.CheckConstraint(condition=models.Q(state__in=RecipientState.values), name="recipient_state_valid"),
         ]
         indexes = [
@@ -239,3 +282,34 @@ class Recipient(models.Model):
 
     def __str__(self) -> str:
         return f"{self.contact_id} in run {self.run_id}: {self.state}"
+
+
+# --- Events (triggered campaigns) -------------------------------------------------------------
+
+
+class Event(models.Model):
+    """Something a contact did, posted to /api/v1/events/ (or an inbound keyword); never edited.
+
+    ``idempotency_key`` is unique: a replay finds the first event, and two simultaneous requests
+    with one key make one event. ``request_hash`` tells a replay from a different body.
+    """
+
+    contact = models.ForeignKey("audience.Contact", on_delete=models.CASCADE, related_name="events")
+    name = models.CharField(max_length=100)
+    properties = models.JSONField(default=dict, blank=True)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    request_hash = models.CharField(max_length=64, blank=True)
+    matched_campaigns = models.ManyToManyField(Campaign, blank=True, related_name="events")
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [
+            models.Index(fields=["name", "received_at"], name="event_name_received"),
+            models.Index(fields=["contact", "received_at"], name="event_contact_received"),
+            BrinIndex(fields=["received_at"], name="event_received_brin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.contact_id}) at {self.occurred_at:%Y-%m-%d %H:%M}"

@@ -1,12 +1,22 @@
-"""Global per-sender pacing: one token bucket in Redis shared by every worker and process.
+"""Global per-sender pacing in Redis, shared by every worker, thread and process.
 
-The bucket is a GCRA schedule (the "theoretical arrival time" of the next free slot) kept in
-one Redis key per sender and moved by one Lua script, so two workers can never take the same
-slot. Time comes from Redis (``TIME``), never from the workers' clocks. A caller reserves the
-next slot and sleeps until it; slots are ``1 / mps`` seconds apart (with a small margin), so
-no one-second window holds more than ``mps`` sends, whichever worker took them. Runs sharing
-a sender share its bucket. Redis holds nothing that cannot be rebuilt: a lost key only resets
-the schedule to "now".
+No window of one second may see more than the sender's MPS. A token bucket of capacity ``b``
+refilled at ``r`` lets ``b + r`` through in a second, so a strict bucket has ``b = 1``: sends
+evenly spaced ``1 / mps`` apart, where any lateness of one send (a thread waking late, a busy
+core) squeezes it against the next and needs a safety margin paid on every send of the run.
+
+So each sender keeps a sliding-window log instead: the times of its last ``mps`` sends, in one
+Redis list moved by one Lua script (two callers can never take the same place). A send may go
+when the ``mps``-th previous one is at least ``WINDOW`` (one second plus ``SLACK``) old, so
+``mps`` sends go at once and the next ``mps`` a window later, and a run of N messages takes
+about ``(N / mps - 1) * WINDOW`` seconds. A send whose request leaves later than its slot (a
+busy core, a thread waking late) moves its slot to when it left (``slot_started``), so the
+sends a window later keep their distance from the real one; the slack only has to absorb the
+moment between that mark and the request reaching the provider, and is paid once per window
+instead of on every send. Time comes from Redis (``TIME``), never from the workers'
+clocks. Senders above ``LOG_MAX_MPS`` (no real sender; the unthrottled benchmark) use an evenly
+spaced schedule (GCRA) instead of a long list. Redis holds nothing that cannot be rebuilt: a
+lost key only forgets the last second.
 """
 
 from __future__ import annotations
@@ -19,12 +29,15 @@ from functools import cache
 import redis
 from django.conf import settings
 
-# Slots a hair further apart than 1/mps: sleeps overshoot by a few ms, and a window must
-# still never see mps + 1 sends when one send's sleep overshoots more than the next one's.
+# Lateness absorbed between a send's mark (``slot_started``) and its request reaching the provider.
+SLACK = 0.05
+WINDOW = 1.0 + SLACK
+LOG_MAX_MPS = 2000
+# The evenly spaced schedule (above LOG_MAX_MPS): slots a hair further apart than 1/mps.
 MARGIN = 1.02
 # How far ahead a caller may reserve; beyond this it waits without reserving, so a paused
-# run does not hold slots that another run on the sender could use.
-MAX_AHEAD = 1.0
+# run does not hold slots that another run on the sender could use, and notices the pause soon.
+MAX_AHEAD = 0.25
 
 _RESERVE = """
 if redis.replicate_commands then redis.replicate_commands() end
@@ -43,11 +56,53 @@ return {1, wait, tat}
 """
 
 
+# KEYS[1] the log (a sorted set: slot id -> its time in microseconds), KEYS[2] the id sequence;
+# ARGV: mps, window, ahead. A slot goes at max(now, the mps-th latest slot + window); the set
+# keeps the mps latest slots.
+_LOG = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local ahead = tonumber(ARGV[3])
+local n = redis.call('ZCARD', KEYS[1])
+local at = now
+if n >= limit then
+  local base = tonumber(redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')[2]) + window
+  if base > at then at = base end
+end
+local wait = at - now
+if wait > ahead then
+  return {0, wait - ahead, at, 0}
+end
+local id = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[1], at, id)
+if n + 1 > limit then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - limit) end
+local ttl = math.floor((at - now + window) / 1000) + 60000
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+return {1, wait, at, id}
+"""
+
+# A slot whose request leaves late is moved to when it left, so the slots an mps later (taken
+# at most MAX_AHEAD before their time) keep a full window after the real send.
+_STARTED = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if at and tonumber(at) < now then redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1]) end
+return now
+"""
+
+
 @dataclass(frozen=True)
 class Slot:
     granted: bool
     wait: float  # seconds: until the slot (granted) or until asking again makes sense
     at_us: int  # the slot's time on Redis' clock, microseconds since the epoch
+    slot_id: int = 0  # in the sender's log (0: an evenly spaced slot, nothing to move)
 
 
 @cache
@@ -60,18 +115,55 @@ def _script():
     return _client().register_script(_RESERVE)
 
 
+@cache
+def _log_script():
+    return _client().register_script(_LOG)
+
+
+@cache
+def _started_script():
+    return _client().register_script(_STARTED)
+
+
 def bucket_key(sender_id: int) -> str:
     return f"pace:sender:{sender_id}"
 
 
-def slot_reserve(sender_id: int, mps: float, *, max_ahead: float = MAX_AHEAD) -> Slot:
-    """Reserve the sender's next slot if it is at most ``max_ahead`` seconds away."""
-    interval_us = int(1_000_000 * MARGIN / mps)
-    granted, wait_us, at_us = _script()(keys=[bucket_key(sender_id)], args=[interval_us, int(max_ahead * 1_000_000)])
+def log_key(sender_id: int) -> str:
+    return f"pace:log:sender:{sender_id}"
+
+
+def slot_reserve(sender_id: int, mps: float, *, max_ahead: float = MAX_AHEAD, count: int = 1) -> Slot:
+    """Reserve the sender's next slot if it is at most ``max_ahead`` seconds away.
+
+    ``count`` > 1 (evenly spaced senders only) reserves that many sends at once: one Redis call
+    per chunk for a sender far above what one call per send could serve.
+    """
+    ahead_us = int(max_ahead * 1_000_000)
+    if mps <= LOG_MAX_MPS:
+        args = [max(1, int(mps)), int(WINDOW * 1_000_000), ahead_us]
+        keys = [log_key(sender_id), log_key(sender_id) + ":seq"]
+        granted, wait_us, at_us, slot_id = _log_script()(keys=keys, args=args)
+        return Slot(bool(granted), int(wait_us) / 1_000_000, int(at_us), int(slot_id))
+    interval_us = max(1, int(1_000_000 * MARGIN / mps)) * max(1, count)
+    granted, wait_us, at_us = _script()(keys=[bucket_key(sender_id)], args=[interval_us, ahead_us])
     return Slot(bool(granted), int(wait_us) / 1_000_000, int(at_us))
 
 
-def slot_take(sender_id: int, mps: float, *, keep_going: Callable[[], bool] = lambda: True) -> Slot | None:
+def slot_started(sender_id: int, slot: Slot) -> None:
+    """Call right before the request of ``slot`` leaves: a late one moves its slot to now."""
+    if slot.slot_id:
+        _started_script()(keys=[log_key(sender_id)], args=[slot.slot_id])
+
+
+def chunk_for(mps: float) -> int:
+    """Sends one Redis call may reserve: one in the exact log, ~10 ms worth above it."""
+    return 1 if mps <= LOG_MAX_MPS else min(100, int(mps // 100))
+
+
+def slot_take(
+    sender_id: int, mps: float, *, keep_going: Callable[[], bool] = lambda: True, count: int = 1
+) -> Slot | None:
     """Block until this caller owns a slot and its time has come; None if ``keep_going`` says stop.
 
     ``mps`` <= 0 means unthrottled. ``keep_going`` is asked while waiting, so a pause stops a
@@ -80,7 +172,7 @@ def slot_take(sender_id: int, mps: float, *, keep_going: Callable[[], bool] = la
     if mps <= 0:
         return Slot(True, 0.0, 0)
     while True:
-        slot = slot_reserve(sender_id, mps)
+        slot = slot_reserve(sender_id, mps, count=count)
         if slot.granted:
             if slot.wait > 0:
                 time.sleep(slot.wait)
@@ -91,4 +183,4 @@ def slot_take(sender_id: int, mps: float, *, keep_going: Callable[[], bool] = la
 
 
 def pacing_reset(sender_id: int) -> None:
-    _client().delete(bucket_key(sender_id))
+    _client().delete(bucket_key(sender_id), log_key(sender_id), log_key(sender_id) + ":seq")

@@ -1,4 +1,5 @@
 import logging
+import time
 
 from celery import shared_task
 from django.utils import timezone
@@ -32,13 +33,26 @@ def campaign_fire(campaign_id: int) -> int | None:
 # --- Delivery (campaigns.services.dispatch) --------------------------------------------------
 
 
+# A dispatcher sends batch after batch for up to this long, then queues itself again: fewer trips
+# through the broker between batches, and a worker shutting down waits for at most one round.
+DISPATCH_ROUND_SECONDS = 30.0
+# A Redis restart must not end a run's chain: publishing the next round waits for the broker.
+REQUEUE_RETRY = {"max_retries": 60, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 2.0}
+
+
 @shared_task(name="campaigns.dispatch_run", ignore_result=True)
 def dispatch_run(run_id: int) -> int:
-    """Send one batch of a run, then queue the next; safe to run twice (claims skip locked rows)."""
-    claimed, again = dispatch.run_dispatch_batch(run_id)
+    """Send batches of a run for a while, then queue the next round; safe to run twice (claims skip locked rows)."""
+    deadline = time.monotonic() + DISPATCH_ROUND_SECONDS
+    total = 0
+    while True:
+        claimed, again = dispatch.run_dispatch_batch(run_id)
+        total += claimed
+        if again != 0.0 or time.monotonic() >= deadline:
+            break
     if again is not None:
-        dispatch_run.apply_async(args=[run_id], countdown=again or None)
-    return claimed
+        dispatch_run.apply_async(args=[run_id], countdown=again or None, retry=True, retry_policy=REQUEUE_RETRY)
+    return total
 
 
 @shared_task(name="campaigns.release_held", ignore_result=True)

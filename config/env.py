@@ -16,6 +16,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+# Periods DRF's throttles understand (they read the first letter).
+_RATE_PERIODS = ("s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day")
 
 
 class Env:
@@ -94,6 +96,18 @@ class Env:
             raise ImproperlyConfigured(f"{name}={_redact(value)!r} must be a URL with scheme {' or '.join(schemes)}")
         if parsed.scheme in ("http", "https") and not parsed.netloc:
             raise ImproperlyConfigured(f"{name}={value!r} has no host")
+        return value
+
+    def rate(self, name: str, default: str) -> str:
+        """A request rate such as ``120/min``: a positive count per s, min, hour or day."""
+        value = self.raw(name)
+        if value is None:
+            return default
+        count, _, period = value.partition("/")
+        if not (count.isdigit() and int(count) > 0 and period in _RATE_PERIODS):
+            raise ImproperlyConfigured(
+                f"{name}={value!r} is not a rate; write COUNT/PERIOD with PERIOD one of {', '.join(_RATE_PERIODS)}"
+            )
         return value
 
     def timezone(self, name: str, default: str) -> str:

@@ -8,12 +8,14 @@ secrets and Twilio credentials through the variables documented in the README.
 
 from __future__ import annotations
 
+from email.utils import parseaddr
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import Env, read_env_file
+from config.logging import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -122,6 +124,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "import_export",
+    "django_htmx",
     "audience",
     "messaging",
     "campaigns",
@@ -129,6 +132,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.RequestIdMiddleware",
+    "config.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -172,6 +177,12 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    # plotly.js for the analyst pages' charts, straight from the pinned plotly package.
+    "reporting.staticfinders.PlotlyFinder",
+]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -195,7 +206,7 @@ SESSION_COOKIE_HTTPONLY = True
 if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^health/$"]
+SECURE_REDIRECT_EXEMPT = [r"^health/$", r"^metrics$"]
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
@@ -254,14 +265,28 @@ CELERY_TASK_ALWAYS_EAGER = False
 # --- Logging -------------------------------------------------------------------------------
 
 LOG_LEVEL = env.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
-}
+# One JSON object per line with the request id and task ids (config.logging); text for development.
+LOG_FORMAT = env.choice("LOG_FORMAT", ("json", "text"), default="text" if DEBUG else "json")
+LOGGING = logging_config(LOG_LEVEL, LOG_FORMAT)
+
+# --- Metrics and alerts --------------------------------------------------------------------
+
+# /metrics (Prometheus) answers a Bearer METRICS_TOKEN or a client address in METRICS_ALLOWED_IPS.
+METRICS_TOKEN = env.str("METRICS_TOKEN", "")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"] if DEBUG else [])
+# Request counters are summed in Redis; each process flushes its own at most this often.
+METRICS_FLUSH_SECONDS = env.float("METRICS_FLUSH_SECONDS", 1.0, minimum=0)
+# Alerts are mailed to ADMINS ("Name <a@example.com>,b@example.com") and POSTed to ALERT_WEBHOOK_URL.
+ADMINS = [parseaddr(item) for item in env.list("ADMINS", default=[])]
+ALERT_WEBHOOK_URL = env.url("ALERT_WEBHOOK_URL", schemes=("http", "https")) or ""
+EMAIL_HOST = env.str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = 10
+SERVER_EMAIL = env.str("SERVER_EMAIL", "alerts@localhost")
+EMAIL_SUBJECT_PREFIX = env.str("EMAIL_SUBJECT_PREFIX", "[messaging] ")
 
 # --- Import / export -----------------------------------------------------------------------
 
@@ -272,3 +297,52 @@ IMPORT_EXPORT_SKIP_ADMIN_LOG = True
 INGEST_INLINE_MAX_BYTES = env.int("INGEST_INLINE_MAX_BYTES", 1024 * 1024, minimum=0)
 # Processes that validate an import file; 0 means one per available core.
 INGEST_WORKERS = env.int("INGEST_WORKERS", 0, minimum=0)
+
+# --- Hardening: retention, abuse protection, upload limits, security headers ---------------
+# (one block so the issue's settings stay together; env variables are documented in the README)
+
+# Days raw provider payloads, inbound message bodies and import row problems are kept; 0 keeps
+# them forever. The beat task messaging.retention_purge clears older ones in small batches.
+RETENTION_WEBHOOK_PAYLOAD_DAYS = env.int("RETENTION_WEBHOOK_PAYLOAD_DAYS", 30, minimum=0)
+RETENTION_INBOUND_BODY_DAYS = env.int("RETENTION_INBOUND_BODY_DAYS", 90, minimum=0)
+RETENTION_IMPORT_ERRORS_DAYS = env.int("RETENTION_IMPORT_ERRORS_DAYS", 30, minimum=0)
+RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", 5000, minimum=1)
+
+# Failed admin logins: django-axes locks an account, and separately an IP address, after
+# LOGIN_FAILURE_LIMIT failures, for LOGIN_LOCKOUT_MINUTES (answered 429 with the message below).
+INSTALLED_APPS += ["axes", "csp"]
+MIDDLEWARE += ["csp.middleware.CSPMiddleware", "axes.middleware.AxesMiddleware"]  # axes last
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+LOGIN_LOCKOUT_MINUTES = env.int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1)
+AXES_COOLOFF_TIME = LOGIN_LOCKOUT_MINUTES / 60  # hours
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own: per account and per IP
+AXES_RESET_ON_SUCCESS = True
+AXES_COOLOFF_MESSAGE = (
+    f"Too many failed logins for this account or from this address: locked for "
+    f"{LOGIN_LOCKOUT_MINUTES} minutes. Try again later or ask an administrator."
+)
+
+# API throttling per token (per user for sessions): reads and writes have their own rates.
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["config.throttling.TokenRateThrottle"]
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
+    "read": env.rate("API_THROTTLE_READ_RATE", "1200/min"),
+    "write": env.rate("API_THROTTLE_WRITE_RATE", "300/min"),
+}
+
+# Uploads: an import file may be up to IMPORT_MAX_BYTES (bigger ones get 413 naming the limit);
+# other request bodies (JSON, forms, webhooks) stay within Django's 2.5 MB.
+IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", 256 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+
+# Content-Security-Policy (django-csp): no inline script or style anywhere, no framing.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}

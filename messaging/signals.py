@@ -14,3 +14,7 @@ message_status_changed = Signal()
 
 # message_id: int, keyword: str | None (a Keyword value such as "stop", or None for plain text).
 inbound_message_received = Signal()
+
+# message_ids: list[int]. Many messages changed status at once (a batch of campaign sends: claimed,
+# sent, retried, skipped or failed), in place of one message_status_changed each.
+message_statuses_changed = Signal()

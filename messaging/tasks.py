@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from messaging import retention
 from messaging.providers.simulated import simulated_step_run, step_delay
 from messaging.services import send
 
@@ -34,3 +35,9 @@ def simulated_status_step(step: dict) -> None:
     rest = simulated_step_run(step)
     if rest is not None:
         simulated_status_step.apply_async(args=[rest], countdown=step_delay())
+
+
+@shared_task(name="messaging.retention_purge", ignore_result=True)
+def retention_purge() -> dict[str, int]:
+    """Clear old raw payloads and inbound bodies (beat, hourly); safe to run twice."""
+    return retention.retention_purge()

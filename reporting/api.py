@@ -230,11 +230,13 @@ class CheckSerializer(serializers.Serializer):
 
 class BrokerSerializer(CheckSerializer):
     depths = serializers.DictField(child=serializers.IntegerField(), required=False)
+    age_seconds = serializers.FloatField(required=False, help_text="How old the depths are (refreshed by beat).")
 
 
 class CelerySerializer(CheckSerializer):
     workers = serializers.ListField(child=serializers.CharField(), required=False)
     alive = serializers.BooleanField(required=False)
+    age_seconds = serializers.FloatField(required=False, help_text="How old the ping's answer is (refreshed by beat).")
 
 
 class BeatSerializer(serializers.Serializer):
@@ -247,6 +249,7 @@ class RateSerializer(serializers.Serializer):
     failed = serializers.IntegerField()
     per_minute = serializers.FloatField()
     error_rate = serializers.FloatField(allow_null=True)
+    since = serializers.DateTimeField(help_text="Start of the window: the current minute and the N before it.")
 
 
 class RatesSerializer(serializers.Serializer):
@@ -296,6 +299,9 @@ class DashboardSerializer(serializers.Serializer):
     webhooks = WebhooksSerializer()
     active_runs = ActiveRunSerializer(many=True)
     totals = TotalsSerializer()
+    counters_swept_at = serializers.DateTimeField(
+        allow_null=True, help_text="Last sweep of the counters: changes made without a signal are counted by then."
+    )
 
 
 # --- Views ---------------------------------------------------------------------------------

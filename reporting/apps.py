@@ -5,8 +5,18 @@ class ReportingConfig(AppConfig):
     name = "reporting"
 
     def ready(self) -> None:
-        from messaging.signals import message_status_changed
-        from reporting.counters import on_message_status_changed
+        from audience import signals as audience_signals
+        from messaging import signals as messaging_signals
+        from reporting import counters
 
-        # Counts move as statuses do; the periodic sweep catches changes made without the signal.
-        message_status_changed.connect(on_message_status_changed, dispatch_uid="reporting_counters")
+        # Counts move as statuses, replies and opt-outs come; the sweep catches changes made without a signal.
+        messaging_signals.message_status_changed.connect(
+            counters.on_message_status_changed, dispatch_uid="reporting_counters"
+        )
+        messaging_signals.message_statuses_changed.connect(
+            counters.on_message_statuses_changed, dispatch_uid="reporting_counters_batch"
+        )
+        messaging_signals.inbound_message_received.connect(
+            counters.on_inbound_message_received, dispatch_uid="reporting_counters_inbound"
+        )
+        audience_signals.consent_changed.connect(counters.on_consent_changed, dispatch_uid="reporting_counters_consent")

@@ -9,27 +9,25 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import connection, models
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import Max, QuerySet, Sum
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from kombu.exceptions import ChannelError
 
-from audience.models import ConsentStatus, Contact
 from campaigns.models import CampaignRun, RunStatus
 from config.health import check_cache, check_database
 from messaging.keywords import KEYWORDS, Keyword, keyword_parse
 from messaging.models import Direction, Message, MessageEvent
-from reporting.counters import counters_read
+from reporting.counters import SWEEP_WATERMARK_KEY, contact_totals, counters_read
 
 FULL_PHONE_PERMISSION = "reporting.see_full_phone"
 WORKERS_CACHE_KEY = "reporting:celery-workers"
-WORKERS_CACHE_SECONDS = 10
+QUEUES_CACHE_KEY = "reporting:queue-depths"
+# Beat refreshes the probes every 10 s; a request probes itself only when they are older than this.
+PROBE_CACHE_SECONDS = 60
 PING_TIMEOUT = 0.5
 RATE_WINDOWS = {"1m": 1, "5m": 5, "60m": 60}
-# Outbound messages are sent within minutes of being created; older ones are left out of the rates
-# so the rate query stays on the (direction, created_at) index.
-RATE_LOOKBACK = dt.timedelta(days=2)
 
 
 class InboundKind(models.TextChoices):
@@ -130,20 +128,37 @@ def _timed(check: Callable[[], Any]) -> dict[str, Any]:
     return result
 
 
+def _probe_cached(key: str, probe: Callable[[], Any], *, refresh: bool = False) -> tuple[Any, float]:
+    """(value, its age in seconds) of a slow probe, kept in Redis by ``monitoring_refresh`` (beat).
+
+    A request never waits for a probe while a value younger than ``PROBE_CACHE_SECONDS`` is kept;
+    only when beat has not refreshed it for that long does one request probe (and store) it.
+    """
+    found = None if refresh else cache.get(key)
+    if found is None:
+        found = {"value": probe(), "at": time.time()}
+        cache.set(key, found, PROBE_CACHE_SECONDS)
+    return found["value"], round(max(time.time() - found["at"], 0.0), 1)
+
+
+def _probe_answer(name: str, key: str, probe: Callable[[], Any]) -> dict[str, Any]:
+    value, age = _probe_cached(key, probe)
+    return {name: value, "age_seconds": age}
+
+
+def _ping_workers() -> list[str]:
+    from config.celery import app
+
+    replies = app.control.ping(timeout=PING_TIMEOUT) or []
+    return sorted(name for reply in replies for name in reply)
+
+
 def celery_workers() -> list[str]:
-    """Names of the workers that answered a ping (cached briefly: a ping waits its whole timeout)."""
-    names = cache.get(WORKERS_CACHE_KEY)
-    if names is None:
-        from config.celery import app
-
-        replies = app.control.ping(timeout=PING_TIMEOUT) or []
-        names = sorted(name for reply in replies for name in reply)
-        cache.set(WORKERS_CACHE_KEY, names, WORKERS_CACHE_SECONDS)
-    return names
+    """Names of the workers that answered a ping (cached: a ping waits its whole timeout)."""
+    return _probe_cached(WORKERS_CACHE_KEY, _ping_workers)[0]
 
 
-def queue_depths(names: list[str] | None = None) -> dict[str, int]:
-    """Messages waiting in each Celery queue (LLEN on Redis, through kombu so any broker answers)."""
+def _queue_depths_read(names: list[str] | None = None) -> dict[str, int]:
     from config.celery import app
 
     names = sorted(names or {app.conf.task_default_queue, *(app.conf.task_queues or {})})
@@ -159,35 +174,54 @@ def queue_depths(names: list[str] | None = None) -> dict[str, int]:
     return depths
 
 
+def queue_depths(names: list[str] | None = None) -> dict[str, int]:
+    """Messages waiting in each Celery queue (LLEN on Redis, through kombu so any broker answers), read now."""
+    return _queue_depths_read(names)
+
+
+def monitoring_refresh() -> None:
+    """Probe the workers and the queues and keep the answers for the dashboard (beat, every 10 s)."""
+    for key, probe in ((WORKERS_CACHE_KEY, _ping_workers), (QUEUES_CACHE_KEY, _queue_depths_read)):
+        try:
+            _probe_cached(key, probe, refresh=True)
+        except Exception:  # noqa: BLE001 - a broker that is down is reported by the next request's probe
+            cache.delete(key)
+
+
 def beat_last_tick() -> dict[str, Any]:
     last = PeriodicTask.objects.aggregate(last=Max("last_run_at"))["last"]
     ago = (timezone.now() - last).total_seconds() if last else None
     return {"last_run_at": last, "seconds_ago": round(ago, 1) if ago is not None else None}
 
 
+def _minute_sums(since: dt.datetime) -> dict[str, int]:
+    from reporting.models import MinuteCounter
+
+    sums = MinuteCounter.objects.filter(minute__gte=since).aggregate(
+        outbound=Sum("outbound"), inbound=Sum("inbound"), accepted=Sum("accepted"), failed=Sum("failed")
+    )
+    return {name: value or 0 for name, value in sums.items()}
+
+
 def send_rates(now: dt.datetime) -> dict[str, Any]:
-    """Messages accepted by the provider and failed in the last 1, 5 and 60 minutes, and the error rate."""
-    accepted_at = "COALESCE(queued_at, sent_at)"
-    parts, params = [], {"now": now, "lookback": now - RATE_LOOKBACK}
-    for label, minutes in RATE_WINDOWS.items():
-        params[f"w{label}"] = now - dt.timedelta(minutes=minutes)
-        parts.append(f"count(*) FILTER (WHERE {accepted_at} >= %(w{label})s)")
-        parts.append(f"count(*) FILTER (WHERE failed_at >= %(w{label})s)")
-    sql = f"""
-        SELECT {", ".join(parts)} FROM messaging_message
-        WHERE direction = 'outbound' AND created_at >= %(lookback)s
+    """Messages accepted by the provider and failed in the current minute and the N whole minutes before it.
+
+    Read from the per-minute counters (``reporting.counters``): ``since`` is where the window starts,
+    and ``per_minute`` divides by the window's true length (N minutes plus the current one's part).
     """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+    this_minute = now.replace(second=0, microsecond=0)
     rates = {}
-    for index, (label, minutes) in enumerate(RATE_WINDOWS.items()):
-        sent, failed = row[2 * index], row[2 * index + 1]
+    for label, minutes in RATE_WINDOWS.items():
+        since = this_minute - dt.timedelta(minutes=minutes)
+        sums = _minute_sums(since)
+        sent, failed = sums["accepted"], sums["failed"]
+        span = (now - since).total_seconds() / 60
         rates[label] = {
             "sent": sent,
             "failed": failed,
-            "per_minute": round(sent / minutes, 2),
+            "per_minute": round(sent / span, 2),
             "error_rate": round(failed / (sent + failed), 4) if sent + failed else None,
+            "since": since,
         }
     return rates
 
@@ -251,16 +285,12 @@ def active_runs() -> list[dict[str, Any]]:
 
 
 def totals(now: dt.datetime) -> dict[str, int]:
-    contacts = Contact.objects.aggregate(
-        contacts=Count("id"), opted_out=Count("id", filter=Q(consent_status=ConsentStatus.OPTED_OUT))
-    )
-    day = Message.objects.filter(created_at__gte=now - dt.timedelta(hours=24)).aggregate(
-        outbound=Count("id", filter=Q(direction=Direction.OUTBOUND)),
-        inbound=Count("id", filter=Q(direction=Direction.INBOUND)),
-    )
+    """Contacts (exact, trigger-kept totals) and messages created since the minute 24 h ago (per-minute counters)."""
+    contacts, opted_out = contact_totals()
+    day = _minute_sums((now - dt.timedelta(hours=24)).replace(second=0, microsecond=0))
     return {
-        "contacts": contacts["contacts"],
-        "opted_out_contacts": contacts["opted_out"],
+        "contacts": contacts,
+        "opted_out_contacts": opted_out,
         "messages_24h": day["outbound"] + day["inbound"],
         "outbound_24h": day["outbound"],
         "inbound_24h": day["inbound"],
@@ -269,10 +299,10 @@ def totals(now: dt.datetime) -> dict[str, int]:
 
 def dashboard() -> dict[str, Any]:
     now = timezone.now()
-    workers = _timed(lambda: {"workers": celery_workers()})
+    workers = _timed(lambda: _probe_answer("workers", WORKERS_CACHE_KEY, _ping_workers))
     if workers["ok"]:
         workers["alive"] = bool(workers["workers"])
-    queues = _timed(lambda: {"depths": queue_depths()})
+    queues = _timed(lambda: _probe_answer("depths", QUEUES_CACHE_KEY, _queue_depths_read))
     return {
         "at": now,
         "database": _timed(check_database),
@@ -284,4 +314,5 @@ def dashboard() -> dict[str, Any]:
         "webhooks": webhook_lag(now),
         "active_runs": active_runs(),
         "totals": totals(now),
+        "counters_swept_at": cache.get(SWEEP_WATERMARK_KEY),
     }

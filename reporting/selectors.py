@@ -13,12 +13,13 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, QuerySet
+from django.db.models import Count, QuerySet, Sum
+from django.db.models.functions import Trunc
 
 from campaigns.models import Campaign, CampaignRun, Recipient, RecipientState
 from messaging import selectors as messaging_selectors
 from messaging.models import Message, MessageStatus
-from reporting.counters import counters_read
+from reporting.counters import counters_read, counters_recounted
 from reporting.error_codes import error_meaning
 
 OPT_OUT_WINDOW = dt.timedelta(hours=72)
@@ -84,28 +85,147 @@ def campaign_run_ids(campaign: Campaign, run: CampaignRun | None = None) -> list
 
 
 def campaign_summary(campaign: Campaign, *, run: CampaignRun | None = None, bucket: str = "hour") -> dict[str, Any]:
-    """Every figure of one run, or of all the campaign's runs, computed from rows."""
-    run_ids = campaign_run_ids(campaign, run)
-    recipients = _recipient_figures(run_ids)
+    """Every figure of one run, or of all the campaign's runs, read from kept counters (no message scan).
+
+    Recipient figures come from the runs' own counters (kept by campaigns in the same transaction
+    as each recipient's move), the rest from reporting's counters (``reporting.counters``). The
+    median time to deliver is computed from delivery-time buckets (``DELIVERY_BUCKET_SQL``).
+    """
+    if bucket not in BUCKETS:
+        raise ValueError(f"bucket must be one of {BUCKETS}")
+    runs = _runs_of(campaign, run)
+    run_ids = [r.pk for r in runs]
     messages = _message_figures(run_ids)
     failures, cost = messages.pop("failures"), messages.pop("cost")
     sent, delivered, read = messages["sent"], messages["delivered"], messages["read"]
-    started = _earliest_start(run_ids)
     return {
         "campaign": campaign.pk,
         "runs": run_ids,
-        **recipients,
+        **_recipient_figures_kept(runs),
         "messages": messages,
         "delivery_rate": _rate(delivered, sent),
         "read_rate": _rate(read, delivered),
         "failures": failures,
         "cost": cost,
-        "opt_outs_72h": _opt_outs_within(run_ids, started),
-        **_replies(run_ids, started),
+        **_engagement_kept(run_ids, all_runs=run is None),
+        "median_seconds_to_deliver": _median_kept(run_ids),
+        "bucket": bucket,
+        "timeline": _timeline_kept(run_ids, bucket),
+    }
+
+
+def campaign_summary_scanned(
+    campaign: Campaign, *, run: CampaignRun | None = None, bucket: str = "hour"
+) -> dict[str, Any]:
+    """The same figures computed by scanning recipients, messages and consent events (the truth).
+
+    Slow on big campaigns; tests and the repair tools compare ``campaign_summary`` with it.
+    """
+    run_ids = campaign_run_ids(campaign, run)
+    messages = _message_figures(run_ids, kept=False)
+    failures, cost = messages.pop("failures"), messages.pop("cost")
+    sent, delivered, read = messages["sent"], messages["delivered"], messages["read"]
+    return {
+        "campaign": campaign.pk,
+        "runs": run_ids,
+        **_recipient_figures(run_ids),
+        "messages": messages,
+        "delivery_rate": _rate(delivered, sent),
+        "read_rate": _rate(read, delivered),
+        "failures": failures,
+        "cost": cost,
+        "opt_outs_72h": _opt_outs_within(run_ids),
+        **_replies(run_ids),
         "median_seconds_to_deliver": _median_seconds_to_deliver(run_ids),
         "bucket": bucket,
         "timeline": _timeline(run_ids, bucket),
     }
+
+
+def _runs_of(campaign: Campaign, run: CampaignRun | None) -> list[CampaignRun]:
+    if run is not None:
+        return [run]
+    return list(CampaignRun.objects.filter(campaign=campaign).order_by("pk"))
+
+
+def _recipient_figures_kept(runs: list[CampaignRun]) -> dict[str, Any]:
+    states: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    for run in runs:
+        for state in RecipientState.values:
+            states[state] += getattr(run, state)
+        reasons.update({reason or "unknown": n for reason, n in (run.skipped_by_reason or {}).items() if n})
+    audience = sum(states.values())
+    return {
+        "audience": audience,
+        "targeted": audience - states[RecipientState.SKIPPED],
+        "recipients": {state: states[state] for state in RecipientState.values},
+        "held": states[RecipientState.HELD],
+        "skipped": states[RecipientState.SKIPPED],
+        "skipped_by_reason": dict(sorted(reasons.items())),
+    }
+
+
+def _engagement_kept(run_ids: list[int], *, all_runs: bool) -> dict[str, int]:
+    from reporting.models import RunEngagementCounter
+
+    totals = RunEngagementCounter.objects.filter(run_id__in=run_ids).aggregate(
+        replies=Sum("replies"),
+        replies_first=Sum("replies_first"),
+        repliers=Sum("repliers"),
+        opt_outs=Sum("opt_outs_72h"),
+    )
+    # A reply following messages of several runs counts once for the campaign (through the first).
+    replies = totals["replies_first"] if all_runs else totals["replies"]
+    return {"opt_outs_72h": totals["opt_outs"] or 0, "replies": replies or 0, "repliers": totals["repliers"] or 0}
+
+
+def _median_kept(run_ids: list[int]) -> float | None:
+    """percentile_cont(0.5) over the delivery-time buckets, each taken as its value."""
+    from reporting.models import DeliveryTimeCounter
+
+    rows = (
+        DeliveryTimeCounter.objects.filter(run_id__in=run_ids, count__gt=0)
+        .values("seconds")
+        .annotate(n=Sum("count"))
+        .order_by("seconds")
+        .values_list("seconds", "n")
+    )
+    rows = [(seconds, n) for seconds, n in rows if n > 0]
+    total = sum(n for _s, n in rows)
+    if not total:
+        return None
+    position = 0.5 * (total - 1)
+    low_index, fraction = int(position), position - int(position)
+
+    def value_at(index: int) -> int:
+        seen = 0
+        for seconds, n in rows:
+            seen += n
+            if index < seen:
+                return seconds
+        return rows[-1][0]
+
+    low, high = value_at(low_index), value_at(min(low_index + 1, total - 1))
+    return round(low + fraction * (high - low), 3)
+
+
+def _timeline_kept(run_ids: list[int], bucket: str) -> list[dict[str, Any]]:
+    from reporting.models import RunMinuteCounter
+
+    if not run_ids:
+        return []
+    rows = (
+        RunMinuteCounter.objects.filter(run_id__in=run_ids)
+        .annotate(at=Trunc("minute", bucket))
+        .values("at")
+        .annotate(sent=Sum("sent"), delivered=Sum("delivered"), read=Sum("read"), failed=Sum("failed"))
+        .order_by("at")
+    )
+    kinds = ("sent", "delivered", "read", "failed")
+    return [
+        {"at": row["at"], **{kind: row[kind] for kind in kinds}} for row in rows if any(row[kind] for kind in kinds)
+    ]
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -129,11 +249,12 @@ def _recipient_figures(run_ids: list[int]) -> dict[str, Any]:
     }
 
 
-def _message_figures(run_ids: list[int]) -> dict[str, Any]:
+def _message_figures(run_ids: list[int], *, kept: bool = True) -> dict[str, Any]:
     by_status: Counter[str] = Counter()
     by_code: dict[str, Counter[str]] = defaultdict(Counter)
     cost: dict[str, list] = defaultdict(lambda: [Decimal(0), 0])
-    for (_run, status, code, unit), (count, price_total, priced) in counters_read(run_ids).items():
+    counts = counters_read(run_ids) if kept else counters_recounted(run_ids)
+    for (_run, status, code, unit), (count, price_total, priced) in counts.items():
         by_status[status] += count
         if status in FAILED_WITH_CODE:
             by_code[code][status] += count
@@ -165,45 +286,39 @@ def _message_figures(run_ids: list[int]) -> dict[str, Any]:
     }
 
 
-def _earliest_start(run_ids: list[int]) -> dt.datetime | None:
-    return (
-        CampaignRun.objects.filter(pk__in=run_ids).order_by("started_at").values_list("started_at", flat=True).first()
-    )
-
-
 def _fetch(sql: str, params: dict) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 
 
-def _opt_outs_within(run_ids: list[int], started: dt.datetime | None) -> int:
+def _opt_outs_within(run_ids: list[int]) -> int:
     """Recipients who opted out within 72 h after their message was sent."""
-    if not run_ids or started is None:
+    if not run_ids:
         return 0
     sql = f"""
         SELECT count(DISTINCT r.id)
         FROM audience_consentevent ce
         JOIN campaigns_recipient r ON r.contact_id = ce.contact_id AND r.run_id = ANY(%(runs)s)
         JOIN messaging_message m ON m.id = r.message_id
-        WHERE ce.to_status = 'opted_out' AND ce.created_at >= %(started)s
+        WHERE ce.to_status = 'opted_out'
           AND ce.created_at >= {SENT_TIME_SQL} AND ce.created_at < {SENT_TIME_SQL} + %(window)s
     """
-    return _fetch(sql, {"runs": run_ids, "started": started, "window": OPT_OUT_WINDOW})[0][0]
+    return _fetch(sql, {"runs": run_ids, "window": OPT_OUT_WINDOW})[0][0]
 
 
-def _replies(run_ids: list[int], started: dt.datetime | None) -> dict[str, int]:
+def _replies(run_ids: list[int]) -> dict[str, int]:
     """Inbound messages from recipients after their message was sent, and how many recipients replied."""
-    if not run_ids or started is None:
+    if not run_ids:
         return {"replies": 0, "repliers": 0}
     sql = f"""
         SELECT count(DISTINCT i.id), count(DISTINCT r.id)
         FROM messaging_message i
         JOIN campaigns_recipient r ON r.contact_id = i.contact_id AND r.run_id = ANY(%(runs)s)
         JOIN messaging_message m ON m.id = r.message_id
-        WHERE i.direction = 'inbound' AND i.created_at >= %(started)s AND i.created_at > {SENT_TIME_SQL}
+        WHERE i.direction = 'inbound' AND i.created_at > {SENT_TIME_SQL}
     """
-    replies, repliers = _fetch(sql, {"runs": run_ids, "started": started})[0]
+    replies, repliers = _fetch(sql, {"runs": run_ids})[0]
     return {"replies": replies, "repliers": repliers}
 
 

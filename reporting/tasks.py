@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from reporting import counters
+from reporting import counters, monitoring
 
 
 @shared_task(name="reporting.counters_sweep", ignore_result=True)
 def counters_sweep() -> int:
-    return counters.counters_sweep()
+    changed = counters.counters_sweep()
+    counters.contact_totals_compact()
+    return changed
+
+
+@shared_task(name="reporting.monitoring_refresh", ignore_result=True)
+def monitoring_refresh() -> None:
+    monitoring.monitoring_refresh()

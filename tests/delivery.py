@@ -1,5 +1,6 @@
 """Shared by the delivery tests: the fake Twilio fixture, a campaign maker, a drain loop, a recount."""
 
+import socket
 from datetime import timedelta
 
 import pytest
@@ -61,3 +62,9 @@ def assert_counts_match_recount(run: CampaignRun) -> None:
     assert counters == {s: by_state.get(s, 0) for s in counters}
     assert {k: v for k, v in run.skipped_by_reason.items() if v} == reasons
     assert run.total == sum(counters.values())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

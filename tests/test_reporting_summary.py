@@ -7,7 +7,15 @@ import pytest
 from messaging.models import Direction, MessageStatus
 from reporting.counters import counters_sweep
 from tests.factories import ContactFactory
-from tests.test_reporting_support import T0, add_recipient, make_campaign, make_message, make_run, opt_out_event
+from tests.test_reporting_support import (
+    T0,
+    add_recipient,
+    make_campaign,
+    make_message,
+    make_run,
+    opt_out_event,
+    run_counters_fill,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -46,6 +54,7 @@ def campaign_data():
     make_message(contact=m["sent"].contact, direction=Direction.INBOUND, status="received", created_at=T0)
     make_message(direction=Direction.INBOUND, status="received", created_at=T0 + H)
     counters_sweep(since=T0)
+    run_counters_fill(run1, run2)
     return campaign, run1, run2, m, r2a
 
 

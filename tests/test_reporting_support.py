@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.contrib.contenttypes.models import ContentType
+from django.db.models import Count
 from django.utils import timezone
 
 from audience.models import ConsentEvent, Contact
@@ -113,6 +114,25 @@ def add_recipient(
             source_type=ContentType.objects.get_for_model(Recipient), source_id=recipient.pk
         )
     return recipient
+
+
+def run_counters_fill(*runs: CampaignRun) -> None:
+    """Set each run's recipient counters from its recipients, as the snapshot and the dispatcher keep them."""
+    for run in runs:
+        recipients = Recipient.objects.filter(run=run)
+        states = dict(recipients.values("state").annotate(n=Count("id")).values_list("state", "n"))
+        reasons = dict(
+            recipients.filter(state=RecipientState.SKIPPED)
+            .values("reason")
+            .annotate(n=Count("id"))
+            .values_list("reason", "n")
+        )
+        CampaignRun.objects.filter(pk=run.pk).update(
+            total=sum(states.values()),
+            skipped_by_reason=reasons,
+            **{s: states.get(s, 0) for s in RecipientState.values},
+        )
+        run.refresh_from_db()
 
 
 def opt_out_event(contact: Contact, at: datetime) -> ConsentEvent:

@@ -3,14 +3,16 @@
 1. A reader cuts the file into chunks of whole records; a process pool
    validates them (phone normalisation is the bottleneck) with a bounded
    number of chunks in flight, so memory stays flat whatever the file size.
-2. The main process COPYs each chunk's good rows into an UNLOGGED staging
-   table and its problems into ImportRowError.
+2. The main process COPYs each chunk's good rows into a staging table
+   partitioned by bucket (UNLOGGED partitions) and its problems into ImportRowError.
 3. Set-based SQL drops in-file duplicates (the last row wins), creates the
    topics, marks suppressed phones.
 4. Each bucket of phones (a crc32 hash) is upserted by one
    ``INSERT ... SELECT ... ON CONFLICT (phone) DO UPDATE`` whose CTEs also
-   write the ConsentEvent and ContactTopic rows, in one transaction that
-   also records the bucket as committed on the job. A re-run skips committed
+   write the ConsentEvent and ContactTopic rows, reading only its own stage
+   partition, in one transaction (synchronous_commit off: a crash loses whole
+   buckets together with their record) that also records the bucket as
+   committed on the job. A re-run skips committed
    buckets; the upsert is idempotent anyway.
 """
 
@@ -52,6 +54,7 @@ ProgressCallback = Callable[[ImportJob], None]
 BUCKET_THRESHOLD_BYTES = 8 << 20
 BUCKETS_FOR_BIG_FILES = 8
 WRITER_SESSIONS = 2
+WRITER_WORK_MEM = "64MB"  # the bucket's CTEs and sorts stay in memory instead of spilling to temp files
 SMALL_FILE_BYTES = 1 << 20  # below this, starting worker processes costs more than it saves
 READ_SHARE = 80.0  # percent of the progress bar for reading and validating
 PROGRESS_EVERY_S = 0.5
@@ -192,7 +195,8 @@ class Engine:
         ImportRowError.objects.filter(job=self.job).delete()
         with connection.cursor() as cursor:
             cursor.execute(sql.drop_stage(self.stage))
-            cursor.execute(sql.create_stage(self.stage))
+            for statement in sql.create_stage(self.stage, self.job.batch_count):
+                cursor.execute(statement)
 
     # --- phase 1: read, validate, COPY -----------------------------------------------------
 
@@ -331,14 +335,19 @@ class Engine:
             "extra_topics": [self.options.topic] if self.options.topic else [],
         }
         started = time.monotonic()
+        stage = sql.stage_bucket(self.stage, bucket)
         with transaction.atomic(), connection.cursor() as cursor:
             # The CTEs' row counts are unknown to the planner; a nested loop over them would be quadratic.
             cursor.execute("SET LOCAL enable_nestloop = off")
             cursor.execute("SET LOCAL jit = off")
-            cursor.execute(sql.upsert(self.stage, update_existing=self.options.update_existing), params)
+            cursor.execute(f"SET LOCAL work_mem = '{WRITER_WORK_MEM}'")
+            # No flush wait at commit: a crash can lose only whole, most recent bucket transactions,
+            # and the job's record of them with them (same transaction), so a re-run redoes exactly those.
+            cursor.execute("SET LOCAL synchronous_commit = off")
+            cursor.execute(sql.upsert(stage, update_existing=self.options.update_existing), params)
             staged, created, changed = cursor.fetchone()
             if self.options.update_existing and staged > created + changed and self._has_topics(params):
-                cursor.execute(sql.add_topics_to_unchanged(self.stage), params)
+                cursor.execute(sql.add_topics_to_unchanged(stage), params)
             entry = self._batch_entry(bucket, staged, created, changed)
             self._commit_batch(entry)
         elapsed = time.monotonic() - started

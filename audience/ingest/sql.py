@@ -11,16 +11,32 @@ SUPPRESSION = "audience_suppression"
 PHONE_HASH = "encode(sha256(convert_to({}, 'UTF8')), 'hex')"
 
 
-def create_stage(stage: str) -> str:
-    return f"""
-        CREATE UNLOGGED TABLE {stage} (
+def create_stage(stage: str, buckets: int) -> list[str]:
+    """The staging table, partitioned by bucket: each bucket's upsert reads only its own rows.
+
+    The parent holds no rows (so it cannot be UNLOGGED); its partitions are.
+    """
+    statements = [
+        f"""
+        CREATE TABLE {stage} (
             line integer NOT NULL,
             bucket smallint NOT NULL,
             phone varchar(16) NOT NULL,
             name text, email text, channel text, locale text, timezone text, consent text,
             attributes jsonb, topics text[],
             suppressed boolean NOT NULL DEFAULT false
-        ) WITH (autovacuum_enabled = false)"""
+        ) PARTITION BY LIST (bucket)"""
+    ]
+    for bucket in range(buckets):
+        statements.append(
+            f"CREATE UNLOGGED TABLE {stage_bucket(stage, bucket)} PARTITION OF {stage} FOR VALUES IN ({int(bucket)}) "
+            "WITH (autovacuum_enabled = false)"
+        )
+    return statements
+
+
+def stage_bucket(stage: str, bucket: int) -> str:
+    return f"{stage}_b{int(bucket)}"
 
 
 def drop_stage(stage: str) -> str:
@@ -43,7 +59,8 @@ def remove_duplicates(stage: str) -> str:
 
 
 def index_stage(stage: str) -> str:
-    return f"CREATE UNIQUE INDEX ON {stage} (phone)"
+    # A unique index on a partitioned table must include the partition key; phone leads, so lookups use it.
+    return f"CREATE UNIQUE INDEX ON {stage} (phone, bucket)"
 
 
 def mark_suppressed(stage: str) -> str:

@@ -1,17 +1,22 @@
 """Delivering a run: claim recipients in batches, pace per sender, send, record, keep counts exact.
 
-A recipient moves pending -> sending when a dispatcher claims it (``SELECT ... FOR UPDATE SKIP
-LOCKED`` then an UPDATE, one transaction that also links its Message and moves the run's
-counters). Each send goes through ``messaging.services.send.message_send``, whose own claim on
-the Message is what makes a send happen at most once: a recipient claimed twice (a reaped claim,
-a redelivered task) still reaches the provider once. The outcome moves the recipient to sent,
-skipped or failed (or back to pending for a retry) with a conditional UPDATE in the same
-transaction as the counter change, so ``pending + held + sending + sent + skipped + failed``
-always equals ``total`` and every counter equals a recount.
+A recipient moves pending -> sending when a dispatcher claims it (one ``UPDATE ... WHERE id IN
+(SELECT ... FOR UPDATE SKIP LOCKED)`` in the transaction that also moves the run's counters);
+the claimed recipients' Messages are then created in bulk. A batch is sent through
+``messaging.services.send_batch.messages_send_batch``, whose own claim on the Messages (one
+conditional UPDATE) is what makes a send happen at most once: a recipient claimed twice (a
+reaped claim, a redelivered task) still reaches the provider once. That service records the
+intent (the rendered message, in ``sending``) before any provider call, sends through a pool
+of threads each paced by the sender's Redis token log right before its HTTP request, and writes
+the outcomes in one statement. The recipients then move to sent, skipped or failed (or back to
+pending for a retry) with one conditional UPDATE in the same transaction as the counter change,
+so ``pending + held + sending + sent + skipped + failed`` always equals ``total`` and every
+counter equals a recount.
 
-The run's status is read before each batch and before each send: after a pause or cancel is
-stored, nothing new goes to the provider (a send already at the provider finishes). Claimed but
-unsent recipients go back to pending (or skipped 'cancelled').
+The run's status is read before each batch and, at most ``STATUS_FRESH`` seconds old, before
+each send: after a pause or cancel is stored, nothing new goes to the provider (a send already
+at the provider finishes). Claimed but unsent recipients go back to pending (or skipped
+'cancelled').
 
 A worker that dies leaves recipients in ``sending``. ``recipients_reap`` settles them from their
 Message, never by resending: a Message with a provider sid is sent; one still pending was never
@@ -21,32 +26,36 @@ which asks the provider first.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+import redis
+from django.contrib.contenttypes.models import ContentType
 from django.db import connection, transaction
 from django.db.models import Min, Q
 from django.utils import timezone
 
-from audience.models import Contact
 from campaigns import pacing
-from campaigns.models import CampaignRun, Recipient, RecipientState, RunStatus, SkipReason
+from campaigns.models import CampaignKind, CampaignRun, Recipient, RecipientState, RunStatus, SkipReason
 from messaging.models import Message, MessageStatus
 from messaging.services import send as send_service
+from messaging.services import send_batch as send_service_batch
 
 logger = logging.getLogger(__name__)
 
 R = RecipientState
 BATCH_SECONDS = 2  # a batch holds about this many seconds of sends at the run's MPS
-BATCH_MAX = 50  # one dispatcher sends ~25/s through a 30 ms provider: ~2 s of work
+BATCH_MAX = 400  # one dispatcher sends ~500/s through a 30 ms provider with its threads
+STATUS_FRESH = 0.05  # seconds a read of the run's status is trusted before the next send
+REDIS_DOWN_GIVE_UP = 120.0  # seconds a batch waits for Redis (pacing) before giving its claims back
 # A claim older than this whose Message was never sent lost its worker: queue it again.
 # The Message's own claim still guards against a double send if the worker was only slow.
 STALE_CLAIM_AFTER = timedelta(seconds=120)
 QUIET_RUN_AFTER = timedelta(seconds=60)
-SETTLE_EVERY = 0.5  # seconds between outcome writes within a batch
 RETRY_POLL_MAX = 5.0  # seconds; short countdowns only (the Redis broker redelivers long ones)
 
 # The send service's skip texts and provider error codes, as recipient skip reasons.
@@ -61,9 +70,14 @@ MESSAGE_FAILURES = {MessageStatus.FAILED, MessageStatus.UNDELIVERED, MessageStat
 # --- Counters ------------------------------------------------------------------------------
 
 
-def _counters_move(run_id: int, deltas: dict[str, int], reasons: dict[str, int] | None = None) -> None:
+def _counters_move(
+    run_id: int, deltas: dict[str, int], reasons: dict[str, int] | None = None, dispatched_at: datetime | None = None
+) -> None:
     """Add ``deltas`` to the run's counters (and skipped_by_reason) in one UPDATE; no read-modify-write."""
     sets, params = [], []
+    if dispatched_at is not None:
+        sets.append("dispatched_at = %s")
+        params.append(dispatched_at)
     for name, delta in deltas.items():
         if delta:
             assert name in ("pending", "held", "sending", "sent", "skipped", "failed")
@@ -95,28 +109,37 @@ def batch_size(mps: int) -> int:
 
 
 def recipients_claim(run: CampaignRun, limit: int, now: datetime | None = None) -> list[tuple[int, int]]:
-    """Claim up to ``limit`` due pending recipients; returns [(recipient_id, message_id)].
+    """Claim up to ``limit`` due pending recipients; returns [(recipient_id, message_id)] in id order.
 
     Recipients waiting for a retry (their Message has a future next_attempt_at) are not due.
-    A recipient without a Message gets one here, right after the claim commits.
+    Recipients without a Message get one here, right after the claim commits.
     """
     now = now or timezone.now()
-    due = Q(message__isnull=True) | Q(message__next_attempt_at__isnull=True) | Q(message__next_attempt_at__lte=now)
     with transaction.atomic():
         if _run_status_locked(run.pk) != RunStatus.RUNNING:
             return []
-        rows = list(
-            Recipient.objects.filter(due, run_id=run.pk, state=R.PENDING)
-            .order_by("pk")
-            .select_for_update(skip_locked=True, of=("self",))
-            .values_list("pk", "contact_id", "message_id")[:limit]
-        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                UPDATE campaigns_recipient AS r SET state = %(sending)s, claimed_at = %(now)s
+                FROM (
+                    SELECT c.id FROM campaigns_recipient c
+                    LEFT JOIN messaging_message m ON m.id = c.message_id
+                    WHERE c.run_id = %(run)s AND c.state = %(pending)s
+                      AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= %(now)s)
+                    ORDER BY c.id
+                    LIMIT %(limit)s
+                    FOR UPDATE OF c SKIP LOCKED
+                ) AS due
+                WHERE r.id = due.id
+                RETURNING r.id, r.contact_id, r.message_id
+                """,
+                {"sending": str(R.SENDING), "pending": str(R.PENDING), "run": run.pk, "now": now, "limit": limit},
+            )
+            rows = sorted(cursor.fetchall())
         if not rows:
             return []
-        ids = [pk for pk, _, _ in rows]
-        Recipient.objects.filter(pk__in=ids).update(state=R.SENDING, claimed_at=now)
-        _counters_move(run.pk, {"pending": -len(ids), "sending": len(ids)})
-        CampaignRun.objects.filter(pk=run.pk).update(dispatched_at=now)
+        _counters_move(run.pk, {"pending": -len(rows), "sending": len(rows)}, dispatched_at=now)
     # Outside the claim: the run row stays locked only for the counter move. A crash here leaves
     # claims without a Message, which the reaper puts back to pending.
     with transaction.atomic():
@@ -124,23 +147,24 @@ def recipients_claim(run: CampaignRun, limit: int, now: datetime | None = None) 
 
 
 def _messages_link(run: CampaignRun, rows: list[tuple[int, int, int | None]]) -> list[tuple[int, int]]:
-    campaign = run.campaign
+    """Create the missing Messages in one INSERT and link them in one UPDATE."""
     missing = [(pk, contact_id) for pk, contact_id, message_id in rows if message_id is None]
-    contacts = Contact.objects.in_bulk([contact_id for _, contact_id in missing])
     created: dict[int, int] = {}
-    for pk, contact_id in missing:
-        message, _ = send_service.message_create(
-            contact=contacts[contact_id],
+    if missing:
+        campaign = run.campaign
+        created = send_service.messages_create_for_sources(
             template=campaign.template,
             sender=campaign.sender,
-            source=Recipient(pk=pk),
-            enqueue=False,
+            source_type=ContentType.objects.get_for_model(Recipient),
+            sources=missing,
         )
-        created[pk] = message.pk
-    if created:
-        Recipient.objects.bulk_update(
-            [Recipient(pk=pk, message_id=message_id) for pk, message_id in created.items()], ["message"]
-        )
+        values = ", ".join(["(%s::bigint, %s::bigint)"] * len(created))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE campaigns_recipient AS r SET message_id = v.message_id "
+                f"FROM (VALUES {values}) AS v (id, message_id) WHERE r.id = v.id",
+                [value for pair in created.items() for value in pair],
+            )
     return [(pk, message_id or created[pk]) for pk, _, message_id in rows]
 
 
@@ -248,8 +272,70 @@ def _running(run_id: int) -> bool:
     return CampaignRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).exists()
 
 
+class _RunWatch:
+    """Is the run still running? Read again when the last read is older than STATUS_FRESH."""
+
+    def __init__(self, run_id: int):
+        self.run_id = run_id
+        self.checked = -math.inf
+        self.ok = True
+
+    def running(self) -> bool:
+        if time.monotonic() - self.checked >= STATUS_FRESH:
+            self.ok = _running(self.run_id)
+            self.checked = time.monotonic()
+        return self.ok
+
+
+def _pacer(sender_id: int, mps: int, watch: _RunWatch):
+    """A ``pace`` callable for the send service: blocks for the sender's next token; False means stop.
+
+    It returns a callable the sender thread calls right before the request leaves: a send that
+    leaves late moves its slot in the sender's log, so the window stays exact at the provider.
+
+    While Redis is unreachable (a restart) it waits and asks again, with capped backoff, as long
+    as the run is running; past REDIS_DOWN_GIVE_UP it gives up and the batch gives its claims back.
+    """
+
+    def started(slot: pacing.Slot) -> None:
+        try:
+            pacing.slot_started(sender_id, slot)
+        except redis.RedisError:  # the slot keeps its time; the slack covers most lateness
+            pass
+
+    chunk = pacing.chunk_for(mps)
+    stock = [0]  # sends left in the last chunk taken (senders above the exact log's range)
+
+    def pace():
+        if stock[0] > 0:
+            stock[0] -= 1
+            return True
+        delay, waited = 0.1, 0.0
+        while True:
+            try:
+                slot = pacing.slot_take(sender_id, mps, keep_going=watch.running, count=chunk)
+                if slot is not None:
+                    stock[0] = chunk - 1
+                return False if slot is None else functools.partial(started, slot)
+            except redis.RedisError as exc:
+                if waited >= REDIS_DOWN_GIVE_UP or not watch.running():
+                    logger.warning("pacing unavailable for sender %s, giving the batch back: %s", sender_id, exc)
+                    return False
+                time.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 2.0)
+
+    return pace
+
+
+def sends_in_flight(mps: int) -> int:
+    """Concurrent provider calls for one dispatcher: a paced sender needs few (a burst of mps
+    spreads over a fraction of its second), and fewer threads wake late less often."""
+    return max(4, min(send_service_batch.SEND_THREADS, math.ceil(mps / 8)))
+
+
 def run_dispatch_batch(run_id: int) -> tuple[int, float | None]:
-    """Claim and send one batch of a run; returns (recipients claimed, seconds until the next batch or None).
+    """Claim and send one batch of a run; returns (recipients sent or settled, seconds until the next batch or None).
 
     None means nothing is left for this dispatcher (the run is done, paused, cancelled or
     only has claims other workers hold); a number asks to be run again after that delay.
@@ -263,22 +349,25 @@ def run_dispatch_batch(run_id: int) -> tuple[int, float | None]:
     claimed = recipients_claim(run, batch_size(mps))
     if not claimed:
         return 0, _after_empty_claim(run)
-    done: list[tuple[int, tuple[str, str, str]]] = []  # outcomes not recorded yet
-    flushed = time.monotonic()
-    for index, (recipient_id, message_id) in enumerate(claimed):
-        slot = pacing.slot_take(sender.pk, mps, keep_going=lambda: _running(run_id))
-        if slot is None or not _running(run_id):
-            recipients_settle(run_id, done)
-            recipients_release(run_id, [pk for pk, _ in claimed[index:]])
-            return index, None
-        message = send_service.message_send(message_id)
-        outcome = recipient_outcome(message)
-        if outcome is not None:
-            done.append((recipient_id, outcome))
-        if time.monotonic() - flushed > SETTLE_EVERY:  # counters stay fresh for the progress bar
-            recipients_settle(run_id, done)
-            done, flushed = [], time.monotonic()
-    recipients_settle(run_id, done)
+    watch = _RunWatch(run_id)
+    batch = send_service_batch.messages_send_batch(
+        [message_id for _, message_id in claimed],
+        pace=_pacer(sender.pk, mps, watch),
+        keep_going=watch.running,
+        concurrency=sends_in_flight(mps),
+    )
+    unsent = set(batch.unsent)
+    outcomes = []
+    for recipient_id, message_id in claimed:
+        message = batch.messages.get(message_id)
+        if message_id in unsent or message is None:
+            continue
+        if (outcome := recipient_outcome(message)) is not None:
+            outcomes.append((recipient_id, outcome))
+    recipients_settle(run_id, outcomes)
+    if unsent:
+        recipients_release(run_id, [pk for pk, message_id in claimed if message_id in unsent])
+        return len(claimed) - len(unsent), None
     return len(claimed), 0.0
 
 
@@ -305,8 +394,9 @@ def run_complete_if_final(run_id: int) -> bool:
 
 
 def chains_for(mps: int) -> int:
-    """Dispatchers started for a run: enough to keep the MPS busy through ~30 ms provider calls."""
-    return max(1, min(8, math.ceil((mps or 200) / 25)))
+    """Dispatchers started for a run: each sends through a pool of threads (~500/s through a 30 ms
+    provider), so one covers a paced sender; a fast one gets a few, spread over worker processes."""
+    return max(1, min(4, math.ceil((mps or 200) / 250)))
 
 
 def dispatch_start(run_id: int, chains: int | None = None) -> None:
@@ -328,6 +418,8 @@ def dispatch_start(run_id: int, chains: int | None = None) -> None:
 
 def run_expires_at(run: CampaignRun) -> datetime | None:
     validity = run.campaign.validity
+    if run.campaign.kind == CampaignKind.TRIGGERED:
+        return None  # a triggered run lives on; each event's validity is applied when it is queued
     return run.started_at + validity if validity else None
 
 

@@ -24,6 +24,7 @@ from campaigns.models import (
     ScheduleType,
 )
 from campaigns.services import dispatch
+from campaigns.services import events as triggers
 from campaigns.services import snapshot as snapshots
 
 S = CampaignStatus
@@ -92,6 +93,7 @@ def campaign_validate(campaign: Campaign) -> None:
         errors["quiet_end" if campaign.quiet_end is None else "quiet_start"] = ["set both ends of the quiet hours"]
     if campaign.frequency_cap and not campaign.frequency_window:
         errors["frequency_window"] = ["a frequency cap needs a window"]
+    errors.update(triggers.trigger_errors(campaign))
     if errors:
         raise CampaignError(errors)
 
@@ -246,6 +248,8 @@ def campaign_launch(
         if locked.status == S.RUNNING and locked.kind == CampaignKind.ONE_OFF:
             raise CampaignError("this one-off campaign is already running")
         campaign_validate(locked)
+        if locked.kind == CampaignKind.TRIGGERED and (open_run := triggers.trigger_run(locked)):
+            return open_run  # one long-lived run per triggered campaign
         try:
             with transaction.atomic():
                 run = CampaignRun.objects.create(
@@ -254,7 +258,9 @@ def campaign_launch(
         except IntegrityError:
             return CampaignRun.objects.get(campaign=locked, scheduled_for=scheduled_for)
         started = time.perf_counter()
-        counts = snapshots.snapshot_insert(run.pk, snapshots.snapshot_query(locked, now))
+        # A triggered campaign snapshots nobody: its events add recipients to this run as they come.
+        triggered = locked.kind == CampaignKind.TRIGGERED
+        counts = {} if triggered else snapshots.snapshot_insert(run.pk, snapshots.snapshot_query(locked, now))
         _store_counts(run, counts, time.perf_counter() - started)
         if locked.status != S.RUNNING:
             locked = _transition(locked, S.RUNNING, action="launch", actor=actor, detail={"run": run.pk})
@@ -294,7 +300,12 @@ def _store_counts(run: CampaignRun, counts: dict[tuple[str, str], int], seconds:
 
 @transaction.atomic
 def run_complete(run: CampaignRun) -> None:
-    """Close a run whose recipients are all final; a one-off campaign completes with it."""
+    """Close a run whose recipients are all final; a one-off campaign completes with it.
+
+    A triggered campaign's run stays open for the next event; cancelling the campaign closes it.
+    """
+    if run.campaign.kind == CampaignKind.TRIGGERED:
+        return
     updated = CampaignRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
         status=RunStatus.COMPLETED, finished_at=timezone.now()
     )

@@ -180,7 +180,7 @@ def snapshot_insert(run_id: int, snapshot: Snapshot) -> dict[tuple[str, str], in
             INSERT INTO campaigns_recipient (run_id, contact_id, state, reason, detail, release_at, created_at)
             SELECT %s, s.contact_id, s.state, s.reason, s.detail, s.release_at, now()
             FROM ({snapshot.sql}) s
-            ON CONFLICT (run_id, contact_id) DO NOTHING
+            ON CONFLICT (run_id, contact_id) WHERE event_id IS NULL DO NOTHING
             RETURNING state, reason
         )
         SELECT state, reason, count(*) FROM inserted GROUP BY state, reason"""

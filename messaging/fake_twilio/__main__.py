@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every send")
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--error-kind", default="500")
+    parser.add_argument("--error-mix", default="", help='error shares, e.g. "500=0.1,429=0.05,timeout=0.02"')
     parser.add_argument("--timeout-sleep", type=float, default=5.0)
     parser.add_argument("--callbacks", choices=("thread", "off"), default="thread")
     parser.add_argument("--callback-statuses", default="sent,delivered")
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         latency=args.latency,
         error_rate=args.error_rate,
         error_kind=args.error_kind,
+        error_mix=error_mix_parse(args.error_mix),
         timeout_sleep=args.timeout_sleep,
         callbacks=args.callbacks,
         callback_statuses=tuple(filter(None, args.callback_statuses.split(","))),
@@ -57,6 +59,15 @@ def main(argv: list[str] | None = None) -> int:
         stop.wait()
         print(json.dumps({"fake_twilio": "stopped", **fake.stats()}), flush=True)
     return 0
+
+
+def error_mix_parse(text: str) -> dict[str, float]:
+    """ "500=0.1,429=0.05" -> {"500": 0.1, "429": 0.05}."""
+    mix = {}
+    for part in filter(None, (item.strip() for item in text.split(","))):
+        name, _, share = part.partition("=")
+        mix[name.strip()] = float(share)
+    return mix
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import queue
 import random
 import re
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -77,6 +78,7 @@ class _State:
     order: list[str] = field(default_factory=list)
     requests: int = 0
     by_recipient: Counter = field(default_factory=Counter)
+    arrivals: list[float] = field(default_factory=list)  # epoch seconds each send request arrived
     created_by_recipient: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     failures: dict[str, list[str]] = field(default_factory=dict)  # to -> errors still to inject
@@ -101,6 +103,7 @@ class FakeTwilio:
         timeout_sleep: float = 5.0,
         error_rate: float = 0.0,
         error_kind: str = "500",
+        error_mix: dict[str, float] | None = None,
         callbacks: str = "thread",
         callback_statuses: tuple[str, ...] = ("sent", "delivered"),
         callback_delay: float = 0.0,
@@ -116,6 +119,12 @@ class FakeTwilio:
         self.timeout_sleep = timeout_sleep
         self.error_rate = error_rate
         self.error_kind = error_kind
+        # {error name: share of sends}, e.g. {"500": 0.1, "429": 0.05, "timeout": 0.02}; drawn
+        # before error_rate. A "timeout" creates the message and answers after the client gave up.
+        self.error_mix = dict(error_mix or {})
+        for name in self.error_mix:
+            if name != TIMEOUT and name not in ERRORS:
+                raise ValueError(f"unknown error {name!r} in error_mix")
         self.callbacks = callbacks
         self.callback_statuses = callback_statuses
         self.callback_delay = callback_delay
@@ -251,16 +260,25 @@ class FakeTwilio:
             return False
         return hmac.compare_digest(user, self.account_sid) and hmac.compare_digest(password, self.auth_token)
 
-    def create_message(self, form: dict[str, str]) -> tuple[int, dict, bool]:
+    def arrival_times(self) -> list[float]:
+        """When each send request arrived (epoch seconds, before the latency): pacing is measured here."""
+        with self._lock:
+            return list(self._state.arrivals)
+
+    def create_message(self, form: dict[str, str], arrived: float | None = None) -> tuple[int, dict, bool]:
         """Returns (HTTP status, JSON body, whether to stall past the client's timeout)."""
         to = form.get("To", "")
         with self._lock:
+            self._state.arrivals.append(arrived or time.time())
             self._state.requests += 1
             self._state.by_recipient[to] += 1
             injected = self._injected(to)
         if injected and injected != TIMEOUT:
             status, code, message = ERRORS[injected]
             return self._refuse(injected, status, code, message)
+        if injected == TIMEOUT:
+            with self._lock:
+                self._state.errors[TIMEOUT] += 1
         problem = form_problem(form)
         if problem:
             return self._refuse(str(problem[0]), 400, *problem)
@@ -272,6 +290,12 @@ class FakeTwilio:
         queued = self._state.failures.get(to)
         if queued:
             return queued.pop(0)
+        if self.error_mix:
+            draw = self._rng.random()
+            for name, share in self.error_mix.items():
+                if draw < share:
+                    return name
+                draw -= share
         if self.error_rate and self._rng.random() < self.error_rate:
             return self.error_kind
         return None
@@ -479,6 +503,10 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256
     fake: FakeTwilio
 
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client killed mid-request is no news
+            super().handle_error(request, client_address)
+
     def get_request(self):
         conn, address = super().get_request()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -514,6 +542,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         fake = self.server.fake
+        arrived = time.time()
         path, _ = self._query()
         form = self._form()
         if path.startswith("/_fake/"):
@@ -525,7 +554,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_json(401, error_body(401, 20003, "Authenticate"))
         if fake.latency:
             time.sleep(fake.latency)
-        status, body, stall = fake.create_message(form)
+        status, body, stall = fake.create_message(form, arrived)
         if stall:
             fake.stall()
         self._send_json(status, body)

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -115,8 +116,37 @@ def message_create(
     return message, True
 
 
+def messages_create_for_sources(
+    *, template: MessageTemplate, sender: Sender, source_type: ContentType, sources: list[tuple[int, int]]
+) -> dict[int, int]:
+    """Create one pending message per (source_id, contact_id) in one INSERT; returns {source_id: message_id}.
+
+    The bulk form of ``message_create`` for a template sent to many contacts (campaign
+    recipients); nothing is enqueued, the caller sends them. A contact deleted meanwhile gets a
+    message without a contact, which the send skips.
+    """
+    phones = dict(Contact.objects.filter(pk__in=[contact_id for _, contact_id in sources]).values_list("pk", "phone"))
+    channel, sender = _channel_and_sender(None, template, "", sender)
+    messages = [
+        Message(
+            direction=Direction.OUTBOUND,
+            contact_id=contact_id if contact_id in phones else None,
+            sender=sender,
+            template=template,
+            channel=channel,
+            to_address=phones.get(contact_id, ""),
+            from_address=sender.from_address,
+            source_type=source_type,
+            source_id=source_id,
+        )
+        for source_id, contact_id in sources
+    ]
+    Message.objects.bulk_create(messages)
+    return {message.source_id: message.pk for message in messages}
+
+
 def _channel_and_sender(
-    contact: Contact, template: MessageTemplate | None, body: str, sender: Sender | None
+    contact: Contact | None, template: MessageTemplate | None, body: str, sender: Sender | None
 ) -> tuple[str, Sender]:
     if bool(template) == bool(body.strip()):
         raise MessageRequestError({"template": ["give a template or a body, not both"]})
@@ -155,7 +185,7 @@ def message_send(message_id: int) -> Message:
             return _finish(message, MessageStatus.SKIPPED, skip_reason=reason)
     provider = get_provider(provider_name_for(message.sender.provider))
     try:
-        result = provider.send(_send_request(message))
+        result = provider.send(send_request_for(message))
     except ProviderError as exc:
         return _provider_refused(message, exc)
     return _accepted(message, result)
@@ -197,8 +227,23 @@ def in_whatsapp_window(contact: Contact, now: datetime | None = None) -> bool:
     return last is not None and last > (now or timezone.now()) - WHATSAPP_WINDOW
 
 
+RENDERED_FIELDS = ("body", "content_sid", "content_variables", "segments", "encoding", "to_address", "from_address")
+
+
 def _render(message: Message) -> str:
     """Fill body / content variables, segments and encoding on the row; returns a skip reason."""
+    reason = render_fill(message)
+    if reason:
+        return reason
+    # Saved before the provider is called: reconciliation matches on what was actually sent.
+    Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
+        **{name: getattr(message, name) for name in RENDERED_FIELDS}
+    )
+    return ""
+
+
+def render_fill(message: Message) -> str:
+    """Render ``message`` in memory (no query): body or content variables, segments, addresses."""
     if message.template:
         result = template_render(message.template, contact=message.contact, context=message.render_context)
         if not result.ok:
@@ -211,15 +256,10 @@ def _render(message: Message) -> str:
     message.encoding = segments.encoding if segments else ""
     message.to_address = message.contact.phone
     message.from_address = message.sender.from_address
-    # Saved before the provider is called: reconciliation matches on what was actually sent.
-    fields = ["body", "content_sid", "content_variables", "segments", "encoding", "to_address", "from_address"]
-    Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
-        **{name: getattr(message, name) for name in fields}
-    )
     return ""
 
 
-def _send_request(message: Message) -> SendRequest:
+def send_request_for(message: Message) -> SendRequest:
     sender = message.sender
     return SendRequest(
         to=message.to_address or message.contact.phone,
@@ -352,7 +392,7 @@ def messages_send_due(*, limit: int = 500) -> int:
     return len(ids)
 
 
-def messages_reconcile_stale(*, limit: int = 200) -> int:
+def messages_reconcile_stale(*, limit: int = 1000) -> int:
     """Reconcile messages stuck in `sending` without a sid; returns how many were looked at."""
     cutoff = timezone.now() - STALE_SENDING_AFTER
     ids = list(
@@ -378,7 +418,7 @@ def message_reconcile(message_id: int) -> Message:
     since = message.sending_at or message.created_at
     provider = get_provider(provider_name_for(message.sender.provider if message.sender else None))
     try:
-        found = provider.find(_send_request(message), since)
+        found = provider.find(send_request_for(message), since)
     except ProviderError as exc:
         return _reconcile_failed(message, exc, since, now)
     sids = [result.provider_sid for result in found]

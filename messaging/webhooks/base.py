@@ -9,12 +9,15 @@ half-written row and no 500 comes from bad input.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseForbidden
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
+
+from config import observe
 
 logger = logging.getLogger("messaging.webhooks")
 
@@ -33,16 +36,26 @@ class WebhookView(View):
     max_body_bytes = 64 * 1024  # provider callbacks are a few hundred bytes
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        # Counted and timed here, not in middleware: the status webhook's fast path skips middleware.
+        started, outcome = time.perf_counter(), "error"
         try:
-            self.verify(request)
-            event = self.parse(request)
-        except WebhookRefused as exc:
-            logger.warning("webhook %s refused: %s", request.path, exc)
-            return HttpResponseForbidden()
-        except MalformedWebhook as exc:
-            logger.warning("webhook %s malformed: %s", request.path, exc)
-            return HttpResponseBadRequest(str(exc), content_type="text/plain")
-        return self.handle(request, event)
+            try:
+                self.verify(request)
+                event = self.parse(request)
+            except WebhookRefused as exc:
+                outcome = "refused"
+                logger.warning("webhook %s refused: %s", request.path, exc)
+                observe.signature_failure_count()
+                return HttpResponseForbidden()
+            except MalformedWebhook as exc:
+                outcome = "malformed"
+                logger.warning("webhook %s malformed: %s", request.path, exc)
+                return HttpResponseBadRequest(str(exc), content_type="text/plain")
+            response = self.handle(request, event)
+            outcome = "accepted"
+            return response
+        finally:
+            observe.webhook_observe(type(self).__name__, outcome, time.perf_counter() - started)
 
     def body_size_check(self, request: HttpRequest) -> None:
         """Refuse an oversized body from its Content-Length, before reading it."""

@@ -96,6 +96,8 @@ class TwilioWebhookView(WebhookView):
             raise MalformedWebhook(f"{too_long[0]} is longer than {MAX_FIELD_CHARS} characters")
         if event.error_code and not ERROR_CODE_PATTERN.fullmatch(event.error_code):
             raise MalformedWebhook("ErrorCode is not a number")
+        if _holds_nul(params):  # PostgreSQL stores no NUL in text or jsonb: refuse, not a 500
+            raise MalformedWebhook("a field holds a NUL character")
         self.check(event)
         return event
 
@@ -129,6 +131,16 @@ class TwilioWebhookView(WebhookView):
         if not isinstance(params, dict):
             raise MalformedWebhook("JSON body is not an object")
         return params
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def _field(params: dict[str, Any], *names: str, limit: int = MAX_FIELD_CHARS) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
 
 import requests
 from django.conf import settings
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 3.05  # seconds to open a connection: nothing was sent if it fails
 READ_TIMEOUT = 10.0  # seconds to wait for Twilio's answer: past it the outcome is unknown
-POOL_SIZE = 32
+POOL_SIZE = 4  # connections kept per thread (each thread has its own client)
 # Clock skew tolerated between our claim timestamp and Twilio's date_created when reconciling.
 RECONCILE_SKEW = timedelta(seconds=30)
 
@@ -163,16 +163,24 @@ def _never_connected(exc: requests.RequestException) -> bool:
     return isinstance(reason, NewConnectionError)
 
 
-@lru_cache(maxsize=4)
-def _provider_for(account_sid: str, auth_token: str, base_url: str | None, timeouts: tuple[float, float]):
-    return TwilioProvider(account_sid, auth_token, base_url, timeouts)
+_local = threading.local()
 
 
 def twilio_provider() -> TwilioProvider:
-    """The process-wide provider for the current settings (a new one only if the settings changed)."""
-    timeouts = (
-        settings.TWILIO_CONNECT_TIMEOUT,
-        settings.TWILIO_READ_TIMEOUT,
+    """This thread's provider for the current settings (a new one only if the settings changed).
+
+    One client, and so one requests session and its kept-alive connections, per thread: the
+    batched send path calls Twilio from a pool of threads, and a session is not meant to be
+    shared between threads.
+    """
+    key = (
+        settings.TWILIO_ACCOUNT_SID,
+        settings.TWILIO_AUTH_TOKEN,
+        settings.TWILIO_API_BASE_URL,
+        (settings.TWILIO_CONNECT_TIMEOUT, settings.TWILIO_READ_TIMEOUT),
     )
-    account, token, base_url = settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, settings.TWILIO_API_BASE_URL
-    return _provider_for(account, token, base_url, timeouts)
+    cached = getattr(_local, "provider", None)
+    if cached is None or cached[0] != key:
+        cached = (key, TwilioProvider(*key))
+        _local.provider = cached
+    return cached[1]

@@ -1,0 +1,53 @@
+"""An erased contact's waiting recipients are skipped, so no run waits for someone who is gone.
+
+Receiver of audience's ``contact_erasing`` (inside the erasure's transaction). The recipient rows
+stay, anonymised, so the run's figures and reporting's counts do not change.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from django.db import connection
+
+from campaigns.models import RecipientState, SkipReason
+
+ERASED_DETAIL = "contact erased"
+
+
+def contact_recipients_skip(*, contact_id: int, **kwargs) -> int:
+    """Skip the contact's pending and held recipients with their runs' counters; returns how many."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH old AS (
+                SELECT id, state FROM campaigns_recipient
+                WHERE contact_id = %s AND state IN (%s, %s) FOR UPDATE
+            )
+            UPDATE campaigns_recipient r SET state = %s, reason = %s, detail = %s, release_at = NULL
+            FROM old WHERE r.id = old.id AND r.state = old.state
+            RETURNING r.run_id, old.state
+            """,
+            [
+                contact_id,
+                RecipientState.PENDING,
+                RecipientState.HELD,
+                RecipientState.SKIPPED,
+                SkipReason.OPTED_OUT,
+                ERASED_DETAIL,
+            ],
+        )
+        moved = Counter((run_id, state) for run_id, state in cursor.fetchall())
+        # The run's counters move with the rows, in one UPDATE each (no read-modify-write).
+        for (run_id, state), count in moved.items():
+            column = "pending" if state == RecipientState.PENDING else "held"
+            cursor.execute(
+                f"""
+                UPDATE campaigns_campaignrun SET {column} = {column} - %s, skipped = skipped + %s,
+                    skipped_by_reason = COALESCE(skipped_by_reason, '{{}}'::jsonb)
+                        || jsonb_build_object(%s::text, COALESCE((skipped_by_reason ->> %s)::int, 0) + %s)
+                WHERE id = %s
+                """,
+                [count, count, SkipReason.OPTED_OUT.value, SkipReason.OPTED_OUT.value, count, run_id],
+            )
+    return sum(moved.values())

@@ -1,0 +1,35 @@
+"""Admin: rules are edited here; states and the alert history are read-only."""
+
+from django.contrib import admin
+
+from reporting.alerting.models import AlertEvent, AlertRule, AlertState
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "enabled", "threshold", "clear_threshold", "window_minutes", "clear_after_minutes"]
+    list_filter = ["kind", "enabled"]
+    list_editable = ["enabled", "threshold"]
+    search_fields = ["name", "description"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(AlertState)
+class AlertStateAdmin(ReadOnlyAdmin):
+    list_display = ["rule", "subject", "firing", "value", "fired_at", "clear_since", "cleared_at", "evaluated_at"]
+    list_filter = ["firing", "rule"]
+
+
+@admin.register(AlertEvent)
+class AlertEventAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "kind", "rule", "subject", "value", "emailed_at", "posted_at"]
+    list_filter = ["kind", "rule"]
+    search_fields = ["text", "subject"]
+    date_hierarchy = "created_at"

@@ -1,0 +1,342 @@
+"""Pages for analysts and staff: dashboard, live monitoring and campaign analytics.
+
+Every figure comes from the reporting selectors (``reporting.selectors``, ``reporting.monitoring``)
+or from the small read-only queries below. The pages poll partials with htmx; charts are drawn by
+``reporting/static/reporting/charts.js`` from JSON embedded with ``json_script`` (no inline code,
+so the pages run under a strict Content-Security-Policy).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.contrib.auth.mixins import LoginRequiredMixin, UserPassesTestMixin
+from django.core.paginator import Paginator
+from django.db import connection
+from django.db.models import Count, Q
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+from django.views.generic import TemplateView
+
+from audience.models import ConsentEvent, ConsentStatus
+from campaigns.models import Campaign, CampaignRun
+from config.roles import is_analyst, is_staff_member
+from messaging.models import Direction, Message, MessageStatus
+from reporting import monitoring, selectors
+from reporting.counters import counters_read
+from reporting.error_codes import error_meaning
+
+DAY = dt.timedelta(hours=24)
+RATE_MINUTES = 60
+# Outbound messages reach the provider within minutes of being created: older rows are left out of
+# the send-rate chart, so its query stays on the (direction, created_at) index.
+RATE_LOOKBACK = dt.timedelta(days=2)
+INBOUND_SHOWN = 50
+FAILURES_SHOWN = 25
+RUNS_COMPARED = 20
+CAMPAIGNS_PER_PAGE = 50
+
+
+class ReportingPage(LoginRequiredMixin, UserPassesTestMixin, TemplateView):
+    """Signed-in Staff and Analysts only; anonymous visitors go to the login page, others get 403."""
+
+    nav = ""
+
+    def test_func(self) -> bool:
+        return is_analyst(self.request.user)
+
+    def get_context_data(self, **kwargs) -> dict[str, Any]:
+        return {**super().get_context_data(**kwargs), "nav": self.nav, "is_staff_member": self._staff()}
+
+    def _staff(self) -> bool:
+        return is_staff_member(self.request.user)
+
+
+# --- Reads only these pages need -----------------------------------------------------------
+
+
+def kpis_last_day(now: dt.datetime) -> dict[str, Any]:
+    """Outbound outcomes, inbound messages and opt-outs of the last 24 hours."""
+    since = now - DAY
+    outbound = Message.objects.filter(direction=Direction.OUTBOUND, created_at__gte=since).aggregate(
+        created=Count("id"),
+        sent=Count("id", filter=Q(status__in=selectors.REACHED_CARRIER)),
+        delivered=Count("id", filter=Q(status__in=selectors.DELIVERED)),
+        read=Count("id", filter=Q(status=MessageStatus.READ)),
+        failed=Count("id", filter=Q(status__in=selectors.FAILED_WITH_CODE)),
+    )
+    inbound = Message.objects.filter(direction=Direction.INBOUND, created_at__gte=since).count()
+    opt_outs = ConsentEvent.objects.filter(to_status=ConsentStatus.OPTED_OUT, created_at__gte=since).count()
+    sent = outbound["sent"]
+    return {
+        **outbound,
+        "inbound": inbound,
+        "opt_outs": opt_outs,
+        "delivery_rate": round(100 * outbound["delivered"] / sent, 1) if sent else None,
+    }
+
+
+def send_rate_series(now: dt.datetime, minutes: int = RATE_MINUTES) -> dict[str, list]:
+    """Outbound messages accepted by the provider and failed, per minute, over the last ``minutes``."""
+    end = now.replace(second=0, microsecond=0)
+    start = end - dt.timedelta(minutes=minutes - 1)
+    sql = """
+        SELECT date_trunc('minute', t.at) AS m, t.kind, count(*)
+        FROM messaging_message
+        CROSS JOIN LATERAL (VALUES ('sent', COALESCE(queued_at, sent_at)), ('failed', failed_at)) AS t (kind, at)
+        WHERE direction = 'outbound' AND created_at >= %(lookback)s AND t.at >= %(start)s
+        GROUP BY 1, 2
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"lookback": start - RATE_LOOKBACK, "start": start})
+        counts = {(minute, kind): n for minute, kind, n in cursor.fetchall()}
+    times = [start + dt.timedelta(minutes=i) for i in range(minutes)]
+    return {
+        "x": [t.isoformat() for t in times],
+        "sent": [counts.get((t, "sent"), 0) for t in times],
+        "failed": [counts.get((t, "failed"), 0) for t in times],
+    }
+
+
+def health_strip(board: dict[str, Any]) -> list[dict[str, Any]]:
+    """Database, Redis, workers and beat as (name, ok, detail) for the health strip."""
+    beat_ago = board["beat"]["seconds_ago"]
+    workers = board["celery"].get("workers") or []
+    return [
+        _check("Database", board["database"]["ok"], _ms_or_error(board["database"])),
+        _check("Redis", board["redis"]["ok"], _ms_or_error(board["redis"])),
+        _check(
+            "Workers",
+            bool(board["celery"]["ok"] and workers),
+            f"{len(workers)} answering" if board["celery"]["ok"] else board["celery"].get("error", ""),
+        ),
+        _check(
+            "Beat",
+            beat_ago is not None and beat_ago < 180,
+            f"last tick {beat_ago:.0f} s ago" if beat_ago is not None else "never ticked",
+        ),
+    ]
+
+
+def _check(name: str, ok: bool, detail: str) -> dict[str, Any]:
+    return {"name": name, "ok": ok, "detail": detail}
+
+
+def _ms_or_error(check: dict[str, Any]) -> str:
+    return f"{check['ms']} ms" if check["ok"] else check.get("error", "down")
+
+
+def recent_failures(now: dt.datetime, *, full_phones: bool) -> dict[str, Any]:
+    """Failed and undelivered outbound messages of the last 24 hours: by error code, and the latest ones."""
+    failed = Message.objects.filter(
+        direction=Direction.OUTBOUND, status__in=selectors.FAILED_WITH_CODE, created_at__gte=now - DAY
+    )
+    by_code = [
+        {"code": row["error_code"], "meaning": error_meaning(row["error_code"]), "count": row["n"]}
+        for row in failed.order_by().values("error_code").annotate(n=Count("id")).order_by("-n", "error_code")
+    ]
+    latest = list(
+        failed.order_by("-failed_at", "-id").only(
+            "id", "to_address", "channel", "status", "error_code", "error_message", "failed_at", "created_at"
+        )[:FAILURES_SHOWN]
+    )
+    for message in latest:
+        message.meaning = error_meaning(message.error_code)
+        message.masked_to = monitoring.phone_shown(message.to_address, full_phones)
+    return {"by_code": by_code, "latest": latest}
+
+
+def inbound_rows(messages: list[Message], full_phones: bool) -> list[dict[str, Any]]:
+    rows = []
+    for message in messages:
+        kind, keyword = monitoring.inbound_kind(message.body, message.num_media)
+        rows.append(
+            {
+                "id": message.pk,
+                "at": message.created_at,
+                "channel": message.channel,
+                "from": monitoring.phone_shown(message.from_address, full_phones),
+                "body": message.body,
+                "kind": kind,
+                "kind_label": monitoring.InboundKind(kind).label,
+                "keyword": keyword,
+            }
+        )
+    return rows
+
+
+def run_comparison(campaign: Campaign) -> list[dict[str, Any]]:
+    """The campaign's latest runs side by side, from the run rows and the kept message counters."""
+    runs = list(CampaignRun.objects.filter(campaign=campaign).order_by("-scheduled_for", "-pk")[:RUNS_COMPARED])
+    by_run: dict[int, dict[str, int]] = {run.pk: {} for run in runs}
+    for (run_id, status, _code, _unit), (count, _total, _priced) in counters_read(list(by_run)).items():
+        by_run[run_id][status] = by_run[run_id].get(status, 0) + count
+    rows = []
+    for run in runs:
+        statuses = by_run[run.pk]
+        sent = sum(statuses.get(s, 0) for s in selectors.REACHED_CARRIER)
+        delivered = sum(statuses.get(s, 0) for s in selectors.DELIVERED)
+        rows.append(
+            {
+                "run": run,
+                "targeted": run.total - run.skipped,
+                "sent": sent,
+                "delivered": delivered,
+                "read": statuses.get(MessageStatus.READ, 0),
+                "failed": sum(statuses.get(s, 0) for s in selectors.FAILED_WITH_CODE),
+                "skipped": run.skipped,
+                "delivery_rate": round(100 * delivered / sent, 1) if sent else None,
+            }
+        )
+    return rows
+
+
+# --- Pages ---------------------------------------------------------------------------------
+
+
+class DashboardPage(ReportingPage):
+    template_name = "reporting/dashboard.html"
+    nav = "dashboard"
+
+    def get_template_names(self) -> list[str]:
+        if self.request.headers.get("HX-Request") == "true":
+            return ["reporting/partials/dashboard_body.html"]
+        return [self.template_name]
+
+    def get_context_data(self, **kwargs) -> dict[str, Any]:
+        board = monitoring.dashboard()
+        now = board["at"]
+        rates = send_rate_series(now)
+        return {
+            **super().get_context_data(**kwargs),
+            "board": board,
+            "at": now,
+            "health": health_strip(board),
+            "kpis": kpis_last_day(now),
+            "rates": rates,
+            "rate_rows": [(x[11:16], sent, failed) for x, sent, failed in zip(*rates.values(), strict=True)],
+            "active_runs": board["active_runs"],
+        }
+
+
+class MonitoringPage(ReportingPage):
+    template_name = "reporting/monitoring.html"
+    nav = "monitoring"
+
+    def get_context_data(self, **kwargs) -> dict[str, Any]:
+        board = monitoring.dashboard()
+        messages = monitoring.inbound_list(limit=INBOUND_SHOWN)
+        full = monitoring.can_see_full_phones(self.request.user)
+        return {
+            **super().get_context_data(**kwargs),
+            "at": board["at"],
+            "health": health_strip(board),
+            "webhooks": board["webhooks"],
+            "inbound": list(reversed(inbound_rows(messages, full))),
+            "next_since": messages[-1].pk if messages else 0,
+            "failures": recent_failures(board["at"], full_phones=full),
+        }
+
+
+class InboundPartial(ReportingPage):
+    """New inbound messages after ``since`` (newest first) and the poller carrying the next cursor."""
+
+    template_name = "reporting/partials/inbound_new.html"
+
+    def get_context_data(self, **kwargs) -> dict[str, Any]:
+        try:
+            since = max(int(self.request.GET.get("since", "0")), 0)
+        except ValueError:
+            since = 0
+        messages = monitoring.inbound_list(since_id=since, limit=INBOUND_SHOWN)
+        full = monitoring.can_see_full_phones(self.request.user)
+        return {
+            **super().get_context_data(**kwargs),
+            "inbound": list(reversed(inbound_rows(messages, full))),
+            "next_since": messages[-1].pk if messages else since,
+        }
+
+
+class MonitoringStatusPartial(ReportingPage):
+    """Health and recent failures, re-rendered by the monitoring page's poll."""
+
+    template_name = "reporting/partials/monitoring_status.html"
+
+    def get_context_data(self, **kwargs) -> dict[str, Any]:
+        board = monitoring.dashboard()
+        full = monitoring.can_see_full_phones(self.request.user)
+        return {
+            **super().get_context_data(**kwargs),
+            "at": board["at"],
+            "health": health_strip(board),
+            "webhooks": board["webhooks"],
+            "failures": recent_failures(board["at"], full_phones=full),
+        }
+
+
+class CampaignListPage(ReportingPage):
+    template_name = "reporting/campaign_list.html"
+    nav = "campaigns"
+
+    def get_context_data(self, **kwargs) -> dict[str, Any]:
+        campaigns = (
+            Campaign.objects.select_related("sender", "template")
+            .annotate(run_count=Count("runs"))
+            .order_by("-updated_at", "-pk")
+        )
+        page = Paginator(campaigns, CAMPAIGNS_PER_PAGE).get_page(self.request.GET.get("page"))
+        return {**super().get_context_data(**kwargs), "page": page}
+
+
+class CampaignAnalyticsPage(ReportingPage):
+    template_name = "reporting/campaign_analytics.html"
+    nav = "campaigns"
+
+    def get_context_data(self, **kwargs) -> dict[str, Any]:
+        campaign = get_object_or_404(Campaign.objects.select_related("sender", "template"), pk=kwargs["pk"])
+        run = self._run(campaign)
+        bucket = self.request.GET.get("bucket", "hour")
+        if bucket not in selectors.BUCKETS:
+            bucket = "hour"
+        summary = selectors.campaign_summary(campaign, run=run, bucket=bucket)
+        messages = summary["messages"]
+        funnel = [
+            ("Targeted", summary["targeted"]),
+            ("Sent", messages["sent"]),
+            ("Delivered", messages["delivered"]),
+            ("Read", messages["read"]),
+            ("Replied", summary["repliers"]),
+        ]
+        timeline = {
+            "bucket_seconds": 60 if bucket == "minute" else 3600,
+            "x": [point["at"].isoformat() for point in summary["timeline"]],
+            **{
+                kind: [point[kind] for point in summary["timeline"]] for kind in ("sent", "delivered", "read", "failed")
+            },
+        }
+        return {
+            **super().get_context_data(**kwargs),
+            "campaign": campaign,
+            "run": run,
+            "bucket": bucket,
+            "summary": summary,
+            "funnel": funnel,
+            "funnel_chart": {"labels": [name for name, _ in funnel], "values": [value for _, value in funnel]},
+            "timeline": timeline,
+            "runs": run_comparison(campaign),
+            "delivery_percent": _percent(summary["delivery_rate"]),
+            "read_percent": _percent(summary["read_rate"]),
+        }
+
+    def _run(self, campaign: Campaign) -> CampaignRun | None:
+        value = self.request.GET.get("run")
+        if not value:
+            return None
+        if not value.isdigit():
+            raise Http404("no such run")
+        return get_object_or_404(CampaignRun, pk=int(value), campaign=campaign)
+
+
+def _percent(rate: float | None) -> float | None:
+    return round(100 * rate, 1) if rate is not None else None

@@ -1,0 +1,154 @@
+"""Erasing a contact removes what identifies the person and keeps the suppression and the counts."""
+
+import json
+
+import pytest
+from django.db import connection
+
+from audience import services as audience
+from audience.models import (
+    ConsentEvent,
+    ConsentSource,
+    ConsentStatus,
+    Contact,
+    ContactTopic,
+    ImportJob,
+    ImportRowError,
+    Suppression,
+)
+from audience.phones import phone_hash
+from campaigns import services as campaigns
+from campaigns.models import Recipient
+from messaging.models import Message, MessageEvent
+from messaging.services.inbound import inbound_message_record
+from reporting import counters
+from reporting.selectors import campaign_summary
+from tests import delivery
+from tests.delivery import assert_counts_match_recount, drain, make_campaign
+from tests.factories import TopicFactory
+
+fake = delivery.fake
+pytestmark = pytest.mark.django_db
+
+PHONE = delivery.PHONES[0]
+NAME = "Wanjiru Kamau"
+EMAIL = "wanjiru@example.org"
+
+
+def _everything_as_text() -> str:
+    """Every row of the tables that could hold personal data, as one string to search."""
+    tables = [
+        "audience_contact",
+        "audience_contacttopic",
+        "audience_consentevent",
+        "audience_importrowerror",
+        "messaging_message",
+        "messaging_messageevent",
+        "campaigns_recipient",
+    ]
+    dump = []
+    with connection.cursor() as cursor:
+        for table in tables:
+            cursor.execute(f"SELECT row_to_json(t)::text FROM {table} t")
+            dump += [row[0] for row in cursor.fetchall()]
+    return "\n".join(dump)
+
+
+def _personal_traces(text: str) -> list[str]:
+    digits = PHONE.lstrip("+")
+    return [needle for needle in (digits, digits[-9:], NAME, EMAIL, "Nairobi") if needle in text]
+
+
+def test_erasing_after_a_campaign_leaves_nothing_personal_and_keeps_the_counts(fake):
+    campaign = make_campaign()
+    contact = Contact.objects.get(phone=PHONE)
+    audience.contact_update(contact, data={"name": NAME, "email": EMAIL, "attributes": {"city": "Nairobi"}})
+    ContactTopic.objects.create(contact=contact, topic=TopicFactory(name="news"))
+    run = campaigns.campaign_launch(campaign)
+    drain(run)
+    sent = Message.objects.get(contact=contact)
+    MessageEvent.objects.create(
+        kind="status", provider_sid=sent.provider_sid, status="delivered", message=sent, payload={"To": PHONE}
+    )
+    for n, body in enumerate(["Nairobi here", "STOP"]):
+        inbound_message_record(
+            provider_sid=f"SM{n:032x}",
+            from_address=PHONE,
+            to_address="+15005550006",
+            body=body,
+            payload={"From": PHONE, "Body": body},
+        )
+    job = ImportJob.objects.create(source="api", file_path="x.csv", file_name="x.csv")
+    ImportRowError.objects.create(job=job, line=2, column="phone", reason="duplicate", value="0" + PHONE[-9:])
+    ImportRowError.objects.create(job=job, line=3, column="email", reason="bad", value=EMAIL)
+    counters.counters_sync(Message.objects.values_list("pk", flat=True))
+    kept_counters = counters.counters_read([run.pk])
+    summary_before = campaign_summary(campaign)
+    assert _personal_traces(_everything_as_text())  # the check below can fail
+
+    audience.contact_erase(Contact.objects.get(phone=PHONE), actor="dpo")
+
+    assert _personal_traces(_everything_as_text()) == []
+    assert not Contact.objects.filter(phone=PHONE).exists()
+    assert Suppression.objects.filter(phone_hash=phone_hash(PHONE)).exists()  # it had opted out (STOP)
+    assert counters.counters_read([run.pk]) == kept_counters
+    assert counters.counters_recounted([run.pk]) == kept_counters
+    summary_after = campaign_summary(campaign)
+    # Opt-outs within 72 h and replies are matched through the contact, so an erased person no
+    # longer counts there; every recipient and message figure stays.
+    for figure in ("targeted", "recipients", "skipped", "messages", "failures", "cost", "timeline"):
+        assert json.dumps(summary_after[figure], default=str) == json.dumps(summary_before[figure], default=str)
+    assert Recipient.objects.filter(run=run).count() == len(delivery.PHONES)
+    # The consent audit stays (hash, statuses, times) without its evidence.
+    evidence = ConsentEvent.objects.filter(phone_hash=phone_hash(PHONE)).values_list("evidence", flat=True)
+    assert list(evidence) and all(item == {} for item in evidence)
+
+
+def test_an_erased_phone_that_opted_out_stays_opted_out_when_imported_again():
+    contact = audience.contact_create(phone=PHONE, consent_status=ConsentStatus.OPTED_OUT, source=ConsentSource.API)
+    audience.contact_erase(contact)
+    again = audience.contact_create(phone=PHONE, consent_status=ConsentStatus.OPTED_IN)
+    assert again.consent_status == ConsentStatus.OPTED_OUT
+
+
+def test_erasing_an_opted_in_contact_keeps_no_suppression():
+    contact = audience.contact_create(phone=PHONE, name=NAME)
+    audience.contact_erase(contact)
+    assert not Suppression.objects.exists()
+    assert _personal_traces(_everything_as_text()) == []
+
+
+def test_erasing_mid_run_skips_the_waiting_recipient_and_the_run_still_completes(fake):
+    run = campaigns.campaign_launch(make_campaign())
+    audience.contact_erase(Contact.objects.get(phone=PHONE))
+    recipient = Recipient.objects.get(run=run, contact_id__isnull=False, detail="contact erased")
+    assert recipient.state == "skipped"
+    drain(run)
+    assert fake.requests_to(PHONE) == 0
+    assert_counts_match_recount(run)
+    run.refresh_from_db()
+    assert run.status == "completed" and run.sent == len(delivery.PHONES) - 1
+
+
+def test_the_api_delete_erases(staff_api):
+    contact = audience.contact_create(phone=PHONE, name=NAME, email=EMAIL)
+    inbound_message_record(
+        provider_sid="SM" + "e2" * 16, from_address=PHONE, to_address="+15005550006", body="hello", payload={}
+    )
+    assert staff_api.delete(f"/api/v1/contacts/{contact.pk}/").status_code == 204
+    message = Message.objects.get()
+    assert (message.body, message.from_address, message.contact_id) == ("", "", None)
+
+
+def test_the_admin_erase_action_erases_the_selected_contacts(client, staff_user):
+    first = audience.contact_create(phone=PHONE, name=NAME)
+    second = audience.contact_create(phone=delivery.PHONES[1])
+    client.force_login(staff_user)
+    response = client.post(
+        "/admin/audience/contact/",
+        {"action": "erase", "_selected_action": [first.pk, second.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "2 contact(s) erased" in response.content.decode()
+    assert not Contact.objects.exists()

@@ -1,0 +1,47 @@
+"""Problems the fuzzers found, each kept as a plain test (`make fuzz` runs the fuzzers themselves)."""
+
+import json
+
+import pytest
+
+from messaging.models import Message, MessageEvent
+from tests.twilio_webhooks import (
+    INBOUND_PATH,
+    PUBLIC,
+    STATUS_PATH,
+    TOKEN,
+    inbound_payload,
+    post_form,
+    post_json,
+    status_payload,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def twilio_settings(settings):
+    settings.TWILIO_AUTH_TOKEN = TOKEN
+    settings.PUBLIC_BASE_URL = PUBLIC
+
+
+# tests/test_webhook_fuzz.py, replays: body='\x9e\x8fZ\x00 ...' gave a 500 (PostgreSQL DataError:
+# text fields cannot contain NUL bytes). Now 400 and nothing stored.
+def test_an_inbound_body_with_a_nul_byte_is_refused_not_a_500(client):
+    response = post_form(client, INBOUND_PATH, inbound_payload("SM" + "0a" * 16, "Z\x00 hi"))
+    assert response.status_code == 400
+    assert "NUL" in response.content.decode()
+    assert not Message.objects.exists() and not MessageEvent.objects.exists()
+
+
+def test_a_status_callback_with_a_nul_byte_anywhere_is_refused(client):
+    response = post_form(client, STATUS_PATH, status_payload("SM" + "0b" * 16, "sent") | {"X\x00": "1"})
+    assert response.status_code == 400
+    assert not MessageEvent.objects.exists()
+
+
+def test_a_json_callback_with_a_nested_nul_is_refused(client):
+    params = status_payload("SM" + "0c" * 16, "sent") | {"Extra": {"deep": ["a\x00b"]}}
+    response = post_json(client, STATUS_PATH, params, body=json.dumps(params))
+    assert response.status_code == 400
+    assert not MessageEvent.objects.exists()

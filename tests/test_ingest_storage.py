@@ -1,0 +1,70 @@
+"""How the engine uses the database: a staging partition per bucket, session settings that do not leak, lean indexes."""
+
+import pytest
+from django.db import connection
+
+from audience.ingest import engine as engine_module
+from audience.ingest import sql
+from audience.models import ConsentEvent, Contact
+from tests.fixtures.ingest.helpers import ingest, write
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _tables_like(pattern: str) -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND relname LIKE %s", [pattern])
+        return sorted(row[0] for row in cursor.fetchall())
+
+
+def _indexes_of(table: str) -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", [table])
+        return {row[0] for row in cursor.fetchall()}
+
+
+def test_each_bucket_upsert_reads_its_own_staging_partition_and_all_are_dropped_after(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine_module, "BUCKET_THRESHOLD_BYTES", 0)
+    original = engine_module.Engine._upsert_bucket
+    seen: dict[int, tuple[int, list[int]]] = {}
+
+    def spy(self, bucket):
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT count(*), array_agg(DISTINCT bucket) FROM {sql.stage_bucket(self.stage, bucket)}")
+            seen[bucket] = cursor.fetchone()
+        return original(self, bucket)
+
+    monkeypatch.setattr(engine_module.Engine, "_upsert_bucket", spy)
+    lines = "".join(f"+2547120{index:05d},n{index}\n" for index in range(300))
+    job = ingest(write(tmp_path, "parts.csv", "phone,name\n" + lines))
+
+    assert job.batch_count == 8 and sorted(seen) == list(range(8))
+    assert all(buckets == [bucket] for bucket, (_, buckets) in seen.items() if buckets)
+    assert sum(count for count, _ in seen.values()) == 300 == Contact.objects.count()
+    assert _tables_like(f"audience_ingest_stage_{job.pk}%") == []
+
+
+def test_duplicates_across_the_file_are_still_resolved_in_a_partitioned_stage(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine_module, "BUCKET_THRESHOLD_BYTES", 0)
+    content = "phone,name\n+254712345678,first\n+254712345679,other\nwhatsapp:+254712345678,last\n"
+    job = ingest(write(tmp_path, "dups.csv", content))
+    assert Contact.objects.get(phone="+254712345678").name == "last"
+    assert job.duplicate_count == 1 and ConsentEvent.objects.count() == 2
+
+
+def test_the_import_does_not_leave_its_session_settings_on_the_connection(tmp_path):
+    ingest(write(tmp_path, "one.csv", "phone\n+254712345678\n"))
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        synchronous_commit = cursor.fetchone()[0]
+        cursor.execute("SHOW enable_nestloop")
+        nestloop = cursor.fetchone()[0]
+    assert (synchronous_commit, nestloop) == ("on", "on")
+
+
+def test_the_unused_pattern_indexes_are_gone_and_the_equality_indexes_stay():
+    contact_indexes = _indexes_of("audience_contact")
+    event_indexes = _indexes_of("audience_consentevent")
+    assert not [name for name in contact_indexes | event_indexes if name.endswith("_like")]
+    assert "audience_contact_phone_key" in contact_indexes
+    assert any("phone_hash" in name for name in event_indexes)
