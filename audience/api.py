@@ -33,7 +33,7 @@ from audience.models import (
     ImportSource,
     Topic,
 )
-from config.api import raise_as_drf
+from config.api import UtcIsoDateTimeFilter, raise_as_drf
 
 IMPORT_ERRORS_SHOWN = 100
 # Room for the multipart boundaries and the other fields around the file in a Content-Length.
@@ -133,8 +133,8 @@ class ContactFilter(django_filters.FilterSet):
     channel = django_filters.ChoiceFilter(choices=Channel.choices)
     locale = django_filters.CharFilter()
     topic = django_filters.CharFilter(field_name="topics__name", label="Topic name")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
     phone = django_filters.CharFilter(method="filter_phone")
 
     class Meta:

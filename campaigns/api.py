@@ -17,7 +17,7 @@ from campaigns import selectors, services
 from campaigns.models import Campaign, CampaignAction, CampaignRun, Event, Segment
 from campaigns.segments.rules import RuleError
 from campaigns.services import SegmentError, events
-from config.api import raise_as_drf
+from config.api import UtcIsoDateTimeFilter, raise_as_drf
 from config.roles import is_analyst
 
 SAMPLE_SIZE = 10
@@ -372,10 +372,10 @@ class EventFilter(django_filters.FilterSet):
     name = django_filters.CharFilter()
     contact = django_filters.NumberFilter(field_name="contact_id")
     campaign = django_filters.NumberFilter(field_name="matched_campaigns", help_text="Events that fired it.")
-    occurred_after = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
-    occurred_before = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
-    received_after = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="gte")
-    received_before = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="lt")
+    occurred_after = UtcIsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    occurred_before = UtcIsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    received_after = UtcIsoDateTimeFilter(field_name="received_at", lookup_expr="gte")
+    received_before = UtcIsoDateTimeFilter(field_name="received_at", lookup_expr="lt")
 
     class Meta:
         model = Event

@@ -45,3 +45,27 @@ def test_a_json_callback_with_a_nested_nul_is_refused(client):
     response = post_json(client, STATUS_PATH, params, body=json.dumps(params))
     assert response.status_code == 400
     assert not MessageEvent.objects.exists()
+
+
+# make fuzz, GET /api/v1/events/?occurred_after=1661-02-03T17:58:11-21:55 gave a 500 (PostgreSQL:
+# "time zone displacement out of range"; it stops at ±15:59 where Python allows ±23:59). Date
+# filters now turn their value to UTC first, and a value that leaves the calendar is a 400.
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/events/?occurred_after=1661-02-03T17%3A58%3A11-21%3A55",
+        "/api/v1/contacts/?created_before=2020-01-01T00%3A00%3A00%2B23%3A59",
+        "/api/v1/reporting/messages/status?created_after=1661-02-03T17%3A58%3A11-21%3A55",
+    ],
+)
+def test_a_date_filter_with_an_offset_postgresql_refuses_is_not_a_500(analyst_api, url):
+    assert analyst_api.get(url).status_code == 200
+
+
+@pytest.mark.parametrize("url", ["/api/v1/events/", "/api/v1/contacts/"])
+def test_a_date_filter_that_leaves_the_calendar_names_the_parameter(analyst_api, url):
+    response = analyst_api.get(
+        url, {"received_before" if "events" in url else "created_after": "0001-01-01T00:00:00+05:00"}
+    )
+    assert response.status_code == 400
+    assert ("received_before" if "events" in url else "created_after") in response.json()
