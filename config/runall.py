@@ -37,7 +37,7 @@ PROCESSES = {
     "worker": [PYTHON, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", "--concurrency", "2"],
     "beat": [PYTHON, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"],
     # Evaluates the alert rules outside Celery too, so "no worker" and "beat stopped" can fire.
-    "alerts": [PYTHON, "manage.py", "alerts_evaluate", "--every", "30"],
+    "alerts": [PYTHON, "manage.py", "alerts_evaluate", "--every", "30", "--wait", "60"],
 }
 
 

@@ -20,6 +20,7 @@ from campaigns.models import Campaign, CampaignRun
 from messaging import selectors as messaging_selectors
 from messaging.models import Direction, Message, MessageEvent, MessageStatus, Sender
 from reporting import exports, monitoring, selectors
+from reporting.alerting.api import AlertsSerializer
 
 # --- Query parameters ----------------------------------------------------------------------
 
@@ -302,6 +303,7 @@ class DashboardSerializer(serializers.Serializer):
     counters_swept_at = serializers.DateTimeField(
         allow_null=True, help_text="Last sweep of the counters: changes made without a signal are counted by then."
     )
+    alerts = AlertsSerializer(help_text="Alerts firing now and the latest 10 alerts and recoveries.")
 
 
 # --- Views ---------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from campaigns.models import CampaignRun, RunStatus
 from config.health import check_cache, check_database
 from messaging.keywords import KEYWORDS, Keyword, keyword_parse
 from messaging.models import Direction, Message, MessageEvent
+from reporting.alerting.selectors import alerts_summary
 from reporting.counters import SWEEP_WATERMARK_KEY, contact_totals, counters_read
 
 FULL_PHONE_PERMISSION = "reporting.see_full_phone"
@@ -297,6 +298,9 @@ def totals(now: dt.datetime) -> dict[str, int]:
     }
 
 
+DASHBOARD_ALERTS = 10  # the latest alerts and recoveries the dashboard shows
+
+
 def dashboard() -> dict[str, Any]:
     now = timezone.now()
     workers = _timed(lambda: _probe_answer("workers", WORKERS_CACHE_KEY, _ping_workers))
@@ -315,4 +319,5 @@ def dashboard() -> dict[str, Any]:
         "active_runs": active_runs(),
         "totals": totals(now),
         "counters_swept_at": cache.get(SWEEP_WATERMARK_KEY),
+        "alerts": alerts_summary(limit=DASHBOARD_ALERTS),
     }

@@ -328,6 +328,28 @@ def test_alerts_api_lists_firing_alerts_and_history(notify, django_capture_on_co
     assert [e["kind"] for e in body["recent"]] == ["fired"]
 
 
+def test_the_dashboard_api_and_page_show_the_firing_alert_and_its_history(
+    notify, django_capture_on_commit_callbacks, analyst_api, client, analyst_user
+):
+    only("celery-beat stopped")
+    PeriodicTask.objects.update(last_run_at=timezone.now() - dt.timedelta(minutes=30))
+    evaluate(django_capture_on_commit_callbacks, timezone.now())
+    alerts = analyst_api.get("/api/v1/monitoring/dashboard").json()["alerts"]
+    assert [a["rule"] for a in alerts["firing"]] == ["celery-beat stopped"]
+    assert [e["kind"] for e in alerts["recent"]] == ["fired"]
+
+    client.force_login(analyst_user)
+    page = client.get("/reporting/").content.decode()
+    firing = page.split('id="alerts"', 1)[1].split("</section>", 1)[0]
+    assert "celery-beat stopped" in firing and "No alert is firing" not in firing
+    assert "[ALERT] celery-beat stopped" in firing  # the history row
+
+    PeriodicTask.objects.update(last_run_at=timezone.now())
+    AlertState.objects.update(firing=False)
+    page = client.get("/reporting/").content.decode()
+    assert "No alert is firing" in page.split('id="alerts"', 1)[1].split("</section>", 1)[0]
+
+
 def test_alerts_api_needs_authentication(anon_api):
     assert anon_api.get("/api/v1/monitoring/alerts").status_code == 401
 

@@ -17,6 +17,6 @@ def alert_history(limit: int = HISTORY_LIMIT) -> list[AlertEvent]:
     return list(AlertEvent.objects.select_related("rule").order_by("-created_at", "-pk")[:limit])
 
 
-def alerts_summary() -> dict:
+def alerts_summary(limit: int = HISTORY_LIMIT) -> dict:
     """The dashboard's view: firing alerts and the latest events."""
-    return {"firing": list(alerts_firing()), "recent": alert_history()}
+    return {"firing": list(alerts_firing()), "recent": alert_history(limit)}

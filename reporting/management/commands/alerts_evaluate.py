@@ -21,8 +21,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--every", type=float, default=0, help="Repeat every N seconds until stopped.")
+        parser.add_argument(
+            "--wait",
+            type=float,
+            default=0,
+            help="Seconds to wait before the first evaluation (lets workers started alongside come up).",
+        )
 
-    def handle(self, *args, every: float = 0, **options) -> None:
+    def handle(self, *args, every: float = 0, wait: float = 0, **options) -> None:
+        time.sleep(wait)
         while True:
             events = alerts_evaluate(deliver_inline=True)
             if events or every <= 0:
