@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -45,6 +47,18 @@ class PooledHttpClient(TwilioHttpClient):
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
+        # With trust_env on, requests walks os.environ for proxies and the CA bundle on every request
+        # (~7% of the client's CPU per send). Read them once per host instead; NO_PROXY still applies.
+        self.session.trust_env = False
+        self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self._proxies: dict[tuple[str, str], dict[str, str]] = {}
+
+    def request(self, method: str, url: str, *args, **kwargs):
+        origin = urlsplit(url)[:2]
+        if origin not in self._proxies:  # the environment's proxies for this host (NO_PROXY honoured)
+            self._proxies[origin] = requests.utils.get_environ_proxies(url)
+        self.proxy = self._proxies[origin]
+        return super().request(method, url, *args, **kwargs)
 
 
 def whatsapp_address(address: str) -> str:
