@@ -46,6 +46,10 @@ HISTOGRAMS: dict[str, tuple[str, tuple[str, ...]]] = {
 # Signature failures are also counted per minute, at once (not buffered), for the alert rule.
 SIGNATURE_FAILURES_KEY = PREFIX + "signature_failures:"
 SIGNATURE_FAILURES_TTL = 2 * 3600
+# Provider answers that say a sender is being throttled (HTTP 429, WhatsApp's 63018), per sender per
+# minute: a retried send that then succeeds keeps no error code on its row, so the alert counts these.
+SENDER_THROTTLED_KEY = PREFIX + "sender_throttled:"
+THROTTLE_CODES = frozenset({"429", "20429", "63018"})
 
 _client: redis.Redis | None = None
 
@@ -177,3 +181,28 @@ def signature_failures_since(since_epoch: float, until_epoch: float) -> int:
 
 def hash_read(name: str) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in redis_client().hgetall(PREFIX + name).items()}
+
+
+def provider_error_count(sender_id: int | None, code: str) -> None:
+    """Count a provider refusal for the sender-throttled alert when ``code`` says it was throttled."""
+    if sender_id is None or str(code) not in THROTTLE_CODES:
+        return
+    key = f"{SENDER_THROTTLED_KEY}{int(time.time() // 60)}"
+    try:
+        redis_client().pipeline(transaction=False).hincrby(key, str(sender_id), 1).expire(
+            key, SIGNATURE_FAILURES_TTL
+        ).execute()
+    except redis.RedisError as exc:
+        logger.warning("could not count a throttled send: %s", exc)
+
+
+def senders_throttled_since(since_epoch: float, until_epoch: float) -> dict[str, int]:
+    """{sender id: throttled answers} in the whole minutes from ``since_epoch`` to ``until_epoch``."""
+    pipe = redis_client().pipeline(transaction=False)
+    for minute in range(int(since_epoch // 60), int(until_epoch // 60) + 1):
+        pipe.hgetall(f"{SENDER_THROTTLED_KEY}{minute}")
+    totals: dict[str, int] = defaultdict(int)
+    for counts in pipe.execute():
+        for sender, count in counts.items():
+            totals[sender.decode()] += int(count)
+    return dict(totals)

@@ -259,6 +259,27 @@ def test_sender_throttled(notify, django_capture_on_commit_callbacks):
     assert "whatsapp-main" in notify.posts[0]["text"]
 
 
+def test_sender_throttled_counts_429s_whose_retry_went_through(notify, django_capture_on_commit_callbacks):
+    rule = only("Sender throttled", threshold=2)
+    sender = SenderFactory(name="sms-busy")
+    client = observe.redis_client()
+    for key in client.scan_iter(observe.SENDER_THROTTLED_KEY + "*"):
+        client.delete(key)
+
+    def breach():  # three 429s at send time; no message row keeps the code
+        for _ in range(3):
+            observe.provider_error_count(sender.pk, "20429")
+        observe.provider_error_count(sender.pk, "30007")  # not a throttle: not counted
+
+    def recover():
+        for key in client.scan_iter(observe.SENDER_THROTTLED_KEY + "*"):
+            client.delete(key)
+
+    drive(django_capture_on_commit_callbacks, rule, breach, recover)
+    assert_one_alert_and_one_recovery(rule, notify, subject=str(sender.pk))
+    assert AlertEvent.objects.filter(kind="fired").get().value == 3
+
+
 # --- State machine and delivery --------------------------------------------------------------
 
 

@@ -1,12 +1,14 @@
 """The send service through the real twilio client against the fake server, and the simulated provider."""
 
 import random
+import time
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from audience.models import ConsentEvent, ConsentSource, ConsentStatus
+from config import observe
 from config.celery import app as celery_app
 from messaging.fake_twilio import FakeTwilio
 from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
@@ -150,6 +152,18 @@ def test_retryable_errors_wait_with_backoff_then_send(fake, sms_sender, error):
     message = send.message_send(message.pk)
     assert message.status == MessageStatus.QUEUED and message.attempts == 2 and message.error_code == ""
     assert fake.requests_to(contact.phone) == 2
+
+
+def test_a_throttled_answer_is_counted_for_the_alert_even_when_the_retry_goes_through(fake, sms_sender):
+    start = time.time()
+    before = observe.senders_throttled_since(start, start).get(str(sms_sender.pk), 0)
+    contact = ContactFactory(phone="+254711100010")
+    fake.fail(contact.phone, "429")
+    message = send.message_send(new_message(contact, sms_sender).pk)
+    make_due(message)
+    assert send.message_send(message.pk).error_code == ""  # the row forgets the 429 ...
+    counted = observe.senders_throttled_since(start, time.time())  # ... the per-minute count keeps it
+    assert counted.get(str(sms_sender.pk), 0) - before == 1
 
 
 def test_retries_stop_at_the_cap_with_a_reason(fake, sms_sender):

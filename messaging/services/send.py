@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from audience.models import Channel, ConsentSource, ConsentStatus, Contact
 from audience.services import consent_change
+from config import observe
 from messaging import selectors
 from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
 from messaging.providers import (
@@ -321,6 +322,7 @@ def _accepted(message: Message, result: SendResult) -> Message:
 
 
 def _provider_refused(message: Message, exc: ProviderError) -> Message:
+    observe.provider_error_count(message.sender_id, exc.code)
     if exc.accepted_unknown:
         return _outcome_unknown(message, exc)
     if exc.kind == ErrorKind.RETRYABLE:

@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from audience.models import ConsentSource, ConsentStatus, Contact
 from audience.services import consent_change
+from config import observe
 from messaging.models import Direction, Message, MessageEvent, MessageStatus
 from messaging.providers import ErrorKind, ProviderError, SendResult, get_provider, provider_name_for
 from messaging.services import send
@@ -328,6 +329,7 @@ def _row_for(outcome: _Outcome) -> tuple | None:
         }
         return (message.pk, *_row(message, status, at, **fields))
     assert exc is not None
+    observe.provider_error_count(message.sender_id, exc.code)
     if exc.accepted_unknown:
         send._outcome_unknown(message, exc)  # stays `sending`; the reconciler asks the provider
         return None

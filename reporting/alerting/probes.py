@@ -147,7 +147,12 @@ def sender_throttled(rule: AlertRule, now: dt.datetime) -> dict[str, float]:
     since = now - dt.timedelta(minutes=rule.window_minutes)
     with connection.cursor() as cursor:
         cursor.execute(sql, {"lookback": now - LOOKBACK, "codes": codes, "since": since})
-        return {str(sender): float(count) for sender, count in cursor.fetchall()}
+        counts = {str(sender): float(count) for sender, count in cursor.fetchall()}
+    # Throttled answers counted at send time include retries that later went through (their rows
+    # no longer carry the code); the larger of the two figures, so one refusal never counts twice.
+    for sender, count in observe.senders_throttled_since(since.timestamp(), now.timestamp()).items():
+        counts[sender] = max(counts.get(sender, 0.0), float(count))
+    return counts
 
 
 PROBES: dict[str, Callable[[AlertRule, dt.datetime], dict[str, float]]] = {
