@@ -96,7 +96,15 @@ class Command(BaseCommand):
     def _messaging(self):
         sms, _ = Sender.objects.get_or_create(
             name="Demo SMS (simulated)",
-            defaults={"provider": "simulated", "channel": "sms", "kind": "long_code", "from_address": "+447400123456"},
+            # 2 messages a second: the demo campaign takes about half a minute, so the dashboard and
+            # the admin's progress bar are seen filling up live.
+            defaults={
+                "provider": "simulated",
+                "channel": "sms",
+                "kind": "long_code",
+                "from_address": "+447400123456",
+                "mps": 2,
+            },
         )
         whatsapp, _ = Sender.objects.get_or_create(
             name="Demo WhatsApp (simulated)",
