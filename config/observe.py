@@ -44,7 +44,7 @@ HISTOGRAMS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 # Signature failures are also counted per minute, at once (not buffered), for the alert rule.
-SIGNATURE_FAILURES_KEY = PREFIX + "signature_failures:"
+SIGNATURE_FAILURES_KEY = PREFIX + "signature_failures_per_minute:"
 SIGNATURE_FAILURES_TTL = 2 * 3600
 # Provider answers that say a sender is being throttled (HTTP 429, WhatsApp's 63018), per sender per
 # minute: a retried send that then succeeds keeps no error code on its row, so the alert counts these.
@@ -163,20 +163,35 @@ def webhook_observe(view: str, outcome: str, seconds: float) -> None:
     _buffer.webhook(view, outcome, seconds)
 
 
+def _minute_count(prefix: str, field: str, what: str) -> None:
+    """Add one to ``field`` in this minute's hash under ``prefix`` (kept for the alerts' windows)."""
+    key = f"{prefix}{int(time.time() // 60)}"
+    try:
+        redis_client().pipeline(transaction=False).hincrby(key, field, 1).expire(key, SIGNATURE_FAILURES_TTL).execute()
+    except redis.RedisError as exc:
+        logger.warning("could not count %s: %s", what, exc)
+
+
+def _minute_sums(prefix: str, since_epoch: float, until_epoch: float) -> dict[str, int]:
+    """{field: count} summed over the whole minutes from ``since_epoch`` to ``until_epoch``."""
+    pipe = redis_client().pipeline(transaction=False)
+    for minute in range(int(since_epoch // 60), int(until_epoch // 60) + 1):
+        pipe.hgetall(f"{prefix}{minute}")
+    totals: dict[str, int] = defaultdict(int)
+    for counts in pipe.execute():
+        for field, count in counts.items():
+            totals[field.decode()] += int(count)
+    return dict(totals)
+
+
 def signature_failure_count() -> None:
     """One refused webhook, in this minute's counter (read by the signature-failure alert)."""
-    key = f"{SIGNATURE_FAILURES_KEY}{int(time.time() // 60)}"
-    try:
-        redis_client().pipeline(transaction=False).incr(key).expire(key, SIGNATURE_FAILURES_TTL).execute()
-    except redis.RedisError as exc:
-        logger.warning("could not count a webhook signature failure: %s", exc)
+    _minute_count(SIGNATURE_FAILURES_KEY, "all", "a webhook signature failure")
 
 
 def signature_failures_since(since_epoch: float, until_epoch: float) -> int:
     """Refused webhooks in the whole minutes from ``since_epoch`` to ``until_epoch``."""
-    minutes = range(int(since_epoch // 60), int(until_epoch // 60) + 1)
-    values = redis_client().mget([f"{SIGNATURE_FAILURES_KEY}{minute}" for minute in minutes])
-    return sum(int(value) for value in values if value)
+    return _minute_sums(SIGNATURE_FAILURES_KEY, since_epoch, until_epoch).get("all", 0)
 
 
 def hash_read(name: str) -> dict[str, str]:
@@ -185,24 +200,10 @@ def hash_read(name: str) -> dict[str, str]:
 
 def provider_error_count(sender_id: int | None, code: str) -> None:
     """Count a provider refusal for the sender-throttled alert when ``code`` says it was throttled."""
-    if sender_id is None or str(code) not in THROTTLE_CODES:
-        return
-    key = f"{SENDER_THROTTLED_KEY}{int(time.time() // 60)}"
-    try:
-        redis_client().pipeline(transaction=False).hincrby(key, str(sender_id), 1).expire(
-            key, SIGNATURE_FAILURES_TTL
-        ).execute()
-    except redis.RedisError as exc:
-        logger.warning("could not count a throttled send: %s", exc)
+    if sender_id is not None and str(code) in THROTTLE_CODES:
+        _minute_count(SENDER_THROTTLED_KEY, str(sender_id), "a throttled send")
 
 
 def senders_throttled_since(since_epoch: float, until_epoch: float) -> dict[str, int]:
     """{sender id: throttled answers} in the whole minutes from ``since_epoch`` to ``until_epoch``."""
-    pipe = redis_client().pipeline(transaction=False)
-    for minute in range(int(since_epoch // 60), int(until_epoch // 60) + 1):
-        pipe.hgetall(f"{SENDER_THROTTLED_KEY}{minute}")
-    totals: dict[str, int] = defaultdict(int)
-    for counts in pipe.execute():
-        for sender, count in counts.items():
-            totals[sender.decode()] += int(count)
-    return dict(totals)
+    return _minute_sums(SENDER_THROTTLED_KEY, since_epoch, until_epoch)

@@ -328,14 +328,27 @@ def _provider_refused(message: Message, exc: ProviderError) -> Message:
     if exc.kind == ErrorKind.RETRYABLE:
         return _retry_or_fail(message, exc)
     if exc.kind == ErrorKind.OPTED_OUT:
-        consent_change(
-            message.contact,
-            to_status=ConsentStatus.OPTED_OUT,
-            source=ConsentSource.PROVIDER,
-            actor=message.sender.provider,
-            evidence={"error_code": exc.code, "error_message": exc.message, "message_id": message.pk},
-        )
+        provider_opt_out(message, exc)
     return _finish(message, MessageStatus.FAILED, error_code=exc.code, error_message=exc.message[:500])
+
+
+def provider_opt_out(message: Message, exc: ProviderError) -> None:
+    """The provider says the recipient opted out (e.g. 21610): record it through the consent service."""
+    consent_change(
+        message.contact,
+        to_status=ConsentStatus.OPTED_OUT,
+        source=ConsentSource.PROVIDER,
+        actor=message.sender.provider,
+        evidence={"error_code": exc.code, "error_message": exc.message, "message_id": message.pk},
+    )
+
+
+def retry_text(message: Message, exc: ProviderError) -> str:
+    return f"attempt {message.attempts} failed, retrying: {exc.message}"[:500]
+
+
+def give_up_text(message: Message, exc: ProviderError) -> str:
+    return f"gave up after {message.attempts} attempts: {exc.message}"[:500]
 
 
 def retry_delay(attempt: int, rng: random.Random | None = None) -> float:
@@ -346,15 +359,14 @@ def retry_delay(attempt: int, rng: random.Random | None = None) -> float:
 
 def _retry_or_fail(message: Message, exc: ProviderError) -> Message:
     if message.attempts >= MAX_ATTEMPTS:
-        text = f"gave up after {message.attempts} attempts: {exc.message}"[:500]
-        return _finish(message, MessageStatus.FAILED, error_code=exc.code, error_message=text)
+        return _finish(message, MessageStatus.FAILED, error_code=exc.code, error_message=give_up_text(message, exc))
     delay = retry_delay(message.attempts)
     retry_at = timezone.now() + timedelta(seconds=delay)
     Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
         status=MessageStatus.PENDING,
         next_attempt_at=retry_at,
         error_code=exc.code,
-        error_message=f"attempt {message.attempts} failed, retrying: {exc.message}"[:500],
+        error_message=retry_text(message, exc),
         updated_at=timezone.now(),
     )
     if message.source_type_id is None:  # a message with a source (a campaign) is re-sent, paced, by it

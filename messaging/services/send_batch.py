@@ -34,8 +34,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from audience.models import ConsentSource, ConsentStatus, Contact
-from audience.services import consent_change
+from audience.models import ConsentStatus, Contact
 from config import observe
 from messaging.models import Direction, Message, MessageEvent, MessageStatus
 from messaging.providers import ErrorKind, ProviderError, SendResult, get_provider, provider_name_for
@@ -337,22 +336,16 @@ def _row_for(outcome: _Outcome) -> tuple | None:
         delay = send.retry_delay(message.attempts)
         if message.source_type_id is None:  # campaign messages are re-sent, paced, by their dispatcher
             send.message_enqueue(message.pk, countdown=delay)
-        text = f"attempt {message.attempts} failed, retrying: {exc.message}"[:500]
-        fields = {"error_code": exc.code, "error_message": text, "next_at": at + timedelta(seconds=delay)}
+        fields = {
+            "error_code": exc.code,
+            "error_message": send.retry_text(message, exc),
+            "next_at": at + timedelta(seconds=delay),
+        }
         return (message.pk, *_row(message, MessageStatus.PENDING, at, started=started, **fields))
-    if exc.kind == ErrorKind.RETRYABLE:
-        text = f"gave up after {message.attempts} attempts: {exc.message}"
-    else:
-        text = exc.message
+    text = send.give_up_text(message, exc) if exc.kind == ErrorKind.RETRYABLE else exc.message[:500]
     if exc.kind == ErrorKind.OPTED_OUT:
-        consent_change(
-            message.contact,
-            to_status=ConsentStatus.OPTED_OUT,
-            source=ConsentSource.PROVIDER,
-            actor=message.sender.provider,
-            evidence={"error_code": exc.code, "error_message": exc.message, "message_id": message.pk},
-        )
-    fields = {"error_code": exc.code, "error_message": text[:500], "started": started}
+        send.provider_opt_out(message, exc)
+    fields = {"error_code": exc.code, "error_message": text, "started": started}
     return (message.pk, *_row(message, MessageStatus.FAILED, at, **fields))
 
 
