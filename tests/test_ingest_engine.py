@@ -9,7 +9,16 @@ from audience import services
 from audience.ingest import engine as engine_module
 from audience.ingest import services as ingest_services
 from audience.ingest.validate import fast_normalize_phone
-from audience.models import ConsentEvent, ConsentSource, ConsentStatus, Contact, ImportJob, ImportStatus, Suppression
+from audience.models import (
+    ConsentEvent,
+    ConsentSource,
+    ConsentStatus,
+    Contact,
+    ImportJob,
+    ImportRowError,
+    ImportStatus,
+    Suppression,
+)
 from audience.phones import InvalidPhone, normalize_phone, phone_hash
 from tests.fixtures.ingest.helpers import ingest, problems, write
 
@@ -129,13 +138,14 @@ def test_the_pool_of_worker_processes_gives_the_same_result(tmp_path, monkeypatc
 def test_a_crashed_job_keeps_its_committed_batches_and_a_rerun_finishes_without_double_writes(tmp_path, monkeypatch):
     monkeypatch.setattr(engine_module, "BUCKET_THRESHOLD_BYTES", 0)
     lines = "".join(f"+2547120{index:05d}\n" for index in range(400))
-    path = write(tmp_path, "crash.csv", "phone\n" + lines)
+    repeats = "".join(f"+2547120{index:05d}\n" for index in range(0, 400, 20))  # 20 duplicates in all buckets
+    path = write(tmp_path, "crash.csv", "phone\n" + lines + repeats)
     original = engine_module.Engine._upsert_bucket
 
-    def crash_on_bucket_5(self, bucket):
-        if bucket == 5:
+    def crash_on_bucket_5(self, cursor, stage, params):
+        if params["bucket"] == 5:
             raise ConnectionError("database went away")
-        return original(self, bucket)
+        return original(self, cursor, stage, params)
 
     monkeypatch.setattr(engine_module.Engine, "_upsert_bucket", crash_on_bucket_5)
     with pytest.raises(ConnectionError):
@@ -153,6 +163,8 @@ def test_a_crashed_job_keeps_its_committed_batches_and_a_rerun_finishes_without_
     assert sorted(entry["bucket"] for entry in job.committed_batches) == list(range(8))
     assert Contact.objects.count() == 400 == job.created_count
     assert ConsentEvent.objects.count() == 400
+    # The re-run re-counts the duplicates of the buckets it did not upsert again.
+    assert job.duplicate_count == 20 == ImportRowError.objects.filter(job=job, reason__startswith="duplicate").count()
 
 
 def test_a_job_cannot_be_claimed_twice():

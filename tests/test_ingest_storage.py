@@ -28,11 +28,12 @@ def test_each_bucket_upsert_reads_its_own_staging_partition_and_all_are_dropped_
     original = engine_module.Engine._upsert_bucket
     seen: dict[int, tuple[int, list[int]]] = {}
 
-    def spy(self, bucket):
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT count(*), array_agg(DISTINCT bucket) FROM {sql.stage_bucket(self.stage, bucket)}")
-            seen[bucket] = cursor.fetchone()
-        return original(self, bucket)
+    def spy(self, cursor, stage, params):
+        bucket = params["bucket"]
+        assert stage == sql.stage_bucket(self.stage, bucket)
+        cursor.execute(f"SELECT count(*), array_agg(DISTINCT bucket) FROM {stage}")
+        seen[bucket] = cursor.fetchone()
+        return original(self, cursor, stage, params)
 
     monkeypatch.setattr(engine_module.Engine, "_upsert_bucket", spy)
     lines = "".join(f"+2547120{index:05d},n{index}\n" for index in range(300))
@@ -68,3 +69,11 @@ def test_the_unused_pattern_indexes_are_gone_and_the_equality_indexes_stay():
     assert not [name for name in contact_indexes | event_indexes if name.endswith("_like")]
     assert "audience_contact_phone_key" in contact_indexes
     assert any("phone_hash" in name for name in event_indexes)
+
+
+def test_contact_topics_keep_only_the_two_composite_indexes_that_serve_both_directions():
+    assert _indexes_of("audience_contacttopic") == {
+        "audience_contacttopic_pkey",
+        "contact_topic_unique",
+        "contact_topic_by_topic",
+    }

@@ -5,15 +5,16 @@
    number of chunks in flight, so memory stays flat whatever the file size.
 2. The main process COPYs each chunk's good rows into a staging table
    partitioned by bucket (UNLOGGED partitions) and its problems into ImportRowError.
-3. Set-based SQL drops in-file duplicates (the last row wins), creates the
-   topics, marks suppressed phones.
-4. Each bucket of phones (a crc32 hash) is upserted by one
-   ``INSERT ... SELECT ... ON CONFLICT (phone) DO UPDATE`` whose CTEs also
-   write the ConsentEvent and ContactTopic rows, reading only its own stage
-   partition, in one transaction (synchronous_commit off: a crash loses whole
-   buckets together with their record) that also records the bucket as
-   committed on the job. A re-run skips committed
-   buckets; the upsert is idempotent anyway.
+3. Each bucket of phones (a crc32 hash; a phone's duplicates share its
+   bucket) is written in one transaction, two buckets at a time: set-based
+   SQL drops its in-file duplicates (the last row wins) and marks suppressed
+   phones, then one ``INSERT ... SELECT ... ON CONFLICT (phone) DO UPDATE``
+   whose CTEs also write the ConsentEvent and ContactTopic rows reads only
+   its own stage partition; the same transaction records the bucket as
+   committed on the job (synchronous_commit off: a crash loses whole, most
+   recent buckets together with their record). A re-run re-reads the file,
+   re-counts every bucket's warnings and upserts only the buckets not
+   committed; the upsert is idempotent anyway.
 """
 
 from __future__ import annotations
@@ -266,67 +267,54 @@ class Engine:
         self.job.error = str(problem)
         ImportJob.objects.filter(pk=self.job.pk).update(error=self.job.error, invalid_count=self.job.invalid_count)
 
-    # --- phase 2: set-based preparation ----------------------------------------------------
+    # --- phase 2: topics ----------------------------------------------------------------------
 
     def _prepare(self) -> None:
-        self.job.stage = "deduplicating"
-        self._save_progress(force=True)
-        with connection.cursor() as cursor:
-            cursor.execute("SET work_mem = '256MB'")
-            cursor.execute("SET jit = off")
-            cursor.execute(sql.remove_duplicates(self.stage), {"job": self.job.pk})
-            self.job.duplicate_count = cursor.rowcount if cursor.rowcount > 0 else 0
-            cursor.execute(sql.index_stage(self.stage))
-            if self._has_suppressions(cursor):
-                cursor.execute(sql.mark_suppressed(self.stage))
-                cursor.execute(
-                    sql.warn_suppressed(self.stage), {"job": self.job.pk, "default": self.options.default_consent}
-                )
-                self.job.warning_count += max(cursor.rowcount, 0)
-            cursor.execute("RESET work_mem")
-            cursor.execute("RESET jit")
-            cursor.execute(f"ANALYZE {self.stage}")
-        self.job.warning_count += self.job.duplicate_count
-        self._create_topics()
-        self.job.progress = READ_SHARE + 2
-        self._save_progress(force=True)
-
-    @staticmethod
-    def _has_suppressions(cursor) -> bool:
-        cursor.execute("SELECT EXISTS (SELECT 1 FROM audience_suppression)")
-        return bool(cursor.fetchone()[0])
-
-    def _create_topics(self) -> None:
+        """Create the file's topics; everything else is per bucket, in the writer sessions."""
         names = set(self._topics)
         if self.options.topic:
             names.add(self.options.topic)
         if names:
             Topic.objects.bulk_create([Topic(name=name) for name in sorted(names)], ignore_conflicts=True)
+        self.job.progress = READ_SHARE + 2
+        self._save_progress(force=True)
 
     # --- phase 3: one upsert per bucket, each committed with its record ---------------------
 
     def _upsert_buckets(self) -> None:
+        """Deduplicate and upsert every bucket; buckets already committed by an earlier run are only re-counted."""
         self.job.stage = "writing"
         self._save_progress(force=True)
         done = {entry["bucket"] for entry in self.job.committed_batches or []}
-        todo = [bucket for bucket in range(self.job.batch_count) if bucket not in done]
+        has_suppressions = self._has_suppressions()
+        jobs = [(bucket, bucket not in done, has_suppressions) for bucket in range(self.job.batch_count)]
         writers = min(self.workers, WRITER_SESSIONS)
-        if len(todo) <= 1 or writers <= 1:
-            for bucket in todo:
-                self._upsert_bucket(bucket)
+        if len(jobs) <= 1 or writers <= 1:
+            for job in jobs:
+                self._write_bucket(*job)
             return
-        # Buckets hold disjoint phones, so two sessions never wait on each other's rows.
+        # Buckets hold disjoint phones (a phone's duplicates share its bucket), so two sessions never
+        # wait on each other's rows.
         with ThreadPoolExecutor(max_workers=writers) as executor:
-            for future in [executor.submit(self._upsert_bucket_in_thread, bucket) for bucket in todo]:
+            for future in [executor.submit(self._write_bucket_in_thread, *job) for job in jobs]:
                 future.result()
 
-    def _upsert_bucket_in_thread(self, bucket: int) -> None:
+    def _write_bucket_in_thread(self, bucket: int, upsert: bool, has_suppressions: bool) -> None:
         try:
-            self._upsert_bucket(bucket)
+            self._write_bucket(bucket, upsert, has_suppressions)
         finally:
             connections.close_all()
 
-    def _upsert_bucket(self, bucket: int) -> None:
+    @staticmethod
+    def _has_suppressions() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT EXISTS (SELECT 1 FROM audience_suppression)")
+            return bool(cursor.fetchone()[0])
+
+    def _write_bucket(self, bucket: int, upsert: bool, has_suppressions: bool) -> None:
+        """One transaction: the bucket's duplicate and suppression warnings, then its upsert unless committed."""
+        started = time.monotonic()
+        stage = sql.stage_bucket(self.stage, bucket)
         params = {
             "bucket": bucket,
             "job": self.job.pk,
@@ -334,8 +322,6 @@ class Engine:
             "actor": (self.job.created_by or "import")[:150],
             "extra_topics": [self.options.topic] if self.options.topic else [],
         }
-        started = time.monotonic()
-        stage = sql.stage_bucket(self.stage, bucket)
         with transaction.atomic(), connection.cursor() as cursor:
             # The CTEs' row counts are unknown to the planner; a nested loop over them would be quadratic.
             cursor.execute("SET LOCAL enable_nestloop = off")
@@ -344,14 +330,31 @@ class Engine:
             # No flush wait at commit: a crash can lose only whole, most recent bucket transactions,
             # and the job's record of them with them (same transaction), so a re-run redoes exactly those.
             cursor.execute("SET LOCAL synchronous_commit = off")
-            cursor.execute(sql.upsert(stage, update_existing=self.options.update_existing), params)
-            staged, created, changed = cursor.fetchone()
-            if self.options.update_existing and staged > created + changed and self._has_topics(params):
-                cursor.execute(sql.add_topics_to_unchanged(stage), params)
-            entry = self._batch_entry(bucket, staged, created, changed)
-            self._commit_batch(entry)
+            warnings = self._prepare_bucket(cursor, stage, params, has_suppressions)
+            entry = self._upsert_bucket(cursor, stage, params) if upsert else None
+            self._commit_batch(entry, warnings)
         elapsed = time.monotonic() - started
-        logger.debug("import %s: bucket %s committed in %.2f s: %s", self.job.pk, bucket, elapsed, entry)
+        logger.debug("import %s: bucket %s written in %.2f s: %s", self.job.pk, bucket, elapsed, entry)
+
+    def _prepare_bucket(self, cursor, stage: str, params: dict, has_suppressions: bool) -> dict[str, int]:
+        """Drop in-file duplicates (the last row wins) and mark suppressed phones; return the warning counts."""
+        cursor.execute(sql.remove_duplicates(stage), params)
+        duplicates = max(cursor.rowcount, 0)
+        cursor.execute(sql.index_stage(stage))
+        suppressed = 0
+        if has_suppressions:
+            cursor.execute(sql.mark_suppressed(stage))
+            cursor.execute(sql.warn_suppressed(stage), params)
+            suppressed = max(cursor.rowcount, 0)
+        cursor.execute(f"ANALYZE {stage}")
+        return {"duplicates": duplicates, "warnings": duplicates + suppressed}
+
+    def _upsert_bucket(self, cursor, stage: str, params: dict) -> dict:
+        cursor.execute(sql.upsert(stage, update_existing=self.options.update_existing), params)
+        staged, created, changed = cursor.fetchone()
+        if self.options.update_existing and staged > created + changed and self._has_topics(params):
+            cursor.execute(sql.add_topics_to_unchanged(stage), params)
+        return self._batch_entry(params["bucket"], staged, created, changed)
 
     def _has_topics(self, params: dict) -> bool:
         return bool(self._topics or params["extra_topics"])
@@ -368,8 +371,14 @@ class Engine:
             "at": timezone.now().isoformat(),
         }
 
-    def _commit_batch(self, entry: dict) -> None:
+    def _commit_batch(self, entry: dict | None, warnings: dict[str, int]) -> None:
         with self._lock:
+            self.job.duplicate_count += warnings["duplicates"]
+            self.job.warning_count += warnings["warnings"]
+            counts = {"duplicate_count": self.job.duplicate_count, "warning_count": self.job.warning_count}
+            if entry is None:
+                ImportJob.objects.filter(pk=self.job.pk).update(heartbeat_at=timezone.now(), **counts)
+                return
             job = ImportJob.objects.select_for_update().get(pk=self.job.pk)
             job.committed_batches = [*job.committed_batches, entry]
             self.job.committed_batches = job.committed_batches
@@ -382,6 +391,7 @@ class Engine:
                 skipped_count=F("skipped_count") + entry["skipped"],
                 progress=min(99.0, READ_SHARE + 2 + share),
                 heartbeat_at=timezone.now(),
+                **counts,
             )
 
     # --- the end ---------------------------------------------------------------------------

@@ -58,9 +58,9 @@ def remove_duplicates(stage: str) -> str:
         FROM gone"""
 
 
-def index_stage(stage: str) -> str:
-    # A unique index on a partitioned table must include the partition key; phone leads, so lookups use it.
-    return f"CREATE UNIQUE INDEX ON {stage} (phone, bucket)"
+def index_stage(stage_bucket: str) -> str:
+    """After deduplication: the upsert's ON CONFLICT branch looks the staged row up by phone."""
+    return f"CREATE UNIQUE INDEX ON {stage_bucket} (phone)"
 
 
 def mark_suppressed(stage: str) -> str:
