@@ -96,10 +96,13 @@ class ContactTopic(models.Model):
     # No database FK on contact: the check locks each contact row (FOR KEY SHARE) and was a large
     # part of a 1M-row import. Rows are only written from ids selected in the same statement, and
     # deleting a contact removes its links through Django's CASCADE.
+    # The same for topic: every link checked and share-locked its topic row, and two writer sessions
+    # sharing a handful of topic rows made that a multixact per check. Links are written from topic ids
+    # selected in the same statement; deleting a topic removes its links through Django's CASCADE.
     # No single-column indexes either: contact_topic_unique leads with contact and
     # contact_topic_by_topic with topic, and each extra index slowed every import.
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, db_constraint=False, db_index=False)
-    topic = models.ForeignKey(Topic, on_delete=models.CASCADE, db_index=False)
+    topic = models.ForeignKey(Topic, on_delete=models.CASCADE, db_constraint=False, db_index=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import phonenumbers
 
 CHANNEL_PREFIXES = ("whatsapp:", "sms:", "tel:")
@@ -55,6 +57,4 @@ def _parse_error(value: str, exc: phonenumbers.NumberParseException) -> str:
 
 def phone_hash(e164: str) -> str:
     """A stable hash of an E.164 number, kept on the suppression list after erasure."""
-    import hashlib
-
     return hashlib.sha256(e164.encode("ascii")).hexdigest()

@@ -5,7 +5,7 @@ from django.db import connection
 
 from audience.ingest import engine as engine_module
 from audience.ingest import sql
-from audience.models import ConsentEvent, Contact
+from audience.models import ConsentEvent, Contact, ContactTopic, Topic
 from tests.fixtures.ingest.helpers import ingest, write
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -77,3 +77,9 @@ def test_contact_topics_keep_only_the_two_composite_indexes_that_serve_both_dire
         "contact_topic_unique",
         "contact_topic_by_topic",
     }
+
+
+def test_deleting_a_topic_removes_its_links_without_a_database_constraint(tmp_path):
+    ingest(write(tmp_path, "t.csv", "phone,topics\n+254712345678,vip|news\n+254712345679,vip\n"))
+    Topic.objects.get(name="vip").delete()
+    assert sorted(ContactTopic.objects.values_list("topic__name", flat=True)) == ["news"]

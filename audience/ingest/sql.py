@@ -8,7 +8,6 @@ CONTACT_TOPIC = "audience_contacttopic"
 TOPIC = "audience_topic"
 ROW_ERROR = "audience_importrowerror"
 SUPPRESSION = "audience_suppression"
-PHONE_HASH = "encode(sha256(convert_to({}, 'UTF8')), 'hex')"
 
 
 def create_stage(stage: str, buckets: int) -> list[str]:
@@ -22,6 +21,7 @@ def create_stage(stage: str, buckets: int) -> list[str]:
             line integer NOT NULL,
             bucket smallint NOT NULL,
             phone varchar(16) NOT NULL,
+            phone_hash text NOT NULL,
             name text, email text, channel text, locale text, timezone text, consent text,
             attributes jsonb, topics text[],
             suppressed boolean NOT NULL DEFAULT false
@@ -66,7 +66,7 @@ def index_stage(stage_bucket: str) -> str:
 def mark_suppressed(stage: str) -> str:
     return f"""
         UPDATE {stage} s SET suppressed = true FROM {SUPPRESSION} x
-        WHERE x.phone_hash = {PHONE_HASH.format("s.phone")}"""
+        WHERE x.phone_hash = s.phone_hash"""
 
 
 def warn_suppressed(stage: str) -> str:
@@ -129,10 +129,10 @@ def upsert(stage: str, *, update_existing: bool) -> str:
         {conflict}
         RETURNING c.id, c.phone, c.consent_status, (c.xmax = 0) AS inserted, (c.consent_updated_at = now()) AS moved
     ), done AS (
-        SELECT up.*, src.line, src.suppressed, src.topics FROM up JOIN src ON src.phone = up.phone
+        SELECT up.*, src.phone_hash, src.line, src.suppressed, src.topics FROM up JOIN src ON src.phone = up.phone
     ), events AS (
         INSERT INTO {EVENT} (contact_id, phone_hash, from_status, to_status, source, actor, evidence, created_at)
-        SELECT id, {PHONE_HASH.format("phone")},
+        SELECT id, phone_hash,
                CASE WHEN inserted THEN '' WHEN consent_status = 'opted_in' THEN 'opted_out' ELSE 'opted_in' END,
                consent_status, 'import', %(actor)s,
                jsonb_build_object('import_job', %(job)s::bigint, 'line', line)

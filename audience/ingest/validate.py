@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 import zlib
 import zoneinfo
@@ -21,13 +22,14 @@ from django.core.validators import EmailValidator
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
 from audience.ingest.readers import Chunk, Column, Layout, decode_text
-from audience.phones import CHANNEL_PREFIXES, InvalidPhone, normalize_phone
+from audience.phones import CHANNEL_PREFIXES, InvalidPhone, normalize_phone, phone_hash
 from config.spreadsheet import escape_formula
 
 STAGE_COLUMNS = (
     "line",
     "bucket",
     "phone",
+    "phone_hash",
     "name",
     "email",
     "channel",
@@ -48,14 +50,14 @@ CONSENT_WORDS = {
 }
 TOPIC_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 TOPIC_SPLIT_RE = re.compile(r"[|,;]")
-INT_RE = re.compile(r"^-?(?:0|[1-9]\d{0,14})$")
-FLOAT_RE = re.compile(r"^-?(?:0|[1-9]\d{0,14})\.\d{1,15}$")
+NUMBER_RE = re.compile(r"-?(?:0|[1-9]\d{0,14})(\.\d{1,15})?")  # the group: a decimal part
 PHONE_PUNCTUATION = str.maketrans("", "", " -.()/\u00a0")
 COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 FORMULA_STARTS = frozenset("=+-@\t\r")
 NUMBER_STARTS = frozenset("-0123456789")
 BOOLEAN_STARTS = frozenset("tTfF")
 _to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_json_string = json.encoder.encode_basestring  # the C encoder json uses with ensure_ascii=False
 LIMITS = {"name": 200, "email": 254, "locale": 16, "timezone": 64}
 VALUE_CUT = 200
 _email_validator = EmailValidator()
@@ -211,11 +213,10 @@ def infer_scalar(text: str):
     """A CSV cell as the JSON type a person meant: true/false, integers, decimals, else text."""
     first = text[:1]
     if first in NUMBER_STARTS:
-        if INT_RE.match(text):
-            return int(text)
-        if FLOAT_RE.match(text):
-            return float(text)
-        return text
+        number = NUMBER_RE.fullmatch(text)
+        if number is None:
+            return text
+        return float(text) if number.group(1) else int(text)
     if first in BOOLEAN_STARTS and text.lower() in ("true", "false"):
         return text.lower() == "true"
     return text
@@ -312,10 +313,12 @@ class RowValidator:
         result.valid += 1
         result.topics.update(topics)
         bucket = zlib.crc32(phone.encode()) % self.buckets
-        attributes_text = _to_json(attributes) if attributes else None
+        attributes_text = _json_object(attributes) if attributes else None
         topics_text = "{" + ",".join(topics) + "}" if topics else None
         values = (name, email, channel, locale, timezone, consent, attributes_text, topics_text)
-        return f"{row.line}\t{bucket}\t{phone}\t" + "\t".join([_copy_text(value) for value in values]) + "\n"
+        # The hash the consent log and the suppression list use, worked out here rather than in the database.
+        prefix = f"{row.line}\t{bucket}\t{phone}\t{phone_hash(phone)}\t"
+        return prefix + "\t".join([_copy_text(value) for value in values]) + "\n"
 
     @staticmethod
     def _consent(value) -> str | None:
@@ -357,6 +360,26 @@ class RowValidator:
                 reason = "looks like a spreadsheet formula; stored as text and escaped on export"
                 result.problems.append((row.line, header, "warning", reason, _cut(value)))
                 result.warnings += 1
+
+
+def _json_object(attributes: dict) -> str:
+    """_to_json's text for a flat object of strings, booleans, integers and finite floats, built directly.
+
+    The per-row CSV case; anything else (nested JSON, NaN) goes through the JSON encoder.
+    """
+    parts = []
+    for key, value in attributes.items():
+        kind = type(value)
+        if kind is str:
+            text = _json_string(value)
+        elif kind is bool:
+            text = "true" if value else "false"
+        elif kind is int or (kind is float and math.isfinite(value)):
+            text = repr(value)
+        else:
+            return _to_json(attributes)
+        parts.append(f"{_json_string(key) if type(key) is str else _to_json(str(key))}:{text}")
+    return "{" + ",".join(parts) + "}"
 
 
 def _cut(value: object) -> str:
@@ -409,6 +432,7 @@ def _csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult):
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=layout.delimiter)
     width = max(column.index for column in layout.columns) + 1
     headers = {column.kind if column.kind != "attribute" else column.key: column.header for column in layout.columns}
+    plan = _CsvPlan.of(layout.columns)
     consumed = 0
     while True:
         start = chunk.start_line + consumed
@@ -431,24 +455,38 @@ def _csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult):
             reason = f"{len(record)} cells but the header has {width} columns (a stray delimiter or quote?)"
             result.problems.append((start, "", "error", reason, layout.delimiter.join(record)[:VALUE_CUT]))
             continue
-        row = _csv_row(start, record, layout.columns, headers)
+        row = _csv_row(start, record, plan, headers)
         if fallback and any(start <= line < chunk.start_line + consumed for line in fallback):
             _warn_encoding(row, record, layout.columns, result)
         yield row
 
 
-def _csv_row(line: int, record: list[str], columns: tuple[Column, ...], headers: dict[str, str]) -> Row:
-    cells: dict[str, object] = {}
-    attributes: dict[str, object] = {}
-    size = len(record)
-    for column in columns:
-        value = record[column.index] if column.index < size else ""
-        if column.kind == "attribute":
-            attributes[column.key] = value
-        elif column.kind == "topics" and "topics" in cells:
-            cells["topics"] = f"{cells['topics']}|{value}"
-        else:
-            cells[column.kind] = value
+@dataclass(frozen=True)
+class _CsvPlan:
+    """Where each role's cells are in a record, worked out once a chunk instead of once a row."""
+
+    cells: tuple[tuple[int, str], ...]
+    topics: tuple[int, ...]
+    attributes: tuple[tuple[int, str], ...]
+    width: int
+
+    @classmethod
+    def of(cls, columns: tuple[Column, ...]) -> _CsvPlan:
+        return cls(
+            cells=tuple((c.index, c.kind) for c in columns if c.kind not in ("attribute", "topics")),
+            topics=tuple(c.index for c in columns if c.kind == "topics"),
+            attributes=tuple((c.index, c.key) for c in columns if c.kind == "attribute"),
+            width=max((c.index for c in columns), default=-1) + 1,
+        )
+
+
+def _csv_row(line: int, record: list[str], plan: _CsvPlan, headers: dict[str, str]) -> Row:
+    if len(record) < plan.width:
+        record = record + [""] * (plan.width - len(record))
+    cells: dict[str, object] = {kind: record[index] for index, kind in plan.cells}
+    if plan.topics:
+        cells["topics"] = "|".join(record[index] for index in plan.topics)
+    attributes: dict[str, object] = {key: record[index] for index, key in plan.attributes}
     return Row(line, cells, attributes, headers)
 
 
