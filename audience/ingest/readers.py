@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 19
 MAX_RECORD_BYTES = 8 << 20
 SNIFF_BYTES = 64 << 10
 DELIMITERS = (",", ";", "\t", "|")
