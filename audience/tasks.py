@@ -25,5 +25,9 @@ def ingest_contacts(job_id: int) -> str:
 
 @shared_task(name="audience.import_errors_purge", ignore_result=True)
 def import_errors_purge() -> int:
-    """Delete import row problems past RETENTION_IMPORT_ERRORS_DAYS (beat, hourly); safe to run twice."""
+    """Delete import row problems past RETENTION_IMPORT_ERRORS_DAYS and uploaded import files past
+    RETENTION_IMPORT_FILES_DAYS (beat, hourly); safe to run twice."""
+    files = services.import_files_purge()
+    if files:
+        logger.info("removed %s uploaded import files past retention", files)
     return audience_services.import_errors_purge()

@@ -309,6 +309,8 @@ INGEST_WORKERS = env.int("INGEST_WORKERS", 0, minimum=0)
 RETENTION_WEBHOOK_PAYLOAD_DAYS = env.int("RETENTION_WEBHOOK_PAYLOAD_DAYS", 30, minimum=0)
 RETENTION_INBOUND_BODY_DAYS = env.int("RETENTION_INBOUND_BODY_DAYS", 90, minimum=0)
 RETENTION_IMPORT_ERRORS_DAYS = env.int("RETENTION_IMPORT_ERRORS_DAYS", 30, minimum=0)
+# Uploaded import files (they hold phone numbers) are deleted this many days after their job ended.
+RETENTION_IMPORT_FILES_DAYS = env.int("RETENTION_IMPORT_FILES_DAYS", 7, minimum=0)
 RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", 5000, minimum=1)
 
 # Failed admin logins: django-axes locks an account, and separately an IP address, after

@@ -9,6 +9,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from audience import services as audience
+from audience.ingest import services as ingest
 from audience.models import ImportJob, ImportRowError
 from messaging import retention
 from messaging.models import Direction, Message, MessageEvent
@@ -87,6 +88,46 @@ def test_import_row_problems_of_old_finished_jobs_are_deleted(settings):
     assert not ImportRowError.objects.filter(job=old_job).exists()
     assert ImportRowError.objects.filter(job__in=[new_job, running]).count() == 10
     assert audience.import_errors_purge(batch_size=2) == 0
+
+
+def test_uploaded_import_files_are_deleted_after_retention_and_their_jobs_cannot_rerun(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    settings.RETENTION_IMPORT_FILES_DAYS = 7
+    (tmp_path / "imports").mkdir()
+    own_file = tmp_path / "mine.csv"
+
+    def job(name, **fields):
+        relative = f"imports/{name}.csv"
+        (tmp_path / relative).write_text("phone\n+254712345678\n")
+        return ImportJob.objects.create(source="api", file_path=relative, file_name=f"{name}.csv", **fields)
+
+    done_long_ago = job("old", status="succeeded", finished_at=OLD)
+    failed_long_ago = job("failed", status="failed", finished_at=OLD)
+    recent = job("recent", status="succeeded", finished_at=timezone.now())
+    running = job("running", status="running")
+    abandoned = job("abandoned", status="pending")
+    ImportJob.objects.filter(pk=abandoned.pk).update(created_at=OLD)
+    own_file.write_text("phone\n")
+    command_job = ImportJob.objects.create(
+        source="command", file_path=str(own_file), file_name="mine.csv", status="succeeded", finished_at=OLD
+    )
+
+    assert ingest.import_files_purge() == 3
+    assert sorted(path.name for path in (tmp_path / "imports").iterdir()) == ["recent.csv", "running.csv"]
+    assert own_file.exists()
+    for gone in (done_long_ago, failed_long_ago, abandoned):
+        gone.refresh_from_db()
+        assert gone.file_path == ""
+    command_job.refresh_from_db()
+    assert command_job.file_path == str(own_file)
+    running.refresh_from_db()
+    assert running.file_path == "imports/running.csv"
+    assert ingest.import_files_purge() == 0
+    with pytest.raises(ingest.ImportRejected, match="removed after the retention period"):
+        ingest.import_job_retry(failed_long_ago)
+    settings.RETENTION_IMPORT_FILES_DAYS = 0
+    ImportJob.objects.filter(pk=recent.pk).update(finished_at=OLD)
+    assert ingest.import_files_purge() == 0
 
 
 def test_the_purges_are_scheduled_by_beat():

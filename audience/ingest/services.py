@@ -67,6 +67,8 @@ def _save_upload(upload) -> tuple[str, int]:
 
 
 def job_path(job: ImportJob) -> str:
+    if not job.file_path:
+        raise FileNotFoundError("the uploaded file was removed")
     path = Path(job.file_path)
     return str(path if path.is_absolute() else Path(settings.MEDIA_ROOT) / path)
 
@@ -152,6 +154,8 @@ def import_job_retry(job: ImportJob) -> ImportJob:
     stale = job.status == ImportStatus.RUNNING and (job.heartbeat_at or job.created_at) < timezone.now() - STALE_AFTER
     if job.status != ImportStatus.FAILED and not stale:
         raise ImportRejected("only a failed or stalled import can be re-run")
+    if not job.file_path:
+        raise ImportRejected("the uploaded file was removed after the retention period; upload it again")
     ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.QUEUED, error="")
     return import_job_enqueue(job)
 
@@ -226,3 +230,30 @@ def import_job_confirm(job: ImportJob, *, inline_max_bytes: int | None = None) -
     if claimed is None:
         return job
     return import_job_run(claimed, workers=1)
+
+
+def import_files_purge(*, days: int | None = None) -> int:
+    """Delete uploaded import files (they hold phone numbers) ``days`` after their job ended.
+
+    Only uploads under MEDIA_ROOT/imports/ go; a file the command named by its own path is the
+    user's and stays. A job never confirmed counts from its creation. The path is cleared by a
+    conditional update first, so a job that started meanwhile keeps its file, and a second run
+    finds nothing. Returns the number of files removed.
+    """
+    days = settings.RETENTION_IMPORT_FILES_DAYS if days is None else days
+    if days <= 0:
+        return 0
+    cutoff = timezone.now() - timedelta(days=days)
+    ended = Q(status__in=[ImportStatus.SUCCEEDED, ImportStatus.FAILED], finished_at__lt=cutoff)
+    abandoned = Q(status=ImportStatus.PENDING, created_at__lt=cutoff)
+    candidates = ImportJob.objects.filter(ended | abandoned, file_path__startswith="imports/")
+    removed = 0
+    for job_id, relative in candidates.values_list("pk", "file_path").iterator():
+        if not ImportJob.objects.filter(ended | abandoned, pk=job_id, file_path=relative).update(file_path=""):
+            continue
+        try:
+            os.remove(Path(settings.MEDIA_ROOT) / relative)
+        except FileNotFoundError:
+            continue
+        removed += 1
+    return removed
