@@ -41,6 +41,7 @@ from django.utils import timezone
 
 from campaigns import pacing
 from campaigns.models import CampaignKind, CampaignRun, Recipient, RecipientState, RunStatus, SkipReason
+from config import sql
 from messaging.models import Message, MessageStatus
 from messaging.services import send as send_service
 from messaging.services import send_batch as send_service_batch
@@ -158,13 +159,13 @@ def _messages_link(run: CampaignRun, rows: list[tuple[int, int, int | None]]) ->
             source_type=ContentType.objects.get_for_model(Recipient),
             sources=missing,
         )
-        values = ", ".join(["(%s::bigint, %s::bigint)"] * len(created))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE campaigns_recipient AS r SET message_id = v.message_id "
-                f"FROM (VALUES {values}) AS v (id, message_id) WHERE r.id = v.id",
-                [value for pair in created.items() for value in pair],
-            )
+        sql.values_update(
+            "campaigns_recipient AS r",
+            [("id", "bigint"), ("message_id", "bigint")],
+            list(created.items()),
+            "message_id = v.message_id",
+            "WHERE r.id = v.id",
+        )
     return [(pk, message_id or created[pk]) for pk, _, message_id in rows]
 
 
@@ -216,20 +217,16 @@ def recipients_settle(
             if state == R.PENDING and cancelled:
                 state, reason, detail = R.SKIPPED, SkipReason.CANCELLED, ""
             rows.append((recipient_id, str(state), str(reason), detail))
-        values = ", ".join(["(%s::bigint, %s, %s, %s)"] * len(rows))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"""
-                UPDATE campaigns_recipient AS r
-                SET state = v.state, reason = v.reason, detail = v.detail, claimed_at = NULL,
-                    sent_at = CASE WHEN v.state = %s THEN %s::timestamptz ELSE r.sent_at END
-                FROM (VALUES {values}) AS v (id, state, reason, detail)
-                WHERE r.id = v.id AND r.state = %s
-                RETURNING v.state, v.reason
-                """,
-                [str(R.SENT), now, *[value for row in rows for value in row], str(R.SENDING)],
-            )
-            moved = cursor.fetchall()
+        moved = sql.values_update(
+            "campaigns_recipient AS r",
+            [("id", "bigint"), ("state", "varchar"), ("reason", "varchar"), ("detail", "varchar")],
+            rows,
+            "state = v.state, reason = v.reason, detail = v.detail, claimed_at = NULL, "
+            "sent_at = CASE WHEN v.state = %s THEN %s::timestamptz ELSE r.sent_at END",
+            "WHERE r.id = v.id AND r.state = %s RETURNING v.state, v.reason",
+            set_params=[str(R.SENT), now],
+            tail_params=[str(R.SENDING)],
+        )
         deltas: dict[str, int] = {"sending": -len(moved)}
         reasons: dict[str, int] = {}
         for state, reason in moved:

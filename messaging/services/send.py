@@ -17,6 +17,7 @@ retries, tasks). The database decides what happens, never the fact that a task r
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Mapping
@@ -25,13 +26,13 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from audience.models import Channel, ConsentSource, ConsentStatus, Contact
 from audience.services import consent_change
-from config import observe
+from config import observe, sql
 from messaging import selectors
 from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
 from messaging.providers import (
@@ -126,24 +127,56 @@ def messages_create_for_sources(
     recipients); nothing is enqueued, the caller sends them. A contact deleted meanwhile gets a
     message without a contact, which the send skips.
     """
-    phones = dict(Contact.objects.filter(pk__in=[contact_id for _, contact_id in sources]).values_list("pk", "phone"))
     channel, sender = _channel_and_sender(None, template, "", sender)
-    messages = [
-        Message(
-            direction=Direction.OUTBOUND,
-            contact_id=contact_id if contact_id in phones else None,
-            sender=sender,
-            template=template,
-            channel=channel,
-            to_address=phones.get(contact_id, ""),
-            from_address=sender.from_address,
-            source_type=source_type,
-            source_id=source_id,
-        )
-        for source_id, contact_id in sources
-    ]
-    Message.objects.bulk_create(messages)
-    return {message.source_id: message.pk for message in messages}
+    if not sources:
+        return {}
+    now = timezone.now()
+    fixed = {
+        "direction": Direction.OUTBOUND.value,
+        "sender": sender.pk,
+        "template": template.pk,
+        "channel": channel,
+        "from_address": sender.from_address,
+        "source_type": source_type.pk,
+        "created_at": now,
+        "updated_at": now,
+    }
+    columns, values, params = _insert_defaults(fixed)
+    rows = sql.fetch(
+        f"""
+        INSERT INTO messaging_message ({", ".join(columns)}, contact_id, to_address, source_id)
+        SELECT {", ".join(values)}, c.id, COALESCE(c.phone, ''), s.source_id
+        FROM unnest(%s::bigint[], %s::bigint[]) WITH ORDINALITY AS s (source_id, contact_id, n)
+        LEFT JOIN audience_contact c ON c.id = s.contact_id
+        ORDER BY s.n
+        RETURNING source_id, id
+        """,
+        [*params, [source_id for source_id, _ in sources], [contact_id for _, contact_id in sources]],
+    )
+    return dict(rows)
+
+
+@functools.cache
+def _insert_columns() -> tuple:
+    """Message's columns other than the id and the per-row ones, with their database types."""
+    per_row = {"id", "contact", "to_address", "source_id"}
+    return tuple(
+        (field.name, field.column, field.db_type(connection))
+        for field in Message._meta.concrete_fields
+        if field.name not in per_row
+    )
+
+
+def _insert_defaults(fixed: Mapping[str, Any]) -> tuple[list[str], list[str], list]:
+    """Columns, typed placeholders and values for a new Message: ``fixed`` or each field's default."""
+    columns, values, params = [], [], []
+    for name, column, db_type in _insert_columns():
+        field = Message._meta.get_field(name)
+        value = fixed[name] if name in fixed else field.get_default()
+        columns.append(column)
+        values.append(f"%s::{db_type}")
+        params.append(None if value is None else field.get_db_prep_save(value, connection))
+    return columns, values, params
 
 
 def _channel_and_sender(

@@ -30,12 +30,12 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from audience.models import ConsentStatus, Contact
-from config import observe
+from config import observe, sql
 from messaging.models import Direction, Message, MessageEvent, MessageStatus
 from messaging.providers import ErrorKind, ProviderError, SendResult, get_provider, provider_name_for
 from messaging.services import send
@@ -120,40 +120,25 @@ def messages_send_batch(
 
 
 def _claim(message_ids: Sequence[int], now: datetime) -> set[int]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            UPDATE messaging_message
-            SET status = %(sending)s, claimed_at = %(now)s, sending_at = %(now)s, attempts = attempts + 1,
-                next_attempt_at = NULL, updated_at = %(now)s
-            WHERE id = ANY(%(ids)s) AND status = %(pending)s AND direction = %(outbound)s
-              AND (next_attempt_at IS NULL OR next_attempt_at <= %(due)s)
-            RETURNING id
-            """,
-            {
-                "ids": list(message_ids),
-                "now": now,
-                "due": now + timedelta(seconds=1),
-                "sending": MessageStatus.SENDING.value,
-                "pending": MessageStatus.PENDING.value,
-                "outbound": Direction.OUTBOUND.value,
-            },
-        )
-        return {row[0] for row in cursor.fetchall()}
-
-
-def _values_update(table_sql: str, columns: list[tuple[str, str]], rows: list[tuple], sets: str, tail: str) -> list:
-    """``UPDATE table SET sets FROM (VALUES ...) AS v tail`` with typed columns; ``tail`` is WHERE/RETURNING."""
-    if not rows:
-        return []
-    row_sql = "(" + ", ".join(f"%s::{kind}" for _, kind in columns) + ")"
-    names = ", ".join(name for name, _ in columns)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table_sql} SET {sets} FROM (VALUES {', '.join([row_sql] * len(rows))}) AS v ({names}) {tail}",
-            [value for row in rows for value in row],
-        )
-        return cursor.fetchall() if cursor.description else []
+    rows = sql.fetch(
+        """
+        UPDATE messaging_message
+        SET status = %(sending)s, claimed_at = %(now)s, sending_at = %(now)s, attempts = attempts + 1,
+            next_attempt_at = NULL, updated_at = %(now)s
+        WHERE id = ANY(%(ids)s::bigint[]) AND status = %(pending)s AND direction = %(outbound)s
+          AND (next_attempt_at IS NULL OR next_attempt_at <= %(due)s)
+        RETURNING id
+        """,
+        {
+            "ids": list(message_ids),
+            "now": now,
+            "due": now + timedelta(seconds=1),
+            "sending": MessageStatus.SENDING.value,
+            "pending": MessageStatus.PENDING.value,
+            "outbound": Direction.OUTBOUND.value,
+        },
+    )
+    return {row[0] for row in rows}
 
 
 def _rendered_save(messages: list[Message]) -> None:
@@ -184,7 +169,7 @@ def _rendered_save(messages: list[Message]) -> None:
         for m in messages
     ]
     sets = ", ".join(f"{name} = v.{name}" for name, _ in columns[1:])
-    _values_update("messaging_message AS m", columns, rows, sets, "WHERE m.id = v.id AND m.status = 'sending'")
+    sql.values_update("messaging_message AS m", columns, rows, sets, "WHERE m.id = v.id AND m.status = 'sending'")
 
 
 # --- Sending -------------------------------------------------------------------------------
@@ -377,17 +362,17 @@ def _rows_write(rows: list[tuple]) -> set[int]:
     tail = "WHERE m.id = v.id AND m.status = 'sending' RETURNING m.id"
     try:
         with transaction.atomic():
-            return {row[0] for row in _values_update("messaging_message AS m", _COLUMNS, rows, sets, tail)}
+            return {row[0] for row in sql.values_update("messaging_message AS m", _COLUMNS, rows, sets, tail)}
     except IntegrityError:  # a provider sid already on another row: write one by one, flag the clash
         moved: set[int] = set()
         for row in rows:
             try:
                 with transaction.atomic():
-                    moved |= {r[0] for r in _values_update("messaging_message AS m", _COLUMNS, [row], sets, tail)}
+                    moved |= {r[0] for r in sql.values_update("messaging_message AS m", _COLUMNS, [row], sets, tail)}
             except IntegrityError:
                 logger.error("provider sid %s already recorded; message %s needs review", row[2], row[0])
                 dup = (row[0], MessageStatus.FAILED.value, "", "duplicate", "provider sid reused", *row[5:])
-                _values_update("messaging_message AS m", _COLUMNS, [dup], sets, tail)  # re-read by the caller
+                sql.values_update("messaging_message AS m", _COLUMNS, [dup], sets, tail)  # re-read by the caller
         return moved
 
 
