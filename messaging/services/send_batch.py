@@ -3,9 +3,10 @@
 ``messages_send_batch(ids)`` is the campaigns' path: a few statements per batch instead of a
 dozen per message, and enough concurrent provider calls to hide the provider's latency.
 
-1. One transaction claims every pending message of the batch (one conditional ``UPDATE ...
-   RETURNING``), loads them with their contacts (the consent check for the whole batch), renders
-   them in Python and saves what will be sent (one ``UPDATE ... FROM (VALUES ...)``). From its
+1. One transaction loads the batch's pending messages with their contacts (the consent check for
+   the whole batch), renders them in Python, and claims them with what will be sent in one
+   conditional ``UPDATE ... FROM unnest(...) ... RETURNING`` (a message another batch claimed
+   meanwhile is not returned, and not sent here). From its
    commit on, a message in ``sending`` without a sid is one the provider may hold: the
    reconciler asks the provider before anything is sent again, as for ``message_send``.
 2. The calling thread then hands the messages one by one to a pool of sender threads (each with
@@ -31,7 +32,7 @@ from functools import cache
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from audience.models import ConsentStatus, Contact
@@ -89,13 +90,18 @@ def messages_send_batch(
     """
     now = timezone.now()
     with transaction.atomic():
-        claimed = _claim(message_ids, now)
-        loaded = list(Message.objects.select_related("contact", "sender", "template").filter(pk__in=claimed))
-        ready, refused = [], []
-        for message in loaded:
-            reason = send._refusal(message, now) or send.render_fill(message)
-            (refused if reason else ready).append((message, reason))
-        _rendered_save([message for message, _ in ready])
+        due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + timedelta(seconds=1))
+        candidates = Message.objects.select_related("contact", "sender", "template").filter(
+            due, pk__in=list(message_ids), status=MessageStatus.PENDING, direction=Direction.OUTBOUND
+        )
+        verdicts = [(message, send._refusal(message, now) or send.render_fill(message)) for message in candidates]
+        claimed = _claim([message for message, _ in verdicts], now)
+        ready, refused, loaded = [], [], []
+        for message, reason in verdicts:
+            if message.pk in claimed:  # another batch may have claimed it since it was read
+                _claimed_in_memory(message, now, claimed[message.pk])
+                loaded.append(message)
+                (refused if reason else ready).append((message, reason))
     ready_messages = sorted((message for message, _ in ready), key=lambda message: message.pk)
     outcomes, skipped, unsent = _send_all(ready_messages, pace, keep_going, concurrency)
     rows = [_row_skipped(message, reason) for message, reason in refused]
@@ -119,42 +125,26 @@ def messages_send_batch(
 # --- Claim and intent ----------------------------------------------------------------------
 
 
-def _claim(message_ids: Sequence[int], now: datetime) -> set[int]:
-    rows = sql.fetch(
-        """
-        UPDATE messaging_message
-        SET status = %(sending)s, claimed_at = %(now)s, sending_at = %(now)s, attempts = attempts + 1,
-            next_attempt_at = NULL, updated_at = %(now)s
-        WHERE id = ANY(%(ids)s::bigint[]) AND status = %(pending)s AND direction = %(outbound)s
-          AND (next_attempt_at IS NULL OR next_attempt_at <= %(due)s)
-        RETURNING id
-        """,
-        {
-            "ids": list(message_ids),
-            "now": now,
-            "due": now + timedelta(seconds=1),
-            "sending": MessageStatus.SENDING.value,
-            "pending": MessageStatus.PENDING.value,
-            "outbound": Direction.OUTBOUND.value,
-        },
-    )
-    return {row[0] for row in rows}
+_CLAIM_COLUMNS = [
+    ("id", "bigint"),
+    ("body", "text"),
+    ("content_sid", "varchar"),
+    ("content_variables", "jsonb"),
+    ("segments", "smallint"),
+    ("encoding", "varchar"),
+    ("to_address", "varchar"),
+    ("from_address", "varchar"),
+]
 
 
-def _rendered_save(messages: list[Message]) -> None:
-    """What will be sent, saved before any provider call: reconciliation matches on it."""
+def _claim(messages: list[Message], now: datetime) -> dict[int, int]:
+    """Claim the messages still pending and due, and save what will be sent, in one conditional UPDATE.
+
+    What will be sent is saved with the claim, before any provider call: reconciliation
+    matches on it. Returns {message id: attempts} for the messages this call claimed.
+    """
     from psycopg.types.json import Jsonb
 
-    columns = [
-        ("id", "bigint"),
-        ("body", "text"),
-        ("content_sid", "varchar"),
-        ("content_variables", "jsonb"),
-        ("segments", "smallint"),
-        ("encoding", "varchar"),
-        ("to_address", "varchar"),
-        ("from_address", "varchar"),
-    ]
     rows = [
         (
             m.pk,
@@ -168,8 +158,26 @@ def _rendered_save(messages: list[Message]) -> None:
         )
         for m in messages
     ]
-    sets = ", ".join(f"{name} = v.{name}" for name, _ in columns[1:])
-    sql.values_update("messaging_message AS m", columns, rows, sets, "WHERE m.id = v.id AND m.status = 'sending'")
+    sets = ", ".join(f"{name} = v.{name}" for name, _ in _CLAIM_COLUMNS[1:])
+    claimed = sql.values_update(
+        "messaging_message AS m",
+        _CLAIM_COLUMNS,
+        rows,
+        f"status = %s, claimed_at = %s, sending_at = %s, attempts = m.attempts + 1, next_attempt_at = NULL, "
+        f"updated_at = %s, {sets}",
+        "WHERE m.id = v.id AND m.status = %s AND m.direction = %s "
+        "AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= %s) RETURNING m.id, m.attempts",
+        set_params=[MessageStatus.SENDING.value, now, now, now],
+        tail_params=[MessageStatus.PENDING.value, Direction.OUTBOUND.value, now + timedelta(seconds=1)],
+    )
+    return dict(claimed)
+
+
+def _claimed_in_memory(message: Message, now: datetime, attempts: int) -> None:
+    message.status = MessageStatus.SENDING
+    message.claimed_at = message.sending_at = message.updated_at = now
+    message.attempts = attempts
+    message.next_attempt_at = None
 
 
 # --- Sending -------------------------------------------------------------------------------
