@@ -140,7 +140,9 @@ FAILURE_STATUSES = frozenset({MessageStatus.UNDELIVERED, MessageStatus.FAILED, M
 
 class Message(models.Model):
     direction = models.CharField(max_length=8, choices=Direction.choices, default=Direction.OUTBOUND)
-    contact = models.ForeignKey(Contact, null=True, on_delete=models.SET_NULL, related_name="messages")
+    # Every index is written on each status change of every message (a few per send): the contact's
+    # and the source's lookups use the composite indexes below, unique keys have no LIKE index.
+    contact = models.ForeignKey(Contact, null=True, on_delete=models.SET_NULL, related_name="messages", db_index=False)
     sender = models.ForeignKey(Sender, null=True, blank=True, on_delete=models.PROTECT, related_name="messages")
     template = models.ForeignKey(
         MessageTemplate, null=True, blank=True, on_delete=models.PROTECT, related_name="messages"
@@ -159,7 +161,7 @@ class Message(models.Model):
 
     status = models.CharField(max_length=16, choices=MessageStatus.choices, default=MessageStatus.PENDING)
     skip_reason = models.CharField(max_length=255, blank=True)
-    provider_sid = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    provider_sid = models.CharField(max_length=64, null=True, blank=True)  # unique: Meta
     error_code = models.CharField(max_length=16, blank=True)
     error_message = models.CharField(max_length=500, blank=True)
     segments = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -167,13 +169,13 @@ class Message(models.Model):
     price = models.DecimalField(max_digits=10, decimal_places=5, null=True, blank=True)
     price_unit = models.CharField(max_length=3, blank=True)
 
-    idempotency_key = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # unique: Meta
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
 
     # What caused the message (a campaign recipient, an event...), without messaging importing it.
-    source_type = models.ForeignKey(ContentType, null=True, blank=True, on_delete=models.SET_NULL)
+    source_type = models.ForeignKey(ContentType, null=True, blank=True, on_delete=models.SET_NULL, db_index=False)
     source_id = models.BigIntegerField(null=True, blank=True)
     source = GenericForeignKey("source_type", "source_id")
 
@@ -199,6 +201,8 @@ class Message(models.Model):
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(status__in=MessageStatus.values), name="message_status_valid"),
+            models.UniqueConstraint(fields=["provider_sid"], name="message_provider_sid_unique"),
+            models.UniqueConstraint(fields=["idempotency_key"], name="message_idempotency_key_unique"),
         ]
 
     def __str__(self) -> str:
