@@ -221,3 +221,29 @@ def test_a_fired_one_off_schedule_removes_its_task(campaign):
     assert run.scheduled_for == campaign.send_at and campaign.status == "running"
     assert campaign.periodic_task is None
     assert not PeriodicTask.objects.filter(name=f"campaign:{campaign.pk}").exists()
+
+
+def _recipient_rows_planned() -> float:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'campaigns_recipient'::regclass")
+        return cursor.fetchone()[0]
+
+
+def test_a_big_snapshot_refreshes_the_planner_statistics_at_commit(
+    campaign, monkeypatch, django_capture_on_commit_callbacks
+):
+    from campaigns.services import snapshot
+
+    with django_capture_on_commit_callbacks() as small:
+        services.campaign_launch(campaign)
+    assert snapshot.recipients_analyze not in small  # two recipients: autovacuum's business
+
+    monkeypatch.setattr(snapshot, "ANALYZE_AFTER", 2)
+    services.campaign_pause(campaign)
+    services.campaign_cancel(campaign)
+    other = Campaign.objects.create(name="Big", template=campaign.template, sender=campaign.sender)
+    with django_capture_on_commit_callbacks() as big:
+        services.campaign_launch(other)
+    assert snapshot.recipients_analyze in big
+    snapshot.recipients_analyze()
+    assert _recipient_rows_planned() == Recipient.objects.count() == 4

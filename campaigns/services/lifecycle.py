@@ -262,6 +262,8 @@ def campaign_launch(
         triggered = locked.kind == CampaignKind.TRIGGERED
         counts = {} if triggered else snapshots.snapshot_insert(run.pk, snapshots.snapshot_query(locked, now))
         _store_counts(run, counts, time.perf_counter() - started)
+        if run.total >= snapshots.ANALYZE_AFTER:  # before the dispatchers start (also at commit)
+            transaction.on_commit(snapshots.recipients_analyze, robust=True)
         if locked.status != S.RUNNING:
             locked = _transition(locked, S.RUNNING, action="launch", actor=actor, detail={"run": run.pk})
             campaign_sync_schedule(locked)  # a one-off schedule has fired: its task goes

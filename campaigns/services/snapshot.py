@@ -189,6 +189,19 @@ def snapshot_insert(run_id: int, snapshot: Snapshot) -> dict[tuple[str, str], in
         return {(state, reason): count for state, reason, count in cursor.fetchall()}
 
 
+ANALYZE_AFTER = 10_000  # recipients inserted at once that make the table's statistics stale
+
+
+def recipients_analyze() -> None:
+    """Refresh the planner's statistics of the recipients after a big snapshot.
+
+    Autovacuum gets to it within a minute or so; until then the planner still thinks the run
+    is small, and the dispatch and counting queries of its first batches scan the whole table.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE campaigns_recipient")
+
+
 def snapshot_summary(snapshot: Snapshot) -> list[tuple[str, str, int, dt.datetime | None, dt.datetime | None]]:
     """Counts by (state, reason) with the earliest and latest release time, inserting nothing."""
     sql = f"""
