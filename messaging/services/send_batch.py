@@ -35,9 +35,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from audience.models import ConsentStatus, Contact
+from audience.models import ConsentStatus
 from config import observe, sql
-from messaging.models import Direction, Message, MessageEvent, MessageStatus
+from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
 from messaging.providers import ErrorKind, ProviderError, SendResult, get_provider, provider_name_for
 from messaging.services import send
 from messaging.services.status import TIMESTAMP_FIELDS, status_events_apply_pending, status_map
@@ -91,8 +91,10 @@ def messages_send_batch(
     now = timezone.now()
     with transaction.atomic():
         due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + timedelta(seconds=1))
-        candidates = Message.objects.select_related("contact", "sender", "template").filter(
-            due, pk__in=list(message_ids), status=MessageStatus.PENDING, direction=Direction.OUTBOUND
+        candidates = _with_senders_and_templates(
+            Message.objects.select_related("contact").filter(
+                due, pk__in=list(message_ids), status=MessageStatus.PENDING, direction=Direction.OUTBOUND
+            )
         )
         verdicts = [(message, send._refusal(message, now) or send.render_fill(message)) for message in candidates]
         claimed = _claim([message for message, _ in verdicts], now)
@@ -120,6 +122,19 @@ def messages_send_batch(
     if moved:
         transaction.on_commit(lambda: message_statuses_changed.send(sender=Message, message_ids=sorted(moved)))
     return result
+
+
+def _with_senders_and_templates(messages) -> list[Message]:
+    """The messages with their sender and template, each read once for the batch (a campaign's
+    batch shares one of each) instead of joined and built again for every row."""
+    messages = list(messages)
+    senders = Sender.objects.in_bulk({m.sender_id for m in messages if m.sender_id})
+    templates = MessageTemplate.objects.in_bulk({m.template_id for m in messages if m.template_id})
+    sender_field, template_field = Message._meta.get_field("sender"), Message._meta.get_field("template")
+    for message in messages:
+        sender_field.set_cached_value(message, senders.get(message.sender_id))
+        template_field.set_cached_value(message, templates.get(message.template_id))
+    return messages
 
 
 # --- Claim and intent ----------------------------------------------------------------------
@@ -253,11 +268,11 @@ class _ConsentWatch:
 
     def opted_out(self, contact_id: int | None) -> bool:
         if self.unsent and time.monotonic() - self.checked >= RECHECK_EVERY:
-            self.out |= set(
-                Contact.objects.filter(pk__in=self.unsent)
-                .exclude(consent_status=ConsentStatus.OPTED_IN)
-                .values_list("pk", flat=True)
+            rows = sql.fetch(
+                "SELECT id FROM audience_contact WHERE id = ANY(%s::bigint[]) AND consent_status <> %s",
+                [list(self.unsent), ConsentStatus.OPTED_IN.value],
             )
+            self.out |= {row[0] for row in rows}
             self.checked = time.monotonic()
         return contact_id in self.out
 
