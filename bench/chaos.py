@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     from campaigns.models import Campaign, CampaignRun, Recipient
     from campaigns.services import campaign_launch
     from config.celery import app
-    from messaging.models import MessageTemplate, Sender
+    from messaging.models import Message, MessageTemplate, Sender
 
     with connection.cursor() as cursor:
         contacts_fill(cursor, args.recipients)
@@ -223,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         "mps_limit": args.mps,
         "workers": args.workers,
     }
+    for phone in [phone for phone, count in by_recipient.items() if count > 1][:10]:  # what to look into
+        message = Message.objects.filter(to_address=phone).values(
+            "pk", "status", "attempts", "claimed_at", "sending_at", "queued_at", "error_message"
+        )
+        print(f"duplicate: {phone} x{by_recipient[phone]}: {list(message)}", flush=True)
     print(json.dumps(result), flush=True)
     return 0 if result["duplicates"] == 0 and result["lost"] == 0 else 1
 

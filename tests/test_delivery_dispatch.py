@@ -4,6 +4,7 @@ Sends go through the real twilio client to the fake Twilio server; pacing uses t
 """
 
 import datetime as dt
+import time
 from datetime import timedelta
 
 import pytest
@@ -261,3 +262,30 @@ def test_upkeep_restarts_a_quiet_run(fake, django_capture_on_commit_callbacks):
         assert dispatch.runs_kick(now=timezone.now() + dispatch.QUIET_RUN_AFTER * 2) == 1
     assert len(callbacks) == 1
     assert dispatch.runs_kick() == 0  # just kicked
+
+
+def test_a_batch_held_up_past_its_claim_window_sends_nothing_more(fake, monkeypatch):
+    """A batch stalled (pacing waits out a Redis outage) stops before the reaper may reconcile its
+    claims: what it had not sent goes back to pending, and is sent once by the next batch."""
+    from messaging.services import send_batch
+
+    campaign = make_campaign()
+    run = services.campaign_launch(campaign)
+    message_ids = [m for _, m in dispatch.recipients_claim(run, 10)]
+    monkeypatch.setattr(send_batch, "CLAIM_SEND_WINDOW", 0.3)
+    calls = []
+
+    def pace():
+        calls.append(1)
+        if len(calls) == 3:
+            time.sleep(0.4)  # the third token comes late: past the window
+        return True
+
+    batch = send_batch.messages_send_batch(message_ids, pace=pace)
+    assert fake.stats()["requests"] == 2
+    assert len(batch.unsent) == len(delivery.PHONES) - 2
+    assert set(Message.objects.filter(pk__in=batch.unsent).values_list("status", "attempts")) == {("pending", 0)}
+    dispatch.recipients_release(run.pk, [r.pk for r in Recipient.objects.filter(run=run, message_id__in=batch.unsent)])
+    monkeypatch.setattr(send_batch, "CLAIM_SEND_WINDOW", 30.0)
+    drain(run)
+    assert all(fake.requests_to(phone) == 1 for phone in delivery.PHONES)

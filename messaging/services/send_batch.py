@@ -13,8 +13,10 @@ dozen per message, and enough concurrent provider calls to hide the provider's l
    its own provider client and kept-alive connections), taking a pacing token right before each
    hand-over, so the token is spent when the HTTP request leaves. Before each hand-over it asks
    ``keep_going`` (pause, cancel) and, at most ``RECHECK_EVERY`` apart, re-reads the consent of
-   the contacts not sent yet in one query: a STOP that arrives mid-batch is honoured.
-3. The outcomes are written with one ``UPDATE ... FROM (VALUES ...)`` (sid, status, error,
+   the contacts not sent yet in one query: a STOP that arrives mid-batch is honoured. A batch
+   held up past ``CLAIM_SEND_WINDOW`` (a Redis outage stalls pacing) sends nothing more: by
+   then the reaper may be reconciling its claims, and could send them again.
+3. The outcomes are written with one ``UPDATE ... FROM unnest(...)`` (sid, status, error,
    retry time); messages the batch claimed but never handed over go back to ``pending``.
    ``message_statuses_changed`` tells the apps above which messages moved.
 """
@@ -47,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 SEND_THREADS = 32  # per process: ~1,000 sends/s through a 30 ms provider need ~30 in flight
 RECHECK_EVERY = 0.1  # seconds between consent re-reads of a batch's unsent contacts
+# Seconds after its claim a batch may still hand a message to the provider; the rest go back to
+# pending. Half the age at which the messaging reaper reconciles (and may resend) a claim.
+CLAIM_SEND_WINDOW = send.STALE_SENDING_AFTER.total_seconds() / 2
 
 _executor_lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
@@ -89,6 +94,9 @@ def messages_send_batch(
     asked before each send (False: stop). Stopped messages are put back to ``pending``.
     """
     now = timezone.now()
+    # Past half the reaper's patience the claims are no longer trusted to be this batch's: the
+    # messaging reaper may be asking the provider about them (and send them again if not found).
+    claim_trusted_until = time.monotonic() + CLAIM_SEND_WINDOW
     with transaction.atomic():
         due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + timedelta(seconds=1))
         candidates = _with_senders_and_templates(
@@ -105,7 +113,9 @@ def messages_send_batch(
                 loaded.append(message)
                 (refused if reason else ready).append((message, reason))
     ready_messages = sorted((message for message, _ in ready), key=lambda message: message.pk)
-    outcomes, skipped, unsent = _send_all(ready_messages, pace, keep_going, concurrency)
+    outcomes, skipped, unsent = _send_all(
+        ready_messages, pace, lambda: time.monotonic() < claim_trusted_until and keep_going(), concurrency
+    )
     rows = [_row_skipped(message, reason) for message, reason in refused]
     rows += [_row_skipped(message, send.SKIP_OPTED_OUT) for message in skipped]
     rows += [row for outcome in outcomes if (row := _row_for(outcome)) is not None]
