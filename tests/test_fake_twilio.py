@@ -233,3 +233,28 @@ def test_an_error_mix_injects_each_kind_at_its_share_and_records_arrivals(client
         assert len(arrivals) == 300 and before <= min(arrivals) <= max(arrivals) <= time.time()
     with pytest.raises(ValueError):
         FakeTwilio(account_sid=SID, auth_token=TOKEN, error_mix={"418": 0.1})
+
+
+def test_a_request_whose_body_never_arrived_is_not_counted(client, fake):
+    """A sender killed between the headers and the body (a SIGKILLed worker): Twilio never sees
+    a request, so neither does the fake: no message, no count, no empty recipient."""
+    import base64
+    import socket
+
+    host, port = fake.base_url.removeprefix("http://").split(":")
+    auth = base64.b64encode(f"{SID}:{TOKEN}".encode()).decode()
+    body = "To=%2B254700000001&From=%2B15005550006&Body=Hi"
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            (
+                f"POST /2010-04-01/Accounts/{SID}/Messages.json HTTP/1.1\r\nHost: {host}\r\n"
+                f"Authorization: Basic {auth}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n{body[:10]}"
+            ).encode()
+        )
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(100) == b""  # closed without an answer
+    client.messages.create(to="+254700000002", from_="+15005550006", body="Hi")  # a whole one counts
+    stats = fake.stats()
+    assert stats["requests"] == 1 and stats["by_recipient"] == {"+254700000002": 1}
+    assert len(fake.messages()) == 1
