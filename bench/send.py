@@ -10,7 +10,10 @@ limit far above reach), and waits for the run to complete. Measured at the fake 
 Twilio would count: ``msg_per_s`` is N over the time from the first request's arrival to the
 last answer recorded; ``max_in_any_second`` is the most requests in any sliding one-second
 window (``max_in_a_calendar_second`` in any whole second); ``duplicates`` counts requests beyond
-one per recipient, ``lost`` recipients it never saw. The JSON line is last.
+one per recipient, ``lost`` recipients it never saw. Unthrottled, the same run then measures its
+baseline: the twilio client alone against a fresh fake server, with the workers' processes and
+send threads but no database, Celery or pacing (``baseline_msg_per_s``, ``vs_baseline``). The
+JSON line is last.
 """
 
 from __future__ import annotations
@@ -67,6 +70,59 @@ def workers_wait_ready(app, count: int, timeout: float = 60.0) -> None:
         if len(app.control.ping(timeout=1.0) or []) >= count:
             return
     raise SystemExit("the Celery workers did not start")
+
+
+def _client_sends(base_url: str, first: int, count: int, threads: int, ready, go, spans) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import django
+
+    django.setup()  # a spawned process (a fork would inherit the broker connections' locks)
+    from messaging.providers import SendRequest
+    from messaging.providers.twilio import TwilioProvider
+
+    local = __import__("threading").local()
+
+    def one(n: int) -> None:
+        if not hasattr(local, "provider"):
+            local.provider = TwilioProvider(SID, TOKEN, base_url, (3.05, 10.0))
+        local.provider.send(SendRequest(to=f"+2547{n:08d}", channel="sms", from_="+15005550006", body="Hello"))
+
+    ready.release()
+    go.wait()
+    started = time.time()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(one, range(first, first + count)))
+    spans.put((started, time.time()))
+
+
+def client_ceiling(messages: int, latency: float, processes: int, threads: int) -> float:
+    """Messages per second of the twilio client alone against the fake server: the same processes
+    and send threads as the workers, no database, no Celery, no pacing (the pipeline's ceiling)."""
+    import multiprocessing
+
+    from messaging.fake_twilio import FakeTwilio
+
+    with FakeTwilio(account_sid=SID, auth_token=TOKEN, latency=latency, callbacks="off") as fake:
+        share = messages // processes
+        context = multiprocessing.get_context("spawn")
+        ready, go, spans = context.Semaphore(0), context.Event(), context.Queue()
+        children = [
+            context.Process(target=_client_sends, args=(fake.base_url, i * share, share, threads, ready, go, spans))
+            for i in range(processes)
+        ]
+        for child in children:
+            child.start()
+        for _ in children:
+            ready.acquire()
+        go.set()
+        times = [spans.get(timeout=600) for _ in children]
+        for child in children:
+            child.join()
+        if fake.stats()["requests"] != share * processes:
+            raise SystemExit("the client-only baseline lost requests")
+    seconds = max(end for _, end in times) - min(start for start, _ in times)
+    return round(share * processes / seconds, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,6 +228,13 @@ def main(argv: list[str] | None = None) -> int:
         "chains": args.chains or dispatch.chains_for(mps),
         "latency_ms": round(args.latency * 1000),
     }
+    if not args.mps:  # the ceiling the pipeline is measured against, in the same run
+        from messaging.services.send_batch import SEND_THREADS
+
+        baseline = client_ceiling(max(2000, args.messages // 4), args.latency, args.workers, SEND_THREADS)
+        result["baseline"] = f"twilio client alone: {args.workers} processes x {SEND_THREADS} threads, no database"
+        result["baseline_msg_per_s"] = baseline
+        result["vs_baseline"] = round(result["msg_per_s"] / baseline, 3) if baseline else None
     print(json.dumps(result), flush=True)
     return 0 if result["duplicates"] == 0 and result["lost"] == 0 else 1
 
