@@ -189,7 +189,10 @@ class ContactImportMixin(ImportMixin):
         if job.status != ImportStatus.PENDING:
             self.message_user(request, f"Import #{job.pk} was already confirmed.", messages.WARNING)
         else:
-            ingest_services.import_job_confirm(job)
+            try:
+                ingest_services.import_job_confirm(job)
+            except ingest_services.ImportRejected as exc:
+                self.message_user(request, f"Import #{job.pk} cannot start: {'; '.join(exc.messages)}.", messages.ERROR)
         return redirect("admin:audience_import_job", job_id=job.pk)
 
     def import_job_view(self, request, job_id: int):

@@ -105,3 +105,20 @@ def test_the_import_jobs_list_shows_progress_and_links_to_the_job_page(staff_cli
     assert '<progress max="100" value="100.0">' in listing and "list.csv" in listing
     detail = staff_client.get(f"/admin/audience/importjob/{job.pk}/change/").content.decode()
     assert f"/admin/audience/contact/import/{job.pk}/" in detail
+
+
+def test_confirming_a_preview_whose_file_was_purged_says_so_and_imports_nothing(staff_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from audience.ingest.services import import_files_purge
+
+    _preview(staff_client)
+    job = ImportJob.objects.get()
+    ImportJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(days=30))
+    assert import_files_purge() == 1  # an unconfirmed preview's file, past its retention
+    response = staff_client.post("/admin/audience/contact/process_import/", {"job": job.pk}, follow=True)
+    assert "removed after the retention period" in response.content.decode()
+    job.refresh_from_db()
+    assert job.status == ImportStatus.PENDING and Contact.objects.count() == 0

@@ -125,6 +125,8 @@ def test_uploaded_import_files_are_deleted_after_retention_and_their_jobs_cannot
     assert ingest.import_files_purge() == 0
     with pytest.raises(ingest.ImportRejected, match="removed after the retention period"):
         ingest.import_job_retry(failed_long_ago)
+    with pytest.raises(ingest.ImportRejected, match="removed after the retention period"):
+        ingest.import_job_confirm(abandoned)  # a preview never confirmed: nothing left to import
     settings.RETENTION_IMPORT_FILES_DAYS = 0
     ImportJob.objects.filter(pk=recent.pk).update(finished_at=OLD)
     assert ingest.import_files_purge() == 0

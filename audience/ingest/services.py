@@ -155,7 +155,7 @@ def import_job_retry(job: ImportJob) -> ImportJob:
     if job.status != ImportStatus.FAILED and not stale:
         raise ImportRejected("only a failed or stalled import can be re-run")
     if not job.file_path:
-        raise ImportRejected("the uploaded file was removed after the retention period; upload it again")
+        raise ImportRejected(FILE_PURGED)
     ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.QUEUED, error="")
     return import_job_enqueue(job)
 
@@ -221,8 +221,13 @@ def _classify(preview: Preview, options: dict) -> None:
     preview.rows.sort(key=lambda row: int(row["line"]))
 
 
+FILE_PURGED = "the uploaded file was removed after the retention period; upload it again"
+
+
 def import_job_confirm(job: ImportJob, *, inline_max_bytes: int | None = None) -> ImportJob:
     """Start a previewed job: a small file runs here and now, a big one goes to a Celery worker."""
+    if not job.file_path:
+        raise ImportRejected(FILE_PURGED)
     limit = settings.INGEST_INLINE_MAX_BYTES if inline_max_bytes is None else inline_max_bytes
     if job.file_size > limit:
         return import_job_enqueue(job)
