@@ -158,22 +158,19 @@ def messages_create_for_sources(
 
 @functools.cache
 def _insert_columns() -> tuple:
-    """Message's columns other than the id and the per-row ones, with their database types."""
+    """Message's fields other than the id and the per-row ones, with their database types."""
     per_row = {"id", "contact", "to_address", "source_id"}
     return tuple(
-        (field.name, field.column, field.db_type(connection))
-        for field in Message._meta.concrete_fields
-        if field.name not in per_row
+        (field, field.db_type(connection)) for field in Message._meta.concrete_fields if field.name not in per_row
     )
 
 
 def _insert_defaults(fixed: Mapping[str, Any]) -> tuple[list[str], list[str], list]:
     """Columns, typed placeholders and values for a new Message: ``fixed`` or each field's default."""
     columns, values, params = [], [], []
-    for name, column, db_type in _insert_columns():
-        field = Message._meta.get_field(name)
-        value = fixed[name] if name in fixed else field.get_default()
-        columns.append(column)
+    for field, db_type in _insert_columns():
+        value = fixed[field.name] if field.name in fixed else field.get_default()
+        columns.append(field.column)
         values.append(f"%s::{db_type}")
         params.append(None if value is None else field.get_db_prep_save(value, connection))
     return columns, values, params
@@ -225,10 +222,15 @@ def message_send(message_id: int) -> Message:
     return _accepted(message, result)
 
 
-def _claim(message_id: int, now: datetime) -> bool:
+def claimable(now: datetime) -> Q:
+    """Outbound messages a send may claim now: pending, and due (a retry's time has come, 1 s early at most)."""
     due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + timedelta(seconds=1))
+    return due & Q(status=MessageStatus.PENDING, direction=Direction.OUTBOUND)
+
+
+def _claim(message_id: int, now: datetime) -> bool:
     return bool(
-        Message.objects.filter(due, pk=message_id, status=MessageStatus.PENDING, direction=Direction.OUTBOUND).update(
+        Message.objects.filter(claimable(now), pk=message_id).update(
             status=MessageStatus.SENDING,
             claimed_at=now,
             sending_at=now,

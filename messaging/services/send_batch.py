@@ -34,7 +34,7 @@ from functools import cache
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from audience.models import ConsentStatus
@@ -98,11 +98,8 @@ def messages_send_batch(
     # messaging reaper may be asking the provider about them (and send them again if not found).
     claim_trusted_until = time.monotonic() + CLAIM_SEND_WINDOW
     with transaction.atomic():
-        due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + timedelta(seconds=1))
         candidates = _with_senders_and_templates(
-            Message.objects.select_related("contact").filter(
-                due, pk__in=list(message_ids), status=MessageStatus.PENDING, direction=Direction.OUTBOUND
-            )
+            Message.objects.select_related("contact").filter(send.claimable(now), pk__in=list(message_ids))
         )
         verdicts = [(message, send._refusal(message, now) or send.render_fill(message)) for message in candidates]
         claimed = _claim([message for message, _ in verdicts], now)

@@ -67,7 +67,8 @@ class PooledHttpClient(HttpClient):
         manager = self._managers.get(origin)
         if manager is None:  # the environment's proxy for this host, read once
             options = {"num_pools": 4, "maxsize": POOL_SIZE, "ca_certs": self.ca_certs, "retries": False}
-            proxy = get_environ_proxies(url).get(origin[0]) or get_environ_proxies(url).get("all")
+            proxies = get_environ_proxies(url)
+            proxy = proxies.get(origin[0]) or proxies.get("all")
             manager = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
             self._managers[origin] = manager
         return manager
@@ -102,9 +103,7 @@ class PooledHttpClient(HttpClient):
             url,
             body=body,
             headers=headers,
-            timeout=self.timeout
-            if timeout is None
-            else urllib3.Timeout(connect=self.timeout.connect_timeout, read=timeout),
+            timeout=self._timeout(timeout),
             redirect=allow_redirects,
             retries=False,
             preload_content=True,
