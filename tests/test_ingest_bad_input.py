@@ -86,6 +86,17 @@ def test_a_formula_cell_is_stored_as_text_warned_and_escaped_on_export(tmp_path)
     assert exported.dict[0]["name"] == "'" + formula
 
 
+def test_formula_attribute_cells_are_warned_on_every_row_and_numbers_are_not(tmp_path):
+    rows = "".join(f"+2547123456{index:02d},=HYPERLINK(1),-5,@sum\n" for index in range(3))
+    job = ingest(write(tmp_path, "formula_attrs.csv", "phone,link,delta,note\n" + rows))
+    assert job.invalid_count == 0
+    assert sorted((line, column) for line, column, _ in problems(job, "warning")) == [
+        (line, column) for line in (2, 3, 4) for column in ("link", "note")
+    ]
+    contact = Contact.objects.get(phone="+254712345600")
+    assert contact.attributes == {"link": "=HYPERLINK(1)", "delta": -5, "note": "@sum"}
+
+
 @pytest.mark.parametrize("content", [b"", b"\xef\xbb\xbf", b"\n\n  \n"])
 def test_an_empty_file_is_refused(tmp_path, content):
     with pytest.raises(ImportRejected, match="the file is empty"):

@@ -10,6 +10,11 @@ ROW_ERROR = "audience_importrowerror"
 SUPPRESSION = "audience_suppression"
 
 
+def phone_hash(column: str) -> str:
+    """audience.phones.phone_hash (SHA-256 hex of the E.164 text) in SQL: C in the database, not a Python call a row."""
+    return f"encode(sha256(convert_to({column}, 'UTF8')), 'hex')"
+
+
 def create_stage(stage: str, buckets: int) -> list[str]:
     """The staging table, partitioned by bucket: each bucket's upsert reads only its own rows.
 
@@ -21,7 +26,6 @@ def create_stage(stage: str, buckets: int) -> list[str]:
             line integer NOT NULL,
             bucket smallint NOT NULL,
             phone varchar(16) NOT NULL,
-            phone_hash text NOT NULL,
             name text, email text, channel text, locale text, timezone text, consent text,
             attributes jsonb, topics text[],
             suppressed boolean NOT NULL DEFAULT false
@@ -66,7 +70,7 @@ def index_stage(stage_bucket: str) -> str:
 def mark_suppressed(stage: str) -> str:
     return f"""
         UPDATE {stage} s SET suppressed = true FROM {SUPPRESSION} x
-        WHERE x.phone_hash = s.phone_hash"""
+        WHERE x.phone_hash = {phone_hash("s.phone")}"""
 
 
 def warn_suppressed(stage: str) -> str:
@@ -129,10 +133,10 @@ def upsert(stage: str, *, update_existing: bool) -> str:
         {conflict}
         RETURNING c.id, c.phone, c.consent_status, (c.xmax = 0) AS inserted, (c.consent_updated_at = now()) AS moved
     ), done AS (
-        SELECT up.*, src.phone_hash, src.line, src.suppressed, src.topics FROM up JOIN src ON src.phone = up.phone
+        SELECT up.*, src.line, src.suppressed, src.topics FROM up JOIN src ON src.phone = up.phone
     ), events AS (
         INSERT INTO {EVENT} (contact_id, phone_hash, from_status, to_status, source, actor, evidence, created_at)
-        SELECT id, phone_hash,
+        SELECT id, {phone_hash("phone")},
                CASE WHEN inserted THEN '' WHEN consent_status = 'opted_in' THEN 'opted_out' ELSE 'opted_in' END,
                consent_status, 'import', %(actor)s,
                jsonb_build_object('import_job', %(job)s::bigint, 'line', line)

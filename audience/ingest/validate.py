@@ -22,14 +22,13 @@ from django.core.validators import EmailValidator
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
 from audience.ingest.readers import Chunk, Column, Layout, decode_text
-from audience.phones import CHANNEL_PREFIXES, InvalidPhone, normalize_phone, phone_hash
+from audience.phones import CHANNEL_PREFIXES, InvalidPhone, normalize_phone
 from config.spreadsheet import escape_formula
 
 STAGE_COLUMNS = (
     "line",
     "bucket",
     "phone",
-    "phone_hash",
     "name",
     "email",
     "channel",
@@ -85,33 +84,32 @@ class RowProblem(Exception):
 
 
 @dataclass(frozen=True)
-class _Desc:
-    lengths: frozenset[int]
-    pattern: re.Pattern
-
-
-@dataclass(frozen=True)
 class _Region:
-    """One region's validity patterns, precompiled: the general one, then each number type."""
+    """One region's validity rule, precompiled into a single pattern.
+
+    phonenumbers calls a number valid when it matches the region's general
+    pattern and lengths, and one number type's pattern and lengths. Here the
+    general lengths are a set and the rest is one regular expression: the
+    general pattern as a lookahead, then the types as alternatives, each behind
+    a lookahead for its own lengths (a type without lengths has none).
+    """
 
     leading_digits: re.Pattern | None
-    general: _Desc
-    types: tuple[_Desc, ...]
+    lengths: frozenset[int]
+    rule: re.Pattern
 
     def valid(self, national: str) -> bool:
-        return _matches(self.general, national) and any(_matches(desc, national) for desc in self.types)
+        return (not self.lengths or len(national) in self.lengths) and self.rule.fullmatch(national) is not None
 
 
-@dataclass(frozen=True)
-class _Country:
-    national_prefix: re.Pattern | None
-    regions: tuple[_Region, ...]
+def _lengths_guard(lengths) -> str:
+    return "(?=(?:" + "|".join(f".{{{int(size)}}}" for size in sorted(lengths)) + r")\Z)" if lengths else ""
 
 
-def _desc(number_desc) -> _Desc | None:
+def _type_rule(number_desc) -> str | None:
     if number_desc is None or not number_desc.national_number_pattern:
         return None
-    return _Desc(frozenset(number_desc.possible_length or ()), re.compile(number_desc.national_number_pattern))
+    return _lengths_guard(number_desc.possible_length or ()) + f"(?:{number_desc.national_number_pattern})"
 
 
 # Mobile and fixed line first: most numbers are one of them, and any type makes a number valid.
@@ -120,12 +118,21 @@ _TYPES += ("uan", "voicemail")
 
 
 def _region(metadata) -> _Region | None:
-    general = _desc(metadata.general_desc)
-    if general is None:
+    general = metadata.general_desc
+    if general is None or not general.national_number_pattern:
         return None
-    types = tuple(desc for desc in (_desc(getattr(metadata, kind)) for kind in _TYPES) if desc)
+    types = [rule for rule in (_type_rule(getattr(metadata, kind)) for kind in _TYPES) if rule]
+    # A region without number types has no valid number: (?!) never matches.
+    alternatives = "|".join(types) if types else "(?!)"
+    rule = rf"(?=(?:{general.national_number_pattern})\Z)(?:{alternatives})"
     leading = re.compile(metadata.leading_digits) if metadata.leading_digits else None
-    return _Region(leading, general, types)
+    return _Region(leading, frozenset(general.possible_length or ()), re.compile(rule))
+
+
+@dataclass(frozen=True)
+class _Country:
+    national_prefix: re.Pattern | None
+    regions: tuple[_Region, ...]
 
 
 @lru_cache(maxsize=512)
@@ -140,10 +147,6 @@ def _country(code: int) -> _Country | None:
         return None
     prefix = metadatas[0].national_prefix_for_parsing if metadatas[0] else None
     return _Country(re.compile(prefix) if prefix else None, regions)
-
-
-def _matches(desc: _Desc, national: str) -> bool:
-    return (not desc.lengths or len(national) in desc.lengths) and desc.pattern.fullmatch(national) is not None
 
 
 def _split_country_code(digits: str) -> tuple[int, str] | None:
@@ -270,6 +273,7 @@ class Row:
 class RowValidator:
     def __init__(self, buckets: int):
         self.buckets = buckets
+        self._scalars: dict[str, tuple[str, bool]] = {}  # a text cell's JSON text and whether it is a formula
 
     def validate(self, row: Row, result: ChunkResult) -> str | None:
         """Return the COPY line for a good row; record problems in ``result``."""
@@ -308,16 +312,20 @@ class RowValidator:
             raise RowProblem("timezone", f"{timezone!r} is not an IANA time zone such as Africa/Nairobi", timezone)
         consent = self._consent(cells.get("consent"))
         topics = _topics(cells.get("topics"))
-        attributes = self._attributes(cells.get("attributes"), row.attributes)
-        self._warn_formulas(row, result, name, email, attributes)
+        packed = cells.get("attributes")
+        attributes_text = None if packed in (None, "") else _NOT_TEXT_CELLS
+        if attributes_text is None:
+            attributes_text = self._text_attributes(row, result, name, email)
+        if attributes_text is _NOT_TEXT_CELLS:
+            attributes = self._attributes(packed, row.attributes)
+            self._warn_formulas(row, result, name, email, attributes)
+            attributes_text = _json_object(attributes) if attributes else None
         result.valid += 1
         result.topics.update(topics)
         bucket = zlib.crc32(phone.encode()) % self.buckets
-        attributes_text = _json_object(attributes) if attributes else None
         topics_text = "{" + ",".join(topics) + "}" if topics else None
         values = (name, email, channel, locale, timezone, consent, attributes_text, topics_text)
-        # The hash the consent log and the suppression list use, worked out here rather than in the database.
-        prefix = f"{row.line}\t{bucket}\t{phone}\t{phone_hash(phone)}\t"
+        prefix = f"{row.line}\t{bucket}\t{phone}\t"
         return prefix + "\t".join([_copy_text(value) for value in values]) + "\n"
 
     @staticmethod
@@ -328,6 +336,27 @@ class RowValidator:
         if word not in CONSENT_WORDS:
             raise RowProblem("consent", f"{value!r} is not a consent value; use opted_in or opted_out", value)
         return CONSENT_WORDS[word]
+
+    def _text_attributes(self, row: Row, result: ChunkResult, name, email):
+        """The attributes' JSON text when every one is a text cell (CSV): _attributes, _warn_formulas and
+        _json_object in one pass, each distinct cell inferred once a chunk. _NOT_TEXT_CELLS otherwise."""
+        parts = []
+        formulas = []
+        for key, value in row.attributes.items():
+            if type(value) is not str or type(key) is not str:
+                return _NOT_TEXT_CELLS
+            value = value.strip()
+            if not value:
+                continue
+            known = self._scalars.get(value)
+            if known is None:
+                known = self._scalars[value] = _scalar_json(value)
+            parts.append(f"{_json_string(key)}:{known[0]}")
+            if known[1]:
+                formulas.append((key, value))
+        if formulas or (name is not None and name[:1] in FORMULA_STARTS) or (email and email[:1] in FORMULA_STARTS):
+            self._warn_formulas(row, result, name, email, dict(formulas))
+        return "{" + ",".join(parts) + "}" if parts else None
 
     @staticmethod
     def _attributes(packed, loose: dict[str, object]) -> dict:
@@ -360,6 +389,19 @@ class RowValidator:
                 reason = "looks like a spreadsheet formula; stored as text and escaped on export"
                 result.problems.append((row.line, header, "warning", reason, _cut(value)))
                 result.warnings += 1
+
+
+_NOT_TEXT_CELLS = object()
+
+
+def _scalar_json(text: str) -> tuple[str, bool]:
+    """A stripped text cell's value as JSON text (as _json_object writes it), and whether it looks like a formula."""
+    value = infer_scalar(text)
+    if type(value) is str:
+        return _json_string(value), value[:1] in FORMULA_STARTS and escape_formula(value) != value
+    if type(value) is bool:
+        return ("true" if value else "false"), False
+    return repr(value), False
 
 
 def _json_object(attributes: dict) -> str:
