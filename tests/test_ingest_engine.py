@@ -117,6 +117,16 @@ def test_a_topic_is_added_to_unchanged_existing_contacts_too(tmp_path):
     assert Contact.objects.get().topics.get().name == "later"
 
 
+def test_a_changed_existing_contact_gains_new_topics_and_keeps_the_ones_it_had(tmp_path):
+    ingest(write(tmp_path, "first.csv", "phone,name,topics\n+254712345678,Ann,alerts\n"))
+    job = ingest(
+        write(tmp_path, "second.csv", "phone,name,topics\n+254712345678,Anne,alerts|vip\n+254712345679,Bo,vip\n")
+    )
+    assert (job.created_count, job.updated_count, job.invalid_count) == (1, 1, 0)
+    assert sorted(Contact.objects.get(phone="+254712345678").topics.values_list("name", flat=True)) == ["alerts", "vip"]
+    assert list(Contact.objects.get(phone="+254712345679").topics.values_list("name", flat=True)) == ["vip"]
+
+
 def test_json_array_and_jsonl_give_the_same_result_as_csv(tmp_path):
     rows = '{"phone": "+254712345678", "name": "A", "attributes": {"age": 3}, "topics": ["x"]}'
     ingest(write(tmp_path, "a.json", f"[{rows}]"))

@@ -112,6 +112,15 @@ _ON_CONFLICT_UPDATE = f"""
     WHERE EXISTS (SELECT 1 FROM __STAGE__ s WHERE s.phone = EXCLUDED.phone AND ({_CHANGES}))"""
 
 
+def _topic_links(condition: str) -> str:
+    """(contact, topic) pairs of the upserted rows that meet ``condition``: the row's topics and the job's."""
+    return f"""
+        SELECT DISTINCT done.id, t.id, now()
+        FROM done CROSS JOIN LATERAL unnest(coalesce(done.topics, '{{}}') || %(extra_topics)s::text[]) AS n(name)
+        JOIN {TOPIC} t ON t.name = n.name
+        WHERE {condition} AND (done.topics IS NOT NULL OR cardinality(%(extra_topics)s::text[]) > 0)"""
+
+
 def upsert(stage: str, *, update_existing: bool) -> str:
     """One statement per bucket: contacts, their consent events and topics.
 
@@ -143,11 +152,14 @@ def upsert(stage: str, *, update_existing: bool) -> str:
                  || CASE WHEN suppressed THEN '{{"suppressed": true}}'::jsonb ELSE '{{}}'::jsonb END,
                now()
         FROM done WHERE moved
+    ), new_topics AS (
+        -- A contact created by this statement has no topics yet (no other session can see it): a plain
+        -- INSERT, cheaper than ON CONFLICT's speculative insertion.
+        INSERT INTO {CONTACT_TOPIC} (contact_id, topic_id, created_at)
+        {_topic_links("done.inserted")}
     ), topics AS (
         INSERT INTO {CONTACT_TOPIC} (contact_id, topic_id, created_at)
-        SELECT DISTINCT done.id, t.id, now()
-        FROM done CROSS JOIN LATERAL unnest(coalesce(done.topics, '{{}}') || %(extra_topics)s::text[]) AS n(name)
-        JOIN {TOPIC} t ON t.name = n.name
+        {_topic_links("NOT done.inserted")}
         ON CONFLICT DO NOTHING
     )
     SELECT (SELECT count(*) FROM src), count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)
