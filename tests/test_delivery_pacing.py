@@ -111,8 +111,11 @@ def test_two_dispatchers_on_one_run_keep_the_pace_and_send_each_recipient_once(f
     elapsed = time.monotonic() - started
     assert errors == []
     assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
+    # sending_at is stamped by the send thread after its slot's mark, i.e. inside the lateness the
+    # pacing's SLACK is there to absorb (a thread descheduled there on a busy host put 12 starts
+    # in one strict second in CI on 2026-11-29): the same tolerance as where Twilio counts.
     sent_times = [m.sending_at.timestamp() for m in Message.objects.all()]
-    assert max_in_any_window(sent_times) <= mps
+    assert max_in_any_window(sent_times, 1.0 - pacing.SLACK) <= mps
     # Measured where Twilio would count; the slack absorbs a busy machine's lateness in between.
     assert max_in_any_window(fake.arrival_times(), 1.0 - pacing.SLACK) <= mps
     # Bursts of mps a window apart: 30 messages at 10/s need two windows after the first burst.
