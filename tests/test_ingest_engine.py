@@ -1,9 +1,13 @@
 """Semantics of the ingest engine: upsert, merge, consent audit, suppression, options, resume, streaming."""
 
 import random
+import threading
+import time
 import tracemalloc
 
+import psycopg
 import pytest
+from django.db import connection, connections, transaction
 
 from audience import services
 from audience.ingest import engine as engine_module
@@ -127,6 +131,48 @@ def test_a_changed_existing_contact_gains_new_topics_and_keeps_the_ones_it_had(t
     assert list(Contact.objects.get(phone="+254712345679").topics.values_list("name", flat=True)) == ["vip"]
 
 
+def test_a_contact_created_by_another_session_during_a_first_import_is_updated_not_duplicated(tmp_path, caplog):
+    """A first import inserts plainly; a phone committed meanwhile sends the bucket through ON CONFLICT."""
+    path = write(tmp_path, "race.csv", "phone,name\n+254712345678,From file\n+254712345679,New\n")
+    created, release = threading.Event(), threading.Event()
+
+    def other_session():
+        try:
+            with transaction.atomic():
+                Contact.objects.create(phone="+254712345678", name="Other session")
+                created.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    def release_when_the_import_waits_on_it():
+        # Autocommit: pg_stat_activity is read once a transaction.
+        with psycopg.connect(**connection.get_connection_params(), autocommit=True) as watcher:
+            for _ in range(600):
+                waiting = watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND query LIKE '%WITH src AS%'"
+                ).fetchone()[0]
+                if waiting:
+                    break
+                time.sleep(0.05)
+        release.set()  # the import's INSERT waits for the other transaction's phone: let that one commit
+
+    other = threading.Thread(target=other_session)
+    other.start()
+    assert created.wait(10)
+    watcher = threading.Thread(target=release_when_the_import_waits_on_it)
+    watcher.start()
+    with caplog.at_level("WARNING", logger="audience.ingest.engine"):
+        job = ingest(path)
+    other.join(10)
+    watcher.join(10)
+    assert any("created meanwhile" in record.getMessage() for record in caplog.records)
+    assert (job.status, job.created_count, job.updated_count) == (ImportStatus.SUCCEEDED, 1, 1)
+    assert Contact.objects.get(phone="+254712345678").name == "From file"
+    assert Contact.objects.count() == 2
+
+
 def test_json_array_and_jsonl_give_the_same_result_as_csv(tmp_path):
     rows = '{"phone": "+254712345678", "name": "A", "attributes": {"age": 3}, "topics": ["x"]}'
     ingest(write(tmp_path, "a.json", f"[{rows}]"))
@@ -152,10 +198,10 @@ def test_a_crashed_job_keeps_its_committed_batches_and_a_rerun_finishes_without_
     path = write(tmp_path, "crash.csv", "phone\n" + lines + repeats)
     original = engine_module.Engine._upsert_bucket
 
-    def crash_on_bucket_5(self, cursor, stage, params):
+    def crash_on_bucket_5(self, cursor, stage, params, plain):
         if params["bucket"] == 5:
             raise ConnectionError("database went away")
-        return original(self, cursor, stage, params)
+        return original(self, cursor, stage, params, plain)
 
     monkeypatch.setattr(engine_module.Engine, "_upsert_bucket", crash_on_bucket_5)
     with pytest.raises(ConnectionError):

@@ -28,12 +28,12 @@ def test_each_bucket_upsert_reads_its_own_staging_partition_and_all_are_dropped_
     original = engine_module.Engine._upsert_bucket
     seen: dict[int, tuple[int, list[int]]] = {}
 
-    def spy(self, cursor, stage, params):
+    def spy(self, cursor, stage, params, plain):
         bucket = params["bucket"]
         assert stage == sql.stage_bucket(self.stage, bucket)
         cursor.execute(f"SELECT count(*), array_agg(DISTINCT bucket) FROM {stage}")
         seen[bucket] = cursor.fetchone()
-        return original(self, cursor, stage, params)
+        return original(self, cursor, stage, params, plain)
 
     monkeypatch.setattr(engine_module.Engine, "_upsert_bucket", spy)
     lines = "".join(f"+2547120{index:05d},n{index}\n" for index in range(300))

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -59,6 +59,7 @@ WRITER_WORK_MEM = "64MB"  # the bucket's CTEs and sorts stay in memory instead o
 SMALL_FILE_BYTES = 1 << 20  # below this, starting worker processes costs more than it saves
 READ_SHARE = 80.0  # percent of the progress bar for reading and validating
 PROGRESS_EVERY_S = 0.5
+CONTACT_PHONE_KEY = "audience_contact_phone_key"  # the unique constraint on Contact.phone
 ERROR_COLUMNS = ("job_id", "line", "column", "level", "reason", "value")
 
 
@@ -146,6 +147,7 @@ class Engine:
         self._topics: set[str] = set()
         self._timings: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._plain = False  # the contacts table was empty when the write began
 
     # --- the whole run ---------------------------------------------------------------------
 
@@ -287,6 +289,7 @@ class Engine:
         self._save_progress(force=True)
         done = {entry["bucket"] for entry in self.job.committed_batches or []}
         has_suppressions = self._has_suppressions()
+        self._plain = self._contacts_empty()
         jobs = [(bucket, bucket not in done, has_suppressions) for bucket in range(self.job.batch_count)]
         writers = min(self.workers, WRITER_SESSIONS)
         if len(jobs) <= 1 or writers <= 1:
@@ -311,7 +314,26 @@ class Engine:
             cursor.execute("SELECT EXISTS (SELECT 1 FROM audience_suppression)")
             return bool(cursor.fetchone()[0])
 
+    @staticmethod
+    def _contacts_empty() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT NOT EXISTS (SELECT 1 FROM audience_contact)")
+            return bool(cursor.fetchone()[0])
+
     def _write_bucket(self, bucket: int, upsert: bool, has_suppressions: bool) -> None:
+        """The bucket's transaction; again through ON CONFLICT if a plain insert met a phone created meanwhile."""
+        try:
+            self._write_bucket_once(bucket, upsert, has_suppressions, plain=self._plain)
+        except IntegrityError as exc:
+            constraint = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)
+            if not self._plain or constraint != CONTACT_PHONE_KEY:
+                raise
+            logger.warning(
+                "import %s: bucket %s met a contact created meanwhile; writing it again", self.job.pk, bucket
+            )
+            self._write_bucket_once(bucket, upsert, has_suppressions, plain=False)
+
+    def _write_bucket_once(self, bucket: int, upsert: bool, has_suppressions: bool, *, plain: bool) -> None:
         """One transaction: the bucket's duplicate and suppression warnings, then its upsert unless committed."""
         started = time.monotonic()
         stage = sql.stage_bucket(self.stage, bucket)
@@ -331,7 +353,7 @@ class Engine:
             # and the job's record of them with them (same transaction), so a re-run redoes exactly those.
             cursor.execute("SET LOCAL synchronous_commit = off")
             warnings = self._prepare_bucket(cursor, stage, params, has_suppressions)
-            entry = self._upsert_bucket(cursor, stage, params) if upsert else None
+            entry = self._upsert_bucket(cursor, stage, params, plain) if upsert else None
             self._commit_batch(entry, warnings)
         elapsed = time.monotonic() - started
         logger.debug("import %s: bucket %s written in %.2f s: %s", self.job.pk, bucket, elapsed, entry)
@@ -350,8 +372,8 @@ class Engine:
         # plan needs; per-column statistics cost 0.4 s a bucket and led to a slower plan for the topics.
         return {"duplicates": duplicates, "warnings": duplicates + suppressed}
 
-    def _upsert_bucket(self, cursor, stage: str, params: dict) -> dict:
-        cursor.execute(sql.upsert(stage, update_existing=self.options.update_existing), params)
+    def _upsert_bucket(self, cursor, stage: str, params: dict, plain: bool) -> dict:
+        cursor.execute(sql.upsert(stage, update_existing=self.options.update_existing, plain=plain), params)
         staged, created, changed = cursor.fetchone()
         if self.options.update_existing and staged > created + changed and self._has_topics(params):
             cursor.execute(sql.add_topics_to_unchanged(stage), params)

@@ -121,12 +121,22 @@ def _topic_links(condition: str) -> str:
         WHERE {condition} AND (done.topics IS NOT NULL OR cardinality(%(extra_topics)s::text[]) > 0)"""
 
 
-def upsert(stage: str, *, update_existing: bool) -> str:
+def upsert(stage: str, *, update_existing: bool, plain: bool = False) -> str:
     """One statement per bucket: contacts, their consent events and topics.
 
-    The statement returns (staged, created, changed) for the bucket.
+    ``plain``: the contacts table was empty when the write began, so no phone
+    of the file can exist (buckets hold disjoint phones) and the contacts go in
+    with a plain INSERT, without ON CONFLICT's speculative insertion (a quarter
+    of the insert's cost). A contact another session creates meanwhile makes it
+    fail with a unique violation; the engine then writes the bucket again
+    without ``plain``. The statement returns (staged, created, changed).
     """
-    conflict = _ON_CONFLICT_UPDATE.replace("__STAGE__", stage) if update_existing else "ON CONFLICT (phone) DO NOTHING"
+    if plain:
+        conflict = ""
+    elif update_existing:
+        conflict = _ON_CONFLICT_UPDATE.replace("__STAGE__", stage)
+    else:
+        conflict = "ON CONFLICT (phone) DO NOTHING"
     return f"""
     WITH src AS (
         SELECT s.*, CASE WHEN s.suppressed THEN 'opted_out' ELSE coalesce(s.consent, %(default)s) END AS new_status
