@@ -73,6 +73,7 @@ def workers_wait_ready(app, count: int, timeout: float = 60.0) -> None:
 
 
 def _client_sends(base_url: str, first: int, count: int, threads: int, ready, go, spans) -> None:
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     import django
@@ -81,7 +82,7 @@ def _client_sends(base_url: str, first: int, count: int, threads: int, ready, go
     from messaging.providers import SendRequest
     from messaging.providers.twilio import TwilioProvider
 
-    local = __import__("threading").local()
+    local = threading.local()
 
     def one(n: int) -> None:
         if not hasattr(local, "provider"):

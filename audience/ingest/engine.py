@@ -288,8 +288,8 @@ class Engine:
         self.job.stage = "writing"
         self._save_progress(force=True)
         done = {entry["bucket"] for entry in self.job.committed_batches or []}
-        has_suppressions = self._has_suppressions()
-        self._plain = self._contacts_empty()
+        has_suppressions = self._has_rows(sql.SUPPRESSION)
+        self._plain = not self._has_rows(sql.CONTACT)
         jobs = [(bucket, bucket not in done, has_suppressions) for bucket in range(self.job.batch_count)]
         writers = min(self.workers, WRITER_SESSIONS)
         if len(jobs) <= 1 or writers <= 1:
@@ -309,15 +309,9 @@ class Engine:
             connections.close_all()
 
     @staticmethod
-    def _has_suppressions() -> bool:
+    def _has_rows(table: str) -> bool:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT EXISTS (SELECT 1 FROM audience_suppression)")
-            return bool(cursor.fetchone()[0])
-
-    @staticmethod
-    def _contacts_empty() -> bool:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT NOT EXISTS (SELECT 1 FROM audience_contact)")
+            cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {table})")
             return bool(cursor.fetchone()[0])
 
     def _write_bucket(self, bucket: int, upsert: bool, has_suppressions: bool) -> None:

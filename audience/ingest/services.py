@@ -25,6 +25,7 @@ from audience.models import TOPIC_NAME_VALIDATOR, ConsentStatus, Contact, Import
 STALE_AFTER = timedelta(minutes=5)
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 COPY_BLOCK = 1 << 20
+FILE_PURGED = "the uploaded file was removed after the retention period; upload it again"
 
 
 class ImportRejected(ValidationError):
@@ -219,9 +220,6 @@ def _classify(preview: Preview, options: dict) -> None:
     counts["error"] = len({problem[0] for problem in preview.problems if problem[2] == "error"})
     preview.counts = counts
     preview.rows.sort(key=lambda row: int(row["line"]))
-
-
-FILE_PURGED = "the uploaded file was removed after the retention period; upload it again"
 
 
 def import_job_confirm(job: ImportJob, *, inline_max_bytes: int | None = None) -> ImportJob:

@@ -394,14 +394,23 @@ class RowValidator:
 _NOT_TEXT_CELLS = object()
 
 
+def _json_scalar(value) -> str | None:
+    """_to_json's text for a string, boolean, integer or finite float; None for anything else."""
+    kind = type(value)
+    if kind is str:
+        return _json_string(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int or (kind is float and math.isfinite(value)):
+        return repr(value)
+    return None
+
+
 def _scalar_json(text: str) -> tuple[str, bool]:
     """A stripped text cell's value as JSON text (as _json_object writes it), and whether it looks like a formula."""
-    value = infer_scalar(text)
-    if type(value) is str:
-        return _json_string(value), value[:1] in FORMULA_STARTS and escape_formula(value) != value
-    if type(value) is bool:
-        return ("true" if value else "false"), False
-    return repr(value), False
+    value = infer_scalar(text)  # a string, boolean, integer or finite float
+    formula = type(value) is str and value[:1] in FORMULA_STARTS and escape_formula(value) != value
+    return _json_scalar(value), formula
 
 
 def _json_object(attributes: dict) -> str:
@@ -411,14 +420,8 @@ def _json_object(attributes: dict) -> str:
     """
     parts = []
     for key, value in attributes.items():
-        kind = type(value)
-        if kind is str:
-            text = _json_string(value)
-        elif kind is bool:
-            text = "true" if value else "false"
-        elif kind is int or (kind is float and math.isfinite(value)):
-            text = repr(value)
-        else:
+        text = _json_scalar(value)
+        if text is None:
             return _to_json(attributes)
         parts.append(f"{_json_string(key) if type(key) is str else _to_json(str(key))}:{text}")
     return "{" + ",".join(parts) + "}"
