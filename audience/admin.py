@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 from import_export.admin import ExportActionMixin, ImportMixin
 from import_export.forms import ImportForm
 
-from audience import services
+from audience import selectors, services
 from audience.ingest import selectors as ingest_selectors
 from audience.ingest import services as ingest_services
 from audience.models import (
@@ -33,6 +33,7 @@ from audience.models import (
     Suppression,
     Topic,
 )
+from audience.phones import InvalidPhone, normalize_phone
 from audience.resources import ContactExportResource, ContactImportResource
 
 PREVIEW_ROWS = 1000
@@ -441,7 +442,16 @@ class ConsentEventAdmin(admin.ModelAdmin):
     list_display = ("created_at", "contact", "from_status", "to_status", "source", "actor")
     list_filter = ("source", "to_status", "created_at")
     search_fields = ("contact__phone", "actor")
+    search_help_text = "A phone number also finds the events an erased contact left behind."
     list_select_related = ("contact",)
+
+    def get_search_results(self, request, queryset, search_term):
+        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        try:
+            e164 = normalize_phone(search_term)
+        except InvalidPhone:
+            return queryset, may_have_duplicates
+        return queryset | selectors.phone_consent_history(e164), may_have_duplicates
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
 from audience.models import ConsentEvent, Contact, Topic
+from audience.phones import phone_hash
 
 
 def contact_list() -> QuerySet[Contact]:
@@ -13,6 +14,14 @@ def contact_list() -> QuerySet[Contact]:
 
 def contact_consent_history(contact: Contact) -> QuerySet[ConsentEvent]:
     return ConsentEvent.objects.filter(contact=contact).order_by("-created_at", "-id")
+
+
+def phone_consent_history(e164: str) -> QuerySet[ConsentEvent]:
+    """Every consent event of a phone: its contact's, and those an erased contact left (found by hash only)."""
+    contact_ids = list(Contact.objects.filter(phone=e164).values_list("pk", flat=True))
+    return ConsentEvent.objects.filter(
+        Q(contact_id__in=contact_ids) | Q(contact__isnull=True, phone_hash=phone_hash(e164))
+    ).order_by("-created_at", "-id")
 
 
 def topic_list() -> QuerySet[Topic]:

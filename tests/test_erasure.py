@@ -17,6 +17,7 @@ from audience.models import (
     Suppression,
 )
 from audience.phones import phone_hash
+from audience.selectors import phone_consent_history
 from campaigns import services as campaigns
 from campaigns.models import Recipient
 from messaging.models import Message, MessageEvent
@@ -152,3 +153,42 @@ def test_the_admin_erase_action_erases_the_selected_contacts(client, staff_user)
     assert response.status_code == 200
     assert "2 contact(s) erased" in response.content.decode()
     assert not Contact.objects.exists()
+
+
+def test_a_phone_consent_history_includes_what_an_erased_contact_left():
+    erased = audience.contact_create(phone=PHONE, source=ConsentSource.API)
+    audience.consent_change(erased, to_status=ConsentStatus.OPTED_OUT, source=ConsentSource.KEYWORD)
+    audience.contact_erase(erased)
+    again = audience.contact_create(phone=PHONE, consent_status=ConsentStatus.OPTED_IN)
+    other = audience.contact_create(phone=delivery.PHONES[1], source=ConsentSource.API)
+    audience.contact_erase(other)
+
+    history = list(phone_consent_history(PHONE))
+
+    assert [event.contact_id for event in history] == [again.pk, None, None]
+    assert {event.phone_hash for event in history} == {phone_hash(PHONE)}
+    assert [event.to_status for event in history][1:] == [ConsentStatus.OPTED_OUT, ConsentStatus.OPTED_IN]
+
+
+def test_the_consent_event_admin_finds_an_erased_phone_by_number(client, staff_user):
+    contact = audience.contact_create(phone=PHONE, source=ConsentSource.API)
+    audience.contact_erase(contact)
+    audience.contact_erase(audience.contact_create(phone=delivery.PHONES[1], source=ConsentSource.API))
+    client.force_login(staff_user)
+
+    found = client.get("/admin/audience/consentevent/", {"q": PHONE}).context["cl"].result_list
+    missed = client.get("/admin/audience/consentevent/", {"q": "+254700000000"}).context["cl"].result_list
+
+    assert [event.phone_hash for event in found] == [phone_hash(PHONE)]
+    assert list(missed) == []
+
+
+def test_only_events_without_a_contact_are_in_the_phone_hash_index():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'audience_consentevent'")
+        definitions = [row[0] for row in cursor.fetchall()]
+    hashed = [definition for definition in definitions if "phone_hash" in definition]
+    assert hashed == [
+        "CREATE INDEX consentevent_orphan_phone_hash ON public.audience_consentevent "
+        "USING hash (phone_hash) WHERE (contact_id IS NULL)"
+    ]
