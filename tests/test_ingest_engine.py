@@ -12,6 +12,8 @@ from django.db import connection, connections, transaction
 from audience import services
 from audience.ingest import engine as engine_module
 from audience.ingest import services as ingest_services
+from audience.ingest import validate
+from audience.ingest.engine import inspect_file, iter_chunks
 from audience.ingest.validate import fast_normalize_phone
 from audience.models import (
     ConsentEvent,
@@ -242,6 +244,55 @@ def test_a_big_file_is_streamed_in_chunks_not_loaded_whole(tmp_path, monkeypatch
         tracemalloc.stop()
     assert job.total_rows == 30_000 and job.invalid_count == 0
     assert peak < size / 2, f"peak {peak} bytes for a {size}-byte file"
+
+
+CELLS = {
+    "phone": [
+        "+254712345678",
+        " whatsapp:+254 712 345 679",
+        "00447400123456",
+        "0712345678",
+        "",
+        " ",
+        "abc",
+        "+1 (212) 555-0100",
+    ],
+    "name": ["Amina", "", "  Bob  ", "=cmd|' /C calc'!A0", "-5", "a" * 201, "tab\there", "back\\slash", "two\nlines"],
+    "email": ["", "a@example.org", "bad@", "=x@y.z"],
+    "channel": ["", "WhatsApp", "sms", "fax", " SMS "],
+    "locale": ["", "en", "sw-KE", "x" * 17],
+    "timezone": ["", "Africa/Nairobi", "Mars/Olympus", " UTC "],
+    "consent": ["", "yes", "OUT", "maybe", " ", "opted_in"],
+    "topics": ["", "vip|news", "Bad Topic", "a,b;c", " | "],
+    "age": ["31", "4.50", "true", "", "=1+1", "+254", "-3", "text \\ here", "07", "1e5", "-"],
+    "note": ["", "plain", "@SUM(A1)", "x\ty"],
+}
+
+
+def test_the_clean_csv_path_writes_what_the_row_validator_writes(tmp_path, monkeypatch):
+    """Records the fast path takes give the same COPY line; the rest go to RowValidator unchanged."""
+    rng = random.Random(5)
+    import csv
+
+    path = tmp_path / "mixed.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CELLS)
+        for _ in range(3000):
+            writer.writerow([rng.choice(values) for values in CELLS.values()])
+        writer.writerow(["+254712345670"])  # a short record
+    layout = inspect_file(str(path), "csv")
+
+    def results():
+        chunks, _ = iter_chunks(str(path), layout)
+        return [validate.process_chunk(chunk, layout, 8) for chunk in chunks]
+
+    fast = results()
+    monkeypatch.setattr(validate._CleanCsvRows, "copy_line", lambda self, line, record: None)
+    slow = results()
+
+    assert [vars(result) for result in fast] == [vars(result) for result in slow]
+    assert sum(result.valid for result in fast) > 100 and sum(len(result.problems) for result in fast) > 1000
 
 
 def test_the_fast_phone_path_agrees_with_normalize_phone():

@@ -157,6 +157,15 @@ def _split_country_code(digits: str) -> tuple[int, str] | None:
     return None
 
 
+# The country code of every number by its first three digits (what _split_country_code finds), as
+# (code, its length); a lead that starts with 0 or has no code is absent and takes the full path.
+_CODE_BY_LEAD = {
+    lead: (split[0], 3 - len(split[1]))
+    for lead in (f"{n:03d}" for n in range(100, 1000))
+    if (split := _split_country_code(lead)) is not None
+}
+
+
 def _fast_valid(code: int, national: str) -> bool | None:
     """phonenumbers.is_valid_number for PhoneNumber(code, int(national)); None when the shortcut cannot say."""
     country = _country(code)
@@ -174,6 +183,9 @@ def _fast_valid(code: int, national: str) -> bool | None:
     return False
 
 
+PLAIN_STARTS = frozenset("+0123456789( ")
+
+
 def fast_normalize_phone(raw: str) -> str:
     """normalize_phone with a shortcut for plain international numbers.
 
@@ -185,18 +197,22 @@ def fast_normalize_phone(raw: str) -> str:
     are exactly normalize_phone's (tests compare the two).
     """
     value = raw.strip()
-    lowered = value[:9].lower()
-    for prefix in CHANNEL_PREFIXES:
-        if lowered.startswith(prefix):
-            value = value[len(prefix) :]
-            break
+    if value[:1] not in PLAIN_STARTS:  # perhaps whatsapp:, sms: or tel:
+        lowered = value[:9].lower()
+        for prefix in CHANNEL_PREFIXES:
+            if lowered.startswith(prefix):
+                value = value[len(prefix) :]
+                break
     digits = value.translate(PHONE_PUNCTUATION)
-    if digits.startswith("00"):
+    if digits[:2] == "00":
         digits = "+" + digits[2:]
-    if digits[:1] == "+" and 8 <= len(digits) <= 16 and digits[1:].isascii() and digits[1:].isdigit():
-        split = _split_country_code(digits[1:])
-        if split and split[1][:1] != "0" and _fast_valid(*split):
-            return f"+{split[0]}{split[1]}"
+    if digits[:1] == "+" and 8 <= len(digits) <= 16 and digits.isascii() and digits[1:].isdigit():
+        lead = _CODE_BY_LEAD.get(digits[1:4])
+        if lead is not None:
+            code, size = lead
+            national = digits[1 + size :]
+            if national[:1] != "0" and _fast_valid(code, national):
+                return digits  # "+", the code and the national number: the E.164 form
     return normalize_phone(raw)
 
 
@@ -440,7 +456,7 @@ def process_chunk(chunk: Chunk, layout: Layout, buckets: int) -> ChunkResult:
     result = ChunkResult(end_offset=chunk.end_offset)
     validator = RowValidator(buckets)
     if chunk.kind == "csv":
-        rows = _csv_rows(chunk, layout, result)
+        rows = _csv_rows(chunk, layout, result, buckets)
     elif chunk.kind == "jsonl":
         rows = _jsonl_rows(chunk, result)
     else:
@@ -448,6 +464,11 @@ def process_chunk(chunk: Chunk, layout: Layout, buckets: int) -> ChunkResult:
     out = io.StringIO()
     for row in rows:
         if row is None:
+            continue
+        if type(row) is str:  # a CSV record the fast path already turned into its COPY line
+            result.rows += 1
+            result.valid += 1
+            out.write(row)
             continue
         result.rows += 1
         copy_line = validator.validate(row, result)
@@ -472,12 +493,13 @@ def _decode_chunk(chunk: Chunk, result: ChunkResult) -> tuple[str, set[int]]:
     return "\n".join(lines).replace("\x00", ""), fallback
 
 
-def _csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult):
+def _csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult, buckets: int):
     text, fallback = _decode_chunk(chunk, result)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=layout.delimiter)
     width = max(column.index for column in layout.columns) + 1
     headers = {column.kind if column.kind != "attribute" else column.key: column.header for column in layout.columns}
     plan = _CsvPlan.of(layout.columns)
+    fast = None if fallback else _CleanCsvRows(plan, buckets, result)
     consumed = 0
     while True:
         start = chunk.start_line + consumed
@@ -500,6 +522,11 @@ def _csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult):
             reason = f"{len(record)} cells but the header has {width} columns (a stray delimiter or quote?)"
             result.problems.append((start, "", "error", reason, layout.delimiter.join(record)[:VALUE_CUT]))
             continue
+        if fast is not None:
+            copy_line = fast.copy_line(start, record)
+            if copy_line is not None:
+                yield copy_line
+                continue
         row = _csv_row(start, record, plan, headers)
         if fallback and any(start <= line < chunk.start_line + consumed for line in fallback):
             _warn_encoding(row, record, layout.columns, result)
@@ -523,6 +550,149 @@ class _CsvPlan:
             attributes=tuple((c.index, c.key) for c in columns if c.kind == "attribute"),
             width=max((c.index for c in columns), default=-1) + 1,
         )
+
+
+class _CleanCsvRows:
+    """The COPY line of a CSV record that needs no message, without building a Row; None for any other record.
+
+    A record with anything to report (an invalid cell, a formula-looking value, a
+    phone the shortcut cannot settle) gets None and goes through RowValidator, which
+    words the problem; for the rest the result is RowValidator's line, byte for byte
+    (a test compares the two). Cells that repeat (zones, topics, attribute values)
+    are settled once a chunk.
+    """
+
+    # The stage's text columns after the phone, in STAGE_COLUMNS order.
+    SLOTS = ("name", "email", "channel", "locale", "timezone", "consent", "attributes", "topics")
+
+    def __init__(self, plan: _CsvPlan, buckets: int, result: ChunkResult):
+        self.buckets = buckets
+        self.result = result
+        self.width = plan.width
+        index = {kind: position for position, kind in plan.cells}
+        self.usable = "attributes" not in index  # a packed JSON column goes the general way
+        self.phone = index["phone"]
+        self.free_text = [(self.SLOTS.index(kind), index[kind]) for kind in ("name", "email") if kind in index]
+        self.email = index.get("email")
+        settlers = {"channel": _settle_channel, "locale": _settle_locale, "timezone": _settle_timezone}
+        settlers["consent"] = _settle_consent
+        # (slot, position, {cell: COPY text or False}, settle) for columns with few distinct values
+        self.repeated = [
+            (self.SLOTS.index(kind), index[kind], {}, settle) for kind, settle in settlers.items() if kind in index
+        ]
+        self.topic_columns = plan.topics
+        self.topics: dict[str, tuple[str, tuple[str, ...]] | None] = {}
+        # (position, {cell: '"key":value', '' when empty, False when formula-like}, '"key":')
+        self.attributes = [(position, {}, _json_string(key) + ":") for position, key in plan.attributes]
+
+    def copy_line(self, line: int, record: list[str]) -> str | None:
+        if not self.usable or len(record) < self.width:
+            return None
+        raw_phone = record[self.phone]
+        if not raw_phone.strip():
+            return None
+        try:
+            phone = fast_normalize_phone(raw_phone)
+        except InvalidPhone:
+            return None
+        texts = ["\\N"] * 8
+        for slot, position in self.free_text:
+            text = record[position].strip()
+            if not text:
+                continue
+            if len(text) > LIMITS[self.SLOTS[slot]] or text[0] in FORMULA_STARTS:
+                return None
+            if position == self.email:
+                try:
+                    _email_validator(text)
+                except ValidationError:
+                    return None
+            texts[slot] = _copy_text(text)
+        for slot, position, known, settle in self.repeated:
+            cell = record[position]
+            text = known.get(cell)
+            if text is None:
+                text = known[cell] = settle(cell)
+            if text is False:
+                return None
+            texts[slot] = text
+        if self.attributes:
+            attributes = self._attributes(record)
+            if attributes is None:
+                return None
+            texts[6] = attributes
+        if self.topic_columns:
+            topics = self._topics(record)
+            if topics is None:
+                return None
+            texts[7] = topics[0]
+            if topics[1]:
+                self.result.topics.update(topics[1])
+        bucket = zlib.crc32(phone.encode()) % self.buckets
+        return f"{line}\t{bucket}\t{phone}\t" + "\t".join(texts) + "\n"
+
+    def _attributes(self, record: list[str]) -> str | None:
+        parts = []
+        for position, known, prefix in self.attributes:
+            cell = record[position]
+            part = known.get(cell)
+            if part is None:
+                part = known[cell] = _attribute_part(prefix, cell)
+            if part:
+                parts.append(part)
+            elif part is False:
+                return None  # a formula-looking cell: RowValidator warns about it
+        return _copy_text("{" + ",".join(parts) + "}") if parts else "\\N"
+
+    def _topics(self, record: list[str]) -> tuple[str, tuple[str, ...]] | None:
+        cell = "|".join([record[position] for position in self.topic_columns])
+        if cell not in self.topics:
+            try:
+                names = _topics(cell)
+            except RowProblem:
+                self.topics[cell] = None
+            else:
+                text = _copy_text("{" + ",".join(names) + "}") if names else "\\N"
+                self.topics[cell] = (text, tuple(names))
+        return self.topics[cell]
+
+
+def _attribute_part(prefix: str, cell: str) -> str | bool:
+    value = cell.strip()
+    if not value:
+        return ""
+    text, formula = _scalar_json(value)
+    return False if formula else prefix + text
+
+
+# A repeated cell's COPY text as RowValidator would write it, or False when RowValidator has something to say.
+
+
+def _settle_channel(cell: str) -> str | bool:
+    text = cell.strip().lower()
+    if not text:
+        return "\\N"
+    return text if text in CHANNELS else False
+
+
+def _settle_locale(cell: str) -> str | bool:
+    text = cell.strip()
+    if not text:
+        return "\\N"
+    return _copy_text(text) if len(text) <= LIMITS["locale"] else False
+
+
+def _settle_timezone(cell: str) -> str | bool:
+    text = cell.strip()
+    if not text:
+        return "\\N"
+    return _copy_text(text) if len(text) <= LIMITS["timezone"] and _timezone_ok(text) else False
+
+
+def _settle_consent(cell: str) -> str | bool:
+    if cell == "":
+        return "\\N"
+    return CONSENT_WORDS.get(cell.strip().lower(), False)
 
 
 def _csv_row(line: int, record: list[str], plan: _CsvPlan, headers: dict[str, str]) -> Row:
