@@ -148,6 +148,7 @@ class Engine:
         self._timings: dict[str, float] = {}
         self._lock = threading.Lock()
         self._plain = False  # the contacts table was empty when the write began
+        self._id_sequence = ""
 
     # --- the whole run ---------------------------------------------------------------------
 
@@ -290,6 +291,9 @@ class Engine:
         done = {entry["bucket"] for entry in self.job.committed_batches or []}
         has_suppressions = self._has_rows(sql.SUPPRESSION)
         self._plain = not self._has_rows(sql.CONTACT)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [sql.CONTACT])
+            self._id_sequence = cursor.fetchone()[0]
         jobs = [(bucket, bucket not in done, has_suppressions) for bucket in range(self.job.batch_count)]
         writers = min(self.workers, WRITER_SESSIONS)
         if len(jobs) <= 1 or writers <= 1:
@@ -346,28 +350,32 @@ class Engine:
             # No flush wait at commit: a crash can lose only whole, most recent bucket transactions,
             # and the job's record of them with them (same transaction), so a re-run redoes exactly those.
             cursor.execute("SET LOCAL synchronous_commit = off")
-            warnings = self._prepare_bucket(cursor, stage, params, has_suppressions)
+            warnings = self._prepare_bucket(cursor, stage, params, has_suppressions, plain)
             entry = self._upsert_bucket(cursor, stage, params, plain) if upsert else None
             self._commit_batch(entry, warnings)
         elapsed = time.monotonic() - started
         logger.debug("import %s: bucket %s written in %.2f s: %s", self.job.pk, bucket, elapsed, entry)
 
-    def _prepare_bucket(self, cursor, stage: str, params: dict, has_suppressions: bool) -> dict[str, int]:
+    def _prepare_bucket(self, cursor, stage: str, params: dict, has_suppressions: bool, plain: bool) -> dict[str, int]:
         """Drop in-file duplicates (the last row wins) and mark suppressed phones; return the warning counts."""
         cursor.execute(sql.remove_duplicates(stage), params)
         duplicates = max(cursor.rowcount, 0)
-        cursor.execute(sql.index_stage(stage))
+        if not plain:  # only ON CONFLICT looks staged rows up by phone
+            cursor.execute(sql.index_stage(stage))
         suppressed = 0
         if has_suppressions:
             cursor.execute(sql.mark_suppressed(stage))
             cursor.execute(sql.warn_suppressed(stage), params)
             suppressed = max(cursor.rowcount, 0)
-        # No ANALYZE: the index build above sets the partition's row count, which is all the upsert's
-        # plan needs; per-column statistics cost 0.4 s a bucket and led to a slower plan for the topics.
+        # No ANALYZE: the upsert's plan needs only the partition's row count, which the index build
+        # sets; per-column statistics cost 0.4 s a bucket and led to a slower plan for the topics.
         return {"duplicates": duplicates, "warnings": duplicates + suppressed}
 
     def _upsert_bucket(self, cursor, stage: str, params: dict, plain: bool) -> dict:
-        cursor.execute(sql.upsert(stage, update_existing=self.options.update_existing, plain=plain), params)
+        if plain:
+            cursor.execute(sql.insert_new(stage, self._id_sequence), params)
+        else:
+            cursor.execute(sql.upsert(stage, update_existing=self.options.update_existing), params)
         staged, created, changed = cursor.fetchone()
         if self.options.update_existing and staged > created + changed and self._has_topics(params):
             cursor.execute(sql.add_topics_to_unchanged(stage), params)

@@ -112,6 +112,11 @@ _ON_CONFLICT_UPDATE = f"""
     WHERE EXISTS (SELECT 1 FROM __STAGE__ s WHERE s.phone = EXCLUDED.phone AND ({_CHANGES}))"""
 
 
+def _event_evidence(rows: str) -> str:
+    return f"""jsonb_build_object('import_job', %(job)s::bigint, 'line', {rows}.line)
+                 || CASE WHEN {rows}.suppressed THEN '{{"suppressed": true}}'::jsonb ELSE '{{}}'::jsonb END"""
+
+
 def _topic_links(condition: str) -> str:
     """(contact, topic) pairs of the upserted rows that meet ``condition``: the row's topics and the job's."""
     return f"""
@@ -121,19 +126,9 @@ def _topic_links(condition: str) -> str:
         WHERE {condition} AND (done.topics IS NOT NULL OR cardinality(%(extra_topics)s::text[]) > 0)"""
 
 
-def upsert(stage: str, *, update_existing: bool, plain: bool = False) -> str:
-    """One statement per bucket: contacts, their consent events and topics.
-
-    ``plain``: the contacts table was empty when the write began, so no phone
-    of the file can exist (buckets hold disjoint phones) and the contacts go in
-    with a plain INSERT, without ON CONFLICT's speculative insertion (a quarter
-    of the insert's cost). A contact another session creates meanwhile makes it
-    fail with a unique violation; the engine then writes the bucket again
-    without ``plain``. The statement returns (staged, created, changed).
-    """
-    if plain:
-        conflict = ""
-    elif update_existing:
+def upsert(stage: str, *, update_existing: bool) -> str:
+    """One statement per bucket: contacts, their consent events and topics. Returns (staged, created, changed)."""
+    if update_existing:
         conflict = _ON_CONFLICT_UPDATE.replace("__STAGE__", stage)
     else:
         conflict = "ON CONFLICT (phone) DO NOTHING"
@@ -158,8 +153,7 @@ def upsert(stage: str, *, update_existing: bool, plain: bool = False) -> str:
         SELECT id, {phone_hash("phone")},
                CASE WHEN inserted THEN '' WHEN consent_status = 'opted_in' THEN 'opted_out' ELSE 'opted_in' END,
                consent_status, 'import', %(actor)s,
-               jsonb_build_object('import_job', %(job)s::bigint, 'line', line)
-                 || CASE WHEN suppressed THEN '{{"suppressed": true}}'::jsonb ELSE '{{}}'::jsonb END,
+               {_event_evidence("done")},
                now()
         FROM done WHERE moved
     ), new_topics AS (
@@ -174,6 +168,44 @@ def upsert(stage: str, *, update_existing: bool, plain: bool = False) -> str:
     )
     SELECT (SELECT count(*) FROM src), count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)
     FROM up"""
+
+
+def insert_new(stage: str, id_sequence: str) -> str:
+    """One statement per bucket when the contacts table was empty at the start: every staged row is new.
+
+    The contacts take their ids from the sequence here, so their consent events and
+    topic links are written from the staged rows directly, without reading the
+    inserted rows back (RETURNING) and joining them to the stage. No ON CONFLICT
+    (see ``upsert``'s ``plain``): a contact another session creates meanwhile
+    makes the statement fail with a unique violation, and the engine then writes
+    the bucket through ``upsert``. Returns (staged, created, changed) like it.
+    """
+    return f"""
+    WITH src AS MATERIALIZED (
+        SELECT nextval('{id_sequence}') AS id, s.line, s.phone, s.channel, s.name, s.email, s.locale, s.timezone,
+               s.attributes, s.topics, s.suppressed,
+               CASE WHEN s.suppressed THEN 'opted_out' ELSE coalesce(s.consent, %(default)s) END AS new_status
+        FROM {stage} s
+    ), contacts AS (
+        INSERT INTO {CONTACT} (id, phone, channel, name, email, locale, timezone, attributes, consent_status,
+                               consent_updated_at, opted_in_at, opted_out_at, created_at, updated_at)
+        SELECT id, phone, coalesce(channel, 'sms'), coalesce(name, ''), coalesce(email, ''), coalesce(locale, 'en'),
+               coalesce(timezone, ''), coalesce(attributes, '{{}}'::jsonb), new_status, now(),
+               CASE WHEN new_status = 'opted_in' THEN now() END, CASE WHEN new_status = 'opted_out' THEN now() END,
+               now(), now()
+        FROM src
+    ), events AS (
+        INSERT INTO {EVENT} (contact_id, phone_hash, from_status, to_status, source, actor, evidence, created_at)
+        SELECT id, {phone_hash("phone")}, '', new_status, 'import', %(actor)s, {_event_evidence("src")}, now()
+        FROM src
+    ), topics AS (
+        INSERT INTO {CONTACT_TOPIC} (contact_id, topic_id, created_at)
+        SELECT DISTINCT src.id, t.id, now()
+        FROM src CROSS JOIN LATERAL unnest(coalesce(src.topics, '{{}}') || %(extra_topics)s::text[]) AS n(name)
+        JOIN {TOPIC} t ON t.name = n.name
+        WHERE src.topics IS NOT NULL OR cardinality(%(extra_topics)s::text[]) > 0
+    )
+    SELECT count(*), count(*), 0 FROM src"""
 
 
 def add_topics_to_unchanged(stage: str) -> str:
