@@ -46,7 +46,7 @@ from audience.ingest.readers import (
     iter_csv_chunks,
     iter_jsonl_chunks,
 )
-from audience.ingest.validate import STAGE_COLUMNS, ChunkResult, process_chunk
+from audience.ingest.validate import STAGE_COLUMNS, ChunkResult, process_chunk, process_chunk_in_worker, worker_start
 from audience.models import ConsentStatus, ImportJob, ImportRowError, ImportStatus, Topic
 
 logger = logging.getLogger(__name__)
@@ -221,11 +221,11 @@ class Engine:
     def _load_in_pool(self, chunks: Iterator[Chunk], layout: Layout) -> None:
         """Validate chunks on every core, at most a few in flight, storing results in file order."""
         window = self.workers * 2 + 1
-        with _children_allowed(), _pool_context().Pool(self.workers) as pool:
+        with _children_allowed(), _pool_context().Pool(self.workers, initializer=worker_start) as pool:
             pending: deque = deque()
             try:
                 for chunk in chunks:
-                    pending.append(pool.apply_async(process_chunk, (chunk, layout, self.job.batch_count)))
+                    pending.append(pool.apply_async(process_chunk_in_worker, (chunk, layout, self.job.batch_count)))
                     if len(pending) >= window:
                         self._store(pending.popleft().get())
             finally:
