@@ -34,6 +34,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
+from psycopg.conninfo import make_conninfo
 
 from audience.ingest import sql
 from audience.ingest.readers import (
@@ -46,7 +47,8 @@ from audience.ingest.readers import (
     iter_csv_chunks,
     iter_jsonl_chunks,
 )
-from audience.ingest.validate import STAGE_COLUMNS, ChunkResult, process_chunk, process_chunk_in_worker, worker_start
+from audience.ingest.validate import STAGE_COLUMNS, ChunkResult, process_chunk
+from audience.ingest.worker import process_chunk_in_worker, worker_start
 from audience.models import ConsentStatus, ImportJob, ImportRowError, ImportStatus, Topic
 
 logger = logging.getLogger(__name__)
@@ -103,6 +105,18 @@ def worker_count() -> int:
     return max(1, settings.INGEST_WORKERS or len(os.sched_getaffinity(0)))
 
 
+# Connection parameters Django passes to psycopg that are not libpq's.
+_NOT_LIBPQ = frozenset({"cursor_factory", "context", "prepare_threshold", "server_side_binding"})
+
+
+def _conninfo() -> str:
+    """libpq parameters for a worker's own connection: the database Django's connection uses."""
+    params = connection.get_connection_params()
+    return make_conninfo(
+        "", **{key: value for key, value in params.items() if key not in _NOT_LIBPQ and value not in (None, "")}
+    )
+
+
 def _pool_context():
     """Workers fork from a small server process that imported only the validation code.
 
@@ -110,7 +124,7 @@ def _pool_context():
     everything that process had loaded; the fork server keeps the tree small.
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["audience.ingest.validate"])
+    context.set_forkserver_preload(["audience.ingest.worker"])
     return context
 
 
@@ -221,25 +235,28 @@ class Engine:
     def _load_in_pool(self, chunks: Iterator[Chunk], layout: Layout) -> None:
         """Validate chunks on every core, at most a few in flight, storing results in file order."""
         window = self.workers * 2 + 1
-        with _children_allowed(), _pool_context().Pool(self.workers, initializer=worker_start) as pool:
+        initargs = (_conninfo(),)
+        with _children_allowed(), _pool_context().Pool(self.workers, worker_start, initargs) as pool:
             pending: deque = deque()
             try:
                 for chunk in chunks:
-                    pending.append(pool.apply_async(process_chunk_in_worker, (chunk, layout, self.job.batch_count)))
+                    arguments = (chunk, layout, self.job.batch_count, self.stage)
+                    pending.append(pool.apply_async(process_chunk_in_worker, arguments))
                     if len(pending) >= window:
                         self._store(pending.popleft().get())
             finally:
                 while pending:
                     self._store(pending.popleft().get())
+            pool.close()  # the workers end and close their connections (leaving the block would kill them)
+            pool.join()
 
     def _store(self, result: ChunkResult) -> None:
         with connection.cursor() as cursor:
-            if result.copy_data:
-                with cursor.copy(f"COPY {self.stage} ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
+            if result.copy_data:  # a chunk validated in this process (a worker COPYs its own)
+                with cursor.copy(sql.copy_from_stdin(self.stage, STAGE_COLUMNS)) as copy:
                     copy.write(result.copy_data)
             if result.problems:
-                columns = ", ".join(f'"{name}"' for name in ERROR_COLUMNS)
-                with cursor.copy(f"COPY {ImportRowError._meta.db_table} ({columns}) FROM STDIN") as copy:
+                with cursor.copy(sql.copy_from_stdin(sql.ROW_ERROR, ERROR_COLUMNS)) as copy:
                     for problem in result.problems:
                         copy.write_row((self.job.pk, *problem))
         self.job.total_rows += result.rows

@@ -39,6 +39,11 @@ def create_stage(stage: str, buckets: int) -> list[str]:
     return statements
 
 
+def copy_from_stdin(table: str, columns) -> str:
+    names = ", ".join(f'"{name}"' for name in columns)
+    return f"COPY {table} ({names}) FROM STDIN"
+
+
 def stage_bucket(stage: str, bucket: int) -> str:
     return f"{stage}_b{int(bucket)}"
 

@@ -8,7 +8,6 @@ the main process only streams bytes into PostgreSQL.
 from __future__ import annotations
 
 import csv
-import gc
 import io
 import json
 import math
@@ -476,25 +475,6 @@ def process_chunk(chunk: Chunk, layout: Layout, buckets: int) -> ChunkResult:
         if copy_line is not None:
             out.write(copy_line)
     result.copy_data = out.getvalue().encode("utf-8")
-    return result
-
-
-def worker_start() -> None:
-    """A validation worker's first step: what it inherited is permanent, so collecting after a chunk is cheap."""
-    gc.freeze()
-
-
-def process_chunk_in_worker(chunk: Chunk, layout: Layout, buckets: int) -> ChunkResult:
-    """process_chunk, then a collection of the chunk's reference cycles.
-
-    phonenumbers leaves a cycle of frames and exceptions for every number it
-    rejects, and those frames hold the chunk's text; left to the collector's
-    own schedule, a worker's heap grew by about 0.4 MB a chunk. After
-    ``worker_start`` froze the inherited objects a collection scans only the
-    chunk's own (well under a millisecond).
-    """
-    result = process_chunk(chunk, layout, buckets)
-    gc.collect()
     return result
 
 
