@@ -187,10 +187,26 @@ def test_json_array_and_jsonl_give_the_same_result_as_csv(tmp_path):
 def test_the_pool_of_worker_processes_gives_the_same_result(tmp_path, monkeypatch):
     monkeypatch.setattr(engine_module, "BUCKET_THRESHOLD_BYTES", 0)
     lines = "".join(f"+2547120{index:05d},n{index}\n" for index in range(3000))
+    sessions_before = _sessions_on_this_database()
     job = ingest(write(tmp_path, "pool.csv", "phone,name\n" + lines + "bad,x\n"), workers=2)
     assert job.batch_count == 8 and len(job.committed_batches) == 8
     assert Contact.objects.count() == 3000 and job.invalid_count == 1
     assert problems(job, "error")[0][0] == 3002
+    assert job.details["seconds"]["read"] > 0
+    # The workers COPYed through connections of their own and closed them when the pool ended
+    # (a server process takes a moment to go once its client said goodbye).
+    deadline = time.monotonic() + 5
+    while _sessions_on_this_database() > sessions_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _sessions_on_this_database() == sessions_before
+
+
+def _sessions_on_this_database() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
 
 
 def test_a_crashed_job_keeps_its_committed_batches_and_a_rerun_finishes_without_double_writes(tmp_path, monkeypatch):

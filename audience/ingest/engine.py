@@ -3,14 +3,17 @@
 1. A reader cuts the file into chunks of whole records; a process pool
    validates them (phone normalisation is the bottleneck) with a bounded
    number of chunks in flight, so memory stays flat whatever the file size.
-2. The main process COPYs each chunk's good rows into a staging table
-   partitioned by bucket (UNLOGGED partitions) and its problems into ImportRowError.
+2. Each worker COPYs its chunk's good rows into a staging table partitioned
+   by bucket (UNLOGGED partitions) over a connection of its own
+   (audience.ingest.worker); the main process COPYs the problems into
+   ImportRowError. A small file is validated in the main process instead.
 3. Each bucket of phones (a crc32 hash; a phone's duplicates share its
    bucket) is written in one transaction, two buckets at a time: set-based
    SQL drops its in-file duplicates (the last row wins) and marks suppressed
    phones, then one ``INSERT ... SELECT ... ON CONFLICT (phone) DO UPDATE``
    whose CTEs also write the ConsentEvent and ContactTopic rows reads only
-   its own stage partition; the same transaction records the bucket as
+   its own stage partition (a plain INSERT with ids from the sequence when
+   the contacts table was empty at the start); the same transaction records the bucket as
    committed on the job (synchronous_commit off: a crash loses whole, most
    recent buckets together with their record). A re-run re-reads the file,
    re-counts every bucket's warnings and upserts only the buckets not
