@@ -465,10 +465,11 @@ def process_chunk(chunk: Chunk, layout: Layout, buckets: int) -> ChunkResult:
     for row in rows:
         if row is None:
             continue
-        if type(row) is str:  # a CSV record the fast path already turned into its COPY line
+        if type(row) is str:  # a CSV record the fast path settled: its COPY line, or "" when it was reported
             result.rows += 1
-            result.valid += 1
-            out.write(row)
+            if row:
+                result.valid += 1
+                out.write(row)
             continue
         result.rows += 1
         copy_line = validator.validate(row, result)
@@ -499,7 +500,7 @@ def _csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult, buckets: int):
     width = max(column.index for column in layout.columns) + 1
     headers = {column.kind if column.kind != "attribute" else column.key: column.header for column in layout.columns}
     plan = _CsvPlan.of(layout.columns)
-    fast = None if fallback else _CleanCsvRows(plan, buckets, result)
+    fast = None if fallback else _CleanCsvRows(plan, buckets, result, headers["phone"])
     consumed = 0
     while True:
         start = chunk.start_line + consumed
@@ -553,20 +554,22 @@ class _CsvPlan:
 
 
 class _CleanCsvRows:
-    """The COPY line of a CSV record that needs no message, without building a Row; None for any other record.
+    """The COPY line of a CSV record that needs no message, without building a Row.
 
-    A record with anything to report (an invalid cell, a formula-looking value, a
-    phone the shortcut cannot settle) gets None and goes through RowValidator, which
-    words the problem; for the rest the result is RowValidator's line, byte for byte
-    (a test compares the two). Cells that repeat (zones, topics, attribute values)
-    are settled once a chunk.
+    A record with an invalid phone is reported here as RowValidator would report
+    it. Any other record with something to report (an invalid cell, a
+    formula-looking value) gets None and goes through RowValidator, which words
+    the problem. For the rest the result is RowValidator's line, byte for byte
+    (a test compares the two). Cells that repeat (zones, topics, attribute
+    values) are settled once a chunk.
     """
 
     # The stage's text columns after the phone, in STAGE_COLUMNS order.
     SLOTS = ("name", "email", "channel", "locale", "timezone", "consent", "attributes", "topics")
 
-    def __init__(self, plan: _CsvPlan, buckets: int, result: ChunkResult):
+    def __init__(self, plan: _CsvPlan, buckets: int, result: ChunkResult, phone_header: str):
         self.buckets = buckets
+        self.phone_header = phone_header
         self.result = result
         self.width = plan.width
         index = {kind: position for position, kind in plan.cells}
@@ -586,6 +589,7 @@ class _CleanCsvRows:
         self.attributes = [(position, {}, _json_string(key) + ":") for position, key in plan.attributes]
 
     def copy_line(self, line: int, record: list[str]) -> str | None:
+        """The record's COPY line; "" for a record with an invalid phone (reported here); None: RowValidator's turn."""
         if not self.usable or len(record) < self.width:
             return None
         raw_phone = record[self.phone]
@@ -593,8 +597,12 @@ class _CleanCsvRows:
             return None
         try:
             phone = fast_normalize_phone(raw_phone)
-        except InvalidPhone:
-            return None
+        except InvalidPhone as exc:
+            # What RowValidator reports first after an empty phone, word for word; normalising the
+            # number again there would cost as much as all the other cells of a row.
+            self.result.problems.append((line, self.phone_header, "error", str(exc), _cut(raw_phone)))
+            self.result.invalid += 1
+            return ""
         texts = ["\\N"] * 8
         for slot, position in self.free_text:
             text = record[position].strip()
