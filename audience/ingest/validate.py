@@ -14,6 +14,7 @@ import math
 import re
 import zlib
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -455,21 +456,15 @@ def process_chunk(chunk: Chunk, layout: Layout, buckets: int) -> ChunkResult:
     """Worker entry point: parse and validate one chunk."""
     result = ChunkResult(end_offset=chunk.end_offset)
     validator = RowValidator(buckets)
+    out = io.StringIO()
     if chunk.kind == "csv":
-        rows = _csv_rows(chunk, layout, result, buckets)
+        rows = _csv_rows(chunk, layout, result, buckets, out.write)
     elif chunk.kind == "jsonl":
         rows = _jsonl_rows(chunk, result)
     else:
         rows = (_object_row(line, value, result) for line, value in chunk.data)
-    out = io.StringIO()
     for row in rows:
         if row is None:
-            continue
-        if type(row) is str:  # a CSV record the fast path settled: its COPY line, or "" when it was reported
-            result.rows += 1
-            if row:
-                result.valid += 1
-                out.write(row)
             continue
         result.rows += 1
         copy_line = validator.validate(row, result)
@@ -494,7 +489,8 @@ def _decode_chunk(chunk: Chunk, result: ChunkResult) -> tuple[str, set[int]]:
     return "\n".join(lines).replace("\x00", ""), fallback
 
 
-def _csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult, buckets: int):
+def _csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult, buckets: int, write: Callable[[str], object]):
+    """The chunk's records as Rows for RowValidator; those _CleanCsvRows settles are counted and written here."""
     text, fallback = _decode_chunk(chunk, result)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=layout.delimiter)
     width = max(column.index for column in layout.columns) + 1
@@ -526,7 +522,10 @@ def _csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult, buckets: int):
         if fast is not None:
             copy_line = fast.copy_line(start, record)
             if copy_line is not None:
-                yield copy_line
+                result.rows += 1
+                if copy_line:  # else an invalid phone, reported
+                    result.valid += 1
+                    write(copy_line)
                 continue
         row = _csv_row(start, record, plan, headers)
         if fallback and any(start <= line < chunk.start_line + consumed for line in fallback):
@@ -575,8 +574,12 @@ class _CleanCsvRows:
         index = {kind: position for position, kind in plan.cells}
         self.usable = "attributes" not in index  # a packed JSON column goes the general way
         self.phone = index["phone"]
-        self.free_text = [(self.SLOTS.index(kind), index[kind]) for kind in ("name", "email") if kind in index]
-        self.email = index.get("email")
+        # (slot, position, length limit, whether it is the e-mail) for the free-text cells
+        self.free_text = [
+            (self.SLOTS.index(kind), index[kind], LIMITS[kind], kind == "email")
+            for kind in ("name", "email")
+            if kind in index
+        ]
         settlers = {"channel": _settle_channel, "locale": _settle_locale, "timezone": _settle_timezone}
         settlers["consent"] = _settle_consent
         # (slot, position, {cell: COPY text or False}, settle) for columns with few distinct values
@@ -584,8 +587,9 @@ class _CleanCsvRows:
             (self.SLOTS.index(kind), index[kind], {}, settle) for kind, settle in settlers.items() if kind in index
         ]
         self.topic_columns = plan.topics
+        self.topic_column = plan.topics[0] if len(plan.topics) == 1 else None
         self.topics: dict[str, tuple[str, tuple[str, ...]] | None] = {}
-        # (position, {cell: '"key":value', '' when empty, False when formula-like}, '"key":')
+        # (position, {cell: '"key":value' escaped for COPY, '' when empty, False when formula-like}, '"key":')
         self.attributes = [(position, {}, _json_string(key) + ":") for position, key in plan.attributes]
 
     def copy_line(self, line: int, record: list[str]) -> str | None:
@@ -604,13 +608,13 @@ class _CleanCsvRows:
             self.result.invalid += 1
             return ""
         texts = ["\\N"] * 8
-        for slot, position in self.free_text:
+        for slot, position, limit, email in self.free_text:
             text = record[position].strip()
             if not text:
                 continue
-            if len(text) > LIMITS[self.SLOTS[slot]] or text[0] in FORMULA_STARTS:
+            if len(text) > limit or text[0] in FORMULA_STARTS:
                 return None
-            if position == self.email:
+            if email:
                 try:
                     _email_validator(text)
                 except ValidationError:
@@ -650,10 +654,14 @@ class _CleanCsvRows:
                 parts.append(part)
             elif part is False:
                 return None  # a formula-looking cell: RowValidator warns about it
-        return _copy_text("{" + ",".join(parts) + "}") if parts else "\\N"
+        # COPY escaping is character by character, so the parts escaped one by one make the escaped whole.
+        return "{" + ",".join(parts) + "}" if parts else "\\N"
 
     def _topics(self, record: list[str]) -> tuple[str, tuple[str, ...]] | None:
-        cell = "|".join([record[position] for position in self.topic_columns])
+        if self.topic_column is not None:
+            cell = record[self.topic_column]
+        else:
+            cell = "|".join([record[position] for position in self.topic_columns])
         if cell not in self.topics:
             try:
                 names = _topics(cell)
@@ -670,7 +678,7 @@ def _attribute_part(prefix: str, cell: str) -> str | bool:
     if not value:
         return ""
     text, formula = _scalar_json(value)
-    return False if formula else prefix + text
+    return False if formula else _copy_text(prefix + text)
 
 
 # A repeated cell's COPY text as RowValidator would write it, or False when RowValidator has something to say.
