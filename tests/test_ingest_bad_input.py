@@ -112,6 +112,16 @@ def test_a_malformed_json_array_keeps_the_rows_before_the_error(tmp_path):
     assert job.status == ImportStatus.SUCCEEDED and job.error
 
 
+def test_a_malformed_json_array_read_by_the_worker_pool_keeps_every_row_before_the_error(tmp_path):
+    rows = ",\n".join(f'{{"phone": "+2547120{index:05d}"}}' for index in range(3000))
+    content = "[\n" + rows + ',\n {"phone": "+254712399999" "x"}\n]'
+    job = ingest(write(tmp_path, "broken.json", content), workers=2)
+    assert Contact.objects.count() == 3000
+    [(line, _column, reason)] = problems(job, "error")
+    assert line == 3002 and "malformed JSON" in reason
+    assert job.status == ImportStatus.SUCCEEDED and job.error
+
+
 def test_a_malformed_jsonl_line_is_reported_and_the_others_land(tmp_path):
     lines = [json.dumps({"phone": "+254712345678", "age": 31}), "{not json", json.dumps({"phone": "+254712345679"})]
     job = ingest(write(tmp_path, "lines.jsonl", "\n".join(lines) + "\n"))

@@ -247,11 +247,11 @@ class Engine:
                     pending.append(pool.apply_async(process_chunk_in_worker, arguments))
                     if len(pending) >= window:
                         self._store(pending.popleft().get())
-            finally:
+            finally:  # also when the reader stops at a malformed record: the good rows before it are kept
                 while pending:
                     self._store(pending.popleft().get())
-            pool.close()  # the workers end and close their connections (leaving the block would kill them)
-            pool.join()
+                pool.close()  # the workers end and close their connections (leaving the block would kill them)
+                pool.join()
 
     def _store(self, result: ChunkResult) -> None:
         with connection.cursor() as cursor:
