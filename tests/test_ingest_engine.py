@@ -70,6 +70,20 @@ def test_a_rerun_of_the_same_file_changes_nothing(tmp_path):
     assert ConsentEvent.objects.count() == 2
 
 
+def test_a_reimport_mixing_unchanged_changed_and_new_rows_touches_only_what_changes(tmp_path):
+    ingest(write(tmp_path, "a.csv", "phone,name\n+254712345678,A\n+254712345679,B\n"))
+    before = dict(Contact.objects.values_list("phone", "updated_at"))
+    content = "phone,name,topics\n+254712345678,A,vip\n+254712345679,Bee,\n+254712345670,C,\n"
+    job = ingest(write(tmp_path, "b.csv", content))
+    assert (job.created_count, job.updated_count, job.unchanged_count) == (1, 1, 1)
+    unchanged = Contact.objects.get(phone="+254712345678")
+    assert unchanged.updated_at == before["+254712345678"]  # not rewritten
+    assert [topic.name for topic in unchanged.topics.all()] == ["vip"]  # but it gains the file's topic
+    changed = Contact.objects.get(phone="+254712345679")
+    assert changed.name == "Bee" and changed.updated_at > before["+254712345679"]
+    assert sum(entry["rows"] for entry in job.committed_batches) == 3
+
+
 def test_a_consent_change_in_the_file_is_audited(tmp_path):
     contact = _contact()
     job = ingest(write(tmp_path, "out.csv", "phone,consent\n+254712345678,unsubscribed\n"))

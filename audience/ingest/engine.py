@@ -394,12 +394,17 @@ class Engine:
     def _upsert_bucket(self, cursor, stage: str, params: dict, plain: bool) -> dict:
         if plain:
             cursor.execute(sql.insert_new(stage, self._id_sequence), params)
-        else:
-            cursor.execute(sql.upsert(stage, update_existing=self.options.update_existing), params)
+            return self._batch_entry(params["bucket"], *cursor.fetchone())
+        unchanged = 0
+        if self.options.update_existing:
+            cursor.execute(sql.take_unchanged(stage), params)
+            unchanged = cursor.fetchone()[0]
+        cursor.execute(sql.upsert(stage, update_existing=self.options.update_existing), params)
         staged, created, changed = cursor.fetchone()
+        # A row the upsert declined although it was not taken above: its contact changed meanwhile.
         if self.options.update_existing and staged > created + changed and self._has_topics(params):
             cursor.execute(sql.add_topics_to_unchanged(stage), params)
-        return self._batch_entry(params["bucket"], staged, created, changed)
+        return self._batch_entry(params["bucket"], unchanged + staged, created, changed)
 
     def _has_topics(self, params: dict) -> bool:
         return bool(self._topics or params["extra_topics"])
