@@ -1,7 +1,7 @@
 """How the engine uses the database: a staging partition per bucket, session settings that do not leak, lean indexes."""
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from audience.ingest import engine as engine_module
 from audience.ingest import sql
@@ -83,3 +83,28 @@ def test_deleting_a_topic_removes_its_links_without_a_database_constraint(tmp_pa
     ingest(write(tmp_path, "t.csv", "phone,topics\n+254712345678,vip|news\n+254712345679,vip\n"))
     Topic.objects.get(name="vip").delete()
     assert sorted(ContactTopic.objects.values_list("topic__name", flat=True)) == ["news"]
+
+
+def test_a_small_file_finds_its_unchanged_rows_by_probing_the_phone_index_not_by_reading_every_contact():
+    """A small file into a big table: the cost must follow the file, not the contacts table."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO audience_contact (phone, channel, name, email, locale, timezone, attributes,"
+            " consent_status, created_at, updated_at)"
+            " SELECT '+2547' || lpad(n::text, 8, '0'), 'sms', '', '', 'en', '', '{}', 'opted_in', now(), now()"
+            " FROM generate_series(1, 20000) AS n"
+        )
+        cursor.execute("ANALYZE audience_contact")
+        for statement in sql.create_stage("audience_ingest_stage_plan", 1):
+            cursor.execute(statement)
+        stage = sql.stage_bucket("audience_ingest_stage_plan", 0)
+        cursor.execute(f"INSERT INTO {stage} (line, bucket, phone) VALUES (2, 0, '+254700000001')")
+        cursor.execute(sql.index_stage(stage))
+        params = {"extra_topics": [], "default": "opted_in"}
+        with transaction.atomic():  # the planner settings are SET LOCAL
+            cursor.execute("SET LOCAL enable_nestloop = off")  # as the bucket's transaction has it
+            explain = "EXPLAIN " + sql.take_unchanged(stage)
+            plan = "\n".join(row[0] for row in engine_module._fetch_with_nested_loops(cursor, explain, params))
+        cursor.execute(sql.drop_stage("audience_ingest_stage_plan"))
+    assert "Index Scan using audience_contact_phone_key" in plan
+    assert "Seq Scan on audience_contact " not in plan
