@@ -122,13 +122,22 @@ def _event_evidence(rows: str) -> str:
                  || CASE WHEN {rows}.suppressed THEN '{{"suppressed": true}}'::jsonb ELSE '{{}}'::jsonb END"""
 
 
-def _topic_links(condition: str) -> str:
-    """(contact, topic) pairs of the upserted rows that meet ``condition``: the row's topics and the job's."""
+def _topic_links(rows: str, condition: str = "TRUE") -> str:
+    """(contact, topic) pairs of ``rows`` (id, topics) that meet ``condition``: the row's topics and the job's."""
     return f"""
-        SELECT DISTINCT done.id, t.id, now()
-        FROM done CROSS JOIN LATERAL unnest(coalesce(done.topics, '{{}}') || %(extra_topics)s::text[]) AS n(name)
+        SELECT DISTINCT {rows}.id, t.id, now()
+        FROM {rows} CROSS JOIN LATERAL unnest(coalesce({rows}.topics, '{{}}') || %(extra_topics)s::text[]) AS n(name)
         JOIN {TOPIC} t ON t.name = n.name
-        WHERE {condition} AND (done.topics IS NOT NULL OR cardinality(%(extra_topics)s::text[]) > 0)"""
+        WHERE {condition} AND ({rows}.topics IS NOT NULL OR cardinality(%(extra_topics)s::text[]) > 0)"""
+
+
+# A new contact's columns and values, from staged rows with their ``new_status``.
+_NEW_CONTACT_COLUMNS = """phone, channel, name, email, locale, timezone, attributes, consent_status,
+                          consent_updated_at, opted_in_at, opted_out_at, created_at, updated_at"""
+_NEW_CONTACT_VALUES = """phone, coalesce(channel, 'sms'), coalesce(name, ''), coalesce(email, ''),
+               coalesce(locale, 'en'), coalesce(timezone, ''), coalesce(attributes, '{}'::jsonb), new_status, now(),
+               CASE WHEN new_status = 'opted_in' THEN now() END, CASE WHEN new_status = 'opted_out' THEN now() END,
+               now(), now()"""
 
 
 def upsert(stage: str, *, update_existing: bool) -> str:
@@ -142,12 +151,8 @@ def upsert(stage: str, *, update_existing: bool) -> str:
         SELECT s.*, CASE WHEN s.suppressed THEN 'opted_out' ELSE coalesce(s.consent, %(default)s) END AS new_status
         FROM {stage} s WHERE s.bucket = %(bucket)s
     ), up AS (
-        INSERT INTO {CONTACT} AS c (phone, channel, name, email, locale, timezone, attributes, consent_status,
-                                    consent_updated_at, opted_in_at, opted_out_at, created_at, updated_at)
-        SELECT phone, coalesce(channel, 'sms'), coalesce(name, ''), coalesce(email, ''), coalesce(locale, 'en'),
-               coalesce(timezone, ''), coalesce(attributes, '{{}}'::jsonb), new_status, now(),
-               CASE WHEN new_status = 'opted_in' THEN now() END, CASE WHEN new_status = 'opted_out' THEN now() END,
-               now(), now()
+        INSERT INTO {CONTACT} AS c ({_NEW_CONTACT_COLUMNS})
+        SELECT {_NEW_CONTACT_VALUES}
         FROM src
         {conflict}
         RETURNING c.id, c.phone, c.consent_status, (c.xmax = 0) AS inserted, (c.consent_updated_at = now()) AS moved
@@ -165,10 +170,10 @@ def upsert(stage: str, *, update_existing: bool) -> str:
         -- A contact created by this statement has no topics yet (no other session can see it): a plain
         -- INSERT, cheaper than ON CONFLICT's speculative insertion.
         INSERT INTO {CONTACT_TOPIC} (contact_id, topic_id, created_at)
-        {_topic_links("done.inserted")}
+        {_topic_links("done", "done.inserted")}
     ), topics AS (
         INSERT INTO {CONTACT_TOPIC} (contact_id, topic_id, created_at)
-        {_topic_links("NOT done.inserted")}
+        {_topic_links("done", "NOT done.inserted")}
         ON CONFLICT DO NOTHING
     )
     SELECT (SELECT count(*) FROM src), count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)
@@ -194,12 +199,8 @@ def insert_new(stage: str, id_sequence: str) -> str:
                CASE WHEN s.suppressed THEN 'opted_out' ELSE coalesce(s.consent, %(default)s) END AS new_status
         FROM {stage} s
     ), contacts AS (
-        INSERT INTO {CONTACT} (id, phone, channel, name, email, locale, timezone, attributes, consent_status,
-                               consent_updated_at, opted_in_at, opted_out_at, created_at, updated_at)
-        SELECT id, phone, coalesce(channel, 'sms'), coalesce(name, ''), coalesce(email, ''), coalesce(locale, 'en'),
-               coalesce(timezone, ''), coalesce(attributes, '{{}}'::jsonb), new_status, now(),
-               CASE WHEN new_status = 'opted_in' THEN now() END, CASE WHEN new_status = 'opted_out' THEN now() END,
-               now(), now()
+        INSERT INTO {CONTACT} (id, {_NEW_CONTACT_COLUMNS})
+        SELECT id, {_NEW_CONTACT_VALUES}
         FROM src
     ), events AS (
         INSERT INTO {EVENT} (contact_id, phone_hash, from_status, to_status, source, actor, evidence, created_at)
@@ -207,10 +208,7 @@ def insert_new(stage: str, id_sequence: str) -> str:
         FROM src
     ), topics AS (
         INSERT INTO {CONTACT_TOPIC} (contact_id, topic_id, created_at)
-        SELECT DISTINCT src.id, t.id, now()
-        FROM src CROSS JOIN LATERAL unnest(coalesce(src.topics, '{{}}') || %(extra_topics)s::text[]) AS n(name)
-        JOIN {TOPIC} t ON t.name = n.name
-        WHERE src.topics IS NOT NULL OR cardinality(%(extra_topics)s::text[]) > 0
+        {_topic_links("src")}
     )
     SELECT count(*), count(*), 0 FROM src"""
 
@@ -230,10 +228,7 @@ def take_unchanged(stage: str) -> str:
         RETURNING c.id, s.topics
     ), topics AS (
         INSERT INTO {CONTACT_TOPIC} (contact_id, topic_id, created_at)
-        SELECT DISTINCT u.id, t.id, now()
-        FROM unchanged u CROSS JOIN LATERAL unnest(coalesce(u.topics, '{{}}') || %(extra_topics)s::text[]) AS n(name)
-        JOIN {TOPIC} t ON t.name = n.name
-        WHERE u.topics IS NOT NULL OR cardinality(%(extra_topics)s::text[]) > 0
+        {_topic_links("unchanged")}
         ON CONFLICT DO NOTHING
     )
     SELECT count(*) FROM unchanged"""
