@@ -92,7 +92,7 @@ def test_a_small_file_finds_its_unchanged_rows_by_probing_the_phone_index_not_by
             "INSERT INTO audience_contact (phone, channel, name, email, locale, timezone, attributes,"
             " consent_status, created_at, updated_at)"
             " SELECT '+2547' || lpad(n::text, 8, '0'), 'sms', '', '', 'en', '', '{}', 'opted_in', now(), now()"
-            " FROM generate_series(1, 20000) AS n"
+            " FROM generate_series(1, 200000) AS n"
         )
         cursor.execute("ANALYZE audience_contact")
         for statement in sql.create_stage("audience_ingest_stage_plan", 1):
