@@ -56,10 +56,13 @@ class ContactImportResource(resources.ModelResource):
         skip_unchanged = True
 
     def before_import_row(self, row, **kwargs):
-        try:
-            row["phone"] = normalize_phone(row.get("phone"))
-        except InvalidPhone as exc:
-            raise ValidationError({"phone": str(exc)}) from None
+        row["phone"] = self.clean_phone(row.get("phone"))
         extra = {key: value for key, value in row.items() if key not in self.fields and value not in (None, "")}
         if extra:
             row["attributes"] = json.dumps({key: infer_scalar(str(value)) for key, value in extra.items()})
+
+    def clean_phone(self, value) -> str:
+        try:
+            return normalize_phone(value)
+        except InvalidPhone as exc:
+            raise ValidationError({"phone": str(exc)}) from None

@@ -194,7 +194,8 @@ def run_baseline(path: Path, *, cached: bool = True) -> tuple[int, float]:
     Without CachedInstanceLoader the library runs one SELECT per row to find the
     existing contact by phone (about two thirds of its time); the cached loader,
     its documented remedy, finds them all in one query. Phones are normalised
-    first so that the cached lookup finds existing contacts however they are spelt.
+    first so that the cached lookup finds existing contacts however they are spelt,
+    and only then: the row hook does not parse a normalised number again.
     ``cached=False`` measures the library's default per-row lookup instead.
     """
     import tablib
@@ -216,13 +217,24 @@ def run_baseline(path: Path, *, cached: bool = True) -> tuple[int, float]:
 
         def before_import(self, dataset, **kwargs):
             super().before_import(dataset, **kwargs)
+            self.normalized: set[str] = set()
             column = dataset.headers.index("phone")
             for index, row in enumerate(dataset):
                 try:
                     phone = normalize_phone(row[column])
                 except InvalidPhone:
                     continue  # before_import_row reports it as the row's error
+                self.normalized.add(phone)
                 dataset[index] = row[:column] + (phone,) + row[column + 1 :]
+
+        def before_import_row(self, row, **kwargs):
+            # Bulk mode writes no many-to-many links: the topics are left out, not kept as an attribute.
+            row.pop("topics", None)
+            super().before_import_row(row, **kwargs)
+
+        def clean_phone(self, value) -> str:
+            # Normalised once, above: a tuned import does not parse the number a second time.
+            return value if value in self.normalized else super().clean_phone(value)
 
     started = time.perf_counter()
     dataset = tablib.Dataset().load(path.read_text(encoding="utf-8"), format="csv")
