@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import random
+import secrets
 import sys
 import tempfile
 import threading
@@ -169,7 +170,10 @@ def drop_database(url: str) -> None:
 def setup_django(database_url: str) -> None:
     os.environ["DATABASE_URL"] = database_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("DEBUG", "true")
+    # Production settings: with DEBUG on, Django would also record every query both imports run.
+    os.environ.setdefault("DEBUG", "false")
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(48))
+    os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1")
     import django
     from django.core.management import call_command
 
