@@ -10,10 +10,13 @@
 3. Each bucket of phones (a crc32 hash; a phone's duplicates share its
    bucket) is written in one transaction, two buckets at a time: set-based
    SQL drops its in-file duplicates (the last row wins) and marks suppressed
-   phones, then one ``INSERT ... SELECT ... ON CONFLICT (phone) DO UPDATE``
-   whose CTEs also write the ConsentEvent and ContactTopic rows reads only
-   its own stage partition (a plain INSERT with ids from the sequence when
-   the contacts table was empty at the start); the same transaction records the bucket as
+   phones. When the contacts table was empty at the start, one plain INSERT
+   with ids from the sequence writes the bucket's contacts, and its CTEs their
+   ConsentEvent and ContactTopic rows. Otherwise one join with the contacts
+   takes out the rows that would change nothing, the rows with new phones are
+   inserted plainly in the same way, and the rest go through one
+   ``INSERT ... SELECT ... ON CONFLICT (phone) DO UPDATE``. Each statement
+   reads only its own stage partition; the same transaction records the bucket as
    committed on the job (synchronous_commit off: a crash loses whole, most
    recent buckets together with their record). A re-run re-reads the file,
    re-counts every bucket's warnings and upserts only the buckets not
@@ -150,8 +153,8 @@ def _children_allowed() -> Iterator[None]:
         current._config.update(saved)
 
 
-def _fetch_with_nested_loops(cursor, statement: str, params: dict) -> list[tuple]:
-    """Run a statement joining the stage to the contacts with nested loops allowed again.
+def _run_with_nested_loops(cursor, statement: str, params: dict | None = None) -> list[tuple] | None:
+    """Run a statement joining the stage to the contacts with nested loops allowed again; its rows, if any.
 
     The bucket's transaction forbids them (the CTEs' row counts are unknown to the
     planner). For this join the planner knows both sizes (the stage's from its
@@ -161,7 +164,7 @@ def _fetch_with_nested_loops(cursor, statement: str, params: dict) -> list[tuple
     """
     cursor.execute("SET LOCAL enable_nestloop = on")
     cursor.execute(statement, params)
-    rows = cursor.fetchall()
+    rows = cursor.fetchall() if cursor.description else None
     cursor.execute("SET LOCAL enable_nestloop = off")
     return rows
 
@@ -357,17 +360,17 @@ class Engine:
     def _write_bucket(self, bucket: int, upsert: bool, has_suppressions: bool) -> None:
         """The bucket's transaction; again through ON CONFLICT if a plain insert met a phone created meanwhile."""
         try:
-            self._write_bucket_once(bucket, upsert, has_suppressions, plain=self._plain)
+            self._write_bucket_once(bucket, upsert, has_suppressions, plain_inserts=True)
         except IntegrityError as exc:
             constraint = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)
-            if not self._plain or constraint != CONTACT_PHONE_KEY:
+            if constraint != CONTACT_PHONE_KEY:
                 raise
             logger.warning(
                 "import %s: bucket %s met a contact created meanwhile; writing it again", self.job.pk, bucket
             )
-            self._write_bucket_once(bucket, upsert, has_suppressions, plain=False)
+            self._write_bucket_once(bucket, upsert, has_suppressions, plain_inserts=False)
 
-    def _write_bucket_once(self, bucket: int, upsert: bool, has_suppressions: bool, *, plain: bool) -> None:
+    def _write_bucket_once(self, bucket: int, upsert: bool, has_suppressions: bool, *, plain_inserts: bool) -> None:
         """One transaction: the bucket's duplicate and suppression warnings, then its upsert unless committed."""
         started = time.monotonic()
         stage = sql.stage_bucket(self.stage, bucket)
@@ -386,40 +389,49 @@ class Engine:
             # No flush wait at commit: a crash can lose only whole, most recent bucket transactions,
             # and the job's record of them with them (same transaction), so a re-run redoes exactly those.
             cursor.execute("SET LOCAL synchronous_commit = off")
-            warnings = self._prepare_bucket(cursor, stage, params, has_suppressions, plain)
-            entry = self._upsert_bucket(cursor, stage, params, plain) if upsert else None
+            # Plain inserts: new phones without ON CONFLICT (a whole bucket when the table was empty).
+            plain = plain_inserts and self._plain
+            warnings = self._prepare_bucket(cursor, stage, params, has_suppressions)
+            entry = self._upsert_bucket(cursor, stage, params, plain, plain_inserts) if upsert else None
             self._commit_batch(entry, warnings)
         elapsed = time.monotonic() - started
         logger.debug("import %s: bucket %s written in %.2f s: %s", self.job.pk, bucket, elapsed, entry)
 
-    def _prepare_bucket(self, cursor, stage: str, params: dict, has_suppressions: bool, plain: bool) -> dict[str, int]:
+    def _prepare_bucket(self, cursor, stage: str, params: dict, has_suppressions: bool) -> dict[str, int]:
         """Drop in-file duplicates (the last row wins) and mark suppressed phones; return the warning counts."""
         cursor.execute(sql.remove_duplicates(stage), params)
         duplicates = max(cursor.rowcount, 0)
-        if not plain:  # only ON CONFLICT looks staged rows up by phone
-            cursor.execute(sql.index_stage(stage))
         suppressed = 0
         if has_suppressions:
             cursor.execute(sql.mark_suppressed(stage))
             cursor.execute(sql.warn_suppressed(stage), params)
             suppressed = max(cursor.rowcount, 0)
-        # No ANALYZE: the upsert's plan needs only the partition's row count, which the index build
-        # sets; per-column statistics cost 0.4 s a bucket and led to a slower plan for the topics.
         return {"duplicates": duplicates, "warnings": duplicates + suppressed}
 
-    def _upsert_bucket(self, cursor, stage: str, params: dict, plain: bool) -> dict:
+    def _upsert_bucket(self, cursor, stage: str, params: dict, plain: bool, plain_inserts: bool) -> dict:
         if plain:
             cursor.execute(sql.insert_new(stage, self._id_sequence), params)
             return self._batch_entry(params["bucket"], *cursor.fetchone())
-        unchanged = 0
-        if self.options.update_existing:
-            [(unchanged,)] = _fetch_with_nested_loops(cursor, sql.take_unchanged(stage), params)
+        # ON CONFLICT looks staged rows up by phone. The index comes first: built after take_existing's
+        # UPDATE (HOT chains in the partition), this transaction could not use it (pg_index.indcheckxmin)
+        # and each lookup would read the whole partition. No ANALYZE: the plans need only the
+        # partition's row count, which the index build sets; per-column statistics cost 0.4 s a bucket.
+        cursor.execute(sql.index_stage(stage))
+        # One join of the stage with the contacts: rows that leave their contact as it is (or that are
+        # skipped) leave the stage; new phones leave it next, and ON CONFLICT gets the rest.
+        [(taken,)] = _run_with_nested_loops(
+            cursor, sql.take_existing(stage, update_existing=self.options.update_existing), params
+        )
+        new = 0
+        if plain_inserts:
+            cursor.execute(sql.take_new(stage, self._id_sequence), params)
+            [new] = cursor.fetchone()
         cursor.execute(sql.upsert(stage, update_existing=self.options.update_existing), params)
         staged, created, changed = cursor.fetchone()
         # A row the upsert declined although it was not taken above: its contact changed meanwhile.
         if self.options.update_existing and staged > created + changed and self._has_topics(params):
             cursor.execute(sql.add_topics_to_unchanged(stage), params)
-        return self._batch_entry(params["bucket"], unchanged + staged, created, changed)
+        return self._batch_entry(params["bucket"], taken + new + staged, created + new, changed)
 
     def _has_topics(self, params: dict) -> bool:
         return bool(self._topics or params["extra_topics"])

@@ -28,7 +28,8 @@ def create_stage(stage: str, buckets: int) -> list[str]:
             phone varchar(16) NOT NULL,
             name text, email text, channel text, locale text, timezone text, consent text,
             attributes jsonb, topics text[],
-            suppressed boolean NOT NULL DEFAULT false
+            suppressed boolean NOT NULL DEFAULT false,
+            contact_id bigint  -- set by take_existing on a row that changes its contact
         ) PARTITION BY LIST (bucket)"""
     ]
     for bucket in range(buckets):
@@ -180,24 +181,24 @@ def upsert(stage: str, *, update_existing: bool) -> str:
     FROM up"""
 
 
-def insert_new(stage: str, id_sequence: str) -> str:
-    """One statement per bucket when the contacts table was empty at the start: every staged row is new.
+def _insert_rows(rows: str, id_sequence: str) -> str:
+    """Staged rows ``s`` from ``rows`` inserted as new contacts, with their consent events and topic links.
 
     The contacts take their ids from the sequence here, so their consent events and
     topic links are written from the staged rows directly, without reading the
     inserted rows back (RETURNING) and joining them to the stage. No ON CONFLICT
-    either (its speculative insertion was a quarter of the insert's cost): no
-    phone of the file can exist yet, as buckets hold disjoint phones, and a
+    either (its speculative insertion was a quarter of the insert's cost): the
+    caller knows no contact has these phones, and buckets hold disjoint phones; a
     contact another session creates meanwhile makes the statement fail with a
-    unique violation; the engine then writes the bucket through ``upsert``.
-    Returns (staged, created, changed) like it.
+    unique violation, and the engine then writes the bucket through ``upsert``.
+    The common table expressions only: the caller's statement ends with its SELECT.
     """
     return f"""
-    WITH src AS MATERIALIZED (
+    src AS MATERIALIZED (
         SELECT nextval('{id_sequence}') AS id, s.line, s.phone, s.channel, s.name, s.email, s.locale, s.timezone,
                s.attributes, s.topics, s.suppressed,
                CASE WHEN s.suppressed THEN 'opted_out' ELSE coalesce(s.consent, %(default)s) END AS new_status
-        FROM {stage} s
+        FROM {rows}
     ), contacts AS (
         INSERT INTO {CONTACT} (id, {_NEW_CONTACT_COLUMNS})
         SELECT id, {_NEW_CONTACT_VALUES}
@@ -209,29 +210,64 @@ def insert_new(stage: str, id_sequence: str) -> str:
     ), topics AS (
         INSERT INTO {CONTACT_TOPIC} (contact_id, topic_id, created_at)
         {_topic_links("src")}
-    )
-    SELECT count(*), count(*), 0 FROM src"""
+    )"""
 
 
-def take_unchanged(stage: str) -> str:
-    """Remove from the stage the rows whose contact exists and would not change, adding their topics.
+def insert_new(stage: str, id_sequence: str) -> str:
+    """One statement per bucket when the contacts table was empty at the start: every staged row is new.
 
-    ON CONFLICT DO UPDATE locks (and so writes and WAL-logs) every existing row it
-    meets, even when its WHERE then declines the update; a re-import of an
-    unchanged list paid that for every row. Rows taken here never reach it.
-    Returns the number of rows taken.
+    Returns (staged, created, changed) like ``upsert``.
     """
+    return f"WITH {_insert_rows(f'{stage} s', id_sequence)}\n    SELECT count(*), count(*), 0 FROM src"
+
+
+def take_existing(stage: str, *, update_existing: bool) -> str:
+    """Remove from the stage the rows whose contact exists and stays as it is; note the contact of the rest.
+
+    Unchanged rows leave the stage with their topics added: ON CONFLICT DO UPDATE
+    locks (and so writes and WAL-logs) every existing row it meets, even when its
+    WHERE then declines the update, and a re-import of an unchanged list paid that
+    for every row. A row that changes its contact keeps the contact's id, so that
+    ``take_new`` can tell the new phones from it; skipping existing contacts takes
+    every row that has one. The stage rows are joined back by ctid (the join to
+    the contacts may run with nested loops). Returns the number of rows taken.
+    """
+    if not update_existing:
+        return f"""
+    WITH existing AS (
+        DELETE FROM {stage} s USING {CONTACT} c WHERE c.phone = s.phone RETURNING s.line
+    )
+    SELECT count(*) FROM existing"""
     return f"""
-    WITH unchanged AS (
-        DELETE FROM {stage} s USING {CONTACT} c
-        WHERE c.phone = s.phone AND NOT ({_CHANGES})
-        RETURNING c.id, s.topics
+    WITH matched AS MATERIALIZED (
+        SELECT s.ctid AS row, c.id, NOT ({_CHANGES}) AS unchanged
+        FROM {stage} s JOIN {CONTACT} c ON c.phone = s.phone
+    ), unchanged AS (
+        DELETE FROM {stage} s USING matched m WHERE s.ctid = m.row AND m.unchanged
+        RETURNING m.id, s.topics
     ), topics AS (
         INSERT INTO {CONTACT_TOPIC} (contact_id, topic_id, created_at)
         {_topic_links("unchanged")}
         ON CONFLICT DO NOTHING
+    ), changed AS (
+        UPDATE {stage} s SET contact_id = m.id FROM matched m WHERE s.ctid = m.row AND NOT m.unchanged
     )
     SELECT count(*) FROM unchanged"""
+
+
+def take_new(stage: str, id_sequence: str) -> str:
+    """Remove from the stage the rows whose phone has no contact, inserting them as ``insert_new`` does.
+
+    After ``take_existing``, a row without a contact id has no contact. A second
+    list imported into a full table is mostly new phones; through
+    ON CONFLICT each of them paid a speculative insertion and a RETURNING joined
+    back to the stage. Returns the number of contacts created.
+    """
+    return f"""
+    WITH new AS (
+        DELETE FROM {stage} s WHERE s.contact_id IS NULL RETURNING s.*
+    ), {_insert_rows("new s", id_sequence)}
+    SELECT count(*) FROM src"""
 
 
 def add_topics_to_unchanged(stage: str) -> str:
