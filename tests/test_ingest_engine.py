@@ -99,6 +99,27 @@ def test_a_consent_change_in_the_file_is_audited(tmp_path):
     assert event.evidence["import_job"] == job.pk
 
 
+def test_an_import_never_opts_back_in_a_contact_who_opted_out(tmp_path):
+    contact = _contact(name="Ann")
+    services.consent_change(contact, to_status=ConsentStatus.OPTED_OUT, source=ConsentSource.KEYWORD, actor="STOP")
+    content = "phone,name,consent\n+254712345678,Anne,opted_in\n+254712345679,Bo,opted_in\n"
+    job = ingest(write(tmp_path, "in.csv", content))
+
+    contact.refresh_from_db()
+    assert contact.consent_status == ConsentStatus.OPTED_OUT and contact.name == "Anne"  # the rest still applies
+    assert list(ConsentEvent.objects.filter(contact=contact).values_list("source", flat=True)) == ["keyword", "api"]
+    assert Contact.objects.get(phone="+254712345679").consent_status == ConsentStatus.OPTED_IN
+    [(line, column, reason)] = problems(job, "warning")
+    assert (line, column) == (2, "consent")
+    assert f"opted out on {contact.opted_out_at:%Y-%m-%d}" in reason and "does not opt them back in" in reason
+    assert (job.warning_count, job.updated_count, job.created_count) == (1, 1, 1)
+
+    again = ingest(write(tmp_path, "again.csv", "phone,consent\n+254712345678,yes\n"))
+    contact.refresh_from_db()
+    assert contact.consent_status == ConsentStatus.OPTED_OUT
+    assert (again.warning_count, again.unchanged_count) == (1, 1)
+
+
 def test_default_consent_applies_to_new_contacts_only(tmp_path):
     _contact()
     ingest(write(tmp_path, "d.csv", "phone\n+254712345678\n+254712345679\n"), default_consent="opted_out")

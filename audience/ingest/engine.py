@@ -401,12 +401,20 @@ class Engine:
         """Drop in-file duplicates (the last row wins) and mark suppressed phones; return the warning counts."""
         cursor.execute(sql.remove_duplicates(stage), params)
         duplicates = max(cursor.rowcount, 0)
-        suppressed = 0
+        suppressed = refused = 0
         if has_suppressions:
             cursor.execute(sql.mark_suppressed(stage))
             cursor.execute(sql.warn_suppressed(stage), params)
             suppressed = max(cursor.rowcount, 0)
-        return {"duplicates": duplicates, "warnings": duplicates + suppressed}
+        if not self._plain and self._has_any(cursor, sql.has_opt_ins(stage)):
+            # Counted again for a bucket an earlier run committed: its opted-out contacts are still out.
+            [(refused,)] = _run_with_nested_loops(cursor, sql.warn_refused_opt_ins(stage), params)
+        return {"duplicates": duplicates, "warnings": duplicates + suppressed + refused}
+
+    @staticmethod
+    def _has_any(cursor, statement: str) -> bool:
+        cursor.execute(statement)
+        return bool(cursor.fetchone()[0])
 
     def _upsert_bucket(self, cursor, stage: str, params: dict, plain: bool, plain_inserts: bool) -> dict:
         if plain:

@@ -87,10 +87,35 @@ def warn_suppressed(stage: str) -> str:
         FROM {stage} WHERE suppressed AND coalesce(consent, %(default)s) = 'opted_in'"""
 
 
-# The new consent of an existing contact: the file's value, except that an
-# import never opts in a suppressed phone.
-_EXISTING_STATUS = """CASE WHEN s.consent IS NULL OR (s.consent = 'opted_in' AND s.suppressed)
-                           THEN c.consent_status ELSE s.consent END"""
+def has_opt_ins(stage: str) -> str:
+    return f"SELECT EXISTS (SELECT 1 FROM {stage} WHERE consent = 'opted_in')"
+
+
+def warn_refused_opt_ins(stage: str) -> str:
+    """Report each row that asks to opt in a contact who opted out (``_EXISTING_STATUS`` keeps them out).
+
+    Returns the number of rows reported.
+    """
+    return f"""
+    WITH reported AS (
+        INSERT INTO {ROW_ERROR} (job_id, line, "column", level, reason, value)
+        SELECT %(job)s, s.line, 'consent', 'warning',
+               'this contact opted out'
+               || coalesce(' on ' || to_char(c.opted_out_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), '')
+               || '; an import does not opt them back in (they can reply START, or staff can record'
+               || ' their consent with evidence)', s.consent
+        FROM {stage} s JOIN {CONTACT} c ON c.phone = s.phone
+        WHERE s.consent = 'opted_in' AND c.consent_status = 'opted_out'
+        RETURNING 1
+    )
+    SELECT count(*) FROM reported"""
+
+
+# The new consent of an existing contact: an import can opt a contact out, never
+# back in. A contact who opted out (a STOP, the provider, staff) stays so until
+# they opt in themselves (START) or staff record their consent with evidence;
+# a file's "opted_in" for them is reported (``warn_refused_opt_ins``).
+_EXISTING_STATUS = "CASE WHEN s.consent = 'opted_out' THEN 'opted_out' ELSE c.consent_status END"
 
 _CHANGES = f"""
     (s.channel IS NOT NULL AND s.channel <> c.channel)
