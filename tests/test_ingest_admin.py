@@ -50,6 +50,18 @@ def test_the_dry_run_shows_each_rows_action_and_problems_without_writing(staff_c
     assert job.status == ImportStatus.PENDING and f'name="job" value="{job.pk}"' in page
 
 
+def test_the_dry_run_warns_that_an_opted_out_contact_stays_opted_out(staff_client):
+    from audience import services
+    from audience.models import ConsentSource, ConsentStatus
+
+    contact = services.contact_create(phone="+254712345678", source=ConsentSource.API)
+    services.consent_change(contact, to_status=ConsentStatus.OPTED_OUT, source=ConsentSource.KEYWORD)
+    contact.refresh_from_db()
+    page = _preview(staff_client, content=b"phone,consent\n+254712345678,yes\n+254712345679,yes\n").content.decode()
+    assert f"this contact opted out on {contact.opted_out_at:%Y-%m-%d}; an import does not opt them back in" in page
+    assert page.count("does not opt them back in") == 1
+
+
 def test_a_file_without_a_phone_column_is_refused_on_the_form(staff_client):
     page = _preview(staff_client, content=b"name\nA\n").content.decode()
     assert "no phone column" in page and not ImportJob.objects.exists()

@@ -406,9 +406,10 @@ class Engine:
             cursor.execute(sql.mark_suppressed(stage))
             cursor.execute(sql.warn_suppressed(stage), params)
             suppressed = max(cursor.rowcount, 0)
-        if not self._plain and self._has_any(cursor, sql.has_opt_ins(stage)):
+        if not self._plain and self.options.update_existing and self._has_any(cursor, sql.has_opt_ins(stage)):
             # Counted again for a bucket an earlier run committed: its opted-out contacts are still out.
-            [(refused,)] = _run_with_nested_loops(cursor, sql.warn_refused_opt_ins(stage), params)
+            statement = sql.warn_refused_opt_ins(stage)
+            [(refused,)] = _run_with_nested_loops(cursor, statement, {**params, "refused": sql.REFUSED_OPT_IN})
         return {"duplicates": duplicates, "warnings": duplicates + suppressed + refused}
 
     @staticmethod

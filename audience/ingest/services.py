@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audience.ingest import sql
 from audience.ingest.engine import Engine, ProgressCallback, inspect_file, iter_chunks
 from audience.ingest.readers import FileProblem, detect_format
 from audience.ingest.validate import STAGE_COLUMNS, process_chunk
@@ -206,7 +207,8 @@ def _parse_copy_lines(data: bytes) -> list[dict]:
 
 def _classify(preview: Preview, options: dict) -> None:
     last_line = {row["phone"]: row["line"] for row in preview.rows}
-    existing = set(Contact.objects.filter(phone__in=list(last_line)).values_list("phone", flat=True))
+    found = Contact.objects.filter(phone__in=list(last_line)).values_list("phone", "consent_status", "opted_out_at")
+    existing = {phone: (status, opted_out_at) for phone, status, opted_out_at in found}
     update = options.get("update_existing", True)
     counts = {"new": 0, "update": 0, "skip": 0, "duplicate": 0, "error": 0}
     for row in preview.rows:
@@ -214,12 +216,17 @@ def _classify(preview: Preview, options: dict) -> None:
             row["action"] = "duplicate"
         elif row["phone"] in existing:
             row["action"] = "update" if update else "skip"
+            status, opted_out_at = existing[row["phone"]]
+            if update and row["consent"] == ConsentStatus.OPTED_IN and status == ConsentStatus.OPTED_OUT:
+                warning = (int(row["line"]), "consent", "warning", sql.refused_opt_in(opted_out_at), row["consent"])
+                preview.problems.append(warning)
         else:
             row["action"] = "new"
         counts[row["action"]] += 1
     counts["error"] = len({problem[0] for problem in preview.problems if problem[2] == "error"})
     preview.counts = counts
     preview.rows.sort(key=lambda row: int(row["line"]))
+    preview.problems.sort(key=lambda problem: problem[0])
 
 
 def import_job_confirm(job: ImportJob, *, inline_max_bytes: int | None = None) -> ImportJob:

@@ -87,6 +87,17 @@ def warn_suppressed(stage: str) -> str:
         FROM {stage} WHERE suppressed AND coalesce(consent, %(default)s) = 'opted_in'"""
 
 
+# What a row that asks to opt in a contact who opted out is told; {when} is " on <date>" when known.
+REFUSED_OPT_IN = (
+    "this contact opted out{when}; an import does not opt them back in"
+    " (they can reply START, or staff can record their consent with evidence)"
+)
+
+
+def refused_opt_in(opted_out_at) -> str:
+    return REFUSED_OPT_IN.format(when=f" on {opted_out_at:%Y-%m-%d}" if opted_out_at else "")
+
+
 def has_opt_ins(stage: str) -> str:
     return f"SELECT EXISTS (SELECT 1 FROM {stage} WHERE consent = 'opted_in')"
 
@@ -94,16 +105,15 @@ def has_opt_ins(stage: str) -> str:
 def warn_refused_opt_ins(stage: str) -> str:
     """Report each row that asks to opt in a contact who opted out (``_EXISTING_STATUS`` keeps them out).
 
-    Returns the number of rows reported.
+    Words it as ``refused_opt_in`` does (parameter ``refused``: REFUSED_OPT_IN). Returns the number of rows reported.
     """
     return f"""
     WITH reported AS (
         INSERT INTO {ROW_ERROR} (job_id, line, "column", level, reason, value)
         SELECT %(job)s, s.line, 'consent', 'warning',
-               'this contact opted out'
-               || coalesce(' on ' || to_char(c.opted_out_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), '')
-               || '; an import does not opt them back in (they can reply START, or staff can record'
-               || ' their consent with evidence)', s.consent
+               replace(%(refused)s, '{{when}}',
+                       coalesce(' on ' || to_char(c.opted_out_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), '')),
+               s.consent
         FROM {stage} s JOIN {CONTACT} c ON c.phone = s.phone
         WHERE s.consent = 'opted_in' AND c.consent_status = 'opted_out'
         RETURNING 1
