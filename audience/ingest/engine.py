@@ -158,7 +158,7 @@ def _run_with_nested_loops(cursor, statement: str, params: dict | None = None) -
 
     The bucket's transaction forbids them (the CTEs' row counts are unknown to the
     planner). For this join the planner knows both sizes (the stage's from its
-    index build) and picks: hashing the contacts for a big file, probing the
+    index build, or from its pages before that) and picks: hashing the contacts for a big file, probing the
     phone index a row at a time for a small file into a big table, where a hash
     join would read every contact for each bucket.
     """
