@@ -331,7 +331,13 @@ def import_size_check(size: int | None) -> None:
 @api_view(["POST"])
 @parser_classes([MultiPartParser, FormParser])
 def contacts_import(request):
-    """Start an import: the file is saved and queued; answers 202 with the job to poll."""
+    """Start an import: the file is saved and queued; answers 202 with the job to poll.
+
+    Contacts are matched by normalised phone; the last row of a phone wins. A row's
+    consent applies to a new contact; an existing contact can be opted out by a file
+    but never back in (the row's other fields still apply, and the job reports a
+    warning): they opt in by replying START, or through the consent endpoint.
+    """
     try:  # before the body is read: a client that says its upload is too big is stopped at once
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
