@@ -391,16 +391,23 @@ class Engine:
             cursor.execute("SET LOCAL synchronous_commit = off")
             # Plain inserts: new phones without ON CONFLICT (a whole bucket when the table was empty).
             plain = plain_inserts and self._plain
-            warnings = self._prepare_bucket(cursor, stage, params, has_suppressions)
+            warnings = self._prepare_bucket(cursor, stage, params, has_suppressions, plain)
             entry = self._upsert_bucket(cursor, stage, params, plain, plain_inserts) if upsert else None
             self._commit_batch(entry, warnings)
         elapsed = time.monotonic() - started
         logger.debug("import %s: bucket %s written in %.2f s: %s", self.job.pk, bucket, elapsed, entry)
 
-    def _prepare_bucket(self, cursor, stage: str, params: dict, has_suppressions: bool) -> dict[str, int]:
+    def _prepare_bucket(self, cursor, stage: str, params: dict, has_suppressions: bool, plain: bool) -> dict[str, int]:
         """Drop in-file duplicates (the last row wins) and mark suppressed phones; return the warning counts."""
         cursor.execute(sql.remove_duplicates(stage), params)
         duplicates = max(cursor.rowcount, 0)
+        if not plain:
+            # ON CONFLICT looks staged rows up by phone. The index comes before any UPDATE of the stage:
+            # built after one (HOT chains in the partition), this transaction could not use it
+            # (pg_index.indcheckxmin) and each lookup would read the whole partition. No ANALYZE: the
+            # plans need only the partition's row count, which the index build sets; per-column
+            # statistics cost 0.4 s a bucket and led to a slower plan for the topics.
+            cursor.execute(sql.index_stage(stage))
         suppressed = refused = 0
         if has_suppressions:
             cursor.execute(sql.mark_suppressed(stage))
@@ -421,11 +428,6 @@ class Engine:
         if plain:
             cursor.execute(sql.insert_new(stage, self._id_sequence), params)
             return self._batch_entry(params["bucket"], *cursor.fetchone())
-        # ON CONFLICT looks staged rows up by phone. The index comes first: built after take_existing's
-        # UPDATE (HOT chains in the partition), this transaction could not use it (pg_index.indcheckxmin)
-        # and each lookup would read the whole partition. No ANALYZE: the plans need only the
-        # partition's row count, which the index build sets; per-column statistics cost 0.4 s a bucket.
-        cursor.execute(sql.index_stage(stage))
         # One join of the stage with the contacts: rows that leave their contact as it is (or that are
         # skipped) leave the stage; new phones leave it next, and ON CONFLICT gets the rest.
         [(taken,)] = _run_with_nested_loops(
