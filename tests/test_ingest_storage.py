@@ -162,3 +162,20 @@ def test_the_upsert_finds_each_staged_row_through_the_stage_index(tmp_path, monk
     updates = [n for n, text in enumerate(statements) if "UPDATE audience_ingest_stage_" in text]
     first_index = next(n for n, text in enumerate(statements) if text.startswith("CREATE UNIQUE INDEX"))
     assert len(updates) == 2 and first_index < updates[0]  # marking the suppressed phone, take_existing
+
+
+def test_a_row_the_upsert_declined_still_gets_its_topics_and_the_jobs():
+    """The path for a contact that changed between take_existing and the upsert: its topics are still added."""
+    contact = Contact.objects.create(phone="+254712345678", name="A")
+    Topic.objects.bulk_create([Topic(name="vip"), Topic(name="job")])
+    with connection.cursor() as cursor:
+        for statement in sql.create_stage("audience_ingest_stage_topics", 1):
+            cursor.execute(statement)
+        stage = sql.stage_bucket("audience_ingest_stage_topics", 0)
+        cursor.execute(f"INSERT INTO {stage} (line, bucket, phone, topics) VALUES (2, 0, '+254712345678', '{{vip}}')")
+        cursor.execute(f"INSERT INTO {stage} (line, bucket, phone) VALUES (3, 0, '+254700000009')")  # no contact
+        cursor.execute(sql.add_topics_to_unchanged(stage), {"bucket": 0, "extra_topics": ["job"]})
+        cursor.execute(sql.add_topics_to_unchanged(stage), {"bucket": 0, "extra_topics": ["job"]})  # idempotent
+        cursor.execute(sql.drop_stage("audience_ingest_stage_topics"))
+    assert sorted(contact.topics.values_list("name", flat=True)) == ["job", "vip"]
+    assert ContactTopic.objects.count() == 2
