@@ -308,10 +308,9 @@ def take_new(stage: str, id_sequence: str) -> str:
 def add_topics_to_unchanged(stage: str) -> str:
     """Topics for rows whose contact needed no other change (absent from the upsert's RETURNING)."""
     return f"""
-        INSERT INTO {CONTACT_TOPIC} (contact_id, topic_id, created_at)
-        SELECT DISTINCT c.id, t.id, now()
-        FROM {stage} s JOIN {CONTACT} c ON c.phone = s.phone
-        CROSS JOIN LATERAL unnest(coalesce(s.topics, '{{}}') || %(extra_topics)s::text[]) AS n(name)
-        JOIN {TOPIC} t ON t.name = n.name
-        WHERE s.bucket = %(bucket)s
-        ON CONFLICT DO NOTHING"""
+    WITH declined AS (
+        SELECT c.id, s.topics FROM {stage} s JOIN {CONTACT} c ON c.phone = s.phone WHERE s.bucket = %(bucket)s
+    )
+    INSERT INTO {CONTACT_TOPIC} (contact_id, topic_id, created_at)
+    {_topic_links("declined")}
+    ON CONFLICT DO NOTHING"""
