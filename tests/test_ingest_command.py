@@ -1,4 +1,4 @@
-"""The command door: import_contacts FILE gives the same result as the other doors."""
+"""The command door: import_contacts FILE (test_ingest_doors compares it with the admin and the API)."""
 
 import pytest
 from django.core.management import CommandError, call_command
