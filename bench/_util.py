@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
@@ -25,6 +26,11 @@ def server_url(name: str) -> str:
             if key.strip() == name and found.strip():
                 return found.strip()
     raise SystemExit(f"{name} is not set and no embedded server runs; use `python -m config.embedded -- python -m ...`")
+
+
+def production_settings() -> dict[str, str]:
+    """Environment for Django's production settings: DEBUG off (no query log), a throwaway secret key."""
+    return {"DEBUG": "false", "SECRET_KEY": secrets.token_urlsafe(48), "ALLOWED_HOSTS": "127.0.0.1"}
 
 
 def database_url_named(url: str, database: str) -> str:

@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench._util import BASE_DIR, database_recreate, server_url
+from bench._util import BASE_DIR, database_recreate, production_settings, server_url
 
 SID = "AC" + "5e" * 16
 TOKEN = "bench-send-token"
@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "TWILIO_AUTH_TOKEN": TOKEN,
         "TWILIO_API_BASE_URL": fake.base_url,
         "DJANGO_SETTINGS_MODULE": "config.settings",
+        **production_settings(),
     }
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True)
     os.environ.update(env)

@@ -40,6 +40,7 @@ from bench._util import (
     percentile,
     postgres_backends_cpu,
     process_tree_cpu,
+    production_settings,
     server_url,
 )
 
@@ -260,9 +261,7 @@ def server_env(port: int, database_url: str, token: str) -> dict[str, str]:
         "REDIS_URL": server_url("REDIS_URL"),
         "TWILIO_AUTH_TOKEN": token,
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "DEBUG": "false",
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "ALLOWED_HOSTS": "127.0.0.1",
+        **production_settings(),
         "SECURE_SSL_REDIRECT": "false",
         "DB_CONN_MAX_AGE": "600",
         "LOG_LEVEL": "WARNING",
