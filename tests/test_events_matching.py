@@ -14,7 +14,7 @@ from audience import services as audience
 from audience.models import ConsentSource, ConsentStatus, Contact
 from campaigns import services
 from campaigns.models import Campaign, CampaignRun, Event, Recipient
-from campaigns.services import events
+from campaigns.services import dispatch, events
 from messaging.models import Message, MessageTemplate, Sender
 from tests import delivery
 from tests.delivery import assert_counts_match_recount, drain, make_campaign
@@ -224,6 +224,41 @@ def test_the_long_lived_run_is_not_expired_by_the_campaign_validity(fake):
     post(contact(), order_id="A-5")
     drain(run_of(campaign))
     assert fake.requests_to(PHONE) == 1
+
+
+def _age(event: Event, by: timedelta) -> None:
+    """As if ``by`` had passed since the event happened and its answer was queued."""
+    Event.objects.filter(pk=event.pk).update(occurred_at=event.occurred_at - by)
+    Recipient.objects.filter(event=event).update(created_at=timezone.now() - by)
+
+
+def test_answers_that_outlive_the_validity_during_a_pause_are_skipped_not_sent_on_resume(fake):
+    campaign = triggered(validity=timedelta(minutes=5))
+    stale, fresh = post(contact(), order_id="A-1"), post(contact(delivery.PHONES[1]), order_id="A-2")
+    services.campaign_pause(campaign)
+    _age(stale, timedelta(minutes=6))  # a long pause for this one; the other is still in time
+    services.campaign_resume(campaign)
+    drain(run_of(campaign))
+    recipient = Recipient.objects.get(event=stale)
+    assert (recipient.state, recipient.reason) == ("skipped", "expired")
+    assert (recipient.message.status, recipient.message.skip_reason) == ("skipped", "validity period expired")
+    assert fake.requests_to(PHONE) == 0
+    assert Recipient.objects.get(event=fresh).state == "sent" and fake.requests_to(delivery.PHONES[1]) == 1
+    assert run_of(campaign).skipped_by_reason == {"expired": 1}
+    assert_counts_match_recount(run_of(campaign))
+
+
+def test_the_upkeep_expires_a_paused_triggered_runs_stale_answers_and_nothing_else():
+    campaign = triggered(validity=timedelta(hours=1))
+    stale, kept = post(contact(), order_id="A-1"), post(contact(), order_id="A-2")
+    services.campaign_pause(campaign)
+    _age(stale, timedelta(minutes=61))
+    _age(kept, timedelta(minutes=59))
+    assert dispatch.held_release() == 1
+    assert Recipient.objects.get(event=stale).reason == "expired"
+    assert Recipient.objects.get(event=kept).state == "pending"
+    assert dispatch.held_release() == 0  # safe to run again
+    assert_counts_match_recount(run_of(campaign))
 
 
 def test_cancelling_the_campaign_skips_waiting_answers_and_closes_the_run():

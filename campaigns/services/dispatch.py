@@ -416,26 +416,43 @@ def dispatch_start(run_id: int, chains: int | None = None) -> None:
 def run_expires_at(run: CampaignRun) -> datetime | None:
     validity = run.campaign.validity
     if run.campaign.kind == CampaignKind.TRIGGERED:
-        return None  # a triggered run lives on; each event's validity is applied when it is queued
+        return None  # a triggered run lives on; its recipients expire one by one (run_expire)
     return run.started_at + validity if validity else None
 
 
 def run_expire(run: CampaignRun, now: datetime | None = None) -> int:
-    """Past the campaign's validity, waiting recipients are skipped 'expired'; returns how many."""
-    expires_at = run_expires_at(run)
+    """Past the campaign's validity, waiting recipients are skipped 'expired'; returns how many.
+
+    A snapshot's recipients expire with their run (its start plus the validity). A
+    triggered run lives on, and each recipient expires with its event: the validity
+    counts from when the event happened, or from when it was queued if that was
+    earlier, as ``recipient_decide`` counted it. Without this, a triggered campaign
+    paused longer than its validity (or behind a long queue) would send stale answers.
+    Runs before every batch's claim, and from celery-beat for paused runs and held recipients.
+    """
     now = now or timezone.now()
-    if expires_at is None or now < expires_at:
-        return 0
+    validity = run.campaign.validity
+    if run.campaign.kind == CampaignKind.TRIGGERED:
+        if not validity:
+            return 0
+        due = now - validity
+        stale = Q(event__occurred_at__lte=due) | Q(created_at__lte=due)
+    else:
+        expires_at = run_expires_at(run)
+        if expires_at is None or now < expires_at:
+            return 0
+        stale = Q()
     with transaction.atomic():
         if _run_status_locked(run.pk) not in (RunStatus.RUNNING, RunStatus.PAUSED):
             return 0
-        waiting = Recipient.objects.filter(run=run, state__in=[R.PENDING, R.HELD])
+        waiting = Recipient.objects.filter(stale, run=run, state__in=[R.PENDING, R.HELD])
         held = waiting.filter(state=R.HELD).count()
         moved = waiting.update(state=R.SKIPPED, reason=SkipReason.EXPIRED, release_at=None)
         _counters_move(
             run.pk, {"pending": -(moved - held), "held": -held, "skipped": moved}, {SkipReason.EXPIRED: moved}
         )
-        _messages_drop_expired(run.pk)
+        if moved:
+            _messages_drop_expired(run.pk)
     return moved
 
 
