@@ -33,6 +33,15 @@ def test_staff_start_an_import_and_get_202_with_the_job(staff_api):
     assert response["Location"].endswith(f"/api/v1/imports/{job.pk}")
     assert job.options == {"default_consent": "opted_out", "topic": "api", "update_existing": True}
     assert job.file_path.startswith("imports/") and job.file_name == "contacts.csv"
+    assert body["batch_count"] == 1 == job.batch_count  # a small file: one batch
+
+
+def test_a_big_files_job_shows_its_batches_before_a_worker_starts_it(staff_api, settings):
+    from audience.ingest.engine import BUCKET_THRESHOLD_BYTES, BUCKETS_FOR_BIG_FILES
+
+    rows = "".join(f"+2547{10000000 + n},Contact {n}\n" for n in range(BUCKET_THRESHOLD_BYTES // 20))
+    body = _upload(staff_api, content=b"phone,name\n" + rows.encode()).json()
+    assert body["status"] == ImportStatus.QUEUED and body["batch_count"] == BUCKETS_FOR_BIG_FILES
 
 
 def test_the_job_reports_progress_counts_and_row_errors_after_the_task_ran(staff_api, analyst_api):

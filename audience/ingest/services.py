@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audience.ingest import sql
-from audience.ingest.engine import Engine, ProgressCallback, inspect_file, iter_chunks
+from audience.ingest.engine import Engine, ProgressCallback, bucket_count, inspect_file, iter_chunks
 from audience.ingest.readers import FileProblem, detect_format
 from audience.ingest.validate import STAGE_COLUMNS, process_chunk
 from audience.models import TOPIC_NAME_VALIDATOR, ConsentStatus, Contact, ImportJob, ImportStatus
@@ -103,6 +103,7 @@ def import_job_create(
         file_format=file_format,
         options=options,
         details=layout.describe(),
+        batch_count=bucket_count(size),  # what the engine will write it in, shown before it starts
     )
 
 
