@@ -2,8 +2,8 @@
 
 Every figure comes from the reporting selectors (``reporting.selectors``, ``reporting.monitoring``)
 or from the small read-only queries below. The pages poll partials with htmx; charts are drawn by
-``reporting/static/reporting/charts.js`` from JSON embedded with ``json_script`` (no inline code,
-so the pages run under a strict Content-Security-Policy).
+``reporting/static/reporting/charts.js`` from JSON in data attributes (the ``chart_json`` filter;
+no inline code, so the pages run under a strict Content-Security-Policy).
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from django.db import connection
 from django.db.models import Count, Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from django.views.generic import TemplateView
 
 from audience.models import ConsentEvent, ConsentStatus
-from campaigns.models import Campaign, CampaignRun
+from campaigns.models import Campaign, CampaignRun, RunStatus
 from config.roles import is_analyst, is_staff_member
 from messaging.models import Direction, Message, MessageStatus
 from reporting import monitoring, selectors
@@ -289,6 +290,9 @@ class CampaignListPage(ReportingPage):
         return {**super().get_context_data(**kwargs), "page": page}
 
 
+RECEIPTS_SETTLE = dt.timedelta(hours=1)
+
+
 class CampaignAnalyticsPage(ReportingPage):
     template_name = "reporting/campaign_analytics.html"
     nav = "campaigns"
@@ -327,7 +331,21 @@ class CampaignAnalyticsPage(ReportingPage):
             "runs": run_comparison(campaign),
             "delivery_percent": _percent(summary["delivery_rate"]),
             "read_percent": _percent(summary["read_rate"]),
+            "live": self._live(campaign, run, messages["in_flight"]),
         }
+
+    @staticmethod
+    def _live(campaign: Campaign, run: CampaignRun | None, in_flight: int) -> bool:
+        """Whether the figures can still move: a run sending, messages not yet sent, or receipts to come.
+
+        While they can, the page refreshes its figures itself (htmx, every 15 s: see the template).
+        Receipts mostly arrive within minutes of the send, so a run counts as live for
+        RECEIPTS_SETTLE after it finished.
+        """
+        runs = CampaignRun.objects.filter(pk=run.pk) if run else campaign.runs.all()
+        settling = Q(finished_at__gte=timezone.now() - RECEIPTS_SETTLE)
+        moving = Q(status__in=[RunStatus.RUNNING, RunStatus.PAUSED]) | settling
+        return in_flight > 0 or runs.filter(moving).exists()
 
     def _run(self, campaign: Campaign) -> CampaignRun | None:
         value = self.request.GET.get("run")

@@ -12,14 +12,14 @@ from playwright.sync_api import expect
 
 from audience import services as audience
 from audience.models import Contact
-from campaigns.models import Campaign, Recipient
+from campaigns.models import Campaign, CampaignRun, Recipient
 from config.roles import ANALYSTS, STAFF
 from messaging.models import Direction, Message, MessageStatus
 from reporting import selectors
 from reporting.counters import counters_recount
 from tests.browser.conftest import sign_in, wait_for
 from tests.factories import MessageTemplateFactory, SenderFactory, UserFactory
-from tests.test_reporting_support import make_message
+from tests.test_reporting_support import add_recipient, make_campaign, make_message, make_run
 
 PASSWORD = "browser-test-pass-123"
 IMPORT_CSV = (
@@ -76,10 +76,13 @@ def test_an_analyst_signs_in_and_the_dashboard_shows_the_databases_counts(page):
     assert page.page.locator("nav[aria-label='Main'] a[aria-current='page']").inner_text() == "Dashboard"
     assert page.page.locator("a[href='/admin/']").count() == 0  # analysts get no admin link
 
-    # The page refreshes itself: a message delivered now shows up at the next poll.
+    # The page refreshes itself: a message delivered now shows up at the next poll, and the chart is
+    # drawn again from the refreshed data (which must survive htmx's swap).
+    page.page.evaluate("document.getElementById('rate-chart').dataset.drawn = 'before-refresh'")
     make_message(status=MessageStatus.DELIVERED, created_at=timezone.now())
     expect(page.page.locator("[data-kpi='delivered'] dd")).to_have_text("4", timeout=25_000)
     page.page.wait_for_selector("#rate-chart[data-drawn='true'] .main-svg")
+    assert len(json.loads(page.page.locator("#rate-data").get_attribute("data-chart"))["x"]) == 60
     page.screenshot("dashboard")
     page.goto("/reporting/monitoring/")
     assert page.page.locator("#inbound-rows tr").count() == 1
@@ -178,7 +181,7 @@ def test_staff_create_and_launch_a_campaign_and_see_it_delivered_on_its_analytic
     assert funnel["delivered"] == str(summary["messages"]["delivered"]) and summary["messages"]["delivered"] >= 1
     page.page.wait_for_selector("#funnel-chart[data-drawn='true'] .main-svg")
     page.page.wait_for_selector("#timeline-chart[data-drawn='true'] .main-svg")
-    timeline = json.loads(page.page.locator("#timeline-data").inner_text())
+    timeline = json.loads(page.page.locator("#timeline-data").get_attribute("data-chart"))
     assert sum(timeline["delivered"]) == summary["messages"]["delivered"]
     export = page.page.get_by_role("link", name="Export results (CSV)")
     assert export.get_attribute("href") == f"/api/v1/reporting/campaigns/{campaign.pk}/export"
@@ -186,6 +189,36 @@ def test_staff_create_and_launch_a_campaign_and_see_it_delivered_on_its_analytic
         export.click()
     assert download.value.suggested_filename == f"campaign-{campaign.pk}-results.csv"
     page.screenshot("campaign-analytics")
+    assert page.problems == []
+
+
+def test_a_sending_campaigns_analytics_refresh_in_place_and_stop_when_it_is_over(page):
+    _user("ana", ANALYSTS)
+    now = timezone.now()
+    campaign = make_campaign(name="Live sale")
+    run = make_run(campaign, at=now - timedelta(minutes=5), status="running", total=3, sent=1)
+    add_recipient(run, message_status="delivered", sent=now - timedelta(minutes=4), delivered_after=2)
+    counters_recount()
+    sign_in(page, "ana", PASSWORD, f"/reporting/campaigns/{campaign.pk}/")
+    delivered = page.page.locator("[data-step='delivered'] strong")
+    assert delivered.inner_text() == "1"
+    page.page.wait_for_selector("#funnel-chart[data-drawn='true'] .main-svg")
+    page.page.evaluate("window.notReloaded = true")
+
+    # Two more delivered while the page is open: the figures and the charts follow, without a reload.
+    for _ in range(2):
+        add_recipient(run, message_status="delivered", sent=timezone.now(), delivered_after=1)
+    counters_recount()
+    expect(delivered).to_have_text("3", timeout=25_000)
+    page.page.wait_for_function("JSON.parse(document.getElementById('funnel-data').dataset.chart).values[2] === 3")
+    page.page.wait_for_selector("#funnel-chart[data-drawn='true'] .main-svg")
+    assert page.page.evaluate("window.notReloaded") is True
+
+    # Over, and its receipts long in: the next refresh brings a page that no longer polls.
+    CampaignRun.objects.filter(pk=run.pk).update(status="completed", finished_at=timezone.now() - timedelta(hours=2))
+    expect(page.page.locator("[data-live]")).to_have_count(0, timeout=25_000)
+    assert page.page.locator("#analytics-body").get_attribute("hx-trigger") is None
+    page.screenshot("campaign-analytics-live")
     assert page.problems == []
 
 

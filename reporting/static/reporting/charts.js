@@ -1,5 +1,6 @@
-// Draws the pages' charts with plotly.js from JSON embedded by the server (json_script), and
-// redraws them when htmx swaps in fresh data. No inline code: the pages run under a strict CSP.
+// Draws the pages' charts with plotly.js from JSON the server puts in each .chart-data element's
+// data-chart attribute, and redraws them when htmx swaps in fresh data. Not a <script> element:
+// htmx drops those from swapped-in content. No inline code: the pages run under a strict CSP.
 "use strict";
 (function () {
   const COLORS = { sent: "#1f5fa8", delivered: "#237a3b", read: "#6b3fa0", failed: "#b3261e" };
@@ -56,9 +57,9 @@
   function draw(holder) {
     const target = document.getElementById(holder.dataset.target);
     const build = BUILDERS[holder.dataset.kind];
-    const json = holder.querySelector("script[type='application/json']");
+    const json = holder.dataset.chart;
     if (!target || !build || !json || typeof window.Plotly === "undefined") return;
-    const [traces, layout] = build(JSON.parse(json.textContent));
+    const [traces, layout] = build(JSON.parse(json));
     // react() updates a drawn chart in place, so a refresh does not flicker.
     window.Plotly.react(target, traces, layout, { displayModeBar: false, responsive: true });
     target.dataset.drawn = "true";
@@ -72,5 +73,6 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => drawAll(document));
-  document.addEventListener("htmx:afterSettle", (event) => drawAll(event.detail.elt));
+  // The whole page: a swap may replace the element it was triggered on (outerHTML), and react() is cheap.
+  document.addEventListener("htmx:afterSettle", () => drawAll(document));
 })();
