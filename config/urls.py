@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.shortcuts import redirect
+from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
@@ -15,7 +17,14 @@ api_v1 = [
     path("", include("reporting.alerting.urls")),  # /monitoring/alerts
 ]
 
+
+def favicon(request):
+    """Pages without an icon link (error pages, the API docs) make browsers ask for /favicon.ico."""
+    return redirect(static("favicon.svg"))
+
+
 urlpatterns = [
+    path("favicon.ico", favicon),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("health/", health, name="health"),
     path("metrics", metrics_view, name="metrics"),

@@ -300,6 +300,15 @@ def test_campaign_analytics_refreshes_itself_only_while_its_figures_can_move(ana
     assert 'hx-trigger="every 15s"' in analyst_client.get(url).content.decode()
 
 
+def test_pages_and_the_admin_have_an_icon_and_favicon_ico_leads_to_it(client, staff_client):
+    assert finders.find("favicon.svg")
+    assert '<link rel="icon" href="/static/favicon' in client.get("/accounts/login/").content.decode()
+    assert '<link rel="icon" href="/static/favicon' in staff_client.get("/admin/").content.decode()
+    response = client.get("/favicon.ico")
+    assert response.status_code == 302 and response["Location"].startswith("/static/favicon")
+    assert client.get(response["Location"]).status_code == 200
+
+
 def test_the_campaign_list_links_each_campaign_to_its_analytics(analyst_client, traffic):
     campaign, _run = traffic
     page = analyst_client.get("/reporting/campaigns/").content.decode()
