@@ -65,14 +65,12 @@
     target.dataset.drawn = "true";
   }
 
-  function drawAll(root) {
-    const scope = root && root.querySelectorAll ? root : document;
-    const holders = Array.from(scope.querySelectorAll(".chart-data"));
-    if (scope.matches && scope.matches(".chart-data")) holders.push(scope);
-    holders.forEach(draw);
+  // Every chart of the page: a swap may replace the element it was triggered on (outerHTML), and
+  // react() is cheap.
+  function drawAll() {
+    document.querySelectorAll(".chart-data").forEach(draw);
   }
 
-  document.addEventListener("DOMContentLoaded", () => drawAll(document));
-  // The whole page: a swap may replace the element it was triggered on (outerHTML), and react() is cheap.
-  document.addEventListener("htmx:afterSettle", () => drawAll(document));
+  document.addEventListener("DOMContentLoaded", drawAll);
+  document.addEventListener("htmx:afterSettle", drawAll);
 })();
