@@ -136,6 +136,17 @@ def test_launch_is_once_per_tick(campaign):
     assert campaign.status == "running"
 
 
+def test_a_second_launch_now_lands_on_the_open_run_whatever_the_second(campaign):
+    # CI once saw a double click straddle a second boundary: the second click got a 400.
+    first = services.campaign_launch(campaign, now=timezone.now().replace(microsecond=999_000))
+    again = services.campaign_launch(campaign, now=first.scheduled_for + dt.timedelta(seconds=1.5))
+    assert again.pk == first.pk
+    services.campaign_pause(campaign)
+    with pytest.raises(services.CampaignError, match="cannot launch a paused campaign"):
+        services.campaign_launch(campaign, now=first.scheduled_for + dt.timedelta(seconds=3))
+    assert CampaignRun.objects.count() == 1 and Recipient.objects.count() == 2
+
+
 def test_a_one_off_campaign_cannot_run_twice(campaign):
     services.campaign_launch(campaign)
     with pytest.raises(services.CampaignError, match="already running"):

@@ -233,14 +233,22 @@ def campaign_launch(
 ) -> CampaignRun:
     """Start a run: snapshot the recipients in SQL. One run per (campaign, scheduled_for).
 
-    A second launch for the same tick (two beat processes, a double click) returns the
-    first run: the unique constraint on (campaign, scheduled_for) decides.
+    A second launch for the same tick (two beat processes) returns the first run: the unique
+    constraint on (campaign, scheduled_for) decides. A "launch now" (no scheduled_for) while a
+    run is running returns that run, whatever second the click lands in.
     """
     now = now or timezone.now()
+    manual = scheduled_for is None
     scheduled_for = scheduled_for or now.replace(microsecond=0)
     with transaction.atomic():
         locked = Campaign.objects.select_for_update().select_related("template", "sender").get(pk=campaign.pk)
         existing = CampaignRun.objects.filter(campaign=locked, scheduled_for=scheduled_for).first()
+        if manual and existing is None:
+            # "Launch now" while a run is running (a double click a second apart, a retried request)
+            # lands on that run instead of starting another or failing.
+            existing = (
+                CampaignRun.objects.filter(campaign=locked, status=RunStatus.RUNNING).order_by("-scheduled_for").first()
+            )
         if existing:
             return existing
         if locked.status not in (S.DRAFT, S.SCHEDULED, S.RUNNING):
