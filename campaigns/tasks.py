@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, ScheduleType
 from campaigns.services import CampaignError, campaign_launch, dispatch
+from campaigns.services.lifecycle import cron_tick
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +21,8 @@ def campaign_fire(campaign_id: int) -> int | None:
     now = timezone.now()
     if campaign.schedule_type == ScheduleType.ONCE and campaign.send_at:
         scheduled_for = campaign.send_at
+    elif campaign.schedule_type == ScheduleType.CRON and campaign.cron:
+        scheduled_for = cron_tick(campaign.cron, campaign.cron_timezone, now)
     else:
         scheduled_for = now.replace(second=0, microsecond=0)
     try:

@@ -112,6 +112,43 @@ def _crontab_fields(expression: str) -> dict[str, str]:
     return fields
 
 
+# A worker's clock may run a little behind beat's: a firing this close before a tick is that tick's.
+CRON_TICK_LEEWAY = dt.timedelta(seconds=30)
+
+
+def cron_tick(expression: str, timezone_name: str, now: dt.datetime) -> dt.datetime:
+    """The tick of the cron ``expression`` (in ``timezone_name``) that a firing at ``now`` belongs to.
+
+    The latest tick at or before ``now`` (plus CRON_TICK_LEEWAY), computed as celery-beat's crontab
+    does. A firing redelivered long after its tick (a worker died between the launch's commit and
+    the task's ack, and the broker gave the task out again) still names that tick, so it finds the
+    run already made instead of starting a second one.
+    """
+    from celery.schedules import crontab
+
+    schedule = crontab(**_crontab_fields(expression))
+    zone = zoneinfo.ZoneInfo(timezone_name or "UTC")
+    latest = now + CRON_TICK_LEEWAY
+
+    def following(moment: dt.datetime) -> dt.datetime:
+        start, delta, _ = schedule.remaining_delta(moment, tz=zone)
+        return start + delta
+
+    # Beat fires at the tick; a redelivery comes within the broker's visibility timeout (an hour).
+    for window in (dt.timedelta(hours=1), dt.timedelta(days=1), dt.timedelta(days=8), dt.timedelta(days=32)):
+        tick = following(latest - window)
+        if tick <= latest:
+            break
+    else:  # no tick in a month: not a firing of this schedule; the minute names it
+        return now.replace(second=0, microsecond=0)
+    for _ in range(1440):  # at most a tick a minute over a day's window
+        after = following(tick)
+        if not tick < after <= latest:
+            break
+        tick = after
+    return tick.astimezone(dt.UTC)
+
+
 def _periodic_task_name(campaign: Campaign) -> str:
     return f"campaign:{campaign.pk}"
 
