@@ -1,6 +1,10 @@
 """The Twilio provider's HTTP client: proxies read once per host, network errors told apart, the form as sent."""
 
+import socket
+import threading
+
 import pytest
+from urllib3.exceptions import SSLError
 
 from messaging.fake_twilio import FakeTwilio
 from messaging.providers import ErrorKind, ProviderError, SendRequest
@@ -73,6 +77,31 @@ def test_no_answer_in_time_leaves_the_outcome_unknown():
         assert raised.value.accepted_unknown is True  # the server created it: never resend blindly
         assert "no answer" in raised.value.message
         assert slow.requests_to("+254711009004") == 1
+
+
+def test_a_broken_tls_connection_leaves_the_outcome_unknown():
+    # urllib3 raises the same SSLError for a failed handshake and for a connection broken mid-request
+    # (when Twilio may have created the message): reconciliation must look before anything is resent.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def hang_up():
+        connection, _ = listener.accept()
+        connection.recv(4096)  # the client's TLS hello
+        connection.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")  # not TLS: the client's TLS layer fails
+        connection.close()
+
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ProviderError) as raised:
+            TwilioProvider(SID, TOKEN, f"https://127.0.0.1:{port}", (1.0, 1.0)).send(_request("+254711009008"))
+    finally:
+        thread.join(5)
+        listener.close()
+    assert raised.value.kind == ErrorKind.RETRYABLE
+    assert raised.value.accepted_unknown is True
+    assert isinstance(raised.value.__cause__, SSLError)
 
 
 def test_error_answers_keep_their_status_and_code(fake):

@@ -19,7 +19,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioS
 from twilio.http import HttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProxyError, SSLError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProxyError
 
 from audience.models import Channel
 from messaging.providers.base import ErrorKind, ProviderError, SendRequest, SendResult
@@ -227,8 +227,13 @@ def classify_rest_error(exc: TwilioRestException | TwilioServiceException) -> Pr
 
 
 def classify_network_error(exc: HTTPError) -> ProviderError:
-    """Before the request left (no connection, TLS or proxy refused): retry. After (read timeout, reset): unknown."""
-    if isinstance(exc, ConnectTimeoutError | SSLError | ProxyError):  # NewConnectionError is a ConnectTimeoutError
+    """Before the request left (no connection, proxy refused): retry. After (read timeout, reset): unknown.
+
+    A TLS error is unknown too: urllib3 raises SSLError for a failed handshake, but also for a
+    connection broken while the request was written or the answer read (an unexpected EOF), when
+    Twilio may have created the message. Reconciliation looks before anything is sent again.
+    """
+    if isinstance(exc, ConnectTimeoutError | ProxyError):  # NewConnectionError is a ConnectTimeoutError
         return ProviderError(ErrorKind.RETRYABLE, "network", f"could not connect: {exc}")
     return ProviderError(ErrorKind.RETRYABLE, "network", f"no answer: {exc}", accepted_unknown=True)
 
