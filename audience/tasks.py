@@ -23,6 +23,12 @@ def ingest_contacts(job_id: int) -> str:
     return job.status
 
 
+@shared_task(name="audience.imports_resume", ignore_result=True)
+def imports_resume() -> dict[str, int]:
+    """Queue again the background imports whose worker died or whose message was lost (beat, every minute)."""
+    return services.import_jobs_resume()
+
+
 @shared_task(name="audience.import_errors_purge", ignore_result=True)
 def import_errors_purge() -> int:
     """Delete import row problems past RETENTION_IMPORT_ERRORS_DAYS and uploaded import files past

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -21,9 +22,15 @@ from audience.ingest import sql
 from audience.ingest.engine import Engine, ProgressCallback, bucket_count, inspect_file, iter_chunks
 from audience.ingest.readers import FileProblem, detect_format
 from audience.ingest.validate import STAGE_COLUMNS, process_chunk
-from audience.models import TOPIC_NAME_VALIDATOR, ConsentStatus, Contact, ImportJob, ImportStatus
+from audience.models import TOPIC_NAME_VALIDATOR, ConsentStatus, Contact, ImportJob, ImportSource, ImportStatus
+
+logger = logging.getLogger(__name__)
 
 STALE_AFTER = timedelta(minutes=5)
+# A queued job no worker has taken this long after it was queued is queued again (its message was lost).
+REQUEUE_AFTER = timedelta(minutes=10)
+# A job whose worker died this many times is failed, not started again: it may be what kills the worker.
+MAX_ATTEMPTS = 3
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 COPY_BLOCK = 1 << 20
 FILE_PURGED = "the uploaded file was removed after the retention period; upload it again"
@@ -111,10 +118,48 @@ def import_job_enqueue(job: ImportJob) -> ImportJob:
     """Queue the job for a Celery worker once the surrounding transaction commits."""
     from audience.tasks import ingest_contacts
 
-    ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.QUEUED)
-    job.status = ImportStatus.QUEUED
+    # heartbeat_at: when it was queued, until a worker claims it (``import_jobs_resume`` reads it).
+    now = timezone.now()
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.QUEUED, heartbeat_at=now)
+    job.status, job.heartbeat_at = ImportStatus.QUEUED, now
     transaction.on_commit(lambda: ingest_contacts.delay(job.pk))
     return job
+
+
+def import_jobs_resume(*, now=None) -> dict[str, int]:
+    """Queue again the background imports no worker is running; beat, every minute, safe to run twice.
+
+    Two ways a job is left behind: its worker died (Celery gives the task out again at once, while
+    the job's heartbeat is still fresh, so that delivery finds it taken and ends), or its task
+    message never reached the broker. A running job whose heartbeat is older than STALE_AFTER,
+    or a queued one not taken within REQUEUE_AFTER, is queued again; its committed batches are
+    not written twice. After MAX_ATTEMPTS starts it is failed instead, for staff to look at.
+    Imports run by ``manage.py import_contacts`` are the command's own and are left alone.
+    """
+    now = now or timezone.now()
+    stalled = Q(status=ImportStatus.RUNNING, heartbeat_at__lt=now - STALE_AFTER)
+    lost = Q(status=ImportStatus.QUEUED) & (
+        Q(heartbeat_at__lt=now - REQUEUE_AFTER) | Q(heartbeat_at__isnull=True, created_at__lt=now - REQUEUE_AFTER)
+    )
+    jobs = ImportJob.objects.exclude(source=ImportSource.COMMAND)
+    failed = jobs.filter(stalled, attempts__gte=MAX_ATTEMPTS).update(
+        status=ImportStatus.FAILED,
+        stage="failed",
+        error=f"the worker stopped {MAX_ATTEMPTS} times while running this import; committed batches are kept, "
+        "re-run it once the cause (memory, a restart loop) is fixed",
+        finished_at=now,
+    )
+    requeued = 0
+    for job in jobs.filter(stalled | lost).order_by("pk")[:100]:
+        with transaction.atomic():
+            # Conditional: a worker that claimed the job since it was read keeps it.
+            if not ImportJob.objects.filter(stalled | lost, pk=job.pk).update(status=ImportStatus.QUEUED):
+                continue
+            import_job_enqueue(job)
+        requeued += 1
+    if failed or requeued:
+        logger.warning("imports: %s queued again, %s failed after %s starts", requeued, failed, MAX_ATTEMPTS)
+    return {"requeued": requeued, "failed": failed}
 
 
 def import_job_claim(job_id: int) -> ImportJob | None:
