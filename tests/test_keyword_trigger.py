@@ -67,6 +67,20 @@ def test_join_adds_the_topic_and_sends_exactly_one_welcome(fake, welcome, django
     assert_counts_match_recount(run)
 
 
+def test_a_replayed_keyword_is_answered_when_the_first_delivery_died_before_answering(
+    fake, welcome, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False):  # committed; the process died before the receivers
+        receive("JOIN")
+    assert not Event.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):  # Twilio retries the webhook
+        receive("JOIN")
+        receive("JOIN")
+    drain(run_of(welcome))
+    assert Event.objects.count() == 1 and fake.requests_to(PHONE) == 1
+    assert_counts_match_recount(run_of(welcome))
+
+
 def test_join_through_the_signed_webhook(fake, welcome, client, settings, django_capture_on_commit_callbacks):
     settings.PUBLIC_BASE_URL = PUBLIC
     with django_capture_on_commit_callbacks(execute=True):

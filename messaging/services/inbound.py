@@ -33,6 +33,9 @@ def inbound_message_record(
     """Store an inbound message and act on it; a replay of the same sid returns the stored one."""
     existing = Message.objects.filter(provider_sid=provider_sid).first()
     if existing is not None:
+        # Twilio sends it again when our answer failed: perhaps the process died after the commit,
+        # before the receivers ran (a campaign keyword's answer). They run again; each is idempotent.
+        _announce(existing, keyword_parse(existing.body))
         return existing
     channel = channel or _channel_of(from_address)
     found = keyword_parse(body)
@@ -61,11 +64,13 @@ def inbound_message_record(
         if contact is not None:
             contact_touch_inbound(contact, now)
             _keyword_apply(contact, found, provider_sid)
-        keyword = found[0].value if found else None
-        transaction.on_commit(
-            lambda: inbound_message_received.send(sender=Message, message_id=message.pk, keyword=keyword)
-        )
+        _announce(message, found)
     return message
+
+
+def _announce(message: Message, found: tuple[Keyword, str] | None) -> None:
+    keyword = found[0].value if found else None
+    transaction.on_commit(lambda: inbound_message_received.send(sender=Message, message_id=message.pk, keyword=keyword))
 
 
 def _channel_of(address: str) -> str:
