@@ -22,13 +22,15 @@ def at(*args):
 @pytest.mark.parametrize(
     ("cron", "zone", "now", "tick"),
     [
-        # 09:00 in Nairobi is 06:00 UTC: the firing itself, a redelivery 90 minutes on, a worker clock 10 s behind.
+        # 09:00 in Nairobi is 06:00 UTC: the firing itself, a redelivery 90 minutes on, a worker clock 3 s behind.
         ("0 9 * * *", "Africa/Nairobi", at(2026, 11, 30, 6, 0, 2), at(2026, 11, 30, 6, 0)),
         ("0 9 * * *", "Africa/Nairobi", at(2026, 11, 30, 7, 30), at(2026, 11, 30, 6, 0)),
-        ("0 9 * * *", "Africa/Nairobi", at(2026, 11, 30, 5, 59, 50), at(2026, 11, 30, 6, 0)),
+        ("0 9 * * *", "Africa/Nairobi", at(2026, 11, 30, 5, 59, 57), at(2026, 11, 30, 6, 0)),
+        ("0 9 * * *", "Africa/Nairobi", at(2026, 11, 30, 5, 59, 50), at(2026, 11, 29, 6, 0)),
         ("0 9 * * *", "Africa/Nairobi", at(2026, 11, 30, 5, 58), at(2026, 11, 29, 6, 0)),
         ("*/15 * * * *", "UTC", at(2026, 11, 30, 10, 31, 10), at(2026, 11, 30, 10, 30)),
         ("* * * * *", "UTC", at(2026, 11, 30, 10, 31, 10), at(2026, 11, 30, 10, 31)),
+        ("* * * * *", "UTC", at(2026, 11, 30, 10, 31, 50), at(2026, 11, 30, 10, 31)),  # late, still its minute
         # Saturday 2026-12-05: the last weekday tick was Friday's.
         ("30 9 * * mon-fri", "UTC", at(2026, 12, 5, 10, 0), at(2026, 12, 4, 9, 30)),
         ("0 8 1 * *", "UTC", at(2026, 12, 20, 8, 0), at(2026, 12, 1, 8, 0)),

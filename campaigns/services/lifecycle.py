@@ -113,7 +113,8 @@ def _crontab_fields(expression: str) -> dict[str, str]:
 
 
 # A worker's clock may run a little behind beat's: a firing this close before a tick is that tick's.
-CRON_TICK_LEEWAY = dt.timedelta(seconds=30)
+# Small against a minute, the shortest cron period: a firing 55 s late is still its own minute's.
+CRON_TICK_LEEWAY = dt.timedelta(seconds=5)
 
 
 def cron_tick(expression: str, timezone_name: str, now: dt.datetime) -> dt.datetime:
