@@ -21,7 +21,8 @@ PHONES = [f"+2547130000{n:02d}" for n in range(1, 7)]
 
 @pytest.fixture
 def fake(settings):
-    with FakeTwilio(account_sid=SID, auth_token=TOKEN, callbacks="off", timeout_sleep=2.0) as server:
+    # Seeded: the tests that inject random errors (error_rate, error_mix) draw the same ones every run.
+    with FakeTwilio(account_sid=SID, auth_token=TOKEN, callbacks="off", timeout_sleep=2.0, seed=20261129) as server:
         settings.MESSAGING_PROVIDER = "twilio"
         settings.TWILIO_ACCOUNT_SID = SID
         settings.TWILIO_AUTH_TOKEN = TOKEN

@@ -96,8 +96,10 @@ def assert_one_alert_and_one_recovery(rule: AlertRule, hook, subject: str = "") 
 
 def drive(capture, rule, breach, recover, *, hold_after: dt.timedelta = dt.timedelta(0)) -> None:
     """Breach, evaluate twice (one alert), recover, evaluate until the hold has passed (one recovery)."""
-    now = timezone.now()
     breach()
+    # Evaluated from after the breach: per-minute counters (signature failures, throttled answers)
+    # are keyed by the wall-clock minute they happen in, and a breach may land in the next minute.
+    now = timezone.now()
     assert len(evaluate(capture, now)) == 1
     assert evaluate(capture, now + dt.timedelta(seconds=30)) == []  # still firing: nothing new
     recover()

@@ -3,7 +3,6 @@
 import datetime as dt
 import json
 import threading
-import time
 
 import pytest
 from django.db import connection
@@ -178,15 +177,19 @@ def test_a_run_with_nobody_to_send_completes_at_once(campaign):
     assert campaign.status == "completed"
 
 
-def test_beat_firing_a_recurring_campaign_twice_in_a_minute_makes_one_run(campaign):
+def test_beat_firing_a_recurring_campaign_twice_in_a_minute_makes_one_run(campaign, monkeypatch):
     services.campaign_update(campaign, schedule_type="cron", kind="recurring", cron="* * * * *")
     services.campaign_schedule(campaign)
-    # A cron tick is a minute: keep both firings inside one, as two beats firing one tick are.
-    if timezone.now().second >= 58:
-        time.sleep(3)
+    # Two beats firing one tick, a moment apart. The clock is pinned: on a real one the two firings
+    # can straddle whichever instant the code starts the next tick at (a minute, or a leeway before it).
+    tick = timezone.now().replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    clock = {"now": tick + dt.timedelta(milliseconds=200)}
+    monkeypatch.setattr(timezone, "now", lambda: clock["now"])
     first = campaign_fire(campaign.pk)
+    clock["now"] = tick + dt.timedelta(seconds=3)
     second = campaign_fire(campaign.pk)
     assert first == second and CampaignRun.objects.count() == 1
+    assert CampaignRun.objects.get().scheduled_for == tick
 
 
 def test_beat_firing_a_cancelled_campaign_does_nothing(campaign):

@@ -209,16 +209,18 @@ def test_a_timed_out_send_is_reconciled_with_twilio_never_resent(fake):
     assert dispatch.runs_complete() == 1
 
 
-def _quiet_now(campaign: Campaign) -> None:
+def _quiet_now(campaign: Campaign, settings) -> None:
+    """Quiet hours from an hour ago to an hour ahead, on the UTC clock of these zone-less contacts."""
+    settings.DEFAULT_TIMEZONE = "UTC"  # not the environment's: the window below is a UTC one
     now = timezone.now()
     campaign.quiet_start = (now - timedelta(hours=1)).time().replace(second=0, microsecond=0)
     campaign.quiet_end = (now + timedelta(hours=1)).time().replace(second=0, microsecond=0)
     campaign.save()
 
 
-def test_held_recipients_are_released_when_their_window_opens(fake):
+def test_held_recipients_are_released_when_their_window_opens(fake, settings):
     campaign = make_campaign(phones=PHONES[:3])
-    _quiet_now(campaign)
+    _quiet_now(campaign, settings)
     run = services.campaign_launch(campaign)
     run.refresh_from_db()
     assert (run.held, run.pending) == (3, 0)
@@ -234,9 +236,9 @@ def test_held_recipients_are_released_when_their_window_opens(fake):
     assert run.status == "completed"
 
 
-def test_held_recipients_past_the_validity_are_skipped_as_expired(fake):
+def test_held_recipients_past_the_validity_are_skipped_as_expired(fake, settings):
     campaign = make_campaign(phones=PHONES[:2], validity=dt.timedelta(hours=3))
-    _quiet_now(campaign)
+    _quiet_now(campaign, settings)
     run = services.campaign_launch(campaign)
     assert dispatch.held_release(now=timezone.now() + timedelta(hours=4)) == 2
     assert set(Recipient.objects.filter(run=run).values_list("state", "reason")) == {("skipped", "expired")}
@@ -272,13 +274,14 @@ def test_a_batch_held_up_past_its_claim_window_sends_nothing_more(fake, monkeypa
     campaign = make_campaign()
     run = services.campaign_launch(campaign)
     message_ids = [m for _, m in dispatch.recipients_claim(run, 10)]
-    monkeypatch.setattr(send_batch, "CLAIM_SEND_WINDOW", 0.3)
+    # Wide enough for the claim and two sends even on a busy host; the late token comes well past it.
+    monkeypatch.setattr(send_batch, "CLAIM_SEND_WINDOW", 1.0)
     calls = []
 
     def pace():
         calls.append(1)
         if len(calls) == 3:
-            time.sleep(0.4)  # the third token comes late: past the window
+            time.sleep(1.2)  # the third token comes late: past the window
         return True
 
     batch = send_batch.messages_send_batch(message_ids, pace=pace)
