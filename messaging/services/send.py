@@ -17,6 +17,7 @@ retries, tasks). The database decides what happens, never the fact that a task r
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import random
@@ -63,6 +64,7 @@ SKIP_OUTSIDE_WINDOW = "outside WhatsApp 24h window"
 SKIP_NO_CONTACT = "contact deleted"
 SKIP_NO_SENDER = "no active sender for the channel"
 SKIP_EMPTY = "nothing to send: no body and no template"
+ERASED_BEFORE_CONFIRMED = "contact erased before the send was confirmed"
 
 
 class MessageRequestError(ValidationError):
@@ -450,7 +452,10 @@ def messages_reconcile_stale(*, limit: int = 1000) -> int:
         .values_list("pk", flat=True)[:limit]
     )
     for message_id in ids:
-        message_reconcile(message_id)
+        try:
+            message_reconcile(message_id)
+        except Exception:  # noqa: BLE001 - one message the code cannot handle must not stall the others
+            logger.exception("reconciling message %s failed; the next run tries again", message_id)
     return len(ids)
 
 
@@ -464,10 +469,16 @@ def message_reconcile(message_id: int) -> Message:
     message = Message.objects.select_related("contact", "sender").get(pk=message_id)
     if not taken:
         return message
+    if not (message.to_address or message.contact):
+        # Erased meanwhile (erasure blanks the address): nothing to look up at the provider, no one to resend to.
+        return _finish(message, MessageStatus.FAILED, error_code="unknown", error_message=ERASED_BEFORE_CONFIRMED)
     since = message.sending_at or message.created_at
     provider = get_provider(provider_name_for(message.sender.provider if message.sender else None))
+    request = send_request_for(message)
+    if message.from_address:  # the address it went out from: the sender's number may have changed since
+        request = dataclasses.replace(request, from_=message.from_address)
     try:
-        found = provider.find(send_request_for(message), since)
+        found = provider.find(request, since)
     except ProviderError as exc:
         return _reconcile_failed(message, exc, since, now)
     sids = [result.provider_sid for result in found]
