@@ -2,7 +2,8 @@
 
 A recipient moves pending -> sending when a dispatcher claims it (one ``UPDATE ... WHERE id IN
 (SELECT ... FOR UPDATE SKIP LOCKED)`` in the transaction that also moves the run's counters);
-the claimed recipients' Messages are then created in bulk. A batch is sent through
+the claimed recipients' Messages are then created in bulk and linked where the claim is still
+this dispatcher's (a reaped claim may be another's by then). A batch is sent through
 ``messaging.services.send_batch.messages_send_batch``, whose own claim on the Messages (one
 conditional UPDATE) is what makes a send happen at most once: a recipient claimed twice (a
 reaped claim, a redelivered task) still reaches the provider once. That service records the
@@ -116,6 +117,17 @@ def recipients_claim(run: CampaignRun, limit: int, now: datetime | None = None) 
     Recipients without a Message get one here, right after the claim commits.
     """
     now = now or timezone.now()
+    rows = _recipients_take(run, limit, now)
+    if not rows:
+        return []
+    # Outside the claim: the run row stays locked only for the counter move. A crash here leaves
+    # claims without a Message, which the reaper puts back to pending.
+    with transaction.atomic():
+        return _messages_link(run, rows, now)
+
+
+def _recipients_take(run: CampaignRun, limit: int, now: datetime) -> list[tuple[int, int, int | None]]:
+    """The claim: due pending recipients to ``sending`` (claimed_at = ``now``) with the run's counters."""
     with transaction.atomic():
         if _run_status_locked(run.pk) != RunStatus.RUNNING:
             return []
@@ -138,17 +150,21 @@ def recipients_claim(run: CampaignRun, limit: int, now: datetime | None = None) 
                 {"sending": str(R.SENDING), "pending": str(R.PENDING), "run": run.pk, "now": now, "limit": limit},
             )
             rows = sorted(cursor.fetchall())
-        if not rows:
-            return []
-        _counters_move(run.pk, {"pending": -len(rows), "sending": len(rows)}, dispatched_at=now)
-    # Outside the claim: the run row stays locked only for the counter move. A crash here leaves
-    # claims without a Message, which the reaper puts back to pending.
-    with transaction.atomic():
-        return _messages_link(run, rows)
+        if rows:
+            _counters_move(run.pk, {"pending": -len(rows), "sending": len(rows)}, dispatched_at=now)
+    return rows
 
 
-def _messages_link(run: CampaignRun, rows: list[tuple[int, int, int | None]]) -> list[tuple[int, int]]:
-    """Create the missing Messages in one INSERT and link them in one UPDATE."""
+def _messages_link(
+    run: CampaignRun, rows: list[tuple[int, int, int | None]], claimed_at: datetime
+) -> list[tuple[int, int]]:
+    """Create the missing Messages in one INSERT and link them in one UPDATE; returns the claims to send.
+
+    Only claims still this dispatcher's (the claim time it wrote, no Message yet) are linked: one
+    that waited past the reaper's patience may have been put back to pending, claimed and sent
+    by another dispatcher since. The Messages of lost claims are deleted before this transaction
+    commits (nothing saw or counted them) and their recipients are left out: nothing sends them.
+    """
     missing = [(pk, contact_id) for pk, contact_id, message_id in rows if message_id is None]
     created: dict[int, int] = {}
     if missing:
@@ -159,14 +175,18 @@ def _messages_link(run: CampaignRun, rows: list[tuple[int, int, int | None]]) ->
             source_type=ContentType.objects.get_for_model(Recipient),
             sources=missing,
         )
-        sql.values_update(
+        linked = sql.values_update(
             "campaigns_recipient AS r",
             [("id", "bigint"), ("message_id", "bigint")],
             list(created.items()),
             "message_id = v.message_id",
-            "WHERE r.id = v.id",
+            "WHERE r.id = v.id AND r.message_id IS NULL AND r.state = %s AND r.claimed_at = %s RETURNING r.id",
+            tail_params=[str(R.SENDING), claimed_at],
         )
-    return [(pk, message_id or created[pk]) for pk, _, message_id in rows]
+        if lost := set(created) - {pk for (pk,) in linked}:
+            logger.warning("run %s: %d claims were reaped before their link; not sent here", run.pk, len(lost))
+            Message.objects.filter(pk__in=[created.pop(pk) for pk in lost]).delete()
+    return [(pk, message_id or created[pk]) for pk, _, message_id in rows if message_id or pk in created]
 
 
 # --- Outcomes ------------------------------------------------------------------------------
