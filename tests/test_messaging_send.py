@@ -308,6 +308,9 @@ def test_the_simulated_provider_plays_statuses_and_a_reply_through_the_webhook_s
     assert list(message.events.values_list("status", flat=True)) == ["sent", "delivered", "read"]
     reply = Message.objects.get(direction=Direction.INBOUND)
     assert (reply.contact_id, reply.body, reply.sender_id) == (contact.pk, "Thanks!", wa_sender.pk)
+    # The reply step run again (a redelivered task) records no second reply.
+    simulated_step_run({**step, "steps": []})
+    assert Message.objects.filter(direction=Direction.INBOUND).count() == 1
 
 
 def test_the_simulated_provider_fails_with_real_twilio_codes(simulated, sms_sender):

@@ -139,7 +139,8 @@ def simulated_step_run(step: dict) -> dict | None:
         rest = {**step, "steps": step["steps"][1:]}
         return rest if rest["steps"] or rest["reply"] else None
     if step["reply"]:
-        sid = simulated_sid()
+        # Derived from the message's sid: a step run twice (a redelivered task) records one reply.
+        sid = "SM" + hashlib.sha256(f"reply:{step['sid']}".encode()).hexdigest()[:32]
         payload = {
             "MessageSid": sid,
             "SmsSid": sid,
