@@ -117,7 +117,7 @@ def messages_send_batch(
     rows += [_row_skipped(message, send.SKIP_OPTED_OUT) for message in skipped]
     rows += [row for outcome in outcomes if (row := _row_for(outcome)) is not None]
     moved = _rows_write(rows)
-    _unclaim([message.pk for message in unsent])
+    _unclaim([message.pk for message in unsent], now)
     result = BatchResult(unsent=[message.pk for message in unsent])
     for message in loaded:
         result.messages[message.pk] = message
@@ -406,12 +406,16 @@ def _rows_write(rows: list[tuple]) -> set[int]:
         return moved
 
 
-def _unclaim(message_ids: list[int]) -> None:
-    """Claimed but never handed to the provider (stopped): pending again, the attempt not counted."""
+def _unclaim(message_ids: list[int], claimed_at: datetime) -> None:
+    """Claimed but never handed to the provider (stopped): pending again, the attempt not counted.
+
+    Only this batch's claims (``claimed_at``): a batch held up past the reaper's patience may find
+    its messages reconciled and claimed again by another batch, whose send may be in flight.
+    """
     if message_ids:
-        Message.objects.filter(pk__in=message_ids, status=MessageStatus.SENDING, provider_sid__isnull=True).update(
-            status=MessageStatus.PENDING, attempts=F("attempts") - 1, claimed_at=None, updated_at=timezone.now()
-        )
+        Message.objects.filter(
+            pk__in=message_ids, status=MessageStatus.SENDING, provider_sid__isnull=True, claimed_at=claimed_at
+        ).update(status=MessageStatus.PENDING, attempts=F("attempts") - 1, claimed_at=None, updated_at=timezone.now())
 
 
 def _early_callbacks_apply(messages: list[Message]) -> None:
