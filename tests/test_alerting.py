@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlencode
@@ -337,6 +338,35 @@ def test_a_failed_webhook_is_retried_without_resending_the_email(notify, setting
     event.refresh_from_db()
     assert event.posted_at is not None
     assert len(mail.outbox) == 1 and len(notify.posts) == 1
+
+
+def test_a_webhook_answering_garbage_is_retried_later(notify, settings, django_capture_on_commit_callbacks):
+    rule = only("No Celery worker")
+    state = AlertState.objects.create(rule=rule)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def garble():
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.sendall(b"not HTTP at all\r\n\r\n")  # http.client: BadStatusLine, not an OSError
+        connection.close()
+
+    thread = threading.Thread(target=garble, daemon=True)
+    thread.start()
+    settings.ALERT_WEBHOOK_URL = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    with django_capture_on_commit_callbacks(execute=False):
+        event = services._transition(rule, state, 0, timezone.now(), AlertEvent.Kind.FIRED)
+    try:
+        with pytest.raises(services.NotifyFailed):
+            services.alert_event_notify(event.pk)
+    finally:
+        thread.join(5)
+        listener.close()
+    event.refresh_from_db()
+    assert event.posted_at is None  # released: the task's retry posts it
+    settings.ALERT_WEBHOOK_URL = f"http://127.0.0.1:{notify.server_port}/hook"
+    services.alert_event_notify(event.pk)
+    assert len(notify.posts) == 1
 
 
 def test_alerts_api_lists_firing_alerts_and_history(notify, django_capture_on_commit_callbacks, analyst_api):

@@ -12,6 +12,7 @@ two workers send it once.
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import json
 import logging
 import smtplib
@@ -199,7 +200,7 @@ def alert_event_notify(event_id: int) -> None:
     if settings.ALERT_WEBHOOK_URL and _claim(event_id, "posted_at"):
         try:
             _post(settings.ALERT_WEBHOOK_URL, _webhook_payload(event))
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # e.g. a garbled answer
             _unclaim(event_id, "posted_at")
             failures.append(f"webhook: {exc}")
     if failures:
