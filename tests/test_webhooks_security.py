@@ -150,3 +150,15 @@ def test_other_requests_take_the_ordinary_django_path():
     params = inbound_payload(SID, "hello")
     status, content = wsgi_post(INBOUND_PATH, params, signature(PUBLIC + INBOUND_PATH, params))
     assert status.startswith("200") and content.endswith(b"<Response/>")
+
+
+@pytest.mark.parametrize("digest", ["", "abc", "z" * 64])
+def test_a_json_callback_whose_body_hash_is_not_a_digest_gets_403_not_500(client, digest):
+    response = client.post(
+        f"{STATUS_PATH}?bodySHA256={digest}",
+        data=b'{"a": 1}',
+        content_type="application/json",
+        HTTP_X_TWILIO_SIGNATURE="c2lnbmF0dXJl",
+    )
+    assert response.status_code == 403
+    assert nothing_stored()

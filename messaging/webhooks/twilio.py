@@ -28,6 +28,7 @@ from messaging.webhooks.base import MalformedWebhook, WebhookRefused, WebhookVie
 SIGNATURE_SETTINGS_META = "HTTP_" + SIGNATURE_SETTINGS_HEADER.upper().replace("-", "_")
 SID_PATTERN = re.compile(r"[A-Za-z]{2}[A-Za-z0-9]{8,62}")
 ERROR_CODE_PATTERN = re.compile(r"\d{1,16}")
+BODY_SHA256_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
 MAX_FIELDS = 100
 MAX_FIELD_CHARS = 2048
 MAX_BODY_CHARS = 10_000  # Twilio caps SMS at 1,600 characters and WhatsApp text at 4,096
@@ -66,6 +67,8 @@ class TwilioWebhookView(WebhookView):
             raise WebhookRefused("no X-Twilio-Signature header")
         self.body_size_check(request)
         if self._is_json(request):
+            if not BODY_SHA256_PATTERN.fullmatch(request.GET.get("bodySHA256", "")):
+                raise WebhookRefused("bodySHA256 is not a SHA-256 hex digest")  # twilio's validator would crash
             signed = request.body.decode("utf-8", "replace")
         elif request.content_type != "application/x-www-form-urlencoded":
             raise MalformedWebhook(f"expected application/x-www-form-urlencoded, got {request.content_type or 'none'}")
