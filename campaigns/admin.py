@@ -5,7 +5,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -495,6 +495,9 @@ class CampaignAdmin(admin.ModelAdmin):
         from django.template.response import TemplateResponse
 
         campaign = get_object_or_404(Campaign, pk=pk)
+        # What the API's dry run asks too: a dry run runs the launch's whole snapshot query.
+        if not self.has_change_permission(request, campaign):
+            raise PermissionDenied
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,

@@ -296,6 +296,8 @@ EMAIL_SUBJECT_PREFIX = env.str("EMAIL_SUBJECT_PREFIX", "[messaging] ")
 # Resources escape formulas themselves (config.spreadsheet), more strictly than this setting would.
 IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = False
 IMPORT_EXPORT_SKIP_ADMIN_LOG = True
+# Exporting is reading: it needs the model's view permission (the library allows every staff user).
+IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
 # Admin imports up to this size run in the request (a second or so); bigger ones go to a Celery worker.
 INGEST_INLINE_MAX_BYTES = env.int("INGEST_INLINE_MAX_BYTES", 1024 * 1024, minimum=0)
 # Processes that validate an import file; 0 means one per available core.

@@ -86,5 +86,12 @@ def test_launch_pause_and_dry_run_from_the_admin(staff_client, campaign):
 def test_analysts_cannot_act_on_campaigns(client, campaign):
     client.force_login(UserFactory(username="reader", role="Analysts"))
     assert client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").status_code == 200
+    # The dry run runs the launch's snapshot query: Staff only, as in the API.
+    assert client.get(f"/admin/campaigns/campaign/{campaign.pk}/dry-run/").status_code == 403
     client.post(f"/admin/campaigns/campaign/{campaign.pk}/act/launch/")
     assert not CampaignRun.objects.exists()
+
+
+def test_a_staff_user_without_a_role_sees_no_dry_run(client, campaign):
+    client.force_login(UserFactory(username="nobody", is_staff=True))
+    assert client.get(f"/admin/campaigns/campaign/{campaign.pk}/dry-run/").status_code == 403

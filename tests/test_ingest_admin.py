@@ -134,3 +134,13 @@ def test_confirming_a_preview_whose_file_was_purged_says_so_and_imports_nothing(
     assert "removed after the retention period" in response.content.decode()
     job.refresh_from_db()
     assert job.status == ImportStatus.PENDING and Contact.objects.count() == 0
+
+
+def test_exporting_contacts_needs_the_view_permission(client, staff_client):
+    Contact.objects.create(phone="+254712345678", name="Amina")
+    assert staff_client.get("/admin/audience/contact/export/").status_code == 200
+    client.force_login(UserFactory(username="no-role", is_staff=True))  # staff flag, no role
+    assert client.get("/admin/audience/contact/").status_code == 403
+    assert client.get("/admin/audience/contact/export/").status_code == 403
+    refused = client.post("/admin/audience/contact/export/", {"format": "0", "resource": "0"})
+    assert refused.status_code == 403 and b"+254712345678" not in refused.content
