@@ -52,13 +52,20 @@ class StaffWriteAnalystRead(BasePermission):
 
 
 def sync_role_permissions(**_kwargs) -> None:
-    """Give Staff every permission of ROLE_APPS and Analysts their view permissions."""
+    """Give Staff every permission of ROLE_APPS and Analysts their view permissions.
+
+    Except celery-beat's schedules, which Staff only see: the campaign service keeps each
+    campaign's task, and a hand-made periodic task could run any task with any arguments (a
+    simulated inbound STOP, a launch of another campaign). Superusers keep them.
+    """
     from django.contrib.auth.models import Group, Permission
 
     permissions = Permission.objects.filter(content_type__app_label__in=ROLE_APPS)
+    beat_writes = permissions.filter(content_type__app_label="django_celery_beat").exclude(codename__startswith="view_")
     staff = Group.objects.filter(name=STAFF).first()
     analysts = Group.objects.filter(name=ANALYSTS).first()
     if staff:
-        staff.permissions.add(*permissions)
+        staff.permissions.add(*permissions.exclude(pk__in=beat_writes))
+        staff.permissions.remove(*beat_writes)
     if analysts:
         analysts.permissions.add(*permissions.filter(codename__startswith="view_"))
