@@ -19,6 +19,9 @@ RUN DEBUG=false SECRET_KEY=build-only-secret-key-not-used-at-runtime-000000 ALLO
     DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:6379/0 \
     python manage.py collectstatic --noinput
 
+# Production by default: the image refuses to start without SECRET_KEY and ALLOWED_HOSTS.
+ENV DEBUG=false
+
 USER app
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --retries=3 \
