@@ -4,6 +4,13 @@ import pytest
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture
+def analyst_client(client, analyst_user):
+    client.force_login(analyst_user)
+    return client
+
+
 PATHS = [
     "/api/v1/reporting/messages/status/",
     "/api/v1/reporting/messages/export/",
@@ -14,8 +21,8 @@ PATHS = [
 ]
 
 
-def test_schema_documents_every_reporting_endpoint_with_parameters(client):
-    response = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+def test_schema_documents_every_reporting_endpoint_with_parameters(analyst_client):
+    response = analyst_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200
     schema = response.json()
     for path in PATHS:
@@ -31,8 +38,8 @@ def test_schema_documents_every_reporting_endpoint_with_parameters(client):
     assert {"since", "kind", "channel", "limit"} <= {p["name"] for p in inbound["parameters"]}
 
 
-def test_docs_page_loads_its_scripts_from_the_project_not_a_cdn(client):
-    response = client.get("/api/docs/")
+def test_docs_page_loads_its_scripts_from_the_project_not_a_cdn(analyst_client):
+    response = analyst_client.get("/api/docs/")
     assert response.status_code == 200
     html = response.content.decode()
     assert "swagger-ui" in html
@@ -43,3 +50,8 @@ def test_docs_page_loads_its_scripts_from_the_project_not_a_cdn(client):
 def test_reporting_paths_answer_without_the_trailing_slash(analyst_api):
     assert analyst_api.get("/api/v1/monitoring/inbound").status_code == 200
     assert analyst_api.get("/api/v1/monitoring/inbound/").status_code == 200
+
+
+def test_the_schema_and_its_pages_need_a_signed_in_user(client):
+    for path in ("/api/schema/", "/api/docs/"):
+        assert client.get(path).status_code in (401, 403), path
