@@ -252,13 +252,14 @@ def _parse_copy_lines(data: bytes) -> list[dict]:
 
 
 def _classify(preview: Preview, options: dict) -> None:
-    last_line = {row["phone"]: row["line"] for row in preview.rows}
-    found = Contact.objects.filter(phone__in=list(last_line)).values_list("phone", "consent_status", "opted_out_at")
+    # The last row of each phone, by position: elements of a minified JSON array share line 1.
+    last = {row["phone"]: index for index, row in enumerate(preview.rows)}
+    found = Contact.objects.filter(phone__in=list(last)).values_list("phone", "consent_status", "opted_out_at")
     existing = {phone: (status, opted_out_at) for phone, status, opted_out_at in found}
     update = options.get("update_existing", True)
     counts = {"new": 0, "update": 0, "skip": 0, "duplicate": 0, "error": 0}
-    for row in preview.rows:
-        if last_line[row["phone"]] != row["line"]:
+    for index, row in enumerate(preview.rows):
+        if last[row["phone"]] != index:
             row["action"] = "duplicate"
         elif row["phone"] in existing:
             row["action"] = "update" if update else "skip"

@@ -54,13 +54,21 @@ def drop_stage(stage: str) -> str:
 
 
 def remove_duplicates(stage: str) -> str:
-    """Keep the last row of each phone; report every earlier one as a warning."""
+    """Keep the last row of each phone; report every earlier one as a warning.
+
+    "Last" is the highest line, then the row stored last: elements of a JSON array on one line
+    (a minified file) share their line, and they arrive in order within a chunk.
+    """
     return f"""
-        WITH dup AS (
-            SELECT phone, max(line) AS kept FROM {stage} GROUP BY phone HAVING count(*) > 1
+        WITH ranked AS (
+            SELECT ctid AS row, line, phone,
+                   row_number() OVER w AS rank, first_value(line) OVER w AS kept
+            FROM {stage}
+            WHERE phone IN (SELECT phone FROM {stage} GROUP BY phone HAVING count(*) > 1)
+            WINDOW w AS (PARTITION BY phone ORDER BY line DESC, ctid DESC)
         ), gone AS (
-            DELETE FROM {stage} s USING dup WHERE s.phone = dup.phone AND s.line < dup.kept
-            RETURNING s.line, s.phone, dup.kept
+            DELETE FROM {stage} s USING ranked r WHERE s.ctid = r.row AND r.rank > 1
+            RETURNING s.line, s.phone, r.kept
         )
         INSERT INTO {ROW_ERROR} (job_id, line, "column", level, reason, value)
         SELECT %(job)s, line, 'phone', 'warning',
