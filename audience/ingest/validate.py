@@ -56,10 +56,20 @@ COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r
 FORMULA_STARTS = frozenset("=+-@\t\r")
 NUMBER_STARTS = frozenset("-0123456789")
 BOOLEAN_STARTS = frozenset("tTfF")
-_to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# allow_nan=False: NaN and Infinity are not JSON, and jsonb refuses them (the ValueError becomes a row problem).
+_to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _json_string = json.encoder.encode_basestring  # the C encoder json uses with ensure_ascii=False
 LIMITS = {"name": 200, "email": 254, "locale": 16, "timezone": 64}
 VALUE_CUT = 200
+COLUMN_CUT = 100  # ImportRowError.column's max_length
+# What PostgreSQL cannot store: a NUL (text and jsonb refuse it) and a lone UTF-16 surrogate (not UTF-8).
+BAD_TEXT_RE = re.compile(r"[\x00\ud800-\udfff]")
+# A NUL in JSON text as jsonb sees it in a COPY line: the escape \u0000 with its backslash escaped for COPY. A
+# text that really holds a backslash and "u0000" has it too, and _unstorable then finds nothing wrong.
+COPY_JSON_NUL = "\\\\u0000"
+NUL_REASON = "contains a NUL character"
+SURROGATE_REASON = "contains a lone UTF-16 surrogate, which is not a character"
+NOT_FINITE_REASON = "is not a finite number"
 _email_validator = EmailValidator()
 
 
@@ -224,7 +234,7 @@ def fast_normalize_phone(raw: str) -> str:
 def _timezone_ok(name: str) -> bool:
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # a folder (Africa, Etc) is an IsADirectoryError
         return False
     return True
 
@@ -285,6 +295,7 @@ class Row:
     cells: dict[str, object]
     attributes: dict[str, object]
     headers: dict[str, str]
+    decoded: bool = False  # from a JSON decoder, so strings may hold a NUL or a lone surrogate, numbers NaN
 
 
 class RowValidator:
@@ -307,6 +318,8 @@ class RowValidator:
         raw_phone = cells.get("phone")
         if raw_phone is None or str(raw_phone).strip() == "":
             raise RowProblem("phone", "phone is empty")
+        if row.decoded and type(raw_phone) is str and (reason := _text_reason(raw_phone)):
+            raise RowProblem("phone", reason, raw_phone)  # before normalising, which would drop the character
         try:
             phone = fast_normalize_phone(str(raw_phone))
         except InvalidPhone as exc:
@@ -330,20 +343,45 @@ class RowValidator:
         consent = self._consent(cells.get("consent"))
         topics = _topics(cells.get("topics"))
         packed = cells.get("attributes")
+        # Decoded JSON (a JSON row, a CSV column of packed JSON) may hold what PostgreSQL cannot store.
+        check = row.decoded or bool(packed)
+        if check:
+            warned = len(result.problems), result.warnings  # a row that turns out unstorable is not warned about
         attributes_text = None if packed in (None, "") else _NOT_TEXT_CELLS
         if attributes_text is None:
             attributes_text = self._text_attributes(row, result, name, email)
         if attributes_text is _NOT_TEXT_CELLS:
             attributes = self._attributes(packed, row.attributes)
             self._warn_formulas(row, result, name, email, attributes)
-            attributes_text = _json_object(attributes) if attributes else None
-        result.valid += 1
-        result.topics.update(topics)
+            try:
+                attributes_text = _json_object(attributes) if attributes else None
+            except ValueError:  # NaN or Infinity (allow_nan=False)
+                problem = _unstorable(row) or RowProblem("attributes", NOT_FINITE_REASON, attributes)
+            except RecursionError:
+                problem = RowProblem("attributes", "nested too deeply", attributes)
+            else:
+                problem = None
+            if problem is not None:
+                del result.problems[warned[0] :]
+                result.warnings = warned[1]
+                raise problem
         bucket = zlib.crc32(phone.encode()) % self.buckets
         topics_text = "{" + ",".join(topics) + "}" if topics else None
         values = (name, email, channel, locale, timezone, consent, attributes_text, topics_text)
         prefix = f"{row.line}\t{bucket}\t{phone}\t"
-        return prefix + "\t".join([_copy_text(value) for value in values]) + "\n"
+        line = prefix + "\t".join([_copy_text(value) for value in values]) + "\n"
+        # Substring tests are ~20 times faster than one regular expression; only non-ASCII can be a surrogate.
+        if check and (
+            COPY_JSON_NUL in line or "\x00" in line or (not line.isascii() and BAD_TEXT_RE.search(line) is not None)
+        ):
+            problem = _unstorable(row)
+            if problem is not None:
+                del result.problems[warned[0] :]
+                result.warnings = warned[1]
+                raise problem
+        result.valid += 1
+        result.topics.update(topics)
+        return line
 
     @staticmethod
     def _consent(value) -> str | None:
@@ -411,6 +449,64 @@ class RowValidator:
 _NOT_TEXT_CELLS = object()
 
 
+def _text_reason(text: str) -> str | None:
+    """Why PostgreSQL cannot store this text, or None."""
+    found = BAD_TEXT_RE.search(text)
+    if found is None:
+        return None
+    return NUL_REASON if found.group() == "\x00" else SURROGATE_REASON
+
+
+def _value_reason(value, numbers: bool) -> str | None:
+    """Why PostgreSQL cannot store a decoded JSON value, its nested keys and values included, or None.
+
+    Without a stack of calls: a value nested as deep as the decoder allows must not raise RecursionError.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is str:
+            reason = _text_reason(item)
+            if reason:
+                return reason
+        elif kind is float:
+            if numbers and not math.isfinite(item):
+                return NOT_FINITE_REASON
+        elif kind is dict:
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif kind is list:
+            pending.extend(item)
+    return None
+
+
+def _unstorable(row: Row) -> RowProblem | None:
+    """The row's first value PostgreSQL cannot store, as a problem; None when every one can be stored.
+
+    Run only for a row whose COPY line or attributes showed a sign of one, so good rows are not walked.
+    Cells other than attributes are stored as text, where a NaN is just the text 'nan'.
+    """
+    for kind, value in row.cells.items():
+        decoded = value
+        if kind == "attributes" and type(value) is str:
+            try:
+                decoded = json.loads(value)
+            except (ValueError, RecursionError):
+                continue
+        reason = _value_reason(decoded, numbers=kind == "attributes")
+        if reason:
+            return RowProblem(kind, reason, value)
+    for key, value in row.attributes.items():
+        reason = _text_reason(key) if type(key) is str else None
+        if reason:
+            return RowProblem(key, f"the key {reason}", key)
+        reason = _value_reason(value, numbers=True)
+        if reason:
+            return RowProblem(key, reason, value)
+    return None
+
+
 def _json_scalar(value) -> str | None:
     """_to_json's text for a string, boolean, integer or finite float; None for anything else."""
     kind = type(value)
@@ -433,7 +529,8 @@ def _scalar_json(text: str) -> tuple[str, bool]:
 def _json_object(attributes: dict) -> str:
     """_to_json's text for a flat object of strings, booleans, integers and finite floats, built directly.
 
-    The per-row CSV case; anything else (nested JSON, NaN) goes through the JSON encoder.
+    The per-row CSV case; anything else (nested JSON, NaN) goes through the JSON encoder, which raises
+    ValueError for NaN and Infinity.
     """
     parts = []
     for key, value in attributes.items():
@@ -471,13 +568,35 @@ def process_chunk(chunk: Chunk, layout: Layout, buckets: int) -> ChunkResult:
         if copy_line is not None:
             out.write(copy_line)
     result.copy_data = out.getvalue().encode("utf-8")
+    _storable_problems(result.problems)
     return result
 
 
+def _storable_problems(problems: list[tuple[int, str, str, str, str]]) -> None:
+    """Make each problem storable and printable: a NUL or lone surrogate in a column name, reason or value
+    (a JSON key, a quoted cell) written as an escape, a column name cut to what ImportRowError takes."""
+    for index, (line, column, level, reason, value) in enumerate(problems):
+        if len(column) > COLUMN_CUT or BAD_TEXT_RE.search(column) or BAD_TEXT_RE.search(reason):
+            problems[index] = (line, _printable(column)[:COLUMN_CUT], level, _printable(reason), _printable(value))
+        elif BAD_TEXT_RE.search(value):
+            problems[index] = (line, column, level, reason, _printable(value))
+
+
+def _printable(text: str) -> str:
+    """The text with each NUL written as \\x00 and each lone surrogate as \\udxxx, as Python escapes them."""
+    if BAD_TEXT_RE.search(text) is None:
+        return text
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _decode_chunk(chunk: Chunk, result: ChunkResult) -> tuple[str, set[int]]:
-    """Decode as UTF-8; lines that are not UTF-8 are read as Windows-1252 and remembered."""
+    """Decode as UTF-8; lines that are not UTF-8 are read as Windows-1252 and remembered.
+
+    NUL characters are kept: the readers report them (PostgreSQL cannot store one, and removing it could
+    turn a garbled cell into a valid one without a word).
+    """
     try:
-        return chunk.data.decode("utf-8").replace("\x00", ""), set()
+        return chunk.data.decode("utf-8"), set()
     except UnicodeDecodeError:
         pass
     lines, fallback = [], set()
@@ -486,7 +605,7 @@ def _decode_chunk(chunk: Chunk, result: ChunkResult) -> tuple[str, set[int]]:
         if fell_back:
             fallback.add(number)
         lines.append(text)
-    return "\n".join(lines).replace("\x00", ""), fallback
+    return "\n".join(lines), fallback
 
 
 def _csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult, buckets: int, write: Callable[[str], object]):
@@ -497,6 +616,8 @@ def _csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult, buckets: int, w
     headers = {column.kind if column.kind != "attribute" else column.key: column.header for column in layout.columns}
     plan = _CsvPlan.of(layout.columns)
     fast = None if fallback else _CleanCsvRows(plan, buckets, result, headers["phone"])
+    nul = b"\x00" in chunk.data  # rare: only then is each record looked at for a NUL, which PostgreSQL refuses
+    header_at = {column.index: column.header for column in layout.columns} if nul else {}
     consumed = 0
     while True:
         start = chunk.start_line + consumed
@@ -511,6 +632,14 @@ def _csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult, buckets: int, w
             result.problems.append((start, "", "error", f"not readable as CSV ({exc})", ""))
             continue
         consumed = reader.line_num
+        if nul and any("\x00" in cell for cell in record):
+            if not "".join(record).replace("\x00", "").strip():
+                continue  # padding: a line of NULs is a blank line
+            index = next(index for index, cell in enumerate(record) if "\x00" in cell)
+            result.rows += 1
+            result.invalid += 1
+            result.problems.append((start, header_at.get(index, ""), "error", NUL_REASON, _cut(record[index])))
+            continue
         if not record or (len(record) == 1 and not record[0].strip()):
             continue
         if len(record) > width and any(cell.strip() for cell in record[width:]):
@@ -734,16 +863,20 @@ def _warn_encoding(row: Row, record: list[str], columns: tuple[Column, ...], res
 
 def _jsonl_rows(chunk: Chunk, result: ChunkResult):
     text, fallback = _decode_chunk(chunk, result)
+    nul = "\x00" in text
     for line, raw in enumerate(text.split("\n"), start=chunk.start_line):
         raw = raw.strip()
-        if not raw:
-            continue
+        if not raw or (nul and not raw.replace("\x00", "").strip()):
+            continue  # a line of NULs (padding) is a blank line; a NUL elsewhere makes the line malformed JSON
         try:
             value = json.loads(raw)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError; an integer of over 4300 digits; nesting
             result.rows += 1
             result.invalid += 1
-            reason = f"malformed JSON at character {exc.colno}: {exc.msg}"
+            if isinstance(exc, json.JSONDecodeError):
+                reason = f"malformed JSON at character {exc.colno}: {exc.msg}"
+            else:
+                reason = f"not readable as JSON ({str(exc).split(';')[0]})"
             result.problems.append((line, "", "error", reason, raw[:VALUE_CUT]))
             continue
         row = _object_row(line, value, result)
@@ -776,4 +909,4 @@ def _object_row(line: int, value, result: ChunkResult) -> Row | None:
         result.invalid += 1
         result.problems.append((line, "phone", "error", "the object has no phone key", _cut(value)))
         return None
-    return Row(line, cells, attributes, headers)
+    return Row(line, cells, attributes, headers, decoded=True)
