@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -20,6 +22,7 @@ SNIFF_BYTES = 64 << 10
 DELIMITERS = (",", ";", "\t", "|")
 UTF8_BOM = codecs.BOM_UTF8
 UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+CR_ONLY = "lines end with a carriage return only (old Mac format); save the file with Windows or Unix line endings"
 
 PHONE_ALIASES = frozenset(
     {"phone", "phone_number", "phonenumber", "mobile", "mobile_number", "msisdn", "number", "tel", "telephone", "cell"}
@@ -165,11 +168,17 @@ def inspect_csv(path: str) -> Layout:
     bom = _check_not_empty_or_utf16(head)
     body = head[len(UTF8_BOM) :] if bom else head
     first_line, newline, _rest = body.partition(b"\n")
+    line = first_line.rstrip(b"\r")
+    if b"\r" in line and (not newline or not _header_parses(line)):
+        raise FileProblem(CR_ONLY)
     if not newline and len(head) == SNIFF_BYTES:
         raise FileProblem("the header line is longer than 64 KB; is this really a CSV file?")
-    text, fell_back = decode_text(first_line.rstrip(b"\r"))
+    text, fell_back = decode_text(line)
     delimiter = sniff_delimiter(text)
-    headers = next(csv.reader([text], delimiter=delimiter), [])
+    try:
+        headers = next(csv.reader([text], delimiter=delimiter), [])
+    except csv.Error as exc:
+        raise FileProblem(f"the header line is not readable as CSV ({exc})") from None
     columns = _columns(headers)
     notes = []
     if bom:
@@ -180,6 +189,15 @@ def inspect_csv(path: str) -> Layout:
         notes.append("the header is not UTF-8; it was read as Windows-1252")
     header_bytes = (len(UTF8_BOM) if bom else 0) + len(first_line) + len(newline)
     return Layout("csv", delimiter, bom, columns, header_bytes, tuple(notes))
+
+
+def _header_parses(line: bytes) -> bool:
+    """True when csv reads the header line as one record (a carriage return inside it is quoted)."""
+    text, _ = decode_text(line)
+    try:
+        return len(list(csv.reader([text], delimiter=sniff_delimiter(text)))) == 1
+    except csv.Error:
+        return False
 
 
 def _columns(headers: list[str]) -> tuple[Column, ...]:
@@ -201,19 +219,24 @@ def _columns(headers: list[str]) -> tuple[Column, ...]:
 
 
 def iter_csv_chunks(path: str, layout: Layout, chunk_bytes: int | None = None) -> Iterator[Chunk]:
-    """Cut the body into chunks that end at a record boundary (outside quotes)."""
+    """Cut the body into chunks that end at a record boundary (outside quoted fields)."""
     with open(path, "rb") as handle:
         handle.seek(layout.header_bytes)
-        yield from _cut_lines(handle, "csv", 2, layout.header_bytes, chunk_bytes or CHUNK_BYTES, quoted=True)
+        yield from _cut_lines(
+            handle, "csv", 2, layout.header_bytes, chunk_bytes or CHUNK_BYTES, delimiter=layout.delimiter
+        )
 
 
 def iter_jsonl_chunks(path: str, layout: Layout, chunk_bytes: int | None = None) -> Iterator[Chunk]:
     with open(path, "rb") as handle:
         handle.seek(layout.header_bytes)
-        yield from _cut_lines(handle, "jsonl", 1, layout.header_bytes, chunk_bytes or CHUNK_BYTES, quoted=False)
+        yield from _cut_lines(handle, "jsonl", 1, layout.header_bytes, chunk_bytes or CHUNK_BYTES, delimiter=None)
 
 
-def _cut_lines(handle, kind: str, line: int, offset: int, chunk_bytes: int, *, quoted: bool) -> Iterator[Chunk]:
+def _cut_lines(
+    handle, kind: str, line: int, offset: int, chunk_bytes: int, *, delimiter: str | None
+) -> Iterator[Chunk]:
+    """Chunks of whole lines; for CSV (``delimiter`` given) a newline inside a quoted field is not a cut."""
     carry = b""
     while True:
         block = handle.read(chunk_bytes)
@@ -222,7 +245,7 @@ def _cut_lines(handle, kind: str, line: int, offset: int, chunk_bytes: int, *, q
             if data.strip():
                 yield Chunk(kind, line, data, offset + len(data))
             return
-        cut = _record_boundary(data, quoted)
+        cut = _record_boundary(data, delimiter)
         if cut < 0 and len(data) < MAX_RECORD_BYTES:
             carry = data
             continue
@@ -236,12 +259,35 @@ def _cut_lines(handle, kind: str, line: int, offset: int, chunk_bytes: int, *, q
         line += piece.count(b"\n")
 
 
-def _record_boundary(data: bytes, quoted: bool) -> int:
-    """Index of the last newline that ends a record, or -1."""
+@functools.cache
+def _whole_records(delimiter: str) -> re.Pattern[bytes]:
+    """The longest run of whole CSV records at the start of the data, read as Python's csv reads them.
+
+    The workers parse with csv's excel dialect: a quote opens a quoted field
+    only at the start of a field (the data always starts at a record start, and
+    a field starts after the delimiter or a line end); anywhere else it is a
+    literal character (``5'10"``, ``O"Brien``). Inside a quoted field ``""`` is
+    an escaped quote, a newline is part of the value, and the field ends at a
+    quote not followed by another; what follows up to the next delimiter is
+    plain text. A quoted field that does not close in the data stops the run
+    there. Every quantifier is possessive, so nothing backtracks and one match
+    is linear in the data: this runs on every chunk of every file.
+    """
+    separator = re.escape(delimiter.encode())
+    field = rb'(?:"[^"]*+(?:""[^"]*+)*+"|(?!"))[^' + separator + rb"\r\n]*+"
+    return re.compile(rb"(?:" + field + rb"(?:[" + separator + rb"\r]" + field + rb")*+\n)*+")
+
+
+def _record_boundary(data: bytes, delimiter: str | None = None) -> int:
+    """Index of the last newline that ends a record, or -1.
+
+    ``delimiter`` None (JSON Lines): every newline ends one. For CSV a newline
+    inside a quoted field does not; data without a quote takes the fast path.
+    """
     cut = data.rfind(b"\n")
-    while quoted and cut >= 0 and data.count(b'"', 0, cut) % 2:
-        cut = data.rfind(b"\n", 0, cut)
-    return cut
+    if delimiter is None or cut < 0 or data.find(b'"', 0, cut) < 0:
+        return cut
+    return _whole_records(delimiter).match(data).end() - 1
 
 
 def inspect_json(path: str, file_format: str) -> Layout:
