@@ -154,3 +154,29 @@ def test_no_csv_error_escapes_reading_the_header(tmp_path):
     finally:
         csv.field_size_limit(limit)
     assert message.startswith("line 1: ") and "the header line is not readable as CSV" in message
+
+
+def test_a_nul_in_the_csv_header_refuses_the_file_clearly(tmp_path):
+    path = write(tmp_path, "nul-header.csv", b"phone,no\x00te\n+254712345601,x\n")
+    with pytest.raises(ImportRejected) as caught:
+        ingest(path)
+    assert "line 1" in str(caught.value) and "NUL" in str(caught.value)
+    assert not ImportJob.objects.exists()
+
+
+def test_content_after_a_json_arrays_end_is_reported_not_ignored(tmp_path):
+    path = write(tmp_path, "two.json", '[{"phone":"+254712345601"}]\n[{"phone":"+254712345602"}]\n')
+    job = ingest(path)
+    assert list(Contact.objects.values_list("phone", flat=True)) == ["+254712345601"]
+    [(line, _column, reason)] = problems(job)
+    assert line == 2 and "after the closing ']'" in reason
+    assert ingest(write(tmp_path, "one.json", '[{"phone":"+254712345603"}]\n\n  \n')).error == ""
+
+
+def test_a_json_number_too_long_to_read_stops_the_file_with_a_reason(tmp_path):
+    content = '[{"phone":"+254712345604"},\n{"phone":"+254712345605","n":' + "9" * 5000 + "}]"
+    path = write(tmp_path, "long.json", content)
+    job = ingest(path)
+    assert list(Contact.objects.values_list("phone", flat=True)) == ["+254712345604"]
+    [(line, _column, reason)] = problems(job)
+    assert line == 2 and "not readable as JSON" in reason

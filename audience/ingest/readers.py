@@ -169,6 +169,8 @@ def inspect_csv(path: str) -> Layout:
     body = head[len(UTF8_BOM) :] if bom else head
     first_line, newline, _rest = body.partition(b"\n")
     line = first_line.rstrip(b"\r")
+    if b"\x00" in line:
+        raise FileProblem("the header line holds a NUL character; is this really a CSV file?")
     if b"\r" in line and (not newline or not _header_parses(line)):
         raise FileProblem(CR_ONLY)
     if not newline and len(head) == SNIFF_BYTES:
@@ -330,6 +332,9 @@ class JsonArrayReader:
         first = True
         while True:
             if state.expect("]"):
+                state.skip_space()
+                if state.pos < len(state.buffer):  # more than white space after the array
+                    self.problem = state.error("content after the closing ']' of the array")
                 break
             if not first and not state.expect(","):
                 self.problem = state.error("expected ',' or ']' between array elements")
@@ -374,7 +379,7 @@ class _JsonState:
         self.pos = 0
         return True
 
-    def _skip_space(self) -> None:
+    def skip_space(self) -> None:
         while True:
             while self.pos < len(self.buffer) and self.buffer[self.pos] in " \t\r\n":
                 self.pos += 1
@@ -385,7 +390,7 @@ class _JsonState:
         return self.line + self.buffer.count("\n", 0, self.pos)
 
     def expect(self, char: str) -> bool:
-        self._skip_space()
+        self.skip_space()
         if self.buffer[self.pos : self.pos + 1] == char:
             self.pos += 1
             return True
@@ -395,7 +400,7 @@ class _JsonState:
         return FileProblem(f"malformed JSON: {reason}; the rest of the file was not read", line=self.current_line())
 
     def decode(self, decoder: json.JSONDecoder):
-        self._skip_space()
+        self.skip_space()
         while True:
             try:
                 value, end = decoder.raw_decode(self.buffer, self.pos)
@@ -404,6 +409,11 @@ class _JsonState:
                     continue
                 line = self.current_line() + self.buffer.count("\n", self.pos, exc.pos)
                 return FileProblem(f"malformed JSON: {exc.msg}; the rest of the file was not read", line=line)
+            except (ValueError, RecursionError) as exc:  # an integer of over 4300 digits, nesting too deep
+                reason = str(exc).split(";")[0] if isinstance(exc, ValueError) else "nested too deeply"
+                return FileProblem(
+                    f"not readable as JSON ({reason}); the rest of the file was not read", line=self.current_line()
+                )
             if end == len(self.buffer) and not self.eof:
                 # A number at the very end of the window may continue in the next block.
                 self._fill()
