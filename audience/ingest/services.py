@@ -243,12 +243,29 @@ def import_preview(job: ImportJob, *, limit: int = 1000) -> Preview:
     return preview
 
 
+_COPY_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+_COPY_ESCAPE = re.compile(r"\\(.)")
+
+
 def _parse_copy_lines(data: bytes) -> list[dict]:
+    """The staged rows of COPY text, values as they will be stored (COPY's escapes undone).
+
+    Split on "\n" only: str.splitlines also splits on characters COPY does not escape (U+2028,
+    form feed, ...), which a cell may hold.
+    """
     rows = []
-    for line in data.decode("utf-8").splitlines():
-        cells = [None if cell == "\\N" else cell for cell in line.split("\t")]
+    for line in data.decode("utf-8").split("\n"):
+        if not line:
+            continue
+        cells = [None if cell == "\\N" else _copy_unescape(cell) for cell in line.split("\t")]
         rows.append(dict(zip(STAGE_COLUMNS, cells, strict=True)))
     return rows
+
+
+def _copy_unescape(cell: str) -> str:
+    if "\\" not in cell:
+        return cell
+    return _COPY_ESCAPE.sub(lambda found: _COPY_UNESCAPES.get(found.group(1), found.group(1)), cell)
 
 
 def _classify(preview: Preview, options: dict) -> None:
