@@ -171,7 +171,7 @@ def inspect_csv(path: str) -> Layout:
     line = first_line.rstrip(b"\r")
     if b"\x00" in line:
         raise FileProblem("the header line holds a NUL character; is this really a CSV file?")
-    if b"\r" in line and (not newline or not _header_parses(line)):
+    if b"\r" in line and not newline:  # the whole file, or its first 64 KB, is one line: lines end with CR
         raise FileProblem(CR_ONLY)
     if not newline and len(head) == SNIFF_BYTES:
         raise FileProblem("the header line is longer than 64 KB; is this really a CSV file?")
@@ -179,8 +179,8 @@ def inspect_csv(path: str) -> Layout:
     delimiter = sniff_delimiter(text)
     try:
         headers = next(csv.reader([text], delimiter=delimiter), [])
-    except csv.Error as exc:
-        raise FileProblem(f"the header line is not readable as CSV ({exc})") from None
+    except csv.Error as exc:  # a carriage return outside quotes ends csv's record: CR line ends
+        raise FileProblem(CR_ONLY if b"\r" in line else f"the header line is not readable as CSV ({exc})") from None
     columns = _columns(headers)
     notes = []
     if bom:
@@ -191,15 +191,6 @@ def inspect_csv(path: str) -> Layout:
         notes.append("the header is not UTF-8; it was read as Windows-1252")
     header_bytes = (len(UTF8_BOM) if bom else 0) + len(first_line) + len(newline)
     return Layout("csv", delimiter, bom, columns, header_bytes, tuple(notes))
-
-
-def _header_parses(line: bytes) -> bool:
-    """True when csv reads the header line as one record (a carriage return inside it is quoted)."""
-    text, _ = decode_text(line)
-    try:
-        return len(list(csv.reader([text], delimiter=sniff_delimiter(text)))) == 1
-    except csv.Error:
-        return False
 
 
 def _columns(headers: list[str]) -> tuple[Column, ...]:

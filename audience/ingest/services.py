@@ -21,7 +21,7 @@ from django.utils import timezone
 from audience.ingest import sql
 from audience.ingest.engine import Engine, ProgressCallback, bucket_count, inspect_file, iter_chunks
 from audience.ingest.readers import FileProblem, detect_format
-from audience.ingest.validate import STAGE_COLUMNS, process_chunk
+from audience.ingest.validate import STAGE_COLUMNS, copy_unescape, process_chunk
 from audience.models import TOPIC_NAME_VALIDATOR, ConsentStatus, Contact, ImportJob, ImportSource, ImportStatus
 
 logger = logging.getLogger(__name__)
@@ -243,10 +243,6 @@ def import_preview(job: ImportJob, *, limit: int = 1000) -> Preview:
     return preview
 
 
-_COPY_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
-_COPY_ESCAPE = re.compile(r"\\(.)")
-
-
 def _parse_copy_lines(data: bytes) -> list[dict]:
     """The staged rows of COPY text, values as they will be stored (COPY's escapes undone).
 
@@ -257,15 +253,9 @@ def _parse_copy_lines(data: bytes) -> list[dict]:
     for line in data.decode("utf-8").split("\n"):
         if not line:
             continue
-        cells = [None if cell == "\\N" else _copy_unescape(cell) for cell in line.split("\t")]
+        cells = [None if cell == "\\N" else copy_unescape(cell) for cell in line.split("\t")]
         rows.append(dict(zip(STAGE_COLUMNS, cells, strict=True)))
     return rows
-
-
-def _copy_unescape(cell: str) -> str:
-    if "\\" not in cell:
-        return cell
-    return _COPY_ESCAPE.sub(lambda found: _COPY_UNESCAPES.get(found.group(1), found.group(1)), cell)
 
 
 def _classify(preview: Preview, options: dict) -> None:

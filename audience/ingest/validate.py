@@ -52,7 +52,8 @@ TOPIC_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 TOPIC_SPLIT_RE = re.compile(r"[|,;]")
 NUMBER_RE = re.compile(r"-?(?:0|[1-9]\d{0,14})(\.\d{1,15})?")  # the group: a decimal part
 PHONE_PUNCTUATION = str.maketrans("", "", " -.()/\u00a0")
-COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+COPY_ESCAPE_MAP = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}  # what COPY text escapes
+COPY_ESCAPES = str.maketrans(COPY_ESCAPE_MAP)
 FORMULA_STARTS = frozenset("=+-@\t\r")
 NUMBER_STARTS = frozenset("-0123456789")
 BOOLEAN_STARTS = frozenset("tTfF")
@@ -287,6 +288,17 @@ def _copy_text(value: str | None) -> str:
     return value
 
 
+_COPY_UNESCAPES = {escaped[1]: raw for raw, escaped in COPY_ESCAPE_MAP.items()}
+_COPY_ESCAPED = re.compile(r"\\(.)")
+
+
+def copy_unescape(cell: str) -> str:
+    """A value of COPY text as it will be stored: _copy_text's escapes undone (``\\N`` is the caller's)."""
+    if "\\" not in cell:
+        return cell
+    return _COPY_ESCAPED.sub(lambda found: _COPY_UNESCAPES.get(found.group(1), found.group(1)), cell)
+
+
 @dataclass
 class Row:
     """One record's cells by role, as read (strings for CSV, JSON values for JSON)."""
@@ -343,10 +355,8 @@ class RowValidator:
         consent = self._consent(cells.get("consent"))
         topics = _topics(cells.get("topics"))
         packed = cells.get("attributes")
-        # Decoded JSON (a JSON row, a CSV column of packed JSON) may hold what PostgreSQL cannot store.
-        check = row.decoded or bool(packed)
-        if check:
-            warned = len(result.problems), result.warnings  # a row that turns out unstorable is not warned about
+        warned = len(result.problems), result.warnings  # a row that turns out unstorable gets only its error
+        problem = None
         attributes_text = None if packed in (None, "") else _NOT_TEXT_CELLS
         if attributes_text is None:
             attributes_text = self._text_attributes(row, result, name, email)
@@ -359,26 +369,22 @@ class RowValidator:
                 problem = _unstorable(row) or RowProblem("attributes", NOT_FINITE_REASON, attributes)
             except RecursionError:
                 problem = RowProblem("attributes", "nested too deeply", attributes)
-            else:
-                problem = None
-            if problem is not None:
-                del result.problems[warned[0] :]
-                result.warnings = warned[1]
-                raise problem
-        bucket = zlib.crc32(phone.encode()) % self.buckets
-        topics_text = "{" + ",".join(topics) + "}" if topics else None
-        values = (name, email, channel, locale, timezone, consent, attributes_text, topics_text)
-        prefix = f"{row.line}\t{bucket}\t{phone}\t"
-        line = prefix + "\t".join([_copy_text(value) for value in values]) + "\n"
-        # Substring tests are ~20 times faster than one regular expression; only non-ASCII can be a surrogate.
-        if check and (
-            COPY_JSON_NUL in line or "\x00" in line or (not line.isascii() and BAD_TEXT_RE.search(line) is not None)
-        ):
-            problem = _unstorable(row)
-            if problem is not None:
-                del result.problems[warned[0] :]
-                result.warnings = warned[1]
-                raise problem
+        if problem is None:
+            bucket = zlib.crc32(phone.encode()) % self.buckets
+            topics_text = "{" + ",".join(topics) + "}" if topics else None
+            values = (name, email, channel, locale, timezone, consent, attributes_text, topics_text)
+            prefix = f"{row.line}\t{bucket}\t{phone}\t"
+            line = prefix + "\t".join([_copy_text(value) for value in values]) + "\n"
+            # Decoded JSON (a JSON row, a CSV column of packed JSON) may hold what PostgreSQL cannot store.
+            # Substring tests are ~20 times faster than one regular expression; only non-ASCII can be a surrogate.
+            if (row.decoded or packed) and (
+                COPY_JSON_NUL in line or "\x00" in line or (not line.isascii() and BAD_TEXT_RE.search(line) is not None)
+            ):
+                problem = _unstorable(row)
+        if problem is not None:
+            del result.problems[warned[0] :]
+            result.warnings = warned[1]
+            raise problem
         result.valid += 1
         result.topics.update(topics)
         return line
