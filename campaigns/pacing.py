@@ -10,10 +10,11 @@ Redis list moved by one Lua script (two callers can never take the same place). 
 when the ``mps``-th previous one is at least ``WINDOW`` (one second plus ``SLACK``) old, so
 ``mps`` sends go at once and the next ``mps`` a window later, and a run of N messages takes
 about ``(N / mps - 1) * WINDOW`` seconds. A send whose request leaves later than its slot (a
-busy core, a thread waking late) moves its slot to when it left (``slot_started``), so the
-sends a window later keep their distance from the real one; the slack only has to absorb the
-moment between that mark and the request reaching the provider, and is paid once per window
-instead of on every send. Time comes from Redis (``TIME``), never from the workers'
+busy core, a thread waking late, waiting for a free connection) moves its slot to when it left
+(``slot_started``, called once the request has been written to the network), so the sends a
+window later keep their distance from the real one; the slack only has to absorb the moment
+between the request reaching the provider and that mark, and is paid once per window instead
+of on every send. Time comes from Redis (``TIME``), never from the workers'
 clocks. Senders above ``LOG_MAX_MPS`` (no real sender; the unthrottled benchmark) use an evenly
 spaced schedule (GCRA) instead of a long list. Redis holds nothing that cannot be rebuilt: a
 lost key only forgets the last second.
@@ -29,12 +30,19 @@ from functools import cache
 import redis
 from django.conf import settings
 
-# Lateness absorbed between a send's mark (``slot_started``) and its request reaching the provider.
+# Jitter absorbed between a request reaching the provider and its mark (``slot_started``).
 SLACK = 0.05
 WINDOW = 1.0 + SLACK
 LOG_MAX_MPS = 2000
 # The evenly spaced schedule (above LOG_MAX_MPS): slots a hair further apart than 1/mps.
 MARGIN = 1.02
+# The most a request may be handed over before its slot's time, so that it is written at about
+# that time; well inside SLACK, which also absorbs the network's jitter.
+MAX_LEAD = 0.015
+# Lateness a send may have without moving its slot: a late send otherwise pushes every send an
+# mps after it later too, and a run's small delays would add up to a lower rate. Inside SLACK
+# with MAX_LEAD and the network's jitter (15 ms): the provider still never sees mps + 1 in a second.
+TOLERANCE = 0.02
 # How far ahead a caller may reserve; beyond this it waits without reserving, so a paused
 # run does not hold slots that another run on the sender could use, and notices the pause soon.
 MAX_AHEAD = 0.25
@@ -85,14 +93,17 @@ redis.call('PEXPIRE', KEYS[2], ttl)
 return {1, wait, at, id}
 """
 
-# A slot whose request leaves late is moved to when it left, so the slots an mps later (taken
-# at most MAX_AHEAD before their time) keep a full window after the real send.
+# A slot is moved to when its request was written (ARGV[2]: the lateness tolerated without a
+# move), so the slots an mps later (taken at most MAX_AHEAD before their time) keep a full window
+# after the real send. A send that left early (by at most the caller's lead) moves it earlier.
 _STARTED = """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if at and tonumber(at) < now then redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1]) end
+if at and (now < tonumber(at) or now > tonumber(at) + tonumber(ARGV[2])) then
+  redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+end
 return now
 """
 
@@ -150,10 +161,15 @@ def slot_reserve(sender_id: int, mps: float, *, max_ahead: float = MAX_AHEAD, co
     return Slot(bool(granted), int(wait_us) / 1_000_000, int(at_us))
 
 
-def slot_started(sender_id: int, slot: Slot) -> None:
-    """Call right before the request of ``slot`` leaves: a late one moves its slot to now."""
-    if slot.slot_id:
-        _started_script()(keys=[log_key(sender_id)], args=[slot.slot_id])
+def slot_started(sender_id: int, slot: Slot) -> float | None:
+    """Call once the request of ``slot`` has been written: its slot moves to now (if early, or late past TOLERANCE).
+
+    Returns how late (seconds, negative: early) the request left against its slot.
+    """
+    if not slot.slot_id:
+        return None
+    now_us = _started_script()(keys=[log_key(sender_id)], args=[slot.slot_id, int(TOLERANCE * 1_000_000)])
+    return (int(now_us) - slot.at_us) / 1_000_000
 
 
 def chunk_for(mps: float) -> int:
@@ -162,22 +178,35 @@ def chunk_for(mps: float) -> int:
 
 
 def slot_take(
-    sender_id: int, mps: float, *, keep_going: Callable[[], bool] = lambda: True, count: int = 1
+    sender_id: int,
+    mps: float,
+    *,
+    keep_going: Callable[[], bool] = lambda: True,
+    count: int = 1,
+    idle: Callable[[float], None] | None = None,
+    lead: float = 0.0,
 ) -> Slot | None:
     """Block until this caller owns a slot and its time has come; None if ``keep_going`` says stop.
 
     ``mps`` <= 0 means unthrottled. ``keep_going`` is asked while waiting, so a pause stops a
-    worker that is queueing for a busy sender.
+    worker that is queueing for a busy sender. ``idle(seconds)`` is told how long the caller is
+    about to wait, and may use it for other work (recording answers); the wait then only sleeps
+    what is left. ``lead`` (at most ``MAX_LEAD``) returns that much before the slot's time: what
+    the caller usually loses between here and its request leaving.
     """
     if mps <= 0:
         return Slot(True, 0.0, 0)
     while True:
         slot = slot_reserve(sender_id, mps, count=count)
+        wait = slot.wait - min(max(lead, 0.0), MAX_LEAD) if slot.granted else min(slot.wait, 0.25)
+        if wait > 0 and idle is not None:
+            began = time.monotonic()
+            idle(wait)
+            wait -= time.monotonic() - began
+        if wait > 0:
+            time.sleep(wait)
         if slot.granted:
-            if slot.wait > 0:
-                time.sleep(slot.wait)
             return slot
-        time.sleep(min(slot.wait, 0.25))
         if not keep_going():
             return None
 

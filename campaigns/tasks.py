@@ -45,16 +45,24 @@ REQUEUE_RETRY = {"max_retries": 60, "interval_start": 0.5, "interval_step": 0.5,
 
 @shared_task(name="campaigns.dispatch_run", ignore_result=True)
 def dispatch_run(run_id: int) -> int:
-    """Send batches of a run for a while, then queue the next round; safe to run twice (claims skip locked rows)."""
+    """Send batches of a run for a while, then queue the next round; safe to run twice (claims skip locked rows).
+
+    The next round is queued before this one waits for its last answers, so a slow request at the
+    end of a round does not stall the run.
+    """
     deadline = time.monotonic() + DISPATCH_ROUND_SECONDS
+    dispatcher = dispatch.RunDispatcher(run_id)
     total = 0
-    while True:
-        claimed, again = dispatch.run_dispatch_batch(run_id)
-        total += claimed
-        if again != 0.0 or time.monotonic() >= deadline:
-            break
-    if again is not None:
-        dispatch_run.apply_async(args=[run_id], countdown=again or None, retry=True, retry_policy=REQUEUE_RETRY)
+    try:
+        while True:
+            claimed, again = dispatcher.batch()
+            total += claimed
+            if again != 0.0 or time.monotonic() >= deadline:
+                break
+        if again is not None:
+            dispatch_run.apply_async(args=[run_id], countdown=again or None, retry=True, retry_policy=REQUEUE_RETRY)
+    finally:
+        dispatcher.close()
     return total
 
 

@@ -97,6 +97,15 @@ if MESSAGING_PROVIDER == "twilio" and not (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TO
 # Seconds: a failed connect means nothing was sent; past the read timeout the outcome is unknown.
 TWILIO_CONNECT_TIMEOUT = env.float("TWILIO_CONNECT_TIMEOUT", 3.05, minimum=0.1)
 TWILIO_READ_TIMEOUT = env.float("TWILIO_READ_TIMEOUT", 10.0, minimum=0.1)
+# Requests in flight to the provider: as many as a sender's MPS x the observed latency needs,
+# under these ceilings (per worker process, and per dispatcher of one sender). A 429 lowers them.
+DELIVERY_MAX_IN_FLIGHT = env.int("DELIVERY_MAX_IN_FLIGHT", 256, minimum=1)
+DELIVERY_MAX_IN_FLIGHT_PER_SENDER = env.int("DELIVERY_MAX_IN_FLIGHT_PER_SENDER", 200, minimum=1)
+# Seconds a provider call is assumed to take until one is measured (sizes the first requests in flight).
+DELIVERY_LATENCY_GUESS = env.float("DELIVERY_LATENCY_GUESS", 0.5, minimum=0.001)
+# Messages per second this deployment sustains for a sender without a limit (the dry run's estimate
+# until completed runs have measured it).
+DELIVERY_CAPACITY_MPS = env.float("DELIVERY_CAPACITY_MPS", 1000.0, minimum=1.0)
 PUBLIC_BASE_URL = (env.url("PUBLIC_BASE_URL", schemes=("http", "https")) or "http://127.0.0.1:8000").rstrip("/")
 # The TwiML reply to HELP and INFO keywords.
 HELP_REPLY_TEXT = env.str(

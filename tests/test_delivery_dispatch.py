@@ -278,7 +278,7 @@ def test_a_batch_held_up_past_its_claim_window_sends_nothing_more(fake, monkeypa
     monkeypatch.setattr(send_batch, "CLAIM_SEND_WINDOW", 1.0)
     calls = []
 
-    def pace():
+    def pace(idle=None):
         calls.append(1)
         if len(calls) == 3:
             time.sleep(1.2)  # the third token comes late: past the window

@@ -23,7 +23,7 @@ def test_a_stalled_batch_does_not_put_back_a_claim_another_batch_took_since(fake
     [(_, message_id)] = dispatch.recipients_claim(run, 1)
     retaken_at = timezone.now() + timedelta(minutes=2)
 
-    def stalled():
+    def stalled(idle=None):
         # Batch A waited past the reaper's patience before its first send: the reaper found nothing at
         # the provider and put the message back, and batch B claimed it; B's request is in flight.
         Message.objects.filter(pk=message_id).update(status="sending", claimed_at=retaken_at, attempts=1)

@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import redis
+from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, transaction
 from django.db.models import Min, Q
@@ -44,6 +45,7 @@ from campaigns import pacing
 from campaigns.models import CampaignKind, CampaignRun, Recipient, RecipientState, RunStatus, SkipReason
 from config import sql
 from messaging.models import Message, MessageStatus
+from messaging.services import inflight
 from messaging.services import send as send_service
 from messaging.services import send_batch as send_service_batch
 
@@ -58,6 +60,7 @@ REDIS_DOWN_GIVE_UP = 120.0  # seconds a batch waits for Redis (pacing) before gi
 # The Message's own claim still guards against a double send if the worker was only slow.
 STALE_CLAIM_AFTER = timedelta(seconds=120)
 QUIET_RUN_AFTER = timedelta(seconds=60)
+LEAD_WEIGHT = 0.1  # per send: how fast the hand-over lead follows the requests' lateness
 RETRY_POLL_MAX = 5.0  # seconds; short countdowns only (the Redis broker redelivers long ones)
 
 # The send service's skip texts and provider error codes, as recipient skip reasons.
@@ -305,32 +308,37 @@ class _RunWatch:
 
 
 def _pacer(sender_id: int, mps: int, watch: _RunWatch):
-    """A ``pace`` callable for the send service: blocks for the sender's next token; False means stop.
+    """A ``pace(idle)`` callable for the send pipeline: blocks for the sender's next slot; False means stop.
 
-    It returns a callable the sender thread calls right before the request leaves: a send that
-    leaves late moves its slot in the sender's log, so the window stays exact at the provider.
+    It returns a callable the sender thread calls once the request has been written: a send that
+    left late moves its slot in the sender's log, so the window stays exact at the provider.
+    ``idle`` runs while it waits (the pipeline records answers then).
 
     While Redis is unreachable (a restart) it waits and asks again, with capped backoff, as long
     as the run is running; past REDIS_DOWN_GIVE_UP it gives up and the batch gives its claims back.
     """
 
+    lead = [0.0]  # how late requests usually leave against their slot (a moving mean)
+
     def started(slot: pacing.Slot) -> None:
         try:
-            pacing.slot_started(sender_id, slot)
+            late = pacing.slot_started(sender_id, slot)
         except redis.RedisError:  # the slot keeps its time; the slack covers most lateness
-            pass
+            return
+        if late is not None:  # hand over earlier while requests leave late, later while they leave early
+            lead[0] = min(max(lead[0] + LEAD_WEIGHT * late, 0.0), pacing.MAX_LEAD)
 
     chunk = pacing.chunk_for(mps)
     stock = [0]  # sends left in the last chunk taken (senders above the exact log's range)
 
-    def pace():
+    def pace(idle=None):
         if stock[0] > 0:
             stock[0] -= 1
             return True
         delay, waited = 0.1, 0.0
         while True:
             try:
-                slot = pacing.slot_take(sender_id, mps, keep_going=watch.running, count=chunk)
+                slot = pacing.slot_take(sender_id, mps, keep_going=watch.running, count=chunk, idle=idle, lead=lead[0])
                 if slot is not None:
                     stock[0] = chunk - 1
                 return False if slot is None else functools.partial(started, slot)
@@ -345,47 +353,85 @@ def _pacer(sender_id: int, mps: int, watch: _RunWatch):
     return pace
 
 
-def sends_in_flight(mps: int) -> int:
-    """Concurrent provider calls for one dispatcher: a paced sender needs few (a burst of mps
-    spreads over a fraction of its second), and fewer threads wake late less often."""
-    return max(4, min(send_service_batch.SEND_THREADS, math.ceil(mps / 8)))
+class RunDispatcher:
+    """Sends one run's recipients batch after batch through one send pipeline.
+
+    A batch is claimed as soon as the previous one is handed over, while that one's slowest
+    requests are still out: the in-flight cap (the sender's MPS times the provider's latency),
+    not the batch, bounds what is at the provider at once. Recipients are settled as their
+    answers are recorded. ``close`` waits for the requests still out.
+    """
+
+    def __init__(self, run_id: int):
+        self.run_id = run_id
+        self.pipeline: send_service_batch.SendPipeline | None = None
+        self.claims: dict[int, int] = {}  # message id -> recipient id: handed over, not settled yet
+
+    def batch(self) -> tuple[int, float | None]:
+        """Claim and hand over one batch; returns (recipients claimed, seconds until the next batch or None).
+
+        None means nothing is left for this dispatcher (the run is done, paused, cancelled or
+        only has claims other workers hold); a number asks to be run again after that delay.
+        """
+        runs = CampaignRun.objects.select_related("campaign__sender", "campaign__template")
+        run = runs.filter(pk=self.run_id).first()
+        if run is None or run.status != RunStatus.RUNNING:
+            return 0, None
+        run_expire(run)
+        sender = run.campaign.sender
+        mps = min(run.mps, sender.effective_mps) if run.mps else sender.effective_mps
+        claimed = recipients_claim(run, batch_size(mps))
+        if not claimed:
+            self.drain()
+            return 0, _after_empty_claim(run)
+        pipeline = self._pipeline(sender.pk, mps)
+        self.claims.update((message_id, recipient_id) for recipient_id, message_id in claimed)
+        watch = _RunWatch(self.run_id)
+        unsent = pipeline.send(
+            [message_id for _, message_id in claimed], pace=_pacer(sender.pk, mps, watch), keep_going=watch.running
+        )
+        if unsent:
+            recipients_release(self.run_id, [self.claims.pop(message_id) for message_id in unsent])
+            return len(claimed) - len(unsent), None
+        return len(claimed), 0.0
+
+    def drain(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.drain()
+
+    def close(self) -> None:
+        """Wait for the requests still out, settle them, and complete the run if that was its last."""
+        self.drain()
+        if self.pipeline is not None:
+            run_complete_if_final(self.run_id)
+
+    def _pipeline(self, sender_id: int, mps: int) -> send_service_batch.SendPipeline:
+        if self.pipeline is None:
+            limit = inflight.InFlightLimit(mps, inflight.latency_gauge(sender_id))
+            self.pipeline = send_service_batch.SendPipeline(limit=limit, on_recorded=self._settle, sender_id=sender_id)
+        return self.pipeline
+
+    def _settle(self, messages: list[Message]) -> None:
+        outcomes = []
+        for message in messages:
+            recipient_id = self.claims.pop(message.pk, None)
+            if recipient_id is not None and (outcome := recipient_outcome(message)) is not None:
+                outcomes.append((recipient_id, outcome))
+        recipients_settle(self.run_id, outcomes)
+
+
+def sends_in_flight(sender_id: int, mps: int) -> int:
+    """The calls one dispatcher of this sender may have at the provider now."""
+    return inflight.InFlightLimit(mps, inflight.latency_gauge(sender_id)).cap()
 
 
 def run_dispatch_batch(run_id: int) -> tuple[int, float | None]:
-    """Claim and send one batch of a run; returns (recipients sent or settled, seconds until the next batch or None).
-
-    None means nothing is left for this dispatcher (the run is done, paused, cancelled or
-    only has claims other workers hold); a number asks to be run again after that delay.
-    """
-    run = CampaignRun.objects.select_related("campaign__sender", "campaign__template").filter(pk=run_id).first()
-    if run is None or run.status != RunStatus.RUNNING:
-        return 0, None
-    run_expire(run)
-    sender = run.campaign.sender
-    mps = min(run.mps, sender.effective_mps) if run.mps else sender.effective_mps
-    claimed = recipients_claim(run, batch_size(mps))
-    if not claimed:
-        return 0, _after_empty_claim(run)
-    watch = _RunWatch(run_id)
-    batch = send_service_batch.messages_send_batch(
-        [message_id for _, message_id in claimed],
-        pace=_pacer(sender.pk, mps, watch),
-        keep_going=watch.running,
-        concurrency=sends_in_flight(mps),
-    )
-    unsent = set(batch.unsent)
-    outcomes = []
-    for recipient_id, message_id in claimed:
-        message = batch.messages.get(message_id)
-        if message_id in unsent or message is None:
-            continue
-        if (outcome := recipient_outcome(message)) is not None:
-            outcomes.append((recipient_id, outcome))
-    recipients_settle(run_id, outcomes)
-    if unsent:
-        recipients_release(run_id, [pk for pk, message_id in claimed if message_id in unsent])
-        return len(claimed) - len(unsent), None
-    return len(claimed), 0.0
+    """Claim and send one batch of a run and wait for its answers (``RunDispatcher.batch``, closed)."""
+    dispatcher = RunDispatcher(run_id)
+    try:
+        return dispatcher.batch()
+    finally:
+        dispatcher.drain()
 
 
 def _after_empty_claim(run: CampaignRun) -> float | None:
@@ -407,7 +453,42 @@ def run_complete_if_final(run_id: int) -> bool:
     if waiting or run.status != RunStatus.RUNNING:
         return False
     run_complete(run)
+    _capacity_learn(run)
     return True
+
+
+def _capacity_learn(run: CampaignRun) -> None:
+    """A big run that went slower than its MPS allowed measured what the platform sustains."""
+    run.refresh_from_db(fields=["sent", "started_at", "finished_at", "status"])
+    if run.status != RunStatus.COMPLETED or run.sent < CAPACITY_MIN_RUN or not run.finished_at:
+        return
+    rate = run.sent / max((run.finished_at - run.started_at).total_seconds(), 0.001)
+    paused = run.campaign.actions.filter(action="pause", created_at__gte=run.started_at).exists()
+    if rate * 2 < run.mps and not paused:
+        inflight.capacity_observe(rate)
+
+
+# Seconds from a launch to the first request beyond the snapshot: the dispatcher's task starts, claims, renders.
+LAUNCH_OVERHEAD = 0.3
+CAPACITY_MIN_RUN = 1000  # sends: smaller runs measure start-up more than throughput
+
+
+def duration_estimate(count: int, mps: int, sender_id: int) -> float:
+    """Seconds to send ``count`` messages at ``mps`` from launch to the last answer.
+
+    Paced by the sender's log (``pacing``), ``mps`` leave per window, and a window lasts
+    ``pacing.WINDOW``; a sender faster than the platform sustains goes at the platform's measured
+    rate (``inflight.capacity``). The last requests then take the provider's observed latency.
+    """
+    if count <= 0:
+        return 0.0
+    latency = inflight.latency_observed(sender_id) or settings.DELIVERY_LATENCY_GUESS
+    rate = inflight.capacity()
+    if mps and mps < rate:
+        sending = (math.ceil(count / mps) - 1) * pacing.WINDOW
+    else:
+        sending = count / rate
+    return LAUNCH_OVERHEAD + sending + latency
 
 
 def chains_for(mps: int) -> int:

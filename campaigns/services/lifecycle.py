@@ -426,8 +426,10 @@ def campaign_dry_run(campaign: Campaign, *, now: dt.datetime | None = None, samp
 
     now = now or timezone.now()
     campaign_validate(campaign)
+    began = time.monotonic()
     snapshot = snapshots.snapshot_query(campaign, now)
     rows = snapshots.snapshot_summary(snapshot)
+    snapshot_seconds = time.monotonic() - began  # about what the launch's snapshot will take
     by_state: dict[str, int] = {}
     excluded: dict[str, int] = {}
     held_until = None
@@ -454,6 +456,6 @@ def campaign_dry_run(campaign: Campaign, *, now: dt.datetime | None = None, samp
         "held_until": held_until.isoformat() if held_until else None,
         "excluded": excluded,
         "mps": mps,
-        "estimated_seconds": round(to_send / mps, 1) if mps else None,
+        "estimated_seconds": round(snapshot_seconds + dispatch.duration_estimate(to_send, mps, campaign.sender_id), 1),
         "samples": rendered,
     }

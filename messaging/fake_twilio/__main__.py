@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 
+from messaging.fake_twilio import latency
 from messaging.fake_twilio.server import FakeTwilio
 
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--account-sid", default="AC" + "0" * 32)
     parser.add_argument("--auth-token", default="fake-auth-token")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every send")
+    latency.arguments_add(parser, realistic=False)
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--error-kind", default="500")
     parser.add_argument("--error-mix", default="", help='error shares, e.g. "500=0.1,429=0.05,timeout=0.02"')
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         auth_token=args.auth_token,
         host=args.host,
         port=args.port,
-        latency=args.latency,
+        latency=latency.from_arguments(args),
         error_rate=args.error_rate,
         error_kind=args.error_kind,
         error_mix=error_mix_parse(args.error_mix),

@@ -1,7 +1,8 @@
 """A fake Twilio Messages API for tests and benchmarks, driven through the real ``twilio`` client.
 
 It answers ``POST/GET /2010-04-01/Accounts/{sid}/Messages.json`` and ``GET .../Messages/{sid}.json``
-like Twilio, with configurable latency and injected errors (by rate or by recipient), counts
+like Twilio, with a latency drawn from a model (``latency.Latency``: fixed, or log-normal with rare
+stalls like the real API) and injected errors (by rate or by recipient), counts
 requests per recipient, and posts correctly signed status callbacks back to each message's
 StatusCallback, optionally out of order and duplicated.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import queue
@@ -38,6 +40,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 from twilio.request_validator import RequestValidator
+
+from messaging.fake_twilio.latency import Latency
 
 API = "/2010-04-01"
 MESSAGES_RE = re.compile(r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-fA-F]{32})/Messages\.json$")
@@ -79,6 +83,10 @@ class _State:
     requests: int = 0
     by_recipient: Counter = field(default_factory=Counter)
     arrivals: list[float] = field(default_factory=list)  # epoch seconds each send request arrived
+    latencies: list[float] = field(default_factory=list)  # seconds each send was held before its answer
+    arrived_by_recipient: dict[str, float] = field(default_factory=dict)  # to -> when its last send arrived
+    concurrent: int = 0  # send requests being answered right now
+    max_concurrent: int = 0
     created_by_recipient: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     failures: dict[str, list[str]] = field(default_factory=dict)  # to -> errors still to inject
@@ -99,7 +107,7 @@ class FakeTwilio:
         auth_token: str,
         host: str = "127.0.0.1",
         port: int = 0,
-        latency: float = 0.0,
+        latency: float | Latency = 0.0,
         timeout_sleep: float = 5.0,
         error_rate: float = 0.0,
         error_kind: str = "500",
@@ -143,6 +151,34 @@ class FakeTwilio:
         self._threads: list[threading.Thread] = []
 
     # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def latency(self) -> Latency:
+        return self._latency
+
+    @latency.setter
+    def latency(self, value: float | Latency) -> None:
+        self._latency = value if isinstance(value, Latency) else Latency.fixed(float(value))
+
+    @contextlib.contextmanager
+    def answering(self):
+        """Counts the send requests being answered at once (a sender's requests in flight)."""
+        with self._lock:
+            state = self._state  # a reset meanwhile starts a new count
+            state.concurrent += 1
+            state.max_concurrent = max(state.max_concurrent, state.concurrent)
+        try:
+            yield
+        finally:
+            with self._lock:
+                state.concurrent -= 1
+
+    def latency_draw(self) -> float:
+        """How long to hold the next send (seconds), recorded for the figures."""
+        with self._lock:
+            seconds = self._latency.sample(self._rng)
+            self._state.latencies.append(seconds)
+        return seconds
 
     @property
     def base_url(self) -> str:
@@ -206,6 +242,7 @@ class FakeTwilio:
                 "callbacks_failed": state.callbacks_failed,
                 "callback_statuses": dict(state.callback_statuses),
                 "callbacks_pending": self._pending + len(state.manual_callbacks),
+                "max_concurrent": state.max_concurrent,
             }
 
     def requests_to(self, to: str) -> int:
@@ -260,6 +297,16 @@ class FakeTwilio:
             return False
         return hmac.compare_digest(user, self.account_sid) and hmac.compare_digest(password, self.auth_token)
 
+    def arrived_by_recipient(self) -> dict[str, float]:
+        """When the last send to each recipient arrived (epoch seconds)."""
+        with self._lock:
+            return dict(self._state.arrived_by_recipient)
+
+    def latencies(self) -> list[float]:
+        """The latency each send was given, in arrival order."""
+        with self._lock:
+            return list(self._state.latencies)
+
     def arrival_times(self) -> list[float]:
         """When each send request arrived (epoch seconds, before the latency): pacing is measured here."""
         with self._lock:
@@ -270,6 +317,7 @@ class FakeTwilio:
         to = form.get("To", "")
         with self._lock:
             self._state.arrivals.append(arrived or time.time())
+            self._state.arrived_by_recipient[to] = self._state.arrivals[-1]
             self._state.requests += 1
             self._state.by_recipient[to] += 1
             injected = self._injected(to)
@@ -500,7 +548,7 @@ def _matches(row: dict, query: dict[str, str]) -> bool:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    request_queue_size = 256
+    request_queue_size = 1024  # a sender opens hundreds of connections at once at real latencies
     fake: FakeTwilio
 
     def handle_error(self, request, client_address) -> None:
@@ -558,11 +606,13 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_json(404, error_body(404, 20404, "The requested resource was not found"))
         if not fake.authorized(self.headers.get("Authorization"), match["account"]):
             return self._send_json(401, error_body(401, 20003, "Authenticate"))
-        if fake.latency:
-            time.sleep(fake.latency)
-        status, body, stall = fake.create_message(form, arrived)
-        if stall:
-            fake.stall()
+        with fake.answering():
+            delay = fake.latency_draw()
+            if delay:
+                time.sleep(delay)
+            status, body, stall = fake.create_message(form, arrived)
+            if stall:
+                fake.stall()
         self._send_json(status, body)
 
     def do_GET(self) -> None:  # noqa: N802

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -45,7 +46,15 @@ class SendResult:
 class ProviderError(Exception):
     """A send that did not go through, classified for the send service."""
 
-    def __init__(self, kind: ErrorKind, code: str = "", message: str = "", *, accepted_unknown: bool = False):
+    def __init__(
+        self,
+        kind: ErrorKind,
+        code: str = "",
+        message: str = "",
+        *,
+        accepted_unknown: bool = False,
+        throttled: bool = False,
+    ):
         super().__init__(f"{kind}: {code} {message}".strip())
         self.kind = kind
         self.code = code
@@ -53,13 +62,19 @@ class ProviderError(Exception):
         # True when the request may have reached the provider and created a message (read timeout):
         # the send service must reconcile, never resend blindly.
         self.accepted_unknown = accepted_unknown
+        # True when the provider refused for too many concurrent requests: fewer in flight, then retry.
+        self.throttled = throttled
 
 
 class MessagingProvider(Protocol):
     name: str
 
-    def send(self, request: SendRequest) -> SendResult:
-        """Send one message or raise ProviderError."""
+    def send(self, request: SendRequest, on_sent: Callable[[], None] | None = None) -> SendResult:
+        """Send one message or raise ProviderError.
+
+        ``on_sent`` is called once the request has left (written to the network), before the
+        answer: the pacing marks the send then, not when it was merely about to leave.
+        """
 
     def find(self, request: SendRequest, since: datetime) -> list[SendResult]:
         """Messages the provider holds that match ``request`` and were created at or after ``since``.

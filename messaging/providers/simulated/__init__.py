@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -63,7 +64,9 @@ class SimulatedProvider:
         self.odds = odds
         self.rng = random.Random(seed)
 
-    def send(self, request: SendRequest) -> SendResult:
+    def send(self, request: SendRequest, on_sent: Callable[[], None] | None = None) -> SendResult:
+        if on_sent is not None:
+            on_sent()
         sid = self._sid_for(request.reference)
         plan = status_plan(request.channel, self.rng, self.odds)
         reply = self.rng.choice(REPLIES) if plan[-1][0] in ("delivered", "read") and self._draw(self.odds.reply) else ""

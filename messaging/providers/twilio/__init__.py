@@ -7,12 +7,14 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlencode, urlsplit
 
 import certifi
 import urllib3
+import urllib3.connection
 from django.conf import settings
 from requests.utils import get_environ_proxies
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
@@ -32,9 +34,41 @@ POOL_SIZE = 4  # connections kept per thread (each thread has its own client)
 # Clock skew tolerated between our claim timestamp and Twilio's date_created when reconciling.
 RECONCILE_SKEW = timedelta(seconds=30)
 
-RETRYABLE_CODES = {"20429"}
+THROTTLED_CODES = {"20429"}  # too many concurrent requests: never processed
 OPTED_OUT_CODES = {"21610"}
 OUTSIDE_WINDOW_CODES = {"63016"}
+
+
+_written = threading.local()  # this thread's on_sent for the request being made
+
+
+def _request_written() -> None:
+    hook = getattr(_written, "hook", None)
+    if hook is not None:
+        _written.hook = None
+        hook()
+
+
+class _HTTPConnection(urllib3.connection.HTTPConnection):
+    """Tells the thread's hook when the request has been written, before the answer is read."""
+
+    def request(self, *args, **kwargs):
+        super().request(*args, **kwargs)
+        _request_written()
+
+
+class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    def request(self, *args, **kwargs):
+        super().request(*args, **kwargs)
+        _request_written()
+
+
+class _HTTPConnectionPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSConnectionPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
 
 
 class PooledHttpClient(HttpClient):
@@ -70,6 +104,7 @@ class PooledHttpClient(HttpClient):
             proxies = get_environ_proxies(url)
             proxy = proxies.get(origin[0]) or proxies.get("all")
             manager = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+            manager.pool_classes_by_scheme = {"http": _HTTPConnectionPool, "https": _HTTPSConnectionPool}
             self._managers[origin] = manager
         return manager
 
@@ -141,7 +176,8 @@ class TwilioProvider:
 
     # --- sending ---------------------------------------------------------------------------
 
-    def send(self, request: SendRequest) -> SendResult:
+    def send(self, request: SendRequest, on_sent: Callable[[], None] | None = None) -> SendResult:
+        _written.hook = on_sent
         try:
             instance = self.client.messages.create(**self.create_params(request))
         except (TwilioRestException, TwilioServiceException) as exc:
@@ -150,6 +186,8 @@ class TwilioProvider:
             raise classify_network_error(exc) from exc
         except TwilioException as exc:  # e.g. an unreadable 2xx answer: the message may exist
             raise ProviderError(ErrorKind.RETRYABLE, "", str(exc), accepted_unknown=True) from exc
+        finally:
+            _written.hook = None
         return _result(instance)
 
     @staticmethod
@@ -217,7 +255,9 @@ def classify_rest_error(exc: TwilioRestException | TwilioServiceException) -> Pr
     code = str(exc.code or "")
     status = int(exc.status or 0)
     message = str(getattr(exc, "msg", None) or getattr(exc, "detail", None) or getattr(exc, "title", ""))[:500]
-    if status == 429 or code in RETRYABLE_CODES or status >= 500:
+    if status == 429 or code in THROTTLED_CODES:
+        return ProviderError(ErrorKind.RETRYABLE, code or str(status), message, throttled=True)
+    if status >= 500:
         return ProviderError(ErrorKind.RETRYABLE, code or str(status), message)
     if code in OPTED_OUT_CODES:
         return ProviderError(ErrorKind.OPTED_OUT, code, message)
