@@ -45,7 +45,7 @@ from messaging.providers import (
     provider_name_for,
     status_callback_url,
 )
-from messaging.services.status import TIMESTAMP_FIELDS, status_events_apply_pending, status_map
+from messaging.services.status import STAMP_COLUMNS, status_events_apply_pending, status_map
 from messaging.services.templates import body_segments, template_render
 
 logger = logging.getLogger(__name__)
@@ -315,10 +315,10 @@ def send_request_for(message: Message) -> SendRequest:
 def _finish(message: Message, status: MessageStatus, **fields: Any) -> Message:
     """Leave `sending` for ``status`` (conditional: nothing happens if someone else moved it)."""
     now = timezone.now()
-    stamp = {MessageStatus.SKIPPED: "skipped_at", **TIMESTAMP_FIELDS}.get(status)
-    values = {"status": status, "updated_at": now, **fields}
-    if stamp:
-        values[stamp] = now
+    # An answer naming a later status (sent) is evidence for the ones it implies too; sending_at
+    # stays the claim's (when the request left).
+    stamps = [c for c in {MessageStatus.SKIPPED: ("skipped_at",), **STAMP_COLUMNS}.get(status, ()) if c != "sending_at"]
+    values = {"status": status, "updated_at": now, **dict.fromkeys(stamps, now), **fields}
     with transaction.atomic():  # a savepoint: a unique-sid clash must not break the caller's transaction
         moved = Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(**values)
     if moved:
