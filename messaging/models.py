@@ -170,6 +170,13 @@ class Message(models.Model):
     price_unit = models.CharField(max_length=3, blank=True)
 
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # unique: Meta
+    request_hash = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="SHA-256 of the request that created it with an idempotency key: a replay must match it.",
+    )
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)

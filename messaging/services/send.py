@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from audience.models import Channel, ConsentSource, ConsentStatus, Contact
 from audience.services import consent_change
-from config import observe, sql
+from config import idempotency, observe, sql
 from messaging import selectors
 from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
 from messaging.providers import (
@@ -82,16 +82,18 @@ def message_create(
     sender: Sender | None = None,
     context: Mapping[str, Any] | None = None,
     idempotency_key: str | None = None,
+    request_hash: str = "",
     source: Any = None,
     enqueue: bool = True,
 ) -> tuple[Message, bool]:
     """Create a pending outbound message and enqueue its send after commit.
 
     Returns (message, created). With an idempotency key already used, the first message is
-    returned and nothing new is sent.
+    returned and nothing new is sent, if ``request_hash`` (the request's fingerprint, see
+    ``config.idempotency``) matches the first request's; otherwise ``IdempotencyConflict``.
     """
     if idempotency_key:
-        existing = Message.objects.filter(idempotency_key=idempotency_key).first()
+        existing = message_replay(idempotency_key, request_hash)
         if existing is not None:
             return existing, False
     channel, sender = _channel_and_sender(contact, template, body, sender)
@@ -106,18 +108,29 @@ def message_create(
         body="" if template else body,
         render_context=dict(context or {}),
         idempotency_key=idempotency_key or None,
+        request_hash=request_hash if idempotency_key else "",
         source=source,
     )
     try:
         with transaction.atomic():
             message.save()
     except IntegrityError:
-        if idempotency_key:  # the same key sent concurrently: that request created it
-            return Message.objects.get(idempotency_key=idempotency_key), False
-        raise
+        # The same key sent concurrently: that request created it (a replay of it, or a conflict).
+        existing = message_replay(idempotency_key, request_hash) if idempotency_key else None
+        if existing is None:
+            raise
+        return existing, False
     if enqueue:
         message_enqueue(message.pk)
     return message, True
+
+
+def message_replay(idempotency_key: str, request_hash: str) -> Message | None:
+    """The message first created with this key, or None; IdempotencyConflict if the request differs."""
+    existing = Message.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is not None:
+        idempotency.replay_check(existing.request_hash, request_hash, f"message {existing.pk}")
+    return existing
 
 
 def messages_create_for_sources(
