@@ -236,7 +236,14 @@ class MessageCreateSerializer(serializers.Serializer):
     contact = serializers.PrimaryKeyRelatedField(queryset=Contact.objects.all(), required=False)
     phone = serializers.CharField(required=False, help_text="Instead of contact: the contact's phone, any spelling.")
     template = serializers.PrimaryKeyRelatedField(queryset=MessageTemplate.objects.all(), required=False)
-    body = serializers.CharField(required=False, allow_blank=False, max_length=1600, trim_whitespace=False)
+    body = serializers.CharField(
+        required=False,
+        allow_blank=False,
+        max_length=1600,
+        trim_whitespace=False,
+        help_text="Free text, rendered for the contact like a template: {{ name }}, {{ attributes.<key> }}, "
+        "{{ event.<key> }} (from context). No fallbacks: a value the contact lacks is a 400 naming it.",
+    )
     sender = serializers.PrimaryKeyRelatedField(queryset=Sender.objects.all(), required=False)
     context = serializers.DictField(required=False, help_text="Values for {{ event.* }} placeholders.")
 

@@ -151,6 +151,13 @@ class Message(models.Model):
     to_address = models.CharField(max_length=64, blank=True)
     from_address = models.CharField(max_length=64, blank=True)
     body = models.TextField(blank=True)
+    body_source = models.TextField(
+        blank=True,
+        default="",
+        db_default="",
+        help_text="A free-text message's body as written, placeholders included; body holds it rendered for "
+        "the contact from the first send on. Every attempt renders this, never an earlier rendering.",
+    )
     content_sid = models.CharField(max_length=34, blank=True)
     content_variables = models.JSONField(default=dict, blank=True)
     render_context = models.JSONField(

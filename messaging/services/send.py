@@ -46,7 +46,7 @@ from messaging.providers import (
     status_callback_url,
 )
 from messaging.services.status import STAMP_COLUMNS, status_events_apply_pending, status_map
-from messaging.services.templates import body_segments, template_render
+from messaging.services.templates import body_segments, template_render, template_validate, text_template
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ def message_create(
         if existing is not None:
             return existing, False
     channel, sender = _channel_and_sender(contact, template, body, sender)
+    _render_check(contact, channel, template, body, context)
     message = Message(
         direction=Direction.OUTBOUND,
         contact=contact,
@@ -106,6 +107,7 @@ def message_create(
         to_address=contact.phone,
         from_address=sender.from_address,
         body="" if template else body,
+        body_source="" if template else body,
         render_context=dict(context or {}),
         idempotency_key=idempotency_key or None,
         request_hash=request_hash if idempotency_key else "",
@@ -208,6 +210,27 @@ def _channel_and_sender(
     return channel, sender
 
 
+def _render_check(
+    contact: Contact, channel: str, template: MessageTemplate | None, body: str, context: Mapping[str, Any] | None
+) -> None:
+    """Refuse now what the send would skip for a placeholder: the contact is known at creation.
+
+    A free-text body is checked like a template's (unknown placeholders, then the contact's values).
+    A value that goes missing between now and the send still skips the message at send time.
+    """
+    field = "template" if template else "body"
+    if template is None:
+        try:
+            template_validate(channel=channel, body=body)
+        except ValidationError as exc:
+            raise MessageRequestError({"body": exc.message_dict["body"]}) from None
+    result = template_render(template or text_template(channel, body), contact=contact, context=context)
+    if not result.ok:
+        fallback = "the template has no fallback for it" if template else "a free-text body has no fallbacks"
+        text = f"{result.skip_reason}: contact {contact.pk} has no value for it and {fallback}"
+        raise MessageRequestError({field: [text]})
+
+
 def message_enqueue(message_id: int, countdown: float = 0) -> None:
     """Hand the send to a worker once the current transaction commits."""
     from messaging.tasks import send_message
@@ -294,12 +317,16 @@ def _render(message: Message) -> str:
 
 
 def render_fill(message: Message) -> str:
-    """Render ``message`` in memory (no query): body or content variables, segments, addresses."""
+    """Render ``message`` in memory (no query): body or content variables, segments, addresses.
+
+    A free-text body renders exactly like a template (``text_template``), from the text as written.
+    """
+    template = message.template or text_template(message.channel, message.body_source or message.body)
+    result = template_render(template, contact=message.contact, context=message.render_context)
+    if not result.ok:
+        return result.skip_reason
+    message.body = result.text
     if message.template:
-        result = template_render(message.template, contact=message.contact, context=message.render_context)
-        if not result.ok:
-            return result.skip_reason
-        message.body = result.text
         message.content_sid = message.template.content_sid
         message.content_variables = result.content_variables
     segments = body_segments(message.channel, message.body) if not message.content_sid else None
