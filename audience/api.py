@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action, api_view, parser_classes
@@ -267,8 +268,13 @@ class ImportJobSerializer(serializers.ModelSerializer):
         return request.build_absolute_uri(path) if request else path
 
 
+@extend_schema_field(OpenApiTypes.BINARY)
+class UploadField(serializers.FileField):
+    """A file sent in a multipart request: binary in the schema (a FileField reads as a URI there)."""
+
+
 class ImportRequestSerializer(serializers.Serializer):
-    file = serializers.FileField(help_text="CSV (any common delimiter), a JSON array of objects, or JSON Lines.")
+    file = UploadField(help_text="CSV (any common delimiter), a JSON array of objects, or JSON Lines.")
     default_consent = serializers.ChoiceField(
         choices=ConsentStatus.choices, required=False, help_text="Consent of new contacts whose row gives none."
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
@@ -17,7 +17,14 @@ from campaigns import selectors, services
 from campaigns.models import Campaign, CampaignAction, CampaignRun, Event, Segment
 from campaigns.segments.rules import RuleError
 from campaigns.services import SegmentError, events
-from config.api import UtcIsoDateTimeFilter, raise_as_drf
+from config.api import (
+    IDEMPOTENCY_KEY_REUSED,
+    UtcIsoDateTimeFilter,
+    idempotency_fingerprint,
+    idempotency_key,
+    idempotency_parameter,
+    raise_as_drf,
+)
 from config.roles import is_analyst
 
 SAMPLE_SIZE = 10
@@ -307,8 +314,6 @@ class CampaignViewSet(viewsets.ModelViewSet):
 
 # --- Events (triggered campaigns) ----------------------------------------------------------
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-
 
 class ContactRefField(serializers.Field):
     """A contact by id (a JSON number) or by phone (a string, in any common spelling)."""
@@ -402,29 +407,14 @@ class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         responses={
             201: EventSerializer,
             400: OpenApiResponse(description="A field is missing or wrong; the body names it."),
-            422: OpenApiResponse(description="The Idempotency-Key was used for a different request."),
+            422: IDEMPOTENCY_KEY_REUSED,
         },
-        parameters=[
-            OpenApiParameter(
-                IDEMPOTENCY_HEADER,
-                str,
-                OpenApiParameter.HEADER,
-                required=True,
-                description="Required. A replay with the same key and body returns the first event (same "
-                "status and body) and sends nothing new; the same key with another body is a 422.",
-            )
-        ],
+        parameters=[idempotency_parameter(required=True, replay="returns the first event (same status and body)")],
     )
     def create(self, request, *args, **kwargs):
         """Record an event; running triggered campaigns it matches send their template to the contact."""
-        key = (request.headers.get(IDEMPOTENCY_HEADER) or "").strip()
-        if not key:
-            raise serializers.ValidationError(
-                {IDEMPOTENCY_HEADER: ["this header is required: a unique key per event, e.g. a UUID"]}
-            )
-        if len(key) > 255:
-            raise serializers.ValidationError({IDEMPOTENCY_HEADER: ["at most 255 characters"]})
-        fingerprint = events.request_fingerprint(request.data)
+        key = idempotency_key(request, required=True)
+        fingerprint = idempotency_fingerprint(request)
         try:
             replayed = events.event_replay(key, fingerprint)
             if replayed is None:
@@ -439,7 +429,7 @@ class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
                     idempotency_key=key,
                     request_hash=fingerprint,
                 )
-        except events.EventConflict as exc:
-            return Response(exc.message_dict, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+        except DjangoValidationError as exc:
+            raise_as_drf(exc)
         event = Event.objects.prefetch_related("matched_campaigns").get(pk=replayed.pk)
         return Response(EventSerializer(event).data, status=status.HTTP_201_CREATED)

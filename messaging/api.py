@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -14,15 +14,19 @@ from rest_framework.response import Response
 
 from audience.models import Channel, Contact
 from audience.phones import InvalidPhone, normalize_phone
-from config.api import raise_as_drf
+from config.api import (
+    IDEMPOTENCY_KEY_REUSED,
+    idempotency_fingerprint,
+    idempotency_key,
+    idempotency_parameter,
+    raise_as_drf,
+)
 from config.roles import is_analyst
 from messaging import selectors
 from messaging.models import Message, MessageEvent, MessageStatus, MessageTemplate, Sender
 from messaging.services import send as send_service
 from messaging.services import senders as sender_service
 from messaging.services import templates as template_service
-
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 class AnalystsMayPreview(BasePermission):
@@ -232,7 +236,14 @@ class MessageCreateSerializer(serializers.Serializer):
     contact = serializers.PrimaryKeyRelatedField(queryset=Contact.objects.all(), required=False)
     phone = serializers.CharField(required=False, help_text="Instead of contact: the contact's phone, any spelling.")
     template = serializers.PrimaryKeyRelatedField(queryset=MessageTemplate.objects.all(), required=False)
-    body = serializers.CharField(required=False, allow_blank=False, max_length=1600, trim_whitespace=False)
+    body = serializers.CharField(
+        required=False,
+        allow_blank=False,
+        max_length=1600,
+        trim_whitespace=False,
+        help_text="Free text, rendered for the contact like a template: {{ name }}, {{ attributes.<key> }}, "
+        "{{ event.<key> }} (from context). No fallbacks: a value the contact lacks is a 400 naming it.",
+    )
     sender = serializers.PrimaryKeyRelatedField(queryset=Sender.objects.all(), required=False)
     context = serializers.DictField(required=False, help_text="Values for {{ event.* }} placeholders.")
 
@@ -292,27 +303,39 @@ class MessageViewSet(
 
     @extend_schema(
         request=MessageCreateSerializer,
-        responses={202: MessageSerializer, 200: MessageSerializer},
-        parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER, required=False)],
+        responses={
+            202: MessageSerializer,
+            200: OpenApiResponse(MessageSerializer, description="A replay: the first message, nothing new sent."),
+            400: OpenApiResponse(description="A field is missing or wrong; the body names it."),
+            422: IDEMPOTENCY_KEY_REUSED,
+        },
+        parameters=[idempotency_parameter(required=False, replay="returns the first message with 200")],
     )
     def create(self, request, *args, **kwargs):
         """Send one message to a contact; an Idempotency-Key replay returns the first message (200)."""
-        key = (request.headers.get(IDEMPOTENCY_HEADER) or "").strip() or None
-        if key and len(key) > 255:
-            raise ValidationError({IDEMPOTENCY_HEADER: ["at most 255 characters"]})
-        payload = MessageCreateSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        data = payload.validated_data
+        key = idempotency_key(request, required=False)
+        fingerprint = idempotency_fingerprint(request) if key else ""
         try:
-            message, created = send_service.message_create(
-                contact=data["contact"],
-                template=data.get("template"),
-                body=data.get("body", ""),
-                sender=data.get("sender"),
-                context=data.get("context"),
-                idempotency_key=key,
-            )
+            # A replay answers with the first message even if its request would not validate now.
+            message, created = (send_service.message_replay(key, fingerprint) if key else None), False
+            if message is None:
+                data = self._validated(request)
+                message, created = send_service.message_create(
+                    contact=data["contact"],
+                    template=data.get("template"),
+                    body=data.get("body", ""),
+                    sender=data.get("sender"),
+                    context=data.get("context"),
+                    idempotency_key=key,
+                    request_hash=fingerprint,
+                )
         except DjangoValidationError as exc:
             raise_as_drf(exc)
         code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
         return Response(MessageSerializer(message).data, status=code)
+
+    @staticmethod
+    def _validated(request) -> dict:
+        payload = MessageCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        return payload.validated_data

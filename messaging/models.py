@@ -151,6 +151,13 @@ class Message(models.Model):
     to_address = models.CharField(max_length=64, blank=True)
     from_address = models.CharField(max_length=64, blank=True)
     body = models.TextField(blank=True)
+    body_source = models.TextField(
+        blank=True,
+        default="",
+        db_default="",
+        help_text="A free-text message's body as written, placeholders included; body holds it rendered for "
+        "the contact from the first send on. Every attempt renders this, never an earlier rendering.",
+    )
     content_sid = models.CharField(max_length=34, blank=True)
     content_variables = models.JSONField(default=dict, blank=True)
     render_context = models.JSONField(
@@ -170,6 +177,13 @@ class Message(models.Model):
     price_unit = models.CharField(max_length=3, blank=True)
 
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # unique: Meta
+    request_hash = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="SHA-256 of the request that created it with an idempotency key: a replay must match it.",
+    )
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)

@@ -103,6 +103,7 @@ def contact_messages_erase(*, contact_id: int, phone: str, **kwargs) -> int:
     return Message.objects.filter(pk__in=ids).update(
         contact=None,
         body="",
+        body_source="",
         to_address=Case(When(direction=Direction.OUTBOUND, then=Value("")), default=F("to_address")),
         from_address=Case(When(direction=Direction.INBOUND, then=Value("")), default=F("from_address")),
         content_variables={},

@@ -16,5 +16,6 @@ message_status_changed = Signal()
 inbound_message_received = Signal()
 
 # message_ids: list[int]. Many messages changed status at once (a batch of campaign sends: claimed,
-# sent, retried, skipped or failed), in place of one message_status_changed each.
+# sent, retried, skipped or failed), in place of one message_status_changed each; also sent for
+# one campaign message whose status times moved without its status (earlier evidence arriving late).
 message_statuses_changed = Signal()

@@ -197,9 +197,21 @@ class CampaignSummarySerializer(serializers.Serializer):
     opt_outs_72h = serializers.IntegerField(help_text="Recipients who opted out within 72 h after their message.")
     replies = serializers.IntegerField(help_text="Inbound messages from recipients after their message.")
     repliers = serializers.IntegerField()
-    median_seconds_to_deliver = serializers.FloatField(allow_null=True)
+    median_seconds_to_deliver = serializers.FloatField(
+        allow_null=True,
+        help_text="Median time to deliver, in seconds, over the delivered (or read) messages: from when our "
+        "request left for the provider (the message's sending_at; its sent_at if it has none) to delivered_at. "
+        "delivered_at is the carrier's receipt time when the callback carries a plausible one (Twilio's "
+        "RawDlrDoneDate, minute precision), else the earliest callback implying delivery (delivered or read). "
+        "Null when no message was delivered. Read from counters: exact below 1,000 s for whole seconds, "
+        "otherwise within 0.5 s or 0.5 %.",
+    )
     bucket = serializers.CharField()
-    timeline = TimelinePointSerializer(many=True)
+    timeline = TimelinePointSerializer(
+        many=True,
+        help_text="Messages per bucket by the time each status was reached: sent counts a message at its "
+        "sent_at (the earliest evidence it was sent: a sent, delivered, read or undelivered callback).",
+    )
 
 
 class InboundMessageSerializer(serializers.Serializer):

@@ -51,15 +51,20 @@ SWEEP_WATERMARK_KEY = "reporting:counters:swept_at"
 SWEEP_MESSAGE_LOOKBACK = timedelta(days=2)
 OPT_OUT_WINDOW_SQL = "interval '72 hours'"
 
-# Delivery time (delivered_at - sent_at, at least 0) as a bucket: whole seconds below 1,000 s,
-# three significant figures above (1,234.5 s -> 1,230). A median from these buckets is exact when
-# times are whole seconds under 1,000 s, otherwise within 0.5 s or 0.5 %.
+# Delivery time as a bucket: whole seconds below 1,000 s, three significant figures above
+# (1,234.5 s -> 1,230). A median from these buckets is exact when times are whole seconds under
+# 1,000 s, otherwise within 0.5 s or 0.5 %.
 DELIVERY_BUCKET_SQL = """
     CASE WHEN {d} < 999.5 THEN round({d}) ELSE round({d}, 2 - floor(log({d}))::int) END::bigint
 """
 
 _SENT = "COALESCE(m.sent_at, m.delivered_at, m.read_at)"
-_DELIVERY = "GREATEST(EXTRACT(EPOCH FROM m.delivered_at - m.sent_at), 0)"
+# Time to deliver, in seconds: from when the request left for the provider (sending_at, exact and
+# ours; sent_at for a message that has none) to delivered_at. The one definition, with the
+# selectors' exact median; the condition says which messages have one.
+DELIVERY_FROM_SQL = "COALESCE(m.sending_at, m.sent_at)"
+DELIVERY_SECONDS_SQL = f"GREATEST(EXTRACT(EPOCH FROM m.delivered_at - {DELIVERY_FROM_SQL}), 0)"
+HAS_DELIVERY_SECONDS_SQL = f"m.delivered_at IS NOT NULL AND {DELIVERY_FROM_SQL} IS NOT NULL"
 
 # Counted state, in this order, for the messages of ``{where}`` (m: the message, r: its recipient).
 STATE_COLUMNS = [
@@ -86,8 +91,8 @@ SELECT m.id, r.run_id, run.campaign_id, m.direction, m.status, m.error_code, m.p
        date_trunc('minute', m.delivered_at),
        date_trunc('minute', m.read_at),
        CASE WHEN m.direction = 'outbound' THEN date_trunc('minute', m.failed_at) END,
-       CASE WHEN r.id IS NOT NULL AND m.delivered_at IS NOT NULL AND m.sent_at IS NOT NULL
-            THEN {DELIVERY_BUCKET_SQL.format(d=_DELIVERY).strip()} END,
+       CASE WHEN r.id IS NOT NULL AND {HAS_DELIVERY_SECONDS_SQL}
+            THEN {DELIVERY_BUCKET_SQL.format(d=DELIVERY_SECONDS_SQL).strip()} END,
        COALESCE(e.replies, 0),
        CASE WHEN e.first THEN e.replies ELSE 0 END,
        COALESCE(e.opted_out, 0)

@@ -19,7 +19,12 @@ from django.db.models.functions import Trunc
 from campaigns.models import Campaign, CampaignRun, Recipient, RecipientState
 from messaging import selectors as messaging_selectors
 from messaging.models import Message, MessageStatus
-from reporting.counters import counters_read, counters_recounted
+from reporting.counters import (
+    DELIVERY_SECONDS_SQL,
+    HAS_DELIVERY_SECONDS_SQL,
+    counters_read,
+    counters_recounted,
+)
 from reporting.error_codes import error_meaning
 
 OPT_OUT_WINDOW = dt.timedelta(hours=72)
@@ -323,12 +328,11 @@ def _replies(run_ids: list[int]) -> dict[str, int]:
 
 
 def _median_seconds_to_deliver(run_ids: list[int]) -> float | None:
-    # Callbacks are unordered: a "delivered" received before "sent" counts as immediate.
-    sql = """
-        SELECT percentile_cont(0.5) WITHIN GROUP (
-            ORDER BY GREATEST(EXTRACT(EPOCH FROM m.delivered_at - m.sent_at), 0))
+    """The exact median of the time to deliver (``DELIVERY_SECONDS_SQL``: from the request to delivered)."""
+    sql = f"""
+        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY {DELIVERY_SECONDS_SQL})
         FROM campaigns_recipient r JOIN messaging_message m ON m.id = r.message_id
-        WHERE r.run_id = ANY(%(runs)s) AND m.delivered_at IS NOT NULL AND m.sent_at IS NOT NULL
+        WHERE r.run_id = ANY(%(runs)s) AND {HAS_DELIVERY_SECONDS_SQL}
     """
     value = _fetch(sql, {"runs": run_ids})[0][0] if run_ids else None
     return round(float(value), 3) if value is not None else None

@@ -13,6 +13,7 @@ from audience.models import Contact
 from campaigns import services
 from campaigns.models import Campaign, CampaignRun, Event, Recipient
 from campaigns.services import events
+from config.idempotency import request_fingerprint
 from tests.factories import MessageTemplateFactory, SenderFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -243,7 +244,7 @@ def test_a_request_racing_an_uncommitted_one_replays_it_once_it_commits():
             name="order_shipped",
             properties={"order_id": "A-17"},
             idempotency_key="racing",
-            request_hash=events.request_fingerprint(body()),
+            request_hash=request_fingerprint(body()),
         )
         thread = threading.Thread(target=racer)
         thread.start()

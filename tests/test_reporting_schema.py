@@ -55,3 +55,26 @@ def test_reporting_paths_answer_without_the_trailing_slash(analyst_api):
 def test_the_schema_and_its_pages_need_a_signed_in_user(client):
     for path in ("/api/schema/", "/api/docs/"):
         assert client.get(path).status_code in (401, 403), path
+
+
+def test_the_import_file_is_a_binary_upload_in_the_schema(analyst_client):
+    """Generated clients send a file, not a URI: multipart/form-data with a binary ``file``."""
+    schema = analyst_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+
+    def resolved(node: dict) -> dict:
+        ref = node.get("$ref", "")
+        return schema["components"]["schemas"][ref.rsplit("/", 1)[-1]] if ref else node
+
+    body = schema["paths"]["/api/v1/contacts/import/"]["post"]["requestBody"]
+    assert list(body["content"]) == ["multipart/form-data"] and body["required"] is True
+    upload = resolved(body["content"]["multipart/form-data"]["schema"])
+    assert upload["properties"]["file"]["type"] == "string"
+    assert upload["properties"]["file"]["format"] == "binary"
+    assert "file" in upload["required"]
+    # No multipart request anywhere types a field as a URI.
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            multipart = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data")
+            if multipart:
+                fields = resolved(multipart["schema"]).get("properties", {})
+                assert all(f.get("format") != "uri" for f in fields.values()), (method, path)

@@ -14,8 +14,6 @@ recipient; the run's counters move in the same transaction as the row.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import logging
 import re
 from typing import Any
@@ -47,6 +45,7 @@ from campaigns.segments.rules import RuleError
 from campaigns.services import dispatch
 from campaigns.services.segments import SegmentError, segment_definition_clean
 from campaigns.services.snapshot import CAP_STATES
+from config import idempotency
 from messaging.keywords import KEYWORDS
 from messaging.models import Direction, Message
 from messaging.services import send as send_service
@@ -65,10 +64,6 @@ MAX_CONDITIONS = 50
 
 class EventError(ValidationError):
     """An event was refused; message_dict names the field."""
-
-
-class EventConflict(EventError):
-    """The idempotency key was used before with a different request."""
 
 
 # --- Property conditions -------------------------------------------------------------------
@@ -252,19 +247,11 @@ def _segment_error_text(exc: SegmentError) -> str:
 # --- Recording events ----------------------------------------------------------------------
 
 
-def request_fingerprint(data: Any) -> str:
-    """A stable hash of a request body, to tell a replay from a different request with the same key."""
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def event_replay(idempotency_key: str, request_hash: str) -> Event | None:
-    """The event first recorded with this key, or None; EventConflict if the request differs."""
+    """The event first recorded with this key, or None; IdempotencyConflict if the request differs."""
     event = Event.objects.filter(idempotency_key=idempotency_key).first()
-    if event is not None and request_hash and event.request_hash and event.request_hash != request_hash:
-        raise EventConflict(
-            {"Idempotency-Key": [f"this key was used for a different request (event {event.pk}); use a new key"]}
-        )
+    if event is not None:
+        idempotency.replay_check(event.request_hash, request_hash, f"event {event.pk}")
     return event
 
 

@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from audience.models import Channel, ConsentSource, ConsentStatus, Contact
 from audience.services import consent_change
-from config import observe, sql
+from config import idempotency, observe, sql
 from messaging import selectors
 from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
 from messaging.providers import (
@@ -45,8 +45,8 @@ from messaging.providers import (
     provider_name_for,
     status_callback_url,
 )
-from messaging.services.status import TIMESTAMP_FIELDS, status_events_apply_pending, status_map
-from messaging.services.templates import body_segments, template_render
+from messaging.services.status import STAMP_COLUMNS, status_events_apply_pending, status_map
+from messaging.services.templates import body_segments, template_render, template_validate, text_template
 
 logger = logging.getLogger(__name__)
 
@@ -82,19 +82,22 @@ def message_create(
     sender: Sender | None = None,
     context: Mapping[str, Any] | None = None,
     idempotency_key: str | None = None,
+    request_hash: str = "",
     source: Any = None,
     enqueue: bool = True,
 ) -> tuple[Message, bool]:
     """Create a pending outbound message and enqueue its send after commit.
 
     Returns (message, created). With an idempotency key already used, the first message is
-    returned and nothing new is sent.
+    returned and nothing new is sent, if ``request_hash`` (the request's fingerprint, see
+    ``config.idempotency``) matches the first request's; otherwise ``IdempotencyConflict``.
     """
     if idempotency_key:
-        existing = Message.objects.filter(idempotency_key=idempotency_key).first()
+        existing = message_replay(idempotency_key, request_hash)
         if existing is not None:
             return existing, False
     channel, sender = _channel_and_sender(contact, template, body, sender)
+    _render_check(contact, channel, template, body, context)
     message = Message(
         direction=Direction.OUTBOUND,
         contact=contact,
@@ -104,20 +107,32 @@ def message_create(
         to_address=contact.phone,
         from_address=sender.from_address,
         body="" if template else body,
+        body_source="" if template else body,
         render_context=dict(context or {}),
         idempotency_key=idempotency_key or None,
+        request_hash=request_hash if idempotency_key else "",
         source=source,
     )
     try:
         with transaction.atomic():
             message.save()
     except IntegrityError:
-        if idempotency_key:  # the same key sent concurrently: that request created it
-            return Message.objects.get(idempotency_key=idempotency_key), False
-        raise
+        # The same key sent concurrently: that request created it (a replay of it, or a conflict).
+        existing = message_replay(idempotency_key, request_hash) if idempotency_key else None
+        if existing is None:
+            raise
+        return existing, False
     if enqueue:
         message_enqueue(message.pk)
     return message, True
+
+
+def message_replay(idempotency_key: str, request_hash: str) -> Message | None:
+    """The message first created with this key, or None; IdempotencyConflict if the request differs."""
+    existing = Message.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is not None:
+        idempotency.replay_check(existing.request_hash, request_hash, f"message {existing.pk}")
+    return existing
 
 
 def messages_create_for_sources(
@@ -193,6 +208,27 @@ def _channel_and_sender(
     if not sender.is_active:
         raise MessageRequestError({"sender": ["the sender is not active"]})
     return channel, sender
+
+
+def _render_check(
+    contact: Contact, channel: str, template: MessageTemplate | None, body: str, context: Mapping[str, Any] | None
+) -> None:
+    """Refuse now what the send would skip for a placeholder: the contact is known at creation.
+
+    A free-text body is checked like a template's (unknown placeholders, then the contact's values).
+    A value that goes missing between now and the send still skips the message at send time.
+    """
+    field = "template" if template else "body"
+    if template is None:
+        try:
+            template_validate(channel=channel, body=body)
+        except ValidationError as exc:
+            raise MessageRequestError({"body": exc.message_dict["body"]}) from None
+    result = template_render(template or text_template(channel, body), contact=contact, context=context)
+    if not result.ok:
+        fallback = "the template has no fallback for it" if template else "a free-text body has no fallbacks"
+        text = f"{result.skip_reason}: contact {contact.pk} has no value for it and {fallback}"
+        raise MessageRequestError({field: [text]})
 
 
 def message_enqueue(message_id: int, countdown: float = 0) -> None:
@@ -281,12 +317,16 @@ def _render(message: Message) -> str:
 
 
 def render_fill(message: Message) -> str:
-    """Render ``message`` in memory (no query): body or content variables, segments, addresses."""
+    """Render ``message`` in memory (no query): body or content variables, segments, addresses.
+
+    A free-text body renders exactly like a template (``text_template``), from the text as written.
+    """
+    template = message.template or text_template(message.channel, message.body_source or message.body)
+    result = template_render(template, contact=message.contact, context=message.render_context)
+    if not result.ok:
+        return result.skip_reason
+    message.body = result.text
     if message.template:
-        result = template_render(message.template, contact=message.contact, context=message.render_context)
-        if not result.ok:
-            return result.skip_reason
-        message.body = result.text
         message.content_sid = message.template.content_sid
         message.content_variables = result.content_variables
     segments = body_segments(message.channel, message.body) if not message.content_sid else None
@@ -315,10 +355,10 @@ def send_request_for(message: Message) -> SendRequest:
 def _finish(message: Message, status: MessageStatus, **fields: Any) -> Message:
     """Leave `sending` for ``status`` (conditional: nothing happens if someone else moved it)."""
     now = timezone.now()
-    stamp = {MessageStatus.SKIPPED: "skipped_at", **TIMESTAMP_FIELDS}.get(status)
-    values = {"status": status, "updated_at": now, **fields}
-    if stamp:
-        values[stamp] = now
+    # An answer naming a later status (sent) is evidence for the ones it implies too; sending_at
+    # stays the claim's (when the request left).
+    stamps = [c for c in {MessageStatus.SKIPPED: ("skipped_at",), **STAMP_COLUMNS}.get(status, ()) if c != "sending_at"]
+    values = {"status": status, "updated_at": now, **dict.fromkeys(stamps, now), **fields}
     with transaction.atomic():  # a savepoint: a unique-sid clash must not break the caller's transaction
         moved = Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(**values)
     if moved:

@@ -50,7 +50,7 @@ from config import observe, sql
 from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
 from messaging.providers import ErrorKind, ProviderError, SendResult, get_provider, provider_name_for
 from messaging.services import inflight, send
-from messaging.services.status import TIMESTAMP_FIELDS, status_events_apply_pending, status_map
+from messaging.services.status import STAMP_COLUMNS, status_events_apply_pending, status_map
 from messaging.signals import message_statuses_changed
 
 logger = logging.getLogger(__name__)
@@ -511,12 +511,13 @@ def _row_for(outcome: _Outcome) -> tuple | None:
 
 @cache
 def _stamps_sql() -> str:
-    """One SET item per timestamp column: filled with the row's time when its status names it."""
+    """One SET item per timestamp column: the row's time when its status names or implies it (earliest kept)."""
     by_column: dict[str, list[str]] = {}
-    for status, column in {**TIMESTAMP_FIELDS, MessageStatus.SKIPPED: "skipped_at"}.items():
-        by_column.setdefault(column, []).append(f"'{status}'")
+    for status, columns in {**STAMP_COLUMNS, MessageStatus.SKIPPED: ("skipped_at",)}.items():
+        for column in columns:
+            by_column.setdefault(column, []).append(f"'{status}'")
     return ", ".join(
-        f"{column} = CASE WHEN v.status IN ({', '.join(statuses)}) THEN COALESCE(m.{column}, v.at) ELSE m.{column} END"
+        f"{column} = CASE WHEN v.status IN ({', '.join(statuses)}) THEN LEAST(m.{column}, v.at) ELSE m.{column} END"
         for column, statuses in by_column.items()
         if column != "sending_at"
     )

@@ -153,6 +153,12 @@ def template_render(
     return RenderResult(text=text, missing=missing, segments=body_segments(template.channel, text))
 
 
+def text_template(channel: str, body: str) -> MessageTemplate:
+    """A free-text body as the (unsaved) template it renders exactly like: same placeholders, same
+    renderer, same missing-variable rule; it has no fallbacks and no Content SID."""
+    return MessageTemplate(channel=channel, body=body, fallbacks={})
+
+
 def body_segments(channel: str, text: str) -> Segments | None:
     """SMS parts and encoding; None for WhatsApp, which has no segments."""
     return sms_segments(text) if channel == Channel.SMS else None

@@ -18,7 +18,7 @@ from campaigns import services as campaign_services
 from campaigns.models import Campaign, Segment
 from config.roles import ANALYSTS, STAFF
 from messaging.models import MessageTemplate, Sender
-from messaging.services.send import message_create
+from messaging.services.send import MessageRequestError, message_create
 
 DEMO_USERS = {
     "admin": {"password": "admin-demo-pass", "superuser": True, "group": STAFF},
@@ -145,5 +145,8 @@ class Command(BaseCommand):
         # A few transactional sends so the simulated provider has statuses to play out;
         # the idempotency keys make a second `make run` send nothing new.
         for contact in Contact.objects.filter(consent_status=ConsentStatus.OPTED_IN).order_by("pk")[:10]:
-            message_create(contact=contact, template=welcome, sender=sms, idempotency_key=f"demo-{contact.pk}")
+            try:
+                message_create(contact=contact, template=welcome, sender=sms, idempotency_key=f"demo-{contact.pk}")
+            except MessageRequestError:  # an imported contact without a name: the template cannot greet it
+                continue
         self.stdout.write(f"  demo senders: {sms.name}, {whatsapp.name}; campaign 'Demo welcome' (draft)")
