@@ -304,7 +304,7 @@ def late_sids_save(plan: Plan) -> int:
 
 def expected_states(plan: Plan) -> dict[str, tuple[str, frozenset[str], str]]:
     """sid -> (status, timestamp fields set, error code) that its callbacks call for, in any order."""
-    from messaging.services.status import TIMESTAMP_FIELDS, TRANSITION_RANK, TWILIO_STATUSES
+    from messaging.services.status import STAMP_COLUMNS, TRANSITION_RANK, TWILIO_STATUSES
 
     seen: dict[str, set[tuple[str, str]]] = {sid: set() for sid in plan.channels}
     for sid, status, code in plan.callbacks:
@@ -314,7 +314,7 @@ def expected_states(plan: Plan) -> dict[str, tuple[str, frozenset[str], str]]:
         status, code, fields = "queued", "", {"queued_at"}
         for raw, raw_code in events:
             ours = TWILIO_STATUSES[raw]
-            fields.add(TIMESTAMP_FIELDS[ours])
+            fields.update(STAMP_COLUMNS[ours])
             if TRANSITION_RANK[ours] > TRANSITION_RANK[status]:
                 status, code = ours, raw_code
         expected[sid] = (status, frozenset(fields), code)
