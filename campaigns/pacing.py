@@ -40,9 +40,9 @@ MARGIN = 1.02
 # that time; well inside SLACK, which also absorbs the network's jitter.
 MAX_LEAD = 0.015
 # Lateness a send may have without moving its slot: a late send otherwise pushes every send an
-# mps after it later too, and a run's small delays would add up to a lower rate. Inside SLACK
-# with MAX_LEAD and the network's jitter (15 ms): the provider still never sees mps + 1 in a second.
-TOLERANCE = 0.02
+# mps after it later too, and timer jitter alone would add up to a lower rate over a long run.
+# SLACK covers it, MAX_LEAD and 30 ms of jitter between a request's write and its arrival.
+TOLERANCE = 0.005
 # How far ahead a caller may reserve; beyond this it waits without reserving, so a paused
 # run does not hold slots that another run on the sender could use, and notices the pause soon.
 MAX_AHEAD = 0.25
