@@ -222,6 +222,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["config.roles.StaffWriteAnalystRead"],
+    # DRF's three parsers, the JSON one refusing bodies nested deeper than JSON_MAX_DEPTH (400).
+    "DEFAULT_PARSER_CLASSES": [
+        "config.api.DepthLimitedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -343,6 +349,9 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
 # other request bodies (JSON, forms, webhooks) stay within Django's 2.5 MB.
 IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", 256 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# Lists and objects nested deeper than this in any JSON from outside (API bodies and fields, admin
+# forms, webhooks) are refused with a 400 or a form error (config/json_limits.py).
+JSON_MAX_DEPTH = 64
 
 # Content-Security-Policy (django-csp): no inline script or style anywhere, no framing.
 CONTENT_SECURITY_POLICY = {

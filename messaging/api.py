@@ -14,7 +14,7 @@ from rest_framework.response import Response
 
 from audience.models import Channel, Contact
 from audience.phones import InvalidPhone, normalize_phone
-from config.api import raise_as_drf
+from config.api import MODEL_SERIALIZER_FIELDS, raise_as_drf
 from config.roles import is_analyst
 from messaging import selectors
 from messaging.models import Message, MessageEvent, MessageStatus, MessageTemplate, Sender
@@ -36,6 +36,8 @@ class AnalystsMayPreview(BasePermission):
 
 
 class TemplateSerializer(serializers.ModelSerializer):
+    serializer_field_mapping = MODEL_SERIALIZER_FIELDS
+
     class Meta:
         model = MessageTemplate
         fields = [
