@@ -15,7 +15,7 @@ RUN pip install -r requirements/prod.txt
 COPY --chown=app:app . .
 
 # collectstatic needs settings, not servers: placeholder URLs are enough at build time.
-RUN DEBUG=false SECRET_KEY=build-only-secret-key-not-used-at-runtime-000000 ALLOWED_HOSTS=build \
+RUN DEBUG=false SECRET_KEY=build-only-secret-key-never-used-at-runtime-0123456789abcdef ALLOWED_HOSTS=build \
     DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:6379/0 \
     python manage.py collectstatic --noinput
 
