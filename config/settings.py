@@ -369,6 +369,11 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
 # other request bodies (JSON, forms, webhooks) stay within Django's 2.5 MB.
 IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", 256 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# Contact attributes, at every door (API, admin, imports): how many, and how big (audience/attributes.py).
+ATTRIBUTES_MAX_KEYS = env.int("ATTRIBUTES_MAX_KEYS", 100, minimum=1)
+ATTRIBUTE_KEY_MAX_CHARS = env.int("ATTRIBUTE_KEY_MAX_CHARS", 64, minimum=1)
+ATTRIBUTE_VALUE_MAX_CHARS = env.int("ATTRIBUTE_VALUE_MAX_CHARS", 2000, minimum=1)
+ATTRIBUTES_MAX_BYTES = env.int("ATTRIBUTES_MAX_BYTES", 16384, minimum=2)
 # Lists and objects nested deeper than this in any JSON from outside (API bodies and fields, admin
 # forms, webhooks) are refused with a 400 or a form error (config/json_limits.py).
 JSON_MAX_DEPTH = 64

@@ -16,6 +16,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from audience.attributes import AttributeLimits
+
 CHUNK_BYTES = 1 << 19
 MAX_RECORD_BYTES = 8 << 20
 SNIFF_BYTES = 64 << 10
@@ -83,6 +85,7 @@ class Layout:
     columns: tuple[Column, ...] = ()
     header_bytes: int = 0
     notes: tuple[str, ...] = field(default=())
+    attribute_limits: AttributeLimits = AttributeLimits()  # the settings', set by inspect_file
 
     def describe(self) -> dict:
         return {
