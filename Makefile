@@ -5,10 +5,21 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format install bench clean-var fuzz
+.PHONY: run test lint format install bench clean-var fuzz FORCE
 
-$(STAMP): requirements/base.txt requirements/dev.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+# The interpreter a virtualenv stands on: its installation and version. A $(VENV) built by another
+# interpreter than $(PYTHON) (a pyenv one, an older Debian one) is rebuilt, not silently reused; the
+# file records which one it stands on, and is rewritten only when that changes.
+PYTHON_ID := import sys; print(sys.base_prefix, sys.version.split()[0])
+$(VENV)/.python: FORCE
+	@want="$$($(PYTHON) -c '$(PYTHON_ID)')" || { echo "PYTHON=$(PYTHON) does not run"; exit 1; }; \
+	have="$$($(BIN)/python -c '$(PYTHON_ID)' 2>/dev/null)"; \
+	if [ "$$have" != "$$want" ]; then \
+		if [ -d $(VENV) ]; then echo "$(VENV) stands on Python '$$have', not on $(PYTHON) ('$$want'): rebuilding it"; fi; \
+		rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && echo "$$want" > $@; \
+	elif [ "$$(cat $@ 2>/dev/null)" != "$$want" ]; then echo "$$want" > $@; fi
+
+$(STAMP): requirements/base.txt requirements/dev.txt $(VENV)/.python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements/dev.txt
 	touch $(STAMP)

@@ -5,6 +5,9 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    from config import python_check
+
+    python_check()  # before Django loads: on an unsupported Python, stop with the reason
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

@@ -35,6 +35,7 @@ from audience.models import (
 )
 from audience.phones import InvalidPhone, normalize_phone
 from audience.resources import ContactExportResource, ContactImportResource
+from config.json_limits import ADMIN_JSON_FORMFIELDS
 
 PREVIEW_ROWS = 1000
 PREVIEW_SHOWN = 200
@@ -320,6 +321,7 @@ def error_csv_response(job: ImportJob) -> StreamingHttpResponse:
 @admin.register(Contact)
 class ContactAdmin(ContactImportMixin, ExportActionMixin, admin.ModelAdmin):
     resource_classes = [ContactExportResource]
+    formfield_overrides = ADMIN_JSON_FORMFIELDS
     list_display = ("phone", "name", "email", "channel", "locale", "consent_status", "topic_names", "created_at")
     list_filter = ("consent_status", TopicListFilter, "channel", "locale", "created_at")
     search_fields = ("phone", "name", "email")

@@ -34,7 +34,7 @@ from audience.models import (
     ImportSource,
     Topic,
 )
-from config.api import UtcIsoDateTimeFilter, raise_as_drf
+from config.api import JSONField, UtcIsoDateTimeFilter, raise_as_drf
 
 IMPORT_ERRORS_SHOWN = 100
 # Room for the multipart boundaries and the other fields around the file in a Content-Length.
@@ -58,7 +58,7 @@ class ContactSerializer(serializers.ModelSerializer):
     )
     phone = serializers.CharField(help_text="Any common spelling; stored in E.164.")
     timezone = serializers.CharField(required=False, allow_blank=True)
-    attributes = serializers.JSONField(required=False, help_text="Merged key by key on update; null removes a key.")
+    attributes = JSONField(required=False, help_text="Merged key by key on update; null removes a key.")
 
     class Meta:
         model = Contact
@@ -126,7 +126,7 @@ class ConsentEventSerializer(serializers.ModelSerializer):
 
 class ConsentChangeSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=ConsentStatus.choices)
-    evidence = serializers.JSONField(required=False, help_text="What proves the change, e.g. a form id or a ticket.")
+    evidence = JSONField(required=False, help_text="What proves the change, e.g. a form id or a ticket.")
 
 
 class ContactFilter(django_filters.FilterSet):

@@ -17,6 +17,7 @@ from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audience.attributes import AttributeLimits
 from audience.models import (
     Channel,
     ConsentEvent,
@@ -75,6 +76,9 @@ def _clean_fields(data: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(data["attributes"], dict):
             errors["attributes"] = ["attributes must be a JSON object"]
         else:
+            given = {key: value for key, value in data["attributes"].items() if value is not None}
+            if reason := _attributes_problem(given):
+                errors["attributes"] = [reason]
             cleaned["attributes"] = data["attributes"]
     for name in ("name", "email", "locale"):
         if name in data:
@@ -82,6 +86,14 @@ def _clean_fields(data: dict[str, Any]) -> dict[str, Any]:
     if errors:
         raise ContactError(errors)
     return cleaned
+
+
+def _attributes_problem(attributes: dict) -> str | None:
+    problem = AttributeLimits.from_settings().problem(attributes)
+    if problem is None:
+        return None
+    field, reason = problem
+    return reason if field == "attributes" else f"{field[:80]!r}: {reason}"
 
 
 @transaction.atomic
@@ -137,6 +149,8 @@ def contact_update(contact: Contact, *, data: dict[str, Any], topics: Iterable[T
     if "attributes" in cleaned:
         merged = {**contact.attributes, **cleaned.pop("attributes")}
         contact.attributes = {key: value for key, value in merged.items() if value is not None}
+        if reason := _attributes_problem(contact.attributes):  # new keys on top of those kept
+            raise ContactError({"attributes": [reason]})
     if "phone" in cleaned and cleaned["phone"] != contact.phone:
         if Contact.objects.filter(phone=cleaned["phone"]).exclude(pk=contact.pk).exists():
             raise ContactError({"phone": [f"a contact with phone {cleaned['phone']} already exists"]})

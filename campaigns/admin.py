@@ -17,6 +17,7 @@ from campaigns.segments.query import to_query
 from campaigns.segments.rules import RuleError
 from campaigns.services import SegmentError
 from campaigns.services.lifecycle import TRANSITIONS
+from config.json_limits import DepthLimitedJSONDecoder
 
 SAMPLE_SIZE = 10
 
@@ -33,6 +34,7 @@ class SegmentForm(forms.ModelForm):
     )
     definition = forms.JSONField(
         required=False,
+        decoder=DepthLimitedJSONDecoder,
         widget=forms.Textarea(attrs={"rows": 8, "cols": 100, "spellcheck": "false", "class": "segment-code"}),
         help_text="Or the JSON rule tree (all / any / not / field-op-value); it is used when you edit it here.",
     )
@@ -187,6 +189,7 @@ class CampaignForm(forms.ModelForm):
     )
     trigger_conditions = forms.JSONField(
         required=False,
+        decoder=DepthLimitedJSONDecoder,
         label="Trigger property conditions",
         widget=forms.Textarea(attrs={"rows": 3, "cols": 100, "spellcheck": "false", "class": "segment-code"}),
         help_text='All must hold for the event\'s properties, e.g. [{"property": "total", "op": "gte", "value": 50}]. '
@@ -203,7 +206,7 @@ class CampaignForm(forms.ModelForm):
         text = (self.cleaned_data.get("trigger_contact_rule") or "").strip()
         if text.startswith("{"):
             try:
-                return json.loads(text)
+                return json.loads(text, cls=DepthLimitedJSONDecoder)
             except ValueError as exc:
                 raise ValidationError(f"not valid JSON: {exc}") from None
         return text or None

@@ -19,6 +19,8 @@ from campaigns.segments.rules import RuleError
 from campaigns.services import SegmentError, events
 from config.api import (
     IDEMPOTENCY_KEY_REUSED,
+    MODEL_SERIALIZER_FIELDS,
+    JSONField,
     UtcIsoDateTimeFilter,
     idempotency_fingerprint,
     idempotency_key,
@@ -31,7 +33,7 @@ SAMPLE_SIZE = 10
 
 
 class SegmentSerializer(serializers.ModelSerializer):
-    definition = serializers.JSONField(required=False, help_text="A JSON rule tree; give this or `query`.")
+    definition = JSONField(required=False, help_text="A JSON rule tree; give this or `query`.")
     query = serializers.CharField(
         required=False, allow_blank=True, help_text='A query string such as age >= 18 AND city = "Nairobi".'
     )
@@ -60,7 +62,7 @@ class SegmentSerializer(serializers.ModelSerializer):
 
 
 class PreviewSerializer(serializers.Serializer):
-    definition = serializers.JSONField(required=False)
+    definition = JSONField(required=False)
     query = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
 
 
@@ -172,6 +174,7 @@ class CampaignActionSerializer(serializers.ModelSerializer):
 
 
 class CampaignSerializer(serializers.ModelSerializer):
+    serializer_field_mapping = MODEL_SERIALIZER_FIELDS
     current_run = serializers.SerializerMethodField()
     periodic_task = serializers.SlugRelatedField(slug_field="name", read_only=True)
 
@@ -207,7 +210,7 @@ class CampaignSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["status", "periodic_task", "current_run", "created_at", "updated_at"]
 
-    trigger_contact_rule = serializers.JSONField(
+    trigger_contact_rule = JSONField(
         required=False,
         allow_null=True,
         help_text="Triggered campaigns: conditions on the contact, a JSON rule tree or a query string such as "
@@ -349,9 +352,7 @@ class ContactRefSchemaField(ContactRefField):
 class EventCreateSerializer(serializers.Serializer):
     contact = ContactRefSchemaField(help_text="The contact's id, or its phone in any common spelling.")
     name = serializers.CharField(max_length=100, help_text="What happened, e.g. order_shipped.")
-    properties = serializers.JSONField(
-        required=False, help_text="A JSON object; its values fill {{ event.<key> }} placeholders."
-    )
+    properties = JSONField(required=False, help_text="A JSON object; its values fill {{ event.<key> }} placeholders.")
     occurred_at = serializers.DateTimeField(required=False, help_text="When it happened; default: when received.")
 
     def validate_properties(self, value):

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 
 import django_filters
 import django_filters.fields
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
-from rest_framework import status
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException, ParseError, ValidationError
+from rest_framework.parsers import JSONParser, get_encoding
 from rest_framework.request import Request
+from rest_framework.utils import json as drf_json
 
 from config import idempotency
+from config.json_limits import DepthLimitedJSONDecoder
 
 
 class IdempotencyKeyReused(APIException):
@@ -89,3 +94,28 @@ class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
     """IsoDateTimeFilter whose value is in UTC (see _UtcIsoDateTimeField)."""
 
     field_class = _UtcIsoDateTimeField
+
+
+class DepthLimitedJSONParser(JSONParser):
+    """DRF's JSON parser with the project's nesting limit: a body nested too deep is a 400 saying where."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        encoding = get_encoding(parser_context or {})
+        parse_constant = drf_json.strict_constant if self.strict else None
+        try:
+            reader = codecs.getreader(encoding)(stream)
+            return drf_json.load(reader, cls=DepthLimitedJSONDecoder, parse_constant=parse_constant)
+        except ValueError as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
+
+
+class JSONField(serializers.JSONField):
+    """DRF's JSONField whose form-encoded input (decoded by the field itself) has the same nesting limit."""
+
+    def __init__(self, **kwargs):
+        kwargs["decoder"] = kwargs.get("decoder") or DepthLimitedJSONDecoder  # a model field passes None
+        super().__init__(**kwargs)
+
+
+# serializer_field_mapping for a ModelSerializer whose model has JSON fields: they become the JSONField above.
+MODEL_SERIALIZER_FIELDS = {**serializers.ModelSerializer.serializer_field_mapping, models.JSONField: JSONField}

@@ -12,6 +12,11 @@ from email.utils import parseaddr
 from pathlib import Path
 
 import dj_database_url
+from django.core.checks.security.base import (
+    SECRET_KEY_INSECURE_PREFIX,
+    SECRET_KEY_MIN_LENGTH,
+    SECRET_KEY_MIN_UNIQUE_CHARACTERS,
+)
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import Env, read_env_file
@@ -26,13 +31,28 @@ _embedded = read_env_file(VAR_DIR / "embedded.env")
 
 DEBUG = env.bool("DEBUG", default=True)
 
+
+def _secret_key_strong(key: str) -> bool:
+    return (
+        len(key) >= SECRET_KEY_MIN_LENGTH
+        and len(set(key)) >= SECRET_KEY_MIN_UNIQUE_CHARACTERS
+        and not key.startswith(SECRET_KEY_INSECURE_PREFIX)
+    )
+
+
 SECRET_KEY = env.str("SECRET_KEY")
 if SECRET_KEY is None:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is false")
     SECRET_KEY = "insecure-development-key-used-only-when-DEBUG-is-on-and-no-SECRET_KEY-is-set"
-elif len(SECRET_KEY) < 32 and not DEBUG:
-    raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters long")
+elif not DEBUG and not _secret_key_strong(SECRET_KEY):
+    # The rule of `check --deploy` (security.W009), so a key that starts also passes it.
+    raise ImproperlyConfigured(
+        f"SECRET_KEY must be at least {SECRET_KEY_MIN_LENGTH} characters long, with at least "
+        f"{SECRET_KEY_MIN_UNIQUE_CHARACTERS} different ones and not starting with {SECRET_KEY_INSECURE_PREFIX!r}, "
+        f"when DEBUG is false (this one has {len(SECRET_KEY)} characters); "
+        "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+    )
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 if not DEBUG and not ALLOWED_HOSTS:
@@ -231,6 +251,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["config.roles.StaffWriteAnalystRead"],
+    # DRF's three parsers, the JSON one refusing bodies nested deeper than JSON_MAX_DEPTH (400).
+    "DEFAULT_PARSER_CLASSES": [
+        "config.api.DepthLimitedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -352,6 +378,14 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
 # other request bodies (JSON, forms, webhooks) stay within Django's 2.5 MB.
 IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", 256 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# Contact attributes, at every door (API, admin, imports): how many, and how big (audience/attributes.py).
+ATTRIBUTES_MAX_KEYS = env.int("ATTRIBUTES_MAX_KEYS", 100, minimum=1)
+ATTRIBUTE_KEY_MAX_CHARS = env.int("ATTRIBUTE_KEY_MAX_CHARS", 64, minimum=1)
+ATTRIBUTE_VALUE_MAX_CHARS = env.int("ATTRIBUTE_VALUE_MAX_CHARS", 2000, minimum=1)
+ATTRIBUTES_MAX_BYTES = env.int("ATTRIBUTES_MAX_BYTES", 16384, minimum=2)
+# Lists and objects nested deeper than this in any JSON from outside (API bodies and fields, admin
+# forms, webhooks) are refused with a 400 or a form error (config/json_limits.py).
+JSON_MAX_DEPTH = 64
 
 # Content-Security-Policy (django-csp): no inline script or style anywhere, no framing.
 CONTENT_SECURITY_POLICY = {

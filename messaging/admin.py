@@ -12,6 +12,7 @@ from django.utils.html import format_html
 
 from audience.models import Contact
 from audience.phones import InvalidPhone, normalize_phone
+from config.json_limits import ADMIN_JSON_FORMFIELDS, DepthLimitedJSONDecoder
 from messaging.models import Message, MessageEvent, MessageTemplate, Sender
 from messaging.services import senders as sender_service
 from messaging.services import templates as template_service
@@ -73,7 +74,7 @@ class PreviewForm(forms.Form):
         if not value:
             return None
         try:
-            sample = json.loads(value)
+            sample = json.loads(value, cls=DepthLimitedJSONDecoder)
         except ValueError:
             raise ValidationError("sample values must be JSON") from None
         if not isinstance(sample, dict):
@@ -84,6 +85,7 @@ class PreviewForm(forms.Form):
 @admin.register(MessageTemplate)
 class MessageTemplateAdmin(admin.ModelAdmin):
     form = MessageTemplateForm
+    formfield_overrides = ADMIN_JSON_FORMFIELDS
     list_display = ("name", "channel", "locale", "content_sid", "updated_at", "preview_link")
     list_filter = ("channel", "locale")
     search_fields = ("name", "body")

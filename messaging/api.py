@@ -16,6 +16,7 @@ from audience.models import Channel, Contact
 from audience.phones import InvalidPhone, normalize_phone
 from config.api import (
     IDEMPOTENCY_KEY_REUSED,
+    MODEL_SERIALIZER_FIELDS,
     idempotency_fingerprint,
     idempotency_key,
     idempotency_parameter,
@@ -40,6 +41,8 @@ class AnalystsMayPreview(BasePermission):
 
 
 class TemplateSerializer(serializers.ModelSerializer):
+    serializer_field_mapping = MODEL_SERIALIZER_FIELDS
+
     class Meta:
         model = MessageTemplate
         fields = [

@@ -1,6 +1,7 @@
 """The CSV chunker cuts where Python's csv (which the workers parse with) ends a record, and refuses CR-only files."""
 
 import csv
+import io
 import random
 
 import pytest
@@ -118,6 +119,27 @@ def test_the_record_boundary_is_the_end_of_the_last_whole_record_at_every_cut():
     for size in range(len(data) + 1):
         expected = max((end for end in ends if end < size), default=-1)
         assert _record_boundary(data[:size], ",") == expected, size
+
+
+def _csv_record_boundary(data: bytes, delimiter: str) -> int:
+    """What the workers' csv reader says: the newline ending the last record that more data could not extend."""
+    text = data.decode() + "x\n"  # an open quoted field swallows this; after a whole record it is a record of its own
+    line_ends = [0]
+    for line in io.StringIO(text, newline=""):
+        line_ends.append(line_ends[-1] + len(line.encode()))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    ends = [line_ends[reader.line_num] - 1 for _ in reader]
+    return ends[-2] if len(ends) > 1 else -1
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_the_record_boundary_matches_the_csv_reader_on_random_quote_heavy_data(delimiter):
+    """Quotes that open, close, escape or are literal, in every order: the cut is where csv ends a record."""
+    rng = random.Random(20)
+    tokens = ['"', '""', '"""', delimiter, ",", "\n", "\r\n", "a", "5'10\"", '"x"', " "]
+    for _ in range(20000):
+        data = "".join(rng.choice(tokens) for _ in range(rng.randint(1, 16))).encode()
+        assert _record_boundary(data, delimiter) == _csv_record_boundary(data, delimiter), data
 
 
 def _refused(path) -> str:

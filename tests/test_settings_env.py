@@ -44,11 +44,10 @@ def test_url_errors_never_print_a_password():
     assert "hunter2" not in str(raised.value)
 
 
-def _check(**overrides):
+def _check(deploy: bool = False, **overrides):
     environ = {**os.environ, **overrides}
-    return subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120
-    )
+    command = [sys.executable, "manage.py", "check", *(["--deploy", "--fail-level", "WARNING"] if deploy else [])]
+    return subprocess.run(command, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize(
@@ -71,6 +70,29 @@ def test_production_needs_a_secret_key():
     result = _check(DEBUG="false", SECRET_KEY="", ALLOWED_HOSTS="example.com")
     assert result.returncode != 0
     assert "SECRET_KEY must be set when DEBUG is false" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "k" * 31 + "-0123456789abcdef",  # 48 characters: passed the old 32-character rule, fails check --deploy
+        "a1b2" * 15,  # 60 characters but only 4 different ones
+        "django-insecure-" + "0123456789abcdefghijklmnopqrstuvwxyzABCDEF",  # made by startproject
+    ],
+)
+def test_production_refuses_a_secret_key_check_deploy_would_warn_about(key):
+    result = _check(DEBUG="false", SECRET_KEY=key, ALLOWED_HOSTS="example.com")
+    assert result.returncode != 0
+    assert "SECRET_KEY must be at least 50 characters long, with at least 5 different ones" in result.stderr
+    assert key not in result.stderr
+
+
+def test_a_secret_key_of_exactly_50_characters_starts_and_passes_check_deploy():
+    key = "0123456789abcdefghijklmnopqrstuvwxyz-_ABCDEFGHIJKL"
+    assert len(key) == 50
+    result = _check(DEBUG="false", SECRET_KEY=key, ALLOWED_HOSTS="example.com", deploy=True)
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
 
 
 def test_deploy_check_is_clean_in_production_mode():

@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -42,6 +43,7 @@ from django.db.models import F
 from django.utils import timezone
 from psycopg.conninfo import make_conninfo
 
+from audience.attributes import AttributeLimits
 from audience.ingest import sql
 from audience.ingest.readers import (
     Chunk,
@@ -88,9 +90,21 @@ class IngestOptions:
 
 
 def inspect_file(path: str, file_format: str) -> Layout:
-    if file_format == "csv":
-        return inspect_csv(path)
-    return inspect_json(path, file_format)
+    """The file's layout, with the attribute limits its rows are held to. Raises FileProblem."""
+    limits = AttributeLimits.from_settings()
+    if file_format != "csv":
+        return dataclasses.replace(inspect_json(path, file_format), attribute_limits=limits)
+    layout = dataclasses.replace(inspect_csv(path), attribute_limits=limits)
+    # Attribute columns are the same in every row: past a limit, the file is refused once, not every row.
+    attributes = [column for column in layout.columns if column.kind == "attribute"]
+    if limits.too_many(len(attributes)):
+        raise FileProblem(
+            f"{len(attributes)} attribute columns; a contact may have at most {limits.max_keys} attributes"
+        )
+    for column in attributes:
+        if reason := limits.key_problem(column.key):
+            raise FileProblem(reason, column=column.header)
+    return layout
 
 
 def iter_chunks(path: str, layout: Layout) -> tuple[Iterator[Chunk], JsonArrayReader | None]:

@@ -16,6 +16,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from audience.attributes import AttributeLimits
+
 CHUNK_BYTES = 1 << 19
 MAX_RECORD_BYTES = 8 << 20
 SNIFF_BYTES = 64 << 10
@@ -83,6 +85,7 @@ class Layout:
     columns: tuple[Column, ...] = ()
     header_bytes: int = 0
     notes: tuple[str, ...] = field(default=())
+    attribute_limits: AttributeLimits = AttributeLimits()  # the settings', set by inspect_file
 
     def describe(self) -> dict:
         return {
@@ -254,21 +257,31 @@ def _cut_lines(
 
 @functools.cache
 def _whole_records(delimiter: str) -> re.Pattern[bytes]:
-    """The longest run of whole CSV records at the start of the data, read as Python's csv reads them.
+    """Whole CSV records at the start of the data, as Python's csv reads them; the match ends at the last newline.
 
     The workers parse with csv's excel dialect: a quote opens a quoted field
-    only at the start of a field (the data always starts at a record start, and
-    a field starts after the delimiter or a line end); anywhere else it is a
+    only at the start of a field (the data starts at a record start; a field
+    starts after the delimiter, a CR or a newline); anywhere else it is a
     literal character (``5'10"``, ``O"Brien``). Inside a quoted field ``""`` is
-    an escaped quote, a newline is part of the value, and the field ends at a
-    quote not followed by another; what follows up to the next delimiter is
-    plain text. A quoted field that does not close in the data stops the run
-    there. Every quantifier is possessive, so nothing backtracks and one match
-    is linear in the data: this runs on every chunk of every file.
+    an escaped quote and a newline is part of the value, so a quoted field is a
+    run of ``"..."`` blocks with no quote right after the last; what follows up
+    to the delimiter is plain text. A quoted field that does not close in the
+    data stops the run there.
+
+    The pattern only walks from one quote to the next: text between quotes is
+    one ``[^"]*`` step, each quote is literal or opens a quoted field according
+    to the byte before it (the two lookbehinds exclude each other), so no input
+    has two readings, a failed match gives back only the last record, and one
+    match is linear in the data (it runs on every chunk of every file). It uses
+    no possessive quantifier or atomic group: before Python 3.11.5 those match
+    where the plain pattern would not (CPython gh-106052, gh-100061), so the
+    cut would depend on the patch release.
     """
-    separator = re.escape(delimiter.encode())
-    field = rb'(?:"[^"]*+(?:""[^"]*+)*+"|(?!"))[^' + separator + rb"\r\n]*+"
-    return re.compile(rb"(?:" + field + rb"(?:[" + separator + rb"\r]" + field + rb")*+\n)*+")
+    field_start = rb"[" + re.escape(delimiter.encode()) + rb"\r\n]"
+    field_start_complement = rb"[^" + field_start[1:]
+    literal_quote = rb"(?<=" + field_start_complement + rb')"'
+    quoted_field = rb"(?<!" + field_start_complement + rb')(?:"[^"]*")+(?!")'
+    return re.compile(rb'[^"]*(?:(?:' + literal_quote + rb"|" + quoted_field + rb')[^"]*)*\n')
 
 
 def _record_boundary(data: bytes, delimiter: str | None = None) -> int:
@@ -276,11 +289,13 @@ def _record_boundary(data: bytes, delimiter: str | None = None) -> int:
 
     ``delimiter`` None (JSON Lines): every newline ends one. For CSV a newline
     inside a quoted field does not; data without a quote takes the fast path.
+    The match stops at the last newline, so a partial record after it costs nothing.
     """
     cut = data.rfind(b"\n")
     if delimiter is None or cut < 0 or data.find(b'"', 0, cut) < 0:
         return cut
-    return _whole_records(delimiter).match(data).end() - 1
+    whole = _whole_records(delimiter).match(data, 0, cut + 1)
+    return whole.end() - 1 if whole else -1
 
 
 def inspect_json(path: str, file_format: str) -> Layout:

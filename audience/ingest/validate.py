@@ -22,6 +22,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
+from audience.attributes import AttributeLimits
 from audience.ingest.readers import Chunk, Column, Layout, decode_text
 from audience.phones import CHANNEL_PREFIXES, InvalidPhone, normalize_phone
 from config.spreadsheet import escape_formula
@@ -311,8 +312,9 @@ class Row:
 
 
 class RowValidator:
-    def __init__(self, buckets: int):
+    def __init__(self, buckets: int, limits: AttributeLimits | None = None):
         self.buckets = buckets
+        self.limits = limits or AttributeLimits()
         self._scalars: dict[str, tuple[str, bool]] = {}  # a text cell's JSON text and whether it is a formula
 
     def validate(self, row: Row, result: ChunkResult) -> str | None:
@@ -362,13 +364,15 @@ class RowValidator:
             attributes_text = self._text_attributes(row, result, name, email)
         if attributes_text is _NOT_TEXT_CELLS:
             attributes = self._attributes(packed, row.attributes)
-            self._warn_formulas(row, result, name, email, attributes)
-            try:
-                attributes_text = _json_object(attributes) if attributes else None
-            except ValueError:  # NaN or Infinity (allow_nan=False)
-                problem = _unstorable(row) or RowProblem("attributes", NOT_FINITE_REASON, attributes)
-            except RecursionError:
-                problem = RowProblem("attributes", "nested too deeply", attributes)
+            problem = self._past_limit(attributes)  # first: a value nested too deep is not walked further
+            if problem is None:
+                self._warn_formulas(row, result, name, email, attributes)
+                try:
+                    attributes_text = _json_object(attributes) if attributes else None
+                except ValueError:  # NaN or Infinity (allow_nan=False)
+                    problem = _unstorable(row) or RowProblem("attributes", NOT_FINITE_REASON, attributes)
+        if problem is None and attributes_text is not None and (reason := self.limits.size_problem(attributes_text)):
+            problem = RowProblem("attributes", reason, attributes_text)
         if problem is None:
             bucket = zlib.crc32(phone.encode()) % self.buckets
             topics_text = "{" + ",".join(topics) + "}" if topics else None
@@ -388,6 +392,17 @@ class RowValidator:
         result.valid += 1
         result.topics.update(topics)
         return line
+
+    def _past_limit(self, attributes: dict) -> RowProblem | None:
+        """The attribute limits but the total size, which is checked on the JSON text."""
+        reason = self.limits.too_many(len(attributes))
+        if reason:
+            return RowProblem("attributes", reason, f"{len(attributes)} keys")
+        for key, value in attributes.items():
+            reason = self.limits.key_problem(key) or self.limits.value_problem(value)
+            if reason:
+                return RowProblem(key, reason, value if type(value) is str else "")
+        return None
 
     @staticmethod
     def _consent(value) -> str | None:
@@ -409,12 +424,16 @@ class RowValidator:
             value = value.strip()
             if not value:
                 continue
+            if reason := self.limits.key_problem(key) or self.limits.value_problem(value):
+                raise RowProblem(key, reason, value)
             known = self._scalars.get(value)
             if known is None:
                 known = self._scalars[value] = _scalar_json(value)
             parts.append(f"{_json_string(key)}:{known[0]}")
             if known[1]:
                 formulas.append((key, value))
+        if reason := self.limits.too_many(len(parts)):
+            raise RowProblem("attributes", reason, f"{len(parts)} keys")
         if formulas or (name is not None and name[:1] in FORMULA_STARTS) or (email and email[:1] in FORMULA_STARTS):
             self._warn_formulas(row, result, name, email, dict(formulas))
         return "{" + ",".join(parts) + "}" if parts else None
@@ -558,7 +577,7 @@ def _cut(value: object) -> str:
 def process_chunk(chunk: Chunk, layout: Layout, buckets: int) -> ChunkResult:
     """Worker entry point: parse and validate one chunk."""
     result = ChunkResult(end_offset=chunk.end_offset)
-    validator = RowValidator(buckets)
+    validator = RowValidator(buckets, layout.attribute_limits)
     out = io.StringIO()
     if chunk.kind == "csv":
         rows = _csv_rows(chunk, layout, result, buckets, out.write)
@@ -621,7 +640,7 @@ def _csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult, buckets: int, w
     width = max(column.index for column in layout.columns) + 1
     headers = {column.kind if column.kind != "attribute" else column.key: column.header for column in layout.columns}
     plan = _CsvPlan.of(layout.columns)
-    fast = None if fallback else _CleanCsvRows(plan, buckets, result, headers["phone"])
+    fast = None if fallback else _CleanCsvRows(plan, buckets, result, headers["phone"], layout.attribute_limits)
     nul = b"\x00" in chunk.data  # rare: only then is each record looked at for a NUL, which PostgreSQL refuses
     header_at = {column.index: column.header for column in layout.columns} if nul else {}
     consumed = 0
@@ -701,8 +720,9 @@ class _CleanCsvRows:
     # The stage's text columns after the phone, in STAGE_COLUMNS order.
     SLOTS = ("name", "email", "channel", "locale", "timezone", "consent", "attributes", "topics")
 
-    def __init__(self, plan: _CsvPlan, buckets: int, result: ChunkResult, phone_header: str):
+    def __init__(self, plan: _CsvPlan, buckets: int, result: ChunkResult, phone_header: str, limits: AttributeLimits):
         self.buckets = buckets
+        self.limits = limits
         self.phone_header = phone_header
         self.result = result
         self.width = plan.width
@@ -784,13 +804,17 @@ class _CleanCsvRows:
             cell = record[position]
             part = known.get(cell)
             if part is None:
-                part = known[cell] = _attribute_part(prefix, cell)
+                part = known[cell] = _attribute_part(prefix, cell, self.limits.value_chars)
             if part:
                 parts.append(part)
             elif part is False:
-                return None  # a formula-looking cell: RowValidator warns about it
+                return None  # a formula-looking or too long cell: RowValidator words it
+        if not parts:
+            return "\\N"
         # COPY escaping is character by character, so the parts escaped one by one make the escaped whole.
-        return "{" + ",".join(parts) + "}" if parts else "\\N"
+        text = "{" + ",".join(parts) + "}"
+        # The escaped text is at least as long as the JSON: near the limit, RowValidator measures the JSON.
+        return None if self.limits.size_problem(text) else text
 
     def _topics(self, record: list[str]) -> tuple[str, tuple[str, ...]] | None:
         if self.topic_column is not None:
@@ -808,10 +832,12 @@ class _CleanCsvRows:
         return self.topics[cell]
 
 
-def _attribute_part(prefix: str, cell: str) -> str | bool:
+def _attribute_part(prefix: str, cell: str, value_chars: int) -> str | bool:
     value = cell.strip()
     if not value:
         return ""
+    if len(value) > value_chars:
+        return False
     text, formula = _scalar_json(value)
     return False if formula else _copy_text(prefix + text)
 

@@ -134,6 +134,7 @@ class _Parser:
         self.query = query
         self.tokens = tokenize(query)
         self.index = 0
+        self.nesting = 0  # NOT and '(' levels open around the current token
         self.spans: dict[int, dict[str, int]] = {}  # id(leaf dict) -> part -> position
 
     @property
@@ -172,19 +173,29 @@ class _Parser:
         return items[0] if len(items) == 1 else {"all": _flatten(items, "all")}
 
     def parse_unary(self) -> dict[str, Any]:
+        if self.token.keyword != "not" and self.token.text != "(":
+            return self.parse_comparison()
+        # Each level recurses: stop at the rule tree's own limit, long before Python's recursion limit.
+        if self.nesting == rules.MAX_DEPTH:
+            raise self.error(f"parentheses and NOT are nested deeper than {rules.MAX_DEPTH} levels")
+        self.nesting += 1
+        try:
+            return self.parse_nested()
+        finally:
+            self.nesting -= 1
+
+    def parse_nested(self) -> dict[str, Any]:
         if self.accept("not"):
             return {"not": self.parse_unary()}
-        if self.token.text == "(":
-            opening = self.advance()
-            inner = self.parse_or()
-            if self.token.text != ")":
-                raise self.error(
-                    f"expected ')' to close the '(' at column {_line_column(self.query, opening.pos)[1]}, "
-                    f"got {self.token.show()}"
-                )
-            self.advance()
-            return inner
-        return self.parse_comparison()
+        opening = self.advance()  # '('
+        inner = self.parse_or()
+        if self.token.text != ")":
+            raise self.error(
+                f"expected ')' to close the '(' at column {_line_column(self.query, opening.pos)[1]}, "
+                f"got {self.token.show()}"
+            )
+        self.advance()
+        return inner
 
     def parse_comparison(self) -> dict[str, Any]:
         field_token = self.token

@@ -23,6 +23,7 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
+from config.json_limits import DepthLimitedJSONDecoder
 from messaging.webhooks.base import MalformedWebhook, WebhookRefused, WebhookView, logger
 
 SIGNATURE_SETTINGS_META = "HTTP_" + SIGNATURE_SETTINGS_HEADER.upper().replace("-", "_")
@@ -128,7 +129,9 @@ class TwilioWebhookView(WebhookView):
     @staticmethod
     def _json_params(request: HttpRequest) -> dict[str, Any]:
         try:
-            params = json.loads(request.body)
+            params = json.loads(request.body, cls=DepthLimitedJSONDecoder)
+        except json.JSONDecodeError as exc:  # among them a body nested too deep, with where
+            raise MalformedWebhook(f"body is not JSON: {exc}") from None
         except (ValueError, UnicodeDecodeError):
             raise MalformedWebhook("body is not JSON") from None
         if not isinstance(params, dict):

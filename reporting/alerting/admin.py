@@ -2,11 +2,13 @@
 
 from django.contrib import admin
 
+from config.json_limits import ADMIN_JSON_FORMFIELDS
 from reporting.alerting.models import AlertEvent, AlertRule, AlertState
 
 
 @admin.register(AlertRule)
 class AlertRuleAdmin(admin.ModelAdmin):
+    formfield_overrides = ADMIN_JSON_FORMFIELDS
     list_display = ["name", "kind", "enabled", "threshold", "clear_threshold", "window_minutes", "clear_after_minutes"]
     list_filter = ["kind", "enabled"]
     list_editable = ["enabled", "threshold"]
