@@ -97,6 +97,9 @@ if MESSAGING_PROVIDER == "twilio" and not (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TO
 # Seconds: a failed connect means nothing was sent; past the read timeout the outcome is unknown.
 TWILIO_CONNECT_TIMEOUT = env.float("TWILIO_CONNECT_TIMEOUT", 3.05, minimum=0.1)
 TWILIO_READ_TIMEOUT = env.float("TWILIO_READ_TIMEOUT", 10.0, minimum=0.1)
+# Minutes after its send a message whose outcome is unknown (the provider could not be asked) is
+# looked up again; past them it is failed, error code "unknown".
+DELIVERY_UNKNOWN_GIVE_UP_MINUTES = env.int("DELIVERY_UNKNOWN_GIVE_UP_MINUTES", 60, minimum=1)
 PUBLIC_BASE_URL = (env.url("PUBLIC_BASE_URL", schemes=("http", "https")) or "http://127.0.0.1:8000").rstrip("/")
 # The TwiML reply to HELP and INFO keywords.
 HELP_REPLY_TEXT = env.str(

@@ -82,7 +82,7 @@ def _counters_move(
         params.append(dispatched_at)
     for name, delta in deltas.items():
         if delta:
-            assert name in ("pending", "held", "sending", "sent", "skipped", "failed")
+            assert name in ("pending", "held", "sending", "sent", "skipped", "failed", "unknown")
             sets.append(f"{name} = {name} + %s")
             params.append(delta)
     if reasons := {k: v for k, v in (reasons or {}).items() if v}:
