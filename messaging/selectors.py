@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 
-from messaging.models import Message, MessageEvent, MessageTemplate, Sender
+from messaging.models import Message, MessageEvent, MessageStatus, MessageTemplate, Sender
 
 
 def template_list() -> QuerySet[MessageTemplate]:
@@ -28,3 +31,22 @@ def message_with_history(queryset: QuerySet[Message] | None = None) -> QuerySet[
     """Messages with their events (the status history), oldest event first."""
     events = MessageEvent.objects.order_by("received_at", "id")
     return (queryset if queryset is not None else message_list()).prefetch_related(Prefetch("events", events))
+
+
+# --- Outcomes unknown ----------------------------------------------------------------------
+
+
+def unknown_window() -> timedelta:
+    """How long after its send a message whose outcome is unknown is looked up before it is failed."""
+    return timedelta(minutes=settings.DELIVERY_UNKNOWN_GIVE_UP_MINUTES)
+
+
+def unknown_gives_up_at(message: Message) -> datetime | None:
+    """When the automatic lookups of an unknown outcome stop and the message is failed; None if not unknown."""
+    if message.status != MessageStatus.UNKNOWN:
+        return None
+    return (message.sending_at or message.created_at) + unknown_window()
+
+
+def unknown_messages() -> QuerySet[Message]:
+    return Message.objects.filter(status=MessageStatus.UNKNOWN)
