@@ -52,17 +52,21 @@ def messages_reconcile_stale(*, limit: int = 1000) -> int:
         .order_by("claimed_at", "pk")
         .values_list("pk", flat=True)[:limit]
     )
-    failing = 0
+    failing, unasked = 0, 0
     for message_id in ids:
         paused = None
         if failing >= LOOKUP_FAILURES_BEFORE_PAUSE:
             paused = ProviderError(ErrorKind.RETRYABLE, "", f"not asked: the last {failing} lookups failed")
+            unasked += 1
         try:
             _, lookup_failed = _reconcile(message_id, unasked=paused)
         except Exception:  # noqa: BLE001 - one message the code cannot handle must not stall the others
             logger.exception("reconciling message %s failed; the next run tries again", message_id)
             continue
-        failing = failing + 1 if lookup_failed else 0
+        if paused is None:
+            failing = failing + 1 if lookup_failed else 0
+    if unasked:
+        logger.warning("the provider's lookup failed %d times in a row; %d messages wait", failing, unasked)
     return len(ids)
 
 
@@ -109,7 +113,7 @@ def _reconcile_taken(message: Message, now: datetime, unasked: ProviderError | N
         text = send.ERASED_BEFORE_CONFIRMED
         return send._finish(message, MessageStatus.FAILED, error_code="unknown", error_message=text), False
     if unasked is not None:
-        return _lookup_failed(message, unasked, now), True
+        return _lookup_failed(message, unasked, now, quiet=True), True
     since = message.sending_at or message.created_at
     provider = get_provider(provider_name_for(message.sender.provider if message.sender else None))
     request = send.send_request_for(message)
@@ -146,7 +150,7 @@ def _not_at_provider(message: Message) -> Message:
     return message
 
 
-def _lookup_failed(message: Message, exc: ProviderError, now: datetime) -> Message:
+def _lookup_failed(message: Message, exc: ProviderError, now: datetime, *, quiet: bool = False) -> Message:
     """The provider could not be asked: `unknown` (its send time kept) until the give-up, then failed."""
     gives_up_at = (message.sending_at or message.created_at) + selectors.unknown_window()
     reason = exc.message or exc.code or "no answer"
@@ -156,7 +160,8 @@ def _lookup_failed(message: Message, exc: ProviderError, now: datetime) -> Messa
             f"({reason}); check at the provider before sending it again"
         )
         return send._finish(message, MessageStatus.FAILED, error_code="unknown", error_message=text[:500])
-    logger.warning("could not reconcile message %s yet: %s", message.pk, exc)
+    if not quiet:
+        logger.warning("could not reconcile message %s yet: %s", message.pk, exc)
     text = (
         f"outcome unknown: the provider could not be asked ({reason}); "
         f"looked up again until {gives_up_at:%Y-%m-%d %H:%M} UTC"
