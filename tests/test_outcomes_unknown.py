@@ -5,9 +5,11 @@ answer 404 (as in the field) by pointing the client under a path the fake does n
 """
 
 import logging
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from campaigns import services as campaigns
@@ -21,6 +23,7 @@ from tests.delivery import assert_counts_match_recount, drain, make_campaign
 from tests.unknown_outcomes import (
     PHONES,
     age,
+    completed_run_with_unknowns,
     lookups_fail,
     lookups_recover,
     next_beat_run,
@@ -206,3 +209,35 @@ def test_reconciling_again_at_once_asks_nothing_and_changes_nothing(fake, settin
     assert reconcile.messages_reconcile_stale() == 0
     assert [reconcile.message_reconcile(m.pk).status for m in Message.objects.all()] == ["unknown", "unknown"]
     assert list(Message.objects.order_by("pk").values_list("status", "claimed_at", "error_message")) == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_reconcilers_and_reapers_settle_each_unknown_outcome_once(fake, settings):
+    run = completed_run_with_unknowns(fake, settings)
+    lookups_recover(settings, fake)
+    next_beat_run()
+    barrier = threading.Barrier(3)
+    errors = []
+
+    def beat():
+        try:
+            barrier.wait()
+            reconcile.messages_reconcile_stale()
+            dispatch.recipients_reap()
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=beat) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    dispatch.recipients_reap()  # a reaper that read before a reconciler committed catches up next run
+    assert errors == []
+    run.refresh_from_db()
+    assert (run.status, run.sent, run.failed, run.unknown) == ("completed", 3, 1, 0)
+    assert_counts_match_recount(run)
+    assert _statuses(run)[PHONES[0]] == MessageStatus.FAILED  # never created, its run had ended
+    assert [fake.requests_to(phone) for phone in PHONES[:4]] == [0, 1, 1, 1]
