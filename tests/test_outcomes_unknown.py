@@ -17,6 +17,7 @@ from campaigns.models import CampaignRun, Recipient
 from campaigns.services import dispatch
 from messaging import selectors
 from messaging.models import Message, MessageStatus
+from messaging.providers import ErrorKind, ProviderError
 from messaging.services import reconcile
 from tests import delivery
 from tests.delivery import assert_counts_match_recount, drain, make_campaign
@@ -241,3 +242,16 @@ def test_concurrent_reconcilers_and_reapers_settle_each_unknown_outcome_once(fak
     assert_counts_match_recount(run)
     assert _statuses(run)[PHONES[0]] == MessageStatus.FAILED  # never created, its run had ended
     assert [fake.requests_to(phone) for phone in PHONES[:4]] == [0, 1, 1, 1]
+
+
+def test_a_lookups_answer_moves_nothing_once_the_message_was_claimed_again(fake, settings):
+    run = campaigns.campaign_launch(make_campaign(phones=PHONES[:1]))
+    [message] = worker_died(run, 1)
+    looked_up_at = timezone.now() - timedelta(seconds=5)
+    Message.objects.filter(pk=message.pk).update(claimed_at=timezone.now())  # sent again since the lookup began
+    message.refresh_from_db()
+    assert reconcile._not_at_provider(message, looked_up_at).status == MessageStatus.SENDING
+    assert reconcile._lookup_failed(message, ProviderError(ErrorKind.RETRYABLE, "", "down"), looked_up_at).status == (
+        MessageStatus.SENDING
+    )
+    assert Message.objects.get(pk=message.pk).error_message == ""

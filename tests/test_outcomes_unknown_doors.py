@@ -118,7 +118,8 @@ def test_staff_look_up_a_runs_unknown_outcomes_again_through_the_api(run, staff_
         "by_status": {"failed": 1, "queued": 1},
         "remaining": 0,
     }
-    assert _message(PHONES[1]).provider_sid == fake.messages()[0]["sid"]  # found: adopted
+    created = {m["to"]: m["sid"] for m in fake.messages()}
+    assert _message(PHONES[1]).provider_sid == created[PHONES[1]]  # found: adopted
     never = _message(PHONES[0])
     assert (never.status, never.error_code) == ("failed", "unsent")  # not created, and its run had ended
     run.refresh_from_db()

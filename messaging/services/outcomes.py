@@ -24,6 +24,7 @@ from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audience.services import actor_name
@@ -65,15 +66,9 @@ def messages_mark_unknown(message_ids: Iterable[int], *, claimed_before: datetim
 
     Their send time is kept (the give-up counts from it) and the reconciler looks them up as usual.
     """
-    moved = list(
-        Message.objects.filter(
-            pk__in=list(message_ids),
-            status=MessageStatus.SENDING,
-            provider_sid__isnull=True,
-            claimed_at__lt=claimed_before,
-        ).values_list("pk", flat=True)
-    )
-    moved = _move(moved, MessageStatus.SENDING, MessageStatus.UNKNOWN, error_message=f"outcome unknown: {why}"[:500])
+    lost = Q(provider_sid__isnull=True, claimed_at__lt=claimed_before)
+    text = f"outcome unknown: {why}"[:500]
+    moved = _move(list(message_ids), MessageStatus.SENDING, MessageStatus.UNKNOWN, where=lost, error_message=text)
     _notify(moved)
     return moved
 
@@ -88,15 +83,15 @@ def message_fail_unsent(message_id: int, text: str = UNSENT_RUN_ENDED) -> bool:
     return bool(moved)
 
 
-def _move(message_ids: list[int], from_status: str, to_status: str, **fields) -> list[int]:
-    """Conditional move of these messages (only those still in ``from_status``); returns the ids that moved."""
+def _move(message_ids: list[int], from_status: str, to_status: str, *, where: Q | None = None, **fields) -> list[int]:
+    """Move these messages if still in ``from_status`` (and ``where``), in one locked UPDATE; returns those moved."""
     if not message_ids:
         return []
     now = timezone.now()
     with transaction.atomic():
         moving = list(
             Message.objects.select_for_update()
-            .filter(pk__in=message_ids, status=from_status)
+            .filter(where or Q(), pk__in=message_ids, status=from_status)
             .values_list("pk", flat=True)
         )
         Message.objects.filter(pk__in=moving).update(status=to_status, updated_at=now, **fields)

@@ -10,9 +10,10 @@ provider (``provider.find``) for a message matching what was sent:
   up again until DELIVERY_UNKNOWN_GIVE_UP_MINUTES after the send; a lookup that still fails after
   that fails the message with error code ``unknown``.
 
-Every move is a conditional UPDATE from ``sending``/``unknown``, and taking a message for a
-lookup re-stamps its ``claimed_at``: two reconcilers, or a reconciler and staff, never ask
-about one message at once, and running any of this twice changes nothing more.
+Taking a message for a lookup re-stamps its ``claimed_at``, and every move after the lookup is
+a conditional UPDATE from ``sending``/``unknown`` that still holds that stamp: two reconcilers
+(or a reconciler and staff) never ask about one message at once, a stale answer never moves a
+message that was sent again meanwhile, and running any of this twice changes nothing more.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def _reconcile_taken(message: Message, now: datetime, unasked: ProviderError | N
     if not (message.to_address or message.contact):
         # Erased meanwhile (erasure blanks the address): nothing to look up at the provider, no one to resend to.
         text = send.ERASED_BEFORE_CONFIRMED
-        return send._finish(message, MessageStatus.FAILED, error_code="unknown", error_message=text), False
+        return send._finish(message, MessageStatus.FAILED, claim=now, error_code="unknown", error_message=text), False
     if unasked is not None:
         return _lookup_failed(message, unasked, now, quiet=True), True
     since = message.sending_at or message.created_at
@@ -129,16 +130,16 @@ def _reconcile_taken(message: Message, now: datetime, unasked: ProviderError | N
     if candidates:
         chosen = min(candidates, key=lambda result: (result.created_at or now, result.provider_sid))
         logger.warning("message %s reconciled with provider message %s", message.pk, chosen.provider_sid)
-        return send._accepted(message, chosen), False
-    return _not_at_provider(message), False
+        return send._accepted(message, chosen, claim=now), False
+    return _not_at_provider(message, now), False
 
 
-def _not_at_provider(message: Message) -> Message:
+def _not_at_provider(message: Message, claim: datetime) -> Message:
     """The provider holds no such message: sending it again cannot duplicate it."""
     if message.attempts >= send.MAX_ATTEMPTS:
         text = f"not created at the provider after {message.attempts} attempts"
-        return send._finish(message, MessageStatus.FAILED, error_code="unsent", error_message=text)
-    Message.objects.filter(pk=message.pk, status__in=send.OUTCOME_AWAITED).update(
+        return send._finish(message, MessageStatus.FAILED, claim=claim, error_code="unsent", error_message=text)
+    Message.objects.filter(pk=message.pk, status__in=send.OUTCOME_AWAITED, claimed_at=claim).update(
         status=MessageStatus.PENDING,
         next_attempt_at=timezone.now(),
         error_message="not found at the provider after an unknown outcome; sending again",
@@ -159,14 +160,14 @@ def _lookup_failed(message: Message, exc: ProviderError, now: datetime, *, quiet
             f"outcome unknown: the provider could not be asked before the give-up at {gives_up_at:%Y-%m-%d %H:%M} UTC "
             f"({reason}); check at the provider before sending it again"
         )
-        return send._finish(message, MessageStatus.FAILED, error_code="unknown", error_message=text[:500])
+        return send._finish(message, MessageStatus.FAILED, claim=now, error_code="unknown", error_message=text[:500])
     if not quiet:
         logger.warning("could not reconcile message %s yet: %s", message.pk, exc)
     text = (
         f"outcome unknown: the provider could not be asked ({reason}); "
         f"looked up again until {gives_up_at:%Y-%m-%d %H:%M} UTC"
     )
-    Message.objects.filter(pk=message.pk, status__in=send.OUTCOME_AWAITED).update(
+    Message.objects.filter(pk=message.pk, status__in=send.OUTCOME_AWAITED, claimed_at=now).update(
         status=MessageStatus.UNKNOWN, error_message=text[:500], updated_at=now
     )
     message.refresh_from_db()

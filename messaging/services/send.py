@@ -313,15 +313,19 @@ def send_request_for(message: Message) -> SendRequest:
     )
 
 
-def _finish(message: Message, status: MessageStatus, **fields: Any) -> Message:
-    """Leave `sending` (or `unknown`) for ``status`` (conditional: nothing happens if someone else moved it)."""
+def _finish(message: Message, status: MessageStatus, *, claim: datetime | None = None, **fields: Any) -> Message:
+    """Leave `sending` (or `unknown`) for ``status`` (conditional: nothing happens if someone else moved it).
+
+    ``claim``: only if the message still holds this claim (a reconciler's, which a new send replaces).
+    """
     now = timezone.now()
     stamp = {MessageStatus.SKIPPED: "skipped_at", **TIMESTAMP_FIELDS}.get(status)
     values = {"status": status, "updated_at": now, **fields}
     if stamp:
         values[stamp] = now
     with transaction.atomic():  # a savepoint: a unique-sid clash must not break the caller's transaction
-        moved = Message.objects.filter(pk=message.pk, status__in=OUTCOME_AWAITED).update(**values)
+        held = Message.objects.filter(pk=message.pk, status__in=OUTCOME_AWAITED)
+        moved = (held.filter(claimed_at=claim) if claim else held).update(**values)
     if moved:
         for name, value in values.items():
             setattr(message, name, value)
@@ -330,7 +334,7 @@ def _finish(message: Message, status: MessageStatus, **fields: Any) -> Message:
     return message
 
 
-def _accepted(message: Message, result: SendResult) -> Message:
+def _accepted(message: Message, result: SendResult, *, claim: datetime | None = None) -> Message:
     """Record the provider's sid and status, then apply any callback that arrived first."""
     try:
         status = status_map(result.status)
@@ -349,10 +353,12 @@ def _accepted(message: Message, result: SendResult) -> Message:
     if status in (MessageStatus.FAILED, MessageStatus.UNDELIVERED):
         fields["error_message"] = f"the provider answered {result.status}"
     try:
-        message = _finish(message, status, **fields)
+        message = _finish(message, status, claim=claim, **fields)
     except IntegrityError:  # the sid is already on another row: never bind one provider message twice
         logger.error("provider sid %s already recorded; message %s needs review", result.provider_sid, message.pk)
-        return _finish(message, MessageStatus.FAILED, error_code="duplicate", error_message="provider sid reused")
+        return _finish(
+            message, MessageStatus.FAILED, claim=claim, error_code="duplicate", error_message="provider sid reused"
+        )
     # Most sends have no early callback: one indexed EXISTS instead of the locking apply path.
     if MessageEvent.objects.filter(provider_sid=result.provider_sid, applied_at__isnull=True).exists():
         status_events_apply_pending(message)
