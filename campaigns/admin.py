@@ -6,10 +6,12 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Sum
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from campaigns import selectors, services
+from campaigns.admin_outcomes import run_unknown_summary, unknown_outcomes_view
 from campaigns.models import Campaign, CampaignAction, CampaignRun, Event, Recipient, Segment
 from campaigns.models import CampaignStatus as S
 from campaigns.segments import rules
@@ -242,6 +244,8 @@ class CampaignRunInline(admin.TabularInline):
         "sent",
         "skipped",
         "failed",
+        "unknown",
+        "outcomes_unknown",
         "snapshot_seconds",
         "started_at",
         "finished_at",
@@ -256,6 +260,10 @@ class CampaignRunInline(admin.TabularInline):
     @admin.display(description="progress")
     def progress(self, run: CampaignRun) -> str:
         return run_progress_bar(run)
+
+    @admin.display(description="outcomes unknown")
+    def outcomes_unknown(self, run: CampaignRun) -> str:
+        return run_unknown_summary(run)
 
 
 class CampaignActionInline(admin.TabularInline):
@@ -272,16 +280,17 @@ class CampaignActionInline(admin.TabularInline):
 
 
 # The bar's parts, in order from the left; what is left of the bar is pending.
-PROGRESS_PARTS = ("sent", "failed", "skipped", "sending", "held")
+PROGRESS_PARTS = ("sent", "failed", "unknown", "skipped", "sending", "held")
 ACTIVE_RUN_STATUSES = ("running", "paused")
 
 
 def run_progress(run: CampaignRun) -> dict[str, Any]:
     """A run's counters as the progress bar shows them (also served as JSON to refresh it)."""
     total = run.total
-    done = run.sent + run.skipped + run.failed
+    done = run.sent + run.skipped + run.failed + run.unknown
     counts = {name: getattr(run, name) for name in ("pending", *PROGRESS_PARTS)}
-    text = ", ".join(f"{counts[name]} {name}" for name in ("sent", "sending", "skipped", "failed", "held", "pending"))
+    shown = ("sent", "sending", "skipped", "failed", *(("unknown",) if run.unknown else ()), "held", "pending")
+    text = ", ".join(f"{counts[name]} {name}" for name in shown)
     parts, x = [], 0.0
     for name in PROGRESS_PARTS:
         width = 100 * counts[name] / total if total else 0.0
@@ -348,6 +357,7 @@ class CampaignAdmin(admin.ModelAdmin):
         "sender",
         "segment",
         "current_progress",
+        "outcomes_unknown",
         "updated_at",
         "analytics_link",
     )
@@ -388,6 +398,17 @@ class CampaignAdmin(admin.ModelAdmin):
         ("History", {"fields": ("created_by", "created_at", "updated_at")}),
     )
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(unknown_total=Sum("runs__unknown"))
+
+    @admin.display(description="outcomes unknown", ordering="unknown_total")
+    def outcomes_unknown(self, obj: Campaign) -> str:
+        total = getattr(obj, "unknown_total", None) or 0
+        if not total:
+            return "—"
+        url = reverse("admin:campaigns_campaign_unknown_outcomes", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, total)
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         campaign = self.get_object(request, object_id)
         verbs = []
@@ -408,7 +429,8 @@ class CampaignAdmin(admin.ModelAdmin):
                 "cancel": S.CANCELLED in allowed,
             }
             verbs = [(verb, labels[verb]) for verb, show in wanted.items() if show]
-        extra_context = {**(extra_context or {}), "campaign_verbs": verbs}
+        unknown = getattr(campaign, "unknown_total", None) or 0
+        extra_context = {**(extra_context or {}), "campaign_verbs": verbs, "unknown_total": unknown}
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):
@@ -419,6 +441,11 @@ class CampaignAdmin(admin.ModelAdmin):
             path("<int:pk>/act/<str:verb>/", self.admin_site.admin_view(self.act_view), name=f"{prefix}_act"),
             path("<int:pk>/dry-run/", self.admin_site.admin_view(self.dry_run_view), name=f"{prefix}_dry_run"),
             path("progress/", self.admin_site.admin_view(self.progress_view), name=f"{prefix}_progress"),
+            path(
+                "<int:pk>/unknown-outcomes/",
+                self.admin_site.admin_view(lambda request, pk: unknown_outcomes_view(self, request, pk)),
+                name=f"{prefix}_unknown_outcomes",
+            ),
             *super().get_urls(),
         ]
 

@@ -16,7 +16,7 @@ from audience.phones import InvalidPhone, normalize_phone
 from campaigns import selectors, services
 from campaigns.models import Campaign, CampaignAction, CampaignRun, Event, Segment
 from campaigns.segments.rules import RuleError
-from campaigns.services import SegmentError, events
+from campaigns.services import SegmentError, events, outcomes
 from config.api import (
     IDEMPOTENCY_KEY_REUSED,
     MODEL_SERIALIZER_FIELDS,
@@ -28,6 +28,7 @@ from config.api import (
     raise_as_drf,
 )
 from config.roles import is_analyst
+from messaging.models import ResolutionAction
 
 SAMPLE_SIZE = 10
 
@@ -160,6 +161,7 @@ class CampaignRunSerializer(serializers.ModelSerializer):
             "sent",
             "skipped",
             "failed",
+            "unknown",
             "skipped_by_reason",
             "snapshot_seconds",
             "started_at",
@@ -242,6 +244,30 @@ class DryRunSerializer(serializers.Serializer):
     samples = serializers.ListField(child=serializers.DictField())
 
 
+class UnknownOutcomesRequestSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(
+        choices=ResolutionAction.choices,
+        help_text="lookup: ask the provider now; resend: send again (a deliberate new attempt; reopens a completed "
+        "run); fail: mark them failed.",
+    )
+    run = serializers.IntegerField(required=False, min_value=1, help_text="Only this run's unknown outcomes.")
+    messages = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        required=False,
+        allow_empty=False,
+        max_length=10_000,
+        help_text="Only these messages (each must be an unknown outcome of the campaign, and of `run` if given).",
+    )
+
+
+class UnknownOutcomesResultSerializer(serializers.Serializer):
+    action = serializers.CharField()
+    run = serializers.IntegerField(allow_null=True)
+    messages = serializers.IntegerField(help_text="How many messages the action was applied to.")
+    by_status = serializers.DictField(child=serializers.IntegerField(), help_text="Their statuses afterwards.")
+    remaining = serializers.IntegerField(help_text="Unknown outcomes left for another lookup request.")
+
+
 class CampaignPagination(CursorPagination):
     ordering = ("-created_at", "-id")
     page_size_query_param = "page_size"
@@ -301,6 +327,35 @@ class CampaignViewSet(viewsets.ModelViewSet):
         """What a launch now would snapshot; sends and stores nothing."""
         campaign = self.get_object()
         return Response(_service_call(services.campaign_dry_run, campaign))
+
+    @extend_schema(
+        request=UnknownOutcomesRequestSerializer,
+        responses={
+            200: UnknownOutcomesResultSerializer,
+            400: OpenApiResponse(description="Refused (e.g. a cancelled run's messages cannot be resent); says why."),
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="unknown-outcomes")
+    def unknown_outcomes(self, request, pk=None):
+        """Resolve the campaign's (or one run's) messages whose outcome is unknown: look up, resend or fail (Staff)."""
+        campaign = self.get_object()
+        payload = UnknownOutcomesRequestSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        run = None
+        if "run" in data:
+            run = campaign.runs.filter(pk=data["run"]).first()
+            if run is None:
+                raise serializers.ValidationError({"run": [f"campaign {campaign.pk} has no run {data['run']}"]})
+        result = _service_call(
+            outcomes.campaign_unknown_resolve,
+            campaign,
+            data["action"],
+            actor=request.user,
+            run=run,
+            message_ids=data.get("messages"),
+        )
+        return Response(UnknownOutcomesResultSerializer(result).data)
 
     @extend_schema(responses=CampaignRunSerializer(many=True))
     @action(detail=True, methods=["get"], pagination_class=None)

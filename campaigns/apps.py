@@ -16,3 +16,10 @@ class CampaignsConfig(AppConfig):
 
         # An erased contact's waiting recipients are skipped in the erasure's own transaction.
         contact_erasing.connect(contact_recipients_skip, dispatch_uid="campaigns_contact_erase")
+
+        from campaigns.models import Recipient
+        from campaigns.services.outcomes import recipient_messages_resolve
+        from messaging.services.outcomes import source_resolver_register
+
+        # A campaign message's unknown outcome is resolved with its recipient, run and campaign.
+        source_resolver_register(Recipient, recipient_messages_resolve)

@@ -203,6 +203,8 @@ class CampaignRun(models.Model):
     sent = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
+    # Sent or not, the provider could not tell yet: final for the run, resolved later (messaging reconcile, staff).
+    unknown = models.PositiveIntegerField(default=0)
     skipped_by_reason = models.JSONField(default=dict, blank=True)
     snapshot_seconds = models.FloatField(null=True, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
@@ -228,6 +230,7 @@ class RecipientState(models.TextChoices):
     SENT = "sent", "Sent"
     SKIPPED = "skipped", "Skipped"
     FAILED = "failed", "Failed"
+    UNKNOWN = "unknown", "Outcome unknown"
 
 
 class SkipReason(models.TextChoices):

@@ -12,12 +12,14 @@ import datetime as dt
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Max, Min, Q, QuerySet
 
 from audience.models import ConsentStatus, Contact
 from campaigns.models import Segment
 from campaigns.segments import rules
 from campaigns.segments.compile import compile_rule
+from messaging.models import Message, MessageStatus
+from messaging.selectors import unknown_window
 
 SegmentSource = Segment | dict[str, Any] | rules.Node
 
@@ -80,3 +82,25 @@ def segment_sql(source: SegmentSource, *, now: dt.datetime | None = None) -> tup
     """``SELECT "audience_contact"."id" FROM "audience_contact" WHERE ...`` and its parameters."""
     sql, params = segment_queryset(source, now=now).order_by().values("id").query.sql_with_params()
     return sql, tuple(params)
+
+
+# --- Outcomes unknown --------------------------------------------------------------------------
+
+
+def runs_unknown_outcomes(run_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Per run with unknown outcomes: how many messages, and when the first and the last give up."""
+    rows = (
+        Message.objects.filter(status=MessageStatus.UNKNOWN, recipient__run_id__in=run_ids)
+        .values("recipient__run_id")
+        .annotate(n=Count("id"), first=Min("sending_at"), last=Max("sending_at"))
+        .order_by()
+    )
+    window = unknown_window()
+    return {
+        row["recipient__run_id"]: {
+            "count": row["n"],
+            "first_gives_up_at": row["first"] + window if row["first"] else None,
+            "last_gives_up_at": row["last"] + window if row["last"] else None,
+        }
+        for row in rows
+    }

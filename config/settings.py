@@ -126,6 +126,9 @@ DELIVERY_LATENCY_GUESS = env.float("DELIVERY_LATENCY_GUESS", 0.5, minimum=0.001)
 # Messages per second this deployment sustains for a sender without a limit (the dry run's estimate
 # until completed runs have measured it).
 DELIVERY_CAPACITY_MPS = env.float("DELIVERY_CAPACITY_MPS", 1000.0, minimum=1.0)
+# Minutes after its send a message whose outcome is unknown (the provider could not be asked) is
+# looked up again; past them it is failed, error code "unknown".
+DELIVERY_UNKNOWN_GIVE_UP_MINUTES = env.int("DELIVERY_UNKNOWN_GIVE_UP_MINUTES", 60, minimum=1)
 PUBLIC_BASE_URL = (env.url("PUBLIC_BASE_URL", schemes=("http", "https")) or "http://127.0.0.1:8000").rstrip("/")
 # The TwiML reply to HELP and INFO keywords.
 HELP_REPLY_TEXT = env.str(

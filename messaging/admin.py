@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from django import forms
 from django.contrib import admin
+from django.contrib import messages as notices
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -13,9 +16,23 @@ from django.utils.html import format_html
 from audience.models import Contact
 from audience.phones import InvalidPhone, normalize_phone
 from config.json_limits import ADMIN_JSON_FORMFIELDS, DepthLimitedJSONDecoder
-from messaging.models import Message, MessageEvent, MessageTemplate, Sender
+from config.roles import is_staff_member
+from messaging.models import (
+    Message,
+    MessageEvent,
+    MessageResolution,
+    MessageStatus,
+    MessageTemplate,
+    ResolutionAction,
+    Sender,
+)
+from messaging.selectors import gives_up_text, unknown_gives_up_at
+from messaging.services import outcomes
 from messaging.services import senders as sender_service
 from messaging.services import templates as template_service
+
+# Lookups call the provider one by one: a list action looks up this many at most.
+LOOKUPS_AT_ONCE = 100
 
 
 class MessageTemplateForm(forms.ModelForm):
@@ -178,18 +195,120 @@ class MessageEventInline(admin.TabularInline):
         return False
 
 
+class MessageResolutionInline(admin.TabularInline):
+    model = MessageResolution
+    extra = 0
+    can_delete = False
+    fields = ("created_at", "action", "actor", "detail")
+    readonly_fields = fields
+    ordering = ("-created_at", "-id")
+    verbose_name_plural = "resolutions of an unknown outcome (audit)"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "direction", "channel", "contact", "status", "skip_reason", "error_code", "segments")
+    list_display = (
+        "created_at",
+        "direction",
+        "channel",
+        "contact",
+        "status",
+        "skip_reason",
+        "error_code",
+        "segments",
+        "gives_up",
+    )
     list_filter = ("status", "direction", "channel", "sender", "created_at")
     search_fields = ("provider_sid", "to_address", "from_address", "contact__phone", "idempotency_key")
     list_select_related = ("contact",)
     show_full_result_count = False
     raw_id_fields = ("contact", "template", "sender")
-    inlines = [MessageEventInline]
+    inlines = [MessageEventInline, MessageResolutionInline]
+    actions = ["lookup_again", "resend", "mark_failed"]
+    change_form_template = "admin/messaging/message/change_form.html"
 
     def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields if field.name != "id"]
+        return ["gives_up", *(field.name for field in self.model._meta.fields if field.name != "id")]
+
+    @admin.display(description="outcome unknown: gives up")
+    def gives_up(self, obj: Message) -> str:
+        return gives_up_text(unknown_gives_up_at(obj))
+
+    # --- Outcomes unknown (messaging.services.outcomes; a campaign's messages with their recipients) ---
+
+    def has_resolve_permission(self, request, obj=None) -> bool:
+        return is_staff_member(request.user)
+
+    def _resolve(self, request, ids: list[int], action: str) -> None:
+        try:
+            statuses = outcomes.messages_resolve_any(ids, action, actor=request.user)
+        except ValidationError as exc:
+            self.message_user(request, f"Not done: {'; '.join(exc.messages)}", notices.ERROR)
+            return
+        after = ", ".join(f"{n} {status}" for status, n in sorted(Counter(statuses.values()).items()))
+        self.message_user(request, f"{ResolutionAction(action).label}: {len(statuses)} message(s) ({after}).")
+
+    @staticmethod
+    def _unknown(queryset, limit: int | None = None) -> list[int]:
+        """The selected messages whose outcome is unknown (the others are not resolvable)."""
+        return list(queryset.filter(status=MessageStatus.UNKNOWN).order_by("pk").values_list("pk", flat=True)[:limit])
+
+    @admin.action(description="Outcome unknown: look up again now", permissions=["resolve"])
+    def lookup_again(self, request, queryset):
+        self._resolve(request, self._unknown(queryset, LOOKUPS_AT_ONCE), ResolutionAction.LOOKUP)
+
+    @admin.action(description="Outcome unknown: resend (a new attempt)", permissions=["resolve"])
+    def resend(self, request, queryset):
+        self._resolve(request, self._unknown(queryset), ResolutionAction.RESEND)
+
+    @admin.action(description="Outcome unknown: mark failed", permissions=["resolve"])
+    def mark_failed(self, request, queryset):
+        self._resolve(request, self._unknown(queryset), ResolutionAction.FAIL)
+
+    def get_urls(self):
+        resolve = self.admin_site.admin_view(self.resolve_view)
+        return [path("<int:pk>/resolve/<str:action>/", resolve, name="messaging_message_resolve"), *super().get_urls()]
+
+    def resolve_view(self, request, pk: int, action: str):
+        message = get_object_or_404(Message, pk=pk)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_resolve_permission(request, message):
+            raise PermissionDenied
+        self._resolve(request, [message.pk], action)
+        return HttpResponseRedirect(reverse("admin:messaging_message_change", args=[pk]))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        message = self.get_object(request, object_id)
+        can = message is not None and message.status == MessageStatus.UNKNOWN and self.has_resolve_permission(request)
+        extra_context = {**(extra_context or {}), "resolve_actions": ResolutionAction.choices if can else []}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(MessageResolution)
+class MessageResolutionAdmin(admin.ModelAdmin):
+    """The audit list of staff resolutions of unknown outcomes: written by the service only."""
+
+    list_display = ("created_at", "action", "actor", "message", "detail")
+    list_filter = ("action", "created_at")
+    search_fields = ("actor",)
+    raw_id_fields = ("message",)
+    show_full_result_count = False
 
     def has_add_permission(self, request) -> bool:
         return False

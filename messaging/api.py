@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -24,7 +24,16 @@ from config.api import (
 )
 from config.roles import is_analyst
 from messaging import selectors
-from messaging.models import Message, MessageEvent, MessageStatus, MessageTemplate, Sender
+from messaging.models import (
+    Message,
+    MessageEvent,
+    MessageResolution,
+    MessageStatus,
+    MessageTemplate,
+    ResolutionAction,
+    Sender,
+)
+from messaging.services import outcomes
 from messaging.services import send as send_service
 from messaging.services import senders as sender_service
 from messaging.services import templates as template_service
@@ -187,6 +196,10 @@ class MessageEventSerializer(serializers.ModelSerializer):
 
 
 class MessageSerializer(serializers.ModelSerializer):
+    unknown_gives_up_at = serializers.SerializerMethodField(
+        help_text="For an outcome unknown: when the lookups stop and the message is failed."
+    )
+
     class Meta:
         model = Message
         fields = [
@@ -223,16 +236,35 @@ class MessageSerializer(serializers.ModelSerializer):
             "canceled_at",
             "skipped_at",
             "received_at",
+            "unknown_gives_up_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_unknown_gives_up_at(self, obj: Message):
+        return selectors.unknown_gives_up_at(obj)
+
+
+class MessageResolutionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = MessageResolution
+        fields = ["action", "actor", "detail", "created_at"]
 
 
 class MessageDetailSerializer(MessageSerializer):
     history = MessageEventSerializer(source="events", many=True, read_only=True)
+    resolutions = MessageResolutionSerializer(many=True, read_only=True, help_text="Staff actions on its outcome.")
 
     class Meta(MessageSerializer.Meta):
-        fields = [*MessageSerializer.Meta.fields, "history"]
+        fields = [*MessageSerializer.Meta.fields, "history", "resolutions"]
         read_only_fields = fields
+
+
+class MessageResolveSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(
+        choices=ResolutionAction.choices,
+        help_text="lookup: ask the provider now; resend: send again (a deliberate new attempt); fail: mark it failed.",
+    )
 
 
 class MessageCreateSerializer(serializers.Serializer):
@@ -295,7 +327,7 @@ class MessageViewSet(
     http_method_names = ["get", "post", "head", "options"]
 
     def get_queryset(self):
-        if self.action == "retrieve":
+        if self.action in ("retrieve", "resolve"):
             return selectors.message_with_history()
         return selectors.message_list()
 
@@ -342,3 +374,17 @@ class MessageViewSet(
         payload = MessageCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         return payload.validated_data
+
+    @extend_schema(request=MessageResolveSerializer, responses={200: MessageDetailSerializer})
+    @action(detail=True, methods=["post"])
+    def resolve(self, request, pk=None):
+        """Resolve a message whose outcome is unknown: look it up now, resend it, or mark it failed (Staff)."""
+        message = self.get_object()
+        payload = MessageResolveSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            outcomes.messages_resolve_any([message.pk], payload.validated_data["action"], actor=request.user)
+        except DjangoValidationError as exc:
+            raise_as_drf(exc)
+        message = selectors.message_with_history().get(pk=message.pk)
+        return Response(MessageDetailSerializer(message).data)

@@ -106,6 +106,8 @@ class MessageStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     QUEUED = "queued", "Queued"
     SENDING = "sending", "Sending"
+    # The provider may or may not hold it, and asking failed: looked up again until the give-up.
+    UNKNOWN = "unknown", "Outcome unknown"
     SENT = "sent", "Sent"
     DELIVERED = "delivered", "Delivered"
     READ = "read", "Read"
@@ -254,3 +256,25 @@ class MessageEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider_sid} {self.status}"
+
+
+class ResolutionAction(models.TextChoices):
+    LOOKUP = "lookup", "Look up again"
+    RESEND = "resend", "Resend"
+    FAIL = "fail", "Mark failed"
+
+
+class MessageResolution(models.Model):
+    """Who resolved a message whose outcome was unknown, how, and what came of it: its audit list."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="resolutions")
+    action = models.CharField(max_length=16, choices=ResolutionAction.choices)
+    actor = models.CharField(max_length=150)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} by {self.actor}"

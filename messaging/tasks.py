@@ -6,7 +6,7 @@ from celery import shared_task
 
 from messaging import retention
 from messaging.providers.simulated import simulated_step_run, step_delay
-from messaging.services import send
+from messaging.services import reconcile, send
 
 
 @shared_task(name="messaging.send_message", ignore_result=True)
@@ -21,12 +21,12 @@ def send_due_retries() -> int:
 
 @shared_task(name="messaging.reconcile_message", ignore_result=True)
 def reconcile_message(message_id: int) -> None:
-    send.message_reconcile(message_id)
+    reconcile.message_reconcile(message_id)
 
 
 @shared_task(name="messaging.reconcile_stale_sending", ignore_result=True)
 def reconcile_stale_sending() -> int:
-    return send.messages_reconcile_stale()
+    return reconcile.messages_reconcile_stale()
 
 
 @shared_task(name="messaging.simulated_status_step", ignore_result=True)

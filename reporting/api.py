@@ -170,6 +170,9 @@ class SummaryMessagesSerializer(serializers.Serializer):
     failed = serializers.IntegerField()
     canceled = serializers.IntegerField()
     skipped_at_send = serializers.IntegerField(help_text="messages the send service refused (consent, window...)")
+    unknown = serializers.IntegerField(
+        help_text="the provider could not say whether it holds them; looked up until the give-up, then failed"
+    )
 
 
 class TimelinePointSerializer(serializers.Serializer):
@@ -189,6 +192,7 @@ class CampaignSummarySerializer(serializers.Serializer):
     held = serializers.IntegerField()
     skipped = serializers.IntegerField()
     skipped_by_reason = serializers.DictField(child=serializers.IntegerField())
+    unknown = serializers.IntegerField(help_text="Recipients whose message's outcome is unknown (staff can resolve).")
     messages = SummaryMessagesSerializer()
     delivery_rate = serializers.FloatField(allow_null=True, help_text="delivered / sent")
     read_rate = serializers.FloatField(allow_null=True, help_text="read / delivered")
@@ -289,6 +293,7 @@ class ActiveRunSerializer(serializers.Serializer):
     sent = serializers.IntegerField()
     skipped = serializers.IntegerField()
     failed = serializers.IntegerField()
+    unknown = serializers.IntegerField(help_text="Recipients whose message's outcome is unknown.")
     progress = serializers.FloatField(allow_null=True)
     messages_by_status = serializers.DictField(child=serializers.IntegerField())
 

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 NAMESPACE = "mp"
 SENDS_WINDOW = dt.timedelta(hours=24)
-RUN_FIELDS = ("total", "pending", "held", "sending", "sent", "skipped", "failed")
+RUN_FIELDS = ("total", "pending", "held", "sending", "sent", "skipped", "failed", "unknown")
 IMPORT_FIELDS = ("created", "updated", "unchanged", "skipped", "invalid", "duplicate")
 
 
@@ -113,7 +113,7 @@ class PlatformCollector:
         )
         progress = GaugeMetricFamily(
             f"{NAMESPACE}_run_progress_ratio",
-            "Share of a running or paused run's recipients that are sent, skipped or failed.",
+            "Share of a running or paused run's recipients that are sent, skipped, failed or of unknown outcome.",
             labels=["run", "campaign"],
         )
         runs = CampaignRun.objects.filter(status__in=[RunStatus.RUNNING, RunStatus.PAUSED]).order_by("pk")
@@ -121,7 +121,7 @@ class PlatformCollector:
             ids = [str(run.pk), str(run.campaign_id)]
             for field in RUN_FIELDS:
                 recipients.add_metric([*ids, field], getattr(run, field))
-            done = run.sent + run.skipped + run.failed
+            done = run.sent + run.skipped + run.failed + run.unknown
             progress.add_metric(ids, done / run.total if run.total else 0)
         yield recipients
         yield progress

@@ -264,7 +264,7 @@ def active_runs() -> list[dict[str, Any]]:
         by_run[run_id][status] = by_run[run_id].get(status, 0) + count
     result = []
     for run in runs:
-        done = run.sent + run.skipped + run.failed
+        done = run.sent + run.skipped + run.failed + run.unknown
         result.append(
             {
                 "id": run.pk,
@@ -278,6 +278,7 @@ def active_runs() -> list[dict[str, Any]]:
                 "sent": run.sent,
                 "skipped": run.skipped,
                 "failed": run.failed,
+                "unknown": run.unknown,
                 "progress": round(done / run.total, 4) if run.total else None,
                 "messages_by_status": by_run[run.pk],
             }

@@ -168,6 +168,7 @@ def _recipient_figures_kept(runs: list[CampaignRun]) -> dict[str, Any]:
         "held": states[RecipientState.HELD],
         "skipped": states[RecipientState.SKIPPED],
         "skipped_by_reason": dict(sorted(reasons.items())),
+        "unknown": states[RecipientState.UNKNOWN],
     }
 
 
@@ -251,6 +252,7 @@ def _recipient_figures(run_ids: list[int]) -> dict[str, Any]:
         "held": states[RecipientState.HELD],
         "skipped": states[RecipientState.SKIPPED],
         "skipped_by_reason": dict(sorted(skipped_by_reason.items())),
+        "unknown": states[RecipientState.UNKNOWN],
     }
 
 
@@ -282,6 +284,7 @@ def _message_figures(run_ids: list[int], *, kept: bool = True) -> dict[str, Any]
         "failed": by_status[MessageStatus.FAILED],
         "canceled": by_status[MessageStatus.CANCELED],
         "skipped_at_send": by_status[MessageStatus.SKIPPED],
+        "unknown": by_status[MessageStatus.UNKNOWN],
         "failures": failures,
         # Twilio reports prices as negative amounts; the cost is their size.
         "cost": [

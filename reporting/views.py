@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.mixins import LoginRequiredMixin, UserPassesTestMixin
 from django.core.paginator import Paginator
 from django.db import connection
@@ -332,6 +333,7 @@ class CampaignAnalyticsPage(ReportingPage):
             "delivery_percent": _percent(summary["delivery_rate"]),
             "read_percent": _percent(summary["read_rate"]),
             "live": self._live(campaign, run, messages["in_flight"]),
+            "give_up_minutes": settings.DELIVERY_UNKNOWN_GIVE_UP_MINUTES,
         }
 
     @staticmethod

@@ -59,7 +59,7 @@ def assert_counts_match_recount(run: CampaignRun) -> None:
     run.refresh_from_db()
     by_state = dict(Recipient.objects.filter(run=run).values_list("state").annotate(n=Count("pk")))
     reasons = dict(Recipient.objects.filter(run=run, state="skipped").values_list("reason").annotate(n=Count("pk")))
-    counters = {s: getattr(run, s) for s in ("pending", "held", "sending", "sent", "skipped", "failed")}
+    counters = {s: getattr(run, s) for s in ("pending", "held", "sending", "sent", "skipped", "failed", "unknown")}
     assert counters == {s: by_state.get(s, 0) for s in counters}
     assert {k: v for k, v in run.skipped_by_reason.items() if v} == reasons
     assert run.total == sum(counters.values())

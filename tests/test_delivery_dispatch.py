@@ -16,7 +16,7 @@ from campaigns import services
 from campaigns.models import Campaign, CampaignRun, Recipient
 from campaigns.services import dispatch
 from messaging.models import Message, MessageStatus
-from messaging.services import send
+from messaging.services import reconcile, send
 from tests import delivery
 from tests.delivery import assert_counts_match_recount, drain, make_campaign
 
@@ -200,7 +200,7 @@ def test_a_timed_out_send_is_reconciled_with_twilio_never_resent(fake):
     assert dispatch.run_dispatch_batch(run.pk) == (0, None)  # nothing due; the run is not complete
     past = timezone.now() - send.STALE_SENDING_AFTER - timedelta(seconds=5)
     Message.objects.filter(pk=recipient.message_id).update(claimed_at=past, sending_at=past)
-    send.messages_reconcile_stale()
+    reconcile.messages_reconcile_stale()
     assert dispatch.recipients_reap(now=timezone.now() + timedelta(minutes=5)) == 1
     recipient.refresh_from_db()
     assert recipient.state == "sent" and recipient.message.provider_sid

@@ -12,7 +12,7 @@ from campaigns.services import dispatch
 from campaigns.tasks import dispatch_run, dispatch_upkeep, reap_stale_claims, release_held
 from config.celery import app as celery_app
 from messaging.models import Message, MessageStatus
-from messaging.services import send
+from messaging.services import reconcile, send
 from tests import delivery
 from tests.delivery import assert_counts_match_recount, drain, make_campaign
 
@@ -82,7 +82,7 @@ def test_under_a_mix_of_500s_429s_and_timeouts_every_recipient_ends_sent_or_fail
     # Timed-out sends stay `sending` until the provider is asked (never resent blindly).
     past = timezone.now() - send.STALE_SENDING_AFTER - timedelta(seconds=5)
     Message.objects.filter(status=MessageStatus.SENDING).update(claimed_at=past, sending_at=past)
-    send.messages_reconcile_stale()
+    reconcile.messages_reconcile_stale()
     dispatch.recipients_reap(now=timezone.now() + dispatch.STALE_CLAIM_AFTER * 2)
     drain(run, hurry_retries=True, rounds=400)
 

@@ -28,7 +28,7 @@ from campaigns.services import dispatch
 from campaigns.tasks import dispatch_run
 from config.celery import app as celery_app
 from messaging.models import Message, MessageStatus
-from messaging.services import send
+from messaging.services import reconcile, send
 from tests import delivery
 from tests.delivery import TOKEN, assert_counts_match_recount, free_port, make_campaign
 
@@ -129,7 +129,7 @@ def test_a_worker_killed_mid_run_and_restarted_sends_each_recipient_exactly_once
     Message.objects.filter(status=MessageStatus.SENDING, provider_sid__isnull=True).update(
         claimed_at=past, sending_at=past
     )
-    send.messages_reconcile_stale()
+    reconcile.messages_reconcile_stale()
     later = timezone.now() + dispatch.STALE_CLAIM_AFTER * 2
     dispatch.recipients_reap(now=later)
     assert Recipient.objects.filter(run=run, state="sending").count() == 0
@@ -212,7 +212,7 @@ def test_a_redis_restart_mid_run_loses_nothing_and_sends_nothing_twice(
             Message.objects.filter(status=MessageStatus.SENDING, provider_sid__isnull=True).update(
                 claimed_at=past, sending_at=past
             )
-            send.messages_reconcile_stale()
+            reconcile.messages_reconcile_stale()
             dispatch.recipients_reap(now=timezone.now() + dispatch.STALE_CLAIM_AFTER * 2)
             dispatch_via(private_redis.url, run.pk)
             wait_for(lambda: run_status(run.pk) == "completed", timeout=60)

@@ -137,7 +137,7 @@ def test_the_progress_view_serves_fresh_counters_as_json(client, triggered):
     assert response.status_code == 200
     [data] = response.json()["runs"]
     assert (data["id"], data["active"], data["total"], data["pending"], data["sending"]) == (run.pk, True, 1, 1, 0)
-    assert [part["name"] for part in data["parts"]] == ["sent", "failed", "skipped", "sending", "held"]
+    assert [part["name"] for part in data["parts"]] == ["sent", "failed", "unknown", "skipped", "sending", "held"]
 
 
 def test_the_progress_view_needs_a_login(client, triggered):

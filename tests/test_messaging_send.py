@@ -13,7 +13,7 @@ from config.celery import app as celery_app
 from messaging.fake_twilio import FakeTwilio
 from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
 from messaging.providers.simulated import Odds, reference_sid, simulated_step_run, status_plan
-from messaging.services import send
+from messaging.services import reconcile, send
 from messaging.services.status import status_event_record
 from tests.factories import ContactFactory
 
@@ -225,9 +225,9 @@ def test_a_timeout_is_reconciled_with_the_provider_never_resent(fake, sms_sender
     assert message.status == MessageStatus.SENDING and message.provider_sid is None
     assert message.error_message.startswith("outcome unknown")
     [created] = fake.messages()
-    assert send.message_reconcile(message.pk).status == MessageStatus.SENDING  # not stale yet: left alone
+    assert reconcile.message_reconcile(message.pk).status == MessageStatus.SENDING  # not stale yet: left alone
     make_stale(message)
-    message = send.message_reconcile(message.pk)
+    message = reconcile.message_reconcile(message.pk)
     assert message.status == MessageStatus.QUEUED and message.provider_sid == created["sid"]
     assert fake.requests_to(contact.phone) == 1
 
@@ -243,7 +243,7 @@ def test_a_crash_after_the_provider_accepted_is_reconciled_by_the_reaper(fake, s
     assert send._render(message) == ""
     accepted = get_provider("twilio").send(send.send_request_for(message))
     make_stale(message)
-    assert send.messages_reconcile_stale() == 1
+    assert reconcile.messages_reconcile_stale() == 1
     message.refresh_from_db()
     assert message.status == MessageStatus.QUEUED and message.provider_sid == accepted.provider_sid
     assert fake.requests_to(contact.phone) == 1
@@ -254,7 +254,7 @@ def test_a_stale_send_the_provider_never_saw_is_sent_again(fake, sms_sender):
     message = new_message(contact, sms_sender)
     assert send._claim(message.pk, timezone.now())  # claimed, then the worker died before calling Twilio
     make_stale(message)
-    message = send.message_reconcile(message.pk)
+    message = reconcile.message_reconcile(message.pk)
     assert message.status == MessageStatus.PENDING
     message = send.message_send(message.pk)
     assert message.status == MessageStatus.QUEUED

@@ -15,7 +15,7 @@ from campaigns import services as campaigns
 from campaigns.models import Recipient
 from campaigns.services import dispatch
 from messaging.models import Message, MessageStatus, Sender
-from messaging.services import send
+from messaging.services import reconcile, send
 from tests import delivery
 from tests.delivery import assert_counts_match_recount, make_campaign
 from tests.factories import ContactFactory
@@ -51,7 +51,7 @@ def test_a_stale_send_whose_contact_was_erased_fails_and_its_run_completes(fake)
     assert (message.contact_id, message.to_address) == (None, "")  # what erasure leaves
     _stale(message)
 
-    assert send.messages_reconcile_stale() == 1
+    assert reconcile.messages_reconcile_stale() == 1
     message.refresh_from_db()
     assert message.status == MessageStatus.FAILED and message.failed_at is not None
     assert message.error_message == "contact erased before the send was confirmed"
@@ -76,7 +76,7 @@ def test_one_message_that_cannot_be_reconciled_does_not_stop_the_others(fake, ca
     _stale(healthy)
 
     with caplog.at_level(logging.ERROR, logger="messaging.services.send"):
-        assert send.messages_reconcile_stale() == 2
+        assert reconcile.messages_reconcile_stale() == 2
     healthy.refresh_from_db()
     assert healthy.status == MessageStatus.QUEUED and healthy.provider_sid
     assert Message.objects.get(pk=broken.pk).status == MessageStatus.SENDING  # left for a later run
@@ -94,6 +94,6 @@ def test_a_stale_send_is_found_from_the_number_it_went_out_from_after_the_sender
     sender.save()
     _stale(message)
 
-    message = send.message_reconcile(message.pk)
+    message = reconcile.message_reconcile(message.pk)
     assert message.status == MessageStatus.QUEUED and message.provider_sid == created["sid"]
     assert fake.requests_to(PHONES[2]) == 1

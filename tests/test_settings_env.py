@@ -58,6 +58,8 @@ def _check(deploy: bool = False, **overrides):
         ("MESSAGING_PROVIDER", "carrier-pigeon", "MESSAGING_PROVIDER='carrier-pigeon' must be one of"),
         ("DATABASE_URL", "sqlite:///db.sqlite3", "DATABASE_URL"),
         ("TWILIO_ACCOUNT_SID", "XX123", "TWILIO_ACCOUNT_SID must be 34 characters"),
+        ("DELIVERY_UNKNOWN_GIVE_UP_MINUTES", "0", "DELIVERY_UNKNOWN_GIVE_UP_MINUTES=0 must be at least 1"),
+        ("DELIVERY_UNKNOWN_GIVE_UP_MINUTES", "1h", "DELIVERY_UNKNOWN_GIVE_UP_MINUTES='1h' is not an integer"),
     ],
 )
 def test_start_up_stops_on_a_bad_variable(variable, value, message):

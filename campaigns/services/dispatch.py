@@ -11,8 +11,8 @@ intent (the rendered message, in ``sending``) before any provider call, sends th
 of threads each paced by the sender's Redis token log right before its HTTP request, and writes
 the outcomes in one statement. The recipients then move to sent, skipped or failed (or back to
 pending for a retry) with one conditional UPDATE in the same transaction as the counter change,
-so ``pending + held + sending + sent + skipped + failed`` always equals ``total`` and every
-counter equals a recount.
+so ``pending + held + sending + sent + skipped + failed + unknown`` always equals ``total`` and
+every counter equals a recount.
 
 The run's status is read before each batch and, at most ``STATUS_FRESH`` seconds old, before
 each send: after a pause or cancel is stored, nothing new goes to the provider (a send already
@@ -22,7 +22,10 @@ at the provider finishes). Claimed but unsent recipients go back to pending (or 
 A worker that dies leaves recipients in ``sending``. ``recipients_reap`` settles them from their
 Message, never by resending: a Message with a provider sid is sent; one still pending was never
 sent (safe to queue again); one in ``sending`` without a sid is left to the messaging reaper,
-which asks the provider first.
+which asks the provider first. When the provider cannot be asked the Message is ``unknown`` and
+so is its recipient: final for the run (which completes without it), followed afterwards
+whatever the run's status (found: sent; never created: pending again while the run is active,
+failed once it has ended, so nothing is sent after a run's end).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from campaigns.models import CampaignKind, CampaignRun, Recipient, RecipientStat
 from config import sql
 from messaging.models import Message, MessageStatus
 from messaging.services import inflight
+from messaging.services import outcomes as send_outcomes
 from messaging.services import send as send_service
 from messaging.services import send_batch as send_service_batch
 
@@ -70,6 +74,7 @@ SKIP_REASONS = {
 }
 SKIP_CODES = {"21610": SkipReason.OPTED_OUT, "63016": SkipReason.OUTSIDE_WINDOW}
 MESSAGE_FAILURES = {MessageStatus.FAILED, MessageStatus.UNDELIVERED, MessageStatus.CANCELED}
+ACTIVE_RUN_STATUSES = (RunStatus.RUNNING, RunStatus.PAUSED)
 
 
 # --- Counters ------------------------------------------------------------------------------
@@ -85,7 +90,7 @@ def _counters_move(
         params.append(dispatched_at)
     for name, delta in deltas.items():
         if delta:
-            assert name in ("pending", "held", "sending", "sent", "skipped", "failed")
+            assert name in ("pending", "held", "sending", "sent", "skipped", "failed", "unknown")
             sets.append(f"{name} = {name} + %s")
             params.append(delta)
     if reasons := {k: v for k, v in (reasons or {}).items() if v}:
@@ -205,6 +210,8 @@ def recipient_outcome(message: Message) -> tuple[str, str, str] | None:
         if message.error_code in SKIP_CODES:
             return R.SKIPPED, SKIP_CODES[message.error_code], message.error_message[:255]
         return R.FAILED, (message.error_code or "failed")[:32], message.error_message[:255]
+    if message.status == MessageStatus.UNKNOWN:
+        return R.UNKNOWN, "", message.error_message[:255]
     if message.status == MessageStatus.PENDING:
         return R.PENDING, "", ""
     return None  # sending without a sid: the provider is asked first (messaging reconcile)
@@ -222,11 +229,15 @@ def recipient_settle(
 
 
 def recipients_settle(
-    run_id: int, outcomes: list[tuple[int, tuple[str, str, str]]], now: datetime | None = None
+    run_id: int,
+    outcomes: list[tuple[int, tuple[str, str, str]]],
+    now: datetime | None = None,
+    *,
+    from_state: str = R.SENDING,
 ) -> int:
     """Move claimed recipients to their outcomes and the run's counters with them, in one transaction.
 
-    One conditional UPDATE (only rows still in ``sending`` move) and one counter UPDATE, so a
+    One conditional UPDATE (only rows still in ``from_state`` move) and one counter UPDATE, so a
     batch's outcomes cost two statements and one commit, and the run row is locked once.
     Returns how many recipients moved.
     """
@@ -248,9 +259,9 @@ def recipients_settle(
             "sent_at = CASE WHEN v.state = %s THEN %s::timestamptz ELSE r.sent_at END",
             "WHERE r.id = v.id AND r.state = %s RETURNING v.state, v.reason",
             set_params=[str(R.SENT), now],
-            tail_params=[str(R.SENDING)],
+            tail_params=[str(from_state)],
         )
-        deltas: dict[str, int] = {"sending": -len(moved)}
+        deltas: dict[str, int] = {str(from_state): -len(moved)}
         reasons: dict[str, int] = {}
         for state, reason in moved:
             deltas[state] = deltas.get(state, 0) + 1
@@ -445,14 +456,21 @@ def _after_empty_claim(run: CampaignRun) -> float | None:
 
 
 def run_complete_if_final(run_id: int) -> bool:
-    """Complete a running run none of whose recipients is waiting or in flight (by a recount)."""
+    """Complete a running run none of whose recipients is waiting or in flight (by a recount).
+
+    Outcomes unknown do not keep it open: they are final for the run and settle later. The run
+    row is locked before the recount, as every move of a recipient locks it: one going back to
+    pending (an unknown outcome the provider never created) cannot slip in between.
+    """
     from campaigns.services.lifecycle import run_complete
 
-    waiting = Recipient.objects.filter(run_id=run_id, state__in=[R.PENDING, R.HELD, R.SENDING]).exists()
-    run = CampaignRun.objects.select_related("campaign").get(pk=run_id)
-    if waiting or run.status != RunStatus.RUNNING:
-        return False
-    run_complete(run)
+    with transaction.atomic():
+        if _run_status_locked(run_id) != RunStatus.RUNNING:
+            return False
+        if Recipient.objects.filter(run_id=run_id, state__in=[R.PENDING, R.HELD, R.SENDING]).exists():
+            return False
+        run = CampaignRun.objects.select_related("campaign").get(pk=run_id)
+        run_complete(run)
     _capacity_learn(run)
     return True
 
@@ -588,30 +606,61 @@ def held_release(now: datetime | None = None) -> int:
 
 
 def recipients_reap(now: datetime | None = None) -> int:
-    """Settle claims whose outcome is known from their Message; requeue stale never-sent ones.
+    """Settle claims and unknown outcomes whose result their Message now tells; requeue stale never-sent ones.
 
-    Claims younger than 30 s are left to the dispatcher that holds them.
+    Claims younger than 30 s are left to the dispatcher that holds them. Runs of every status are
+    looked at while they count recipients in `sending` or `unknown`: an outcome found after the
+    run completed or was cancelled still moves its recipient, and the counters with it.
     """
     now = now or timezone.now()
     settled = 0
-    for run in _active_runs():
-        claims = (
-            Recipient.objects.filter(run=run, state=R.SENDING, claimed_at__lt=now - timedelta(seconds=30))
-            .select_related("message")
-            .order_by("claimed_at")
+    runs = CampaignRun.objects.filter(Q(sending__gt=0) | Q(unknown__gt=0)).order_by("pk")
+    for run_id in runs.values_list("pk", flat=True):
+        due = Q(state=R.SENDING, claimed_at__lt=now - timedelta(seconds=30))
+        moved_on = Q(state=R.UNKNOWN) & ~Q(message__status=MessageStatus.UNKNOWN)
+        recipients = (
+            Recipient.objects.filter(due | moved_on, run_id=run_id).select_related("message").order_by("claimed_at")
         )
-        for recipient in claims:
-            outcome = (R.PENDING, "", "") if recipient.message is None else recipient_outcome(recipient.message)
-            if outcome is None:
-                continue  # at the provider's or unknown: the messaging reaper asks the provider first
-            if (
-                outcome[0] == R.PENDING
-                and recipient.message is not None
-                and recipient.claimed_at > now - STALE_CLAIM_AFTER
-            ):
-                continue  # not sent yet, and its dispatcher may still be alive
-            settled += recipient_settle(run.pk, recipient.pk, outcome, now)
+        settled += recipients_follow(run_id, recipients, now)
     return settled
+
+
+def recipients_follow(
+    run_id: int, recipients: Iterable[Recipient], now: datetime | None = None, *, patient: bool = True
+) -> int:
+    """Move each recipient (claimed or unknown) to what its Message now says; returns how many moved.
+
+    ``patient``: a claim whose Message is still pending is left to its dispatcher for
+    STALE_CLAIM_AFTER (a staff resend, whose message no dispatcher holds, does not wait).
+    """
+    now = now or timezone.now()
+    moved = 0
+    for recipient in recipients:
+        message = recipient.message
+        outcome = (R.PENDING, "", "") if message is None else recipient_outcome(message)
+        if outcome is None or outcome[0] == recipient.state:
+            continue  # at the provider's or unknown: the messaging reaper asks the provider first
+        if patient and outcome[0] == R.PENDING and recipient.state == R.SENDING and message is not None:
+            if recipient.claimed_at > now - STALE_CLAIM_AFTER:
+                continue  # not sent yet, and its dispatcher may still be alive
+        moved += _recipient_follow(run_id, recipient, outcome, now)
+    return moved
+
+
+def _recipient_follow(run_id: int, recipient: Recipient, outcome: tuple[str, str, str], now: datetime) -> int:
+    with transaction.atomic():
+        status = _run_status_locked(run_id)
+        if outcome[0] == R.PENDING and status not in ACTIVE_RUN_STATUSES:
+            if status == RunStatus.CANCELLED and recipient.state == R.SENDING:
+                # Never sent, and the campaign was cancelled: skipped 'cancelled' (recipients_settle).
+                moved = recipients_settle(run_id, [(recipient.pk, outcome)], now)
+                _messages_drop([recipient.pk])
+                return moved
+            # Never created at the provider, and its run is over: nothing is sent after a run's end.
+            if recipient.message_id and not send_outcomes.message_fail_unsent(recipient.message_id):
+                return 0  # the message moved meanwhile: the next pass follows it
+            outcome = (R.FAILED, "unsent", send_outcomes.UNSENT_RUN_ENDED)
+        return recipients_settle(run_id, [(recipient.pk, outcome)], now, from_state=recipient.state)
 
 
 def runs_kick(now: datetime | None = None) -> int:

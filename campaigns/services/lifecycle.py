@@ -38,6 +38,8 @@ TRANSITIONS: dict[str, set[str]] = {
     S.CANCELLED: set(),
     S.FAILED: set(),
 }
+# A resend of unknown outcomes (staff) reopens a finished campaign: the only way out of completed.
+RESEND_TRANSITIONS: dict[str, set[str]] = {S.COMPLETED: {S.RUNNING}}
 LAUNCH_TASK = "campaigns.tasks.campaign_fire"
 
 
@@ -52,7 +54,10 @@ def _actor_name(actor) -> str:
 def _transition(campaign: Campaign, to: str, *, action: str, actor=None, detail: dict | None = None) -> Campaign:
     """Move the campaign to ``to`` if allowed from its current (locked) status, and audit it."""
     locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
-    if to not in TRANSITIONS[locked.status]:
+    allowed = TRANSITIONS[locked.status]
+    if action == "resend":
+        allowed = allowed | RESEND_TRANSITIONS.get(locked.status, set())
+    if to not in allowed:
         raise CampaignError(f"cannot {action} a {locked.get_status_display().lower()} campaign")
     CampaignAction.objects.create(
         campaign=locked,
@@ -417,6 +422,46 @@ def run_cancel(run: CampaignRun) -> None:
         skipped=run.skipped + cancelled,
         skipped_by_reason=counts,
     )
+    from campaigns.services.outcomes import run_sends_unknown
+
+    run_sends_unknown(run)  # sends no live request will answer any more: unknown, not `sending`
+
+
+@transaction.atomic
+def run_reopen(run: CampaignRun, *, actor=None, detail: dict | None = None) -> CampaignRun:
+    """Staff resend unknown outcomes of a finished run: it runs again (paused if its campaign is), audited.
+
+    A completed campaign runs again through the lifecycle's one extra transition (completed ->
+    running, action "resend"); a scheduled cron campaign runs as when a tick fires. A cancelled
+    run or campaign is refused: cancelling means nothing more is sent.
+    """
+    run = CampaignRun.objects.select_for_update().select_related("campaign").get(pk=run.pk)
+    campaign = Campaign.objects.select_for_update().get(pk=run.campaign_id)
+    if run.status not in (RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.COMPLETED):
+        raise CampaignError({"action": [f"run {run.pk} was {run.status}: its messages cannot be resent"]})
+    if campaign.status in (S.CANCELLED, S.FAILED):
+        raise CampaignError({"action": [f"the campaign is {campaign.status}: its messages cannot be resent"]})
+    detail = {"run": run.pk, **(detail or {})}
+    if run.status == RunStatus.COMPLETED:
+        run.status = RunStatus.PAUSED if campaign.status == S.PAUSED else RunStatus.RUNNING
+        run.finished_at = None
+        run.save(update_fields=["status", "finished_at"])
+        detail["reopened"] = True
+    if campaign.status in (S.COMPLETED, S.SCHEDULED) and run.status == RunStatus.RUNNING:
+        campaign = _transition(campaign, S.RUNNING, action="resend", actor=actor, detail=detail)
+        campaign_sync_schedule(campaign)
+    else:
+        CampaignAction.objects.create(
+            campaign=campaign,
+            action="resend",
+            from_status=campaign.status,
+            to_status=campaign.status,
+            actor=_actor_name(actor),
+            detail=detail,
+        )
+    if run.status == RunStatus.RUNNING:
+        dispatch.dispatch_start(run.pk)  # after commit
+    return run
 
 
 def campaign_dry_run(campaign: Campaign, *, now: dt.datetime | None = None, samples: int = 5) -> dict:

@@ -12,12 +12,11 @@ retries, tasks). The database decides what happens, never the fact that a task r
 - A message left in ``sending`` without a sid (a crash after the provider accepted it, or a
   timeout whose outcome is unknown) is never resent blindly: ``message_reconcile`` asks the
   provider for a message matching it and adopts its sid, and only if the provider has none
-  puts it back to ``pending``.
+  puts it back to ``pending`` (``messaging.services.reconcile``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import random
@@ -56,8 +55,10 @@ BACKOFF_CAP = 300.0
 # A message in `sending` this long without a sid lost its worker or its answer: reconcile it.
 # Well above the provider's connect + read timeouts, so a live send is never taken for dead.
 STALE_SENDING_AFTER = timedelta(seconds=60)
-RECONCILE_GIVE_UP_AFTER = timedelta(hours=24)
 WHATSAPP_WINDOW = timedelta(hours=24)
+
+# The statuses a send's outcome is written over: in flight, or unknown after a failed lookup.
+OUTCOME_AWAITED = (MessageStatus.SENDING, MessageStatus.UNKNOWN)
 
 SKIP_OPTED_OUT = "contact opted out"
 SKIP_OUTSIDE_WINDOW = "outside WhatsApp 24h window"
@@ -352,15 +353,19 @@ def send_request_for(message: Message) -> SendRequest:
     )
 
 
-def _finish(message: Message, status: MessageStatus, **fields: Any) -> Message:
-    """Leave `sending` for ``status`` (conditional: nothing happens if someone else moved it)."""
+def _finish(message: Message, status: MessageStatus, *, claim: datetime | None = None, **fields: Any) -> Message:
+    """Leave `sending` (or `unknown`) for ``status`` (conditional: nothing happens if someone else moved it).
+
+    ``claim``: only if the message still holds this claim (a reconciler's, which a new send replaces).
+    """
     now = timezone.now()
     # An answer naming a later status (sent) is evidence for the ones it implies too; sending_at
     # stays the claim's (when the request left).
     stamps = [c for c in {MessageStatus.SKIPPED: ("skipped_at",), **STAMP_COLUMNS}.get(status, ()) if c != "sending_at"]
     values = {"status": status, "updated_at": now, **dict.fromkeys(stamps, now), **fields}
     with transaction.atomic():  # a savepoint: a unique-sid clash must not break the caller's transaction
-        moved = Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(**values)
+        held = Message.objects.filter(pk=message.pk, status__in=OUTCOME_AWAITED)
+        moved = (held.filter(claimed_at=claim) if claim else held).update(**values)
     if moved:
         for name, value in values.items():
             setattr(message, name, value)
@@ -369,7 +374,7 @@ def _finish(message: Message, status: MessageStatus, **fields: Any) -> Message:
     return message
 
 
-def _accepted(message: Message, result: SendResult) -> Message:
+def _accepted(message: Message, result: SendResult, *, claim: datetime | None = None) -> Message:
     """Record the provider's sid and status, then apply any callback that arrived first."""
     try:
         status = status_map(result.status)
@@ -388,10 +393,12 @@ def _accepted(message: Message, result: SendResult) -> Message:
     if status in (MessageStatus.FAILED, MessageStatus.UNDELIVERED):
         fields["error_message"] = f"the provider answered {result.status}"
     try:
-        message = _finish(message, status, **fields)
+        message = _finish(message, status, claim=claim, **fields)
     except IntegrityError:  # the sid is already on another row: never bind one provider message twice
         logger.error("provider sid %s already recorded; message %s needs review", result.provider_sid, message.pk)
-        return _finish(message, MessageStatus.FAILED, error_code="duplicate", error_message="provider sid reused")
+        return _finish(
+            message, MessageStatus.FAILED, claim=claim, error_code="duplicate", error_message="provider sid reused"
+        )
     # Most sends have no early callback: one indexed EXISTS instead of the locking apply path.
     if MessageEvent.objects.filter(provider_sid=result.provider_sid, applied_at__isnull=True).exists():
         status_events_apply_pending(message)
@@ -467,7 +474,7 @@ def _outcome_unknown(message: Message, exc: ProviderError) -> Message:
     return message
 
 
-# --- Retries and reconciliation ------------------------------------------------------------
+# --- Retries (reconciliation: messaging.services.reconcile) ----------------------------------
 
 
 def messages_send_due(*, limit: int = 500) -> int:
@@ -481,76 +488,3 @@ def messages_send_due(*, limit: int = 500) -> int:
     for message_id in ids:
         message_enqueue(message_id)
     return len(ids)
-
-
-def messages_reconcile_stale(*, limit: int = 1000) -> int:
-    """Reconcile messages stuck in `sending` without a sid; returns how many were looked at."""
-    cutoff = timezone.now() - STALE_SENDING_AFTER
-    ids = list(
-        Message.objects.filter(status=MessageStatus.SENDING, provider_sid__isnull=True, claimed_at__lt=cutoff)
-        .order_by("claimed_at")
-        .values_list("pk", flat=True)[:limit]
-    )
-    for message_id in ids:
-        try:
-            message_reconcile(message_id)
-        except Exception:  # noqa: BLE001 - one message the code cannot handle must not stall the others
-            logger.exception("reconciling message %s failed; the next run tries again", message_id)
-    return len(ids)
-
-
-def message_reconcile(message_id: int) -> Message:
-    """Find out at the provider whether a stale `sending` message was created; never resend blindly."""
-    now = timezone.now()
-    # Re-claim (claimed_at = now) so two reapers never reconcile the same message at once.
-    taken = Message.objects.filter(
-        pk=message_id, status=MessageStatus.SENDING, provider_sid__isnull=True, claimed_at__lt=now - STALE_SENDING_AFTER
-    ).update(claimed_at=now)
-    message = Message.objects.select_related("contact", "sender").get(pk=message_id)
-    if not taken:
-        return message
-    if not (message.to_address or message.contact):
-        # Erased meanwhile (erasure blanks the address): nothing to look up at the provider, no one to resend to.
-        return _finish(message, MessageStatus.FAILED, error_code="unknown", error_message=ERASED_BEFORE_CONFIRMED)
-    since = message.sending_at or message.created_at
-    provider = get_provider(provider_name_for(message.sender.provider if message.sender else None))
-    request = send_request_for(message)
-    if message.from_address:  # the address it went out from: the sender's number may have changed since
-        request = dataclasses.replace(request, from_=message.from_address)
-    try:
-        found = provider.find(request, since)
-    except ProviderError as exc:
-        return _reconcile_failed(message, exc, since, now)
-    sids = [result.provider_sid for result in found]
-    known = set(Message.objects.filter(provider_sid__in=sids).values_list("provider_sid", flat=True))
-    candidates = [result for result in found if result.provider_sid not in known]
-    if candidates:
-        chosen = min(candidates, key=lambda result: (result.created_at or now, result.provider_sid))
-        logger.warning("message %s reconciled with provider message %s", message.pk, chosen.provider_sid)
-        return _accepted(message, chosen)
-    return _not_at_provider(message)
-
-
-def _not_at_provider(message: Message) -> Message:
-    """The provider holds no such message: sending it again cannot duplicate it."""
-    if message.attempts >= MAX_ATTEMPTS:
-        text = f"not created at the provider after {message.attempts} attempts"
-        return _finish(message, MessageStatus.FAILED, error_code="unsent", error_message=text)
-    Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
-        status=MessageStatus.PENDING,
-        next_attempt_at=timezone.now(),
-        error_message="not found at the provider after an unknown outcome; sending again",
-        updated_at=timezone.now(),
-    )
-    if message.source_type_id is None:
-        message_enqueue(message.pk)
-    message.refresh_from_db()
-    return message
-
-
-def _reconcile_failed(message: Message, exc: ProviderError, since: datetime, now: datetime) -> Message:
-    if now - since < RECONCILE_GIVE_UP_AFTER:
-        logger.warning("could not reconcile message %s yet: %s", message.pk, exc)
-        return message
-    text = f"delivery unknown: the provider could not be asked since {since.isoformat()}; check by hand"
-    return _finish(message, MessageStatus.FAILED, error_code="unknown", error_message=text[:500])
