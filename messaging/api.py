@@ -249,6 +249,7 @@ class MessageResolutionSerializer(serializers.ModelSerializer):
     class Meta:
         model = MessageResolution
         fields = ["action", "actor", "detail", "created_at"]
+        read_only_fields = fields
 
 
 class MessageDetailSerializer(MessageSerializer):
