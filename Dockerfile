@@ -16,10 +16,11 @@ COPY --chown=app:app . .
 
 # collectstatic needs settings, not servers: placeholder URLs are enough at build time.
 RUN DEBUG=false SECRET_KEY=build-only-secret-key-not-used-at-runtime-000000 ALLOWED_HOSTS=build \
+    PHONE_HASH_KEY=build-only-phone-hash-key-not-used-at-runtime-0 \
     DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:6379/0 \
     python manage.py collectstatic --noinput
 
-# Production by default: the image refuses to start without SECRET_KEY and ALLOWED_HOSTS.
+# Production by default: the image refuses to start without SECRET_KEY, PHONE_HASH_KEY and ALLOWED_HOSTS.
 ENV DEBUG=false
 
 USER app

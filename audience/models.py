@@ -92,7 +92,9 @@ class Contact(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.name} <{self.phone}>" if self.name else self.phone
+        # Shown in admin titles, lists of other models and the admin's history (LogEntry.object_repr,
+        # stored): no personal data, which the admin shows in fields masked for those without the right.
+        return f"contact #{self.pk}"
 
     @property
     def is_opted_in(self) -> bool:

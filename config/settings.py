@@ -34,6 +34,20 @@ if SECRET_KEY is None:
 elif len(SECRET_KEY) < 32 and not DEBUG:
     raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters long")
 
+# Keys the phone hashes kept after an erasure (suppression list, consent audit): without it they
+# could be reversed by hashing every possible number. Never change it once data exists: stored
+# hashes can no longer be matched (they cannot be recomputed without the phones).
+PHONE_HASH_KEY = env.str("PHONE_HASH_KEY")
+if PHONE_HASH_KEY is None:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "PHONE_HASH_KEY must be set when DEBUG is false: a secret of 32+ characters that keys the phone hashes "
+            "kept after erasure (make one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
+    PHONE_HASH_KEY = "insecure-development-phone-hash-key-used-only-when-DEBUG-is-on"
+elif len(PHONE_HASH_KEY) < 32 and not DEBUG:
+    raise ImproperlyConfigured("PHONE_HASH_KEY must be at least 32 characters long")
+
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 if not DEBUG and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is false")

@@ -389,6 +389,7 @@ class Engine:
             # No flush wait at commit: a crash can lose only whole, most recent bucket transactions,
             # and the job's record of them with them (same transaction), so a re-run redoes exactly those.
             cursor.execute("SET LOCAL synchronous_commit = off")
+            sql.phone_hash_key_set(cursor)
             # Plain inserts: new phones without ON CONFLICT (a whole bucket when the table was empty).
             plain = plain_inserts and self._plain
             warnings = self._prepare_bucket(cursor, stage, params, has_suppressions, plain)
