@@ -18,6 +18,11 @@ def can_see_full_phones(user) -> bool:
     return bool(user and user.is_authenticated and user.has_perm(FULL_PHONE_PERMISSION))
 
 
+def request_sees_full(request) -> bool:
+    """Whether the user behind ``request`` (Django's or DRF's; None for none) sees personal data whole."""
+    return can_see_full_phones(getattr(request, "user", None))
+
+
 # --- Masks for values known to be personal ---------------------------------------------------
 
 
@@ -51,6 +56,25 @@ def email_mask(value: str | None) -> str:
     return f"{local[:1]}***@***{tld}"
 
 
+def contact_masked(data: dict) -> dict:
+    """A contact's representation with its phone, name and e-mail address masked (absent keys stay absent)."""
+    masks = {"phone": phone_mask, "name": name_mask, "email": email_mask}
+    return {key: masks[key](value) if key in masks else value for key, value in data.items()}
+
+
+def shown(kind: str, value, full: bool):
+    """``value`` as a reader who does (``full``) or does not hold the permission sees it.
+
+    ``kind``: phone (also a whatsapp:/sms: address), name, email, text (free text: redacted) or
+    json (every string of a JSON value redacted).
+    """
+    if full or value in (None, ""):
+        return value
+    if kind == "json":
+        return redact_json(value)
+    return {"phone": phone_mask, "name": name_mask, "email": email_mask, "text": redact}[kind](value)
+
+
 # --- Redaction of free text ------------------------------------------------------------------
 
 # A phone in any common spelling: 8 to 15 digits, perhaps after "+", "%2B" (a URL) or "(", with
@@ -82,3 +106,22 @@ def redact(text: str) -> str:
         return text
     text = EMAIL_RE.sub("[email]", text)
     return PHONE_RE.sub(_phone_hidden, text)
+
+
+# Keys whose value is a person's name wherever they appear (WhatsApp's ProfileName, a form's fields).
+NAME_KEYS = frozenset({"profilename", "name", "full_name", "first_name", "last_name"})
+
+
+def redact_json(value):
+    """``redact`` applied to every string (keys too) of a JSON-like value; names under NAME_KEYS masked."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(key)): _value_redacted(str(key), item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_json(item) for item in value]
+    return value
+
+
+def _value_redacted(key: str, value):
+    return name_mask(value) if key.lower() in NAME_KEYS and isinstance(value, str) else redact_json(value)

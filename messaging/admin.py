@@ -12,6 +12,7 @@ from django.utils.html import format_html
 
 from audience.models import Contact
 from audience.phones import InvalidPhone, normalize_phone
+from config.privacy_admin import PersonalFieldsMixin
 from messaging.models import Message, MessageEvent, MessageTemplate, Sender
 from messaging.services import senders as sender_service
 from messaging.services import templates as template_service
@@ -177,8 +178,19 @@ class MessageEventInline(admin.TabularInline):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "direction", "channel", "contact", "status", "skip_reason", "error_code", "segments")
+class MessageAdmin(PersonalFieldsMixin, admin.ModelAdmin):
+    personal_fields = {
+        "to_address": "phone",
+        "from_address": "phone",
+        "body": "text",
+        "error_message": "text",
+        "idempotency_key": "text",
+        "content_variables": "json",
+        "render_context": "json",
+        "media": "json",
+    }
+    list_display = ("created_at", "direction", "channel", "contact", "to_address", "from_address", "status")
+    list_display += ("skip_reason", "error_code", "segments")
     list_filter = ("status", "direction", "channel", "sender", "created_at")
     search_fields = ("provider_sid", "to_address", "from_address", "contact__phone", "idempotency_key")
     list_select_related = ("contact",)
@@ -186,8 +198,7 @@ class MessageAdmin(admin.ModelAdmin):
     raw_id_fields = ("contact", "template", "sender")
     inlines = [MessageEventInline]
 
-    def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields if field.name != "id"]
+    readonly_fields = [field.name for field in Message._meta.fields if field.name != "id"]
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -200,7 +211,8 @@ class MessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(MessageEvent)
-class MessageEventAdmin(admin.ModelAdmin):
+class MessageEventAdmin(PersonalFieldsMixin, admin.ModelAdmin):
+    personal_fields = {"payload": "json"}
     list_display = ("received_at", "kind", "provider_sid", "status", "error_code", "message", "applied_at")
     list_filter = ("kind", "status", "received_at")
     search_fields = ("provider_sid",)

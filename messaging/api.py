@@ -14,10 +14,11 @@ from rest_framework.response import Response
 
 from audience.models import Channel, Contact
 from audience.phones import InvalidPhone, normalize_phone
+from config import privacy
 from config.api import raise_as_drf
 from config.roles import is_analyst
 from messaging import selectors
-from messaging.models import Message, MessageEvent, MessageStatus, MessageTemplate, Sender
+from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
 from messaging.services import send as send_service
 from messaging.services import senders as sender_service
 from messaging.services import templates as template_service
@@ -219,6 +220,21 @@ class MessageSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    # What a reader without the permission sees masked (config.privacy): the person's address (the
+    # recipient of an outbound message, the sender of an inbound one) and free text that may quote them.
+    TEXTS = ("body", "error_message", "idempotency_key")
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if privacy.request_sees_full(self.context.get("request")):
+            return data
+        personal = "to_address" if instance.direction == Direction.OUTBOUND else "from_address"
+        data[personal] = privacy.phone_mask(data[personal])
+        for name in self.TEXTS:
+            data[name] = privacy.shown("text", data[name], False)
+        data["content_variables"] = privacy.redact_json(data["content_variables"])
+        return data
+
 
 class MessageDetailSerializer(MessageSerializer):
     history = MessageEventSerializer(source="events", many=True, read_only=True)
@@ -315,4 +331,4 @@ class MessageViewSet(
         except DjangoValidationError as exc:
             raise_as_drf(exc)
         code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
-        return Response(MessageSerializer(message).data, status=code)
+        return Response(MessageSerializer(message, context=self.get_serializer_context()).data, status=code)
