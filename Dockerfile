@@ -27,5 +27,6 @@ USER app
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --retries=3 \
     CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health/').status != 200)"
-CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "2", \
-     "--access-logfile", "-", "--timeout", "30"]
+# config.gunicorn_conf: access lines without query strings, every log line redacted of phones.
+CMD ["gunicorn", "config.wsgi:application", "--config", "python:config.gunicorn_conf", "--bind", "0.0.0.0:8000", \
+     "--workers", "4", "--threads", "2", "--access-logfile", "-", "--timeout", "30"]
