@@ -426,6 +426,7 @@ class InboundView(ReportingView):
         for message in messages:
             kind, keyword = monitoring.inbound_kind(message.body, message.num_media)
             message.from_address = privacy.phone_shown(message.from_address, full)
+            message.body = privacy.shown("text", message.body, full)
             message.kind, message.keyword = kind, keyword
             results.append(message)
         next_since = results[-1].pk if results else (since if isinstance(since, int) else None)

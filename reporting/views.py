@@ -159,7 +159,7 @@ def inbound_rows(messages: list[Message], full_phones: bool) -> list[dict[str, A
                 "at": message.created_at,
                 "channel": message.channel,
                 "from": privacy.phone_shown(message.from_address, full_phones),
-                "body": message.body,
+                "body": privacy.shown("text", message.body, full_phones),
                 "kind": kind,
                 "kind_label": monitoring.InboundKind(kind).label,
                 "keyword": keyword,

@@ -113,6 +113,13 @@ def test_the_messages_api_masks_the_persons_address_and_numbers_in_texts(analyst
     assert staff_api.get(f"/api/v1/messages/{inbound.pk}/").json()["from_address"] == f"whatsapp:{PHONE}"
 
 
+def test_the_inbound_stream_masks_the_sender_and_numbers_in_bodies_for_analysts(analyst_api, staff_api, messages):
+    (row,) = analyst_api.get("/api/v1/monitoring/inbound").json()["results"]
+    assert row["from_address"] == f"whatsapp:{phone_mask(PHONE)}" and not _holds_person(row["body"])
+    (whole,) = staff_api.get("/api/v1/monitoring/inbound").json()["results"]
+    assert whole["body"] == "call me on 0722 918 364"
+
+
 def test_segment_samples_are_masked_for_analysts(analyst_api, staff_api, contact):
     query = {"query": 'name = "Wanjiru Kamau"'}
     masked = analyst_api.post("/api/v1/segments/preview", query, format="json").json()
