@@ -16,9 +16,11 @@ import phonenumbers
 from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
+from django.db import connection
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
 
+from audience.ingest import sql
 from audience.models import Contact, ImportJob, ImportRowError, ImportStatus
 
 ERASED = "[erased]"
@@ -92,6 +94,7 @@ def contact_traces_erase(contact: Contact) -> None:
     person = Person.of(contact)
     _import_problems_erase(contact, person)
     _import_jobs_erase(person)
+    _import_stages_drop()
     _admin_log_erase(contact, person)
 
 
@@ -123,6 +126,24 @@ def _import_jobs_erase(person: Person) -> None:
                 os.remove(path)
             except FileNotFoundError:
                 pass
+
+
+def _import_stages_drop() -> None:
+    """Drop staging tables a crashed import left behind (a running or queued job's stays: it is in use)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename ~ %s",
+            [f"^{sql.STAGE_PREFIX}[0-9]+$"],
+        )
+        stages = {int(name.removeprefix(sql.STAGE_PREFIX)): name for (name,) in cursor.fetchall()}
+        busy = set(
+            ImportJob.objects.filter(pk__in=stages, status__in=[ImportStatus.RUNNING, ImportStatus.QUEUED]).values_list(
+                "pk", flat=True
+            )
+        )
+        for job_id, name in stages.items():
+            if job_id not in busy:
+                cursor.execute(sql.drop_stage(name))
 
 
 def _file_holds(path: Path, person: Person) -> bool:

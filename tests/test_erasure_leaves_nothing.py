@@ -1,9 +1,10 @@
 """An erased person is found nowhere: not in any table of a full data dump, nor in the uploaded files.
 
 The contact goes through every door first: a CSV import (with a duplicate row and a misspelled
-row), an admin edit, a campaign and an API send through the real twilio client at the fake
-server, signed status callbacks, inbound replies (SMS and WhatsApp), STOP then START, a consent
-change with written evidence, and the admin's and reporting's exports.
+row; another import crashed and left its staging table), an admin edit, a campaign and an API
+send through the real twilio client at the fake server, signed status callbacks, inbound replies
+(SMS and WhatsApp), STOP then START, a consent change with written evidence, and the admin's and
+reporting's exports.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test import Client
 
+from audience.ingest import sql
 from audience.models import ConsentStatus, Contact, ImportJob, ImportStatus, Suppression
 from audience.phones import phone_hash
 from audience.tasks import ingest_contacts
@@ -127,6 +129,18 @@ def _import(staff_api) -> ImportJob:
     return ImportJob.objects.get(pk=response.json()["id"])
 
 
+def _crashed_import_leftover() -> None:
+    """The staging table of an import whose worker died, never run again."""
+    job = ImportJob.objects.create(source="api", file_path="", file_name="crashed.csv", status=ImportStatus.FAILED)
+    stage = sql.stage_name(job.pk)
+    with connection.cursor() as cursor:
+        for statement in sql.create_stage(stage, 1):
+            cursor.execute(statement)
+        cursor.execute(
+            f"INSERT INTO {stage} (line, bucket, phone, name, email) VALUES (2, 0, %s, %s, %s)", [PHONE, NAME, EMAIL]
+        )
+
+
 def _admin_edit(staff_user, contact: Contact) -> None:
     admin = Client()
     admin.force_login(staff_user)
@@ -217,6 +231,7 @@ def test_an_erased_contact_is_in_no_table_and_no_uploaded_file(staff_api, staff_
     contact = Contact.objects.get(phone=PHONE)
     assert (contact.name, contact.email) == (NAME, EMAIL)
     assert job.row_errors.count() == 2  # the duplicate and the misspelled row, each keeping its cell
+    _crashed_import_leftover()
     _admin_edit(staff_user, contact)
     _send_everything(staff_api, fake, contact)
     _replies_and_consent(staff_api, settings, contact)

@@ -178,7 +178,7 @@ class Engine:
         self.options = IngestOptions.from_job(job)
         self.on_progress = on_progress
         self.workers = workers or (1 if job.file_size < SMALL_FILE_BYTES else worker_count())
-        self.stage = f"audience_ingest_stage_{job.pk}"
+        self.stage = sql.stage_name(job.pk)
         self._last_progress = 0.0
         self._topics: set[str] = set()
         self._timings: dict[str, float] = {}

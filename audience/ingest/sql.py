@@ -39,6 +39,13 @@ def phone_hash_key_set(cursor) -> None:
     )
 
 
+STAGE_PREFIX = "audience_ingest_stage_"
+
+
+def stage_name(job_id: int) -> str:
+    return f"{STAGE_PREFIX}{int(job_id)}"
+
+
 def create_stage(stage: str, buckets: int) -> list[str]:
     """The staging table, partitioned by bucket: each bucket's upsert reads only its own rows.
 
