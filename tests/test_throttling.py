@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 
 from config import throttling
 from tests.conftest import _token_client
+from tests.fixtures.ingest.helpers import roles  # noqa: F401 - fixture
 
 RATE = 40
 REQUESTS = 120
@@ -28,6 +29,7 @@ def rates(settings):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("roles")  # a transactional test may follow one that flushed the role groups
 def test_concurrent_requests_from_sixteen_threads_let_exactly_the_rate_through(staff_user, rates):
     token = _token_client(staff_user)._credentials["HTTP_AUTHORIZATION"]
     codes: Counter = Counter()
