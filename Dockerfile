@@ -16,15 +16,17 @@ COPY --chown=app:app . .
 
 # collectstatic needs settings, not servers: placeholder URLs are enough at build time.
 RUN DEBUG=false SECRET_KEY=build-only-secret-key-never-used-at-runtime-0123456789abcdef ALLOWED_HOSTS=build \
+    PHONE_HASH_KEY=build-only-phone-hash-key-not-used-at-runtime-0 \
     DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:6379/0 \
     python manage.py collectstatic --noinput
 
-# Production by default: the image refuses to start without SECRET_KEY and ALLOWED_HOSTS.
+# Production by default: the image refuses to start without SECRET_KEY, PHONE_HASH_KEY and ALLOWED_HOSTS.
 ENV DEBUG=false
 
 USER app
 EXPOSE 8000
 # GET /health/ as a host ALLOWED_HOSTS accepts (config/healthcheck.py says why).
 HEALTHCHECK --interval=30s --timeout=5s --retries=3 CMD ["python", "config/healthcheck.py"]
-CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "2", \
-     "--access-logfile", "-", "--timeout", "30"]
+# config.gunicorn_conf: access lines without query strings, every log line redacted of phones.
+CMD ["gunicorn", "config.wsgi:application", "--config", "python:config.gunicorn_conf", "--bind", "0.0.0.0:8000", \
+     "--workers", "4", "--threads", "2", "--access-logfile", "-", "--timeout", "30"]

@@ -35,7 +35,9 @@ from audience.models import (
 )
 from audience.phones import InvalidPhone, normalize_phone
 from audience.resources import ContactExportResource, ContactImportResource
+from config import privacy
 from config.json_limits import ADMIN_JSON_FORMFIELDS
+from config.privacy_admin import PersonalFieldsMixin
 
 PREVIEW_ROWS = 1000
 PREVIEW_SHOWN = 200
@@ -45,8 +47,9 @@ class ContactActionForm(ActionForm):
     topic = forms.ModelChoiceField(Topic.objects.all(), required=False, help_text="For 'Add to topic'.")
 
 
-class ConsentEventInline(admin.TabularInline):
+class ConsentEventInline(PersonalFieldsMixin, admin.TabularInline):
     model = ConsentEvent
+    personal_fields = {"evidence": "json"}
     extra = 0
     can_delete = False
     fields = ("created_at", "from_status", "to_status", "source", "actor", "evidence")
@@ -201,14 +204,18 @@ class ContactImportMixin(ImportMixin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         job = get_object_or_404(ImportJob, pk=job_id)
+        full = privacy.request_sees_full(request)
+        problems = list(ingest_selectors.import_job_errors(job)[:PREVIEW_SHOWN])
+        for problem in problems:
+            problem.value = ingest_selectors.problem_value_shown(problem.column, problem.value, full)
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Import #{job.pk}: {job.file_name}",
+            "title": f"Import #{job.pk}: {privacy.shown('text', job.file_name, full)}",
             "opts": self.model._meta,
             "job": job,
             "status_url": reverse("admin:audience_import_job_status", args=[job.pk]),
             "errors_url": reverse("admin:audience_import_job_errors", args=[job.pk]),
-            "problems": ingest_selectors.import_job_errors(job)[:PREVIEW_SHOWN],
+            "problems": problems,
         }
         return TemplateResponse(request, "admin/audience/contact/import_job.html", context)
 
@@ -227,7 +234,7 @@ class ContactImportMixin(ImportMixin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         job = get_object_or_404(ImportJob, pk=job_id)
-        return error_csv_response(job)
+        return error_csv_response(job, full=privacy.request_sees_full(request))
 
 
 def import_job_progress(job: ImportJob) -> dict:
@@ -310,18 +317,19 @@ class _Echo:
         return value
 
 
-def error_csv_response(job: ImportJob) -> StreamingHttpResponse:
+def error_csv_response(job: ImportJob, *, full: bool) -> StreamingHttpResponse:
     writer = csv.writer(_Echo())
-    rows = (writer.writerow(row) for row in ingest_selectors.import_job_error_rows(job))
+    rows = (writer.writerow(row) for row in ingest_selectors.import_job_error_rows(job, full=full))
     response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="import-{job.pk}-errors.csv"'
     return response
 
 
 @admin.register(Contact)
-class ContactAdmin(ContactImportMixin, ExportActionMixin, admin.ModelAdmin):
+class ContactAdmin(PersonalFieldsMixin, ContactImportMixin, ExportActionMixin, admin.ModelAdmin):
     resource_classes = [ContactExportResource]
     formfield_overrides = ADMIN_JSON_FORMFIELDS
+    personal_fields = {"phone": "phone", "name": "name", "email": "email"}
     list_display = ("phone", "name", "email", "channel", "locale", "consent_status", "topic_names", "created_at")
     list_filter = ("consent_status", TopicListFilter, "channel", "locale", "created_at")
     search_fields = ("phone", "name", "email")
@@ -350,6 +358,10 @@ class ContactAdmin(ContactImportMixin, ExportActionMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("topics")
+
+    def get_export_resource_kwargs(self, request, **kwargs):
+        # Every export format (CSV, TSV, JSON, HTML...) is written by the resource: it masks.
+        return {**super().get_export_resource_kwargs(request, **kwargs), "full": privacy.request_sees_full(request)}
 
     @admin.display(description="topics")
     def topic_names(self, obj: Contact) -> str:
@@ -440,7 +452,8 @@ class TopicAdmin(admin.ModelAdmin):
 
 
 @admin.register(ConsentEvent)
-class ConsentEventAdmin(admin.ModelAdmin):
+class ConsentEventAdmin(PersonalFieldsMixin, admin.ModelAdmin):
+    personal_fields = {"evidence": "json"}
     list_display = ("created_at", "contact", "from_status", "to_status", "source", "actor")
     list_filter = ("source", "to_status", "created_at")
     search_fields = ("contact__phone", "actor")
@@ -466,7 +479,8 @@ class ConsentEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(admin.ModelAdmin):
+class SuppressionAdmin(PersonalFieldsMixin, admin.ModelAdmin):
+    personal_fields = {"evidence": "json"}
     list_display = ("phone_hash", "reason", "source", "created_at")
     search_fields = ("phone_hash",)
 
@@ -478,7 +492,8 @@ class SuppressionAdmin(admin.ModelAdmin):
 
 
 @admin.register(ImportJob)
-class ImportJobAdmin(admin.ModelAdmin):
+class ImportJobAdmin(PersonalFieldsMixin, admin.ModelAdmin):
+    personal_fields = {"file_name": "text", "details": "json", "error": "text"}
     list_display = ("id", "file_name", "status", "progress_display", "total_rows", "created_count", "updated_count")
     list_display += ("invalid_count", "source", "created_by", "created_at")
     list_filter = ("status", "source", "created_at")

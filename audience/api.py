@@ -34,6 +34,7 @@ from audience.models import (
     ImportSource,
     Topic,
 )
+from config import privacy
 from config.api import JSONField, UtcIsoDateTimeFilter, raise_as_drf
 
 IMPORT_ERRORS_SHOWN = 100
@@ -94,6 +95,10 @@ class ContactSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError("attributes must be a JSON object")
         return value
 
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        return data if privacy.request_sees_full(self.context.get("request")) else privacy.contact_masked(data)
+
     def create(self, validated_data):
         topics = validated_data.pop("topics", [])
         try:
@@ -122,6 +127,13 @@ class ConsentEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = ConsentEvent
         fields = ["id", "from_status", "to_status", "source", "actor", "evidence", "created_at"]
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["evidence"] = privacy.shown(
+            "json", data["evidence"], privacy.request_sees_full(self.context.get("request"))
+        )
+        return data
 
 
 class ConsentChangeSerializer(serializers.Serializer):
@@ -200,7 +212,7 @@ class ContactViewSet(viewsets.ModelViewSet):
     def consent_history(self, request, pk=None):
         contact = self.get_object()
         events = selectors.contact_consent_history(contact)[:500]
-        return Response(ConsentEventSerializer(events, many=True).data)
+        return Response(ConsentEventSerializer(events, many=True, context=self.get_serializer_context()).data)
 
 
 class TopicViewSet(viewsets.ModelViewSet):
@@ -218,6 +230,12 @@ class ImportRowErrorSerializer(serializers.ModelSerializer):
     class Meta:
         model = ImportRowError
         fields = ["line", "column", "level", "reason", "value"]
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        full = privacy.request_sees_full(self.context.get("request"))
+        data["value"] = ingest_selectors.problem_value_shown(data["column"], data["value"], full)
+        return data
 
 
 class ImportJobSerializer(serializers.ModelSerializer):
@@ -260,7 +278,7 @@ class ImportJobSerializer(serializers.ModelSerializer):
     @extend_schema_field(ImportRowErrorSerializer(many=True))
     def get_errors(self, job: ImportJob):
         rows = ingest_selectors.import_job_errors(job)[:IMPORT_ERRORS_SHOWN]
-        return ImportRowErrorSerializer(rows, many=True).data
+        return ImportRowErrorSerializer(rows, many=True, context=self.context).data
 
     def get_errors_csv(self, job: ImportJob) -> str:
         request = self.context.get("request")
@@ -307,7 +325,8 @@ class ImportJobViewSet(viewsets.ReadOnlyModelViewSet):
         """The error report: line, column, level, reason, value; cells escaped against spreadsheet formulas."""
         job = self.get_object()
         writer = csv.writer(_Echo())
-        rows = (writer.writerow(row) for row in ingest_selectors.import_job_error_rows(job))
+        full = privacy.request_sees_full(request)
+        rows = (writer.writerow(row) for row in ingest_selectors.import_job_error_rows(job, full=full))
         response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="import-{job.pk}-errors.csv"'
         return response

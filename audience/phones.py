@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 import phonenumbers
+from django.conf import settings
 
 CHANNEL_PREFIXES = ("whatsapp:", "sms:", "tel:")
 
 
 class InvalidPhone(ValueError):
-    """The value is not a valid, possible phone number; str() says why."""
+    """The value is not a valid, possible phone number; str() says why, naming the value.
+
+    ``reason`` says it without the value, for texts that are stored or shown to others (an
+    import's row problems): a number written wrongly is still someone's number.
+    """
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def normalize_phone(raw: str | None, default_region: str | None = None) -> str:
@@ -21,7 +31,7 @@ def normalize_phone(raw: str | None, default_region: str | None = None) -> str:
     default region is given.
     """
     if raw is None:
-        raise InvalidPhone("phone is empty")
+        raise InvalidPhone(EMPTY)
     value = str(raw).strip()
     lowered = value.lower()
     for prefix in CHANNEL_PREFIXES:
@@ -29,32 +39,60 @@ def normalize_phone(raw: str | None, default_region: str | None = None) -> str:
             value = value[len(prefix) :].strip()
             break
     if not value:
-        raise InvalidPhone("phone is empty")
+        raise InvalidPhone(EMPTY)
     if value.startswith("00"):
         value = "+" + value[2:]
     try:
         number = phonenumbers.parse(value, None if value.startswith("+") else default_region)
     except phonenumbers.NumberParseException as exc:
-        raise InvalidPhone(_parse_error(value, exc)) from None
+        raise _invalid(value, _PARSE_ERRORS.get(exc.error_type, NOT_A_NUMBER)) from None
     if not phonenumbers.is_possible_number(number):
-        raise InvalidPhone(f"{value!r} is not a possible phone number (wrong length)")
+        raise _invalid(value, "is not a possible phone number (wrong length)")
     if not phonenumbers.is_valid_number(number):
-        raise InvalidPhone(f"{value!r} is not a valid phone number for its country")
+        raise _invalid(value, "is not a valid phone number for its country")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def _parse_error(value: str, exc: phonenumbers.NumberParseException) -> str:
-    if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
-        return f"{value!r} has no country code; write it as +<country code><number>"
-    if exc.error_type == phonenumbers.NumberParseException.NOT_A_NUMBER:
-        return f"{value!r} is not a phone number"
-    if exc.error_type == phonenumbers.NumberParseException.TOO_SHORT_NSN:
-        return f"{value!r} is too short to be a phone number"
-    if exc.error_type == phonenumbers.NumberParseException.TOO_LONG:
-        return f"{value!r} is too long to be a phone number"
-    return f"{value!r} is not a phone number"
+EMPTY = "phone is empty"
+NOT_A_NUMBER = "is not a phone number"
+_PARSE_ERRORS = {
+    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "has no country code; write it as +<country code><number>",
+    phonenumbers.NumberParseException.NOT_A_NUMBER: NOT_A_NUMBER,
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: "is too short to be a phone number",
+    phonenumbers.NumberParseException.TOO_LONG: "is too long to be a phone number",
+}
+
+
+def _invalid(value: str, predicate: str) -> InvalidPhone:
+    """ "'+1 55' is too short ..." for the one who typed it; "too short ..." for every other reader."""
+    return InvalidPhone(f"{value!r} {predicate}", reason=predicate.removeprefix("is ").removeprefix("has "))
+
+
+# --- Hashes kept after erasure ---------------------------------------------------------------
+# A hash is HMAC-SHA256(PHONE_HASH_KEY, hex SHA-256 of the E.164 text). Keyed, so a dump of the
+# suppression list or the consent audit cannot be reversed by hashing every possible number (a
+# few seconds on one core without the key); over the plain digest, so hashes stored before the
+# key existed were converted without the phones (audience migration 0012).
 
 
 def phone_hash(e164: str) -> str:
-    """A stable hash of an E.164 number, kept on the suppression list after erasure."""
-    return hashlib.sha256(e164.encode("ascii")).hexdigest()
+    """The keyed hash of an E.164 number, kept on the suppression list and the consent audit."""
+    return phone_digest_keyed(hashlib.sha256(e164.encode("ascii")).hexdigest())
+
+
+def phone_digest_keyed(digest: str) -> str:
+    """HMAC-SHA256 under PHONE_HASH_KEY of a phone's hex SHA-256 digest."""
+    return hmac.new(_key(), digest.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def phone_hash_pads() -> tuple[bytes, bytes]:
+    """HMAC's inner and outer keys (RFC 2104), for computing the same hash in SQL with sha256()."""
+    key = _key()
+    if len(key) > hashlib.sha256().block_size:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(hashlib.sha256().block_size, b"\0")
+    return bytes(byte ^ 0x36 for byte in key), bytes(byte ^ 0x5C for byte in key)
+
+
+def _key() -> bytes:
+    return settings.PHONE_HASH_KEY.encode("utf-8")

@@ -7,6 +7,7 @@ from import_export.widgets import ManyToManyWidget
 from audience.ingest.validate import infer_scalar
 from audience.models import Contact, Topic
 from audience.phones import InvalidPhone, normalize_phone
+from config import privacy
 from config.spreadsheet import escape_formula
 
 
@@ -34,8 +35,18 @@ class ContactExportResource(resources.ModelResource):
         )
         export_order = fields
 
+    PERSONAL = {"phone": "phone", "name": "name", "email": "email", "attributes": "text"}
+
+    def __init__(self, *, full: bool = False, **kwargs):
+        """``full``: whether the exporting user sees personal data whole (config.privacy); masked by default."""
+        super().__init__(**kwargs)
+        self.full = full
+
     def export_field(self, field, instance, **kwargs):
-        return escape_formula(super().export_field(field, instance, **kwargs))
+        value = super().export_field(field, instance, **kwargs)
+        if field.attribute in self.PERSONAL:
+            value = privacy.shown(self.PERSONAL[field.attribute], value, self.full)
+        return escape_formula(value)
 
 
 class ContactImportResource(resources.ModelResource):

@@ -14,10 +14,10 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from audience.attributes import AttributeLimits
+from audience.erasure import Person, contact_traces_erase
 from audience.models import (
     Channel,
     ConsentEvent,
@@ -25,7 +25,6 @@ from audience.models import (
     ConsentStatus,
     Contact,
     ContactTopic,
-    ImportRowError,
     Suppression,
     Topic,
     validate_timezone,
@@ -261,17 +260,19 @@ def contact_erase(contact: Contact, *, actor=None) -> None:
 
     Goes: the contact row, its attributes and topic links, the bodies, addresses and raw
     payloads of their messages (messaging, through ``contact_erasing``), their campaign events,
-    the evidence of their consent events and their link to the contact, and the cells of import
-    row problems that hold their phone or email. Stays: an opted-out phone's suppression entry (a
-    hash), consent events (hash, statuses, times), campaign recipients and messages without
-    content, so reporting counters and the runs' recipient figures do not move. Recipients keep
-    the old contact id, which no longer names anyone (that link has no database foreign key).
+    the evidence of their consent events and their link to the contact, and what imports and the
+    admin kept of them (``audience.erasure``: row problems, jobs' texts and uploaded files, the
+    admin's history). Stays: an opted-out phone's suppression entry (a keyed hash), consent
+    events (hash, statuses, times), campaign recipients and messages without content, so
+    reporting counters and the runs' recipient figures do not move. Recipients keep the old
+    contact id, which no longer names anyone (that link has no database foreign key).
     """
     locked = Contact.objects.select_for_update().get(pk=contact.pk)
+    person = Person.of(locked)
     if locked.consent_status == ConsentStatus.OPTED_OUT:
-        _suppression_keep(locked, actor)
+        _suppression_keep(locked, actor, person)
     contact_erasing.send(sender=Contact, contact_id=locked.pk, phone=locked.phone)
-    _import_cells_erase(locked)
+    contact_traces_erase(locked)
     ConsentEvent.objects.filter(contact_id=locked.pk).update(contact=None, evidence={})
     _related_rows_settle(locked.pk)
     with connection.cursor() as cursor:
@@ -279,8 +280,8 @@ def contact_erase(contact: Contact, *, actor=None) -> None:
         cursor.execute("DELETE FROM audience_contact WHERE id = %s", [locked.pk])
 
 
-def _suppression_keep(contact: Contact, actor) -> None:
-    """An opted-out phone stays suppressed so it cannot silently come back."""
+def _suppression_keep(contact: Contact, actor, person: Person) -> None:
+    """An opted-out phone stays suppressed so it cannot silently come back; its evidence names no one."""
     last = contact.consent_events.filter(to_status=ConsentStatus.OPTED_OUT).first()
     Suppression.objects.get_or_create(
         phone_hash=phone_hash(contact.phone),
@@ -290,20 +291,11 @@ def _suppression_keep(contact: Contact, actor) -> None:
             "evidence": {
                 "opted_out_at": contact.opted_out_at.isoformat() if contact.opted_out_at else None,
                 "consent_event_id": last.pk if last else None,
-                "evidence": last.evidence if last else {},
+                "evidence": person.scrub_json(last.evidence) if last else {},
                 "deleted_by": actor_name(actor),
             },
         },
     )
-
-
-def _import_cells_erase(contact: Contact) -> None:
-    """Blank import problem cells holding the phone (in any common spelling of its digits) or email."""
-    digits = contact.phone.lstrip("+")
-    match = Q(value__contains=digits) | Q(value__contains=digits[-9:])
-    if contact.email:
-        match |= Q(value__iexact=contact.email)
-    ImportRowError.objects.filter(match).exclude(value="").update(value="")
 
 
 def _related_rows_settle(contact_id: int) -> None:

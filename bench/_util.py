@@ -29,8 +29,13 @@ def server_url(name: str) -> str:
 
 
 def production_settings() -> dict[str, str]:
-    """Environment for Django's production settings: DEBUG off (no query log), a throwaway secret key."""
-    return {"DEBUG": "false", "SECRET_KEY": secrets.token_urlsafe(48), "ALLOWED_HOSTS": "127.0.0.1"}
+    """Environment for Django's production settings: DEBUG off (no query log), throwaway secret keys."""
+    return {
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "PHONE_HASH_KEY": secrets.token_urlsafe(48),
+        "ALLOWED_HOSTS": "127.0.0.1",
+    }
 
 
 def database_url_named(url: str, database: str) -> str:

@@ -180,6 +180,7 @@ def setup_django(database_url: str) -> None:
     # Production settings: with DEBUG on, Django would also record every query both imports run.
     os.environ.setdefault("DEBUG", "false")
     os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(48))
+    os.environ.setdefault("PHONE_HASH_KEY", secrets.token_urlsafe(48))
     os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1")
     import django
     from django.core.management import call_command

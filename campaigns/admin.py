@@ -19,7 +19,9 @@ from campaigns.segments.query import to_query
 from campaigns.segments.rules import RuleError
 from campaigns.services import SegmentError
 from campaigns.services.lifecycle import TRANSITIONS
+from config import privacy
 from config.json_limits import DepthLimitedJSONDecoder
+from config.privacy_admin import PersonalFieldsMixin, viewer_sees_full
 
 SAMPLE_SIZE = 10
 
@@ -83,17 +85,26 @@ def _error_html(exc: SegmentError) -> str:
 
 
 def _sample_table(contacts) -> str:
+    full = viewer_sees_full()
     rows = format_html_join(
         "",
         "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-        ((c.phone, c.name, c.consent_status, json.dumps(c.attributes, ensure_ascii=False)[:120]) for c in contacts),
+        (
+            (
+                privacy.shown("phone", c.phone, full),
+                privacy.shown("name", c.name, full),
+                c.consent_status,
+                json.dumps(c.attributes, ensure_ascii=False)[:120],
+            )
+            for c in contacts
+        ),
     )
     head = "<tr><th>phone</th><th>name</th><th>consent</th><th>attributes</th></tr>"
     return format_html('<table class="segment-sample"><thead>{}</thead><tbody>{}</tbody></table>', head, rows)
 
 
 @admin.register(Segment)
-class SegmentAdmin(admin.ModelAdmin):
+class SegmentAdmin(PersonalFieldsMixin, admin.ModelAdmin):  # its sample of contacts is masked
     form = SegmentForm
     list_display = ("name", "rule_text", "created_by", "updated_at")
     search_fields = ("name", "description", "query")
@@ -536,6 +547,8 @@ class CampaignAdmin(admin.ModelAdmin):
         }
         try:
             context["result"] = services.campaign_dry_run(campaign)
+            for sample in context["result"]["samples"]:
+                sample["phone"] = privacy.shown("phone", sample["phone"], privacy.request_sees_full(request))
         except ValidationError as exc:
             context["error"] = "; ".join(exc.messages)
         return TemplateResponse(request, "admin/campaigns/campaign/dry_run.html", context)
@@ -561,9 +574,10 @@ class EventRecipientInline(admin.TabularInline):
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(PersonalFieldsMixin, admin.ModelAdmin):
     """Events are written by the API and inbound keywords only: read-only here."""
 
+    personal_fields = {"properties": "json", "idempotency_key": "text"}
     list_display = ("name", "contact", "occurred_at", "received_at", "matched")
     list_filter = ("name", ("received_at", admin.DateFieldListFilter), "matched_campaigns")
     search_fields = ("name", "idempotency_key", "contact__phone")

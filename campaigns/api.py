@@ -17,6 +17,7 @@ from campaigns import selectors, services
 from campaigns.models import Campaign, CampaignAction, CampaignRun, Event, Segment
 from campaigns.segments.rules import RuleError
 from campaigns.services import SegmentError, events, outcomes
+from config import privacy
 from config.api import (
     IDEMPOTENCY_KEY_REUSED,
     MODEL_SERIALIZER_FIELDS,
@@ -72,6 +73,10 @@ class SampleContactSerializer(serializers.ModelSerializer):
         model = Contact
         fields = ["id", "phone", "name", "channel", "locale", "consent_status", "attributes", "created_at"]
 
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        return data if privacy.request_sees_full(self.context.get("request")) else privacy.contact_masked(data)
+
 
 def _service_call(function, *args, **kwargs):
     try:
@@ -90,9 +95,10 @@ class SegmentInvalid(serializers.ValidationError):
         self.detail = {**error.message_dict, "error": error.detail}
 
 
-def preview_payload(source: selectors.SegmentSource) -> dict:
+def preview_payload(source: selectors.SegmentSource, request) -> dict:
     preview = selectors.segment_preview(source, size=SAMPLE_SIZE)
-    return {**preview, "sample": SampleContactSerializer(preview["sample"], many=True).data}
+    sample = SampleContactSerializer(preview["sample"], many=True, context={"request": request}).data
+    return {**preview, "sample": sample}
 
 
 class SegmentPagination(CursorPagination):
@@ -130,7 +136,8 @@ class SegmentViewSet(viewsets.ModelViewSet):
             definition=payload.validated_data.get("definition"),
             query=payload.validated_data.get("query"),
         )
-        return Response({**preview_payload(clean.rule), "definition": clean.definition}, status=status.HTTP_200_OK)
+        payload = preview_payload(clean.rule, request)
+        return Response({**payload, "definition": clean.definition}, status=status.HTTP_200_OK)
 
     @extend_schema(responses={200: dict})
     @action(detail=True, methods=["get"], url_path="preview")
@@ -138,7 +145,7 @@ class SegmentViewSet(viewsets.ModelViewSet):
         """The same count and sample for a saved segment."""
         segment = self.get_object()
         try:
-            return Response(preview_payload(segment))
+            return Response(preview_payload(segment, request))
         except RuleError as exc:  # stored before a rule change made it invalid: refuse, never "everyone"
             return Response({"definition": [str(exc)]}, status=status.HTTP_409_CONFLICT)
 
@@ -326,7 +333,10 @@ class CampaignViewSet(viewsets.ModelViewSet):
     def dry_run(self, request, pk=None):
         """What a launch now would snapshot; sends and stores nothing."""
         campaign = self.get_object()
-        return Response(_service_call(services.campaign_dry_run, campaign))
+        result = _service_call(services.campaign_dry_run, campaign)
+        for sample in result["samples"]:
+            sample["phone"] = privacy.shown("phone", sample["phone"], privacy.request_sees_full(request))
+        return Response(result)
 
     @extend_schema(
         request=UnknownOutcomesRequestSerializer,

@@ -5,8 +5,12 @@ request and by Celery's ``task_prerun`` signal for a task (from the task's ``cam
 ``run_id`` and ``message_id`` arguments); any code may add its own with ``log_context(...)``.
 ``ContextFilter`` copies them onto every record, so the text format shows them too.
 
-Phone numbers and message bodies are never logged at INFO or above; as a second line of
-defence, ``RedactFilter`` on the handler masks anything shaped like an E.164 number.
+Phone numbers and message bodies are not logged on purpose; as a second line of defence,
+``RedactFilter`` on the handler masks phone numbers (any common spelling, URL-encoded too) and
+e-mail addresses in every string of every record, at every level: the message and its arguments,
+extras (a request, a task's arguments), the exception's text and traceback, the stack. Loggers
+that would bypass it write through it instead: Django's development server, and gunicorn's access
+and error logs (``config.gunicorn_conf``, whose access lines also leave out the query string).
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any
 
+from config.privacy import redact
+
 CONTEXT_FIELDS = ("request_id", "task", "campaign_id", "run_id", "message_id")
 TASK_ID_ARGUMENTS = ("campaign_id", "run_id", "message_id")
 _context: ContextVar[Mapping[str, Any]] = ContextVar("log_context", default=MappingProxyType({}))
 
 # "+" then 8 to 15 digits, not inside a longer run of digits or letters (E.164 with a few spaces).
 E164 = re.compile(r"(?<![\w+])\+\d[\d ]{6,17}\d(?!\d)")
+_PLAIN_TYPES = (int, float, bool, type(None))
 
 # Attributes every LogRecord has; anything else was passed with extra= and is logged as a field.
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -61,8 +68,8 @@ def log_context(**ids: Any) -> Iterator[None]:
 
 
 def phone_redact(text: str) -> str:
-    """+254712345678 -> +25********78."""
-    return E164.sub(lambda m: m.group(0)[:3] + "*" * (len(m.group(0)) - 5) + m.group(0)[-2:], text)
+    """+254712345678 -> +25********78 (and every other spelling, and e-mail addresses: config.privacy.redact)."""
+    return redact(text)
 
 
 class ContextFilter(logging.Filter):
@@ -75,15 +82,39 @@ class ContextFilter(logging.Filter):
 
 
 class RedactFilter(logging.Filter):
-    """Masks E.164 numbers in INFO+ records; DEBUG is left whole for local troubleshooting."""
+    """Redacts every string of a record (see the module's docstring); it runs before any formatter."""
+
+    _formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.INFO:
+        try:
             message = record.getMessage()
-            redacted = phone_redact(message)
-            if redacted != message:
-                record.msg, record.args = redacted, None
+        except (TypeError, ValueError, KeyError):  # arguments that do not fit: logging reports it itself
+            message = str(record.msg)
+        record.msg, record.args = redact(message), None
+        for name, value in list(vars(record).items()):
+            if name not in _RECORD_ATTRS and name not in CONTEXT_FIELDS and not name.startswith("_"):
+                setattr(record, name, _redacted(value))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+def _redacted(value):
+    """An extra's value with its strings redacted; objects other than plain values become their redacted text."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, _PLAIN_TYPES):
+        return value
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_redacted(item) for item in value]
+    return redact(str(value))
 
 
 # --- Formatters ----------------------------------------------------------------------------
@@ -106,8 +137,8 @@ class JsonFormatter(logging.Formatter):
         for name, value in vars(record).items():
             if name not in _RECORD_ATTRS and name not in event and name not in CONTEXT_FIELDS and name[0] != "_":
                 event[name] = value
-        if record.exc_info:
-            event["exception"] = self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:
+            event["exception"] = record.exc_text or self.formatException(record.exc_info)
         if record.stack_info:
             event["stack"] = self.formatStack(record.stack_info)
         return json.dumps(event, default=str, ensure_ascii=False)
@@ -144,6 +175,10 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
         },
         "root": {"handlers": ["console"], "level": level},
         "loggers": {
+            # Django's own handlers go: its error mails carry the whole request (phones in forms and
+            # URLs), and the development server's lines would skip the redaction. Both log through root.
+            "django": {"handlers": [], "propagate": True},
+            "django.server": {"handlers": [], "propagate": True},
             "django.db.backends": {"level": "INFO"},
             # The twilio client logs each request's URL and query (phone numbers) at INFO.
             "twilio": {"level": "WARNING"},
@@ -188,6 +223,11 @@ def _on_before_task_publish(headers=None, **_):
     # When the task entered the queue: the oldest task's age is read back from the broker.
     if headers is not None:
         headers.setdefault("published_at", time.time())
+        # The arguments as workers log them and monitors (events, inspect) show them: redacted. The
+        # message body keeps the real ones for the task to run with.
+        for name in ("argsrepr", "kwargsrepr"):
+            if isinstance(headers.get(name), str):
+                headers[name] = redact(headers[name])
 
 
 def _on_setup_logging(**_):

@@ -23,6 +23,8 @@ PROCESSES = {
         "-m",
         "gunicorn",
         "config.wsgi:application",
+        "--config",
+        "python:config.gunicorn_conf",
         "--bind",
         f"{HOST}:{PORT}",
         "--workers",

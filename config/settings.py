@@ -54,6 +54,20 @@ elif not DEBUG and not _secret_key_strong(SECRET_KEY):
         "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(50))'"
     )
 
+# Keys the phone hashes kept after an erasure (suppression list, consent audit): without it they
+# could be reversed by hashing every possible number. Never change it once data exists: stored
+# hashes can no longer be matched (they cannot be recomputed without the phones).
+PHONE_HASH_KEY = env.str("PHONE_HASH_KEY")
+if PHONE_HASH_KEY is None:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "PHONE_HASH_KEY must be set when DEBUG is false: a secret of 32+ characters that keys the phone hashes "
+            "kept after erasure (make one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
+    PHONE_HASH_KEY = "insecure-development-phone-hash-key-used-only-when-DEBUG-is-on"
+elif len(PHONE_HASH_KEY) < 32 and not DEBUG:
+    raise ImproperlyConfigured("PHONE_HASH_KEY must be at least 32 characters long")
+
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 if not DEBUG and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is false")
@@ -355,18 +369,26 @@ RETENTION_IMPORT_ERRORS_DAYS = env.int("RETENTION_IMPORT_ERRORS_DAYS", 30, minim
 RETENTION_IMPORT_FILES_DAYS = env.int("RETENTION_IMPORT_FILES_DAYS", 7, minimum=0)
 RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", 5000, minimum=1)
 
-# Failed admin logins: django-axes locks an account, and separately an IP address, after
-# LOGIN_FAILURE_LIMIT failures, for LOGIN_LOCKOUT_MINUTES (answered 429 with the message below).
+# Proxies of our own in front of the platform (load balancer, nginx...): the client's address is
+# that many entries from the right of X-Forwarded-For (config.clients). 0: REMOTE_ADDR is the client.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+
+# Failed admin logins: django-axes locks an account for one client address after LOGIN_FAILURE_LIMIT
+# failures, for LOGIN_LOCKOUT_MINUTES (429 with Retry-After and the message below). By username and
+# address together: one person's mistyped passwords lock neither everyone behind their address nor
+# the account for its owner elsewhere.
 INSTALLED_APPS += ["axes", "csp"]
 MIDDLEWARE += ["csp.middleware.CSPMiddleware", "axes.middleware.AxesMiddleware"]  # axes last
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 LOGIN_LOCKOUT_MINUTES = env.int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1)
 AXES_COOLOFF_TIME = LOGIN_LOCKOUT_MINUTES / 60  # hours
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own: per account and per IP
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "config.clients.client_ip"
+AXES_LOCKOUT_CALLABLE = "config.clients.login_lockout_response"
 AXES_RESET_ON_SUCCESS = True
 AXES_COOLOFF_MESSAGE = (
-    f"Too many failed logins for this account or from this address: locked for "
+    f"Too many failed logins for this account from this address: locked for "
     f"{LOGIN_LOCKOUT_MINUTES} minutes. Try again later or ask an administrator."
 )
 

@@ -16,6 +16,7 @@ from django.utils.html import format_html
 from audience.models import Contact
 from audience.phones import InvalidPhone, normalize_phone
 from config.json_limits import ADMIN_JSON_FORMFIELDS, DepthLimitedJSONDecoder
+from config.privacy_admin import PersonalFieldsMixin
 from config.roles import is_staff_member
 from messaging.models import (
     Message,
@@ -212,18 +213,19 @@ class MessageResolutionInline(admin.TabularInline):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
-    list_display = (
-        "created_at",
-        "direction",
-        "channel",
-        "contact",
-        "status",
-        "skip_reason",
-        "error_code",
-        "segments",
-        "gives_up",
-    )
+class MessageAdmin(PersonalFieldsMixin, admin.ModelAdmin):
+    personal_fields = {
+        "to_address": "phone",
+        "from_address": "phone",
+        "body": "text",
+        "error_message": "text",
+        "idempotency_key": "text",
+        "content_variables": "json",
+        "render_context": "json",
+        "media": "json",
+    }
+    list_display = ("created_at", "direction", "channel", "contact", "to_address", "from_address", "status")
+    list_display += ("skip_reason", "error_code", "segments", "gives_up")
     list_filter = ("status", "direction", "channel", "sender", "created_at")
     search_fields = ("provider_sid", "to_address", "from_address", "contact__phone", "idempotency_key")
     list_select_related = ("contact",)
@@ -233,8 +235,7 @@ class MessageAdmin(admin.ModelAdmin):
     actions = ["lookup_again", "resend", "mark_failed"]
     change_form_template = "admin/messaging/message/change_form.html"
 
-    def get_readonly_fields(self, request, obj=None):
-        return ["gives_up", *(field.name for field in self.model._meta.fields if field.name != "id")]
+    readonly_fields = ["gives_up", *(field.name for field in Message._meta.fields if field.name != "id")]
 
     @admin.display(description="outcome unknown: gives up")
     def gives_up(self, obj: Message) -> str:
@@ -321,7 +322,8 @@ class MessageResolutionAdmin(admin.ModelAdmin):
 
 
 @admin.register(MessageEvent)
-class MessageEventAdmin(admin.ModelAdmin):
+class MessageEventAdmin(PersonalFieldsMixin, admin.ModelAdmin):
+    personal_fields = {"payload": "json"}
     list_display = ("received_at", "kind", "provider_sid", "status", "error_code", "message", "applied_at")
     list_filter = ("kind", "status", "received_at")
     search_fields = ("provider_sid",)

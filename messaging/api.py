@@ -14,6 +14,7 @@ from rest_framework.response import Response
 
 from audience.models import Channel, Contact
 from audience.phones import InvalidPhone, normalize_phone
+from config import privacy
 from config.api import (
     IDEMPOTENCY_KEY_REUSED,
     MODEL_SERIALIZER_FIELDS,
@@ -25,6 +26,7 @@ from config.api import (
 from config.roles import is_analyst
 from messaging import selectors
 from messaging.models import (
+    Direction,
     Message,
     MessageEvent,
     MessageResolution,
@@ -244,6 +246,21 @@ class MessageSerializer(serializers.ModelSerializer):
     def get_unknown_gives_up_at(self, obj: Message):
         return selectors.unknown_gives_up_at(obj)
 
+    # What a reader without the permission sees masked (config.privacy): the person's address (the
+    # recipient of an outbound message, the sender of an inbound one) and free text that may quote them.
+    TEXTS = ("body", "error_message", "idempotency_key")
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if privacy.request_sees_full(self.context.get("request")):
+            return data
+        personal = "to_address" if instance.direction == Direction.OUTBOUND else "from_address"
+        data[personal] = privacy.phone_mask(data[personal])
+        for name in self.TEXTS:
+            data[name] = privacy.shown("text", data[name], False)
+        data["content_variables"] = privacy.redact_json(data["content_variables"])
+        return data
+
 
 class MessageResolutionSerializer(serializers.ModelSerializer):
     class Meta:
@@ -368,7 +385,7 @@ class MessageViewSet(
         except DjangoValidationError as exc:
             raise_as_drf(exc)
         code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
-        return Response(MessageSerializer(message).data, status=code)
+        return Response(MessageSerializer(message, context=self.get_serializer_context()).data, status=code)
 
     @staticmethod
     def _validated(request) -> dict:

@@ -79,6 +79,11 @@ def retention_purge() -> dict[str, int]:
 # --- Erasure -------------------------------------------------------------------------------
 
 
+def _digits_regex(phone: str) -> str:
+    """The last nine digits of ``phone`` with any separators between them (a POSIX regex)."""
+    return "[^0-9]*".join(phone[-9:])
+
+
 def contact_messages_erase(*, contact_id: int, phone: str, **kwargs) -> int:
     """Clear what messages hold about an erased contact; receiver of audience's contact_erasing.
 
@@ -111,5 +116,9 @@ def contact_messages_erase(*, contact_id: int, phone: str, **kwargs) -> int:
         media=[],
         num_media=0,
         error_message="",
+        # A client's key may name the person ("welcome-+2547..."); a NULL key just no longer deduplicates.
+        idempotency_key=Case(
+            When(idempotency_key__regex=_digits_regex(phone), then=Value(None)), default=F("idempotency_key")
+        ),
         updated_at=now,
     )

@@ -1,7 +1,7 @@
 """Reporting and monitoring API: message statuses, campaign summaries, the inbound stream, the dashboard.
 
 Read-only: Analysts and Staff may GET everything (config.roles.StaffWriteAnalystRead). Phone
-numbers are masked unless the user holds ``reporting.see_full_phone`` (Staff and superusers do).
+numbers are masked unless the user holds ``audience.see_full_phone`` (config.privacy) (Staff and superusers do).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from rest_framework.response import Response
 
 from audience.models import Channel, Contact
 from campaigns.models import Campaign, CampaignRun
+from config import privacy
 from messaging import selectors as messaging_selectors
 from messaging.models import Direction, Message, MessageEvent, MessageStatus, Sender
 from reporting import exports, monitoring, selectors
@@ -129,7 +130,7 @@ class ReportMessageSerializer(serializers.ModelSerializer):
         ]
 
     def _address(self, message: Message, value: str, personal: bool) -> str:
-        return monitoring.phone_shown(value, self.context.get("full_phones", False) or not personal)
+        return privacy.phone_shown(value, self.context.get("full_phones", False) or not personal)
 
     def get_to_address(self, message: Message) -> str:
         return self._address(message, message.to_address, message.direction == Direction.OUTBOUND)
@@ -341,7 +342,7 @@ class ReportingView(GenericAPIView):
     http_method_names = ["get", "head", "options"]
 
     def full_phones(self) -> bool:
-        return monitoring.can_see_full_phones(self.request.user)
+        return privacy.can_see_full_phones(self.request.user)
 
 
 class MessageStatusView(ReportingView):
@@ -441,7 +442,8 @@ class InboundView(ReportingView):
         results = []
         for message in messages:
             kind, keyword = monitoring.inbound_kind(message.body, message.num_media)
-            message.from_address = monitoring.phone_shown(message.from_address, full)
+            message.from_address = privacy.phone_shown(message.from_address, full)
+            message.body = privacy.shown("text", message.body, full)
             message.kind, message.keyword = kind, keyword
             results.append(message)
         next_since = results[-1].pk if results else (since if isinstance(since, int) else None)

@@ -9,10 +9,10 @@ from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 
 from campaigns.models import Campaign, CampaignRun
+from config.privacy import phone_shown
 from config.spreadsheet import escape_formula
 from messaging.models import Message
 from reporting.error_codes import error_meaning
-from reporting.monitoring import phone_shown
 from reporting.selectors import campaign_result_rows
 
 CHUNK_SIZE = 2000

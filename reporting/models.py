@@ -33,7 +33,6 @@ class MessageStatusCounter(models.Model):
                 fields=["run_id", "status", "error_code", "price_unit"], name="reporting_counter_key_unique"
             ),
         ]
-        permissions = [("see_full_phone", "Can see full phone numbers in reports and monitoring")]
 
     def __str__(self) -> str:
         return f"run {self.run_id} {self.status} {self.error_code}: {self.count}"

@@ -22,7 +22,6 @@ from messaging.models import Direction, Message, MessageEvent
 from reporting.alerting.selectors import alerts_summary
 from reporting.counters import SWEEP_WATERMARK_KEY, contact_totals, counters_read
 
-FULL_PHONE_PERMISSION = "reporting.see_full_phone"
 WORKERS_CACHE_KEY = "reporting:celery-workers"
 QUEUES_CACHE_KEY = "reporting:queue-depths"
 # Beat refreshes the probes every 10 s; a request probes itself only when they are older than this.
@@ -44,29 +43,6 @@ KIND_OF_KEYWORD = {
     Keyword.START: InboundKind.OPT_IN,
     Keyword.HELP: InboundKind.HELP,
 }
-
-
-# --- Phones --------------------------------------------------------------------------------
-
-
-def can_see_full_phones(user) -> bool:
-    return bool(user and user.is_authenticated and user.has_perm(FULL_PHONE_PERMISSION))
-
-
-def phone_mask(value: str | None) -> str:
-    """+254712345678 -> +2547******78; a channel prefix (whatsapp:) is kept."""
-    if not value:
-        return value or ""
-    prefix, _, number = value.rpartition(":")
-    prefix = f"{prefix}:" if prefix else ""
-    keep_head = 5 if number.startswith("+") else 4
-    if len(number) <= keep_head + 2:
-        return prefix + "*" * len(number)
-    return prefix + number[:keep_head] + "*" * (len(number) - keep_head - 2) + number[-2:]
-
-
-def phone_shown(value: str | None, full: bool) -> str:
-    return (value or "") if full else phone_mask(value)
 
 
 # --- Inbound stream ------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from django.views.generic import TemplateView
 
 from audience.models import ConsentEvent, ConsentStatus
 from campaigns.models import Campaign, CampaignRun, RunStatus
+from config import privacy
 from config.roles import is_analyst, is_staff_member
 from messaging.models import Direction, Message, MessageStatus
 from reporting import monitoring, selectors
@@ -145,7 +146,7 @@ def recent_failures(now: dt.datetime, *, full_phones: bool) -> dict[str, Any]:
     )
     for message in latest:
         message.meaning = error_meaning(message.error_code)
-        message.masked_to = monitoring.phone_shown(message.to_address, full_phones)
+        message.masked_to = privacy.phone_shown(message.to_address, full_phones)
     return {"by_code": by_code, "latest": latest}
 
 
@@ -158,8 +159,8 @@ def inbound_rows(messages: list[Message], full_phones: bool) -> list[dict[str, A
                 "id": message.pk,
                 "at": message.created_at,
                 "channel": message.channel,
-                "from": monitoring.phone_shown(message.from_address, full_phones),
-                "body": message.body,
+                "from": privacy.phone_shown(message.from_address, full_phones),
+                "body": privacy.shown("text", message.body, full_phones),
                 "kind": kind,
                 "kind_label": monitoring.InboundKind(kind).label,
                 "keyword": keyword,
@@ -229,7 +230,7 @@ class MonitoringPage(ReportingPage):
     def get_context_data(self, **kwargs) -> dict[str, Any]:
         board = monitoring.dashboard()
         messages = monitoring.inbound_list(limit=INBOUND_SHOWN)
-        full = monitoring.can_see_full_phones(self.request.user)
+        full = privacy.can_see_full_phones(self.request.user)
         return {
             **super().get_context_data(**kwargs),
             "at": board["at"],
@@ -252,7 +253,7 @@ class InboundPartial(ReportingPage):
         except ValueError:
             since = 0
         messages = monitoring.inbound_list(since_id=since, limit=INBOUND_SHOWN)
-        full = monitoring.can_see_full_phones(self.request.user)
+        full = privacy.can_see_full_phones(self.request.user)
         return {
             **super().get_context_data(**kwargs),
             "inbound": list(reversed(inbound_rows(messages, full))),
@@ -267,7 +268,7 @@ class MonitoringStatusPartial(ReportingPage):
 
     def get_context_data(self, **kwargs) -> dict[str, Any]:
         board = monitoring.dashboard()
-        full = monitoring.can_see_full_phones(self.request.user)
+        full = privacy.can_see_full_phones(self.request.user)
         return {
             **super().get_context_data(**kwargs),
             "at": board["at"],

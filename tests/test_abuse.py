@@ -26,24 +26,6 @@ def _login(client, username, password, ip="10.0.0.1"):
     return client.post(LOGIN, {"username": username, "password": password}, REMOTE_ADDR=ip)
 
 
-def test_an_account_is_locked_after_the_failure_limit_even_from_other_addresses(client, admin_user, settings):
-    codes = [
-        _login(client, "boss", "wrong", ip=f"10.0.0.{n + 1}").status_code for n in range(settings.AXES_FAILURE_LIMIT)
-    ]
-    assert codes == [200] * (settings.AXES_FAILURE_LIMIT - 1) + [429]  # the limit-th failure locks
-    response = _login(client, "boss", PASSWORD, ip="10.0.9.9")
-    assert response.status_code == 429
-    assert "Too many failed logins" in response.content.decode()
-    assert "_auth_user_id" not in client.session
-
-
-def test_an_address_is_locked_after_the_failure_limit_whatever_the_account(client, admin_user, settings):
-    for n in range(settings.AXES_FAILURE_LIMIT):
-        _login(client, f"guess{n}", "wrong", ip="10.1.1.1")
-    assert _login(client, "boss", PASSWORD, ip="10.1.1.1").status_code == 429
-    assert _login(client, "boss", PASSWORD, ip="10.1.1.2").status_code == 302  # another address is fine
-
-
 def test_a_few_failures_then_success_still_log_in(client, admin_user, settings):
     for _ in range(settings.AXES_FAILURE_LIMIT - 1):
         _login(client, "boss", "wrong")

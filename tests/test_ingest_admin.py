@@ -43,7 +43,7 @@ def test_the_dry_run_shows_each_rows_action_and_problems_without_writing(staff_c
     page = response.content.decode()
     assert response.status_code == 200
     assert "Dry run of list.csv" in page and "Nothing has been written yet" in page
-    assert "is not a phone number" in page and "Mars/Base" in page
+    assert "not a phone number" in page and "Mars/Base" in page  # the reason, and the value beside it
     assert "duplicate" in page and "separated by" in page
     assert not Contact.objects.exists()
     job = ImportJob.objects.get()

@@ -50,14 +50,14 @@ def test_the_job_reports_progress_counts_and_row_errors_after_the_task_ran(staff
     body = analyst_api.get(f"/api/v1/imports/{job_id}").json()
     assert (body["status"], body["progress"], body["total_rows"], body["created_count"]) == ("succeeded", 100, 3, 1)
     assert [(e["line"], e["column"]) for e in body["errors"]] == [(3, "phone"), (4, "timezone")]
-    assert "Mars/Base" in body["errors"][1]["reason"]
+    assert "IANA time zone" in body["errors"][1]["reason"] and body["errors"][1]["value"] == "Mars/Base"
     assert Contact.objects.get().name == "Amina"
 
 
-def test_the_error_report_downloads_as_csv_with_formulas_escaped(staff_api, analyst_api):
+def test_the_error_report_downloads_as_csv_with_formulas_escaped(staff_api):
     job_id = _upload(staff_api).json()["id"]
     ingest_contacts(job_id)
-    response = analyst_api.get(f"/api/v1/imports/{job_id}/errors")
+    response = staff_api.get(f"/api/v1/imports/{job_id}/errors")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert rows[0] == ["line", "column", "level", "reason", "value"]

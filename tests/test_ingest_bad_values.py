@@ -33,16 +33,16 @@ def test_a_time_zone_that_is_a_folder_of_the_tz_database_is_a_row_error(tmp_path
     _landed(job, "+254712345602")
     assert Contact.objects.get().timezone == "Africa/Nairobi"
     assert problems(job) == [
-        (2, "timezone", "'Africa' is not an IANA time zone such as Africa/Nairobi"),
-        (4, "timezone", "'America/Argentina' is not an IANA time zone such as Africa/Nairobi"),
-        (5, "timezone", "'Etc' is not an IANA time zone such as Africa/Nairobi"),
+        (2, "timezone", "not an IANA time zone such as Africa/Nairobi"),
+        (4, "timezone", "not an IANA time zone such as Africa/Nairobi"),
+        (5, "timezone", "not an IANA time zone such as Africa/Nairobi"),
     ]
     # The same from JSON, where a cell goes the general way.
     content = '[\n{"phone": "+254712345605", "tz": "US"},\n{"phone": "+254712345606", "tz": "US/Pacific"}\n]'
     job = ingest(write(tmp_path, "zones.json", content))
     assert job.status == ImportStatus.SUCCEEDED
     assert Contact.objects.get(phone="+254712345606").timezone == "US/Pacific"
-    assert problems(job) == [(2, "tz", "'US' is not an IANA time zone such as Africa/Nairobi")]
+    assert problems(job) == [(2, "tz", "not an IANA time zone such as Africa/Nairobi")]
 
 
 def test_a_nul_character_in_a_json_value_or_key_is_a_row_error(tmp_path):
@@ -163,7 +163,7 @@ def test_the_admin_dry_run_of_such_a_file_lists_the_problems_without_crashing(tm
     assert [(line, column, level, reason) for line, column, level, reason, _ in preview.problems] == [
         (2, "name", "error", "contains a lone UTF-16 surrogate, which is not a character"),
         (3, "name", "error", "contains a NUL character"),
-        (4, "tz", "error", "'Africa' is not an IANA time zone such as Africa/Nairobi"),
+        (4, "tz", "error", "not an IANA time zone such as Africa/Nairobi"),
     ]
     assert [row["phone"] for row in preview.rows] == ["+254712345604"]
     assert preview.counts["new"] == 1 and preview.counts["error"] == 3

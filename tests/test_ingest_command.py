@@ -14,7 +14,7 @@ def test_the_command_imports_with_options_and_reports_problems(tmp_path, capsys)
     call_command("import_contacts", str(path), "--topic", "cli", "--default-consent", "opted_out", verbosity=1)
     out = capsys.readouterr().out
     assert "1 created" in out and "1 invalid" in out
-    assert "line 3, column 'consent': error: 'maybe' is not a consent value" in out
+    assert "line 3, column 'consent': error: not a consent value" in out
     contact = Contact.objects.get()
     assert contact.consent_status == "opted_out" and contact.topics.get().name == "cli"
     assert ImportJob.objects.get().source == "command"

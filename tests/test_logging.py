@@ -1,4 +1,4 @@
-"""Structured logs: JSON lines, the request id, task ids from Celery's signals, and no phone numbers at INFO+."""
+"""Structured logs: JSON lines, the request id, task ids from Celery's signals, and no phone numbers at any level."""
 
 from __future__ import annotations
 
@@ -70,13 +70,19 @@ def test_an_exception_is_kept_in_the_same_line(lines):
     assert "ValueError: boom" in event["exception"]
 
 
-def test_phone_numbers_are_masked_at_info_but_kept_at_debug(lines):
+def test_phone_numbers_are_masked_at_every_level_in_the_message_extras_and_exception(lines):
     logger = logging.getLogger("tests.logging")
     logger.info("sent to %s", PHONE)
     logger.debug("sent to %s", PHONE)
-    info, debug = (json.loads(line)["message"] for line in lines.lines)
-    assert PHONE not in info and info.endswith("78") and "*" in info
-    assert PHONE in debug
+    try:
+        raise ValueError(f"no route to {PHONE}")
+    except ValueError:
+        logger.exception("failed", extra={"to": f"whatsapp:{PHONE}", "step": {"to": PHONE, "tries": 2}})
+    info, debug, failed = (json.loads(line) for line in lines.lines)
+    assert info["message"] == debug["message"] == "sent to +25********78"
+    assert failed["to"] == "whatsapp:+25********78" and failed["step"] == {"to": "+25********78", "tries": 2}
+    assert "ValueError: no route to +25********78" in failed["exception"]
+    assert PHONE not in "".join(lines.lines)
 
 
 def test_the_request_id_is_kept_when_sane_and_made_otherwise(lines):

@@ -131,5 +131,5 @@ def test_phones_are_masked_for_analysts_without_the_permission(analyst_api, anal
 
 
 def test_staff_hold_the_full_phone_permission_and_analysts_do_not(staff_user, analyst_user):
-    assert staff_user.has_perm("reporting.see_full_phone")
-    assert not analyst_user.has_perm("reporting.see_full_phone")
+    assert staff_user.has_perm("audience.see_full_phone")
+    assert not analyst_user.has_perm("audience.see_full_phone")

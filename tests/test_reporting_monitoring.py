@@ -15,9 +15,10 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from audience.models import ConsentStatus
 from config.celery import app as celery_app
+from config.privacy import phone_mask
 from messaging.models import Direction, Message, MessageEvent
 from reporting.counters import counters_sweep
-from reporting.monitoring import WORKERS_CACHE_KEY, inbound_kind, inbound_list, phone_mask, queue_depths
+from reporting.monitoring import WORKERS_CACHE_KEY, inbound_kind, inbound_list, queue_depths
 from tests.factories import ContactFactory
 from tests.test_reporting_support import add_recipient, make_campaign, make_message, make_run
 

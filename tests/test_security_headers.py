@@ -82,6 +82,7 @@ def test_production_sends_hsts_and_redirects_to_https():
         **os.environ,
         "DEBUG": "false",
         "SECRET_KEY": "a-real-secret-key-with-enough-entropy-0123456789abcdef",
+        "PHONE_HASH_KEY": "a-real-phone-hash-key-with-enough-entropy-0123",
         "ALLOWED_HOSTS": "messaging.example.com",
     }
     code = (

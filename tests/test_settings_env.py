@@ -102,6 +102,7 @@ def test_deploy_check_is_clean_in_production_mode():
         **os.environ,
         "DEBUG": "false",
         "SECRET_KEY": "a-real-secret-key-with-enough-entropy-0123456789abcdef",
+        "PHONE_HASH_KEY": "a-real-phone-hash-key-with-enough-entropy-0123",
         "ALLOWED_HOSTS": "messaging.example.com",
     }
     result = subprocess.run(

@@ -192,7 +192,7 @@ class Engine:
         self.options = IngestOptions.from_job(job)
         self.on_progress = on_progress
         self.workers = workers or (1 if job.file_size < SMALL_FILE_BYTES else worker_count())
-        self.stage = f"audience_ingest_stage_{job.pk}"
+        self.stage = sql.stage_name(job.pk)
         self._last_progress = 0.0
         self._topics: set[str] = set()
         self._timings: dict[str, float] = {}
@@ -403,6 +403,7 @@ class Engine:
             # No flush wait at commit: a crash can lose only whole, most recent bucket transactions,
             # and the job's record of them with them (same transaction), so a re-run redoes exactly those.
             cursor.execute("SET LOCAL synchronous_commit = off")
+            sql.phone_hash_key_set(cursor)
             # Plain inserts: new phones without ON CONFLICT (a whole bucket when the table was empty).
             plain = plain_inserts and self._plain
             warnings = self._prepare_bucket(cursor, stage, params, has_suppressions, plain)

@@ -23,6 +23,7 @@ from audience.ingest.engine import Engine, ProgressCallback, bucket_count, inspe
 from audience.ingest.readers import FileProblem, detect_format
 from audience.ingest.validate import STAGE_COLUMNS, copy_unescape, process_chunk
 from audience.models import TOPIC_NAME_VALIDATOR, ConsentStatus, Contact, ImportJob, ImportSource, ImportStatus
+from config.privacy import redact
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +186,9 @@ def import_job_run(job: ImportJob, *, on_progress: ProgressCallback | None = Non
     except FileNotFoundError:
         return _fail(job, "the uploaded file is no longer on the server; upload it again")
     except Exception as exc:
-        _fail(job, f"the import stopped: {type(exc).__name__}: {exc}; committed batches are kept, re-run it")
+        # An exception's text may quote a row (a database error's DETAIL): stored, so redacted.
+        reason = f"{type(exc).__name__}: {redact(str(exc))}"
+        _fail(job, f"the import stopped: {reason}; committed batches are kept, re-run it")
         raise
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from audience.phones import phone_hash_pads
+
 CONTACT = "audience_contact"
 EVENT = "audience_consentevent"
 CONTACT_TOPIC = "audience_contacttopic"
@@ -10,9 +12,38 @@ ROW_ERROR = "audience_importrowerror"
 SUPPRESSION = "audience_suppression"
 
 
+# HMAC's inner and outer keys, set per transaction by ``phone_hash_key_set`` (hex). Kept out of the
+# statements that use them: PostgreSQL logs a failing statement's text (a unique violation the
+# engine expects, for one), and the key must not reach the server's log.
+_PAD_SETTINGS = ("audience.phone_hash_inner", "audience.phone_hash_outer")
+
+
 def phone_hash(column: str) -> str:
-    """audience.phones.phone_hash (SHA-256 hex of the E.164 text) in SQL: C in the database, not a Python call a row."""
-    return f"encode(sha256(convert_to({column}, 'UTF8')), 'hex')"
+    """audience.phones.phone_hash in SQL (HMAC-SHA256 of the hex SHA-256, built from sha256()): C in the
+    database, not a Python call a row. The transaction must have run ``phone_hash_key_set`` first."""
+    return phone_digest_keyed(f"encode(sha256(convert_to({column}, 'UTF8')), 'hex')")
+
+
+def phone_digest_keyed(digest: str) -> str:
+    """audience.phones.phone_digest_keyed in SQL, of a hex digest expression."""
+    inner, outer = (f"decode(current_setting('{name}'), 'hex')" for name in _PAD_SETTINGS)
+    return f"encode(sha256({outer} || sha256({inner} || convert_to({digest}, 'UTF8'))), 'hex')"
+
+
+def phone_hash_key_set(cursor) -> None:
+    """Make the key known to ``phone_hash`` until the end of the cursor's transaction."""
+    inner, outer = phone_hash_pads()
+    cursor.execute(
+        "SELECT set_config(%s, %s, true), set_config(%s, %s, true)",
+        [_PAD_SETTINGS[0], inner.hex(), _PAD_SETTINGS[1], outer.hex()],
+    )
+
+
+STAGE_PREFIX = "audience_ingest_stage_"
+
+
+def stage_name(job_id: int) -> str:
+    return f"{STAGE_PREFIX}{int(job_id)}"
 
 
 def create_stage(stage: str, buckets: int) -> list[str]:
@@ -72,7 +103,7 @@ def remove_duplicates(stage: str) -> str:
         )
         INSERT INTO {ROW_ERROR} (job_id, line, "column", level, reason, value)
         SELECT %(job)s, line, 'phone', 'warning',
-               'duplicate of line ' || kept || ' (same phone ' || phone || '); the later row wins', phone
+               'duplicate of line ' || kept || ' (same phone); the later row wins', phone
         FROM gone"""
 
 

@@ -276,7 +276,7 @@ def _topics(value) -> list[str]:
         if not name:
             continue
         if not TOPIC_RE.match(name):
-            raise RowProblem("topics", f"{name!r} is not a topic name (lower-case letters, digits, '-' and '_')", item)
+            raise RowProblem("topics", "not a topic name (lower-case letters, digits, '-' and '_')", item)
         names.append(name)
     return names
 
@@ -337,7 +337,7 @@ class RowValidator:
         try:
             phone = fast_normalize_phone(str(raw_phone))
         except InvalidPhone as exc:
-            raise RowProblem("phone", str(exc), raw_phone) from None
+            raise RowProblem("phone", exc.reason, raw_phone) from None
         name = _clean_text("name", cells.get("name"))
         email = _clean_text("email", cells.get("email"))
         if email is not None:
@@ -349,11 +349,11 @@ class RowValidator:
         if channel is not None:
             channel = channel.lower()
             if channel not in CHANNELS:
-                raise RowProblem("channel", f"{channel!r} is not one of whatsapp, sms", channel)
+                raise RowProblem("channel", "not one of whatsapp, sms", channel)
         locale = _clean_text("locale", cells.get("locale"))
         timezone = _clean_text("timezone", cells.get("timezone"))
         if timezone is not None and not _timezone_ok(timezone):
-            raise RowProblem("timezone", f"{timezone!r} is not an IANA time zone such as Africa/Nairobi", timezone)
+            raise RowProblem("timezone", "not an IANA time zone such as Africa/Nairobi", timezone)
         consent = self._consent(cells.get("consent"))
         topics = _topics(cells.get("topics"))
         packed = cells.get("attributes")
@@ -410,7 +410,7 @@ class RowValidator:
             return None
         word = str(value).strip().lower()
         if word not in CONSENT_WORDS:
-            raise RowProblem("consent", f"{value!r} is not a consent value; use opted_in or opted_out", value)
+            raise RowProblem("consent", "not a consent value; use opted_in or opted_out", value)
         return CONSENT_WORDS[word]
 
     def _text_attributes(self, row: Row, result: ChunkResult, name, email):
@@ -759,7 +759,7 @@ class _CleanCsvRows:
         except InvalidPhone as exc:
             # What RowValidator reports first after an empty phone, word for word; normalising the
             # number again there would cost as much as all the other cells of a row.
-            self.result.problems.append((line, self.phone_header, "error", str(exc), _cut(raw_phone)))
+            self.result.problems.append((line, self.phone_header, "error", exc.reason, _cut(raw_phone)))
             self.result.invalid += 1
             return ""
         texts = ["\\N"] * 8
