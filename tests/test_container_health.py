@@ -67,7 +67,8 @@ def test_the_probe_names_a_host_allowed_hosts_accepts(allowed_hosts, host):
 @pytest.mark.django_db
 def test_django_under_the_compose_defaults_answers_the_probe_with_200():
     secret = "compose-test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
-    environ = _compose_defaults(_compose()["services"]["web"]["environment"], {"SECRET_KEY": secret})
+    required = {"SECRET_KEY": secret, "PHONE_HASH_KEY": "compose-test-phone-hash-key-0123456789abcdef"}
+    environ = _compose_defaults(_compose()["services"]["web"]["environment"], required)
     assert environ["ALLOWED_HOSTS"] == "localhost" and environ["DEBUG"] == "false"
     request = healthcheck.probe_request(environ)
     path, host = urlsplit(request.full_url).path, request.get_header("Host")

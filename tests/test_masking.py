@@ -217,8 +217,8 @@ def test_who_held_reportings_old_permission_holds_the_one_policys_permission_aft
     from django.db.migrations.executor import MigrationExecutor
 
     old, new = (
-        ("reporting", "0006_default_alert_rules_and_beat_schedule"),
-        ("reporting", "0007_full_phone_permission_moves_to_audience"),
+        ("reporting", "0008_counter_status_outcome_unknown"),
+        ("reporting", "0009_full_phone_permission_moves_to_audience"),
     )
     executor = MigrationExecutor(connection)
     executor.migrate([old])

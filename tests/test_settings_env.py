@@ -92,7 +92,8 @@ def test_production_refuses_a_secret_key_check_deploy_would_warn_about(key):
 def test_a_secret_key_of_exactly_50_characters_starts_and_passes_check_deploy():
     key = "0123456789abcdefghijklmnopqrstuvwxyz-_ABCDEFGHIJKL"
     assert len(key) == 50
-    result = _check(DEBUG="false", SECRET_KEY=key, ALLOWED_HOSTS="example.com", deploy=True)
+    phone_key = "a-phone-hash-key-for-this-test-0123456789abcdef"
+    result = _check(DEBUG="false", SECRET_KEY=key, PHONE_HASH_KEY=phone_key, ALLOWED_HOSTS="example.com", deploy=True)
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
 
