@@ -20,6 +20,7 @@ from import_export.admin import ExportActionMixin, ImportMixin
 from import_export.forms import ImportForm
 
 from audience import selectors, services
+from audience.admin_consent import ContactAdminForm, consent_change_from_form, refused_message
 from audience.ingest import selectors as ingest_selectors
 from audience.ingest import services as ingest_services
 from audience.models import (
@@ -30,7 +31,6 @@ from audience.models import (
     ImportJob,
     ImportSource,
     ImportStatus,
-    Suppression,
     Topic,
 )
 from audience.phones import InvalidPhone, normalize_phone
@@ -327,6 +327,7 @@ class ContactAdmin(ContactImportMixin, ExportActionMixin, admin.ModelAdmin):
     show_full_result_count = False
     list_per_page = 50
     inlines = [ConsentEventInline]
+    form = ContactAdminForm
     action_form = ContactActionForm
     actions = ["opt_out", "opt_in", "add_to_topic", "erase"]
     readonly_fields = (
@@ -348,6 +349,18 @@ class ContactAdmin(ContactImportMixin, ExportActionMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("topics")
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or not self.has_change_permission(request, obj):
+            return fieldsets
+        consent = ("Change consent", {"fields": ContactAdminForm.CONSENT_FIELDS})
+        return (*fieldsets[:3], consent, *fieldsets[3:])
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        form.actor = request.user  # the class is made for this request
+        return form
 
     @admin.display(description="topics")
     def topic_names(self, obj: Contact) -> str:
@@ -372,6 +385,7 @@ class ContactAdmin(ContactImportMixin, ExportActionMixin, admin.ModelAdmin):
         try:
             if change:
                 services.contact_update(obj, data=data)
+                consent_change_from_form(request, obj, form)
             else:
                 created = services.contact_create(
                     phone=form.cleaned_data["phone"],
@@ -391,18 +405,16 @@ class ContactAdmin(ContactImportMixin, ExportActionMixin, admin.ModelAdmin):
             services.contact_delete(contact, actor=request.user)
 
     def _change_consent(self, request, queryset, to_status):
-        try:
-            changed = services.consent_change_many(
-                queryset.values_list("pk", flat=True),
-                to_status=to_status,
-                source=ConsentSource.ADMIN,
-                actor=request.user,
-                evidence={"door": "admin action"},
-            )
-        except ValidationError as exc:
-            self.message_user(request, "; ".join(exc.messages), messages.ERROR)
-            return
-        self.message_user(request, f"{changed} contact(s) changed to {ConsentStatus(to_status).label}.")
+        result = services.consent_change_many(
+            queryset.values_list("pk", flat=True),
+            to_status=to_status,
+            source=ConsentSource.ADMIN,
+            actor=request.user,
+            evidence={"door": "admin action"},
+        )
+        self.message_user(request, f"{result.changed} contact(s) changed to {ConsentStatus(to_status).label}.")
+        if result.refused:
+            self.message_user(request, refused_message(result.refused), messages.WARNING)
 
     @admin.action(description="Opt out selected contacts", permissions=["change"])
     def opt_out(self, request, queryset):
@@ -439,8 +451,8 @@ class TopicAdmin(admin.ModelAdmin):
 
 @admin.register(ConsentEvent)
 class ConsentEventAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "contact", "from_status", "to_status", "source", "actor")
-    list_filter = ("source", "to_status", "created_at")
+    list_display = ("created_at", "contact", "kind", "from_status", "to_status", "source", "actor")
+    list_filter = ("kind", "source", "to_status", "created_at")
     search_fields = ("contact__phone", "actor")
     search_help_text = "A phone number also finds the events an erased contact left behind."
     list_select_related = ("contact",)
@@ -460,18 +472,6 @@ class ConsentEventAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-@admin.register(Suppression)
-class SuppressionAdmin(admin.ModelAdmin):
-    list_display = ("phone_hash", "reason", "source", "created_at")
-    search_fields = ("phone_hash",)
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
         return False
 
 

@@ -120,12 +120,39 @@ class ContactSerializer(serializers.ModelSerializer):
 class ConsentEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = ConsentEvent
-        fields = ["id", "from_status", "to_status", "source", "actor", "evidence", "created_at"]
+        fields = ["id", "kind", "from_status", "to_status", "source", "actor", "evidence", "created_at"]
 
 
 class ConsentChangeSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=ConsentStatus.choices)
-    evidence = serializers.JSONField(required=False, help_text="What proves the change, e.g. a form id or a ticket.")
+    document = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="A reference to the signed form or document of the consent. Required to opt in a contact whose "
+        "opt-out came from a STOP keyword, the provider (e.g. 21610) or the suppression list.",
+    )
+    reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="Why the change is made, in your words. Required with `document` in the same cases.",
+    )
+    evidence = serializers.JSONField(
+        required=False, help_text="Anything else that proves the change (a ticket, a call record); kept as given."
+    )
+
+    def validate_evidence(self, value):
+        if value is not None and not isinstance(value, dict):
+            raise serializers.ValidationError("evidence must be a JSON object")
+        return value
+
+    def evidence_given(self) -> dict:
+        """The evidence as given, with ``document`` and ``reason`` in it when they were sent."""
+        data = self.validated_data
+        evidence = dict(data.get("evidence") or {})
+        for name in ("document", "reason"):
+            if name in data:
+                evidence[name] = data[name]
+        return evidence
 
 
 class ContactFilter(django_filters.FilterSet):
@@ -176,7 +203,12 @@ class ContactViewSet(viewsets.ModelViewSet):
     @extend_schema(request=ConsentChangeSerializer, responses=ContactSerializer)
     @action(detail=True, methods=["post"])
     def consent(self, request, pk=None):
-        """Opt a contact in or out, writing an audit row with the given evidence."""
+        """Opt a contact in or out, writing an audit row with the evidence given.
+
+        Opting in a contact whose opt-out came from a STOP keyword, the provider or the
+        suppression list needs `document` and `reason` (400 naming each one missing); it
+        lifts the phone's suppression entry, which the audit row records.
+        """
         contact = self.get_object()
         payload = ConsentChangeSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -186,8 +218,7 @@ class ContactViewSet(viewsets.ModelViewSet):
                 to_status=payload.validated_data["status"],
                 source=ConsentSource.API,
                 actor=request.user,
-                evidence=payload.validated_data.get("evidence") or {},
-                override_suppression=True,
+                evidence=payload.evidence_given(),
             )
         except DjangoValidationError as exc:
             raise_as_drf(exc)

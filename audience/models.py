@@ -40,6 +40,11 @@ class ConsentSource(models.TextChoices):
     PROVIDER = "provider", "Provider"
 
 
+class ConsentEventKind(models.TextChoices):
+    CHANGE = "change", "Consent change"
+    SUPPRESSION_LIFTED = "suppression_lifted", "Suppression lifted"
+
+
 class Topic(models.Model):
     name = models.CharField(max_length=64, unique=True, validators=[TOPIC_NAME_VALIDATOR])
     description = models.CharField(max_length=255, blank=True)
@@ -128,8 +133,12 @@ class ConsentEvent(models.Model):
         Contact, null=True, on_delete=models.SET_NULL, related_name="consent_events", db_constraint=False
     )
     phone_hash = models.CharField(max_length=64)
+    # A database default: the import writes events with SQL, and they are all consent changes.
+    kind = models.CharField(max_length=24, choices=ConsentEventKind.choices, db_default=ConsentEventKind.CHANGE)
     from_status = models.CharField(max_length=16, blank=True, choices=ConsentStatus.choices)
-    to_status = models.CharField(max_length=16, choices=ConsentStatus.choices)
+    to_status = models.CharField(
+        max_length=16, blank=True, choices=ConsentStatus.choices, help_text="Empty for an event that is not a change."
+    )
     source = models.CharField(max_length=16, choices=ConsentSource.choices)
     actor = models.CharField(max_length=150, blank=True, help_text="User name, or the system part that acted.")
     evidence = models.JSONField(default=dict, blank=True)
@@ -148,6 +157,8 @@ class ConsentEvent(models.Model):
         ]
 
     def __str__(self) -> str:
+        if self.kind != ConsentEventKind.CHANGE:
+            return f"{self.get_kind_display()} ({self.source})"
         return f"{self.from_status or '-'} -> {self.to_status} ({self.source})"
 
 

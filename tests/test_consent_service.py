@@ -76,12 +76,11 @@ def test_a_suppressed_phone_comes_back_opted_out_and_cannot_be_silently_opted_in
     assert again.consent_status == ConsentStatus.OPTED_OUT
     with pytest.raises(services.ContactError, match="suppression list"):
         services.consent_change(again, to_status=ConsentStatus.OPTED_IN, source=ConsentSource.IMPORT)
-    # An explicit, evidenced opt-in lifts the suppression.
+    # The person's own opt-in keyword lifts the suppression.
     assert services.consent_change(
         again,
         to_status=ConsentStatus.OPTED_IN,
         source=ConsentSource.KEYWORD,
-        override_suppression=True,
         evidence={"message_sid": "SM1"},
     )
     assert not Suppression.objects.exists()
