@@ -76,9 +76,12 @@ class ContactImportForm(ImportForm):
     """django-import-export's upload form plus the engine's options; the format is detected from the file."""
 
     default_consent = forms.ChoiceField(
+        label="Consent",
         choices=ConsentStatus.choices,
-        initial=ConsentStatus.OPTED_IN,
-        help_text="For new contacts whose row gives none.",
+        required=False,
+        widget=forms.RadioSelect,
+        help_text="The consent the file's new contacts gave, for rows that give none. Required when the file "
+        "has no consent column: nothing is assumed.",
     )
     topic = forms.CharField(required=False, help_text="Optional: a topic added to every imported contact.")
     skip_existing = forms.BooleanField(required=False, help_text="Leave contacts that already exist untouched.")
@@ -162,7 +165,8 @@ class ContactImportMixin(ImportMixin):
                     actor=request.user.get_username(),
                 )
             except ValidationError as exc:
-                form.add_error("import_file", exc.messages)
+                for name, errors in exc.message_dict.items():
+                    form.add_error(name if name in form.fields else "import_file", errors)
             else:
                 preview = ingest_services.import_preview(job, limit=PREVIEW_ROWS)
                 context.update(job=job, preview=preview, preview_rows=preview.rows[:PREVIEW_SHOWN])

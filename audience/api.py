@@ -301,7 +301,11 @@ class ImportJobSerializer(serializers.ModelSerializer):
 class ImportRequestSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="CSV (any common delimiter), a JSON array of objects, or JSON Lines.")
     default_consent = serializers.ChoiceField(
-        choices=ConsentStatus.choices, required=False, help_text="Consent of new contacts whose row gives none."
+        choices=ConsentStatus.choices,
+        required=False,
+        help_text="The consent of new contacts whose row gives none. Required when the file is a CSV without a "
+        "consent column (400 naming it otherwise): nothing is assumed. In a JSON file, a new contact's record "
+        "without a consent is an error on its row when this is not given.",
     )
     topic = serializers.CharField(
         required=False, allow_blank=True, help_text="A topic added to every imported contact."
@@ -380,7 +384,7 @@ def contacts_import(request):
     import_size_check(data["file"].size)
     try:
         options = ingest_services.import_options_clean(
-            default_consent=data.get("default_consent", ""),
+            default_consent=data.get("default_consent"),
             topic=data.get("topic", ""),
             update_existing=not data["skip_existing"],
         )

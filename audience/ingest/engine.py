@@ -55,7 +55,7 @@ from audience.ingest.readers import (
 )
 from audience.ingest.validate import STAGE_COLUMNS, ChunkResult, process_chunk
 from audience.ingest.worker import process_chunk_in_worker, worker_start
-from audience.models import ConsentStatus, ImportJob, ImportRowError, ImportStatus, Topic
+from audience.models import ImportJob, ImportRowError, ImportStatus, Topic
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ ERROR_COLUMNS = ("job_id", "line", "column", "level", "reason", "value")
 
 @dataclass(frozen=True)
 class IngestOptions:
-    default_consent: str = ConsentStatus.OPTED_IN
+    default_consent: str | None = None  # None: rows of new contacts must give their consent
     topic: str = ""
     update_existing: bool = True
 
@@ -81,7 +81,7 @@ class IngestOptions:
     def from_job(cls, job: ImportJob) -> IngestOptions:
         options = job.options or {}
         return cls(
-            default_consent=options.get("default_consent", ConsentStatus.OPTED_IN),
+            default_consent=options.get("default_consent") or None,
             topic=options.get("topic", "") or "",
             update_existing=options.get("update_existing", True),
         )
@@ -378,6 +378,7 @@ class Engine:
             "bucket": bucket,
             "job": self.job.pk,
             "default": self.options.default_consent,
+            "no_consent": sql.NO_CONSENT,
             "actor": (self.job.created_by or "import")[:150],
             "extra_topics": [self.options.topic] if self.options.topic else [],
         }
@@ -408,7 +409,9 @@ class Engine:
             # plans need only the partition's row count, which the index build sets; per-column
             # statistics cost 0.4 s a bucket and led to a slower plan for the topics.
             cursor.execute(sql.index_stage(stage))
-        suppressed = refused = 0
+        missing = suppressed = refused = 0
+        if self.options.default_consent is None:
+            [(missing,)] = _run_with_nested_loops(cursor, sql.drop_without_consent(stage), params)
         if has_suppressions:
             cursor.execute(sql.mark_suppressed(stage))
             cursor.execute(sql.warn_suppressed(stage), params)
@@ -417,7 +420,7 @@ class Engine:
             # Counted again for a bucket an earlier run committed: its opted-out contacts are still out.
             statement = sql.warn_refused_opt_ins(stage)
             [(refused,)] = _run_with_nested_loops(cursor, statement, {**params, "refused": sql.REFUSED_OPT_IN})
-        return {"duplicates": duplicates, "warnings": duplicates + suppressed + refused}
+        return {"duplicates": duplicates, "warnings": duplicates + suppressed + refused, "invalid": missing}
 
     @staticmethod
     def _has_any(cursor, statement: str) -> bool:
@@ -463,7 +466,12 @@ class Engine:
         with self._lock:
             self.job.duplicate_count += warnings["duplicates"]
             self.job.warning_count += warnings["warnings"]
-            counts = {"duplicate_count": self.job.duplicate_count, "warning_count": self.job.warning_count}
+            self.job.invalid_count += warnings["invalid"]
+            counts = {
+                "duplicate_count": self.job.duplicate_count,
+                "warning_count": self.job.warning_count,
+                "invalid_count": self.job.invalid_count,
+            }
             if entry is None:
                 ImportJob.objects.filter(pk=self.job.pk).update(heartbeat_at=timezone.now(), **counts)
                 return

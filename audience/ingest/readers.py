@@ -84,6 +84,11 @@ class Layout:
     header_bytes: int = 0
     notes: tuple[str, ...] = field(default=())
 
+    @property
+    def has_consent_column(self) -> bool:
+        """Whether the header names a consent column (a JSON file has no header: each record says)."""
+        return any(column.kind == "consent" for column in self.columns)
+
     def describe(self) -> dict:
         return {
             "format": self.file_format,

@@ -95,6 +95,30 @@ def warn_suppressed(stage: str) -> str:
         FROM {stage} WHERE suppressed AND coalesce(consent, %(default)s) = 'opted_in'"""
 
 
+# What a row is told that would create a contact without a consent: the file's cell is empty and the
+# import chose no default (a consent is never assumed).
+NO_CONSENT = "this row gives no consent and the import no default consent; a new contact's consent is never assumed"
+
+
+def drop_without_consent(stage: str) -> str:
+    """Report and remove the rows that would create a contact without a consent; returns their count.
+
+    Only for an import without a default consent. A row of an existing contact may leave the
+    consent out: an import never changes it but to opt out.
+    """
+    return f"""
+    WITH missing AS (
+        DELETE FROM {stage} s
+        WHERE s.consent IS NULL AND NOT EXISTS (SELECT 1 FROM {CONTACT} c WHERE c.phone = s.phone)
+        RETURNING s.line
+    ), reported AS (
+        INSERT INTO {ROW_ERROR} (job_id, line, "column", level, reason, value)
+        SELECT %(job)s, line, 'consent', 'error', %(no_consent)s, '' FROM missing
+        RETURNING 1
+    )
+    SELECT count(*) FROM reported"""
+
+
 # What a row that asks to opt in a contact who opted out is told; {when} is " on <date>" when known.
 REFUSED_OPT_IN = (
     "this contact opted out{when}; an import does not opt them back in"
@@ -175,7 +199,10 @@ def _topic_links(rows: str, condition: str = "TRUE") -> str:
         WHERE {condition} AND ({rows}.topics IS NOT NULL OR cardinality(%(extra_topics)s::text[]) > 0)"""
 
 
-# A new contact's columns and values, from staged rows with their ``new_status``.
+# A new contact's columns and values, from staged rows with their ``new_status``. Its consent is the
+# row's or the import's default; a row with neither was dropped (``drop_without_consent``) unless its
+# contact was deleted since, and then it is created opted out: never opted in by assumption.
+_NEW_STATUS = "CASE WHEN s.suppressed THEN 'opted_out' ELSE coalesce(s.consent, %(default)s, 'opted_out') END"
 _NEW_CONTACT_COLUMNS = """phone, channel, name, email, locale, timezone, attributes, consent_status,
                           consent_updated_at, opted_in_at, opted_out_at, created_at, updated_at"""
 _NEW_CONTACT_VALUES = """phone, coalesce(channel, 'sms'), coalesce(name, ''), coalesce(email, ''),
@@ -192,7 +219,7 @@ def upsert(stage: str, *, update_existing: bool) -> str:
         conflict = "ON CONFLICT (phone) DO NOTHING"
     return f"""
     WITH src AS (
-        SELECT s.*, CASE WHEN s.suppressed THEN 'opted_out' ELSE coalesce(s.consent, %(default)s) END AS new_status
+        SELECT s.*, {_NEW_STATUS} AS new_status
         FROM {stage} s WHERE s.bucket = %(bucket)s
     ), up AS (
         INSERT INTO {CONTACT} AS c ({_NEW_CONTACT_COLUMNS})
@@ -240,7 +267,7 @@ def _insert_rows(rows: str, id_sequence: str) -> str:
     src AS MATERIALIZED (
         SELECT nextval('{id_sequence}') AS id, s.line, s.phone, s.channel, s.name, s.email, s.locale, s.timezone,
                s.attributes, s.topics, s.suppressed,
-               CASE WHEN s.suppressed THEN 'opted_out' ELSE coalesce(s.consent, %(default)s) END AS new_status
+               {_NEW_STATUS} AS new_status
         FROM {rows}
     ), contacts AS (
         INSERT INTO {CONTACT} (id, {_NEW_CONTACT_COLUMNS})
