@@ -455,11 +455,16 @@ class TopicAdmin(admin.ModelAdmin):
 
 @admin.register(ConsentEvent)
 class ConsentEventAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "contact", "kind", "from_status", "to_status", "source", "actor")
+    list_display = ("seq", "created_at", "contact", "kind", "from_status", "to_status", "source", "actor")
     list_filter = ("kind", "source", "to_status", "created_at")
+    readonly_fields = ("seq", "chain_hash_hex")
     search_fields = ("contact__phone", "actor")
     search_help_text = "A phone number also finds the events an erased contact left behind."
     list_select_related = ("contact",)
+
+    @admin.display(description="chain hash")
+    def chain_hash_hex(self, event: ConsentEvent) -> str:
+        return bytes(event.chain_hash).hex()
 
     def get_search_results(self, request, queryset, search_term):
         queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)

@@ -120,7 +120,7 @@ class ContactSerializer(serializers.ModelSerializer):
 class ConsentEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = ConsentEvent
-        fields = ["id", "kind", "from_status", "to_status", "source", "actor", "evidence", "created_at"]
+        fields = ["id", "seq", "kind", "from_status", "to_status", "source", "actor", "evidence", "created_at"]
 
 
 class ConsentChangeSerializer(serializers.Serializer):

@@ -2,7 +2,7 @@
 
 Every door (admin, API, import, keywords, provider errors) changes consent
 through ``consent_change`` so the ConsentEvent audit row is written in the same
-transaction as the change itself.
+transaction as the change itself, chained to the audit (audience.consent_chain).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audience.consent_chain import consent_event_record, consent_events_erase
 from audience.models import (
     Channel,
     ConsentEvent,
@@ -118,9 +119,9 @@ def contact_create(
             contact.save()
     except IntegrityError:
         raise ContactError({"phone": [f"a contact with phone {cleaned['phone']} already exists"]}) from None
-    ConsentEvent.objects.create(
+    consent_event_record(
         contact=contact,
-        phone_hash=phone_hash(contact.phone),
+        hashed_phone=phone_hash(contact.phone),
         from_status="",
         to_status=consent_status,
         source=source,
@@ -319,9 +320,9 @@ def consent_change(
     update = {"consent_status": to_status, "consent_updated_at": now}
     update["opted_in_at" if to_status == ConsentStatus.OPTED_IN else "opted_out_at"] = now
     Contact.objects.filter(pk=locked.pk).update(**update)
-    ConsentEvent.objects.create(
+    consent_event_record(
         contact=locked,
-        phone_hash=hashed,
+        hashed_phone=hashed,
         from_status=locked.consent_status,
         to_status=to_status,
         source=source,
@@ -372,9 +373,9 @@ def suppression_lift(suppression: Suppression, *, actor, evidence: dict | None, 
     locked = Suppression.objects.select_for_update().filter(pk=suppression.pk).first()
     if locked is None:
         raise ContactError({"suppression": ["this suppression entry was already lifted"]})
-    ConsentEvent.objects.create(
+    consent_event_record(
         contact=None,
-        phone_hash=locked.phone_hash,
+        hashed_phone=locked.phone_hash,
         kind=ConsentEventKind.SUPPRESSION_LIFTED,
         from_status="",
         to_status="",
@@ -408,7 +409,7 @@ def contact_erase(contact: Contact, *, actor=None) -> None:
         _suppression_keep(locked, actor)
     contact_erasing.send(sender=Contact, contact_id=locked.pk, phone=locked.phone)
     _import_cells_erase(locked)
-    ConsentEvent.objects.filter(contact_id=locked.pk).update(contact=None, evidence={})
+    consent_events_erase(locked, actor=actor_name(actor))
     _related_rows_settle(locked.pk)
     with connection.cursor() as cursor:
         # Not Model.delete(): its cascade would drop the anonymised recipients counted by reporting.

@@ -12,11 +12,13 @@
    SQL drops its in-file duplicates (the last row wins) and marks suppressed
    phones. When the contacts table was empty at the start, one plain INSERT
    with ids from the sequence writes the bucket's contacts, and its CTEs their
-   ConsentEvent and ContactTopic rows. Otherwise one join with the contacts
+   ContactTopic rows and pending consent events. Otherwise one join with the contacts
    takes out the rows that would change nothing, the rows with new phones are
    inserted plainly in the same way, and the rest go through one
    ``INSERT ... SELECT ... ON CONFLICT (phone) DO UPDATE``. Each statement
-   reads only its own stage partition; the same transaction records the bucket as
+   reads only its own stage partition. The pending consent events are then
+   chained into the audit in one statement (audience.consent_chain: the chain's
+   lock is held from there to the commit); the same transaction records the bucket as
    committed on the job (synchronous_commit off: a crash loses whole, most
    recent buckets together with their record). A re-run re-reads the file,
    re-counts every bucket's warnings and upserts only the buckets not
@@ -42,6 +44,7 @@ from django.db.models import F
 from django.utils import timezone
 from psycopg.conninfo import make_conninfo
 
+from audience.consent_chain import consent_events_insert
 from audience.ingest import sql
 from audience.ingest.readers import (
     Chunk,
@@ -393,7 +396,14 @@ class Engine:
             # Plain inserts: new phones without ON CONFLICT (a whole bucket when the table was empty).
             plain = plain_inserts and self._plain
             warnings = self._prepare_bucket(cursor, stage, params, has_suppressions, plain)
-            entry = self._upsert_bucket(cursor, stage, params, plain, plain_inserts) if upsert else None
+            entry = None
+            if upsert:
+                cursor.execute(sql.create_pending_events())
+                entry = self._upsert_bucket(cursor, stage, params, plain, plain_inserts)
+                # Last, so that the chain stays locked only from here to the commit: the other writer
+                # session's bucket meanwhile runs its upsert.
+                if self._has_any(cursor, sql.has_pending_events()):
+                    consent_events_insert(cursor, sql.pending_events(), params)
             self._commit_batch(entry, warnings)
         elapsed = time.monotonic() - started
         logger.debug("import %s: bucket %s written in %.2f s: %s", self.job.pk, bucket, elapsed, entry)

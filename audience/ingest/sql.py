@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 CONTACT = "audience_contact"
-EVENT = "audience_consentevent"
+# A bucket's consent events wait here, in its transaction, until the audit chain is locked for them.
+PENDING_EVENTS = "audience_ingest_pending_events"
 CONTACT_TOPIC = "audience_contacttopic"
 TOPIC = "audience_topic"
 ROW_ERROR = "audience_importrowerror"
@@ -185,6 +186,28 @@ _ON_CONFLICT_UPDATE = f"""
     WHERE EXISTS (SELECT 1 FROM __STAGE__ s WHERE s.phone = EXCLUDED.phone AND ({_CHANGES}))"""
 
 
+def create_pending_events() -> str:
+    """The bucket's consent events before they are chained; dropped when its transaction ends."""
+    return f"""
+    CREATE TEMPORARY TABLE {PENDING_EVENTS} (
+        contact_id bigint NOT NULL, phone varchar(16) NOT NULL, from_status text NOT NULL, to_status text NOT NULL,
+        line integer NOT NULL, suppressed boolean NOT NULL
+    ) ON COMMIT DROP"""
+
+
+def has_pending_events() -> str:
+    return f"SELECT EXISTS (SELECT 1 FROM {PENDING_EVENTS})"
+
+
+def pending_events() -> str:
+    """The bucket's consent events as audience.consent_chain writes events, in file order."""
+    return f"""
+        SELECT p.contact_id, {phone_hash("p.phone")} AS phone_hash, 'change' AS kind, p.from_status, p.to_status,
+               'import' AS source, %(actor)s::varchar AS actor, {_event_evidence("p")} AS evidence, now() AS created_at,
+               row_number() OVER (ORDER BY p.line, p.contact_id) AS position
+        FROM {PENDING_EVENTS} p"""
+
+
 def _event_evidence(rows: str) -> str:
     return f"""jsonb_build_object('import_job', %(job)s::bigint, 'line', {rows}.line)
                  || CASE WHEN {rows}.suppressed THEN '{{"suppressed": true}}'::jsonb ELSE '{{}}'::jsonb END"""
@@ -230,12 +253,10 @@ def upsert(stage: str, *, update_existing: bool) -> str:
     ), done AS (
         SELECT up.*, src.line, src.suppressed, src.topics FROM up JOIN src ON src.phone = up.phone
     ), events AS (
-        INSERT INTO {EVENT} (contact_id, phone_hash, from_status, to_status, source, actor, evidence, created_at)
-        SELECT id, {phone_hash("phone")},
+        INSERT INTO {PENDING_EVENTS} (contact_id, phone, from_status, to_status, line, suppressed)
+        SELECT id, phone,
                CASE WHEN inserted THEN '' WHEN consent_status = 'opted_in' THEN 'opted_out' ELSE 'opted_in' END,
-               consent_status, 'import', %(actor)s,
-               {_event_evidence("done")},
-               now()
+               consent_status, line, suppressed
         FROM done WHERE moved
     ), new_topics AS (
         -- A contact created by this statement has no topics yet (no other session can see it): a plain
@@ -274,8 +295,8 @@ def _insert_rows(rows: str, id_sequence: str) -> str:
         SELECT id, {_NEW_CONTACT_VALUES}
         FROM src
     ), events AS (
-        INSERT INTO {EVENT} (contact_id, phone_hash, from_status, to_status, source, actor, evidence, created_at)
-        SELECT id, {phone_hash("phone")}, '', new_status, 'import', %(actor)s, {_event_evidence("src")}, now()
+        INSERT INTO {PENDING_EVENTS} (contact_id, phone, from_status, to_status, line, suppressed)
+        SELECT id, phone, '', new_status, line, suppressed
         FROM src
     ), topics AS (
         INSERT INTO {CONTACT_TOPIC} (contact_id, topic_id, created_at)
