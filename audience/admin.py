@@ -20,6 +20,7 @@ from import_export.admin import ExportActionMixin, ImportMixin
 from import_export.forms import ImportForm
 
 from audience import selectors, services
+from audience.admin_consent import ContactAdminForm, consent_change_from_form, refused_message
 from audience.ingest import selectors as ingest_selectors
 from audience.ingest import services as ingest_services
 from audience.models import (
@@ -30,7 +31,6 @@ from audience.models import (
     ImportJob,
     ImportSource,
     ImportStatus,
-    Suppression,
     Topic,
 )
 from audience.phones import InvalidPhone, normalize_phone
@@ -80,9 +80,12 @@ class ContactImportForm(ImportForm):
     """django-import-export's upload form plus the engine's options; the format is detected from the file."""
 
     default_consent = forms.ChoiceField(
+        label="Consent",
         choices=ConsentStatus.choices,
-        initial=ConsentStatus.OPTED_IN,
-        help_text="For new contacts whose row gives none.",
+        required=False,
+        widget=forms.RadioSelect,
+        help_text="The consent the file's new contacts gave, for rows that give none. Required when the file "
+        "has no consent column: nothing is assumed.",
     )
     topic = forms.CharField(required=False, help_text="Optional: a topic added to every imported contact.")
     skip_existing = forms.BooleanField(required=False, help_text="Leave contacts that already exist untouched.")
@@ -166,7 +169,8 @@ class ContactImportMixin(ImportMixin):
                     actor=request.user.get_username(),
                 )
             except ValidationError as exc:
-                form.add_error("import_file", exc.messages)
+                for name, errors in exc.message_dict.items():
+                    form.add_error(name if name in form.fields else "import_file", errors)
             else:
                 preview = ingest_services.import_preview(job, limit=PREVIEW_ROWS)
                 context.update(job=job, preview=preview, preview_rows=preview.rows[:PREVIEW_SHOWN])
@@ -337,6 +341,7 @@ class ContactAdmin(PersonalFieldsMixin, ContactImportMixin, ExportActionMixin, a
     show_full_result_count = False
     list_per_page = 50
     inlines = [ConsentEventInline]
+    form = ContactAdminForm
     action_form = ContactActionForm
     actions = ["opt_out", "opt_in", "add_to_topic", "erase"]
     readonly_fields = (
@@ -363,6 +368,18 @@ class ContactAdmin(PersonalFieldsMixin, ContactImportMixin, ExportActionMixin, a
         # Every export format (CSV, TSV, JSON, HTML...) is written by the resource: it masks.
         return {**super().get_export_resource_kwargs(request, **kwargs), "full": privacy.request_sees_full(request)}
 
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or not self.has_change_permission(request, obj):
+            return fieldsets
+        consent = ("Change consent", {"fields": ContactAdminForm.CONSENT_FIELDS})
+        return (*fieldsets[:3], consent, *fieldsets[3:])
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        form.actor = request.user  # the class is made for this request
+        return form
+
     @admin.display(description="topics")
     def topic_names(self, obj: Contact) -> str:
         return ", ".join(topic.name for topic in obj.topics.all())
@@ -386,6 +403,7 @@ class ContactAdmin(PersonalFieldsMixin, ContactImportMixin, ExportActionMixin, a
         try:
             if change:
                 services.contact_update(obj, data=data)
+                consent_change_from_form(request, obj, form)
             else:
                 created = services.contact_create(
                     phone=form.cleaned_data["phone"],
@@ -405,18 +423,16 @@ class ContactAdmin(PersonalFieldsMixin, ContactImportMixin, ExportActionMixin, a
             services.contact_delete(contact, actor=request.user)
 
     def _change_consent(self, request, queryset, to_status):
-        try:
-            changed = services.consent_change_many(
-                queryset.values_list("pk", flat=True),
-                to_status=to_status,
-                source=ConsentSource.ADMIN,
-                actor=request.user,
-                evidence={"door": "admin action"},
-            )
-        except ValidationError as exc:
-            self.message_user(request, "; ".join(exc.messages), messages.ERROR)
-            return
-        self.message_user(request, f"{changed} contact(s) changed to {ConsentStatus(to_status).label}.")
+        result = services.consent_change_many(
+            queryset.values_list("pk", flat=True),
+            to_status=to_status,
+            source=ConsentSource.ADMIN,
+            actor=request.user,
+            evidence={"door": "admin action"},
+        )
+        self.message_user(request, f"{result.changed} contact(s) changed to {ConsentStatus(to_status).label}.")
+        if result.refused:
+            self.message_user(request, refused_message(result.refused), messages.WARNING)
 
     @admin.action(description="Opt out selected contacts", permissions=["change"])
     def opt_out(self, request, queryset):
@@ -454,11 +470,16 @@ class TopicAdmin(admin.ModelAdmin):
 @admin.register(ConsentEvent)
 class ConsentEventAdmin(PersonalFieldsMixin, admin.ModelAdmin):
     personal_fields = {"evidence": "json"}
-    list_display = ("created_at", "contact", "from_status", "to_status", "source", "actor")
-    list_filter = ("source", "to_status", "created_at")
+    list_display = ("seq", "created_at", "contact", "kind", "from_status", "to_status", "source", "actor")
+    list_filter = ("kind", "source", "to_status", "created_at")
+    readonly_fields = ("seq", "chain_hash_hex")
     search_fields = ("contact__phone", "actor")
     search_help_text = "A phone number also finds the events an erased contact left behind."
     list_select_related = ("contact",)
+
+    @admin.display(description="chain hash")
+    def chain_hash_hex(self, event: ConsentEvent) -> str:
+        return bytes(event.chain_hash).hex()
 
     def get_search_results(self, request, queryset, search_term):
         queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
@@ -475,19 +496,6 @@ class ConsentEventAdmin(PersonalFieldsMixin, admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-@admin.register(Suppression)
-class SuppressionAdmin(PersonalFieldsMixin, admin.ModelAdmin):
-    personal_fields = {"evidence": "json"}
-    list_display = ("phone_hash", "reason", "source", "created_at")
-    search_fields = ("phone_hash",)
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
         return False
 
 

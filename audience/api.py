@@ -126,7 +126,7 @@ class ContactSerializer(serializers.ModelSerializer):
 class ConsentEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = ConsentEvent
-        fields = ["id", "from_status", "to_status", "source", "actor", "evidence", "created_at"]
+        fields = ["id", "seq", "kind", "from_status", "to_status", "source", "actor", "evidence", "created_at"]
 
     def to_representation(self, instance):
         data = super().to_representation(instance)
@@ -138,7 +138,34 @@ class ConsentEventSerializer(serializers.ModelSerializer):
 
 class ConsentChangeSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=ConsentStatus.choices)
-    evidence = JSONField(required=False, help_text="What proves the change, e.g. a form id or a ticket.")
+    document = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="A reference to the signed form or document of the consent. Required to opt in a contact whose "
+        "opt-out came from a STOP keyword, the provider (e.g. 21610) or the suppression list.",
+    )
+    reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="Why the change is made, in your words. Required with `document` in the same cases.",
+    )
+    evidence = JSONField(
+        required=False, help_text="Anything else that proves the change (a ticket, a call record); kept as given."
+    )
+
+    def validate_evidence(self, value):
+        if value is not None and not isinstance(value, dict):
+            raise serializers.ValidationError("evidence must be a JSON object")
+        return value
+
+    def evidence_given(self) -> dict:
+        """The evidence as given, with ``document`` and ``reason`` in it when they were sent."""
+        data = self.validated_data
+        evidence = dict(data.get("evidence") or {})
+        for name in ("document", "reason"):
+            if name in data:
+                evidence[name] = data[name]
+        return evidence
 
 
 class ContactFilter(django_filters.FilterSet):
@@ -189,7 +216,12 @@ class ContactViewSet(viewsets.ModelViewSet):
     @extend_schema(request=ConsentChangeSerializer, responses=ContactSerializer)
     @action(detail=True, methods=["post"])
     def consent(self, request, pk=None):
-        """Opt a contact in or out, writing an audit row with the given evidence."""
+        """Opt a contact in or out, writing an audit row with the evidence given.
+
+        Opting in a contact whose opt-out came from a STOP keyword, the provider or the
+        suppression list needs `document` and `reason` (400 naming each one missing); it
+        lifts the phone's suppression entry, which the audit row records.
+        """
         contact = self.get_object()
         payload = ConsentChangeSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -199,8 +231,7 @@ class ContactViewSet(viewsets.ModelViewSet):
                 to_status=payload.validated_data["status"],
                 source=ConsentSource.API,
                 actor=request.user,
-                evidence=payload.validated_data.get("evidence") or {},
-                override_suppression=True,
+                evidence=payload.evidence_given(),
             )
         except DjangoValidationError as exc:
             raise_as_drf(exc)
@@ -294,7 +325,11 @@ class UploadField(serializers.FileField):
 class ImportRequestSerializer(serializers.Serializer):
     file = UploadField(help_text="CSV (any common delimiter), a JSON array of objects, or JSON Lines.")
     default_consent = serializers.ChoiceField(
-        choices=ConsentStatus.choices, required=False, help_text="Consent of new contacts whose row gives none."
+        choices=ConsentStatus.choices,
+        required=False,
+        help_text="The consent of new contacts whose row gives none. Required when the file is a CSV without a "
+        "consent column (400 naming it otherwise): nothing is assumed. In a JSON file, a new contact's record "
+        "without a consent is an error on its row when this is not given.",
     )
     topic = serializers.CharField(
         required=False, allow_blank=True, help_text="A topic added to every imported contact."
@@ -374,7 +409,7 @@ def contacts_import(request):
     import_size_check(data["file"].size)
     try:
         options = ingest_services.import_options_clean(
-            default_consent=data.get("default_consent", ""),
+            default_consent=data.get("default_consent"),
             topic=data.get("topic", ""),
             update_existing=not data["skip_existing"],
         )

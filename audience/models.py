@@ -40,6 +40,12 @@ class ConsentSource(models.TextChoices):
     PROVIDER = "provider", "Provider"
 
 
+class ConsentEventKind(models.TextChoices):
+    CHANGE = "change", "Consent change"
+    SUPPRESSION_LIFTED = "suppression_lifted", "Suppression lifted"
+    ERASURE = "erasure", "Personal data erased"
+
+
 class Topic(models.Model):
     name = models.CharField(max_length=64, unique=True, validators=[TOPIC_NAME_VALIDATOR])
     description = models.CharField(max_length=255, blank=True)
@@ -125,19 +131,31 @@ class ContactTopic(models.Model):
 
 
 class ConsentEvent(models.Model):
-    """Append-only audit of every consent change, written by audience.services only."""
+    """Append-only audit of every consent change, chained by hashes (audience.consent_chain writes it)."""
 
     # No database FK (see ContactTopic.contact): an import writes a million of these in one statement.
     contact = models.ForeignKey(
         Contact, null=True, on_delete=models.SET_NULL, related_name="consent_events", db_constraint=False
     )
     phone_hash = models.CharField(max_length=64)
+    # A database default: the import writes events with SQL, and they are all consent changes.
+    kind = models.CharField(max_length=24, choices=ConsentEventKind.choices, db_default=ConsentEventKind.CHANGE)
     from_status = models.CharField(max_length=16, blank=True, choices=ConsentStatus.choices)
-    to_status = models.CharField(max_length=16, choices=ConsentStatus.choices)
-    source = models.CharField(max_length=16, choices=ConsentSource.choices)
+    to_status = models.CharField(
+        max_length=16, blank=True, choices=ConsentStatus.choices, help_text="Empty for an event that is not a change."
+    )
+    source = models.CharField(max_length=16, blank=True, choices=ConsentSource.choices)
     actor = models.CharField(max_length=150, blank=True, help_text="User name, or the system part that acted.")
     evidence = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The audit chain (audience.consent_chain): NOT NULL, so that no writer can leave an event out of it.
+    seq = models.BigIntegerField("position", unique=True, editable=False, help_text="Position in the audit chain.")
+    personal_digest = models.BinaryField(
+        max_length=32, editable=False, help_text="SHA-256 of contact, phone hash and evidence as written."
+    )
+    chain_hash = models.BinaryField(
+        max_length=32, editable=False, help_text="SHA-256 of the previous event's chain hash and this entry."
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -152,6 +170,8 @@ class ConsentEvent(models.Model):
         ]
 
     def __str__(self) -> str:
+        if self.kind != ConsentEventKind.CHANGE:
+            return f"{self.get_kind_display()} ({self.source})" if self.source else self.get_kind_display()
         return f"{self.from_status or '-'} -> {self.to_status} ({self.source})"
 
 

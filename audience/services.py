@@ -2,12 +2,13 @@
 
 Every door (admin, API, import, keywords, provider errors) changes consent
 through ``consent_change`` so the ConsentEvent audit row is written in the same
-transaction as the change itself.
+transaction as the change itself, chained to the audit (audience.consent_chain).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -17,10 +18,12 @@ from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from audience.attributes import AttributeLimits
+from audience.consent_chain import consent_event_record, consent_events_erase
 from audience.erasure import Person, contact_traces_erase
 from audience.models import (
     Channel,
     ConsentEvent,
+    ConsentEventKind,
     ConsentSource,
     ConsentStatus,
     Contact,
@@ -127,9 +130,9 @@ def contact_create(
             contact.save()
     except IntegrityError:
         raise ContactError({"phone": [f"a contact with phone {cleaned['phone']} already exists"]}) from None
-    ConsentEvent.objects.create(
+    consent_event_record(
         contact=contact,
-        phone_hash=phone_hash(contact.phone),
+        hashed_phone=phone_hash(contact.phone),
         from_status="",
         to_status=consent_status,
         source=source,
@@ -186,6 +189,118 @@ def topic_get_or_create(name: str) -> Topic:
     return topic
 
 
+# Where an opt-out came from that only evidence may override (the person's own START aside).
+OVERRIDE_ORIGINS = {
+    ConsentSource.KEYWORD: "a STOP keyword",
+    ConsentSource.PROVIDER: "the provider (the carrier reports the person opted out, e.g. error 21610)",
+    "suppression": "the suppression list",
+}
+OVERRIDE_SOURCES = (ConsentSource.API, ConsentSource.ADMIN)  # the doors staff record evidence through
+EVIDENCE_LIMITS = {"document": 255, "reason": 2000}
+
+
+class ConsentEvidenceRequired(ContactError):
+    """An opt-in or a suppression lift that needs recorded evidence lacks it; message_dict names the field.
+
+    ``origin`` is the opt-out the evidence would override (a key of OVERRIDE_ORIGINS).
+    """
+
+    def __init__(self, message, *, origin: str):
+        super().__init__(message)
+        self.origin = origin
+
+
+def consent_opt_out_origin(contact: Contact, suppression: Suppression | None = None) -> str | None:
+    """Why opting ``contact`` in needs evidence: "keyword", "provider", "suppression", or None when it does not.
+
+    The phone's suppression entry, or the contact's latest opt-out: by a keyword, by the
+    provider, or forced by the suppression list when the contact was created or imported.
+    """
+    if contact.consent_status != ConsentStatus.OPTED_OUT:
+        return None
+    if suppression is not None or is_suppressed(contact.phone):
+        return "suppression"
+    opt_outs = ConsentEvent.objects.filter(
+        contact_id=contact.pk, kind=ConsentEventKind.CHANGE, to_status=ConsentStatus.OPTED_OUT
+    )
+    last = opt_outs.order_by("-created_at", "-id").only("source", "evidence").first()
+    if last is None:
+        return None
+    if (last.evidence or {}).get("suppressed"):
+        return "suppression"
+    return last.source if last.source in OVERRIDE_ORIGINS else None
+
+
+def consent_evidence_clean(evidence: dict | None, *, actor, origin: str, source: str) -> dict:
+    """The evidence of an override of ``origin``: who (a named user), what (a document and a reason).
+
+    When is the event's own time. Raises ConsentEvidenceRequired naming each missing field.
+    """
+    described = OVERRIDE_ORIGINS[origin]
+    if source not in OVERRIDE_SOURCES:
+        raise ConsentEvidenceRequired(
+            {"status": [f"the opt-out came from {described}; only staff can override it, with evidence"]},
+            origin=origin,
+        )
+    evidence = dict(evidence or {})
+    errors: dict[str, list[str]] = {}
+    wanted = {
+        "document": "a reference to the signed form or document in which the person gave consent",
+        "reason": "why this consent is recorded, in your words",
+    }
+    for name, what in wanted.items():
+        value = evidence.get(name)
+        if not isinstance(value, str) or not value.strip():
+            errors[name] = [f"required: {what} (the opt-out came from {described})"]
+        elif len(value.strip()) > EVIDENCE_LIMITS[name]:
+            errors[name] = [f"at most {EVIDENCE_LIMITS[name]} characters"]
+        else:
+            evidence[name] = value.strip()
+    if not actor_name(actor):
+        errors["actor"] = ["an override is recorded under the name of the user who makes it"]
+    if errors:
+        raise ConsentEvidenceRequired(errors, origin=origin)
+    return {**evidence, "overrides": origin}
+
+
+def consent_change_check(
+    contact: Contact, *, to_status: str, source: str, actor=None, evidence: dict | None = None
+) -> dict:
+    """The evidence ``consent_change`` would record for this change; raises what it would raise.
+
+    For a form to show the problems on its fields before it saves anything.
+    """
+    _status_and_source_check(to_status, source)
+    return _evidence_for(contact, to_status, source, actor, evidence, suppression=None)
+
+
+def _status_and_source_check(to_status: str, source: str) -> None:
+    if to_status not in ConsentStatus.values:
+        raise ContactError({"status": [f"{to_status!r} is not one of {', '.join(ConsentStatus.values)}"]})
+    if source not in ConsentSource.values:
+        raise ContactError({"source": [f"{source!r} is not one of {', '.join(ConsentSource.values)}"]})
+
+
+def _evidence_for(contact, to_status, source, actor, evidence, *, suppression) -> dict:
+    # An opt-in keyword (START) is the person's own word: its message is the evidence.
+    if to_status != ConsentStatus.OPTED_IN or source == ConsentSource.KEYWORD:
+        return dict(evidence or {})
+    origin = consent_opt_out_origin(contact, suppression)
+    if origin is None:
+        return dict(evidence or {})
+    return consent_evidence_clean(evidence, actor=actor, origin=origin, source=source)
+
+
+def _suppression_summary(suppression: Suppression) -> dict:
+    """What an audit row keeps of a lifted suppression entry (its evidence stays out: it held an erased person's)."""
+    return {
+        "id": suppression.pk,
+        "reason": suppression.reason,
+        "source": suppression.source,
+        "created_at": suppression.created_at.isoformat(),
+    }
+
+
 @transaction.atomic
 def consent_change(
     contact: Contact,
@@ -194,40 +309,38 @@ def consent_change(
     source: str,
     actor=None,
     evidence: dict | None = None,
-    override_suppression: bool = False,
 ) -> bool:
-    """Move a contact to ``to_status`` and audit it; returns False when nothing changed.
+    """Move a contact to ``to_status`` and audit it with the evidence given; returns False when nothing changed.
 
-    Opting in a suppressed phone needs ``override_suppression`` (an explicit,
-    evidenced opt-in such as a START keyword or the consent endpoint); it then
-    lifts the suppression entry. Imports and plain updates never pass it.
+    Opting in a contact whose opt-out came from a keyword, the provider or the
+    suppression list needs evidence (``consent_evidence_clean``), except by the
+    person's own opt-in keyword (START); it then lifts the phone's suppression
+    entry, which the audit row records. Imports never opt anyone back in.
     """
-    if to_status not in ConsentStatus.values:
-        raise ContactError({"status": [f"{to_status!r} is not one of {', '.join(ConsentStatus.values)}"]})
-    if source not in ConsentSource.values:
-        raise ContactError({"source": [f"{source!r} is not one of {', '.join(ConsentSource.values)}"]})
+    _status_and_source_check(to_status, source)
     locked = Contact.objects.select_for_update().get(pk=contact.pk)
     if locked.consent_status == to_status:
         return False
     hashed = phone_hash(locked.phone)
+    suppression = None
     if to_status == ConsentStatus.OPTED_IN:
-        suppression = Suppression.objects.filter(phone_hash=hashed).first()
-        if suppression and not override_suppression:
-            raise ContactError({"status": ["this phone is on the suppression list and cannot be opted in here"]})
-        if suppression:
-            suppression.delete()
+        suppression = Suppression.objects.select_for_update().filter(phone_hash=hashed).first()
+    evidence = _evidence_for(locked, to_status, source, actor, evidence, suppression=suppression)
+    if suppression is not None:
+        evidence["lifted_suppression"] = _suppression_summary(suppression)
+        suppression.delete()
     now = timezone.now()
     update = {"consent_status": to_status, "consent_updated_at": now}
     update["opted_in_at" if to_status == ConsentStatus.OPTED_IN else "opted_out_at"] = now
     Contact.objects.filter(pk=locked.pk).update(**update)
-    ConsentEvent.objects.create(
+    consent_event_record(
         contact=locked,
-        phone_hash=hashed,
+        hashed_phone=hashed,
         from_status=locked.consent_status,
         to_status=to_status,
         source=source,
         actor=actor_name(actor),
-        evidence=evidence or {},
+        evidence=evidence,
     )
     contact_id, from_status = locked.pk, locked.consent_status
     transaction.on_commit(
@@ -240,12 +353,50 @@ def consent_change(
     return True
 
 
-def consent_change_many(contact_ids: Iterable[int], **kwargs: Any) -> int:
-    """Apply consent_change to each contact (admin actions); returns how many changed."""
-    changed = 0
+@dataclass
+class ConsentChanges:
+    """What a change of many contacts did: how many changed, and who was refused and why."""
+
+    changed: int = 0
+    refused: list[tuple[Contact, ConsentEvidenceRequired]] = field(default_factory=list)
+
+
+def consent_change_many(contact_ids: Iterable[int], **kwargs: Any) -> ConsentChanges:
+    """Apply consent_change to each contact (admin actions), each in its own transaction.
+
+    A contact whose change needs evidence the batch does not carry is left as it is and
+    listed in ``refused``; the others change.
+    """
+    result = ConsentChanges()
     for contact in Contact.objects.filter(pk__in=list(contact_ids)).order_by("pk"):
-        changed += consent_change(contact, **kwargs)
-    return changed
+        try:
+            result.changed += consent_change(contact, **kwargs)
+        except ConsentEvidenceRequired as exc:
+            result.refused.append((contact, exc))
+    return result
+
+
+@transaction.atomic
+def suppression_lift(suppression: Suppression, *, actor, evidence: dict | None, source: str = ConsentSource.ADMIN):
+    """Remove a phone from the suppression list, with the evidence an opt-in override needs, and audit it.
+
+    The phone's contact, if there is one, stays opted out: lifting lets them be opted in again.
+    """
+    evidence = consent_evidence_clean(evidence, actor=actor, origin="suppression", source=source)
+    locked = Suppression.objects.select_for_update().filter(pk=suppression.pk).first()
+    if locked is None:
+        raise ContactError({"suppression": ["this suppression entry was already lifted"]})
+    consent_event_record(
+        contact=None,
+        hashed_phone=locked.phone_hash,
+        kind=ConsentEventKind.SUPPRESSION_LIFTED,
+        from_status="",
+        to_status="",
+        source=source,
+        actor=actor_name(actor),
+        evidence={**evidence, "lifted_suppression": _suppression_summary(locked)},
+    )
+    locked.delete()
 
 
 @transaction.atomic
@@ -273,7 +424,7 @@ def contact_erase(contact: Contact, *, actor=None) -> None:
         _suppression_keep(locked, actor, person)
     contact_erasing.send(sender=Contact, contact_id=locked.pk, phone=locked.phone)
     contact_traces_erase(locked)
-    ConsentEvent.objects.filter(contact_id=locked.pk).update(contact=None, evidence={})
+    consent_events_erase(locked, actor=actor_name(actor))
     _related_rows_settle(locked.pk)
     with connection.cursor() as cursor:
         # Not Model.delete(): its cascade would drop the anonymised recipients counted by reporting.

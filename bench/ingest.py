@@ -278,7 +278,7 @@ def run_engine(path: Path) -> tuple[object, float]:
     from audience.models import ImportSource
 
     started = time.perf_counter()
-    options = services.import_options_clean()
+    options = services.import_options_clean(default_consent="opted_in")
     job = services.import_job_create(source=ImportSource.COMMAND, options=options, path=str(path), actor="bench")
     job = services.import_job_run(services.import_job_claim(job.pk))
     return job, time.perf_counter() - started

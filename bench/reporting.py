@@ -38,6 +38,12 @@ MIX = [
     (95, "queued", ""),
     (100, "skipped", ""),
 ]
+# The opt-outs of the STOP replies, as audience.consent_chain.consent_events_insert writes events.
+STOP_EVENTS = """
+    SELECT i.contact_id, md5(i.from_address)::varchar AS phone_hash, 'change' AS kind, 'opted_in' AS from_status,
+           'opted_out' AS to_status, 'keyword' AS source, 'bench' AS actor, '{}'::jsonb AS evidence, i.created_at,
+           row_number() OVER (ORDER BY i.id) AS position
+    FROM messaging_message i WHERE i.direction = 'inbound' AND i.body = 'STOP'"""
 
 
 def setup_django(url: str) -> None:
@@ -52,8 +58,9 @@ def setup_django(url: str) -> None:
 
 
 def fill(n: int) -> tuple[int, int]:
-    from django.db import connection
+    from django.db import connection, transaction
 
+    from audience.consent_chain import consent_events_insert
     from campaigns.models import Campaign, CampaignRun
     from messaging.models import MessageTemplate, Sender
 
@@ -101,10 +108,6 @@ def fill(n: int) -> tuple[int, int]:
                    CASE WHEN m.id % 3 = 0 THEN 'STOP' ELSE 'Thanks!' END, '', '{}', '{}', 0, '[]', 'received',
                    '', '', '', '', '', 0, m.delivered_at + interval '1 hour', now(), m.delivered_at + interval '1 hour'
             FROM messaging_message m WHERE m.direction = 'outbound' AND m.delivered_at IS NOT NULL AND m.id % 50 = 0""",
-        """INSERT INTO audience_consentevent (contact_id, phone_hash, from_status, to_status, source, actor, evidence,
-                created_at)
-            SELECT i.contact_id, md5(i.from_address), 'opted_in', 'opted_out', 'keyword', 'bench', '{}', i.created_at
-            FROM messaging_message i WHERE i.direction = 'inbound' AND i.body = 'STOP'""",
         # The run's recipient counters, as the snapshot and the dispatcher keep them.
         f"""UPDATE campaigns_campaignrun run SET total = c.total, pending = c.pending, held = c.held,
                 sending = c.sending, sent = c.sent, skipped = c.skipped, failed = c.failed,
@@ -123,6 +126,9 @@ def fill(n: int) -> tuple[int, int]:
     with connection.cursor() as cursor:
         for statement in statements:
             cursor.execute(statement)
+    with transaction.atomic(), connection.cursor() as cursor:
+        consent_events_insert(cursor, STOP_EVENTS)  # chained into the consent audit, as every writer does
+        cursor.execute("ANALYZE audience_consentevent")
     return campaign.pk, run.pk
 
 

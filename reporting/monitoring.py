@@ -17,7 +17,7 @@ from kombu.exceptions import ChannelError
 
 from campaigns.models import CampaignRun, RunStatus
 from config.health import check_cache, check_database
-from messaging.keywords import KEYWORDS, Keyword, keyword_parse
+from messaging.keywords import KEYWORDS, Keyword, keyword_parse, keyword_text_sql
 from messaging.models import Direction, Message, MessageEvent
 from reporting.alerting.selectors import alerts_summary
 from reporting.counters import SWEEP_WATERMARK_KEY, contact_totals, counters_read
@@ -58,7 +58,7 @@ def inbound_kind(body: str | None, num_media: int) -> tuple[str, str]:
 
 def _kind_sql() -> RawSQL:
     """The same classification in SQL, so a kind filter pages correctly."""
-    word = "upper(btrim(rtrim(btrim(\"messaging_message\".\"body\", E' \\t\\r\\n'), '.!'), E' \\t\\r\\n'))"
+    word = keyword_text_sql('"messaging_message"."body"')
     words = {
         kind: sorted(w for w, k in KEYWORDS.items() if KIND_OF_KEYWORD[k] == kind) for kind in KIND_OF_KEYWORD.values()
     }

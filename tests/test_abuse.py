@@ -69,7 +69,8 @@ def test_an_api_import_over_the_limit_gets_413_naming_it(staff_api, settings, me
 def test_an_api_import_within_the_limit_is_accepted(staff_api, settings, media_root):  # noqa: F811
     settings.IMPORT_MAX_BYTES = 4096
     small = SimpleUploadedFile("small.csv", b"phone\n+254712345678\n", content_type="text/csv")
-    assert staff_api.post("/api/v1/contacts/import", {"file": small}, format="multipart").status_code == 202
+    upload = {"file": small, "default_consent": "opted_in"}
+    assert staff_api.post("/api/v1/contacts/import", upload, format="multipart").status_code == 202
 
 
 def test_an_admin_upload_over_the_limit_is_refused_with_the_limit(client, admin_user, settings, media_root):  # noqa: F811

@@ -51,7 +51,10 @@ def test_the_baseline_imports_the_same_contacts_as_the_engine(tmp_path, cached):
     bench.generate_csv(full, 600)
     bench.slice_csv(full, part, 500)
     job = services.import_job_create(
-        source=ImportSource.COMMAND, options=services.import_options_clean(), path=str(part), actor="test"
+        source=ImportSource.COMMAND,
+        options=services.import_options_clean(default_consent="opted_in"),
+        path=str(part),
+        actor="test",
     )
     job = services.import_job_run(services.import_job_claim(job.pk))
     assert job.status == "succeeded" and job.created_count > 450

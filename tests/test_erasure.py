@@ -103,9 +103,14 @@ def test_erasing_after_a_campaign_leaves_nothing_personal_and_keeps_the_counts(f
     for figure in ("targeted", "recipients", "skipped", "messages", "failures", "cost", "timeline"):
         assert json.dumps(summary_after[figure], default=str) == json.dumps(summary_before[figure], default=str)
     assert Recipient.objects.filter(run=run).count() == len(delivery.PHONES)
-    # The consent audit stays (hash, statuses, times) without its evidence.
-    evidence = ConsentEvent.objects.filter(phone_hash=phone_hash(PHONE)).values_list("evidence", flat=True)
+    # The consent audit stays (hash, statuses, times) without its evidence; an erasure event names the events.
+    events = ConsentEvent.objects.filter(phone_hash=phone_hash(PHONE))
+    evidence = events.filter(kind="change").values_list("evidence", flat=True)
     assert list(evidence) and all(item == {} for item in evidence)
+    erasure = events.get(kind="erasure")
+    assert sorted(erasure.evidence["erased_events"]) == sorted(
+        events.filter(kind="change").values_list("pk", flat=True)
+    )
 
 
 def test_an_erased_phone_that_opted_out_stays_opted_out_when_imported_again():
@@ -168,9 +173,14 @@ def test_a_phone_consent_history_includes_what_an_erased_contact_left():
 
     history = list(phone_consent_history(PHONE))
 
-    assert [event.contact_id for event in history] == [again.pk, None, None]
+    assert [(event.contact_id, event.kind) for event in history] == [
+        (again.pk, "change"),
+        (None, "erasure"),
+        (None, "change"),
+        (None, "change"),
+    ]
     assert {event.phone_hash for event in history} == {phone_hash(PHONE)}
-    assert [event.to_status for event in history][1:] == [ConsentStatus.OPTED_OUT, ConsentStatus.OPTED_IN]
+    assert [event.to_status for event in history][2:] == [ConsentStatus.OPTED_OUT, ConsentStatus.OPTED_IN]
 
 
 def test_the_consent_event_admin_finds_an_erased_phone_by_number(client, staff_user):
@@ -182,7 +192,10 @@ def test_the_consent_event_admin_finds_an_erased_phone_by_number(client, staff_u
     found = client.get("/admin/audience/consentevent/", {"q": PHONE}).context["cl"].result_list
     missed = client.get("/admin/audience/consentevent/", {"q": "+254700000000"}).context["cl"].result_list
 
-    assert [event.phone_hash for event in found] == [phone_hash(PHONE)]
+    assert [(event.phone_hash, event.kind) for event in found] == [
+        (phone_hash(PHONE), "erasure"),
+        (phone_hash(PHONE), "change"),
+    ]
     assert list(missed) == []
 
 

@@ -1,5 +1,7 @@
 """The admin door: drag-and-drop page, dry-run preview with per-row problems, confirm, progress page."""
 
+import re
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
@@ -35,6 +37,19 @@ def test_the_import_page_offers_drag_and_drop_and_the_engine_options(staff_clien
     page = staff_client.get(IMPORT_URL).content.decode()
     assert 'class="import-dropzone"' in page and "audience/import_dropzone.js" in page
     assert 'name="default_consent"' in page and 'name="skip_existing"' in page and 'name="topic"' in page
+    consent_inputs = re.findall(r'<input[^>]*name="default_consent"[^>]*>', page)
+    assert len(consent_inputs) == 2 and not any("checked" in tag for tag in consent_inputs)  # nothing preselected
+
+
+def test_a_file_without_a_consent_column_needs_a_consent_choice(staff_client):
+    response = _preview(staff_client, default_consent="")
+    errors = response.context["form"].errors
+    assert set(errors) == {"default_consent"} and "no consent column" in errors["default_consent"][0]
+    assert not ImportJob.objects.exists()
+    page = _preview(staff_client, content=b"phone,consent\n+254712345678,yes\n+254712345679,\n", default_consent="")
+    assert "Dry run of list.csv" in page.content.decode()
+    assert [problem[:3] for problem in page.context["preview"].problems] == [(3, "consent", "error")]
+    assert page.context["preview"].counts["new"] == 1
     assert staff_client.get("/static/audience/import_dropzone.js").status_code == 200
 
 

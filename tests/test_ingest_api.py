@@ -19,6 +19,8 @@ CSV = b"phone,name,timezone\n+254712345678,Amina,Africa/Nairobi\n=cmd|' /C calc'
 
 
 def _upload(client, content=CSV, name="contacts.csv", **data):
+    data.setdefault("default_consent", "opted_in")
+    data = {key: value for key, value in data.items() if value is not None}
     return client.post(
         "/api/v1/contacts/import", {"file": SimpleUploadedFile(name, content), **data}, format="multipart"
     )
@@ -77,6 +79,36 @@ def test_a_file_that_cannot_be_imported_is_refused_at_once(staff_api):
     assert response.status_code == 400
     assert "no phone column" in response.json()["file"][0]
     assert not ImportJob.objects.exists()
+
+
+def test_a_csv_without_a_consent_column_needs_the_default_consent_field(staff_api, media_root):  # noqa: F811
+    response = _upload(staff_api, default_consent=None)
+    assert response.status_code == 400
+    assert set(response.json()) == {"default_consent"}
+    assert "no consent column" in response.json()["default_consent"][0]
+    assert not ImportJob.objects.exists()
+    assert not any((media_root / "imports").iterdir())  # the upload was not kept
+
+
+def test_a_csv_with_a_consent_column_needs_no_default_but_a_new_contact_must_have_one(staff_api):
+    content = b"phone,consent\n+254712345678,opted_out\n+254712345679,\n"
+    job_id = _upload(staff_api, content=content, default_consent=None).json()["id"]
+    assert ingest_contacts(job_id) == ImportStatus.SUCCEEDED
+    job = ImportJob.objects.get(pk=job_id)
+    assert (job.created_count, job.invalid_count) == (1, 1)
+    assert list(job.row_errors.values_list("line", "column", "level")) == [(3, "consent", "error")]
+    assert list(Contact.objects.values_list("phone", "consent_status")) == [("+254712345678", "opted_out")]
+
+
+def test_a_json_record_of_a_new_contact_without_consent_is_refused_on_its_row(staff_api):
+    content = b'[{"phone": "+254712345678", "consent": "yes"}, {"phone": "+254712345679", "name": "B"}]'
+    response = _upload(staff_api, content=content, name="list.json", default_consent=None)
+    assert response.status_code == 202, response.content
+    assert ingest_contacts(response.json()["id"]) == ImportStatus.SUCCEEDED
+    job = ImportJob.objects.get()
+    assert (job.created_count, job.invalid_count) == (1, 1)
+    [(column, reason)] = job.row_errors.values_list("column", "reason")
+    assert column == "consent" and "never assumed" in reason
 
 
 def test_bad_options_are_refused(staff_api):

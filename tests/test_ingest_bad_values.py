@@ -157,7 +157,10 @@ def test_the_admin_dry_run_of_such_a_file_lists_the_problems_without_crashing(tm
     )
     path = write(tmp_path, "dry.json", content)
     job = services.import_job_create(
-        source=ImportSource.COMMAND, path=str(path), options=services.import_options_clean(), actor="tester"
+        source=ImportSource.COMMAND,
+        path=str(path),
+        options=services.import_options_clean(default_consent="opted_in"),
+        actor="tester",
     )
     preview = services.import_preview(job)
     assert [(line, column, level, reason) for line, column, level, reason, _ in preview.problems] == [

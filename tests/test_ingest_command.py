@@ -22,15 +22,24 @@ def test_the_command_imports_with_options_and_reports_problems(tmp_path, capsys)
 
 def test_skip_existing(tmp_path):
     path = write(tmp_path, "c.csv", "phone,name\n+254712345678,A\n")
-    call_command("import_contacts", str(path), verbosity=0)
+    call_command("import_contacts", str(path), "--default-consent", "opted_in", verbosity=0)
     call_command(
         "import_contacts",
         str(write(tmp_path, "d.csv", "phone,name\n+254712345678,B\n")),
         "--skip-existing",
+        "--default-consent",
+        "opted_in",
         verbosity=0,
     )
     assert Contact.objects.get().name == "A"
     assert ImportJob.objects.latest("id").skipped_count == 1
+
+
+def test_a_csv_without_a_consent_column_needs_default_consent(tmp_path):
+    path = write(tmp_path, "c.csv", "phone,name\n+254712345678,A\n")
+    with pytest.raises(CommandError, match="--default-consent is required: the file has no consent column"):
+        call_command("import_contacts", str(path), verbosity=0)
+    assert not Contact.objects.exists() and not ImportJob.objects.exists()
 
 
 def test_a_file_that_cannot_be_imported_fails_with_the_reason(tmp_path):

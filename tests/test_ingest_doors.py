@@ -81,24 +81,25 @@ def _outcome(job: ImportJob) -> dict:
     return {"contacts": contacts, "events": events, "counts": counts, "problems": problems, "options": job.options}
 
 
-def _by_command(tmp_path) -> ImportJob:
+def _by_command(tmp_path, options=OPTIONS) -> ImportJob:
     path = write(tmp_path, "list.csv", FILE)
-    call_command("import_contacts", str(path), "--topic", OPTIONS["topic"], verbosity=0)
+    arguments = [f"--{name.replace('_', '-')}={value}" for name, value in options.items()]
+    call_command("import_contacts", str(path), *arguments, verbosity=0)
     return ImportJob.objects.get()
 
 
-def _by_api(staff_api) -> ImportJob:
+def _by_api(staff_api, options=OPTIONS) -> ImportJob:
     upload = SimpleUploadedFile("list.csv", FILE.encode())
-    response = staff_api.post("/api/v1/contacts/import", {"file": upload, **OPTIONS}, format="multipart")
+    response = staff_api.post("/api/v1/contacts/import", {"file": upload, **options}, format="multipart")
     assert response.status_code == 202, response.content
     assert ingest_contacts(response.json()["id"]) == ImportStatus.SUCCEEDED
     return ImportJob.objects.get()
 
 
-def _by_admin(client) -> ImportJob:
+def _by_admin(client, options=OPTIONS) -> ImportJob:
     client.force_login(UserFactory(username="boss", is_superuser=True))
     upload = SimpleUploadedFile("list.csv", FILE.encode(), content_type="text/csv")
-    page = client.post("/admin/audience/contact/import/", {"import_file": upload, "resource": "0", **OPTIONS})
+    page = client.post("/admin/audience/contact/import/", {"import_file": upload, "resource": "0", **options})
     assert page.status_code == 200 and "Dry run of list.csv" in page.content.decode()
     job = ImportJob.objects.get()
     assert not Contact.objects.filter(phone="+254712345678").exists()  # the dry run wrote nothing
@@ -156,3 +157,25 @@ def test_the_admin_the_api_and_the_command_give_the_same_result_on_the_same_file
         ("opted_in", 7),
         ("opted_out", 3),
     ]
+
+
+def test_without_a_default_consent_the_three_doors_refuse_the_same_new_contacts(tmp_path, client, staff_api):
+    """The file has a consent column; its new contacts whose cell is empty are refused, by every door alike."""
+    options = {"topic": "doors"}
+    outcomes = {}
+    for door, run in (
+        ("command", lambda: _by_command(tmp_path, options)),
+        ("api", lambda: _by_api(staff_api, options)),
+        ("admin", lambda: _by_admin(client, options)),
+    ):
+        _reset()
+        outcomes[door] = _outcome(run())
+    command = outcomes["command"]
+    assert outcomes["api"] == command and outcomes["admin"] == command
+    assert command["options"]["default_consent"] is None
+    # Lines 6 and 7 (new contacts, no consent) join the invalid rows; line 10's existing contact may leave it out.
+    assert (command["counts"]["created_count"], command["counts"]["invalid_count"]) == (1, 5)
+    refused = [(line, column) for line, column, level, reason in command["problems"] if "never assumed" in reason]
+    assert refused == [(6, "consent"), (7, "consent")]
+    assert set(command["contacts"]) == {"+254712345679", "+254712345690", "+254712345691"}
+    assert command["contacts"]["+254712345691"][0] == "Fumo"

@@ -28,7 +28,7 @@ def test_the_dry_run_counts_them_as_the_import_does(tmp_path):
         tmp_path, "preview.json", '[{"phone":"+254712345678"},{"phone":"+254712345678"},{"phone":"+254712345679"}]'
     )
     job = services.import_job_create(
-        source=ImportSource.COMMAND, path=str(path), options=services.import_options_clean()
+        source=ImportSource.COMMAND, path=str(path), options=services.import_options_clean(default_consent="opted_in")
     )
     preview = services.import_preview(job)
     assert (preview.counts["new"], preview.counts["duplicate"]) == (2, 1)

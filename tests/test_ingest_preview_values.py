@@ -17,7 +17,7 @@ CSV = (
 def test_the_preview_shows_stored_values_and_does_not_trip_on_line_separators(tmp_path):
     path = write(tmp_path, "odd.csv", CSV)
     job = services.import_job_create(
-        source=ImportSource.COMMAND, path=str(path), options=services.import_options_clean()
+        source=ImportSource.COMMAND, path=str(path), options=services.import_options_clean(default_consent="opted_in")
     )
     preview = services.import_preview(job)
     shown = {row["phone"]: (row["name"], row["attributes"]) for row in preview.rows}

@@ -21,7 +21,9 @@ ROWS = "phone,name\n" + "".join(f"+2547123{index:05d},Person {index}\n" for inde
 
 def queued_job(source=ImportSource.API) -> ImportJob:
     upload = SimpleUploadedFile("list.csv", ROWS.encode(), content_type="text/csv")
-    job = services.import_job_create(source=source, options=services.import_options_clean(), upload=upload)
+    job = services.import_job_create(
+        source=source, options=services.import_options_clean(default_consent="opted_in"), upload=upload
+    )
     return services.import_job_enqueue(job)
 
 
@@ -88,14 +90,14 @@ def test_a_job_that_kept_killing_its_worker_is_failed_not_started_again():
 def test_a_pending_or_command_job_is_left_alone(tmp_path):
     pending = services.import_job_create(
         source=ImportSource.ADMIN,
-        options=services.import_options_clean(),
+        options=services.import_options_clean(default_consent="opted_in"),
         upload=SimpleUploadedFile("preview.csv", ROWS.encode()),
     )
     ImportJob.objects.filter(pk=pending.pk).update(created_at=timezone.now() - dt.timedelta(hours=1))
     path = tmp_path / "cli.csv"
     path.write_text(ROWS)
     command = services.import_job_create(
-        source=ImportSource.COMMAND, options=services.import_options_clean(), path=str(path)
+        source=ImportSource.COMMAND, options=services.import_options_clean(default_consent="opted_in"), path=str(path)
     )
     services.import_job_claim(command.pk)  # the command was stopped (Ctrl-C) mid-run
     age(command, hours=1)

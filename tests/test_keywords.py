@@ -13,7 +13,8 @@ from tests.factories import ContactFactory
 from tests.twilio_webhooks import BUSINESS_SMS, inbound_payload
 
 PHONE = "+254712345678"
-OPT_OUT = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"]
+OPT_OUT = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT", "OPT OUT", "OPT-OUT"]
+OPT_OUT += ["ARRET", "ARRÊT"]
 OPT_IN = ["START", "YES", "UNSTOP"]
 HELP = ["HELP", "INFO"]
 
@@ -38,7 +39,13 @@ def test_keywords_are_single_words_trimmed_and_case_insensitive(text, meaning):
         "please stop",
         "STOP STOP",
         "st op",
-        "STOP?",
+        "¿STOP",
+        "Please STOP sending these",
+        "I said stop.",
+        "opt out please",
+        "OPT OUT OUT",
+        "ARRETE",
+        "STOP 🙏",
         "unsubscribe me",
         "yes please",
         "",
@@ -48,6 +55,31 @@ def test_keywords_are_single_words_trimmed_and_case_insensitive(text, meaning):
 )
 def test_near_misses_are_plain_text(text):
     assert keyword_parse(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "keyword"),
+    [
+        ("ARRET", "ARRET"),
+        ("ARRÊT", "ARRÊT"),
+        ("arrêt", "ARRÊT"),
+        ("ARRE\u0302T", "ARRÊT"),  # Ê written as E and a combining circumflex
+        ("opt out", "OPT OUT"),
+        ("Opt \u00a0 Out", "OPT OUT"),  # a non-breaking space among others
+        ("OPT-OUT", "OPT-OUT"),
+        ("opt\u2011out", "OPT-OUT"),  # a non-breaking hyphen
+        ("ＳＴＯＰ", "STOP"),  # full-width letters
+        ("\u200bSTOP", "STOP"),  # a zero-width space before it
+        ("ST\u200dOP\ufeff", "STOP"),
+        ("\u2060stop\u2060", "STOP"),
+        ("Stop?", "STOP"),
+        ("STOP?!", "STOP"),
+        ("stop …", "STOP"),
+        ("ＳＴＯＰ！", "STOP"),
+    ],
+)
+def test_opt_out_keywords_are_compared_after_unicode_normalisation(text, keyword):
+    assert keyword_parse(text) == (Keyword.STOP, keyword)
 
 
 def receive(body: str, sid: str = "SM" + "b2" * 16, phone: str = PHONE, whatsapp: bool = False) -> Message:
@@ -82,7 +114,19 @@ def test_every_opt_in_keyword_opts_the_contact_back_in(word):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("text", ["stop please", "stopp", "HELP", "info", "Hello there"])
+@pytest.mark.parametrize("text", ["ARRÊT", "opt out", "OPT-OUT", "ＳＴＯＰ", "\u200bSTOP", "Stop?"])
+def test_the_spellings_carriers_honour_opt_the_contact_out(text):
+    contact = ContactFactory(phone=PHONE, consent_status=ConsentStatus.OPTED_IN)
+    receive(text)
+    contact.refresh_from_db()
+    assert contact.consent_status == ConsentStatus.OPTED_OUT
+    assert ConsentEvent.objects.get(contact=contact).evidence["keyword"] == keyword_parse(text)[1]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "text", ["stop please", "stopp", "HELP", "info", "Hello there", "Please STOP sending me these", "Don't stop!"]
+)
 def test_other_messages_leave_consent_alone(text):
     contact = ContactFactory(phone=PHONE, consent_status=ConsentStatus.OPTED_IN)
     message = receive(text)

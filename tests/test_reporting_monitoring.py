@@ -75,6 +75,14 @@ def test_the_kind_filter_agrees_with_the_classification(kind, stream):
     assert {m.pk for m in found} == {m.pk for m in stream if inbound_kind(m.body, m.num_media)[0] == kind}
 
 
+def test_the_kind_filter_normalises_text_as_the_keyword_parser_does():
+    texts = ["ARRÊT", "opt out", "OPT\u2011OUT", "ＳＴＯＰ", "\u200bSTOP", "Stop?", "Please STOP now", "arre\u0302t"]
+    messages = [inbound(text) for text in texts]
+    opted_out = {m.pk for m in inbound_list(kind="opt_out")}
+    assert opted_out == {m.pk for m in messages if inbound_kind(m.body, m.num_media)[0] == "opt_out"}
+    assert len(opted_out) == len(texts) - 1
+
+
 def test_since_cursor_polls_only_what_came_after(analyst_api, stream):
     first = analyst_api.get(INBOUND, {"limit": 2}).json()
     assert [row["id"] for row in first["results"]] == [stream[-2].pk, stream[-1].pk]  # the latest two

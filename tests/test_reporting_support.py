@@ -14,6 +14,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db.models import Count
 from django.utils import timezone
 
+from audience.consent_chain import consent_event_record
 from audience.models import ConsentEvent, Contact
 from campaigns.models import Campaign, CampaignRun, Recipient, RecipientState
 from messaging.models import Direction, Message, MessageStatus
@@ -136,8 +137,11 @@ def run_counters_fill(*runs: CampaignRun) -> None:
 
 
 def opt_out_event(contact: Contact, at: datetime) -> ConsentEvent:
-    event = ConsentEvent.objects.create(
-        contact=contact, phone_hash="x" * 64, from_status="opted_in", to_status="opted_out", source="keyword"
+    return consent_event_record(
+        contact=contact,
+        hashed_phone="x" * 64,
+        from_status="opted_in",
+        to_status="opted_out",
+        source="keyword",
+        created_at=at,
     )
-    ConsentEvent.objects.filter(pk=event.pk).update(created_at=at)
-    return event

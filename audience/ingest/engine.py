@@ -12,11 +12,13 @@
    SQL drops its in-file duplicates (the last row wins) and marks suppressed
    phones. When the contacts table was empty at the start, one plain INSERT
    with ids from the sequence writes the bucket's contacts, and its CTEs their
-   ConsentEvent and ContactTopic rows. Otherwise one join with the contacts
+   ContactTopic rows and pending consent events. Otherwise one join with the contacts
    takes out the rows that would change nothing, the rows with new phones are
    inserted plainly in the same way, and the rest go through one
    ``INSERT ... SELECT ... ON CONFLICT (phone) DO UPDATE``. Each statement
-   reads only its own stage partition; the same transaction records the bucket as
+   reads only its own stage partition. The pending consent events are then
+   chained into the audit in one statement (audience.consent_chain: the chain's
+   lock is held from there to the commit); the same transaction records the bucket as
    committed on the job (synchronous_commit off: a crash loses whole, most
    recent buckets together with their record). A re-run re-reads the file,
    re-counts every bucket's warnings and upserts only the buckets not
@@ -44,6 +46,7 @@ from django.utils import timezone
 from psycopg.conninfo import make_conninfo
 
 from audience.attributes import AttributeLimits
+from audience.consent_chain import consent_events_insert
 from audience.ingest import sql
 from audience.ingest.readers import (
     Chunk,
@@ -57,7 +60,7 @@ from audience.ingest.readers import (
 )
 from audience.ingest.validate import STAGE_COLUMNS, ChunkResult, process_chunk
 from audience.ingest.worker import process_chunk_in_worker, worker_start
-from audience.models import ConsentStatus, ImportJob, ImportRowError, ImportStatus, Topic
+from audience.models import ImportJob, ImportRowError, ImportStatus, Topic
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ ERROR_COLUMNS = ("job_id", "line", "column", "level", "reason", "value")
 
 @dataclass(frozen=True)
 class IngestOptions:
-    default_consent: str = ConsentStatus.OPTED_IN
+    default_consent: str | None = None  # None: rows of new contacts must give their consent
     topic: str = ""
     update_existing: bool = True
 
@@ -83,7 +86,7 @@ class IngestOptions:
     def from_job(cls, job: ImportJob) -> IngestOptions:
         options = job.options or {}
         return cls(
-            default_consent=options.get("default_consent", ConsentStatus.OPTED_IN),
+            default_consent=options.get("default_consent") or None,
             topic=options.get("topic", "") or "",
             update_existing=options.get("update_existing", True),
         )
@@ -392,6 +395,7 @@ class Engine:
             "bucket": bucket,
             "job": self.job.pk,
             "default": self.options.default_consent,
+            "no_consent": sql.NO_CONSENT,
             "actor": (self.job.created_by or "import")[:150],
             "extra_topics": [self.options.topic] if self.options.topic else [],
         }
@@ -407,7 +411,14 @@ class Engine:
             # Plain inserts: new phones without ON CONFLICT (a whole bucket when the table was empty).
             plain = plain_inserts and self._plain
             warnings = self._prepare_bucket(cursor, stage, params, has_suppressions, plain)
-            entry = self._upsert_bucket(cursor, stage, params, plain, plain_inserts) if upsert else None
+            entry = None
+            if upsert:
+                cursor.execute(sql.create_pending_events())
+                entry = self._upsert_bucket(cursor, stage, params, plain, plain_inserts)
+                # Last, so that the chain stays locked only from here to the commit: the other writer
+                # session's bucket meanwhile runs its upsert.
+                if self._has_any(cursor, sql.has_pending_events()):
+                    consent_events_insert(cursor, sql.pending_events(), params)
             self._commit_batch(entry, warnings)
         elapsed = time.monotonic() - started
         logger.debug("import %s: bucket %s written in %.2f s: %s", self.job.pk, bucket, elapsed, entry)
@@ -423,7 +434,9 @@ class Engine:
             # plans need only the partition's row count, which the index build sets; per-column
             # statistics cost 0.4 s a bucket and led to a slower plan for the topics.
             cursor.execute(sql.index_stage(stage))
-        suppressed = refused = 0
+        missing = suppressed = refused = 0
+        if self.options.default_consent is None:
+            [(missing,)] = _run_with_nested_loops(cursor, sql.drop_without_consent(stage), params)
         if has_suppressions:
             cursor.execute(sql.mark_suppressed(stage))
             cursor.execute(sql.warn_suppressed(stage), params)
@@ -432,7 +445,7 @@ class Engine:
             # Counted again for a bucket an earlier run committed: its opted-out contacts are still out.
             statement = sql.warn_refused_opt_ins(stage)
             [(refused,)] = _run_with_nested_loops(cursor, statement, {**params, "refused": sql.REFUSED_OPT_IN})
-        return {"duplicates": duplicates, "warnings": duplicates + suppressed + refused}
+        return {"duplicates": duplicates, "warnings": duplicates + suppressed + refused, "invalid": missing}
 
     @staticmethod
     def _has_any(cursor, statement: str) -> bool:
@@ -478,7 +491,12 @@ class Engine:
         with self._lock:
             self.job.duplicate_count += warnings["duplicates"]
             self.job.warning_count += warnings["warnings"]
-            counts = {"duplicate_count": self.job.duplicate_count, "warning_count": self.job.warning_count}
+            self.job.invalid_count += warnings["invalid"]
+            counts = {
+                "duplicate_count": self.job.duplicate_count,
+                "warning_count": self.job.warning_count,
+                "invalid_count": self.job.invalid_count,
+            }
             if entry is None:
                 ImportJob.objects.filter(pk=self.job.pk).update(heartbeat_at=timezone.now(), **counts)
                 return

@@ -87,6 +87,11 @@ class Layout:
     notes: tuple[str, ...] = field(default=())
     attribute_limits: AttributeLimits = AttributeLimits()  # the settings', set by inspect_file
 
+    @property
+    def has_consent_column(self) -> bool:
+        """Whether the header names a consent column (a JSON file has no header: each record says)."""
+        return any(column.kind == "consent" for column in self.columns)
+
     def describe(self) -> dict:
         return {
             "format": self.file_format,

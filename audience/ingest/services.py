@@ -41,9 +41,15 @@ class ImportRejected(ValidationError):
     """The file or the options cannot be imported at all; the message says why."""
 
 
-def import_options_clean(*, default_consent: str = "", topic: str = "", update_existing: bool = True) -> dict:
-    default_consent = default_consent or ConsentStatus.OPTED_IN
-    if default_consent not in ConsentStatus.values:
+NO_CONSENT_COLUMN = (
+    "the file has no consent column, so say which consent its contacts gave: opted_in or opted_out (nothing is assumed)"
+)
+
+
+def import_options_clean(*, default_consent: str | None = None, topic: str = "", update_existing: bool = True) -> dict:
+    """The options of an import job. ``default_consent`` None: the file's consent column must say (no default)."""
+    default_consent = default_consent or None
+    if default_consent is not None and default_consent not in ConsentStatus.values:
         raise ImportRejected(
             {"default_consent": [f"{default_consent!r} is not one of {', '.join(ConsentStatus.values)}"]}
         )
@@ -102,6 +108,12 @@ def import_job_create(
         if upload is not None:
             os.remove(absolute)
         raise ImportRejected({"file": [str(problem)]}) from None
+    # A consent is never assumed: a CSV without a consent column needs the import's choice. A JSON
+    # file has no header; each of its new contacts without a consent is refused on its row instead.
+    if not options.get("default_consent") and file_format == "csv" and not layout.has_consent_column:
+        if upload is not None:
+            os.remove(absolute)
+        raise ImportRejected({"default_consent": [NO_CONSENT_COLUMN]})
     return ImportJob.objects.create(
         source=source,
         created_by=actor[:150],
@@ -267,10 +279,14 @@ def _classify(preview: Preview, options: dict) -> None:
     found = Contact.objects.filter(phone__in=list(last)).values_list("phone", "consent_status", "opted_out_at")
     existing = {phone: (status, opted_out_at) for phone, status, opted_out_at in found}
     update = options.get("update_existing", True)
+    default_consent = options.get("default_consent")
     counts = {"new": 0, "update": 0, "skip": 0, "duplicate": 0, "error": 0}
     for index, row in enumerate(preview.rows):
         if last[row["phone"]] != index:
             row["action"] = "duplicate"
+        elif row["phone"] not in existing and row["consent"] is None and not default_consent:
+            row["action"] = "error"
+            preview.problems.append((int(row["line"]), "consent", "error", sql.NO_CONSENT, ""))
         elif row["phone"] in existing:
             row["action"] = "update" if update else "skip"
             status, opted_out_at = existing[row["phone"]]

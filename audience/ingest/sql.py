@@ -5,7 +5,8 @@ from __future__ import annotations
 from audience.phones import phone_hash_pads
 
 CONTACT = "audience_contact"
-EVENT = "audience_consentevent"
+# A bucket's consent events wait here, in its transaction, until the audit chain is locked for them.
+PENDING_EVENTS = "audience_ingest_pending_events"
 CONTACT_TOPIC = "audience_contacttopic"
 TOPIC = "audience_topic"
 ROW_ERROR = "audience_importrowerror"
@@ -126,6 +127,30 @@ def warn_suppressed(stage: str) -> str:
         FROM {stage} WHERE suppressed AND coalesce(consent, %(default)s) = 'opted_in'"""
 
 
+# What a row is told that would create a contact without a consent: the file's cell is empty and the
+# import chose no default (a consent is never assumed).
+NO_CONSENT = "this row gives no consent and the import no default consent; a new contact's consent is never assumed"
+
+
+def drop_without_consent(stage: str) -> str:
+    """Report and remove the rows that would create a contact without a consent; returns their count.
+
+    Only for an import without a default consent. A row of an existing contact may leave the
+    consent out: an import never changes it but to opt out.
+    """
+    return f"""
+    WITH missing AS (
+        DELETE FROM {stage} s
+        WHERE s.consent IS NULL AND NOT EXISTS (SELECT 1 FROM {CONTACT} c WHERE c.phone = s.phone)
+        RETURNING s.line
+    ), reported AS (
+        INSERT INTO {ROW_ERROR} (job_id, line, "column", level, reason, value)
+        SELECT %(job)s, line, 'consent', 'error', %(no_consent)s, '' FROM missing
+        RETURNING 1
+    )
+    SELECT count(*) FROM reported"""
+
+
 # What a row that asks to opt in a contact who opted out is told; {when} is " on <date>" when known.
 REFUSED_OPT_IN = (
     "this contact opted out{when}; an import does not opt them back in"
@@ -192,6 +217,28 @@ _ON_CONFLICT_UPDATE = f"""
     WHERE EXISTS (SELECT 1 FROM __STAGE__ s WHERE s.phone = EXCLUDED.phone AND ({_CHANGES}))"""
 
 
+def create_pending_events() -> str:
+    """The bucket's consent events before they are chained; dropped when its transaction ends."""
+    return f"""
+    CREATE TEMPORARY TABLE {PENDING_EVENTS} (
+        contact_id bigint NOT NULL, phone varchar(16) NOT NULL, from_status text NOT NULL, to_status text NOT NULL,
+        line integer NOT NULL, suppressed boolean NOT NULL
+    ) ON COMMIT DROP"""
+
+
+def has_pending_events() -> str:
+    return f"SELECT EXISTS (SELECT 1 FROM {PENDING_EVENTS})"
+
+
+def pending_events() -> str:
+    """The bucket's consent events as audience.consent_chain writes events, in file order."""
+    return f"""
+        SELECT p.contact_id, {phone_hash("p.phone")} AS phone_hash, 'change' AS kind, p.from_status, p.to_status,
+               'import' AS source, %(actor)s::varchar AS actor, {_event_evidence("p")} AS evidence, now() AS created_at,
+               row_number() OVER (ORDER BY p.line, p.contact_id) AS position
+        FROM {PENDING_EVENTS} p"""
+
+
 def _event_evidence(rows: str) -> str:
     return f"""jsonb_build_object('import_job', %(job)s::bigint, 'line', {rows}.line)
                  || CASE WHEN {rows}.suppressed THEN '{{"suppressed": true}}'::jsonb ELSE '{{}}'::jsonb END"""
@@ -206,7 +253,10 @@ def _topic_links(rows: str, condition: str = "TRUE") -> str:
         WHERE {condition} AND ({rows}.topics IS NOT NULL OR cardinality(%(extra_topics)s::text[]) > 0)"""
 
 
-# A new contact's columns and values, from staged rows with their ``new_status``.
+# A new contact's columns and values, from staged rows with their ``new_status``. Its consent is the
+# row's or the import's default; a row with neither was dropped (``drop_without_consent``) unless its
+# contact was deleted since, and then it is created opted out: never opted in by assumption.
+_NEW_STATUS = "CASE WHEN s.suppressed THEN 'opted_out' ELSE coalesce(s.consent, %(default)s, 'opted_out') END"
 _NEW_CONTACT_COLUMNS = """phone, channel, name, email, locale, timezone, attributes, consent_status,
                           consent_updated_at, opted_in_at, opted_out_at, created_at, updated_at"""
 _NEW_CONTACT_VALUES = """phone, coalesce(channel, 'sms'), coalesce(name, ''), coalesce(email, ''),
@@ -223,7 +273,7 @@ def upsert(stage: str, *, update_existing: bool) -> str:
         conflict = "ON CONFLICT (phone) DO NOTHING"
     return f"""
     WITH src AS (
-        SELECT s.*, CASE WHEN s.suppressed THEN 'opted_out' ELSE coalesce(s.consent, %(default)s) END AS new_status
+        SELECT s.*, {_NEW_STATUS} AS new_status
         FROM {stage} s WHERE s.bucket = %(bucket)s
     ), up AS (
         INSERT INTO {CONTACT} AS c ({_NEW_CONTACT_COLUMNS})
@@ -234,12 +284,10 @@ def upsert(stage: str, *, update_existing: bool) -> str:
     ), done AS (
         SELECT up.*, src.line, src.suppressed, src.topics FROM up JOIN src ON src.phone = up.phone
     ), events AS (
-        INSERT INTO {EVENT} (contact_id, phone_hash, from_status, to_status, source, actor, evidence, created_at)
-        SELECT id, {phone_hash("phone")},
+        INSERT INTO {PENDING_EVENTS} (contact_id, phone, from_status, to_status, line, suppressed)
+        SELECT id, phone,
                CASE WHEN inserted THEN '' WHEN consent_status = 'opted_in' THEN 'opted_out' ELSE 'opted_in' END,
-               consent_status, 'import', %(actor)s,
-               {_event_evidence("done")},
-               now()
+               consent_status, line, suppressed
         FROM done WHERE moved
     ), new_topics AS (
         -- A contact created by this statement has no topics yet (no other session can see it): a plain
@@ -271,15 +319,15 @@ def _insert_rows(rows: str, id_sequence: str) -> str:
     src AS MATERIALIZED (
         SELECT nextval('{id_sequence}') AS id, s.line, s.phone, s.channel, s.name, s.email, s.locale, s.timezone,
                s.attributes, s.topics, s.suppressed,
-               CASE WHEN s.suppressed THEN 'opted_out' ELSE coalesce(s.consent, %(default)s) END AS new_status
+               {_NEW_STATUS} AS new_status
         FROM {rows}
     ), contacts AS (
         INSERT INTO {CONTACT} (id, {_NEW_CONTACT_COLUMNS})
         SELECT id, {_NEW_CONTACT_VALUES}
         FROM src
     ), events AS (
-        INSERT INTO {EVENT} (contact_id, phone_hash, from_status, to_status, source, actor, evidence, created_at)
-        SELECT id, {phone_hash("phone")}, '', new_status, 'import', %(actor)s, {_event_evidence("src")}, now()
+        INSERT INTO {PENDING_EVENTS} (contact_id, phone, from_status, to_status, line, suppressed)
+        SELECT id, phone, '', new_status, line, suppressed
         FROM src
     ), topics AS (
         INSERT INTO {CONTACT_TOPIC} (contact_id, topic_id, created_at)

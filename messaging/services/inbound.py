@@ -158,6 +158,4 @@ def _keyword_apply(contact: Contact, found: tuple[Keyword, str] | None, provider
         source=ConsentSource.KEYWORD,
         actor=KEYWORD_ACTOR,
         evidence=_evidence(provider_sid, found),
-        # START is the contact's own explicit opt-in: it may lift a suppression entry.
-        override_suppression=to_status == ConsentStatus.OPTED_IN,
     )

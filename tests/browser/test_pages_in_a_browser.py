@@ -116,6 +116,10 @@ def test_staff_drop_a_csv_on_the_import_page_preview_confirm_and_watch_it_import
     page.page.wait_for_selector(".import-dropzone.has-file")
     assert "customers.csv" in page.page.locator(".import-dropzone-file").inner_text()
     assert page.page.evaluate("document.getElementById('id_import_file').files[0].name") == "customers.csv"
+    # The file has no consent column: the page assumes nothing, staff say what its people agreed to.
+    consent = page.page.get_by_role("radio", name="Opted in")
+    assert not consent.is_checked() and not page.page.get_by_role("radio", name="Opted out").is_checked()
+    consent.check()
     page.screenshot("import-dropped")
     page.page.get_by_role("button", name="Check the file (dry run)").click()
 

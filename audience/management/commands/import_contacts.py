@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from audience.ingest import selectors, services
+from audience.ingest.services import NO_CONSENT_COLUMN
 from audience.models import ConsentStatus, ImportJob, ImportSource, ImportStatus
 
 
@@ -17,13 +18,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("file", help="CSV (any common delimiter), JSON array or JSONL file")
-        parser.add_argument("--default-consent", choices=ConsentStatus.values, default=ConsentStatus.OPTED_IN)
+        parser.add_argument(
+            "--default-consent",
+            choices=ConsentStatus.values,
+            help="the consent of new contacts whose row gives none; required for a CSV without a consent column",
+        )
         parser.add_argument("--topic", default="", help="a topic added to every imported contact")
         parser.add_argument("--skip-existing", action="store_true", help="leave existing contacts untouched")
         parser.add_argument("--workers", type=int, default=0, help="validation processes (default: one per core)")
         parser.add_argument("--errors", type=int, default=20, help="how many row problems to print")
 
-    def handle(self, *args, file: str, default_consent: str, topic: str, skip_existing: bool, **options):
+    def handle(self, *args, file: str, default_consent: str | None, topic: str, skip_existing: bool, **options):
         if not os.path.isfile(file):
             raise CommandError(f"{file}: no such file")
         try:
@@ -32,6 +37,8 @@ class Command(BaseCommand):
             )
             job = services.import_job_create(source=ImportSource.COMMAND, path=file, options=job_options)
         except ValidationError as exc:
+            if "default_consent" in getattr(exc, "error_dict", {}):
+                raise CommandError(f"--default-consent is required: {NO_CONSENT_COLUMN}") from None
             raise CommandError("; ".join(exc.messages)) from None
         job = services.import_job_claim(job.pk)
         with tqdm(total=100, unit="%", desc="import", disable=options["verbosity"] == 0) as bar:
