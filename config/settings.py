@@ -133,8 +133,8 @@ TWILIO_CONNECT_TIMEOUT = env.float("TWILIO_CONNECT_TIMEOUT", 3.05, minimum=0.1)
 TWILIO_READ_TIMEOUT = env.float("TWILIO_READ_TIMEOUT", 10.0, minimum=0.1)
 # Requests in flight to the provider: as many as a sender's MPS x the observed latency needs,
 # under these ceilings (per worker process, and per dispatcher of one sender). A 429 lowers them.
-DELIVERY_MAX_IN_FLIGHT = env.int("DELIVERY_MAX_IN_FLIGHT", 256, minimum=1)
-DELIVERY_MAX_IN_FLIGHT_PER_SENDER = env.int("DELIVERY_MAX_IN_FLIGHT_PER_SENDER", 200, minimum=1)
+DELIVERY_MAX_IN_FLIGHT = env.int("DELIVERY_MAX_IN_FLIGHT", 512, minimum=1)
+DELIVERY_MAX_IN_FLIGHT_PER_SENDER = env.int("DELIVERY_MAX_IN_FLIGHT_PER_SENDER", 400, minimum=1)
 # Seconds a provider call is assumed to take until one is measured (sizes the first requests in flight).
 DELIVERY_LATENCY_GUESS = env.float("DELIVERY_LATENCY_GUESS", 0.5, minimum=0.001)
 # Messages per second this deployment sustains for a sender without a limit (the dry run's estimate

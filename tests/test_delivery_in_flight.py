@@ -111,6 +111,16 @@ def test_the_cap_follows_the_latency_observed():
     assert limit.cap() == 100 * 1.5 * inflight.HEADROOM + inflight.SPARE
 
 
+def test_the_latency_tail_is_the_99th_percentile_of_the_last_calls():
+    gauge = inflight.LatencyGauge(0.5)
+    for seconds in [0.2] * 990 + [3.0] * 10:
+        gauge.observe(seconds)
+    assert gauge.tail() == 3.0  # the last 512 calls hold the 10 slow ones: 2 %
+    for _ in range(512):
+        gauge.observe(0.2)
+    assert gauge.tail() == 0.2
+
+
 def test_a_throttled_answer_cuts_the_cap_pauses_and_successes_raise_it_back():
     limit = inflight.InFlightLimit(UNTHROTTLED, inflight.LatencyGauge(0.3), ceiling=100)
     assert limit.cap() == 100
@@ -203,9 +213,12 @@ def test_the_dry_runs_estimate_uses_the_pacing_windows_and_the_latency_observed(
     campaign = make_campaign(phones=phones(5), mps=2)
     inflight.latency_forget(campaign.sender_id)
     guessed = services.campaign_dry_run(campaign)["estimated_seconds"]
-    inflight.latency_publish(campaign.sender_id, 2.5)
+    gauge = inflight.LatencyGauge(1.0)
+    for seconds in [1.0] * 95 + [2.5] * 5:
+        gauge.observe(seconds)
+    inflight.latency_publish(campaign.sender_id, gauge)
     observed = services.campaign_dry_run(campaign)["estimated_seconds"]
-    # Five at 2 MPS: three windows, two waits of 1.05 s; then the answer.
+    # Five at 2 MPS: three windows, two waits of 1.05 s; then the last answer, at the latency's p99.
     assert observed - guessed == pytest.approx(2.5 - 0.5, abs=0.15)
     assert 2.1 + 2.5 <= observed <= 2.1 + 2.5 + 0.6
     inflight.latency_forget(campaign.sender_id)

@@ -496,11 +496,13 @@ def duration_estimate(count: int, mps: int, sender_id: int) -> float:
 
     Paced by the sender's log (``pacing``), ``mps`` leave per window, and a window lasts
     ``pacing.WINDOW``; a sender faster than the platform sustains goes at the platform's measured
-    rate (``inflight.capacity``). The last requests then take the provider's observed latency.
+    rate (``inflight.capacity``). The last of many answers comes back at about the tail of the
+    provider's observed latency (its 99th percentile).
     """
     if count <= 0:
         return 0.0
-    latency = inflight.latency_observed(sender_id) or settings.DELIVERY_LATENCY_GUESS
+    observed = inflight.latency_observed(sender_id)
+    latency = observed.tail if observed else settings.DELIVERY_LATENCY_GUESS
     rate = inflight.capacity()
     if mps and mps < rate:
         sending = (math.ceil(count / mps) - 1) * pacing.WINDOW

@@ -24,6 +24,8 @@ import math
 import random
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass
 from functools import cache
 
 import redis
@@ -37,15 +39,17 @@ EWMA_WEIGHT = 0.02  # per observation: about the last 50 calls
 CUT = 0.7  # a throttled cap becomes this share of what was in flight
 PAUSE = (0.5, 1.0)  # seconds without new requests after a throttled answer
 PUBLISHED_FOR = 24 * 3600  # seconds Redis keeps a sender's latency
+TAIL_SAMPLES = 512  # calls the latency's tail is read from
 CAPACITY_KEY = "delivery:capacity"
 
 
 class LatencyGauge:
-    """The mean provider latency seen for one sender in this process (an exponential moving mean)."""
+    """The provider latency seen for one sender in this process: a moving mean, and the tail of the last calls."""
 
     def __init__(self, initial: float):
         self.value = initial
         self.samples = 0
+        self._recent: deque[float] = deque(maxlen=TAIL_SAMPLES)
         self._lock = threading.Lock()
 
     def observe(self, seconds: float) -> None:
@@ -53,6 +57,13 @@ class LatencyGauge:
             self.samples += 1
             weight = max(EWMA_WEIGHT, 1 / self.samples)  # the first calls replace the guess quickly
             self.value += weight * (seconds - self.value)
+            self._recent.append(seconds)
+
+    def tail(self) -> float:
+        """The 99th percentile of the last calls (the mean until there are some)."""
+        with self._lock:
+            recent = sorted(self._recent)
+        return recent[min(len(recent) - 1, int(0.99 * len(recent)))] if recent else self.value
 
 
 _gauges: dict[int, LatencyGauge] = {}
@@ -63,7 +74,8 @@ def latency_gauge(sender_id: int) -> LatencyGauge:
     with _gauges_lock:
         gauge = _gauges.get(sender_id)
         if gauge is None:
-            gauge = _gauges[sender_id] = LatencyGauge(latency_observed(sender_id) or settings.DELIVERY_LATENCY_GUESS)
+            known = latency_observed(sender_id)
+            gauge = _gauges[sender_id] = LatencyGauge(known.mean if known else settings.DELIVERY_LATENCY_GUESS)
         return gauge
 
 
@@ -76,20 +88,29 @@ def _latency_key(sender_id: int) -> str:
     return f"delivery:latency:sender:{sender_id}"
 
 
-def latency_publish(sender_id: int, seconds: float) -> None:
+@dataclass(frozen=True)
+class Latency:
+    mean: float  # seconds: sizes the requests in flight
+    tail: float  # seconds, the 99th percentile: when the last of a run's answers comes back
+
+
+def latency_publish(sender_id: int, gauge: LatencyGauge) -> None:
     try:
-        _redis().set(_latency_key(sender_id), f"{seconds:.4f}", ex=PUBLISHED_FOR)
+        _redis().set(_latency_key(sender_id), f"{gauge.value:.4f} {gauge.tail():.4f}", ex=PUBLISHED_FOR)
     except redis.RedisError:
         pass  # a figure for estimates; the next flush publishes again
 
 
-def latency_observed(sender_id: int) -> float | None:
-    """The sender's mean provider latency last published by a dispatcher (None: not measured lately)."""
+def latency_observed(sender_id: int) -> Latency | None:
+    """The sender's provider latency last published by a dispatcher (None: not measured lately)."""
     try:
         value = _redis().get(_latency_key(sender_id))
     except redis.RedisError:
         return None
-    return float(value) if value else None
+    if not value:
+        return None
+    mean, _, tail = value.decode().partition(" ")
+    return Latency(float(mean), float(tail or mean))
 
 
 def latency_forget(sender_id: int) -> None:

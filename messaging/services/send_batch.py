@@ -291,7 +291,7 @@ class SendPipeline:
             self.limit.gauge.observe(max(outcome.answered - outcome.started, 0.0))
             if self.sender_id and time.monotonic() - self._published_at >= PUBLISH_EVERY:
                 self._published_at = time.monotonic()
-                inflight.latency_publish(self.sender_id, self.limit.gauge.value)
+                inflight.latency_publish(self.sender_id, self.limit.gauge)
 
 
 def messages_send_batch(
