@@ -31,17 +31,17 @@ import redis
 from django.conf import settings
 
 # Jitter absorbed between a request reaching the provider and its mark (``slot_started``).
-SLACK = 0.05
+SLACK = 0.03
 WINDOW = 1.0 + SLACK
 LOG_MAX_MPS = 2000
 # The evenly spaced schedule (above LOG_MAX_MPS): slots a hair further apart than 1/mps.
 MARGIN = 1.02
 # The most a request may be handed over before its slot's time, so that it is written at about
 # that time; well inside SLACK, which also absorbs the network's jitter.
-MAX_LEAD = 0.015
+MAX_LEAD = 0.01
 # Lateness a send may have without moving its slot: a late send otherwise pushes every send an
 # mps after it later too, and timer jitter alone would add up to a lower rate over a long run.
-# SLACK covers it, MAX_LEAD and 30 ms of jitter between a request's write and its arrival.
+# SLACK covers it, MAX_LEAD and 15 ms of jitter between a request's write and its arrival.
 TOLERANCE = 0.005
 # How far ahead a caller may reserve; beyond this it waits without reserving, so a paused
 # run does not hold slots that another run on the sender could use, and notices the pause soon.

@@ -488,6 +488,7 @@ def _capacity_learn(run: CampaignRun) -> None:
 
 # Seconds from a launch to the first request beyond the snapshot: the dispatcher's task starts, claims, renders.
 LAUNCH_OVERHEAD = 0.3
+UNMEASURED_TAIL = 4  # a provider's 99th percentile, in means, until one is measured (log-normal, sigma ~0.8)
 CAPACITY_MIN_RUN = 1000  # sends: smaller runs measure start-up more than throughput
 
 
@@ -502,7 +503,7 @@ def duration_estimate(count: int, mps: int, sender_id: int) -> float:
     if count <= 0:
         return 0.0
     observed = inflight.latency_observed(sender_id)
-    latency = observed.tail if observed else settings.DELIVERY_LATENCY_GUESS
+    latency = observed.tail if observed else settings.DELIVERY_LATENCY_GUESS * UNMEASURED_TAIL
     rate = inflight.capacity()
     if mps and mps < rate:
         sending = (math.ceil(count / mps) - 1) * pacing.WINDOW
