@@ -14,7 +14,9 @@ to finish: every recipient gets exactly one request at the fake server.
 ``recover_s`` is, for each fault, the seconds from it until the fake server again receives
 requests at half the rate it saw in the 5 s before it (or, at the end of the run, until the run
 completed). ``duplicates`` counts requests beyond one per recipient; ``lost`` recipients that
-neither reached the fake server nor ended skipped or failed with a reason. The JSON line is last.
+neither reached the fake server nor ended skipped or failed with a reason; ``at_completion`` counts
+the messages and recipients still in ``sending`` (or ``unknown``) when the run reported itself
+completed (none may be left in ``sending``). The JSON line is last.
 """
 
 from __future__ import annotations
@@ -187,8 +189,17 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(1.0)
                     private.start()
             if CampaignRun.objects.values_list("status", flat=True).get(pk=run.pk) == "completed":
+                # What the run leaves behind the moment it says it is done: nothing may be in limbo.
+                in_limbo = {
+                    "messages_sending": Message.objects.filter(status="sending").count(),
+                    "messages_unknown": Message.objects.filter(status="unknown").count(),
+                    "recipients_sending": Recipient.objects.filter(run=run, state="sending").count(),
+                    "recipients_unknown": Recipient.objects.filter(run=run, state="unknown").count(),
+                }
                 break
             time.sleep(0.5)
+        else:
+            in_limbo = None
         finished = time.time()
     finally:
         for process in [*workers, beat]:
@@ -226,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": {"status": run.status, "states": states},
         "mps_limit": args.mps,
         "workers": args.workers,
+        "at_completion": in_limbo,
         "latency": latency.describe(),
     }
     for phone in [phone for phone, count in by_recipient.items() if count > 1][:10]:  # what to look into
@@ -234,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"duplicate: {phone} x{by_recipient[phone]}: {list(message)}", flush=True)
     print(json.dumps(result), flush=True)
-    return 0 if result["duplicates"] == 0 and result["lost"] == 0 else 1
+    settled = in_limbo is not None and in_limbo["messages_sending"] == 0 and in_limbo["recipients_sending"] == 0
+    return 0 if result["duplicates"] == 0 and result["lost"] == 0 and settled else 1
 
 
 if __name__ == "__main__":

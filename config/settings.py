@@ -135,11 +135,13 @@ TWILIO_READ_TIMEOUT = env.float("TWILIO_READ_TIMEOUT", 10.0, minimum=0.1)
 # under these ceilings (per worker process, and per dispatcher of one sender). A 429 lowers them.
 DELIVERY_MAX_IN_FLIGHT = env.int("DELIVERY_MAX_IN_FLIGHT", 512, minimum=1)
 DELIVERY_MAX_IN_FLIGHT_PER_SENDER = env.int("DELIVERY_MAX_IN_FLIGHT_PER_SENDER", 400, minimum=1)
+# Seconds between forced GIL switches in a process that sends (Python's default is 0.005).
+DELIVERY_GIL_SWITCH_INTERVAL = env.float("DELIVERY_GIL_SWITCH_INTERVAL", 0.02, minimum=0.001)
 # Seconds a provider call is assumed to take until one is measured (sizes the first requests in flight).
 DELIVERY_LATENCY_GUESS = env.float("DELIVERY_LATENCY_GUESS", 0.5, minimum=0.001)
 # Messages per second this deployment sustains for a sender without a limit (the dry run's estimate
 # until completed runs have measured it).
-DELIVERY_CAPACITY_MPS = env.float("DELIVERY_CAPACITY_MPS", 1000.0, minimum=1.0)
+DELIVERY_CAPACITY_MPS = env.float("DELIVERY_CAPACITY_MPS", 1200.0, minimum=1.0)
 # Minutes after its send a message whose outcome is unknown (the provider could not be asked) is
 # looked up again; past them it is failed, error code "unknown".
 DELIVERY_UNKNOWN_GIVE_UP_MINUTES = env.int("DELIVERY_UNKNOWN_GIVE_UP_MINUTES", 60, minimum=1)

@@ -244,3 +244,16 @@ def test_the_answers_are_written_as_they_come_while_sending_continues(fake, monk
     assert any(0 < seen < 20 for seen in seen_sent_while_running)
     run.refresh_from_db()
     assert (run.status, run.sent) == ("completed", 20)
+
+
+def test_a_run_held_back_by_the_platform_not_its_mps_teaches_the_estimate_the_platforms_rate(fake, monkeypatch):
+    monkeypatch.setattr(dispatch, "CAPACITY_MIN_RUN", 10)
+    inflight._redis().delete(inflight.CAPACITY_KEY)
+    campaign = make_campaign(phones=phones(30), mps=UNTHROTTLED)
+    run = services.campaign_launch(campaign)
+    run_to_the_end(run.pk)
+    run.refresh_from_db()
+    assert run.status == "completed"
+    learned = float(inflight._redis().get(inflight.CAPACITY_KEY))
+    assert 0 < learned < UNTHROTTLED / 2  # measured from the run's sends, not its limit
+    inflight._redis().delete(inflight.CAPACITY_KEY)

@@ -41,7 +41,7 @@ import redis
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, transaction
-from django.db.models import Min, Q
+from django.db.models import Max, Min, Q
 from django.utils import timezone
 
 from campaigns import pacing
@@ -476,11 +476,18 @@ def run_complete_if_final(run_id: int) -> bool:
 
 
 def _capacity_learn(run: CampaignRun) -> None:
-    """A big run that went slower than its MPS allowed measured what the platform sustains."""
-    run.refresh_from_db(fields=["sent", "started_at", "finished_at", "status"])
-    if run.status != RunStatus.COMPLETED or run.sent < CAPACITY_MIN_RUN or not run.finished_at:
+    """A big run that went slower than its MPS allowed measured what the platform sustains.
+
+    Its rate is taken over the span its recipients were sent in (what ``duration_estimate``
+    divides by the capacity), not from the launch to the last answer.
+    """
+    run.refresh_from_db(fields=["sent", "status"])
+    if run.status != RunStatus.COMPLETED or run.sent < CAPACITY_MIN_RUN:
         return
-    rate = run.sent / max((run.finished_at - run.started_at).total_seconds(), 0.001)
+    span = Recipient.objects.filter(run=run, state=R.SENT).aggregate(first=Min("sent_at"), last=Max("sent_at"))
+    if span["first"] is None:
+        return
+    rate = run.sent / max((span["last"] - span["first"]).total_seconds(), 0.001)
     paused = run.campaign.actions.filter(action="pause", created_at__gte=run.started_at).exists()
     if rate * 2 < run.mps and not paused:
         inflight.capacity_observe(rate)

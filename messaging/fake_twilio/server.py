@@ -6,8 +6,7 @@ stalls like the real API) and injected errors (by rate or by recipient), counts
 requests per recipient, and posts correctly signed status callbacks back to each message's
 StatusCallback, optionally out of order and duplicated.
 
-HTTP/1.1 keep-alive with TCP_NODELAY on every accepted socket: without it each request waits
-about 40 ms on delayed ACKs and every figure measured against the server is wrong.
+HTTP/1.1 keep-alive on an asyncio loop (``http.HttpFront``), TCP_NODELAY on every socket.
 
     with FakeTwilio(account_sid=SID, auth_token=TOKEN) as fake:
         settings.TWILIO_API_BASE_URL = fake.base_url
@@ -24,8 +23,6 @@ import json
 import queue
 import random
 import re
-import socket
-import sys
 import threading
 import time
 import uuid
@@ -34,13 +31,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode
 
 import requests
 from twilio.request_validator import RequestValidator
 
+from messaging.fake_twilio.http import HttpFront
 from messaging.fake_twilio.latency import Latency
 
 API = "/2010-04-01"
@@ -146,8 +142,7 @@ class FakeTwilio:
         self._queue: queue.Queue[Callback | None] = queue.Queue()
         self._pending = 0
         self._idle = threading.Condition(self._lock)
-        self._httpd = _Server((host, port), _Handler)
-        self._httpd.fake = self
+        self._http = HttpFront(self, host, port)
         self._threads: list[threading.Thread] = []
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -182,15 +177,11 @@ class FakeTwilio:
 
     @property
     def base_url(self) -> str:
-        host, port = self._httpd.server_address[:2]
+        host, port = self._http.address
         return f"http://{host}:{port}"
 
     def start(self) -> FakeTwilio:
-        serve = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-twilio", daemon=True
-        )
-        serve.start()
-        self._threads.append(serve)
+        self._http.start()
         if self.callbacks == "thread":
             worker = threading.Thread(target=self._callback_worker, name="fake-twilio-callbacks", daemon=True)
             worker.start()
@@ -200,8 +191,7 @@ class FakeTwilio:
     def stop(self) -> None:
         self._stopping.set()
         self._queue.put(None)
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._http.stop()
         for thread in self._threads:
             thread.join(timeout=5)
 
@@ -412,9 +402,6 @@ class FakeTwilio:
             "uri": uri(page),
         }
 
-    def stall(self) -> None:
-        self._stopping.wait(self.timeout_sleep)
-
     # --- status callbacks ------------------------------------------------------------------
 
     def _schedule_callbacks(self, message: dict, url: str) -> None:
@@ -543,108 +530,3 @@ def _matches(row: dict, query: dict[str, str]) -> bool:
         if query.get(key) and not test(query[key][:10]):
             return False
     return True
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024  # a sender opens hundreds of connections at once at real latencies
-    fake: FakeTwilio
-
-    def handle_error(self, request, client_address) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client killed mid-request is no news
-            super().handle_error(request, client_address)
-
-    def get_request(self):
-        conn, address = super().get_request()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn, address
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - quiet: tests and benchmarks
-        return
-
-    def _send_json(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeouts)
-            self.close_connection = True
-
-    def _form(self) -> dict[str, str] | None:
-        """The form of the body; None when the client went away before sending all of it."""
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        if len(raw) < length:  # a client killed between the headers and the body: no request at all
-            self.close_connection = True
-            return None
-        return {key: values[-1] for key, values in parse_qs(raw.decode(), keep_blank_values=True).items()}
-
-    def _query(self) -> tuple[str, dict[str, str]]:
-        parts = urlsplit(self.path)
-        return parts.path, {key: values[-1] for key, values in parse_qs(parts.query).items()}
-
-    def do_POST(self) -> None:  # noqa: N802
-        fake = self.server.fake
-        arrived = time.time()
-        path, _ = self._query()
-        form = self._form()
-        if form is None:  # like Twilio, which never sees a request whose body did not arrive
-            return None
-        if path.startswith("/_fake/"):
-            return self._control(path, form)
-        match = MESSAGES_RE.match(path)
-        if not match:
-            return self._send_json(404, error_body(404, 20404, "The requested resource was not found"))
-        if not fake.authorized(self.headers.get("Authorization"), match["account"]):
-            return self._send_json(401, error_body(401, 20003, "Authenticate"))
-        with fake.answering():
-            delay = fake.latency_draw()
-            if delay:
-                time.sleep(delay)
-            status, body, stall = fake.create_message(form, arrived)
-            if stall:
-                fake.stall()
-        self._send_json(status, body)
-
-    def do_GET(self) -> None:  # noqa: N802
-        fake = self.server.fake
-        path, query = self._query()
-        if path == "/_fake/stats":
-            return self._send_json(200, fake.stats())
-        match = MESSAGES_RE.match(path) or MESSAGE_RE.match(path)
-        if not match:
-            return self._send_json(404, error_body(404, 20404, "The requested resource was not found"))
-        if not fake.authorized(self.headers.get("Authorization"), match["account"]):
-            return self._send_json(401, error_body(401, 20003, "Authenticate"))
-        if "sid" not in match.groupdict():
-            return self._send_json(200, fake.list_messages(query))
-        message = fake.message(match["sid"])
-        if message is None:
-            return self._send_json(404, error_body(404, 20404, f"The requested resource {path} was not found"))
-        self._send_json(200, message)
-
-    def _control(self, path: str, form: dict[str, str]) -> None:
-        fake = self.server.fake
-        if path == "/_fake/reset":
-            fake.reset()
-        elif path == "/_fake/fail":
-            try:
-                fake.fail(form["to"], form["error"], int(form.get("times") or 1))
-            except (KeyError, ValueError) as exc:
-                return self._send_json(400, {"error": str(exc)})
-        elif path == "/_fake/config":
-            for name, cast in (("latency", float), ("error_rate", float), ("error_kind", str)):
-                if name in form:
-                    setattr(fake, name, cast(form[name]))
-        else:
-            return self._send_json(404, {"error": "unknown control"})
-        self._send_json(HTTPStatus.OK, fake.stats())
