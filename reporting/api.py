@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from audience.models import Channel, Contact
 from campaigns.models import Campaign, CampaignRun
 from config import privacy
+from config.roles import is_staff_member
 from messaging import selectors as messaging_selectors
 from messaging.models import Direction, Message, MessageEvent, MessageStatus, Sender
 from reporting import exports, monitoring, selectors
@@ -455,4 +456,4 @@ class DashboardView(ReportingView):
     @extend_schema(operation_id="monitoring_dashboard", responses=DashboardSerializer)
     def get(self, request):
         """Database, Redis, broker queues, Celery workers, beat, send and error rates, webhook lag, runs, totals."""
-        return Response(DashboardSerializer(monitoring.dashboard()).data)
+        return Response(DashboardSerializer(monitoring.dashboard(details=is_staff_member(request.user))).data)

@@ -14,6 +14,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from kombu.exceptions import ChannelError
+from redis.exceptions import RedisError
 
 from campaigns.models import CampaignRun, RunStatus
 from config.health import check_cache, check_database
@@ -278,7 +279,29 @@ def totals(now: dt.datetime) -> dict[str, int]:
 DASHBOARD_ALERTS = 10  # the latest alerts and recoveries the dashboard shows
 
 
-def dashboard() -> dict[str, Any]:
+DEPENDENCIES = ("database", "redis", "broker", "celery")
+
+
+def dashboard(*, details: bool = True) -> dict[str, Any]:
+    """How the platform is. Without ``details`` (anyone but Staff) a dependency that is down says
+    only that: its error text names hosts, ports and database roles, as /health/ keeps them."""
+    board = _dashboard()
+    if not details:
+        for name in DEPENDENCIES:
+            if "error" in board[name]:
+                board[name] = {**board[name], "error": "down"}
+    return board
+
+
+def _swept_at():
+    """When the counters were last swept; unknown while Redis is down (the board says Redis is)."""
+    try:
+        return cache.get(SWEEP_WATERMARK_KEY)
+    except RedisError:
+        return None
+
+
+def _dashboard() -> dict[str, Any]:
     now = timezone.now()
     workers = _timed(lambda: _probe_answer("workers", WORKERS_CACHE_KEY, _ping_workers))
     if workers["ok"]:
@@ -295,6 +318,6 @@ def dashboard() -> dict[str, Any]:
         "webhooks": webhook_lag(now),
         "active_runs": active_runs(),
         "totals": totals(now),
-        "counters_swept_at": cache.get(SWEEP_WATERMARK_KEY),
+        "counters_swept_at": _swept_at(),
         "alerts": alerts_summary(limit=DASHBOARD_ALERTS),
     }

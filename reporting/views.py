@@ -208,7 +208,7 @@ class DashboardPage(ReportingPage):
         return [self.template_name]
 
     def get_context_data(self, **kwargs) -> dict[str, Any]:
-        board = monitoring.dashboard()
+        board = monitoring.dashboard(details=is_staff_member(self.request.user))
         now = board["at"]
         rates = send_rate_series(now)
         return {
@@ -228,7 +228,7 @@ class MonitoringPage(ReportingPage):
     nav = "monitoring"
 
     def get_context_data(self, **kwargs) -> dict[str, Any]:
-        board = monitoring.dashboard()
+        board = monitoring.dashboard(details=is_staff_member(self.request.user))
         messages = monitoring.inbound_list(limit=INBOUND_SHOWN)
         full = privacy.can_see_full_phones(self.request.user)
         return {
@@ -267,7 +267,7 @@ class MonitoringStatusPartial(ReportingPage):
     template_name = "reporting/partials/monitoring_status.html"
 
     def get_context_data(self, **kwargs) -> dict[str, Any]:
-        board = monitoring.dashboard()
+        board = monitoring.dashboard(details=is_staff_member(self.request.user))
         full = privacy.can_see_full_phones(self.request.user)
         return {
             **super().get_context_data(**kwargs),

@@ -226,3 +226,23 @@ def test_dashboard_without_runs_or_events(analyst_api):
     assert body["active_runs"] == []
     assert body["webhooks"]["last_event_at"] is None
     assert body["send_rate"]["1m"]["error_rate"] is None
+
+
+def test_a_dependency_that_is_down_shows_its_reason_to_staff_only(analyst_api, staff_api, settings, client):
+    """Redis unreachable (a closed port): analysts learn it is down, not the address Staff need to fix it."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed once the block ends
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{port}/0",
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
+    analyst = analyst_api.get(DASHBOARD).json()["redis"]
+    staff = staff_api.get(DASHBOARD).json()["redis"]
+    assert analyst == {"ok": False, "error": "down"}
+    assert staff["ok"] is False and str(port) in staff["error"]
