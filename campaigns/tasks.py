@@ -5,7 +5,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from campaigns.models import Campaign, ScheduleType
-from campaigns.services import CampaignError, campaign_launch, dispatch
+from campaigns.services import CampaignError, campaign_launch, dispatcher, upkeep
 from campaigns.services.lifecycle import cron_tick
 
 logger = logging.getLogger(__name__)
@@ -51,32 +51,32 @@ def dispatch_run(run_id: int) -> int:
     end of a round does not stall the run.
     """
     deadline = time.monotonic() + DISPATCH_ROUND_SECONDS
-    dispatcher = dispatch.RunDispatcher(run_id)
+    run_dispatcher = dispatcher.RunDispatcher(run_id)
     total = 0
     try:
         while True:
-            claimed, again = dispatcher.batch()
+            claimed, again = run_dispatcher.batch()
             total += claimed
             if again != 0.0 or time.monotonic() >= deadline:
                 break
         if again is not None:
             dispatch_run.apply_async(args=[run_id], countdown=again or None, retry=True, retry_policy=REQUEUE_RETRY)
     finally:
-        dispatcher.close()
+        run_dispatcher.close()
     return total
 
 
 @shared_task(name="campaigns.release_held", ignore_result=True)
 def release_held() -> int:
-    return dispatch.held_release()
+    return upkeep.held_release()
 
 
 @shared_task(name="campaigns.reap_stale_claims", ignore_result=True)
 def reap_stale_claims() -> int:
-    return dispatch.recipients_reap()
+    return upkeep.recipients_reap()
 
 
 @shared_task(name="campaigns.dispatch_upkeep", ignore_result=True)
 def dispatch_upkeep() -> int:
     """Restart runs whose dispatchers went quiet, and complete runs whose recipients are all final."""
-    return dispatch.runs_kick() + dispatch.runs_complete()
+    return upkeep.runs_kick() + upkeep.runs_complete()

@@ -10,7 +10,7 @@ from django.utils import timezone
 from audience import services as audience
 from campaigns import pacing
 from campaigns.models import Campaign, CampaignRun, Recipient
-from campaigns.services import dispatch
+from campaigns.services import dispatcher
 from messaging.fake_twilio import FakeTwilio
 from messaging.models import Message, MessageStatus, MessageTemplate, Sender
 
@@ -45,7 +45,7 @@ def make_campaign(phones=PHONES, mps=500, **fields) -> Campaign:
 def drain(run: CampaignRun, *, hurry_retries: bool = False, rounds: int = 100) -> None:
     """Run the dispatcher until it has nothing left, as chained tasks would."""
     for _ in range(rounds):
-        _, again = dispatch.run_dispatch_batch(run.pk)
+        _, again = dispatcher.run_dispatch_batch(run.pk)
         if again is None:
             return
         if hurry_retries:

@@ -14,7 +14,7 @@ from audience import services as audience
 from audience.models import ConsentSource, ConsentStatus
 from campaigns import services
 from campaigns.models import Campaign, CampaignRun, Recipient
-from campaigns.services import dispatch
+from campaigns.services import dispatch, dispatcher, upkeep
 from messaging.models import Message, MessageStatus
 from messaging.services import reconcile, send
 from tests import delivery
@@ -42,7 +42,7 @@ def test_a_launched_run_sends_each_recipient_once_and_completes(fake):
 def test_running_the_dispatcher_twice_sends_nothing_twice(fake):
     run = services.campaign_launch(make_campaign())
     drain(run)
-    assert dispatch.run_dispatch_batch(run.pk) == (0, None)
+    assert dispatcher.run_dispatch_batch(run.pk) == (0, None)
     assert fake.stats()["requests"] == len(PHONES)
 
 
@@ -104,10 +104,10 @@ def test_a_retryable_error_is_retried_then_sent(fake):
 def test_a_recipient_waiting_for_its_retry_is_not_claimed_early(fake):
     run = services.campaign_launch(make_campaign(phones=PHONES[:1]))
     fake.fail(PHONES[0], "503")
-    claimed, again = dispatch.run_dispatch_batch(run.pk)
+    claimed, again = dispatcher.run_dispatch_batch(run.pk)
     assert claimed == 1 and again == 0
-    claimed, again = dispatch.run_dispatch_batch(run.pk)
-    assert claimed == 0 and 0.5 <= again <= dispatch.RETRY_POLL_MAX
+    claimed, again = dispatcher.run_dispatch_batch(run.pk)
+    assert claimed == 0 and 0.5 <= again <= dispatcher.RETRY_POLL_MAX
     assert Recipient.objects.get(run=run).state == "pending"
     assert fake.requests_to(PHONES[0]) == 1
     assert send.messages_send_due() == 0  # campaign messages are retried by the dispatcher, paced
@@ -143,9 +143,9 @@ def test_pause_stops_sending_and_resume_finishes_the_run(fake):
     claimed = dispatch.recipients_claim(run, 3)
     send.message_send(claimed[0][1])  # one send went out before the pause
     services.campaign_pause(campaign)
-    assert dispatch.run_dispatch_batch(run.pk) == (0, None)
+    assert dispatcher.run_dispatch_batch(run.pk) == (0, None)
     dispatch.recipients_release(run.pk, [pk for pk, _ in claimed[1:]])
-    assert dispatch.recipients_reap(now=timezone.now() + timedelta(minutes=1)) == 1  # the sent one settles
+    assert upkeep.recipients_reap(now=timezone.now() + timedelta(minutes=1)) == 1  # the sent one settles
     assert fake.stats()["requests"] == 1
     assert_counts_match_recount(run)
     services.campaign_resume(campaign)
@@ -161,7 +161,7 @@ def test_cancel_skips_claimed_and_waiting_recipients_and_sends_nothing_more(fake
     run = services.campaign_launch(campaign)
     claimed = dispatch.recipients_claim(run, 2)
     services.campaign_cancel(campaign)
-    assert dispatch.run_dispatch_batch(run.pk) == (0, None)
+    assert dispatcher.run_dispatch_batch(run.pk) == (0, None)
     dispatch.recipients_release(run.pk, [pk for pk, _ in claimed])
     assert fake.stats()["requests"] == 0
     assert set(Recipient.objects.filter(run=run).values_list("state", "reason")) == {("skipped", "cancelled")}
@@ -174,18 +174,18 @@ def test_a_crash_after_twilio_accepted_is_settled_as_sent_without_a_resend(fake)
     claimed = dispatch.recipients_claim(run, 2)
     for _, message_id in claimed:
         send.message_send(message_id)  # the worker dies here, before recording the outcome
-    assert dispatch.recipients_reap(now=timezone.now() + timedelta(minutes=1)) == 2
+    assert upkeep.recipients_reap(now=timezone.now() + timedelta(minutes=1)) == 2
     assert set(Recipient.objects.values_list("state", flat=True)) == {"sent"}
     assert fake.stats()["requests"] == 2
     assert_counts_match_recount(run)
-    assert dispatch.runs_complete() == 1
+    assert upkeep.runs_complete() == 1
 
 
 def test_a_crash_before_the_send_is_requeued_after_the_claim_goes_stale(fake):
     run = services.campaign_launch(make_campaign(phones=PHONES[:2]))
     dispatch.recipients_claim(run, 2)  # the worker dies here
-    assert dispatch.recipients_reap(now=timezone.now() + timedelta(minutes=1)) == 0  # maybe still alive
-    assert dispatch.recipients_reap(now=timezone.now() + dispatch.STALE_CLAIM_AFTER * 2) == 2
+    assert upkeep.recipients_reap(now=timezone.now() + timedelta(minutes=1)) == 0  # maybe still alive
+    assert upkeep.recipients_reap(now=timezone.now() + upkeep.STALE_CLAIM_AFTER * 2) == 2
     assert_counts_match_recount(run)
     drain(run)
     assert [fake.requests_to(phone) for phone in PHONES[:2]] == [1, 1]
@@ -194,19 +194,19 @@ def test_a_crash_before_the_send_is_requeued_after_the_claim_goes_stale(fake):
 def test_a_timed_out_send_is_reconciled_with_twilio_never_resent(fake):
     run = services.campaign_launch(make_campaign(phones=PHONES[:1]))
     fake.fail(PHONES[0], "timeout")
-    assert dispatch.run_dispatch_batch(run.pk) == (1, 0.0)
+    assert dispatcher.run_dispatch_batch(run.pk) == (1, 0.0)
     recipient = Recipient.objects.get(run=run)
     assert recipient.state == "sending" and recipient.message.status == MessageStatus.SENDING
-    assert dispatch.run_dispatch_batch(run.pk) == (0, None)  # nothing due; the run is not complete
+    assert dispatcher.run_dispatch_batch(run.pk) == (0, None)  # nothing due; the run is not complete
     past = timezone.now() - send.STALE_SENDING_AFTER - timedelta(seconds=5)
     Message.objects.filter(pk=recipient.message_id).update(claimed_at=past, sending_at=past)
     reconcile.messages_reconcile_stale()
-    assert dispatch.recipients_reap(now=timezone.now() + timedelta(minutes=5)) == 1
+    assert upkeep.recipients_reap(now=timezone.now() + timedelta(minutes=5)) == 1
     recipient.refresh_from_db()
     assert recipient.state == "sent" and recipient.message.provider_sid
     assert fake.requests_to(PHONES[0]) == 1
     assert_counts_match_recount(run)
-    assert dispatch.runs_complete() == 1
+    assert upkeep.runs_complete() == 1
 
 
 def _quiet_now(campaign: Campaign, settings) -> None:
@@ -224,11 +224,11 @@ def test_held_recipients_are_released_when_their_window_opens(fake, settings):
     run = services.campaign_launch(campaign)
     run.refresh_from_db()
     assert (run.held, run.pending) == (3, 0)
-    assert dispatch.held_release() == 0
+    assert upkeep.held_release() == 0
     drain(run)
     assert fake.stats()["requests"] == 0
     release_at = Recipient.objects.filter(run=run).values_list("release_at", flat=True).first()
-    assert dispatch.held_release(now=release_at + timedelta(seconds=1)) == 3
+    assert upkeep.held_release(now=release_at + timedelta(seconds=1)) == 3
     assert_counts_match_recount(run)
     drain(run)
     assert [fake.requests_to(phone) for phone in PHONES[:3]] == [1, 1, 1]
@@ -240,10 +240,10 @@ def test_held_recipients_past_the_validity_are_skipped_as_expired(fake, settings
     campaign = make_campaign(phones=PHONES[:2], validity=dt.timedelta(hours=3))
     _quiet_now(campaign, settings)
     run = services.campaign_launch(campaign)
-    assert dispatch.held_release(now=timezone.now() + timedelta(hours=4)) == 2
+    assert upkeep.held_release(now=timezone.now() + timedelta(hours=4)) == 2
     assert set(Recipient.objects.filter(run=run).values_list("state", "reason")) == {("skipped", "expired")}
     assert_counts_match_recount(run)
-    assert dispatch.runs_complete() == 1
+    assert upkeep.runs_complete() == 1
     assert fake.stats()["requests"] == 0
 
 
@@ -261,9 +261,9 @@ def test_pending_recipients_past_the_validity_are_skipped_as_expired(fake):
 def test_upkeep_restarts_a_quiet_run(fake, django_capture_on_commit_callbacks):
     services.campaign_launch(make_campaign())
     with django_capture_on_commit_callbacks() as callbacks:
-        assert dispatch.runs_kick(now=timezone.now() + dispatch.QUIET_RUN_AFTER * 2) == 1
+        assert upkeep.runs_kick(now=timezone.now() + upkeep.QUIET_RUN_AFTER * 2) == 1
     assert len(callbacks) == 1
-    assert dispatch.runs_kick() == 0  # just kicked
+    assert upkeep.runs_kick() == 0  # just kicked
 
 
 def test_a_batch_held_up_past_its_claim_window_sends_nothing_more(fake, monkeypatch):

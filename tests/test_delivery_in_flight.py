@@ -9,7 +9,7 @@ import pytest
 
 from campaigns import services
 from campaigns.models import CampaignRun
-from campaigns.services import dispatch
+from campaigns.services import dispatch, dispatcher, estimates
 from messaging.fake_twilio.latency import Latency
 from messaging.models import Message
 from messaging.providers import SendRequest
@@ -30,13 +30,13 @@ def phones(count: int, prefix: str = "+2547160") -> list[str]:
 
 def run_to_the_end(run_id: int, rounds: int = 200) -> None:
     """Batches until nothing is left, through one dispatcher (as one task round would)."""
-    dispatcher = dispatch.RunDispatcher(run_id)
+    run_dispatcher = dispatcher.RunDispatcher(run_id)
     try:
         for _ in range(rounds):
-            if dispatcher.batch()[1] is None:
+            if run_dispatcher.batch()[1] is None:
                 return
     finally:
-        dispatcher.close()
+        run_dispatcher.close()
     raise AssertionError("the dispatcher never finished")
 
 
@@ -152,11 +152,11 @@ def test_throttled_sends_lower_the_cap_and_are_sent_again_once(fake, settings):
         fake.fail(phone, "429")
     campaign = make_campaign(phones=numbers, mps=UNTHROTTLED)
     run = services.campaign_launch(campaign)
-    dispatcher = dispatch.RunDispatcher(run.pk)
-    dispatcher.batch()
-    dispatcher.drain()
-    assert dispatcher.pipeline.limit.allowed < 20
-    dispatcher.close()
+    run_dispatcher = dispatcher.RunDispatcher(run.pk)
+    run_dispatcher.batch()
+    run_dispatcher.drain()
+    assert run_dispatcher.pipeline.limit.allowed < 20
+    run_dispatcher.close()
     delivery.drain(run, hurry_retries=True)
     assert [fake.stats()["created_by_recipient"].get(phone) for phone in numbers] == [1] * 30
     assert fake.stats()["errors"] == {"429": 5}
@@ -175,9 +175,9 @@ def test_a_stalled_request_does_not_hold_up_the_batches_after_it(fake, monkeypat
     campaign = make_campaign(phones=numbers, mps=UNTHROTTLED)
     run = services.campaign_launch(campaign)
     monkeypatch.setattr("django.conf.settings.TWILIO_READ_TIMEOUT", 8.0)
-    dispatcher = dispatch.RunDispatcher(run.pk)
+    run_dispatcher = dispatcher.RunDispatcher(run.pk)
     for _ in range(4):  # the batch holding the stalled request, and the three after it
-        assert dispatcher.batch()[1] == 0.0
+        assert run_dispatcher.batch()[1] == 0.0
     deadline = time.monotonic() + 3
     while fake.stats()["requests"] < 40 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -186,7 +186,7 @@ def test_a_stalled_request_does_not_hold_up_the_batches_after_it(fake, monkeypat
     assert fake.stats()["errors"] == {"timeout": 1} and fake.requests_to(numbers[0]) == 1
     arrivals = fake.arrival_times()
     assert max(arrivals) - min(arrivals) < fake.timeout_sleep
-    dispatcher.close()
+    run_dispatcher.close()
     assert_counts_match_recount(run)
     run.refresh_from_db()
     assert (run.status, run.sent) == ("completed", 40)
@@ -247,7 +247,7 @@ def test_the_answers_are_written_as_they_come_while_sending_continues(fake, monk
 
 
 def test_a_run_held_back_by_the_platform_not_its_mps_teaches_the_estimate_the_platforms_rate(fake, monkeypatch):
-    monkeypatch.setattr(dispatch, "CAPACITY_MIN_RUN", 10)
+    monkeypatch.setattr(estimates, "CAPACITY_MIN_RUN", 10)
     inflight._redis().delete(inflight.CAPACITY_KEY)
     campaign = make_campaign(phones=phones(30), mps=UNTHROTTLED)
     run = services.campaign_launch(campaign)

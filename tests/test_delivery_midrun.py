@@ -10,7 +10,7 @@ from audience import services as audience
 from audience.models import ConsentSource, ConsentStatus
 from campaigns import services
 from campaigns.models import Campaign, Recipient
-from campaigns.services import dispatch
+from campaigns.services import dispatcher
 from tests import delivery
 from tests.delivery import assert_counts_match_recount, make_campaign
 
@@ -31,7 +31,7 @@ class Dispatcher(threading.Thread):
 
     def run(self) -> None:
         try:
-            while dispatch.run_dispatch_batch(self.run_id)[1] is not None:
+            while dispatcher.run_dispatch_batch(self.run_id)[1] is not None:
                 pass
         except Exception as exc:  # noqa: BLE001 - asserted by the tests
             self.errors.append(exc)
@@ -63,7 +63,7 @@ def test_pause_mid_run_stops_within_a_send_and_resume_finishes_it(fake):
     worker.join(timeout=5)
     assert not worker.is_alive() and worker.errors == []
     # At most the sends already handed to the provider (one dispatcher's in-flight requests).
-    assert sent_so_far(fake) <= at_pause + dispatch.sends_in_flight(campaign.sender_id, MPS)
+    assert sent_so_far(fake) <= at_pause + dispatcher.sends_in_flight(campaign.sender_id, MPS)
     time.sleep(0.5)
     paused_total = sent_so_far(fake)
     assert paused_total < len(PHONES)
@@ -92,7 +92,7 @@ def test_cancel_mid_run_sends_nothing_more_and_skips_the_rest(fake):
     worker.join(timeout=5)
     assert not worker.is_alive() and worker.errors == []
     time.sleep(0.3)
-    assert sent_so_far(fake) <= at_cancel + dispatch.sends_in_flight(campaign.sender_id, MPS)
+    assert sent_so_far(fake) <= at_cancel + dispatcher.sends_in_flight(campaign.sender_id, MPS)
     run.refresh_from_db()
     assert run.status == "cancelled"
     assert run.sent == sent_so_far(fake)

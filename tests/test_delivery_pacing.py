@@ -10,7 +10,7 @@ from django.db.models import Count
 
 from campaigns import pacing, services
 from campaigns.models import Recipient
-from campaigns.services import dispatch
+from campaigns.services import dispatcher
 from messaging.models import Message
 from tests import delivery
 from tests.delivery import assert_counts_match_recount, make_campaign
@@ -93,16 +93,16 @@ def test_two_dispatchers_on_one_run_keep_the_pace_and_send_each_recipient_once(f
     run = services.campaign_launch(make_campaign(phones=phones, mps=mps))
     errors = []
 
-    def dispatcher():
+    def dispatch_loop():
         try:
-            while dispatch.run_dispatch_batch(run.pk)[1] is not None:
+            while dispatcher.run_dispatch_batch(run.pk)[1] is not None:
                 pass
         except Exception as exc:  # noqa: BLE001 - asserted below
             errors.append(exc)
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=dispatcher) for _ in range(2)]
+    threads = [threading.Thread(target=dispatch_loop) for _ in range(2)]
     started = time.monotonic()
     for thread in threads:
         thread.start()

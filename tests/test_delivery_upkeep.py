@@ -8,7 +8,7 @@ from django_celery_beat.models import PeriodicTask
 
 from campaigns import services
 from campaigns.models import Recipient
-from campaigns.services import dispatch
+from campaigns.services import dispatcher, upkeep
 from campaigns.tasks import dispatch_run, dispatch_upkeep, reap_stale_claims, release_held
 from config.celery import app as celery_app
 from messaging.models import Message, MessageStatus
@@ -72,7 +72,7 @@ def test_under_a_mix_of_500s_429s_and_timeouts_every_recipient_ends_sent_or_fail
     fake.error_mix = {"500": 0.10, "429": 0.05, "timeout": 0.03}
     run = services.campaign_launch(make_campaign(phones=phones))
     # First pass: every retry waits its backoff (capped, exponential, with jitter), nothing is resent early.
-    dispatch.run_dispatch_batch(run.pk)
+    dispatcher.run_dispatch_batch(run.pk)
     waiting = Message.objects.filter(status=MessageStatus.PENDING, next_attempt_at__isnull=False)
     assert waiting.exists()
     for message in waiting:  # updated_at is when the error answered
@@ -83,7 +83,7 @@ def test_under_a_mix_of_500s_429s_and_timeouts_every_recipient_ends_sent_or_fail
     past = timezone.now() - send.STALE_SENDING_AFTER - timedelta(seconds=5)
     Message.objects.filter(status=MessageStatus.SENDING).update(claimed_at=past, sending_at=past)
     reconcile.messages_reconcile_stale()
-    dispatch.recipients_reap(now=timezone.now() + dispatch.STALE_CLAIM_AFTER * 2)
+    upkeep.recipients_reap(now=timezone.now() + upkeep.STALE_CLAIM_AFTER * 2)
     drain(run, hurry_retries=True, rounds=400)
 
     recipients = Recipient.objects.filter(run=run).select_related("message")

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from campaigns import services
 from campaigns.models import CampaignRun, Recipient
-from campaigns.services import dispatch
+from campaigns.services import upkeep
 from campaigns.tasks import dispatch_run
 from config.celery import app as celery_app
 from messaging.models import Message, MessageStatus
@@ -130,12 +130,12 @@ def test_a_worker_killed_mid_run_and_restarted_sends_each_recipient_exactly_once
         claimed_at=past, sending_at=past
     )
     reconcile.messages_reconcile_stale()
-    later = timezone.now() + dispatch.STALE_CLAIM_AFTER * 2
-    dispatch.recipients_reap(now=later)
+    later = timezone.now() + upkeep.STALE_CLAIM_AFTER * 2
+    upkeep.recipients_reap(now=later)
     assert Recipient.objects.filter(run=run, state="sending").count() == 0
     assert_counts_match_recount(run)
     worker.start()
-    assert dispatch.runs_kick(now=later) == 1
+    assert upkeep.runs_kick(now=later) == 1
     wait_for(lambda: run_status(run.pk) == "completed", timeout=90)
     assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
     assert set(Recipient.objects.filter(run=run).values_list("state", flat=True)) == {"sent"}
@@ -213,7 +213,7 @@ def test_a_redis_restart_mid_run_loses_nothing_and_sends_nothing_twice(
                 claimed_at=past, sending_at=past
             )
             reconcile.messages_reconcile_stale()
-            dispatch.recipients_reap(now=timezone.now() + dispatch.STALE_CLAIM_AFTER * 2)
+            upkeep.recipients_reap(now=timezone.now() + upkeep.STALE_CLAIM_AFTER * 2)
             dispatch_via(private_redis.url, run.pk)
             wait_for(lambda: run_status(run.pk) == "completed", timeout=60)
     finally:

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from campaigns import services as campaigns
 from campaigns.models import Recipient
-from campaigns.services import dispatch
+from campaigns.services import dispatch, dispatcher, upkeep
 from messaging.models import Message
 from messaging.services import send_batch
 from tests import delivery
@@ -32,8 +32,8 @@ def test_a_dispatcher_resuming_after_its_claim_was_reaped_and_retaken_sends_noth
     assert len(taken) == 1 and taken[0][2] is None
 
     reaped_at = claimed_at + timedelta(seconds=31)
-    assert dispatch.recipients_reap(now=reaped_at) == 1  # no Message: back to pending
-    assert dispatch.run_dispatch_batch(run.pk) == (1, 0.0)  # B claims, links its Message and sends
+    assert upkeep.recipients_reap(now=reaped_at) == 1  # no Message: back to pending
+    assert dispatcher.run_dispatch_batch(run.pk) == (1, 0.0)  # B claims, links its Message and sends
     assert fake.requests_to(PHONE) == 1
 
     with transaction.atomic():  # A resumes: its claim is B's now
@@ -46,7 +46,7 @@ def test_a_dispatcher_resuming_after_its_claim_was_reaped_and_retaken_sends_noth
     assert recipient.state == "sent"
     assert list(Message.objects.values_list("pk", flat=True)) == [recipient.message_id]  # no orphan left pending
     assert_counts_match_recount(run)
-    assert dispatch.run_dispatch_batch(run.pk) == (0, None)
+    assert dispatcher.run_dispatch_batch(run.pk) == (0, None)
     run.refresh_from_db()
     assert run.status == "completed"
 

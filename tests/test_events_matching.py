@@ -14,7 +14,7 @@ from audience import services as audience
 from audience.models import ConsentSource, ConsentStatus, Contact
 from campaigns import services
 from campaigns.models import Campaign, CampaignRun, Event, Recipient
-from campaigns.services import dispatch, events
+from campaigns.services import events, upkeep
 from messaging.models import Message, MessageTemplate, Sender
 from tests import delivery
 from tests.delivery import assert_counts_match_recount, drain, make_campaign
@@ -254,10 +254,10 @@ def test_the_upkeep_expires_a_paused_triggered_runs_stale_answers_and_nothing_el
     services.campaign_pause(campaign)
     _age(stale, timedelta(minutes=61))
     _age(kept, timedelta(minutes=59))
-    assert dispatch.held_release() == 1
+    assert upkeep.held_release() == 1
     assert Recipient.objects.get(event=stale).reason == "expired"
     assert Recipient.objects.get(event=kept).state == "pending"
-    assert dispatch.held_release() == 0  # safe to run again
+    assert upkeep.held_release() == 0  # safe to run again
     assert_counts_match_recount(run_of(campaign))
 
 

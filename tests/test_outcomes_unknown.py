@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from campaigns import services as campaigns
 from campaigns.models import CampaignRun, Recipient
-from campaigns.services import dispatch
+from campaigns.services import dispatcher, upkeep
 from messaging import selectors
 from messaging.models import Message, MessageStatus
 from messaging.providers import ErrorKind, ProviderError
@@ -24,12 +24,12 @@ from tests.delivery import assert_counts_match_recount, drain, make_campaign
 from tests.unknown_outcomes import (
     PHONES,
     age,
+    beat_upkeep,
     completed_run_with_unknowns,
     lookups_fail,
     lookups_recover,
     next_beat_run,
     timed_out,
-    upkeep,
     worker_died,
 )
 
@@ -52,7 +52,7 @@ def test_a_run_whose_lookups_fail_completes_with_its_outcomes_unknown_then_settl
     age(run)
     lookups_fail(settings, fake)
 
-    upkeep()
+    beat_upkeep()
     run.refresh_from_db()
     assert (run.status, run.sent, run.unknown, run.sending) == ("completed", 4, 2, 0)
     assert_counts_match_recount(run)
@@ -63,7 +63,7 @@ def test_a_run_whose_lookups_fail_completes_with_its_outcomes_unknown_then_settl
 
     lookups_recover(settings, fake)
     next_beat_run()
-    upkeep()
+    beat_upkeep()
     run.refresh_from_db()
     assert (run.status, run.sent, run.unknown) == ("completed", 6, 0)
     assert_counts_match_recount(run)
@@ -79,19 +79,19 @@ def test_a_message_found_missing_after_its_run_completed_fails_and_nothing_is_se
     drain(run)
     age(run)
     lookups_fail(settings, fake)
-    upkeep()
+    beat_upkeep()
     run.refresh_from_db()
     assert (run.status, run.unknown) == ("completed", 1)
 
     lookups_recover(settings, fake)
     next_beat_run()
-    upkeep()
+    beat_upkeep()
     lost.refresh_from_db()
     assert (lost.status, lost.error_code) == (MessageStatus.FAILED, "unsent")
     assert "run had ended" in lost.error_message
     recipient = Recipient.objects.get(message=lost)
     assert (recipient.state, recipient.reason) == ("failed", "unsent")
-    assert dispatch.run_dispatch_batch(run.pk) == (0, None)
+    assert dispatcher.run_dispatch_batch(run.pk) == (0, None)
     run.refresh_from_db()
     assert (run.status, run.sent, run.failed, run.unknown) == ("completed", 2, 1, 0)
     assert_counts_match_recount(run)
@@ -104,7 +104,7 @@ def test_a_message_found_missing_while_its_run_runs_is_sent_once(fake, settings)
     age(run)
     lookups_fail(settings, fake)
     reconcile.messages_reconcile_stale()
-    dispatch.recipients_reap()
+    upkeep.recipients_reap()
     assert Recipient.objects.get(message=lost).state == "unknown"
     run.refresh_from_db()
     assert (run.status, run.unknown, run.pending) == ("running", 1, 2)
@@ -112,7 +112,7 @@ def test_a_message_found_missing_while_its_run_runs_is_sent_once(fake, settings)
     lookups_recover(settings, fake)
     next_beat_run()
     reconcile.messages_reconcile_stale()
-    dispatch.recipients_reap()
+    upkeep.recipients_reap()
     assert Recipient.objects.get(message=lost).state == "pending"
     drain(run)
     run.refresh_from_db()
@@ -125,7 +125,7 @@ def test_cancelling_a_run_settles_its_lost_sends_and_leaves_nothing_in_sending(f
     run = campaigns.campaign_launch(make_campaign(phones=PHONES[:4], mps=1))
     for phone in PHONES[:2]:
         fake.fail(phone, "timeout")
-    assert dispatch.run_dispatch_batch(run.pk) == (2, 0.0)  # one batch (2 s at 1 MPS): both time out
+    assert dispatcher.run_dispatch_batch(run.pk) == (2, 0.0)  # one batch (2 s at 1 MPS): both time out
     age(run, phones=PHONES[:1])  # one lost long ago; the other just claimed, its answer may still come
 
     campaigns.campaign_cancel(run.campaign)
@@ -138,7 +138,7 @@ def test_cancelling_a_run_settles_its_lost_sends_and_leaves_nothing_in_sending(f
 
     age(run, phones=PHONES[1:2])
     lookups_fail(settings, fake)
-    upkeep()
+    beat_upkeep()
     run.refresh_from_db()
     assert not Recipient.objects.filter(run=run, state="sending").exists()
     assert not Message.objects.filter(recipient__run=run, status=MessageStatus.SENDING).exists()
@@ -147,7 +147,7 @@ def test_cancelling_a_run_settles_its_lost_sends_and_leaves_nothing_in_sending(f
 
     lookups_recover(settings, fake)  # both were created at the fake: found, sent, on the cancelled run
     next_beat_run()
-    upkeep()
+    beat_upkeep()
     run.refresh_from_db()
     assert (run.status, run.sent, run.unknown) == ("cancelled", 2, 0)
     assert_counts_match_recount(run)
@@ -161,7 +161,7 @@ def test_an_unknown_outcome_is_failed_once_the_give_up_window_has_passed(fake, s
     age(run, minutes=11, phones=PHONES[:1])
     age(run, minutes=2, phones=PHONES[1:2])
     lookups_fail(settings, fake)
-    upkeep()
+    beat_upkeep()
 
     expired = Message.objects.get(to_address=PHONES[0])
     assert (expired.status, expired.error_code) == (MessageStatus.FAILED, "unknown")
@@ -178,7 +178,7 @@ def test_an_unknown_outcome_is_failed_once_the_give_up_window_has_passed(fake, s
 
     Message.objects.filter(pk=waiting.pk).update(sending_at=timezone.now() - timedelta(minutes=10, seconds=1))
     next_beat_run()
-    upkeep()
+    beat_upkeep()
     waiting.refresh_from_db()
     assert (waiting.status, waiting.error_code) == (MessageStatus.FAILED, "unknown")
     run.refresh_from_db()
@@ -186,7 +186,8 @@ def test_an_unknown_outcome_is_failed_once_the_give_up_window_has_passed(fake, s
     assert_counts_match_recount(run)
 
 
-def test_failing_lookups_pause_the_asking_for_the_rest_of_a_beat_run(fake, settings, caplog):
+def test_failing_lookups_pause_the_asking_for_the_rest_of_a_beat_run(fake, settings, caplog, monkeypatch):
+    monkeypatch.setattr(reconcile, "LOOKUPS_AT_ONCE", 5)  # the first five are asked together, and fail
     run = campaigns.campaign_launch(make_campaign(phones=PHONES[:7]))
     worker_died(run, 7)
     age(run)
@@ -224,7 +225,7 @@ def test_concurrent_reconcilers_and_reapers_settle_each_unknown_outcome_once(fak
         try:
             barrier.wait()
             reconcile.messages_reconcile_stale()
-            dispatch.recipients_reap()
+            upkeep.recipients_reap()
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
         finally:
@@ -235,7 +236,7 @@ def test_concurrent_reconcilers_and_reapers_settle_each_unknown_outcome_once(fak
         thread.start()
     for thread in threads:
         thread.join()
-    dispatch.recipients_reap()  # a reaper that read before a reconciler committed catches up next run
+    upkeep.recipients_reap()  # a reaper that read before a reconciler committed catches up next run
     assert errors == []
     run.refresh_from_db()
     assert (run.status, run.sent, run.failed, run.unknown) == ("completed", 3, 1, 0)
@@ -255,3 +256,16 @@ def test_a_lookups_answer_moves_nothing_once_the_message_was_claimed_again(fake,
         MessageStatus.SENDING
     )
     assert Message.objects.get(pk=message.pk).error_message == ""
+
+
+def test_a_beat_run_asks_the_provider_about_lost_sends_several_at_a_time(fake, monkeypatch):
+    """A worker killed with many sends in flight leaves many to look up, each waiting for the API."""
+    from messaging.fake_twilio.latency import Latency
+
+    run = campaigns.campaign_launch(make_campaign(phones=PHONES[:6]))
+    lost = worker_died(run, 6)
+    age(run)
+    fake.latency = Latency.fixed(0.2)
+    assert reconcile.messages_reconcile_stale() == 6
+    assert fake.stats()["max_concurrent"] == 6  # the six lookups were out together
+    assert {m.status for m in Message.objects.filter(pk__in=[m.pk for m in lost])} == {MessageStatus.PENDING}

@@ -20,10 +20,10 @@ from tests.factories import ContactFactory, UserFactory
 from tests.unknown_outcomes import (
     PHONES,
     age,
+    beat_upkeep,
     completed_run_with_unknowns,
     lookups_fail,
     lookups_recover,
-    upkeep,
     worker_died,
 )
 
@@ -212,7 +212,7 @@ def test_a_message_nothing_caused_is_looked_up_again_through_the_messages_api(fa
         claimed_at=message.created_at - age_by, sending_at=message.created_at - age_by
     )
     lookups_fail(settings, fake)
-    upkeep()
+    beat_upkeep()
     assert Message.objects.get(pk=message.pk).status == MessageStatus.UNKNOWN
 
     lookups_recover(settings, fake)

@@ -13,7 +13,7 @@ from audience import services as audience
 from audience.models import Contact
 from campaigns import services as campaigns
 from campaigns.models import Recipient
-from campaigns.services import dispatch
+from campaigns.services import dispatcher, upkeep
 from messaging.models import Message, MessageStatus, Sender
 from messaging.services import reconcile, send
 from tests import delivery
@@ -43,7 +43,7 @@ def _timed_out_send(fake, phone: str, sender: Sender) -> Message:
 def test_a_stale_send_whose_contact_was_erased_fails_and_its_run_completes(fake):
     run = campaigns.campaign_launch(make_campaign(phones=PHONES[:1]))
     fake.fail(PHONES[0], "timeout")
-    assert dispatch.run_dispatch_batch(run.pk) == (1, 0.0)
+    assert dispatcher.run_dispatch_batch(run.pk) == (1, 0.0)
     recipient = Recipient.objects.select_related("message").get(run=run)
     assert recipient.state == "sending" and recipient.message.status == MessageStatus.SENDING
     audience.contact_erase(Contact.objects.get(phone=PHONES[0]))
@@ -55,11 +55,11 @@ def test_a_stale_send_whose_contact_was_erased_fails_and_its_run_completes(fake)
     message.refresh_from_db()
     assert message.status == MessageStatus.FAILED and message.failed_at is not None
     assert message.error_message == "contact erased before the send was confirmed"
-    assert dispatch.recipients_reap(now=timezone.now() + timedelta(minutes=5)) == 1
+    assert upkeep.recipients_reap(now=timezone.now() + timedelta(minutes=5)) == 1
     recipient.refresh_from_db()
     assert (recipient.state, recipient.reason) == ("failed", "unknown")
     assert_counts_match_recount(run)
-    assert dispatch.runs_complete() == 1
+    assert upkeep.runs_complete() == 1
     assert fake.requests_to(PHONES[0]) == 1  # never sent again
 
 

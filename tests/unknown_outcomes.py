@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from campaigns import services as campaigns
 from campaigns.models import CampaignRun, Recipient
-from campaigns.services import dispatch
+from campaigns.services import dispatch, upkeep
 from messaging.models import Message, MessageStatus
 from messaging.services import reconcile, send
 from tests.delivery import drain, make_campaign
@@ -63,11 +63,11 @@ def next_beat_run() -> None:
     )
 
 
-def upkeep() -> None:
+def beat_upkeep() -> None:
     """What beat runs: the messaging reconciler, the recipients' reaper, the runs' completion."""
     reconcile.messages_reconcile_stale()
-    dispatch.recipients_reap()
-    dispatch.runs_complete()
+    upkeep.recipients_reap()
+    upkeep.runs_complete()
 
 
 def completed_run_with_unknowns(fake, settings) -> CampaignRun:
@@ -78,7 +78,7 @@ def completed_run_with_unknowns(fake, settings) -> CampaignRun:
     timed_out(fake, run, PHONES[1:2])
     age(run)
     lookups_fail(settings, fake)
-    upkeep()
+    beat_upkeep()
     run.refresh_from_db()
     assert (run.status, run.sent, run.unknown) == ("completed", 2, 2)
     return run

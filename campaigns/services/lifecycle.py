@@ -23,7 +23,7 @@ from campaigns.models import (
     RunStatus,
     ScheduleType,
 )
-from campaigns.services import dispatch
+from campaigns.services import dispatch, estimates
 from campaigns.services import events as triggers
 from campaigns.services import snapshot as snapshots
 
@@ -501,6 +501,6 @@ def campaign_dry_run(campaign: Campaign, *, now: dt.datetime | None = None, samp
         "held_until": held_until.isoformat() if held_until else None,
         "excluded": excluded,
         "mps": mps,
-        "estimated_seconds": round(snapshot_seconds + dispatch.duration_estimate(to_send, mps, campaign.sender_id), 1),
+        "estimated_seconds": round(snapshot_seconds + estimates.duration_estimate(to_send, mps, campaign.sender_id), 1),
         "samples": rendered,
     }

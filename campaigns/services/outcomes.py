@@ -1,6 +1,6 @@
 """Campaign recipients whose message's outcome is unknown: settled at a cancel, resolved by staff.
 
-A recipient follows its message (``dispatch.recipients_follow``): ``unknown`` while the provider
+A recipient follows its message (``upkeep.recipients_follow``): ``unknown`` while the provider
 cannot be asked, then sent, failed, or pending again. Staff act on a campaign's (or one run's)
 unknown outcomes through ``campaign_unknown_resolve``, the one service behind the admin, the
 API and messaging's per-message door (the resolver registered for recipients' messages):
@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from audience.services import actor_name
 from campaigns.models import Campaign, CampaignAction, CampaignRun, Recipient, RecipientState
-from campaigns.services import dispatch
+from campaigns.services import upkeep
 from messaging.models import Message, MessageStatus, ResolutionAction
 from messaging.services import outcomes as send_outcomes
 
@@ -54,7 +54,7 @@ def run_sends_unknown(run: CampaignRun) -> int:
     )
     stale_ids = stale.values_list("message_id", flat=True)
     send_outcomes.messages_mark_unknown(stale_ids, claimed_before=cutoff, why=CANCELLED_UNKNOWN)
-    return dispatch.recipients_follow(run.pk, claims.select_related("message").order_by("pk"))
+    return upkeep.recipients_follow(run.pk, claims.select_related("message").order_by("pk"))
 
 
 def campaign_unknown_resolve(
@@ -148,7 +148,7 @@ def _recipients_follow(message_ids: list[int]) -> int:
     by_run: dict[int, list[Recipient]] = defaultdict(list)
     for recipient in Recipient.objects.filter(message_id__in=message_ids).select_related("message").order_by("pk"):
         by_run[recipient.run_id].append(recipient)
-    return sum(dispatch.recipients_follow(run_id, group, patient=False) for run_id, group in by_run.items())
+    return sum(upkeep.recipients_follow(run_id, group, patient=False) for run_id, group in by_run.items())
 
 
 def _audited(ids: list[int]) -> dict[str, Any]:

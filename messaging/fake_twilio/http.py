@@ -141,6 +141,10 @@ class HttpFront:
         if not fake.authorized(request.headers.get("authorization"), match["account"]):
             return 401, error_body(401, 20003, "Authenticate")
         if request.method == "GET":
+            with fake.answering():  # a lookup takes the API's latency too
+                delay = fake.latency_draw(record=False)
+                if delay:
+                    await asyncio.sleep(delay)
             if "sid" not in match.groupdict():
                 return 200, fake.list_messages(request.query)
             message = fake.message(match["sid"])

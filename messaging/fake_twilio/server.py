@@ -168,11 +168,12 @@ class FakeTwilio:
             with self._lock:
                 state.concurrent -= 1
 
-    def latency_draw(self) -> float:
-        """How long to hold the next send (seconds), recorded for the figures."""
+    def latency_draw(self, *, record: bool = True) -> float:
+        """How long to hold the next request (seconds); a send's is recorded for the figures."""
         with self._lock:
             seconds = self._latency.sample(self._rng)
-            self._state.latencies.append(seconds)
+            if record:
+                self._state.latencies.append(seconds)
         return seconds
 
     @property

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from django.db import transaction
@@ -28,7 +29,7 @@ from django.utils import timezone
 
 from messaging import selectors
 from messaging.models import Message, MessageStatus
-from messaging.providers import ErrorKind, ProviderError, get_provider, provider_name_for
+from messaging.providers import ErrorKind, ProviderError, SendResult, get_provider, provider_name_for
 from messaging.services import send
 from messaging.signals import message_statuses_changed
 
@@ -40,12 +41,16 @@ UNKNOWN_LOOKUP_EVERY = timedelta(seconds=30)
 # of that run's messages are not asked (each lookup may wait for the timeouts): stale `sending`
 # ones become `unknown` at once and those past their give-up fail; the next run tries again.
 LOOKUP_FAILURES_BEFORE_PAUSE = 5
+LOOKUPS_AT_ONCE = 16  # concurrent lookups of one beat run
 
 
 def messages_reconcile_stale(*, limit: int = 1000) -> int:
     """Reconcile stale `sending` messages without a sid and `unknown` ones; returns how many were looked at.
 
     Least recently asked first, so every unknown outcome gets its turn however many there are.
+    The provider is asked LOOKUPS_AT_ONCE at a time (each lookup waits for the provider's
+    latency: a worker killed with hundreds of sends in flight leaves hundreds to look up); the
+    database work stays on this thread.
     """
     now = timezone.now()
     ids = list(
@@ -54,21 +59,43 @@ def messages_reconcile_stale(*, limit: int = 1000) -> int:
         .values_list("pk", flat=True)[:limit]
     )
     failing, unasked = 0, 0
-    for message_id in ids:
+    for start in range(0, len(ids), LOOKUPS_AT_ONCE):
         paused = None
         if failing >= LOOKUP_FAILURES_BEFORE_PAUSE:
             paused = ProviderError(ErrorKind.RETRYABLE, "", f"not asked: the last {failing} lookups failed")
-            unasked += 1
-        try:
-            _, lookup_failed = _reconcile(message_id, unasked=paused)
-        except Exception:  # noqa: BLE001 - one message the code cannot handle must not stall the others
-            logger.exception("reconciling message %s failed; the next run tries again", message_id)
-            continue
-        if paused is None:
-            failing = failing + 1 if lookup_failed else 0
+        taken = [found for message_id in ids[start : start + LOOKUPS_AT_ONCE] if (found := _take(message_id))]
+        askable = [(message, claim) for message, claim in taken if _askable(message) and paused is None]
+        answers = dict(zip([m.pk for m, _ in askable], _lookups([m for m, _ in askable]), strict=True))
+        for message, claim in taken:
+            answer = paused or answers.get(message.pk)
+            try:
+                if isinstance(answer, Exception) and not isinstance(answer, ProviderError):
+                    raise answer
+                _, lookup_failed = _settle(message, claim, answer, quiet=paused is not None)
+            except Exception:  # noqa: BLE001 - one message the code cannot handle must not stall the others
+                logger.exception("reconciling message %s failed; the next run tries again", message.pk)
+                continue
+            if paused is None and message.pk in answers:
+                failing = failing + 1 if lookup_failed else 0
+            unasked += paused is not None
     if unasked:
         logger.warning("the provider's lookup failed %d times in a row; %d messages wait", failing, unasked)
     return len(ids)
+
+
+def _lookups(messages: list[Message]) -> list[list[SendResult] | Exception]:
+    """The messages' lookups at once; a lookup that raised (a bug, not the provider) gives its exception."""
+
+    def guarded(message: Message) -> list[SendResult] | Exception:
+        try:
+            return _lookup(message)
+        except Exception as exc:  # noqa: BLE001 - handed back to the caller's thread, which logs it
+            return exc
+
+    if len(messages) <= 1:
+        return [guarded(message) for message in messages]
+    with ThreadPoolExecutor(max_workers=len(messages), thread_name_prefix="lookup") as pool:
+        return list(pool.map(guarded, messages))
 
 
 def _reconcilable(now: datetime, *, force: bool = False) -> Q:
@@ -91,39 +118,65 @@ def message_reconcile(message_id: int, *, force: bool = False) -> Message:
     return _reconcile(message_id, force=force)[0]
 
 
-def _reconcile(message_id: int, *, force: bool = False, unasked: ProviderError | None = None) -> tuple[Message, bool]:
-    """``message_reconcile``, also saying whether the lookup failed; ``unasked``: skip the lookup, as if it had."""
+def _reconcile(message_id: int, *, force: bool = False) -> tuple[Message, bool]:
+    """``message_reconcile``, also saying whether the lookup failed."""
+    taken = _take(message_id, force=force)
+    if taken is None:
+        return Message.objects.select_related("contact", "sender").get(pk=message_id), False
+    message, claim = taken
+    return _settle(message, claim, _lookup(message) if _askable(message) else None)
+
+
+def _take(message_id: int, *, force: bool = False) -> tuple[Message, datetime] | None:
+    """Re-claim the message for a lookup (claimed_at = now), so two reapers never reconcile it at once."""
     now = timezone.now()
-    # Re-claim (claimed_at = now) so two reapers never reconcile the same message at once.
     taken = Message.objects.filter(_reconcilable(now, force=force), pk=message_id, provider_sid__isnull=True).update(
         claimed_at=now
     )
-    message = Message.objects.select_related("contact", "sender").get(pk=message_id)
     if not taken:
-        return message, False
-    old = message.status
-    message, lookup_failed = _reconcile_taken(message, now, unasked)
-    if message.status != old:
-        transaction.on_commit(lambda: message_statuses_changed.send(sender=Message, message_ids=[message_id]))
-    return message, lookup_failed
+        return None
+    return Message.objects.select_related("contact", "sender").get(pk=message_id), now
 
 
-def _reconcile_taken(message: Message, now: datetime, unasked: ProviderError | None) -> tuple[Message, bool]:
-    if not (message.to_address or message.contact):
-        # Erased meanwhile (erasure blanks the address): nothing to look up at the provider, no one to resend to.
-        text = send.ERASED_BEFORE_CONFIRMED
-        return send._finish(message, MessageStatus.FAILED, claim=now, error_code="unknown", error_message=text), False
-    if unasked is not None:
-        return _lookup_failed(message, unasked, now, quiet=True), True
+def _askable(message: Message) -> bool:
+    """Erasure blanks the address: nothing to look up at the provider, no one to resend to."""
+    return bool(message.to_address or message.contact)
+
+
+def _lookup(message: Message) -> list[SendResult] | ProviderError:
+    """The provider's messages matching what was sent (network only: any thread may ask)."""
     since = message.sending_at or message.created_at
     provider = get_provider(provider_name_for(message.sender.provider if message.sender else None))
     request = send.send_request_for(message)
     if message.from_address:  # the address it went out from: the sender's number may have changed since
         request = dataclasses.replace(request, from_=message.from_address)
     try:
-        found = provider.find(request, since)
+        return provider.find(request, since)
     except ProviderError as exc:
-        return _lookup_failed(message, exc, now), True
+        return exc
+
+
+def _settle(
+    message: Message, claim: datetime, answer: list[SendResult] | ProviderError | None, *, quiet: bool = False
+) -> tuple[Message, bool]:
+    """Apply a lookup's answer (None: it was not asked); says whether the lookup failed. ``quiet``: not logged."""
+    old = message.status
+    message, lookup_failed = _answer_apply(message, claim, answer, quiet)
+    if message.status != old:
+        message_id = message.pk
+        transaction.on_commit(lambda: message_statuses_changed.send(sender=Message, message_ids=[message_id]))
+    return message, lookup_failed
+
+
+def _answer_apply(
+    message: Message, now: datetime, answer: list[SendResult] | ProviderError | None, quiet: bool
+) -> tuple[Message, bool]:
+    if not _askable(message):
+        text = send.ERASED_BEFORE_CONFIRMED
+        return send._finish(message, MessageStatus.FAILED, claim=now, error_code="unknown", error_message=text), False
+    if isinstance(answer, ProviderError):
+        return _lookup_failed(message, answer, now, quiet=quiet), True
+    found = answer or []
     sids = [result.provider_sid for result in found]
     known = set(Message.objects.filter(provider_sid__in=sids).values_list("provider_sid", flat=True))
     candidates = [result for result in found if result.provider_sid not in known]
