@@ -203,9 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         estimate = campaign_dry_run(campaign)["estimated_seconds"]
         started = time.monotonic()
         run = campaign_launch(campaign)  # its dispatchers are enqueued at commit
-        extra = args.chains - dispatch.chains_for(mps) if args.chains else 0
-        if extra > 0:
-            dispatch.dispatch_start(run.pk, chains=extra)
+        if args.chains > dispatch.chains_for(mps):
+            dispatch.dispatch_start(run.pk, chains=args.chains)  # the places the platform did not start
         deadline = started + (args.messages / args.mps if args.mps else args.messages / 200) * 2 + 120
         while time.monotonic() < deadline:
             if CampaignRun.objects.values_list("status", flat=True).get(pk=run.pk) == "completed":

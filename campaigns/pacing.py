@@ -117,23 +117,23 @@ class Slot:
 
 
 @cache
-def _client() -> redis.Redis:
+def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL)
 
 
 @cache
 def _script():
-    return _client().register_script(_RESERVE)
+    return redis_client().register_script(_RESERVE)
 
 
 @cache
 def _log_script():
-    return _client().register_script(_LOG)
+    return redis_client().register_script(_LOG)
 
 
 @cache
 def _started_script():
-    return _client().register_script(_STARTED)
+    return redis_client().register_script(_STARTED)
 
 
 def bucket_key(sender_id: int) -> str:
@@ -212,4 +212,4 @@ def slot_take(
 
 
 def pacing_reset(sender_id: int) -> None:
-    _client().delete(bucket_key(sender_id), log_key(sender_id), log_key(sender_id) + ":seq")
+    redis_client().delete(bucket_key(sender_id), log_key(sender_id), log_key(sender_id) + ":seq")

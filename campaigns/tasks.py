@@ -5,7 +5,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from campaigns.models import Campaign, ScheduleType
-from campaigns.services import CampaignError, campaign_launch, dispatcher, upkeep
+from campaigns.services import CampaignError, campaign_launch, dispatch, dispatcher, upkeep
 from campaigns.services.lifecycle import cron_tick
 
 logger = logging.getLogger(__name__)
@@ -44,25 +44,35 @@ REQUEUE_RETRY = {"max_retries": 60, "interval_start": 0.5, "interval_step": 0.5,
 
 
 @shared_task(name="campaigns.dispatch_run", ignore_result=True)
-def dispatch_run(run_id: int) -> int:
+def dispatch_run(run_id: int, chain: int = 0, token: str = "") -> int:
     """Send batches of a run for a while, then queue the next round; safe to run twice (claims skip locked rows).
 
-    The next round is queued before this one waits for its last answers, so a slow request at the
-    end of a round does not stall the run.
+    ``chain`` is this dispatcher's place among the run's (``dispatch.dispatch_start``), held with
+    ``token``: a dispatcher whose place another took (it was presumed dead) stops. The next round
+    is queued before this one waits for its last answers, so a slow request at the end of a
+    round does not stall the run.
     """
+    token = token or dispatch.chain_claim(run_id, chain) or ""
+    if not token or not dispatch.chain_keep(run_id, chain, token):
+        return 0
     deadline = time.monotonic() + DISPATCH_ROUND_SECONDS
     run_dispatcher = dispatcher.RunDispatcher(run_id)
-    total = 0
+    total, again = 0, None
     try:
-        while True:
+        while dispatch.chain_keep(run_id, chain, token):
             claimed, again = run_dispatcher.batch()
             total += claimed
             if again != 0.0 or time.monotonic() >= deadline:
                 break
+        else:
+            again = None  # another dispatcher took this place
         if again is not None:
-            dispatch_run.apply_async(args=[run_id], countdown=again or None, retry=True, retry_policy=REQUEUE_RETRY)
+            args = [run_id, chain, token]
+            dispatch_run.apply_async(args=args, countdown=again or None, retry=True, retry_policy=REQUEUE_RETRY)
     finally:
         run_dispatcher.close()
+        if again is None:
+            dispatch.chain_release(run_id, chain, token)
     return total
 
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from audience import services as audience
 from audience.models import ConsentSource, ConsentStatus
-from campaigns import services
+from campaigns import pacing, services
 from campaigns.models import Campaign, CampaignRun, Recipient
 from campaigns.services import dispatch, dispatcher, upkeep
 from messaging.models import Message, MessageStatus
@@ -258,12 +258,24 @@ def test_pending_recipients_past_the_validity_are_skipped_as_expired(fake):
     assert run.status == "completed"
 
 
-def test_upkeep_restarts_a_quiet_run(fake, django_capture_on_commit_callbacks):
-    services.campaign_launch(make_campaign())
-    with django_capture_on_commit_callbacks() as callbacks:
-        assert upkeep.runs_kick(now=timezone.now() + upkeep.QUIET_RUN_AFTER * 2) == 1
-    assert len(callbacks) == 1
-    assert upkeep.runs_kick() == 0  # just kicked
+def test_upkeep_fills_the_place_of_a_dead_dispatcher_and_leaves_a_live_one_alone(
+    fake, django_capture_on_commit_callbacks
+):
+    run = services.campaign_launch(make_campaign())
+    key = f"dispatch:run:{run.pk}:chain:0"
+    live = dispatch.chain_claim(run.pk, 0)  # a dispatcher holds the run's one place
+    with django_capture_on_commit_callbacks(execute=True):
+        assert upkeep.runs_kick() == 1
+    assert pacing.redis_client().get(key).decode() == live  # nothing started beside it
+
+    pacing.redis_client().delete(key)  # its worker died: no batch refreshed the place
+    with django_capture_on_commit_callbacks(execute=True):
+        upkeep.runs_kick()
+    started = pacing.redis_client().get(key).decode()
+    assert started != live  # a new dispatcher holds it
+    assert not dispatch.chain_keep(run.pk, 0, live)  # the presumed-dead one stops if it was only slow
+    assert dispatch.chain_keep(run.pk, 0, started)
+    dispatch.chain_release(run.pk, 0, started)
 
 
 def test_a_batch_held_up_past_its_claim_window_sends_nothing_more(fake, monkeypatch):

@@ -32,14 +32,17 @@ from __future__ import annotations
 
 import logging
 import math
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
+import redis
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from campaigns import pacing
 from campaigns.models import CampaignKind, CampaignRun, Recipient, RecipientState, RunStatus, SkipReason
 from campaigns.services import estimates
 from config import sql
@@ -50,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 R = RecipientState
 BATCH_SECONDS = 2  # a batch holds about this many seconds of sends at the run's MPS
+CHAIN_TTL = 30  # seconds a dispatcher's place lasts without a batch
 BATCH_MAX = 800  # unthrottled: fewer, larger batches (each costs a dozen statements and a counters sync)
 
 # The send service's skip texts and provider error codes, as recipient skip reasons.
@@ -307,17 +311,68 @@ def chains_for(mps: int) -> int:
 
 
 def dispatch_start(run_id: int, chains: int | None = None) -> None:
-    """Start the run's dispatchers once the current transaction commits."""
+    """Start the run's dispatchers that are not running, once the current transaction commits.
+
+    Each dispatcher holds a place (``chain``) in Redis, kept alive by its batches: a place whose
+    dispatcher died (a SIGKILLed worker, a task lost with the broker) frees itself within
+    CHAIN_TTL, and the next start (beat's ``runs_kick``, every 30 s) fills it. Starting a run
+    whose dispatchers all run does nothing.
+    """
     from campaigns.tasks import dispatch_run
 
     if chains is None:
         chains = chains_for(CampaignRun.objects.values_list("mps", flat=True).get(pk=run_id))
 
     def enqueue() -> None:
-        for _ in range(chains):
-            dispatch_run.delay(run_id)
+        for chain in range(chains):
+            token = chain_claim(run_id, chain)
+            if token:
+                dispatch_run.delay(run_id, chain, token)
 
     transaction.on_commit(enqueue, robust=True)
+
+
+def _chain_key(run_id: int, chain: int) -> str:
+    return f"dispatch:run:{run_id}:chain:{chain}"
+
+
+def chain_claim(run_id: int, chain: int) -> str | None:
+    """Take the run's dispatcher place ``chain`` if it is free; returns the holder's token."""
+    token = uuid.uuid4().hex
+    try:
+        taken = pacing.redis_client().set(_chain_key(run_id, chain), token, nx=True, ex=CHAIN_TTL)
+    except redis.RedisError:
+        return token  # nothing can tell without Redis; a second dispatcher is harmless (claims skip locked rows)
+    return token if taken else None
+
+
+# KEYS[1] the place; ARGV: token, ttl. Refreshed while it is this token's (or free: taken again).
+_CHAIN_KEEP = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+return 1
+"""
+_CHAIN_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def chain_keep(run_id: int, chain: int, token: str) -> bool:
+    """Refresh the place; False when another dispatcher holds it now (this one should stop)."""
+    try:
+        return bool(pacing.redis_client().eval(_CHAIN_KEEP, 1, _chain_key(run_id, chain), token, CHAIN_TTL))
+    except redis.RedisError:
+        return True
+
+
+def chain_release(run_id: int, chain: int, token: str) -> None:
+    """Give the place back (nothing left to send): a later start may fill it at once."""
+    try:
+        pacing.redis_client().eval(_CHAIN_RELEASE, 1, _chain_key(run_id, chain), token)
+    except redis.RedisError:
+        pass
 
 
 # --- Expiry ------------------------------------------------------------------------------
