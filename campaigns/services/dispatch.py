@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 R = RecipientState
 BATCH_SECONDS = 2  # a batch holds about this many seconds of sends at the run's MPS
-CHAIN_TTL = 30  # seconds a dispatcher's place lasts without a batch
+CHAIN_TTL = 15  # seconds a dispatcher's place lasts without a batch
 BATCH_MAX = 800  # unthrottled: fewer, larger batches (each costs a dozen statements and a counters sync)
 
 # The send service's skip texts and provider error codes, as recipient skip reasons.

@@ -4,12 +4,13 @@
 message, and as many provider calls in flight as the sender's rate needs at the provider's
 latency (``messaging.services.inflight``).
 
-1. ``send(ids)`` loads a batch's pending messages with their contacts in one transaction (the
-   consent check for the whole batch), renders them in Python, and claims them with what will be
-   sent in one conditional ``UPDATE ... FROM unnest(...) ... RETURNING`` (a message another batch
-   claimed meanwhile is not returned, and not sent here). From its commit on, a message in
-   ``sending`` without a sid is one the provider may hold: the reconciler asks the provider
-   before anything is sent again, as for ``message_send``.
+1. ``send(ids)`` loads a batch's pending messages with their contacts (the consent check for the
+   whole batch) and renders them in Python; then, slice by slice (``CLAIM_SLICE``), claims them
+   with what will be sent in one conditional ``UPDATE ... FROM unnest(...) ... RETURNING`` (a
+   message another batch claimed meanwhile is not returned, and not sent here). From its commit
+   on, a message in ``sending`` without a sid is one the provider may hold: the reconciler asks
+   the provider before anything is sent again, as for ``message_send``; a slice at a time keeps
+   what a killed worker leaves to be looked up small.
 2. It then hands the messages one by one to a pool of sender threads (each with its own provider
    client and kept-alive connections), taking a pacing token right before each hand-over, so the
    token is spent when the HTTP request leaves, and never more than the in-flight cap at once.
@@ -57,6 +58,7 @@ from messaging.signals import message_statuses_changed
 logger = logging.getLogger(__name__)
 
 RECHECK_EVERY = 0.1  # seconds between consent re-reads of a batch's unsent contacts
+CLAIM_SLICE = 200  # messages claimed at once, as the hand-over reaches them
 FLUSH_EVERY = 0.2  # seconds between writes of the answers that came back
 FLUSH_AT = 500  # answers waiting: write them without waiting for FLUSH_EVERY
 PUBLISH_EVERY = 1.0  # seconds between publications of the observed latency
@@ -142,30 +144,56 @@ class SendPipeline:
         request leaves. ``keep_going`` is asked before each hand-over (False: stop).
         """
         now = timezone.now()
-        # Past half the reaper's patience the claims are no longer trusted to be this batch's: the
+        candidates = _with_senders_and_templates(
+            Message.objects.select_related("contact").filter(send.claimable(now), pk__in=list(message_ids))
+        )
+        verdicts = [(message, send._refusal(message, now) or send.render_fill(message)) for message in candidates]
+        verdicts.sort(key=lambda verdict: verdict[0].pk)
+        claimed_any: set[int] = set()
+        for start in range(0, len(verdicts), CLAIM_SLICE):
+            unsent = self._slice_send(verdicts[start : start + CLAIM_SLICE], claimed_any, pace, keep_going)
+            if unsent is not None:
+                rest = [message.pk for message, _ in verdicts[start + CLAIM_SLICE :]]  # never claimed: pending
+                self._reread_others(message_ids, claimed_any, skip=rest)
+                return unsent + rest
+        self._reread_others(message_ids, claimed_any)
+        return []
+
+    def _slice_send(self, verdicts, claimed_any: set[int], pace, keep_going) -> list[int] | None:
+        """Claim a slice with what will be sent (one conditional UPDATE), then hand it over.
+
+        Claiming slice by slice, not the whole batch, keeps what a killed worker leaves in
+        ``sending`` (to be looked up at the provider) to a slice and the requests in flight.
+        Returns the slice's messages put back unsent, or None when all of it was handed over.
+        """
+        if not keep_going():
+            return [message.pk for message, _ in verdicts]
+        now = timezone.now()
+        # Past half the reaper's patience the claims are no longer trusted to be this slice's: the
         # messaging reaper may be asking the provider about them (and send them again if not found).
         claim_trusted_until = time.monotonic() + CLAIM_SEND_WINDOW
-        with transaction.atomic():
-            candidates = _with_senders_and_templates(
-                Message.objects.select_related("contact").filter(send.claimable(now), pk__in=list(message_ids))
-            )
-            verdicts = [(message, send._refusal(message, now) or send.render_fill(message)) for message in candidates]
-            claimed = _claim([message for message, _ in verdicts], now)
-            ready, refused = [], []
-            for message, reason in verdicts:
-                if message.pk in claimed:  # another batch may have claimed it since it was read
-                    _claimed_in_memory(message, now, claimed[message.pk])
-                    if reason:
-                        refused.append(_Outcome(message, skip=reason))
-                    else:
-                        ready.append(message)
-        others = [pk for pk in message_ids if pk not in claimed]
-        if refused or others:
-            self._flush(refused, reread=others)
-        ready.sort(key=lambda message: message.pk)
+        claimed = _claim([message for message, _ in verdicts], now)
+        claimed_any.update(claimed)
+        ready, refused = [], []
+        for message, reason in verdicts:
+            if message.pk in claimed:  # another batch may have claimed it since it was read
+                _claimed_in_memory(message, now, claimed[message.pk])
+                if reason:
+                    refused.append(_Outcome(message, skip=reason))
+                else:
+                    ready.append(message)
+        if refused:
+            self._flush(refused)
         unsent = self._hand_over(ready, pace, lambda: time.monotonic() < claim_trusted_until and keep_going())
         _unclaim([message.pk for message in unsent], now)
-        return [message.pk for message in unsent]
+        return [message.pk for message in unsent] if unsent else None
+
+    def _reread_others(self, message_ids: Sequence[int], claimed: set[int], skip: Sequence[int] = ()) -> None:
+        """Messages asked for but not claimed here (sent, claimed by another batch, not due): as stored."""
+        left = set(skip)
+        others = [pk for pk in message_ids if pk not in claimed and pk not in left]
+        if others:
+            self._flush([], reread=others)
 
     def drain(self) -> None:
         """Wait for every request still out and record its answer."""
