@@ -88,7 +88,7 @@ def _client_sends(base_url: str, first: int, count: int, threads: int, ready, go
 
     django.setup()  # a spawned process (a fork would inherit the broker connections' locks)
     from messaging.providers import SendRequest
-    from messaging.providers.twilio import TwilioProvider
+    from messaging.providers.twilio.client import TwilioProvider
 
     local = threading.local()
 

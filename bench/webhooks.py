@@ -98,12 +98,13 @@ def plan_build(requests: int, seed: int) -> Plan:
 
 
 def _count_out_of_order(callbacks: list[tuple[str, str, str]]) -> int:
-    from messaging.services.status import TRANSITION_RANK, TWILIO_STATUSES
+    from messaging.providers import status_for
+    from messaging.services.status import TRANSITION_RANK
 
     best: dict[str, int] = {}
     late = 0
     for sid, status, _ in callbacks:
-        rank = TRANSITION_RANK.get(TWILIO_STATUSES[status], 0)
+        rank = TRANSITION_RANK.get(status_for(status), 0)
         late += rank < best.get(sid, -1)
         best[sid] = max(rank, best.get(sid, -1))
     return late
@@ -304,7 +305,8 @@ def late_sids_save(plan: Plan) -> int:
 
 def expected_states(plan: Plan) -> dict[str, tuple[str, frozenset[str], str]]:
     """sid -> (status, timestamp fields set, error code) that its callbacks call for, in any order."""
-    from messaging.services.status import STAMP_COLUMNS, TRANSITION_RANK, TWILIO_STATUSES
+    from messaging.providers import status_for
+    from messaging.services.status import STAMP_COLUMNS, TRANSITION_RANK
 
     seen: dict[str, set[tuple[str, str]]] = {sid: set() for sid in plan.channels}
     for sid, status, code in plan.callbacks:
@@ -313,7 +315,7 @@ def expected_states(plan: Plan) -> dict[str, tuple[str, frozenset[str], str]]:
     for sid, events in seen.items():
         status, code, fields = "queued", "", {"queued_at"}
         for raw, raw_code in events:
-            ours = TWILIO_STATUSES[raw]
+            ours = status_for(raw)
             fields.update(STAMP_COLUMNS[ours])
             if TRANSITION_RANK[ours] > TRANSITION_RANK[status]:
                 status, code = ours, raw_code

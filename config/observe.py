@@ -49,7 +49,6 @@ SIGNATURE_FAILURES_TTL = 2 * 3600
 # Provider answers that say a sender is being throttled (HTTP 429, WhatsApp's 63018), per sender per
 # minute: a retried send that then succeeds keeps no error code on its row, so the alert counts these.
 SENDER_THROTTLED_KEY = PREFIX + "sender_throttled:"
-THROTTLE_CODES = frozenset({"429", "20429", "63018"})
 
 _client: redis.Redis | None = None
 
@@ -198,9 +197,9 @@ def hash_read(name: str) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in redis_client().hgetall(PREFIX + name).items()}
 
 
-def provider_error_count(sender_id: int | None, code: str) -> None:
-    """Count a provider refusal for the sender-throttled alert when ``code`` says it was throttled."""
-    if sender_id is not None and str(code) in THROTTLE_CODES:
+def provider_error_count(sender_id: int | None, throttled: bool) -> None:
+    """Count a provider refusal for the sender-throttled alert when it said the sender was throttled."""
+    if sender_id is not None and throttled:
         _minute_count(SENDER_THROTTLED_KEY, str(sender_id), "a throttled send")
 
 

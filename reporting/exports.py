@@ -12,7 +12,7 @@ from campaigns.models import Campaign, CampaignRun
 from config.privacy import phone_shown
 from config.spreadsheet import escape_formula
 from messaging.models import Message
-from reporting.error_codes import error_meaning
+from messaging.providers import error_meaning
 from reporting.selectors import campaign_result_rows
 
 CHUNK_SIZE = 2000

@@ -19,13 +19,13 @@ from django.db.models.functions import Trunc
 from campaigns.models import Campaign, CampaignRun, Recipient, RecipientState
 from messaging import selectors as messaging_selectors
 from messaging.models import Message, MessageStatus
+from messaging.providers import error_meaning
 from reporting.counters import (
     DELIVERY_SECONDS_SQL,
     HAS_DELIVERY_SECONDS_SQL,
     counters_read,
     counters_recounted,
 )
-from reporting.error_codes import error_meaning
 
 OPT_OUT_WINDOW = dt.timedelta(hours=72)
 BUCKETS = ("minute", "hour")

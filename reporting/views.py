@@ -26,9 +26,9 @@ from campaigns.models import Campaign, CampaignRun, RunStatus
 from config import privacy
 from config.roles import is_analyst, is_staff_member
 from messaging.models import Direction, Message, MessageStatus
+from messaging.providers import error_meaning
 from reporting import monitoring, selectors
 from reporting.counters import counters_read
-from reporting.error_codes import error_meaning
 
 DAY = dt.timedelta(hours=24)
 RATE_MINUTES = 60

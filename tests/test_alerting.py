@@ -271,8 +271,8 @@ def test_sender_throttled_counts_429s_whose_retry_went_through(notify, django_ca
 
     def breach():  # three 429s at send time; no message row keeps the code
         for _ in range(3):
-            observe.provider_error_count(sender.pk, "20429")
-        observe.provider_error_count(sender.pk, "30007")  # not a throttle: not counted
+            observe.provider_error_count(sender.pk, throttled=True)
+        observe.provider_error_count(sender.pk, throttled=False)  # another refusal: not counted
 
     def recover():
         for key in client.scan_iter(observe.SENDER_THROTTLED_KEY + "*"):

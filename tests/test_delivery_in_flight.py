@@ -13,7 +13,7 @@ from campaigns.services import dispatch, dispatcher, estimates
 from messaging.fake_twilio.latency import Latency
 from messaging.models import Message
 from messaging.providers import SendRequest
-from messaging.providers.twilio import TwilioProvider
+from messaging.providers.twilio.client import TwilioProvider
 from messaging.services import inflight, send_batch
 from tests import delivery
 from tests.delivery import assert_counts_match_recount, make_campaign

@@ -8,7 +8,7 @@ from urllib3.exceptions import SSLError
 
 from messaging.fake_twilio import FakeTwilio
 from messaging.providers import ErrorKind, ProviderError, SendRequest
-from messaging.providers.twilio import TwilioProvider
+from messaging.providers.twilio.client import TwilioProvider
 
 SID = "AC" + "2e" * 16
 TOKEN = "client-test-token"

@@ -37,7 +37,7 @@ def test_a_failed_callback_records_its_error_code(client, message):
     assert response.status_code == 200
     message.refresh_from_db()
     assert (message.status, message.error_code) == (MessageStatus.UNDELIVERED, "30007")
-    assert message.error_message == "Message filtered by the carrier"
+    assert message.error_message == "Filtered by the carrier"
     assert MessageEvent.objects.get().error_code == "30007"
 
 

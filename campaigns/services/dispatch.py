@@ -47,6 +47,7 @@ from campaigns.models import CampaignKind, CampaignRun, Recipient, RecipientStat
 from campaigns.services import estimates
 from config import sql
 from messaging.models import Message, MessageStatus
+from messaging.providers import ErrorKind, error_kind
 from messaging.services import send as send_service
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,8 @@ SKIP_REASONS = {
     send_service.SKIP_OPTED_OUT: SkipReason.OPTED_OUT,
     send_service.SKIP_OUTSIDE_WINDOW: SkipReason.OUTSIDE_WINDOW,
 }
-SKIP_CODES = {"21610": SkipReason.OPTED_OUT, "63016": SkipReason.OUTSIDE_WINDOW}
+# A provider refusal that means the person should not get this message: skipped, not failed.
+SKIPPING_KINDS = {ErrorKind.OPTED_OUT: SkipReason.OPTED_OUT, ErrorKind.OUTSIDE_WINDOW: SkipReason.OUTSIDE_WINDOW}
 MESSAGE_FAILURES = {MessageStatus.FAILED, MessageStatus.UNDELIVERED, MessageStatus.CANCELED}
 
 
@@ -195,8 +197,9 @@ def recipient_outcome(message: Message) -> tuple[str, str, str] | None:
     if message.status == MessageStatus.SKIPPED:
         return R.SKIPPED, SKIP_REASONS.get(message.skip_reason, _missing_or_other(message.skip_reason)), ""
     if message.status in MESSAGE_FAILURES:
-        if message.error_code in SKIP_CODES:
-            return R.SKIPPED, SKIP_CODES[message.error_code], message.error_message[:255]
+        skip_reason = SKIPPING_KINDS.get(error_kind(message.error_code))
+        if skip_reason:
+            return R.SKIPPED, skip_reason, message.error_message[:255]
         return R.FAILED, (message.error_code or "failed")[:32], message.error_message[:255]
     if message.status == MessageStatus.UNKNOWN:
         return R.UNKNOWN, "", message.error_message[:255]

@@ -36,6 +36,7 @@ from config import idempotency, observe, sql
 from messaging import selectors
 from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
 from messaging.providers import (
+    THROTTLE_CODES,
     ErrorKind,
     ProviderError,
     SendRequest,
@@ -43,8 +44,9 @@ from messaging.providers import (
     get_provider,
     provider_name_for,
     status_callback_url,
+    status_for,
 )
-from messaging.services.status import STAMP_COLUMNS, status_events_apply_pending, status_map
+from messaging.services.status import STAMP_COLUMNS, status_events_apply_pending
 from messaging.services.templates import body_segments, template_render, template_validate, text_template
 
 logger = logging.getLogger(__name__)
@@ -377,7 +379,7 @@ def _finish(message: Message, status: MessageStatus, *, claim: datetime | None =
 def _accepted(message: Message, result: SendResult, *, claim: datetime | None = None) -> Message:
     """Record the provider's sid and status, then apply any callback that arrived first."""
     try:
-        status = status_map(result.status)
+        status = status_for(result.status)
     except ValueError:
         status = MessageStatus.QUEUED
     fields: dict[str, Any] = {
@@ -406,7 +408,7 @@ def _accepted(message: Message, result: SendResult, *, claim: datetime | None = 
 
 
 def _provider_refused(message: Message, exc: ProviderError) -> Message:
-    observe.provider_error_count(message.sender_id, exc.code)
+    observe.provider_error_count(message.sender_id, exc.throttled or exc.code in THROTTLE_CODES)
     if exc.accepted_unknown:
         return _outcome_unknown(message, exc)
     if exc.kind == ErrorKind.RETRYABLE:

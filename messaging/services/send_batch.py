@@ -50,9 +50,17 @@ from django.utils import timezone
 from audience.models import ConsentStatus
 from config import observe, sql
 from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
-from messaging.providers import ErrorKind, ProviderError, SendResult, get_provider, provider_name_for
+from messaging.providers import (
+    THROTTLE_CODES,
+    ErrorKind,
+    ProviderError,
+    SendResult,
+    get_provider,
+    provider_name_for,
+    status_for,
+)
 from messaging.services import inflight, send
-from messaging.services.status import STAMP_COLUMNS, status_events_apply_pending, status_map
+from messaging.services.status import STAMP_COLUMNS, status_events_apply_pending
 from messaging.signals import message_statuses_changed
 
 logger = logging.getLogger(__name__)
@@ -510,7 +518,7 @@ def _row_for(outcome: _Outcome) -> tuple | None:
     if outcome.result is not None:
         result = outcome.result
         try:
-            status = status_map(result.status)
+            status = status_for(result.status)
         except ValueError:
             status = MessageStatus.QUEUED
         failed = status in (MessageStatus.FAILED, MessageStatus.UNDELIVERED)
@@ -524,7 +532,7 @@ def _row_for(outcome: _Outcome) -> tuple | None:
         }
         return (message.pk, *_row(message, status, at, **fields))
     assert exc is not None
-    observe.provider_error_count(message.sender_id, exc.code)
+    observe.provider_error_count(message.sender_id, exc.throttled or exc.code in THROTTLE_CODES)
     if exc.accepted_unknown:
         send._outcome_unknown(message, exc)  # stays `sending`; the reconciler asks the provider
         return None

@@ -32,24 +32,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from messaging.models import FAILURE_STATUSES, Message, MessageEvent, MessageStatus
+from messaging.providers import UnknownStatus, error_meaning, status_for
 from messaging.signals import message_status_changed, message_statuses_changed
-
-# Twilio's status names (status callbacks and API responses) mapped to ours.
-TWILIO_STATUSES: dict[str, MessageStatus] = {
-    "accepted": MessageStatus.QUEUED,
-    "scheduled": MessageStatus.QUEUED,
-    "queued": MessageStatus.QUEUED,
-    "sending": MessageStatus.SENDING,
-    "sent": MessageStatus.SENT,
-    "delivered": MessageStatus.DELIVERED,
-    "partially_delivered": MessageStatus.DELIVERED,
-    "read": MessageStatus.READ,
-    "canceled": MessageStatus.CANCELED,
-    "undelivered": MessageStatus.UNDELIVERED,
-    "failed": MessageStatus.FAILED,
-    "receiving": MessageStatus.RECEIVED,
-    "received": MessageStatus.RECEIVED,
-}
 
 # The one total order statuses move along. Statuses absent here (skipped, received) are never
 # moved by a callback: they are not messages in flight.
@@ -96,32 +80,12 @@ STAMP_COLUMNS: dict[MessageStatus, tuple[str, ...]] = {
 PROVIDER_TIMED = frozenset({MessageStatus.DELIVERED, MessageStatus.UNDELIVERED})
 RAW_DLR_DONE_DATE = re.compile(r"\d{10}")
 
-# Status callbacks carry ErrorCode only; the texts of the codes a report must name.
-TWILIO_ERROR_MESSAGES: dict[str, str] = {
-    "20429": "Too many concurrent requests",
-    "21211": "Invalid 'To' phone number",
-    "21408": "Permission to send an SMS has not been enabled for the region",
-    "21606": "The 'From' phone number is not a valid, message-capable number",
-    "21610": "The recipient has unsubscribed (STOP)",
-    "21611": "The sender's message queue is full",
-    "21614": "'To' number is not a valid mobile number",
-    "21654": "ContentSid is required",
-    "30001": "Queue overflow",
-    "30003": "Unreachable destination handset",
-    "30005": "Unknown destination handset",
-    "30006": "Landline or unreachable carrier",
-    "30007": "Message filtered by the carrier",
-    "30008": "Unknown error",
-    "30034": "Message from an unregistered US A2P 10DLC number",
-    "30036": "Validity period expired",
-    "63016": "Free-form message outside the WhatsApp 24-hour window",
-    "63018": "WhatsApp rate or tier limit exceeded",
-    "90007": "Invalid validity period",
-}
 
-
-class UnknownStatus(ValueError):
-    """The provider sent a status name this table does not know."""
+def provider_status_or_none(provider_status: str) -> MessageStatus | None:
+    try:
+        return status_for(provider_status)
+    except UnknownStatus:
+        return None
 
 
 @dataclass(frozen=True)
@@ -134,17 +98,10 @@ class StatusChange:
     source_type_id: int | None = None
 
 
-def status_map(provider_status: str) -> MessageStatus:
-    try:
-        return TWILIO_STATUSES[provider_status.lower()]
-    except KeyError:
-        raise UnknownStatus(f"unknown message status {provider_status!r}") from None
-
-
 def error_message_for(error_code: str, given: str = "") -> str:
     if not error_code:
         return ""
-    return (given or TWILIO_ERROR_MESSAGES.get(error_code) or f"Twilio error {error_code}")[:500]
+    return (given or error_meaning(error_code))[:500]
 
 
 def provider_done_at(status: MessageStatus, payload: dict[str, Any]) -> datetime | None:
@@ -234,9 +191,9 @@ FROM (VALUES (1)) AS one (x) LEFT JOIN upd ON TRUE
 def status_event_record(*, provider_sid: str, status: str, error_code: str = "", payload: dict) -> bool:
     """Store one status callback and apply it if the message is known; False for a replay.
 
-    ``status`` is the provider's name (``UnknownStatus`` if not in ``TWILIO_STATUSES``).
+    ``status`` is the provider's name (``UnknownStatus`` if the provider's table lacks it).
     """
-    ours = status_map(status)
+    ours = status_for(status)
     params = {
         "sid": provider_sid,
         "raw": status.lower(),
@@ -311,7 +268,7 @@ def status_events_apply_pending(message: Message) -> int:
 
 
 def _apply_event(message_id: int, event: MessageEvent) -> None:
-    ours = TWILIO_STATUSES.get(event.status)
+    ours = provider_status_or_none(event.status)
     if ours is None:  # stored by an older table; kept, but it cannot move anything
         return
     params = {

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from messaging.webhooks.views import TwilioInboundView, TwilioStatusView
+from messaging.providers.twilio.webhooks import TwilioInboundView, TwilioStatusView
 
 app_name = "webhooks"
 

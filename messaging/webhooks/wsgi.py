@@ -20,7 +20,7 @@ from django.core.handlers.exception import convert_exception_to_response
 from django.core.handlers.wsgi import WSGIRequest, get_script_name
 from django.urls import get_script_prefix, reverse, set_script_prefix
 
-from messaging.webhooks.views import TwilioStatusView
+from messaging.providers.twilio.webhooks import TwilioStatusView
 
 FAST_ROUTES = {"webhooks:twilio-status": TwilioStatusView}
 

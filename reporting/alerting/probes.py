@@ -20,6 +20,7 @@ from kombu.exceptions import ChannelError
 
 from campaigns.models import CampaignRun, RunStatus
 from config import observe
+from messaging.providers import THROTTLE_CODES
 from reporting.alerting.models import AlertKind, AlertRule
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,6 @@ PING_TIMEOUT = 1.0
 # Outbound messages are sent within minutes of being created: older ones are left out so the
 # queries stay on the (direction, created_at) index.
 LOOKBACK = dt.timedelta(days=2)
-THROTTLE_CODES = ("429", "20429", "63018")
 
 
 def send_failure_rate(rule: AlertRule, now: dt.datetime) -> dict[str, float]:
@@ -136,8 +136,8 @@ def run_stuck(rule: AlertRule, now: dt.datetime) -> dict[str, float]:
 
 
 def sender_throttled(rule: AlertRule, now: dt.datetime) -> dict[str, float]:
-    """Per sender: outbound messages whose last error in the window was a 429 or WhatsApp's 63018."""
-    codes = [str(code) for code in rule.params.get("error_codes") or THROTTLE_CODES]
+    """Per sender: outbound messages whose last error in the window said the sender was throttled."""
+    codes = [str(code) for code in rule.params.get("error_codes") or sorted(THROTTLE_CODES)]
     sql = """
         SELECT sender_id, count(*) FROM messaging_message
         WHERE direction = 'outbound' AND created_at >= %(lookback)s

@@ -22,10 +22,11 @@ from django.utils import timezone
 
 from audience.models import Channel
 from messaging.providers.base import SendRequest, SendResult
+from messaging.providers.twilio.codes import CARRIER_FAILURES
 from messaging.rendering import sms_segments
 
 SIMULATED_ACCOUNT_SID = "AC" + "0" * 32
-FAILURE_CODES = ("30003", "30005", "30006", "30007", "30008")
+FAILURE_CODES = CARRIER_FAILURES  # it plays Twilio: the same codes, the same meanings
 REPLIES = ("Thanks!", "Got it 👍", "OK", "What time?", "Thank you, see you then")
 REFERENCE_TTL = 7 * 24 * 3600
 
