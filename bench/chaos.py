@@ -234,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         "faults": [kind for kind, _ in faults],
         "seconds": round(finished - started, 2),
         "msg_per_s": round(seen / (finished - started), 1),
+        # When requests reached the provider: how long sending took, apart from settling the tail.
+        "arrived_s": {
+            share: round(arrivals[min(len(arrivals) - 1, int(len(arrivals) * share))] - started, 1) if arrivals else None
+            for share in (0.5, 0.99, 1.0)
+        },
         "run": {"status": run.status, "states": states},
         "mps_limit": args.mps,
         "workers": args.workers,
