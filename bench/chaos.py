@@ -236,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         "msg_per_s": round(seen / (finished - started), 1),
         # When requests reached the provider: how long sending took, apart from settling the tail.
         "arrived_s": {
-            share: round(arrivals[min(len(arrivals) - 1, int(len(arrivals) * share))] - started, 1) if arrivals else None
+            share: round(arrivals[min(len(arrivals) - 1, int(len(arrivals) * share))] - started, 1)
             for share in (0.5, 0.99, 1.0)
+            if arrivals
         },
         "run": {"status": run.status, "states": states},
         "mps_limit": args.mps,
