@@ -177,6 +177,7 @@ INSTALLED_APPS = [
     "messaging",
     "campaigns",
     "reporting",
+    "config.apps.PlatformConfig",
 ]
 
 MIDDLEWARE = [

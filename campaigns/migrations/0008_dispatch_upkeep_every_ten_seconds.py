@@ -1,18 +1,9 @@
-"""Dispatch upkeep every 10 s: a dead dispatcher's place frees itself in 15 s, and is filled at the next upkeep."""
+"""Dispatch upkeep every 10 s: a dead dispatcher's place frees itself in 15 s, and is filled at the next upkeep.
+
+The schedule itself is kept by config/periodic.py, synced after every migrate.
+"""
 
 from django.db import migrations
-
-NAME = "campaigns: dispatch upkeep"
-
-
-def every(seconds):
-    def apply(apps, schema_editor):
-        IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-        PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-        interval, _ = IntervalSchedule.objects.get_or_create(every=seconds, period="seconds")
-        PeriodicTask.objects.filter(name=NAME).update(interval=interval)
-
-    return apply
 
 
 class Migration(migrations.Migration):
@@ -21,4 +12,4 @@ class Migration(migrations.Migration):
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
-    operations = [migrations.RunPython(every(10), every(30))]
+    operations = []

@@ -1,25 +1,10 @@
-"""Retention: partial indexes over the rows that still hold personal content, and the hourly purge.
+"""Retention: partial indexes over the rows that still hold personal content, and the hourly purge (scheduled by config/periodic.py).
 
 The indexes hold only rows the purge still has to clear, so each batch finds its rows at once
 however many purged rows lie before them (messaging.retention).
 """
 
 from django.db import migrations
-
-NAME = "messaging: retention purge"
-TASK = "messaging.retention_purge"
-EVERY_SECONDS = 3600
-
-
-def create_schedule(apps, schema_editor):
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    interval, _ = IntervalSchedule.objects.get_or_create(every=EVERY_SECONDS, period="seconds")
-    PeriodicTask.objects.update_or_create(name=NAME, defaults={"task": TASK, "interval": interval, "enabled": True})
-
-
-def delete_schedule(apps, schema_editor):
-    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=NAME).delete()
 
 
 class Migration(migrations.Migration):
@@ -39,5 +24,4 @@ class Migration(migrations.Migration):
             "WHERE direction = 'inbound' AND (body <> '' OR media <> '[]'::jsonb)",
             "DROP INDEX IF EXISTS message_inbound_body_kept",
         ),
-        migrations.RunPython(create_schedule, delete_schedule),
     ]

@@ -50,21 +50,6 @@ DROP FUNCTION IF EXISTS reporting_contact_totals_del();
 DROP FUNCTION IF EXISTS reporting_contact_totals_upd();
 """
 
-NAME = "reporting: refresh monitoring probes"
-TASK = "reporting.monitoring_refresh"
-EVERY_SECONDS = 10
-
-
-def create_schedule(apps, schema_editor):
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    interval, _ = IntervalSchedule.objects.get_or_create(every=EVERY_SECONDS, period="seconds")
-    PeriodicTask.objects.update_or_create(name=NAME, defaults={"task": TASK, "interval": interval, "enabled": True})
-
-
-def delete_schedule(apps, schema_editor):
-    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=NAME).delete()
-
 
 class Migration(migrations.Migration):
     dependencies = [
@@ -75,5 +60,4 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RunSQL(TRIGGERS_SQL, DROP_SQL),
-        migrations.RunPython(create_schedule, delete_schedule),
     ]

@@ -2,9 +2,6 @@
 
 from django.db import migrations
 
-SCHEDULE_NAME = "reporting: evaluate alerts"
-TASK = "reporting.alerts_evaluate"
-EVERY_SECONDS = 30
 
 # name: (kind, threshold, clear threshold, window minutes, clear after minutes, params, description)
 RULES = {
@@ -83,16 +80,9 @@ def create_defaults(apps, schema_editor):
                 "description": description,
             },
         )
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    interval, _ = IntervalSchedule.objects.get_or_create(every=EVERY_SECONDS, period="seconds")
-    PeriodicTask.objects.update_or_create(
-        name=SCHEDULE_NAME, defaults={"task": TASK, "interval": interval, "enabled": True}
-    )
 
 
 def delete_defaults(apps, schema_editor):
-    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=SCHEDULE_NAME).delete()
     apps.get_model("reporting", "AlertRule").objects.filter(name__in=RULES).delete()
 
 
