@@ -12,8 +12,7 @@ from django.utils.html import format_html, format_html_join
 
 from campaigns import selectors, services
 from campaigns.admin_outcomes import run_unknown_summary, unknown_outcomes_view
-from campaigns.models import Campaign, CampaignAction, CampaignRun, Event, Recipient, Segment
-from campaigns.models import CampaignStatus as S
+from campaigns.models import Campaign, CampaignAction, CampaignRun, CampaignStatus, Event, Recipient, Segment
 from campaigns.segments import rules
 from campaigns.segments.query import to_query
 from campaigns.segments.rules import RuleError
@@ -433,11 +432,12 @@ class CampaignAdmin(admin.ModelAdmin):
                 "cancel": "Cancel campaign",
             }
             wanted = {
-                "schedule": S.SCHEDULED in allowed and campaign.status == S.DRAFT,
-                "launch": S.RUNNING in allowed and campaign.status in (S.DRAFT, S.SCHEDULED),
-                "pause": S.PAUSED in allowed,
-                "resume": campaign.status == S.PAUSED,
-                "cancel": S.CANCELLED in allowed,
+                "schedule": CampaignStatus.SCHEDULED in allowed and campaign.status == CampaignStatus.DRAFT,
+                "launch": CampaignStatus.RUNNING in allowed
+                and campaign.status in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED),
+                "pause": CampaignStatus.PAUSED in allowed,
+                "resume": campaign.status == CampaignStatus.PAUSED,
+                "cancel": CampaignStatus.CANCELLED in allowed,
             }
             verbs = [(verb, labels[verb]) for verb, show in wanted.items() if show]
         unknown = getattr(campaign, "unknown_total", None) or 0

@@ -82,11 +82,6 @@ class _Buffer:
         cells[-2] += seconds
         cells[-1] += 1
 
-    def add(self, name: str, labels: tuple[str, ...], amount: float) -> None:
-        with self.lock:
-            self.counters[(name, LABEL_SEP.join(labels))] += amount
-        self._after_count()
-
     def observe(self, name: str, labels: tuple[str, ...], seconds: float) -> None:
         with self.lock:
             self._observe((name, LABEL_SEP.join(labels)), seconds)
@@ -144,10 +139,6 @@ class _Buffer:
 
 _buffer = _Buffer()
 atexit.register(_buffer.flush)
-
-
-def counter_add(name: str, labels: tuple[str, ...], amount: float = 1) -> None:
-    _buffer.add(name, labels, amount)
 
 
 def histogram_observe(name: str, labels: tuple[str, ...], seconds: float) -> None:

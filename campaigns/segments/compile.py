@@ -27,8 +27,8 @@ from django.db.models import (
     Q,
     Value,
     When,
+    lookups,
 )
-from django.db.models import lookups as L
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Substr
 from django.utils import timezone
@@ -48,7 +48,12 @@ DATE_PATTERN = (
     rf"|({_LEAP}-02-29))([T ]|$)"
 )
 
-_RANGE_LOOKUPS = {"gt": L.GreaterThan, "gte": L.GreaterThanOrEqual, "lt": L.LessThan, "lte": L.LessThanOrEqual}
+_RANGE_LOOKUPS = {
+    "gt": lookups.GreaterThan,
+    "gte": lookups.GreaterThanOrEqual,
+    "lt": lookups.LessThan,
+    "lte": lookups.LessThanOrEqual,
+}
 
 
 def compile_rule(node: Node, *, now: dt.datetime | None = None) -> Q:
@@ -150,7 +155,7 @@ def _attribute(key: str, kind: str, op: str, value: Any, now: dt.datetime) -> Q:
     if op == "exists":
         return _exists(key, kind)
     if kind == STRING:
-        lookup = L.Contains if op == "contains" else L.IContains
+        lookup = lookups.Contains if op == "contains" else lookups.IContains
         return _guarded(_is_type(key, STRING), lookup(KeyTextTransform(key, "attributes"), value))
     if kind == NUMBER:
         return _guarded(_is_type(key, NUMBER), _compare(_as_number(key), op, value, _decimal))
@@ -172,11 +177,11 @@ def _typeof(key: str) -> Func:
 
 
 def _is_type(key: str, kind: str) -> Q:
-    return Q(L.Exact(_typeof(key), Value(kind)))
+    return Q(lookups.Exact(_typeof(key), Value(kind)))
 
 
 def _is_date(key: str) -> Q:
-    return _is_type(key, STRING) & Q(L.Regex(KeyTextTransform(key, "attributes"), Value(DATE_PATTERN)))
+    return _is_type(key, STRING) & Q(lookups.Regex(KeyTextTransform(key, "attributes"), Value(DATE_PATTERN)))
 
 
 def _as_number(key: str) -> Func:
@@ -199,8 +204,8 @@ def _as_day(text: str, now: dt.datetime) -> dt.date:
 
 def _compare(lhs: Any, op: str, value: Any, convert) -> Any:
     if op == "between":
-        return L.Range(lhs, (convert(value[0]), convert(value[1])))
+        return lookups.Range(lhs, (convert(value[0]), convert(value[1])))
     if op == "eq":
-        return L.Exact(lhs, convert(value))
+        return lookups.Exact(lhs, convert(value))
     lookup = _RANGE_LOOKUPS[{"before": "lt", "after": "gt"}.get(op, op)]
     return lookup(lhs, convert(value))

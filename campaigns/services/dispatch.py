@@ -52,7 +52,6 @@ from messaging.services import send as send_service
 
 logger = logging.getLogger(__name__)
 
-R = RecipientState
 BATCH_SECONDS = 2  # a batch holds about this many seconds of sends at the run's MPS
 CHAIN_TTL = 15  # seconds a dispatcher's place lasts without a batch
 BATCH_MAX = 800  # unthrottled: fewer, larger batches (each costs a dozen statements and a counters sync)
@@ -145,7 +144,13 @@ def _recipients_take(run: CampaignRun, limit: int, now: datetime) -> list[tuple[
                 WHERE r.id = due.id
                 RETURNING r.id, r.contact_id, r.message_id
                 """,
-                {"sending": str(R.SENDING), "pending": str(R.PENDING), "run": run.pk, "now": now, "limit": limit},
+                {
+                    "sending": str(RecipientState.SENDING),
+                    "pending": str(RecipientState.PENDING),
+                    "run": run.pk,
+                    "now": now,
+                    "limit": limit,
+                },
             )
             rows = sorted(cursor.fetchall())
         if rows:
@@ -179,7 +184,7 @@ def _messages_link(
             list(created.items()),
             "message_id = v.message_id",
             "WHERE r.id = v.id AND r.message_id IS NULL AND r.state = %s AND r.claimed_at = %s RETURNING r.id",
-            tail_params=[str(R.SENDING), claimed_at],
+            tail_params=[str(RecipientState.SENDING), claimed_at],
         )
         if lost := set(created) - {pk for (pk,) in linked}:
             logger.warning("run %s: %d claims were reaped before their link; not sent here", run.pk, len(lost))
@@ -193,18 +198,18 @@ def _messages_link(
 def recipient_outcome(message: Message) -> tuple[str, str, str] | None:
     """(state, reason, detail) a recipient takes from its Message; None while the outcome is unknown."""
     if message.provider_sid:
-        return R.SENT, "", ""
+        return RecipientState.SENT, "", ""
     if message.status == MessageStatus.SKIPPED:
-        return R.SKIPPED, SKIP_REASONS.get(message.skip_reason, _missing_or_other(message.skip_reason)), ""
+        return RecipientState.SKIPPED, SKIP_REASONS.get(message.skip_reason, _missing_or_other(message.skip_reason)), ""
     if message.status in MESSAGE_FAILURES:
         skip_reason = SKIPPING_KINDS.get(error_kind(message.error_code))
         if skip_reason:
-            return R.SKIPPED, skip_reason, message.error_message[:255]
-        return R.FAILED, (message.error_code or "failed")[:32], message.error_message[:255]
+            return RecipientState.SKIPPED, skip_reason, message.error_message[:255]
+        return RecipientState.FAILED, (message.error_code or "failed")[:32], message.error_message[:255]
     if message.status == MessageStatus.UNKNOWN:
-        return R.UNKNOWN, "", message.error_message[:255]
+        return RecipientState.UNKNOWN, "", message.error_message[:255]
     if message.status == MessageStatus.PENDING:
-        return R.PENDING, "", ""
+        return RecipientState.PENDING, "", ""
     return None  # sending without a sid: the provider is asked first (messaging reconcile)
 
 
@@ -224,7 +229,7 @@ def recipients_settle(
     outcomes: list[tuple[int, tuple[str, str, str]]],
     now: datetime | None = None,
     *,
-    from_state: str = R.SENDING,
+    from_state: str = RecipientState.SENDING,
 ) -> int:
     """Move claimed recipients to their outcomes and the run's counters with them, in one transaction.
 
@@ -239,8 +244,8 @@ def recipients_settle(
         cancelled = _run_status_locked(run_id) == RunStatus.CANCELLED
         rows = []
         for recipient_id, (state, reason, detail) in outcomes:
-            if state == R.PENDING and cancelled:
-                state, reason, detail = R.SKIPPED, SkipReason.CANCELLED, ""
+            if state == RecipientState.PENDING and cancelled:
+                state, reason, detail = RecipientState.SKIPPED, SkipReason.CANCELLED, ""
             rows.append((recipient_id, str(state), str(reason), detail))
         moved = sql.values_update(
             "campaigns_recipient AS r",
@@ -249,14 +254,14 @@ def recipients_settle(
             "state = v.state, reason = v.reason, detail = v.detail, claimed_at = NULL, "
             "sent_at = CASE WHEN v.state = %s THEN %s::timestamptz ELSE r.sent_at END",
             "WHERE r.id = v.id AND r.state = %s RETURNING v.state, v.reason",
-            set_params=[str(R.SENT), now],
+            set_params=[str(RecipientState.SENT), now],
             tail_params=[str(from_state)],
         )
         deltas: dict[str, int] = {str(from_state): -len(moved)}
         reasons: dict[str, int] = {}
         for state, reason in moved:
             deltas[state] = deltas.get(state, 0) + 1
-            if state == R.SKIPPED:
+            if state == RecipientState.SKIPPED:
                 reasons[reason] = reasons.get(reason, 0) + 1
         _counters_move(run_id, deltas, reasons)
     return len(moved)
@@ -269,13 +274,13 @@ def recipients_release(run_id: int, recipient_ids: Iterable[int]) -> int:
         return 0
     with transaction.atomic():
         cancelled = _run_status_locked(run_id) == RunStatus.CANCELLED
-        claimed = Recipient.objects.filter(pk__in=ids, state=R.SENDING)
+        claimed = Recipient.objects.filter(pk__in=ids, state=RecipientState.SENDING)
         if cancelled:
-            moved = claimed.update(state=R.SKIPPED, reason=SkipReason.CANCELLED, claimed_at=None)
+            moved = claimed.update(state=RecipientState.SKIPPED, reason=SkipReason.CANCELLED, claimed_at=None)
             _counters_move(run_id, {"sending": -moved, "skipped": moved}, {SkipReason.CANCELLED: moved})
             _messages_drop(ids)
         else:
-            moved = claimed.update(state=R.PENDING, claimed_at=None)
+            moved = claimed.update(state=RecipientState.PENDING, claimed_at=None)
             _counters_move(run_id, {"sending": -moved, "pending": moved})
     return moved
 
@@ -283,7 +288,7 @@ def recipients_release(run_id: int, recipient_ids: Iterable[int]) -> int:
 def _messages_drop(recipient_ids: list[int]) -> None:
     """Unsent Messages of skipped recipients are skipped too, so nothing ever sends them."""
     Message.objects.filter(
-        recipient__pk__in=recipient_ids, recipient__state=R.SKIPPED, status=MessageStatus.PENDING
+        recipient__pk__in=recipient_ids, recipient__state=RecipientState.SKIPPED, status=MessageStatus.PENDING
     ).update(status=MessageStatus.SKIPPED, skip_reason="campaign cancelled", skipped_at=timezone.now())
 
 
@@ -299,7 +304,9 @@ def run_complete_if_final(run_id: int) -> bool:
     with transaction.atomic():
         if _run_status_locked(run_id) != RunStatus.RUNNING:
             return False
-        if Recipient.objects.filter(run_id=run_id, state__in=[R.PENDING, R.HELD, R.SENDING]).exists():
+        if Recipient.objects.filter(
+            run_id=run_id, state__in=[RecipientState.PENDING, RecipientState.HELD, RecipientState.SENDING]
+        ).exists():
             return False
         run = CampaignRun.objects.select_related("campaign").get(pk=run_id)
         run_complete(run)
@@ -413,9 +420,9 @@ def run_expire(run: CampaignRun, now: datetime | None = None) -> int:
     with transaction.atomic():
         if _run_status_locked(run.pk) not in (RunStatus.RUNNING, RunStatus.PAUSED):
             return 0
-        waiting = Recipient.objects.filter(stale, run=run, state__in=[R.PENDING, R.HELD])
-        held = waiting.filter(state=R.HELD).count()
-        moved = waiting.update(state=R.SKIPPED, reason=SkipReason.EXPIRED, release_at=None)
+        waiting = Recipient.objects.filter(stale, run=run, state__in=[RecipientState.PENDING, RecipientState.HELD])
+        held = waiting.filter(state=RecipientState.HELD).count()
+        moved = waiting.update(state=RecipientState.SKIPPED, reason=SkipReason.EXPIRED, release_at=None)
         _counters_move(
             run.pk, {"pending": -(moved - held), "held": -held, "skipped": moved}, {SkipReason.EXPIRED: moved}
         )
@@ -425,6 +432,6 @@ def run_expire(run: CampaignRun, now: datetime | None = None) -> int:
 
 
 def _messages_drop_expired(run_id: int) -> None:
-    Message.objects.filter(recipient__run_id=run_id, recipient__state=R.SKIPPED, status=MessageStatus.PENDING).update(
-        status=MessageStatus.SKIPPED, skip_reason="validity period expired", skipped_at=timezone.now()
-    )
+    Message.objects.filter(
+        recipient__run_id=run_id, recipient__state=RecipientState.SKIPPED, status=MessageStatus.PENDING
+    ).update(status=MessageStatus.SKIPPED, skip_reason="validity period expired", skipped_at=timezone.now())

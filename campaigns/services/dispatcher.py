@@ -26,7 +26,6 @@ from messaging.services import send_batch as send_service_batch
 
 logger = logging.getLogger(__name__)
 
-R = RecipientState
 STATUS_FRESH = 0.05  # seconds a read of the run's status is trusted before the next send
 REDIS_DOWN_GIVE_UP = 120.0  # seconds a batch waits for Redis (pacing) before giving its claims back
 LEAD_WEIGHT = 0.1  # per send: how fast the hand-over lead follows the requests' lateness
@@ -181,7 +180,9 @@ def run_dispatch_batch(run_id: int) -> tuple[int, float | None]:
 
 def _after_empty_claim(run: CampaignRun) -> float | None:
     """Nothing was due: wait for retries, or close the run if everyone is final."""
-    waiting = Recipient.objects.filter(run=run, state=R.PENDING).aggregate(at=Min("message__next_attempt_at"))["at"]
+    waiting = Recipient.objects.filter(run=run, state=RecipientState.PENDING).aggregate(
+        at=Min("message__next_attempt_at")
+    )["at"]
     if waiting is not None:
         seconds = (waiting - timezone.now()).total_seconds()
         return min(max(seconds, 0.5), RETRY_POLL_MAX)

@@ -27,19 +27,29 @@ from campaigns.services import dispatch, estimates
 from campaigns.services import events as triggers
 from campaigns.services import snapshot as snapshots
 
-S = CampaignStatus
 # Which status may follow which. Anything else is refused.
 TRANSITIONS: dict[str, set[str]] = {
-    S.DRAFT: {S.SCHEDULED, S.RUNNING, S.CANCELLED},
-    S.SCHEDULED: {S.DRAFT, S.RUNNING, S.PAUSED, S.CANCELLED},
-    S.RUNNING: {S.PAUSED, S.COMPLETED, S.SCHEDULED, S.CANCELLED, S.FAILED},
-    S.PAUSED: {S.RUNNING, S.SCHEDULED, S.CANCELLED},
-    S.COMPLETED: set(),
-    S.CANCELLED: set(),
-    S.FAILED: set(),
+    CampaignStatus.DRAFT: {CampaignStatus.SCHEDULED, CampaignStatus.RUNNING, CampaignStatus.CANCELLED},
+    CampaignStatus.SCHEDULED: {
+        CampaignStatus.DRAFT,
+        CampaignStatus.RUNNING,
+        CampaignStatus.PAUSED,
+        CampaignStatus.CANCELLED,
+    },
+    CampaignStatus.RUNNING: {
+        CampaignStatus.PAUSED,
+        CampaignStatus.COMPLETED,
+        CampaignStatus.SCHEDULED,
+        CampaignStatus.CANCELLED,
+        CampaignStatus.FAILED,
+    },
+    CampaignStatus.PAUSED: {CampaignStatus.RUNNING, CampaignStatus.SCHEDULED, CampaignStatus.CANCELLED},
+    CampaignStatus.COMPLETED: set(),
+    CampaignStatus.CANCELLED: set(),
+    CampaignStatus.FAILED: set(),
 }
 # A resend of unknown outcomes (staff) reopens a finished campaign: the only way out of completed.
-RESEND_TRANSITIONS: dict[str, set[str]] = {S.COMPLETED: {S.RUNNING}}
+RESEND_TRANSITIONS: dict[str, set[str]] = {CampaignStatus.COMPLETED: {CampaignStatus.RUNNING}}
 LAUNCH_TASK = "campaigns.tasks.campaign_fire"
 
 
@@ -161,10 +171,12 @@ def _periodic_task_name(campaign: Campaign) -> str:
 
 def _wants_periodic_task(campaign: Campaign) -> bool:
     if campaign.schedule_type == ScheduleType.CRON:
-        return campaign.status in (S.SCHEDULED, S.RUNNING, S.PAUSED)
+        return campaign.status in (CampaignStatus.SCHEDULED, CampaignStatus.RUNNING, CampaignStatus.PAUSED)
     if campaign.schedule_type == ScheduleType.ONCE:
         # Paused before its time: keep the (disabled) task so resuming restores it.
-        return campaign.status == S.SCHEDULED or (campaign.status == S.PAUSED and not campaign.runs.exists())
+        return campaign.status == CampaignStatus.SCHEDULED or (
+            campaign.status == CampaignStatus.PAUSED and not campaign.runs.exists()
+        )
     return False
 
 
@@ -193,7 +205,7 @@ def campaign_sync_schedule(campaign: Campaign) -> PeriodicTask | None:
         "task": LAUNCH_TASK,
         "kwargs": json.dumps({"campaign_id": campaign.pk}),
         "one_off": campaign.schedule_type == ScheduleType.ONCE,
-        "enabled": campaign.status != S.PAUSED,
+        "enabled": campaign.status != CampaignStatus.PAUSED,
         "description": f"Launches campaign {campaign.name!r} (managed by the campaign; edit the campaign, not this)",
     }
     task, _ = PeriodicTask.objects.update_or_create(name=_periodic_task_name(campaign), defaults=defaults)
@@ -213,7 +225,7 @@ def campaign_schedule(campaign: Campaign, *, actor=None) -> Campaign:
     else:
         if current.schedule_type == ScheduleType.ONCE and current.send_at <= timezone.now():
             raise CampaignError({"send_at": ["send_at is in the past"]})
-        current = _transition(current, S.SCHEDULED, action="schedule", actor=actor)
+        current = _transition(current, CampaignStatus.SCHEDULED, action="schedule", actor=actor)
         campaign_sync_schedule(current)
     campaign.refresh_from_db()
     return campaign
@@ -241,7 +253,7 @@ def campaign_create(*, actor=None, **fields) -> Campaign:
 def campaign_delete(campaign: Campaign) -> None:
     """Delete a draft or cancelled campaign with its PeriodicTask."""
     locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
-    if locked.status not in (S.DRAFT, S.CANCELLED):
+    if locked.status not in (CampaignStatus.DRAFT, CampaignStatus.CANCELLED):
         raise CampaignError({"status": ["only draft or cancelled campaigns can be deleted"]})
     if locked.periodic_task_id:
         PeriodicTask.objects.filter(pk=locked.periodic_task_id).delete()
@@ -252,7 +264,7 @@ def campaign_delete(campaign: Campaign) -> None:
 def campaign_update(campaign: Campaign, *, actor=None, **fields) -> Campaign:
     """Edit a campaign that has not finished, keeping its PeriodicTask in step."""
     locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
-    if locked.status in (S.COMPLETED, S.CANCELLED, S.FAILED):
+    if locked.status in (CampaignStatus.COMPLETED, CampaignStatus.CANCELLED, CampaignStatus.FAILED):
         raise CampaignError(f"a {locked.get_status_display().lower()} campaign cannot be edited")
     for name, value in fields.items():
         setattr(locked, name, value)
@@ -294,9 +306,9 @@ def campaign_launch(
             )
         if existing:
             return existing
-        if locked.status not in (S.DRAFT, S.SCHEDULED, S.RUNNING):
+        if locked.status not in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.RUNNING):
             raise CampaignError(f"cannot launch a {locked.get_status_display().lower()} campaign")
-        if locked.status == S.RUNNING and locked.kind == CampaignKind.ONE_OFF:
+        if locked.status == CampaignStatus.RUNNING and locked.kind == CampaignKind.ONE_OFF:
             raise CampaignError("this one-off campaign is already running")
         campaign_validate(locked)
         if locked.kind == CampaignKind.TRIGGERED and (open_run := triggers.trigger_run(locked)):
@@ -315,15 +327,15 @@ def campaign_launch(
         _store_counts(run, counts, time.perf_counter() - started)
         if run.total >= snapshots.ANALYZE_AFTER:  # before the dispatchers start (also at commit)
             transaction.on_commit(snapshots.recipients_analyze, robust=True)
-        if locked.status != S.RUNNING:
-            locked = _transition(locked, S.RUNNING, action="launch", actor=actor, detail={"run": run.pk})
+        if locked.status != CampaignStatus.RUNNING:
+            locked = _transition(locked, CampaignStatus.RUNNING, action="launch", actor=actor, detail={"run": run.pk})
             campaign_sync_schedule(locked)  # a one-off schedule has fired: its task goes
         else:
             CampaignAction.objects.create(
                 campaign=locked,
                 action="launch",
-                from_status=S.RUNNING,
-                to_status=S.RUNNING,
+                from_status=CampaignStatus.RUNNING,
+                to_status=CampaignStatus.RUNNING,
                 actor=_actor_name(actor),
                 detail={"run": run.pk},
             )
@@ -366,15 +378,17 @@ def run_complete(run: CampaignRun) -> None:
         return
     campaign = run.campaign
     others_active = campaign.runs.filter(status__in=[RunStatus.RUNNING, RunStatus.PAUSED]).exists()
-    if campaign.status == S.RUNNING and not others_active:
-        next_status = S.SCHEDULED if campaign.schedule_type == ScheduleType.CRON else S.COMPLETED
+    if campaign.status == CampaignStatus.RUNNING and not others_active:
+        next_status = (
+            CampaignStatus.SCHEDULED if campaign.schedule_type == ScheduleType.CRON else CampaignStatus.COMPLETED
+        )
         locked = _transition(campaign, next_status, action="complete", detail={"run": run.pk})
         campaign_sync_schedule(locked)
 
 
 @transaction.atomic
 def campaign_pause(campaign: Campaign, *, actor=None) -> Campaign:
-    locked = _transition(campaign, S.PAUSED, action="pause", actor=actor)
+    locked = _transition(campaign, CampaignStatus.PAUSED, action="pause", actor=actor)
     locked.runs.filter(status=RunStatus.RUNNING).update(status=RunStatus.PAUSED)
     campaign_sync_schedule(locked)
     return locked
@@ -384,7 +398,7 @@ def campaign_pause(campaign: Campaign, *, actor=None) -> Campaign:
 def campaign_resume(campaign: Campaign, *, actor=None) -> Campaign:
     current = Campaign.objects.select_for_update().get(pk=campaign.pk)
     paused_runs = current.runs.filter(status=RunStatus.PAUSED)
-    target = S.RUNNING if paused_runs.exists() else S.SCHEDULED
+    target = CampaignStatus.RUNNING if paused_runs.exists() else CampaignStatus.SCHEDULED
     locked = _transition(current, target, action="resume", actor=actor)
     resumed = list(paused_runs.values_list("pk", flat=True))
     paused_runs.update(status=RunStatus.RUNNING)
@@ -397,7 +411,7 @@ def campaign_resume(campaign: Campaign, *, actor=None) -> Campaign:
 @transaction.atomic
 def campaign_cancel(campaign: Campaign, *, actor=None) -> Campaign:
     """Cancel: nothing more is sent; waiting recipients are skipped as cancelled."""
-    locked = _transition(campaign, S.CANCELLED, action="cancel", actor=actor)
+    locked = _transition(campaign, CampaignStatus.CANCELLED, action="cancel", actor=actor)
     active_runs = list(locked.runs.filter(status__in=[RunStatus.RUNNING, RunStatus.PAUSED]))
     for run in active_runs:
         run_cancel(run)
@@ -439,16 +453,16 @@ def run_reopen(run: CampaignRun, *, actor=None, detail: dict | None = None) -> C
     campaign = Campaign.objects.select_for_update().get(pk=run.campaign_id)
     if run.status not in (RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.COMPLETED):
         raise CampaignError({"action": [f"run {run.pk} was {run.status}: its messages cannot be resent"]})
-    if campaign.status in (S.CANCELLED, S.FAILED):
+    if campaign.status in (CampaignStatus.CANCELLED, CampaignStatus.FAILED):
         raise CampaignError({"action": [f"the campaign is {campaign.status}: its messages cannot be resent"]})
     detail = {"run": run.pk, **(detail or {})}
     if run.status == RunStatus.COMPLETED:
-        run.status = RunStatus.PAUSED if campaign.status == S.PAUSED else RunStatus.RUNNING
+        run.status = RunStatus.PAUSED if campaign.status == CampaignStatus.PAUSED else RunStatus.RUNNING
         run.finished_at = None
         run.save(update_fields=["status", "finished_at"])
         detail["reopened"] = True
-    if campaign.status in (S.COMPLETED, S.SCHEDULED) and run.status == RunStatus.RUNNING:
-        campaign = _transition(campaign, S.RUNNING, action="resend", actor=actor, detail=detail)
+    if campaign.status in (CampaignStatus.COMPLETED, CampaignStatus.SCHEDULED) and run.status == RunStatus.RUNNING:
+        campaign = _transition(campaign, CampaignStatus.RUNNING, action="resend", actor=actor, detail=detail)
         campaign_sync_schedule(campaign)
     else:
         CampaignAction.objects.create(

@@ -30,7 +30,6 @@ from campaigns.services import upkeep
 from messaging.models import Message, MessageStatus, ResolutionAction
 from messaging.services import outcomes as send_outcomes
 
-R = RecipientState
 CANCELLED_UNKNOWN = "the run was cancelled before the provider's answer came; it is looked up at the provider"
 LOOKUPS_PER_REQUEST = 100  # each may wait for the provider's timeouts; the beat looks up the rest every minute
 AUDITED_IDS = 1000  # message ids kept in one audit row's detail (the count is always there)
@@ -48,7 +47,7 @@ def run_sends_unknown(run: CampaignRun) -> int:
     whose message already tells their outcome are settled at once. Returns recipients moved.
     """
     cutoff = timezone.now() - send_outcomes.in_flight_for()
-    claims = Recipient.objects.filter(run=run, state=R.SENDING)
+    claims = Recipient.objects.filter(run=run, state=RecipientState.SENDING)
     stale = claims.filter(
         message__status=MessageStatus.SENDING, message__provider_sid__isnull=True, message__claimed_at__lt=cutoff
     )

@@ -27,7 +27,6 @@ from campaigns.services.dispatch import (
 from messaging.models import MessageStatus
 from messaging.services import outcomes as send_outcomes
 
-R = RecipientState
 # A claim older than this whose Message was never sent lost its worker: queue it again.
 # The Message's own claim still guards against a double send if the worker was only slow.
 STALE_CLAIM_AFTER = timedelta(seconds=120)
@@ -48,8 +47,8 @@ def held_release(now: datetime | None = None) -> int:
             status = _run_status_locked(run.pk)
             if status not in (RunStatus.RUNNING, RunStatus.PAUSED):
                 continue
-            released = Recipient.objects.filter(run=run, state=R.HELD, release_at__lte=now).update(
-                state=R.PENDING, release_at=None
+            released = Recipient.objects.filter(run=run, state=RecipientState.HELD, release_at__lte=now).update(
+                state=RecipientState.PENDING, release_at=None
             )
             _counters_move(run.pk, {"held": -released, "pending": released})
             if released and status == RunStatus.RUNNING:
@@ -69,8 +68,8 @@ def recipients_reap(now: datetime | None = None) -> int:
     settled = 0
     runs = CampaignRun.objects.filter(Q(sending__gt=0) | Q(unknown__gt=0)).order_by("pk")
     for run_id in runs.values_list("pk", flat=True):
-        due = Q(state=R.SENDING, claimed_at__lt=now - timedelta(seconds=30))
-        moved_on = Q(state=R.UNKNOWN) & ~Q(message__status=MessageStatus.UNKNOWN)
+        due = Q(state=RecipientState.SENDING, claimed_at__lt=now - timedelta(seconds=30))
+        moved_on = Q(state=RecipientState.UNKNOWN) & ~Q(message__status=MessageStatus.UNKNOWN)
         recipients = (
             Recipient.objects.filter(due | moved_on, run_id=run_id).select_related("message").order_by("claimed_at")
         )
@@ -90,10 +89,15 @@ def recipients_follow(
     moved = 0
     for recipient in recipients:
         message = recipient.message
-        outcome = (R.PENDING, "", "") if message is None else recipient_outcome(message)
+        outcome = (RecipientState.PENDING, "", "") if message is None else recipient_outcome(message)
         if outcome is None or outcome[0] == recipient.state:
             continue  # at the provider's or unknown: the messaging reaper asks the provider first
-        if patient and outcome[0] == R.PENDING and recipient.state == R.SENDING and message is not None:
+        if (
+            patient
+            and outcome[0] == RecipientState.PENDING
+            and recipient.state == RecipientState.SENDING
+            and message is not None
+        ):
             if recipient.claimed_at > now - STALE_CLAIM_AFTER:
                 continue  # not sent yet, and its dispatcher may still be alive
         moved += _recipient_follow(run_id, recipient, outcome, now)
@@ -103,8 +107,8 @@ def recipients_follow(
 def _recipient_follow(run_id: int, recipient: Recipient, outcome: tuple[str, str, str], now: datetime) -> int:
     with transaction.atomic():
         status = _run_status_locked(run_id)
-        if outcome[0] == R.PENDING and status not in ACTIVE_RUN_STATUSES:
-            if status == RunStatus.CANCELLED and recipient.state == R.SENDING:
+        if outcome[0] == RecipientState.PENDING and status not in ACTIVE_RUN_STATUSES:
+            if status == RunStatus.CANCELLED and recipient.state == RecipientState.SENDING:
                 # Never sent, and the campaign was cancelled: skipped 'cancelled' (recipients_settle).
                 moved = recipients_settle(run_id, [(recipient.pk, outcome)], now)
                 _messages_drop([recipient.pk])
@@ -112,7 +116,7 @@ def _recipient_follow(run_id: int, recipient: Recipient, outcome: tuple[str, str
             # Never created at the provider, and its run is over: nothing is sent after a run's end.
             if recipient.message_id and not send_outcomes.message_fail_unsent(recipient.message_id):
                 return 0  # the message moved meanwhile: the next pass follows it
-            outcome = (R.FAILED, "unsent", send_outcomes.UNSENT_RUN_ENDED)
+            outcome = (RecipientState.FAILED, "unsent", send_outcomes.UNSENT_RUN_ENDED)
         return recipients_settle(run_id, [(recipient.pk, outcome)], now, from_state=recipient.state)
 
 
