@@ -14,9 +14,17 @@ from tests.delivery import drain, make_campaign
 PHONES = [f"+2547140000{n:02d}" for n in range(1, 9)]
 
 
-def worker_died(run: CampaignRun, count: int) -> list[Message]:
-    """Claim ``count`` recipients and their messages as a dispatcher does, then die before calling the provider."""
+def worker_died(run: CampaignRun, count: int, phones: list[str] | None = None) -> list[Message]:
+    """Claim ``count`` recipients (those of ``phones``, else the first phones) and their messages as a
+    dispatcher does, then die before calling the provider."""
+    pending = Recipient.objects.filter(run=run, state="pending")
+    if phones is None:
+        phones = list(pending.order_by("contact__phone").values_list("contact__phone", flat=True)[:count])
+    # The claim takes recipients in id order, which the snapshot's plan decides: set the others aside.
+    aside = list(pending.exclude(contact__phone__in=phones).values_list("pk", flat=True))
+    Recipient.objects.filter(pk__in=aside).update(state="held")
     claims = dispatch.recipients_claim(run, count)
+    Recipient.objects.filter(pk__in=aside).update(state="pending")
     messages = Message.objects.filter(pk__in=[message_id for _, message_id in claims]).select_related(
         "contact", "sender", "template"
     )
@@ -74,7 +82,7 @@ def completed_run_with_unknowns(fake, settings) -> CampaignRun:
     """4 recipients: one claimed by a worker that died before the provider call (never created), one whose
     send timed out (created at the fake), two sent; the lookup fails, the run completes with 2 unknown."""
     run = campaigns.campaign_launch(make_campaign(phones=PHONES[:4]))
-    worker_died(run, 1)
+    worker_died(run, 1, PHONES[:1])
     timed_out(fake, run, PHONES[1:2])
     age(run)
     lookups_fail(settings, fake)

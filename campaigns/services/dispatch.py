@@ -35,11 +35,14 @@ import math
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 import redis
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Func, IntegerField, JSONField, Q, Value
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from campaigns import pacing
@@ -73,27 +76,28 @@ def _counters_move(
     run_id: int, deltas: dict[str, int], reasons: dict[str, int] | None = None, dispatched_at: datetime | None = None
 ) -> None:
     """Add ``deltas`` to the run's counters (and skipped_by_reason) in one UPDATE; no read-modify-write."""
-    sets, params = [], []
+    updates: dict[str, Any] = {name: F(name) + delta for name, delta in deltas.items() if delta}
     if dispatched_at is not None:
-        sets.append("dispatched_at = %s")
-        params.append(dispatched_at)
-    for name, delta in deltas.items():
-        if delta:
-            assert name in ("pending", "held", "sending", "sent", "skipped", "failed", "unknown")
-            sets.append(f"{name} = {name} + %s")
-            params.append(delta)
-    if reasons := {k: v for k, v in (reasons or {}).items() if v}:
-        parts = []
-        for reason, count in reasons.items():
-            parts.append("%s::text, COALESCE((skipped_by_reason ->> %s)::int, 0) + %s")
-            params += [reason, reason, count]
-        sets.append(
-            f"skipped_by_reason = COALESCE(skipped_by_reason, '{{}}'::jsonb) || jsonb_build_object({', '.join(parts)})"
-        )
-    if not sets:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE campaigns_campaignrun SET {', '.join(sets)} WHERE id = %s", [*params, run_id])
+        updates["dispatched_at"] = dispatched_at
+    if reasons := {reason: count for reason, count in (reasons or {}).items() if count}:
+        updates["skipped_by_reason"] = _reasons_added(reasons)
+    if updates:
+        CampaignRun.objects.filter(pk=run_id).update(**updates)
+
+
+def _reasons_added(reasons: dict[str, int]) -> Func:
+    """``skipped_by_reason || {reason: its count + n, ...}``: each reason's count moves in the statement."""
+    pairs = []
+    for reason, count in reasons.items():
+        before = Cast(KeyTextTransform(reason, "skipped_by_reason"), IntegerField())
+        pairs += [Value(reason), Coalesce(before, 0) + count]
+    return Func(
+        Coalesce(F("skipped_by_reason"), Value({}, JSONField())),
+        Func(*pairs, function="jsonb_build_object", output_field=JSONField()),
+        template="%(expressions)s",
+        arg_joiner=" || ",
+        output_field=JSONField(),
+    )
 
 
 def _run_status_locked(run_id: int) -> str:
