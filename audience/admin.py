@@ -33,7 +33,7 @@ from audience.models import (
     ImportStatus,
     Topic,
 )
-from audience.phones import InvalidPhone, normalize_phone
+from audience.phones import InvalidPhone, country_choices, normalize_phone
 from audience.resources import ContactExportResource, ContactImportResource
 from config import privacy
 from config.json_limits import ADMIN_JSON_FORMFIELDS
@@ -87,12 +87,20 @@ class ContactImportForm(ImportForm):
         help_text="The consent the file's new contacts gave, for rows that give none. Required when the file "
         "has no consent column: nothing is assumed.",
     )
+    default_country = forms.ChoiceField(
+        label="Country of local numbers",
+        choices=(),
+        required=False,
+        help_text="Numbers written without a country code (0722 123456) are read as this country's.",
+    )
     topic = forms.CharField(required=False, help_text="Optional: a topic added to every imported contact.")
     skip_existing = forms.BooleanField(required=False, help_text="Leave contacts that already exist untouched.")
 
     def __init__(self, formats, resources, **kwargs):
         super().__init__(formats, resources, **kwargs)
         del self.fields["format"]
+        self.fields["default_country"].choices = [("", "None: every number has its country code"), *country_choices()]
+        self.fields["default_country"].initial = settings.PHONE_DEFAULT_COUNTRY
         self.fields["import_file"].help_text = "CSV (any delimiter, UTF-8 or Windows-1252), JSON array or JSON Lines."
         self.fields["import_file"].widget.attrs.update({"accept": ".csv,.txt,.json,.jsonl,.ndjson", "class": ""})
 
@@ -109,6 +117,7 @@ class ContactImportForm(ImportForm):
                 default_consent=cleaned.get("default_consent", ""),
                 topic=cleaned.get("topic", ""),
                 update_existing=not cleaned.get("skip_existing"),
+                default_country=cleaned.get("default_country", ""),
             )
         except ValidationError as exc:
             for field, errors in exc.message_dict.items():

@@ -331,6 +331,13 @@ class ImportRequestSerializer(serializers.Serializer):
         "consent column (400 naming it otherwise): nothing is assumed. In a JSON file, a new contact's record "
         "without a consent is an error on its row when this is not given.",
     )
+    default_country = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=2,
+        help_text="The country (ISO 3166 code, e.g. KE) of phone numbers written without a country code "
+        "(0722 123456). Default: the PHONE_DEFAULT_COUNTRY setting; blank for none.",
+    )
     topic = serializers.CharField(
         required=False, allow_blank=True, help_text="A topic added to every imported contact."
     )
@@ -412,6 +419,7 @@ def contacts_import(request):
             default_consent=data.get("default_consent"),
             topic=data.get("topic", ""),
             update_existing=not data["skip_existing"],
+            default_country=data.get("default_country"),
         )
         with transaction.atomic():
             job = ingest_services.import_job_create(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 
 import phonenumbers
 from django.conf import settings
+from phonenumbers import geocoder
 
 CHANNEL_PREFIXES = ("whatsapp:", "sms:", "tel:")
 
@@ -26,9 +28,10 @@ class InvalidPhone(ValueError):
 def normalize_phone(raw: str | None, default_region: str | None = None) -> str:
     """Return the E.164 form of ``raw`` or raise InvalidPhone with the reason.
 
-    Accepts the ``whatsapp:`` and ``sms:`` prefixes Twilio uses, spaces, dots,
-    dashes, brackets, a leading 00 instead of +, and national numbers when a
-    default region is given.
+    Accepts the ``whatsapp:`` and ``sms:`` prefixes Twilio uses, spaces, dots, dashes, brackets, a
+    leading 00 instead of +, national numbers of ``default_region`` (an ISO country code; None: the
+    ``PHONE_DEFAULT_COUNTRY`` setting, "" for none), and international numbers written without
+    their "+" (``254712345678``) when they are not a valid national number.
     """
     if raw is None:
         raise InvalidPhone(EMPTY)
@@ -42,8 +45,24 @@ def normalize_phone(raw: str | None, default_region: str | None = None) -> str:
         raise InvalidPhone(EMPTY)
     if value.startswith("00"):
         value = "+" + value[2:]
+    if value.startswith("+"):
+        return _e164(value, None)
+    region = (settings.PHONE_DEFAULT_COUNTRY if default_region is None else default_region) or None
     try:
-        number = phonenumbers.parse(value, None if value.startswith("+") else default_region)
+        return _e164(value, region)
+    except InvalidPhone as national_problem:
+        digits = "".join(char for char in value if char.isdigit())
+        if not (MIN_DIGITS <= len(digits) <= MAX_DIGITS) or digits.startswith("0"):
+            raise national_problem from None
+        try:  # the country code written without its "+"
+            return _e164("+" + digits, None)
+        except InvalidPhone:
+            raise national_problem from None
+
+
+def _e164(value: str, region: str | None) -> str:
+    try:
+        number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException as exc:
         raise _invalid(value, _PARSE_ERRORS.get(exc.error_type, NOT_A_NUMBER)) from None
     if not phonenumbers.is_possible_number(number):
@@ -53,10 +72,32 @@ def normalize_phone(raw: str | None, default_region: str | None = None) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def country_clean(value: str | None) -> str:
+    """An ISO 3166 country code phonenumbers knows, upper case; "" for none. Raises ValueError naming it."""
+    code = (value or "").strip().upper()
+    if code and code not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"{value!r} is not a country code (ISO 3166, two letters, e.g. KE, GB, US)")
+    return code
+
+
+@functools.cache
+def country_choices() -> list[tuple[str, str]]:
+    """(code, "Kenya (KE, +254)") for every country phone numbers know, by name."""
+    choices = []
+    for code in phonenumbers.SUPPORTED_REGIONS:
+        example = phonenumbers.example_number(code)
+        name = (example and geocoder.country_name_for_number(example, "en")) or code
+        choices.append((code, f"{name} ({code}, +{phonenumbers.country_code_for_region(code)})"))
+    return sorted(choices, key=lambda choice: choice[1])
+
+
+MIN_DIGITS, MAX_DIGITS = 8, 15  # an international number's digits, its country code included
 EMPTY = "phone is empty"
 NOT_A_NUMBER = "is not a phone number"
 _PARSE_ERRORS = {
-    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "has no country code; write it as +<country code><number>",
+    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: (
+        "has no country code; write it as +<country code><number>, or choose a default country"
+    ),
     phonenumbers.NumberParseException.NOT_A_NUMBER: NOT_A_NUMBER,
     phonenumbers.NumberParseException.TOO_SHORT_NSN: "is too short to be a phone number",
     phonenumbers.NumberParseException.TOO_LONG: "is too long to be a phone number",

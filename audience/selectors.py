@@ -22,4 +22,3 @@ def phone_consent_history(e164: str) -> QuerySet[ConsentEvent]:
     return ConsentEvent.objects.filter(
         Q(contact_id__in=contact_ids) | Q(contact__isnull=True, phone_hash=phone_hash(e164))
     ).order_by("-created_at", "-id")
-

@@ -12,6 +12,7 @@ import zoneinfo
 from collections.abc import Mapping
 from urllib.parse import urlparse
 
+import phonenumbers
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -109,6 +110,15 @@ class Env:
                 f"{name}={value!r} is not a rate; write COUNT/PERIOD with PERIOD one of {', '.join(_RATE_PERIODS)}"
             )
         return value
+
+    def country(self, name: str, default: str = "") -> str:
+        """An ISO 3166 country code phone numbers know (``KE``), upper case; "" when unset."""
+        value = self.raw(name)
+        if not value:
+            return default
+        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ImproperlyConfigured(f"{name}={value!r} is not a country code such as KE, GB or US (ISO 3166)")
+        return value.upper()
 
     def timezone(self, name: str, default: str) -> str:
         value = self.raw(name)

@@ -153,6 +153,8 @@ HELP_REPLY_TEXT = env.str(
 )
 
 DEFAULT_TIMEZONE = env.timezone("DEFAULT_TIMEZONE", default="UTC")
+# The country of phone numbers written without a country code (an import may choose another).
+PHONE_DEFAULT_COUNTRY = env.country("PHONE_DEFAULT_COUNTRY")
 
 # --- Django --------------------------------------------------------------------------------
 

@@ -33,7 +33,12 @@ def test_staff_start_an_import_and_get_202_with_the_job(staff_api):
     job = ImportJob.objects.get(pk=body["id"])
     assert body["status"] == ImportStatus.QUEUED == job.status
     assert response["Location"].endswith(f"/api/v1/imports/{job.pk}")
-    assert job.options == {"default_consent": "opted_out", "topic": "api", "update_existing": True}
+    assert job.options == {
+        "default_consent": "opted_out",
+        "topic": "api",
+        "update_existing": True,
+        "default_country": "",
+    }
     assert job.file_path.startswith("imports/") and job.file_name == "contacts.csv"
     assert body["batch_count"] == 1 == job.batch_count  # a small file: one batch
 

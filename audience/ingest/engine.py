@@ -81,6 +81,7 @@ class IngestOptions:
     default_consent: str | None = None  # None: rows of new contacts must give their consent
     topic: str = ""
     update_existing: bool = True
+    default_country: str = ""  # of phone numbers written without a country code; "" for none
 
     @classmethod
     def from_job(cls, job: ImportJob) -> IngestOptions:
@@ -89,6 +90,7 @@ class IngestOptions:
             default_consent=options.get("default_consent") or None,
             topic=options.get("topic", "") or "",
             update_existing=options.get("update_existing", True),
+            default_country=options.get("default_country", settings.PHONE_DEFAULT_COUNTRY) or "",
         )
 
 
@@ -212,6 +214,7 @@ class Engine:
             layout = inspect_file(self.path, self.job.file_format)
         except FileProblem as problem:
             return self._fail_file(problem)
+        layout = dataclasses.replace(layout, default_region=self.options.default_country)
         self._start(layout)
         try:
             reader_problem = self._timed("read", self._load, layout)

@@ -86,6 +86,7 @@ class Layout:
     header_bytes: int = 0
     notes: tuple[str, ...] = field(default=())
     attribute_limits: AttributeLimits = AttributeLimits()  # the settings', set by inspect_file
+    default_region: str = ""  # the country of national numbers (the import's choice); "" for none
 
     @property
     def has_consent_column(self) -> bool:

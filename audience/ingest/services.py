@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -19,10 +20,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audience.ingest import sql
-from audience.ingest.engine import Engine, ProgressCallback, bucket_count, inspect_file, iter_chunks
+from audience.ingest.engine import Engine, IngestOptions, ProgressCallback, bucket_count, inspect_file, iter_chunks
 from audience.ingest.readers import FileProblem, detect_format
 from audience.ingest.validate import STAGE_COLUMNS, copy_unescape, process_chunk
 from audience.models import TOPIC_NAME_VALIDATOR, ConsentStatus, Contact, ImportJob, ImportSource, ImportStatus
+from audience.phones import country_clean
 from config.privacy import redact
 
 logger = logging.getLogger(__name__)
@@ -46,8 +48,15 @@ NO_CONSENT_COLUMN = (
 )
 
 
-def import_options_clean(*, default_consent: str | None = None, topic: str = "", update_existing: bool = True) -> dict:
-    """The options of an import job. ``default_consent`` None: the file's consent column must say (no default)."""
+def import_options_clean(
+    *,
+    default_consent: str | None = None,
+    topic: str = "",
+    update_existing: bool = True,
+    default_country: str | None = None,
+) -> dict:
+    """The options of an import job. ``default_consent`` None: the file's consent column must say (no default).
+    ``default_country``: of numbers written without a country code (None: the PHONE_DEFAULT_COUNTRY setting)."""
     default_consent = default_consent or None
     if default_consent is not None and default_consent not in ConsentStatus.values:
         raise ImportRejected(
@@ -59,7 +68,16 @@ def import_options_clean(*, default_consent: str | None = None, topic: str = "",
             TOPIC_NAME_VALIDATOR(topic)
         except ValidationError as exc:
             raise ImportRejected({"topic": exc.messages}) from None
-    return {"default_consent": default_consent, "topic": topic, "update_existing": bool(update_existing)}
+    try:
+        country = country_clean(settings.PHONE_DEFAULT_COUNTRY if default_country is None else default_country)
+    except ValueError as exc:
+        raise ImportRejected({"default_country": [str(exc)]}) from None
+    return {
+        "default_consent": default_consent,
+        "topic": topic,
+        "update_existing": bool(update_existing),
+        "default_country": country,
+    }
 
 
 def import_dir() -> Path:
@@ -239,6 +257,7 @@ def import_preview(job: ImportJob, *, limit: int = 1000) -> Preview:
     """Validate up to ``limit`` rows in this process and say which would create or update a contact."""
     path = job_path(job)
     layout = inspect_file(path, job.file_format)
+    layout = dataclasses.replace(layout, default_region=IngestOptions.from_job(job).default_country)
     chunks, json_reader = iter_chunks(path, layout)
     preview = Preview(notes=list(layout.notes))
     seen = 0

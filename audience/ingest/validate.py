@@ -199,7 +199,7 @@ def _fast_valid(code: int, national: str) -> bool | None:
 PLAIN_STARTS = frozenset("+0123456789( ")
 
 
-def fast_normalize_phone(raw: str) -> str:
+def fast_normalize_phone(raw: str, default_region: str = "") -> str:
     """normalize_phone with a shortcut for plain international numbers.
 
     For ``+<digits>`` with no leading zero or national prefix, phonenumbers.parse
@@ -207,7 +207,8 @@ def fast_normalize_phone(raw: str) -> str:
     applies the same validity rule (the general pattern and one number-type
     pattern of the region) with precompiled patterns. Any other spelling, and
     every failure, takes normalize_phone's path, so results and error messages
-    are exactly normalize_phone's (tests compare the two).
+    are exactly normalize_phone's (tests compare the two). ``default_region``: the
+    country of national numbers ("" for none), as normalize_phone takes it.
     """
     value = raw.strip()
     if value[:1] not in PLAIN_STARTS:  # perhaps whatsapp:, sms: or tel:
@@ -226,7 +227,7 @@ def fast_normalize_phone(raw: str) -> str:
             national = digits[1 + size :]
             if national[:1] != "0" and _fast_valid(code, national):
                 return digits  # "+", the code and the national number: the E.164 form
-    return normalize_phone(raw)
+    return normalize_phone(raw, default_region)
 
 
 # --- cells -----------------------------------------------------------------------------------
@@ -312,9 +313,10 @@ class Row:
 
 
 class RowValidator:
-    def __init__(self, buckets: int, limits: AttributeLimits | None = None):
+    def __init__(self, buckets: int, limits: AttributeLimits | None = None, default_region: str = ""):
         self.buckets = buckets
         self.limits = limits or AttributeLimits()
+        self.default_region = default_region
         self._scalars: dict[str, tuple[str, bool]] = {}  # a text cell's JSON text and whether it is a formula
 
     def validate(self, row: Row, result: ChunkResult) -> str | None:
@@ -335,7 +337,7 @@ class RowValidator:
         if row.decoded and type(raw_phone) is str and (reason := _text_reason(raw_phone)):
             raise RowProblem("phone", reason, raw_phone)  # before normalising, which would drop the character
         try:
-            phone = fast_normalize_phone(str(raw_phone))
+            phone = fast_normalize_phone(str(raw_phone), self.default_region)
         except InvalidPhone as exc:
             raise RowProblem("phone", exc.reason, raw_phone) from None
         name = _clean_text("name", cells.get("name"))
@@ -577,7 +579,7 @@ def _cut(value: object) -> str:
 def process_chunk(chunk: Chunk, layout: Layout, buckets: int) -> ChunkResult:
     """Worker entry point: parse and validate one chunk."""
     result = ChunkResult(end_offset=chunk.end_offset)
-    validator = RowValidator(buckets, layout.attribute_limits)
+    validator = RowValidator(buckets, layout.attribute_limits, layout.default_region)
     out = io.StringIO()
     if chunk.kind == "csv":
         rows = _csv_rows(chunk, layout, result, buckets, out.write)
@@ -640,7 +642,7 @@ def _csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult, buckets: int, w
     width = max(column.index for column in layout.columns) + 1
     headers = {column.kind if column.kind != "attribute" else column.key: column.header for column in layout.columns}
     plan = _CsvPlan.of(layout.columns)
-    fast = None if fallback else _CleanCsvRows(plan, buckets, result, headers["phone"], layout.attribute_limits)
+    fast = None if fallback else _CleanCsvRows(plan, buckets, result, headers["phone"], layout)
     nul = b"\x00" in chunk.data  # rare: only then is each record looked at for a NUL, which PostgreSQL refuses
     header_at = {column.index: column.header for column in layout.columns} if nul else {}
     consumed = 0
@@ -720,9 +722,10 @@ class _CleanCsvRows:
     # The stage's text columns after the phone, in STAGE_COLUMNS order.
     SLOTS = ("name", "email", "channel", "locale", "timezone", "consent", "attributes", "topics")
 
-    def __init__(self, plan: _CsvPlan, buckets: int, result: ChunkResult, phone_header: str, limits: AttributeLimits):
+    def __init__(self, plan: _CsvPlan, buckets: int, result: ChunkResult, phone_header: str, layout: Layout):
         self.buckets = buckets
-        self.limits = limits
+        self.limits = layout.attribute_limits
+        self.default_region = layout.default_region
         self.phone_header = phone_header
         self.result = result
         self.width = plan.width
@@ -755,7 +758,7 @@ class _CleanCsvRows:
         if not raw_phone.strip():
             return None
         try:
-            phone = fast_normalize_phone(raw_phone)
+            phone = fast_normalize_phone(raw_phone, self.default_region)
         except InvalidPhone as exc:
             # What RowValidator reports first after an empty phone, word for word; normalising the
             # number again there would cost as much as all the other cells of a row.

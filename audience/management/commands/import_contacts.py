@@ -24,21 +24,41 @@ class Command(BaseCommand):
             help="the consent of new contacts whose row gives none; required for a CSV without a consent column",
         )
         parser.add_argument("--topic", default="", help="a topic added to every imported contact")
+        parser.add_argument(
+            "--default-country",
+            default=None,
+            help="the country (ISO code, e.g. KE) of numbers written without a country code; "
+            "default: the PHONE_DEFAULT_COUNTRY setting",
+        )
         parser.add_argument("--skip-existing", action="store_true", help="leave existing contacts untouched")
         parser.add_argument("--workers", type=int, default=0, help="validation processes (default: one per core)")
         parser.add_argument("--errors", type=int, default=20, help="how many row problems to print")
 
-    def handle(self, *args, file: str, default_consent: str | None, topic: str, skip_existing: bool, **options):
+    def handle(
+        self,
+        *args,
+        file: str,
+        default_consent: str | None,
+        topic: str,
+        skip_existing: bool,
+        default_country: str | None,
+        **options,
+    ):
         if not os.path.isfile(file):
             raise CommandError(f"{file}: no such file")
         try:
             job_options = services.import_options_clean(
-                default_consent=default_consent, topic=topic, update_existing=not skip_existing
+                default_consent=default_consent,
+                topic=topic,
+                update_existing=not skip_existing,
+                default_country=default_country,
             )
             job = services.import_job_create(source=ImportSource.COMMAND, path=file, options=job_options)
         except ValidationError as exc:
             if "default_consent" in getattr(exc, "error_dict", {}):
                 raise CommandError(f"--default-consent is required: {NO_CONSENT_COLUMN}") from None
+            if "default_country" in getattr(exc, "error_dict", {}):
+                raise CommandError(f"--default-country: {exc.message_dict['default_country'][0]}") from None
             raise CommandError("; ".join(exc.messages)) from None
         job = services.import_job_claim(job.pk)
         with tqdm(total=100, unit="%", desc="import", disable=options["verbosity"] == 0) as bar:

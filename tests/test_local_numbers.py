@@ -1,0 +1,118 @@
+"""Local numbers: a default country for numbers written without a country code, in every door."""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
+
+from audience.ingest.services import import_options_clean
+from audience.models import Contact, ImportJob, ImportStatus
+from audience.phones import InvalidPhone, normalize_phone
+from audience.tasks import ingest_contacts
+from tests.factories import UserFactory
+from tests.fixtures.ingest.helpers import media_root, roles, write  # noqa: F401 - fixtures
+
+# A list as a Kenyan team keeps it: national numbers with spaces, and numbers with the country
+# code but no "+", with and without a dash.
+LOCAL = [f"0722 {123400 + n}" for n in range(26)]
+NO_PLUS = [f"254-7123{52300 + n}" for n in range(13)] + [f"2547133{52300 + n}" for n in range(13)]
+KENYAN_CSV = "phone,name\n" + "".join(f"{phone},P{n}\n" for n, phone in enumerate(LOCAL + NO_PLUS))
+
+
+def test_a_national_number_reads_as_the_default_countrys():
+    assert normalize_phone("0722 123456", "KE") == "+254722123456"
+    assert normalize_phone("whatsapp:0722-123-456", "KE") == "+254722123456"
+    assert normalize_phone("(0)722 123456", "KE") == "+254722123456"
+
+
+def test_a_country_code_written_without_its_plus_is_recognised_with_or_without_a_default():
+    assert normalize_phone("254-712352353", "") == "+254712352353"
+    assert normalize_phone("254712352353", "KE") == "+254712352353"
+    assert normalize_phone("44 7911 123456", "KE") == "+447911123456"  # not a Kenyan number: its own code
+
+
+def test_without_a_default_a_national_number_says_what_to_do():
+    with pytest.raises(InvalidPhone) as caught:
+        normalize_phone("0722 123456", "")
+    assert caught.value.reason == "no country code; write it as +<country code><number>, or choose a default country"
+
+
+def test_the_setting_is_the_default_for_every_door(settings):
+    settings.PHONE_DEFAULT_COUNTRY = "KE"
+    assert normalize_phone("0722123456") == "+254722123456"
+    assert import_options_clean()["default_country"] == "KE"
+    assert import_options_clean(default_country="")["default_country"] == ""
+
+
+def test_a_country_that_is_not_one_is_refused_naming_the_field():
+    with pytest.raises(Exception) as caught:
+        import_options_clean(default_country="XX")
+    assert "default_country" in caught.value.message_dict
+    assert "'XX' is not a country code" in caught.value.message_dict["default_country"][0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_command_imports_the_kenyan_list_whole_with_a_default_country(tmp_path):
+    path = write(tmp_path, "ke.csv", KENYAN_CSV)
+    call_command("import_contacts", str(path), "--default-consent", "opted_in", "--default-country", "ke", verbosity=0)
+    job = ImportJob.objects.get()
+    assert (job.created_count, job.invalid_count) == (52, 0)
+    assert Contact.objects.filter(phone="+254722123400").exists()
+    assert Contact.objects.filter(phone__in=["+254712352300", "+254713352312"]).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_a_default_only_the_national_numbers_are_left_out_and_say_why(tmp_path):
+    path = write(tmp_path, "ke.csv", KENYAN_CSV)
+    call_command("import_contacts", str(path), "--default-consent", "opted_in", "--default-country", "", verbosity=0)
+    job = ImportJob.objects.get()
+    assert (job.created_count, job.invalid_count) == (26, 26)
+    reasons = set(job.row_errors.values_list("reason", flat=True))
+    assert reasons == {"no country code; write it as +<country code><number>, or choose a default country"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_command_refuses_a_country_that_is_not_one(tmp_path):
+    path = write(tmp_path, "ke.csv", KENYAN_CSV)
+    with pytest.raises(CommandError, match="--default-country: 'Kenya' is not a country code"):
+        call_command("import_contacts", str(path), "--default-consent", "opted_in", "--default-country", "Kenya")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("roles", "media_root")
+def test_the_api_takes_a_default_country_and_refuses_a_wrong_one(staff_api):
+    def upload(country):
+        return staff_api.post(
+            "/api/v1/contacts/import",
+            {
+                "file": SimpleUploadedFile("ke.csv", KENYAN_CSV.encode()),
+                "default_consent": "opted_in",
+                "default_country": country,
+            },
+            format="multipart",
+        )
+
+    refused = upload("ZZ")
+    assert refused.status_code == 400 and "default_country" in refused.json()
+    response = upload("KE")
+    assert response.status_code == 202, response.content
+    ingest_contacts(response.json()["id"])
+    job = ImportJob.objects.get(pk=response.json()["id"])
+    assert (job.status, job.created_count, job.invalid_count) == (ImportStatus.SUCCEEDED, 52, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("media_root")
+def test_the_admins_dry_run_reads_local_numbers_as_the_chosen_countrys(client, settings):
+    settings.PHONE_DEFAULT_COUNTRY = "KE"
+    client.force_login(UserFactory(username="boss", is_superuser=True))
+    form = client.get("/admin/audience/contact/import/").content.decode()
+    assert '<option value="KE" selected>Kenya (KE, +254)</option>' in form
+    upload = SimpleUploadedFile("ke.csv", KENYAN_CSV.encode(), content_type="text/csv")
+    page = client.post(
+        "/admin/audience/contact/import/",
+        {"import_file": upload, "resource": "0", "default_consent": "opted_in", "default_country": "KE"},
+    )
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Dry run of ke.csv" in text and "no country code" not in text
+    assert ImportJob.objects.get().options["default_country"] == "KE"
