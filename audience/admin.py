@@ -182,6 +182,7 @@ class ContactImportMixin(ImportMixin):
                     form.add_error(name if name in form.fields else "import_file", errors)
             else:
                 preview = ingest_services.import_preview(job, limit=PREVIEW_ROWS)
+                ingest_services.import_preview_record(job, preview)
                 context.update(job=job, preview=preview, preview_rows=preview.rows[:PREVIEW_SHOWN])
         return self._import_page(request, form, context)
 
@@ -204,6 +205,20 @@ class ContactImportMixin(ImportMixin):
         if not self.has_import_permission(request):
             raise PermissionDenied
         job = get_object_or_404(ImportJob, pk=request.POST.get("job"), source=ImportSource.ADMIN)
+        second_look = (job.details or {}).get("preview_needs_second_look")
+        if job.status == ImportStatus.PENDING and second_look and not request.POST.get("accept_errors"):
+            self.message_user(
+                request,
+                f"Import #{job.pk} was not started: too many of the rows checked have errors and would be left out. "
+                "Read the problems, then tick the box to import the rest anyway.",
+                messages.ERROR,
+            )
+            try:
+                preview = ingest_services.import_preview(job, limit=PREVIEW_ROWS)
+            except FileNotFoundError:
+                return redirect("admin:audience_contact_import")
+            context = {"job": job, "preview": preview, "preview_rows": preview.rows[:PREVIEW_SHOWN]}
+            return self._import_page(request, self.create_import_form(request), context)
         if job.status != ImportStatus.PENDING:
             self.message_user(request, f"Import #{job.pk} was already confirmed.", messages.WARNING)
         else:
@@ -256,7 +271,7 @@ def import_job_progress(job: ImportJob) -> dict:
     return {
         "id": job.pk,
         "status": job.status,
-        "status_label": job.get_status_display(),
+        "status_label": job.outcome,
         "stage": job.stage,
         "progress": round(job.progress, 1),
         "finished": job.is_finished,
@@ -511,12 +526,17 @@ class ConsentEventAdmin(PersonalFieldsMixin, admin.ModelAdmin):
 @admin.register(ImportJob)
 class ImportJobAdmin(PersonalFieldsMixin, admin.ModelAdmin):
     personal_fields = {"file_name": "text", "details": "json", "error": "text"}
-    list_display = ("id", "file_name", "status", "progress_display", "total_rows", "created_count", "updated_count")
+    list_display = ("id", "file_name", "outcome_display", "progress_display", "total_rows", "created_count")
+    list_display += ("updated_count",)
     list_display += ("invalid_count", "source", "created_by", "created_at")
     list_filter = ("status", "source", "created_at")
     search_fields = ("file_name", "created_by")
     actions = ["rerun"]
     readonly_fields = [field.name for field in ImportJob._meta.fields] + ["job_page"]
+
+    @admin.display(description="status", ordering="status")
+    def outcome_display(self, job: ImportJob) -> str:
+        return job.outcome
 
     @admin.display(description="progress")
     def progress_display(self, job: ImportJob):

@@ -270,6 +270,9 @@ class ImportRowErrorSerializer(serializers.ModelSerializer):
 
 
 class ImportJobSerializer(serializers.ModelSerializer):
+    outcome = serializers.CharField(
+        read_only=True, help_text='The status as people read it: "Succeeded, 35 rows left out" when rows had errors.'
+    )
     errors = serializers.SerializerMethodField(help_text=f"The first {IMPORT_ERRORS_SHOWN} row problems, by line.")
     errors_csv = serializers.SerializerMethodField(help_text="The whole error report as CSV.")
 
@@ -278,6 +281,7 @@ class ImportJobSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "status",
+            "outcome",
             "stage",
             "progress",
             "source",

@@ -256,6 +256,15 @@ class ImportJob(models.Model):
     def is_finished(self) -> bool:
         return self.status in (ImportStatus.SUCCEEDED, ImportStatus.FAILED)
 
+    @property
+    def outcome(self) -> str:
+        """The status as staff read it: a job that left rows out says so ("Succeeded, 35 rows left out")."""
+        label = self.get_status_display()
+        if self.status == ImportStatus.SUCCEEDED and self.invalid_count:
+            rows = "row" if self.invalid_count == 1 else "rows"
+            return f"{label}, {self.invalid_count} {rows} left out"
+        return label
+
 
 class ImportRowError(models.Model):
     """One problem found in one row of an import file (an error drops the row, a warning keeps it)."""

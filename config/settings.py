@@ -407,6 +407,8 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
 # Uploads: an import file may be up to IMPORT_MAX_BYTES (bigger ones get 413 naming the limit);
 # other request bodies (JSON, forms, webhooks) stay within Django's 2.5 MB.
 IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", 256 * 1024 * 1024, minimum=1024)
+# A dry run where more than this share of the checked rows have errors asks staff to confirm again.
+IMPORT_CONFIRM_ERROR_SHARE = env.float("IMPORT_CONFIRM_ERROR_SHARE", 0.2, minimum=0.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # Contact attributes, at every door (API, admin, imports): how many, and how big (audience/attributes.py).
 ATTRIBUTES_MAX_KEYS = env.int("ATTRIBUTES_MAX_KEYS", 100, minimum=1)

@@ -85,7 +85,7 @@ def test_a_file_without_a_phone_column_is_refused_on_the_form(staff_client):
 def test_confirming_a_small_file_imports_it_and_shows_the_job_page(staff_client):
     _preview(staff_client, topic="fair")
     job = ImportJob.objects.get()
-    response = staff_client.post("/admin/audience/contact/process_import/", {"job": job.pk})
+    response = staff_client.post("/admin/audience/contact/process_import/", {"job": job.pk, "accept_errors": "1"})
     assert response.status_code == 302 and response["Location"] == f"/admin/audience/contact/import/{job.pk}/"
     job.refresh_from_db()
     assert job.status == ImportStatus.SUCCEEDED and (job.created_count, job.invalid_count) == (1, 2)
@@ -102,7 +102,7 @@ def test_confirming_a_small_file_imports_it_and_shows_the_job_page(staff_client)
 def test_confirming_a_big_file_queues_it_for_a_worker(staff_client):
     _preview(staff_client)
     job = ImportJob.objects.get()
-    staff_client.post("/admin/audience/contact/process_import/", {"job": job.pk})
+    staff_client.post("/admin/audience/contact/process_import/", {"job": job.pk, "accept_errors": "1"})
     job.refresh_from_db()
     assert job.status == ImportStatus.QUEUED and not Contact.objects.exists()
     status = staff_client.get(f"/admin/audience/contact/import/{job.pk}/status/").json()
@@ -114,8 +114,8 @@ def test_confirming_a_big_file_queues_it_for_a_worker(staff_client):
 def test_a_confirmed_job_cannot_be_confirmed_again(staff_client):
     _preview(staff_client)
     job = ImportJob.objects.get()
-    staff_client.post("/admin/audience/contact/process_import/", {"job": job.pk})
-    staff_client.post("/admin/audience/contact/process_import/", {"job": job.pk})
+    staff_client.post("/admin/audience/contact/process_import/", {"job": job.pk, "accept_errors": "1"})
+    staff_client.post("/admin/audience/contact/process_import/", {"job": job.pk, "accept_errors": "1"})
     assert ImportJob.objects.get().attempts == 1
 
 
@@ -127,7 +127,7 @@ def test_the_changelist_links_to_import_and_export(staff_client):
 def test_the_import_jobs_list_shows_progress_and_links_to_the_job_page(staff_client):
     _preview(staff_client)
     job = ImportJob.objects.get()
-    staff_client.post("/admin/audience/contact/process_import/", {"job": job.pk})
+    staff_client.post("/admin/audience/contact/process_import/", {"job": job.pk, "accept_errors": "1"})
     listing = staff_client.get("/admin/audience/importjob/").content.decode()
     assert '<progress max="100" value="100.0">' in listing and "list.csv" in listing
     detail = staff_client.get(f"/admin/audience/importjob/{job.pk}/change/").content.decode()
@@ -145,7 +145,9 @@ def test_confirming_a_preview_whose_file_was_purged_says_so_and_imports_nothing(
     job = ImportJob.objects.get()
     ImportJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(days=30))
     assert import_files_purge() == 1  # an unconfirmed preview's file, past its retention
-    response = staff_client.post("/admin/audience/contact/process_import/", {"job": job.pk}, follow=True)
+    response = staff_client.post(
+        "/admin/audience/contact/process_import/", {"job": job.pk, "accept_errors": "1"}, follow=True
+    )
     assert "removed after the retention period" in response.content.decode()
     job.refresh_from_db()
     assert job.status == ImportStatus.PENDING and Contact.objects.count() == 0

@@ -103,7 +103,7 @@ def _by_admin(client, options=OPTIONS) -> ImportJob:
     assert page.status_code == 200 and "Dry run of list.csv" in page.content.decode()
     job = ImportJob.objects.get()
     assert not Contact.objects.filter(phone="+254712345678").exists()  # the dry run wrote nothing
-    response = client.post("/admin/audience/contact/process_import/", {"job": job.pk})
+    response = client.post("/admin/audience/contact/process_import/", {"job": job.pk, "accept_errors": "1"})
     assert response.status_code == 302
     job.refresh_from_db()
     if job.status == ImportStatus.QUEUED:  # a file the settings send to the worker

@@ -116,3 +116,53 @@ def test_the_admins_dry_run_reads_local_numbers_as_the_chosen_countrys(client, s
     text = page.content.decode()
     assert "Dry run of ke.csv" in text and "no country code" not in text
     assert ImportJob.objects.get().options["default_country"] == "KE"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("media_root")
+def test_a_dry_run_with_many_errors_asks_again_and_the_job_says_rows_were_left_out(client, settings):
+    settings.PHONE_DEFAULT_COUNTRY = ""
+    client.force_login(UserFactory(username="boss", is_superuser=True))
+    upload = SimpleUploadedFile("ke.csv", KENYAN_CSV.encode(), content_type="text/csv")
+    page = client.post(
+        "/admin/audience/contact/import/",
+        {"import_file": upload, "resource": "0", "default_consent": "opted_in", "default_country": ""},
+    )
+    text = page.content.decode()
+    assert "26 of the 52 rows checked have errors" in text and 'name="accept_errors"' in text
+    job = ImportJob.objects.get()
+
+    refused = client.post("/admin/audience/contact/process_import/", {"job": job.pk})
+    assert refused.status_code == 200 and "was not started" in refused.content.decode()
+    job.refresh_from_db()
+    assert job.status == ImportStatus.PENDING and not Contact.objects.exists()
+
+    confirmed = client.post("/admin/audience/contact/process_import/", {"job": job.pk, "accept_errors": "1"})
+    assert confirmed.status_code == 302
+    job.refresh_from_db()
+    if job.status == ImportStatus.QUEUED:
+        ingest_contacts(job.pk)
+        job.refresh_from_db()
+    assert job.outcome == "Succeeded, 26 rows left out"
+    assert "Succeeded, 26 rows left out" in client.get(f"/admin/audience/contact/import/{job.pk}/").content.decode()
+    assert client.get(f"/admin/audience/contact/import/{job.pk}/status/").json()["status_label"] == job.outcome
+    assert "Succeeded, 26 rows left out" in client.get("/admin/audience/importjob/").content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("media_root")
+def test_a_clean_dry_run_confirms_on_one_click(client, settings):
+    client.force_login(UserFactory(username="boss", is_superuser=True))
+    upload = SimpleUploadedFile("ke.csv", KENYAN_CSV.encode(), content_type="text/csv")
+    page = client.post(
+        "/admin/audience/contact/import/",
+        {"import_file": upload, "resource": "0", "default_consent": "opted_in", "default_country": "KE"},
+    )
+    assert 'name="accept_errors"' not in page.content.decode()
+    job = ImportJob.objects.get()
+    assert client.post("/admin/audience/contact/process_import/", {"job": job.pk}).status_code == 302
+    job.refresh_from_db()
+    if job.status == ImportStatus.QUEUED:
+        ingest_contacts(job.pk)
+        job.refresh_from_db()
+    assert job.outcome == "Succeeded"

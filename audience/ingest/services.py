@@ -252,6 +252,26 @@ class Preview:
     complete: bool = True
     checked: int = 0
 
+    @property
+    def error_share(self) -> float:
+        """The share of the checked rows that have errors (they will be left out)."""
+        return self.counts.get("error", 0) / self.checked if self.checked else 0.0
+
+    @property
+    def needs_second_look(self) -> bool:
+        """Too many rows would be left out to confirm on one click (IMPORT_CONFIRM_ERROR_SHARE)."""
+        return self.error_share > settings.IMPORT_CONFIRM_ERROR_SHARE
+
+
+def import_preview_record(job: ImportJob, preview: Preview) -> None:
+    """Keep the dry run's verdict on the job: confirming it then asks again when too many rows failed."""
+    job.details = {
+        **(job.details or {}),
+        "preview_error_share": round(preview.error_share, 4),
+        "preview_needs_second_look": preview.needs_second_look,
+    }
+    job.save(update_fields=["details"])
+
 
 def import_preview(job: ImportJob, *, limit: int = 1000) -> Preview:
     """Validate up to ``limit`` rows in this process and say which would create or update a contact."""
