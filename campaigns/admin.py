@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Sum
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -17,7 +19,7 @@ from campaigns.segments import rules
 from campaigns.segments.query import to_query
 from campaigns.segments.rules import RuleError
 from campaigns.services import SegmentError
-from campaigns.services.lifecycle import TRANSITIONS
+from campaigns.services.lifecycle import TRANSITIONS, skip_reason_label
 from config import privacy
 from config.json_limits import DepthLimitedJSONDecoder
 from config.privacy_admin import PersonalFieldsMixin, viewer_sees_full
@@ -346,6 +348,41 @@ def run_progress_bar(run: CampaignRun | None) -> str:
     )
 
 
+# Irreversible actions: their button leads to a page that states what will happen, then asks.
+CONFIRMED_VERBS = {"launch": "Launch now", "cancel": "Cancel campaign"}
+
+
+def duration_words(seconds: float) -> str:
+    """About how long, in words: "about 21 minutes", "under a minute"."""
+    if seconds < 60:
+        return "under a minute"
+    minutes = round(seconds / 60)
+    if minutes < 120:
+        return f"about {minutes} minute{'s' if minutes != 1 else ''}"
+    return f"about {seconds / 3600:.1f} hours"
+
+
+def launch_facts(result: dict) -> list[tuple[str, str]]:
+    facts = [
+        ("Audience", f"{result['audience']} contacts"),
+        ("Sent now", str(result["pending"])),
+        ("Held by quiet hours", str(result["held"])),
+    ]
+    facts += [(f"Excluded: {skip_reason_label(reason).lower()}", str(n)) for reason, n in result["excluded"].items()]
+    facts.append(
+        ("Estimated duration", f"{duration_words(result['estimated_seconds'])} at {result['mps']} messages a second")
+    )
+    return facts
+
+
+def cancel_facts(campaign: Campaign) -> list[tuple[str, str]]:
+    run = campaign.runs.first()
+    if run is None:
+        return [("Runs", "none yet: nothing has been sent")]
+    waiting = run.pending + run.held
+    return [("Sent so far", str(run.sent)), ("Still waiting, to be skipped", str(waiting)), ("Failed", str(run.failed))]
+
+
 ACTIONS = {
     "schedule": services.campaign_schedule,
     "launch": services.campaign_launch,
@@ -441,7 +478,12 @@ class CampaignAdmin(admin.ModelAdmin):
             }
             verbs = [(verb, labels[verb]) for verb, show in wanted.items() if show]
         unknown = getattr(campaign, "unknown_total", None) or 0
-        extra_context = {**(extra_context or {}), "campaign_verbs": verbs, "unknown_total": unknown}
+        extra_context = {
+            **(extra_context or {}),
+            "campaign_verbs": verbs,
+            "confirmed_verbs": CONFIRMED_VERBS,
+            "unknown_total": unknown,
+        }
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):
@@ -516,6 +558,8 @@ class CampaignAdmin(admin.ModelAdmin):
         from django.http import HttpResponseNotAllowed, HttpResponseRedirect
         from django.shortcuts import get_object_or_404
 
+        if request.method == "GET" and verb in CONFIRMED_VERBS:
+            return self._confirm_page(request, get_object_or_404(Campaign, pk=pk), verb)
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         campaign = get_object_or_404(Campaign, pk=pk)
@@ -531,9 +575,36 @@ class CampaignAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{verb.capitalize()}: the campaign is now {campaign.get_status_display()}.")
         return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[pk]))
 
+    def _confirm_page(self, request, campaign: Campaign, verb: str):
+        """What Launch now or Cancel will do, stated before it is done (both are irreversible)."""
+        if not self.has_change_permission(request, campaign):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": campaign,
+            "verb": verb,
+            "verb_label": CONFIRMED_VERBS[verb],
+            "can_confirm": True,
+        }
+        if verb == "launch":
+            context.update(title=f"Launch {campaign.name} now?", confirm_label="Yes, launch now")
+            try:
+                context["facts"] = launch_facts(services.campaign_dry_run(campaign))
+            except ValidationError as exc:
+                context.update(error="; ".join(exc.messages), can_confirm=False)
+            context["warning"] = "Messages start leaving at once; a launch cannot be undone, only paused or cancelled."
+        else:
+            context.update(title=f"Cancel {campaign.name}?", confirm_label="Yes, cancel the campaign")
+            context["facts"] = cancel_facts(campaign)
+            context["warning"] = (
+                "Messages already sent stay sent; everyone still waiting is skipped. A cancelled campaign cannot "
+                "be resumed: duplicate it to send again."
+            )
+        return TemplateResponse(request, "admin/campaigns/campaign/confirm.html", context)
+
     def dry_run_view(self, request, pk: int):
         from django.shortcuts import get_object_or_404
-        from django.template.response import TemplateResponse
 
         campaign = get_object_or_404(Campaign, pk=pk)
         # What the API's dry run asks too: a dry run runs the launch's whole snapshot query.
@@ -546,9 +617,13 @@ class CampaignAdmin(admin.ModelAdmin):
             "title": f"Dry run of {campaign.name}",
         }
         try:
-            context["result"] = services.campaign_dry_run(campaign)
-            for sample in context["result"]["samples"]:
+            context["result"] = result = services.campaign_dry_run(campaign)
+            for sample in result["samples"]:
                 sample["phone"] = privacy.shown("phone", sample["phone"], privacy.request_sees_full(request))
+            context["excluded"] = [(skip_reason_label(reason), n) for reason, n in result["excluded"].items()]
+            context["at"] = datetime.fromisoformat(result["at"])
+            context["held_until"] = datetime.fromisoformat(result["held_until"]) if result["held_until"] else None
+            context["duration"] = duration_words(result["estimated_seconds"])
         except ValidationError as exc:
             context["error"] = "; ".join(exc.messages)
         return TemplateResponse(request, "admin/campaigns/campaign/dry_run.html", context)

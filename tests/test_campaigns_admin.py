@@ -73,7 +73,11 @@ def test_change_page_offers_the_actions_of_the_current_status(staff_client, camp
 def test_launch_pause_and_dry_run_from_the_admin(staff_client, campaign):
     dry = staff_client.get(f"/admin/campaigns/campaign/{campaign.pk}/dry-run/")
     assert dry.status_code == 200 and "Hello A" in dry.content.decode()
-    assert staff_client.get(f"/admin/campaigns/campaign/{campaign.pk}/act/launch/").status_code == 405
+    assert staff_client.get(f"/admin/campaigns/campaign/{campaign.pk}/act/pause/").status_code == 405
+    # Launch now asks first, stating what it will do; nothing starts on the GET.
+    confirm = staff_client.get(f"/admin/campaigns/campaign/{campaign.pk}/act/launch/").content.decode()
+    assert "Launch Promo now?" in confirm and "Estimated duration" in confirm and "Yes, launch now" in confirm
+    assert not CampaignRun.objects.exists()
     staff_client.post(f"/admin/campaigns/campaign/{campaign.pk}/act/launch/")
     assert CampaignRun.objects.filter(campaign=campaign).count() == 1
     page = staff_client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
@@ -81,6 +85,35 @@ def test_launch_pause_and_dry_run_from_the_admin(staff_client, campaign):
     staff_client.post(f"/admin/campaigns/campaign/{campaign.pk}/act/pause/")
     campaign.refresh_from_db()
     assert campaign.status == "paused"
+
+
+def test_cancel_asks_first_stating_what_was_sent_and_what_will_be_skipped(staff_client, campaign):
+    page = staff_client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
+    assert f'href="/admin/campaigns/campaign/{campaign.pk}/act/cancel/">Cancel campaign' in page
+    confirm = staff_client.get(f"/admin/campaigns/campaign/{campaign.pk}/act/cancel/").content.decode()
+    assert "Cancel Promo?" in confirm and "none yet: nothing has been sent" in confirm
+    campaign.refresh_from_db()
+    assert campaign.status == "draft"
+    staff_client.post(f"/admin/campaigns/campaign/{campaign.pk}/act/cancel/")
+    campaign.refresh_from_db()
+    assert campaign.status == "cancelled"
+
+
+def test_launching_to_nobody_from_the_admin_says_why_and_starts_nothing(staff_client, campaign):
+    campaign.template = MessageTemplateFactory(body="Your code: {{ attributes.offer_code }}")
+    campaign.save()
+    confirm = staff_client.get(f"/admin/campaigns/campaign/{campaign.pk}/act/launch/").content.decode()
+    assert "Excluded: missing variable" in confirm
+    response = staff_client.post(f"/admin/campaigns/campaign/{campaign.pk}/act/launch/", follow=True)
+    assert "Could not launch: nobody would receive this campaign now" in response.content.decode()
+    assert not CampaignRun.objects.exists()
+
+
+def test_the_dry_run_speaks_words_not_codes(staff_client, campaign):
+    campaign.template = MessageTemplateFactory(body="Your code: {{ attributes.offer_code }}")
+    campaign.save()
+    page = staff_client.get(f"/admin/campaigns/campaign/{campaign.pk}/dry-run/").content.decode()
+    assert "Excluded: missing variable" in page and "missing_variable" not in page and "minute" in page
 
 
 def test_analysts_cannot_act_on_campaigns(client, campaign):

@@ -5,6 +5,7 @@ import json
 import threading
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -166,15 +167,37 @@ def test_pause_and_cancel_mark_the_run_and_its_waiting_recipients(campaign):
     assert set(Recipient.objects.values_list("state", "reason")) == {("skipped", "cancelled")}
 
 
-def test_a_run_with_nobody_to_send_completes_at_once(campaign):
+def test_a_scheduled_run_with_nobody_to_send_completes_at_once(campaign):
     from audience.models import Contact
 
     Contact.objects.update(consent_status="opted_out")
-    run = services.campaign_launch(campaign)
+    run = services.campaign_launch(campaign, scheduled_for=timezone.now().replace(microsecond=0))
     run.refresh_from_db()
     campaign.refresh_from_db()
     assert run.status == "completed" and run.total == 0
     assert campaign.status == "completed"
+
+
+def test_launching_now_to_nobody_is_refused_with_the_reasons_and_leaves_nothing(campaign):
+    from audience.models import Contact
+
+    Contact.objects.update(consent_status="opted_out")
+    with pytest.raises(ValidationError) as caught:
+        services.campaign_launch(campaign)
+    assert caught.value.messages == [
+        "nobody would receive this campaign now: the audience is empty "
+        "(no contact matches the segment, the topic and consent)"
+    ]
+    campaign.refresh_from_db()
+    assert campaign.status == "draft" and not campaign.runs.exists()
+
+
+def test_launching_now_when_every_contact_lacks_a_variable_names_the_reason(campaign):
+    services.campaign_update(campaign, template=MessageTemplateFactory(body="Your code: {{ attributes.offer_code }}"))
+    with pytest.raises(ValidationError) as caught:
+        services.campaign_launch(campaign)
+    assert "excluded: missing variable" in caught.value.messages[0]
+    assert not campaign.runs.exists()
 
 
 def test_beat_firing_a_recurring_campaign_twice_in_a_minute_makes_one_run(campaign, monkeypatch):

@@ -22,6 +22,7 @@ from campaigns.models import (
     RecipientState,
     RunStatus,
     ScheduleType,
+    SkipReason,
 )
 from campaigns.services import dispatch, estimates
 from campaigns.services import events as triggers
@@ -325,6 +326,9 @@ def campaign_launch(
         triggered = locked.kind == CampaignKind.TRIGGERED
         counts = {} if triggered else snapshots.snapshot_insert(run.pk, snapshots.snapshot_query(locked, now))
         _store_counts(run, counts, time.perf_counter() - started)
+        if manual and not triggered and run.pending == 0 and run.held == 0:
+            # Staff asked to send now and nobody would get it: say why; the transaction takes the run back.
+            raise CampaignError(f"nobody would receive this campaign now: {_nobody_reasons(run)}")
         if run.total >= snapshots.ANALYZE_AFTER:  # before the dispatchers start (also at commit)
             transaction.on_commit(snapshots.recipients_analyze, robust=True)
         if locked.status != CampaignStatus.RUNNING:
@@ -345,6 +349,18 @@ def campaign_launch(
             dispatch.dispatch_start(run.pk)  # after commit
     campaign.status = Campaign.objects.values_list("status", flat=True).get(pk=campaign.pk)
     return run
+
+
+def skip_reason_label(reason: str) -> str:
+    """A skip reason in words ("Missing variable", "Opted out"), whatever its stored code."""
+    return SkipReason(reason).label if reason in SkipReason.values else reason.replace("_", " ").capitalize()
+
+
+def _nobody_reasons(run: CampaignRun) -> str:
+    if not run.total:
+        return "the audience is empty (no contact matches the segment, the topic and consent)"
+    reasons = sorted(run.skipped_by_reason.items(), key=lambda item: -item[1])
+    return ", ".join(f"{count} excluded: {skip_reason_label(reason).lower()}" for reason, count in reasons)
 
 
 def _store_counts(run: CampaignRun, counts: dict[tuple[str, str], int], seconds: float) -> None:

@@ -129,11 +129,14 @@ def test_staff_drop_a_csv_on_the_import_page_preview_confirm_and_watch_it_import
     assert page.page.locator("table.import-problems").inner_text().count("error") >= 2
     assert Contact.objects.count() == 0  # the dry run wrote nothing
     page.screenshot("import-preview")
+    # 2 rows of 5 have errors: the page asks again before leaving them out.
+    assert "2 of the 5 rows checked have errors" in page.page.locator(".import-second-look").inner_text()
+    page.page.get_by_label("Import the other rows anyway, leaving the rows with errors out").check()
     page.page.get_by_role("button", name=re.compile("Confirm import")).click()
 
     page.page.wait_for_url(re.compile(r"/admin/audience/contact/import/\d+/$"))
     expect(page.page.locator("#import-progress")).to_have_count(1, timeout=15_000)
-    expect(page.page.locator("#import-status")).to_have_text("Succeeded", timeout=60_000)
+    expect(page.page.locator("#import-status")).to_have_text("Succeeded, 2 rows left out", timeout=60_000)
     assert page.page.locator("#import-progress").evaluate("bar => bar.value") == 100
     assert page.page.locator("[data-count='created_count']").inner_text() == "3"
     page.screenshot("import-done")
@@ -162,7 +165,11 @@ def test_staff_create_and_launch_a_campaign_and_see_it_delivered_on_its_analytic
     page.page.locator("input[name='_continue']").click()
     page.page.wait_for_url(re.compile(r"/admin/campaigns/campaign/\d+/change/"))
     campaign = Campaign.objects.get(name="Browser launch")
-    page.page.get_by_role("button", name="Launch now").click()
+    page.page.get_by_role("link", name="Launch now…").click()
+    page.page.wait_for_selector("text=Estimated duration")
+    assert not campaign.runs.exists()  # the confirmation page launched nothing
+    page.screenshot("campaign-launch-confirm")
+    page.page.get_by_role("button", name="Yes, launch now").click()
     page.page.wait_for_selector("text=the campaign is now")
 
     def settled() -> bool:
@@ -243,6 +250,7 @@ def test_an_analyst_cannot_reach_the_admins_change_pages(page):
     assert response.status == 200 and "View campaign" in page.page.content()
     assert page.page.locator("input[name='_save'], input[name='_continue'], #id_name").count() == 0
     assert page.page.get_by_role("button", name="Launch now").count() == 0
+    assert page.page.get_by_role("link", name="Launch now…").count() == 0
     assert page.goto("/admin/audience/contact/import/").status == 403
     posted = page.page.request.post(
         page.base_url + f"/admin/campaigns/campaign/{campaign.pk}/act/launch/",
