@@ -348,6 +348,8 @@ def run_progress_bar(run: CampaignRun | None) -> str:
     )
 
 
+FINISHED = (CampaignStatus.COMPLETED, CampaignStatus.CANCELLED, CampaignStatus.FAILED)
+
 # Irreversible actions: their button leads to a page that states what will happen, then asks.
 CONFIRMED_VERBS = {"launch": "Launch now", "cancel": "Cancel campaign"}
 
@@ -389,6 +391,7 @@ ACTIONS = {
     "pause": services.campaign_pause,
     "resume": services.campaign_resume,
     "cancel": services.campaign_cancel,
+    "duplicate": services.campaign_duplicate,
 }
 
 
@@ -456,6 +459,12 @@ class CampaignAdmin(admin.ModelAdmin):
         url = reverse("admin:campaigns_campaign_unknown_outcomes", args=[obj.pk])
         return format_html('<a href="{}">{}</a>', url, total)
 
+    def has_change_permission(self, request, obj=None) -> bool:
+        """A finished campaign is a record: shown read-only (duplicate it to send again)."""
+        if obj is not None and obj.status in FINISHED:
+            return False
+        return super().has_change_permission(request, obj)
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         campaign = self.get_object(request, object_id)
         verbs = []
@@ -467,6 +476,7 @@ class CampaignAdmin(admin.ModelAdmin):
                 "pause": "Pause",
                 "resume": "Resume",
                 "cancel": "Cancel campaign",
+                "duplicate": "Duplicate",
             }
             wanted = {
                 "schedule": CampaignStatus.SCHEDULED in allowed and campaign.status == CampaignStatus.DRAFT,
@@ -475,7 +485,10 @@ class CampaignAdmin(admin.ModelAdmin):
                 "pause": CampaignStatus.PAUSED in allowed,
                 "resume": campaign.status == CampaignStatus.PAUSED,
                 "cancel": CampaignStatus.CANCELLED in allowed,
+                "duplicate": self.has_add_permission(request),
             }
+            if not self.has_change_permission(request, campaign):  # a finished campaign, or an analyst
+                wanted = {verb: show and verb == "duplicate" for verb, show in wanted.items()}
             verbs = [(verb, labels[verb]) for verb, show in wanted.items() if show]
         unknown = getattr(campaign, "unknown_total", None) or 0
         extra_context = {
@@ -563,14 +576,18 @@ class CampaignAdmin(admin.ModelAdmin):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         campaign = get_object_or_404(Campaign, pk=pk)
-        if verb not in ACTIONS or not self.has_change_permission(request, campaign):
+        may = self.has_add_permission(request) if verb == "duplicate" else self.has_change_permission(request, campaign)
+        if verb not in ACTIONS or not may:
             self.message_user(request, "That action is not allowed.", messages.ERROR)
         else:
             try:
-                ACTIONS[verb](campaign, actor=request.user)
+                done = ACTIONS[verb](campaign, actor=request.user)
             except ValidationError as exc:
                 self.message_user(request, f"Could not {verb}: {'; '.join(exc.messages)}", messages.ERROR)
             else:
+                if verb == "duplicate":
+                    self.message_user(request, f"Duplicated as {done.name!r}, a draft: edit it, then launch it.")
+                    return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[done.pk]))
                 campaign.refresh_from_db()
                 self.message_user(request, f"{verb.capitalize()}: the campaign is now {campaign.get_status_display()}.")
         return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[pk]))

@@ -328,6 +328,13 @@ class CampaignViewSet(viewsets.ModelViewSet):
     def cancel(self, request, pk=None):
         return self._act(services.campaign_cancel, request)
 
+    @extend_schema(request=None, responses={201: CampaignSerializer})
+    @action(detail=True, methods=["post"])
+    def duplicate(self, request, pk=None):
+        """A new draft with this campaign's settings, named "<name> (copy)"; how a finished campaign is sent again."""
+        copy = _service_call(services.campaign_duplicate, self.get_object(), actor=request.user)
+        return Response(CampaignSerializer(copy, context=self.get_serializer_context()).data, status=201)
+
     @extend_schema(request=None, responses=DryRunSerializer)
     @action(detail=True, methods=["post"], url_path="dry-run")
     def dry_run(self, request, pk=None):

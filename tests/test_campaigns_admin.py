@@ -128,3 +128,17 @@ def test_analysts_cannot_act_on_campaigns(client, campaign):
 def test_a_staff_user_without_a_role_sees_no_dry_run(client, campaign):
     client.force_login(UserFactory(username="nobody", is_staff=True))
     assert client.get(f"/admin/campaigns/campaign/{campaign.pk}/dry-run/").status_code == 403
+
+
+def test_a_cancelled_campaign_is_read_only_and_can_be_duplicated(staff_client, campaign):
+    staff_client.post(f"/admin/campaigns/campaign/{campaign.pk}/act/cancel/")
+    page = staff_client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
+    assert "View campaign" in page and 'name="_save"' not in page and 'id="id_name"' not in page
+    assert ">Duplicate</button>" in page
+    response = staff_client.post(f"/admin/campaigns/campaign/{campaign.pk}/act/duplicate/")
+    copy = Campaign.objects.get(name="Promo (copy)")
+    assert response.status_code == 302 and response["Location"].endswith(f"/campaign/{copy.pk}/change/")
+    assert (copy.status, copy.template_id, copy.sender_id) == ("draft", campaign.template_id, campaign.sender_id)
+    staff_client.post(f"/admin/campaigns/campaign/{campaign.pk}/act/duplicate/")
+    assert Campaign.objects.filter(name="Promo (copy 2)").exists()
+    assert copy.actions.get().detail == {"duplicate_of": campaign.pk}

@@ -88,3 +88,21 @@ def test_only_drafts_and_cancelled_campaigns_can_be_deleted(staff_api, payload):
     assert staff_api.delete(f"/api/v1/campaigns/{campaign_id}/").status_code == 400
     staff_api.post(f"/api/v1/campaigns/{campaign_id}/cancel")
     assert staff_api.delete(f"/api/v1/campaigns/{campaign_id}/").status_code == 204
+
+
+def test_a_cancelled_campaign_is_duplicated_into_a_draft_and_launching_to_nobody_says_why(
+    staff_api, analyst_api, payload
+):
+    campaign_id = staff_api.post("/api/v1/campaigns/", payload, format="json").json()["id"]
+    refused = staff_api.post(f"/api/v1/campaigns/{campaign_id}/launch")
+    assert refused.status_code == 400
+    assert "nobody would receive this campaign now: the audience is empty" in str(refused.json())
+    assert not CampaignRun.objects.exists()
+
+    staff_api.post(f"/api/v1/campaigns/{campaign_id}/cancel")
+    assert analyst_api.post(f"/api/v1/campaigns/{campaign_id}/duplicate").status_code == 403
+    copy = staff_api.post(f"/api/v1/campaigns/{campaign_id}/duplicate")
+    assert copy.status_code == 201
+    body = copy.json()
+    assert (body["status"], body["name"]) == ("draft", f"{payload['name']} (copy)")
+    assert body["template"] == payload["template"] and body["id"] != campaign_id

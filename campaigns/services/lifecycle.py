@@ -250,6 +250,57 @@ def campaign_create(*, actor=None, **fields) -> Campaign:
     return campaign
 
 
+# What a duplicate takes over: the campaign's settings, not its state, schedule task or history.
+DUPLICATED_FIELDS = (
+    "kind",
+    "template",
+    "sender",
+    "segment",
+    "topic",
+    "mps",
+    "quiet_start",
+    "quiet_end",
+    "frequency_cap",
+    "frequency_window",
+    "validity",
+    "schedule_type",
+    "send_at",
+    "cron",
+    "cron_timezone",
+    "trigger_event",
+    "trigger_keyword",
+    "trigger_conditions",
+    "trigger_contact_rule",
+)
+
+
+@transaction.atomic
+def campaign_duplicate(campaign: Campaign, *, actor=None) -> Campaign:
+    """A new draft with the campaign's settings, named "<name> (copy)" (or copy 2, 3, ...)."""
+    base = f"{campaign.name[:190]} (copy"
+    taken = set(Campaign.objects.filter(name__startswith=base).values_list("name", flat=True))
+    name = next(
+        candidate
+        for candidate in (f"{base})", *(f"{base} {n})" for n in range(2, len(taken) + 3)))
+        if candidate not in taken
+    )
+    fields = {field: getattr(campaign, field) for field in DUPLICATED_FIELDS}
+    if fields["schedule_type"] == ScheduleType.ONCE and fields["send_at"] and fields["send_at"] <= timezone.now():
+        fields.update(schedule_type=ScheduleType.NOW, send_at=None)  # its moment has passed: staff choose again
+    duplicate = Campaign(name=name, status=CampaignStatus.DRAFT, **fields)
+    if actor is not None and not isinstance(actor, str):
+        duplicate.created_by = actor
+    duplicate.save()
+    CampaignAction.objects.create(
+        campaign=duplicate,
+        action="create",
+        to_status=duplicate.status,
+        actor=_actor_name(actor),
+        detail={"duplicate_of": campaign.pk},
+    )
+    return duplicate
+
+
 @transaction.atomic
 def campaign_delete(campaign: Campaign) -> None:
     """Delete a draft or cancelled campaign with its PeriodicTask."""
