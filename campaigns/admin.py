@@ -8,6 +8,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Sum
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -350,6 +351,29 @@ def run_progress_bar(run: CampaignRun | None) -> str:
 
 FINISHED = (CampaignStatus.COMPLETED, CampaignStatus.CANCELLED, CampaignStatus.FAILED)
 
+
+class TestSendForm(forms.Form):
+    contact = forms.CharField(
+        label="As if to contact", help_text="A contact's phone or id: the message is rendered with their values."
+    )
+    to = forms.CharField(label="Send to", max_length=64, help_text="Your own number, in any common spelling.")
+
+    def clean_contact(self):
+        from audience.models import Contact
+        from audience.phones import InvalidPhone, normalize_phone
+
+        value = self.cleaned_data["contact"].strip()
+        if value.isdigit() and (found := Contact.objects.filter(pk=int(value)).first()):
+            return found
+        try:
+            found = Contact.objects.filter(phone=normalize_phone(value)).first()
+        except InvalidPhone as exc:
+            raise ValidationError(str(exc)) from None
+        if found is None:
+            raise ValidationError(f"No contact with id or phone {value!r}.")
+        return found
+
+
 # Irreversible actions: their button leads to a page that states what will happen, then asks.
 CONFIRMED_VERBS = {"launch": "Launch now", "cancel": "Cancel campaign"}
 
@@ -506,6 +530,7 @@ class CampaignAdmin(admin.ModelAdmin):
         return [
             path("<int:pk>/act/<str:verb>/", self.admin_site.admin_view(self.act_view), name=f"{prefix}_act"),
             path("<int:pk>/dry-run/", self.admin_site.admin_view(self.dry_run_view), name=f"{prefix}_dry_run"),
+            path("<int:pk>/test-send/", self.admin_site.admin_view(self.test_send_view), name=f"{prefix}_test_send"),
             path("progress/", self.admin_site.admin_view(self.progress_view), name=f"{prefix}_progress"),
             path(
                 "<int:pk>/unknown-outcomes/",
@@ -568,7 +593,7 @@ class CampaignAdmin(admin.ModelAdmin):
         services.campaign_delete(obj)
 
     def act_view(self, request, pk: int, verb: str):
-        from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+        from django.http import HttpResponseNotAllowed
         from django.shortcuts import get_object_or_404
 
         if request.method == "GET" and verb in CONFIRMED_VERBS:
@@ -619,6 +644,34 @@ class CampaignAdmin(admin.ModelAdmin):
                 "be resumed: duplicate it to send again."
             )
         return TemplateResponse(request, "admin/campaigns/campaign/confirm.html", context)
+
+    def test_send_view(self, request, pk: int):
+        """Send what a contact would get to a number staff give (theirs), counted nowhere."""
+        from django.shortcuts import get_object_or_404
+
+        campaign = get_object_or_404(Campaign, pk=pk)
+        if not self.has_change_permission(request, campaign):
+            raise PermissionDenied
+        form = TestSendForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                sent = services.campaign_test_send(
+                    campaign, contact=form.cleaned_data["contact"], to=form.cleaned_data["to"], actor=request.user
+                )
+            except ValidationError as exc:
+                for name, errors in exc.message_dict.items():
+                    form.add_error(name if name in form.fields else None, errors)
+            else:
+                self.message_user(request, f"Test sent to {sent.to}: {sent.text}")
+                return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": campaign,
+            "title": f"Send a test of {campaign.name}",
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/campaigns/campaign/test_send.html", context)
 
     def dry_run_view(self, request, pk: int):
         from django.shortcuts import get_object_or_404

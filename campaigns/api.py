@@ -251,6 +251,30 @@ class DryRunSerializer(serializers.Serializer):
     samples = serializers.ListField(child=serializers.DictField())
 
 
+class TestSendSerializer(serializers.Serializer):
+    contact = serializers.CharField(help_text="Whose message to send: a contact id, or the contact's phone.")
+    to = serializers.CharField(max_length=64, help_text="The number the test goes to (yours), any common spelling.")
+
+    def validate_contact(self, value: str) -> Contact:
+        value = value.strip()
+        if value.isdigit() and (found := Contact.objects.filter(pk=int(value)).first()):
+            return found
+        try:
+            phone = normalize_phone(value)
+        except InvalidPhone:
+            raise serializers.ValidationError(f"no contact with id or phone {value!r}") from None
+        found = Contact.objects.filter(phone=phone).first()
+        if found is None:
+            raise serializers.ValidationError(f"no contact with phone {phone}")
+        return found
+
+
+class TestSentSerializer(serializers.Serializer):
+    to = serializers.CharField()
+    text = serializers.CharField()
+    provider_sid = serializers.CharField()
+
+
 class UnknownOutcomesRequestSerializer(serializers.Serializer):
     action = serializers.ChoiceField(
         choices=ResolutionAction.choices,
@@ -334,6 +358,23 @@ class CampaignViewSet(viewsets.ModelViewSet):
         """A new draft with this campaign's settings, named "<name> (copy)"; how a finished campaign is sent again."""
         copy = _service_call(services.campaign_duplicate, self.get_object(), actor=request.user)
         return Response(CampaignSerializer(copy, context=self.get_serializer_context()).data, status=201)
+
+    @extend_schema(request=TestSendSerializer, responses={200: TestSentSerializer})
+    @action(detail=True, methods=["post"], url_path="test-send")
+    def test_send(self, request, pk=None):
+        """Send what a contact would get to your own number: marked as a test on the campaign's actions,
+        counted in no report, cap or history."""
+        campaign = self.get_object()
+        payload = TestSendSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        sent = _service_call(
+            services.campaign_test_send,
+            campaign,
+            contact=payload.validated_data["contact"],
+            to=payload.validated_data["to"],
+            actor=request.user,
+        )
+        return Response(TestSentSerializer(sent).data)
 
     @extend_schema(request=None, responses=DryRunSerializer)
     @action(detail=True, methods=["post"], url_path="dry-run")

@@ -27,6 +27,8 @@ from campaigns.models import (
 from campaigns.services import dispatch, estimates
 from campaigns.services import events as triggers
 from campaigns.services import snapshot as snapshots
+from config.privacy import phone_mask
+from messaging.services.sample_send import SampleSent, sample_message_send
 
 # Which status may follow which. Anything else is refused.
 TRANSITIONS: dict[str, set[str]] = {
@@ -299,6 +301,21 @@ def campaign_duplicate(campaign: Campaign, *, actor=None) -> Campaign:
         detail={"duplicate_of": campaign.pk},
     )
     return duplicate
+
+
+def campaign_test_send(campaign: Campaign, *, contact, to: str, actor=None) -> SampleSent:
+    """Send what ``contact`` would get from this campaign to the number ``to``, marked as a test on the
+    campaign's actions and counted nowhere else. Raises ValidationError naming the field."""
+    sent = sample_message_send(template=campaign.template, contact=contact, sender=campaign.sender, to=to)
+    CampaignAction.objects.create(
+        campaign=campaign,
+        action="test_send",
+        from_status=campaign.status,
+        to_status=campaign.status,
+        actor=_actor_name(actor),
+        detail={"contact": contact.pk, "to": phone_mask(sent.to), "sid": sent.provider_sid},
+    )
+    return sent
 
 
 @transaction.atomic
