@@ -15,7 +15,17 @@ from django.utils.html import format_html, format_html_join
 
 from campaigns import selectors, services
 from campaigns.admin_outcomes import run_unknown_summary, unknown_outcomes_view
-from campaigns.models import Campaign, CampaignAction, CampaignRun, CampaignStatus, Event, Recipient, Segment
+from campaigns.models import (
+    Campaign,
+    CampaignAction,
+    CampaignKind,
+    CampaignRun,
+    CampaignStatus,
+    Event,
+    Recipient,
+    Segment,
+    SkipReason,
+)
 from campaigns.segments import rules
 from campaigns.segments.query import to_query
 from campaigns.segments.rules import RuleError
@@ -588,6 +598,25 @@ class CampaignAdmin(admin.ModelAdmin):
         else:
             created = services.campaign_create(actor=request.user, **form.cleaned_data)
             obj.pk = created.pk
+        if not change or {"template", "segment", "topic"} & set(form.changed_data):
+            self._warn_if_variables_missing(request, Campaign.objects.get(pk=obj.pk))
+
+    def _warn_if_variables_missing(self, request, campaign: Campaign) -> None:
+        """Most of the audience lacking a template variable would be skipped at launch: say so at save."""
+        if campaign.kind == CampaignKind.TRIGGERED:
+            return  # its audience is whoever sends the event; each answer is checked then
+        try:
+            result = services.campaign_dry_run(campaign, samples=0)
+        except ValidationError:
+            return
+        missing = result["excluded"].get(SkipReason.MISSING_VARIABLE, 0)
+        if result["audience"] and missing * 2 > result["audience"]:
+            self.message_user(
+                request,
+                f"{missing} of the {result['audience']} contacts in this campaign's audience lack a value its "
+                "template needs: they would be skipped. Give the template a fallback, or check the segment.",
+                messages.WARNING,
+            )
 
     def delete_model(self, request, obj):
         services.campaign_delete(obj)

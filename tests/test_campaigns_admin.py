@@ -142,3 +142,26 @@ def test_a_cancelled_campaign_is_read_only_and_can_be_duplicated(staff_client, c
     staff_client.post(f"/admin/campaigns/campaign/{campaign.pk}/act/duplicate/")
     assert Campaign.objects.filter(name="Promo (copy 2)").exists()
     assert copy.actions.get().detail == {"duplicate_of": campaign.pk}
+
+
+def test_saving_a_campaign_whose_template_most_of_the_audience_cannot_fill_warns(staff_client, campaign):
+    template = MessageTemplateFactory(body="Your code: {{ attributes.offer_code }}")
+    response = staff_client.post(
+        "/admin/campaigns/campaign/add/",
+        {
+            "name": "Codes",
+            "kind": "one_off",
+            "template": template.pk,
+            "sender": campaign.sender_id,
+            "schedule_type": "now",
+            "cron_timezone": "UTC",
+            "runs-TOTAL_FORMS": 0,
+            "runs-INITIAL_FORMS": 0,
+            "actions-TOTAL_FORMS": 0,
+            "actions-INITIAL_FORMS": 0,
+        },
+        follow=True,
+    )
+    text = response.content.decode()
+    assert "1 of the 1 contacts in this campaign&#x27;s audience lack a value its template needs" in text
+    assert Campaign.objects.filter(name="Codes").exists()  # a warning, not a refusal

@@ -584,7 +584,7 @@ def campaign_dry_run(campaign: Campaign, *, now: dt.datetime | None = None, samp
             held_until = last if held_until is None else max(held_until, last)
     mps = campaign.mps or campaign.sender.effective_mps
     to_send = by_state.get(RecipientState.PENDING, 0) + by_state.get(RecipientState.HELD, 0)
-    sample_ids = snapshots.snapshot_sample(snapshot, samples)
+    sample_ids = snapshots.snapshot_sample(snapshot, samples) if samples else []
     contacts = Contact.objects.in_bulk(sample_ids)
     rendered = []
     for contact_id in sample_ids:
