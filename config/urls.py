@@ -18,6 +18,14 @@ api_v1 = [
 ]
 
 
+# One product: the back office is named for the platform, and "View site" opens the dashboard,
+# which answers what is sending now.
+admin.site.site_header = "Messaging platform"
+admin.site.site_title = "Messaging platform"
+admin.site.index_title = "Back office"
+admin.site.site_url = "/reporting/"
+
+
 def favicon(request):
     """Pages without an icon link (error pages, the API docs) make browsers ask for /favicon.ico."""
     return redirect(static("favicon.svg"))
@@ -25,7 +33,7 @@ def favicon(request):
 
 urlpatterns = [
     path("favicon.ico", favicon),
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("", RedirectView.as_view(url="/reporting/", permanent=False)),
     path("health/", health, name="health"),
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),

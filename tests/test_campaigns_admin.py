@@ -1,4 +1,5 @@
 import pytest
+from django.utils import timezone
 
 from audience import services as audience
 from campaigns.models import Campaign, CampaignRun
@@ -165,3 +166,16 @@ def test_saving_a_campaign_whose_template_most_of_the_audience_cannot_fill_warns
     text = response.content.decode()
     assert "1 of the 1 contacts in this campaign&#x27;s audience lack a value its template needs" in text
     assert Campaign.objects.filter(name="Codes").exists()  # a warning, not a refusal
+
+
+def test_the_back_office_is_one_product_whose_home_says_what_is_sending(staff_client, campaign, client):
+    home = staff_client.get("/admin/").content.decode()
+    assert "Messaging platform" in home and "Django administration" not in home
+    assert 'id="sending-now"' in home and "Nothing is sending" in home
+    assert 'href="/reporting/">View site' in home
+    CampaignRun.objects.create(
+        campaign=campaign, scheduled_for=timezone.now(), status="running", mps=10, total=5, sent=2
+    )
+    home = staff_client.get("/admin/").content.decode()
+    assert "Promo" in home and "2 of 5" in home
+    assert client.get("/").headers["Location"] == "/reporting/"
