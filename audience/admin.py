@@ -38,6 +38,7 @@ from audience.resources import ContactExportResource, ContactImportResource
 from config import privacy
 from config.json_limits import ADMIN_JSON_FORMFIELDS
 from config.privacy_admin import PersonalFieldsMixin
+from config.spreadsheet import csv_download
 
 PREVIEW_ROWS = 1000
 PREVIEW_SHOWN = 200
@@ -340,17 +341,8 @@ def sample_csv_response() -> HttpResponse:
     return response
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
 def error_csv_response(job: ImportJob, *, full: bool) -> StreamingHttpResponse:
-    writer = csv.writer(_Echo())
-    rows = (writer.writerow(row) for row in ingest_selectors.import_job_error_rows(job, full=full))
-    response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="import-{job.pk}-errors.csv"'
-    return response
+    return csv_download(ingest_selectors.import_job_error_rows(job, full=full), f"import-{job.pk}-errors.csv")
 
 
 @admin.register(Contact)

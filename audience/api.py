@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-
 import django_filters
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
-from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status, viewsets
@@ -36,6 +33,7 @@ from audience.models import (
 )
 from config import privacy
 from config.api import JSONField, UtcIsoDateTimeFilter, raise_as_drf
+from config.spreadsheet import csv_download
 
 IMPORT_ERRORS_SHOWN = 100
 # Room for the multipart boundaries and the other fields around the file in a Content-Length.
@@ -370,17 +368,8 @@ class ImportJobViewSet(viewsets.ReadOnlyModelViewSet):
     def errors_csv(self, request, pk=None):
         """The error report: line, column, level, reason, value; cells escaped against spreadsheet formulas."""
         job = self.get_object()
-        writer = csv.writer(_Echo())
-        full = privacy.request_sees_full(request)
-        rows = (writer.writerow(row) for row in ingest_selectors.import_job_error_rows(job, full=full))
-        response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="import-{job.pk}-errors.csv"'
-        return response
-
-
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
+        rows = ingest_selectors.import_job_error_rows(job, full=privacy.request_sees_full(request))
+        return csv_download(rows, f"import-{job.pk}-errors.csv")
 
 
 class ImportTooLarge(APIException):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Iterator
 
 from django.db.models import QuerySet
@@ -10,7 +9,7 @@ from django.http import StreamingHttpResponse
 
 from campaigns.models import Campaign, CampaignRun
 from config.privacy import phone_shown
-from config.spreadsheet import escape_formula
+from config.spreadsheet import csv_download, escape_formula
 from messaging.models import Message
 from messaging.providers import error_meaning
 from reporting.selectors import campaign_result_rows
@@ -65,11 +64,6 @@ MESSAGE_FIELDS = [
 MESSAGE_COLUMNS = [*MESSAGE_FIELDS[:12], "error_meaning", *MESSAGE_FIELDS[12:]]
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
 def _cell(value):
     if value is None:
         return ""
@@ -78,17 +72,10 @@ def _cell(value):
     return escape_formula(value if isinstance(value, str) else str(value))
 
 
-def csv_stream(header: list[str], rows: Iterable[Iterable]) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    yield writer.writerow(header)
+def _rows(header: list[str], rows: Iterable[Iterable]) -> Iterator[list]:
+    yield header
     for row in rows:
-        yield writer.writerow([_cell(value) for value in row])
-
-
-def csv_response(lines: Iterator[str], filename: str) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
+        yield [_cell(value) for value in row]
 
 
 def campaign_results_csv(campaign: Campaign, *, run: CampaignRun | None, full_phones: bool) -> StreamingHttpResponse:
@@ -117,7 +104,7 @@ def campaign_results_csv(campaign: Campaign, *, run: CampaignRun | None, full_ph
             ]
 
     suffix = f"-run-{run.pk}" if run else ""
-    return csv_response(csv_stream(CAMPAIGN_COLUMNS, rows()), f"campaign-{campaign.pk}{suffix}-results.csv")
+    return csv_download(_rows(CAMPAIGN_COLUMNS, rows()), f"campaign-{campaign.pk}{suffix}-results.csv")
 
 
 def messages_csv(queryset: QuerySet[Message], *, full_phones: bool) -> StreamingHttpResponse:
@@ -134,4 +121,4 @@ def messages_csv(queryset: QuerySet[Message], *, full_phones: bool) -> Streaming
             code = row[code_index]
             yield [*row[:12], error_meaning(code) if code else "", *row[12:]]
 
-    return csv_response(csv_stream(MESSAGE_COLUMNS, rows()), "messages.csv")
+    return csv_download(_rows(MESSAGE_COLUMNS, rows()), "messages.csv")

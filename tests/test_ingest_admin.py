@@ -95,7 +95,7 @@ def test_confirming_a_small_file_imports_it_and_shows_the_job_page(staff_client)
     status = staff_client.get(f"/admin/audience/contact/import/{job.pk}/status/").json()
     assert (status["status"], status["progress"], status["finished"]) == ("succeeded", 100.0, True)
     errors = b"".join(staff_client.get(f"/admin/audience/contact/import/{job.pk}/errors.csv").streaming_content)
-    assert errors.startswith(b"line,column,level,reason,value") and b"Mars/Base" in errors
+    assert errors.startswith("\ufeffline,column,level,reason,value".encode()) and b"Mars/Base" in errors
 
 
 @override_settings(INGEST_INLINE_MAX_BYTES=10)

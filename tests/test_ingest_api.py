@@ -66,7 +66,7 @@ def test_the_error_report_downloads_as_csv_with_formulas_escaped(staff_api):
     ingest_contacts(job_id)
     response = staff_api.get(f"/api/v1/imports/{job_id}/errors")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
-    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig"))))
     assert rows[0] == ["line", "column", "level", "reason", "value"]
     assert rows[1][:3] == ["3", "phone", "error"]
     assert rows[1][4] == "'=cmd|' /C calc'!A0"

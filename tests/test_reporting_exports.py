@@ -16,8 +16,9 @@ def _rows(response) -> list[dict]:
     assert response.status_code == 200, getattr(response, "content", b"")
     assert response.streaming
     assert response["Content-Type"].startswith("text/csv")
-    text = b"".join(response.streaming_content).decode()
-    return list(csv.DictReader(io.StringIO(text)))
+    data = b"".join(response.streaming_content)
+    assert data.startswith("\ufeff".encode())  # Excel reads it as UTF-8, not its legacy code page
+    return list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
 
 
 @pytest.fixture
@@ -95,6 +96,7 @@ def test_a_large_export_streams_in_chunks(staff_api):
     Recipient.objects.bulk_create(Recipient(run=run, contact=c, state="pending") for c in contacts)
     response = staff_api.get(f"/api/v1/reporting/campaigns/{campaign.pk}/export")
     chunks = iter(response.streaming_content)
+    assert next(chunks) == "\ufeff".encode()
     header = next(chunks)
     assert header.startswith(b"run_id,recipient_id")
     rest = list(chunks)
