@@ -166,3 +166,21 @@ def test_a_clean_dry_run_confirms_on_one_click(client, settings):
         ingest_contacts(job.pk)
         job.refresh_from_db()
     assert job.outcome == "Succeeded"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "content",
+    [
+        "phone,name\nwhatsapp:+254712000001,A\n+254712000002,B\n",  # the fast CSV path
+        'phone,name\nwhatsapp:+254712000001,"A, the first"\n+254712000002,B\n',  # quoted: the general path
+        "phone,name,channel\nwhatsapp:+254712000001,A,\n+254712000002,B,\nwhatsapp:+254712000003,C,sms\n",
+    ],
+)
+def test_a_whatsapp_prefix_sets_the_channel_unless_a_channel_column_says_otherwise(tmp_path, content):
+    path = write(tmp_path, "wa.csv", content)
+    call_command("import_contacts", str(path), "--default-consent", "opted_in", verbosity=0)
+    channels = dict(Contact.objects.values_list("phone", "channel"))
+    assert channels["+254712000001"] == "whatsapp" and channels["+254712000002"] == "sms"
+    if "+254712000003" in channels:
+        assert channels["+254712000003"] == "sms"

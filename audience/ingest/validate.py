@@ -352,6 +352,8 @@ class RowValidator:
             channel = channel.lower()
             if channel not in CHANNELS:
                 raise RowProblem("channel", "not one of whatsapp, sms", channel)
+        elif _says_whatsapp(str(raw_phone)):
+            channel = "whatsapp"
         locale = _clean_text("locale", cells.get("locale"))
         timezone = _clean_text("timezone", cells.get("timezone"))
         if timezone is not None and not _timezone_ok(timezone):
@@ -786,6 +788,8 @@ class _CleanCsvRows:
             if text is False:
                 return None
             texts[slot] = text
+        if texts[2] == "\\N" and _says_whatsapp(raw_phone):
+            texts[2] = "whatsapp"
         if self.attributes:
             attributes = self._attributes(record)
             if attributes is None:
@@ -843,6 +847,11 @@ def _attribute_part(prefix: str, cell: str, value_chars: int) -> str | bool:
         return False
     text, formula = _scalar_json(value)
     return False if formula else _copy_text(prefix + text)
+
+
+def _says_whatsapp(raw_phone: str) -> bool:
+    """A phone written "whatsapp:+254..." names its channel when no channel column does."""
+    return raw_phone.lstrip()[:9].lower() == "whatsapp:"
 
 
 # A repeated cell's COPY text as RowValidator would write it, or False when RowValidator has something to say.
