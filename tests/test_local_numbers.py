@@ -184,3 +184,31 @@ def test_a_whatsapp_prefix_sets_the_channel_unless_a_channel_column_says_otherwi
     assert channels["+254712000001"] == "whatsapp" and channels["+254712000002"] == "sms"
     if "+254712000003" in channels:
         assert channels["+254712000003"] == "sms"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("media_root")
+def test_the_dry_run_tells_unchanged_rows_from_updates_as_the_import_will(client, tmp_path):
+    from audience import services as audience
+
+    audience.contact_create(phone="+254712000001", name="Same", consent_status="opted_in")
+    audience.contact_create(phone="+254712000002", name="Old name", consent_status="opted_in")
+    content = "phone,name\n+254712000001,Same\n+254712000002,New name\n+254712000003,Fresh\n"
+    client.force_login(UserFactory(username="boss", is_superuser=True))
+    page = client.post(
+        "/admin/audience/contact/import/",
+        {
+            "import_file": SimpleUploadedFile("c.csv", content.encode(), content_type="text/csv"),
+            "resource": "0",
+            "default_consent": "opted_in",
+        },
+    )
+    summary = " ".join(page.content.decode().split())
+    assert "<strong>1</strong> new, <strong>1</strong> to update, <strong>1</strong> unchanged" in summary
+    job = ImportJob.objects.get()
+    client.post("/admin/audience/contact/process_import/", {"job": job.pk})
+    job.refresh_from_db()
+    if job.status == ImportStatus.QUEUED:
+        ingest_contacts(job.pk)
+        job.refresh_from_db()
+    assert (job.created_count, job.updated_count, job.unchanged_count) == (1, 1, 1)

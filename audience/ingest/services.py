@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -312,6 +312,18 @@ def _parse_copy_lines(data: bytes) -> list[dict]:
     return rows
 
 
+def _changing_phones(rows: list[dict]) -> set[str]:
+    """The phones of ``rows`` whose import would change their existing contact (the engine's own test)."""
+    if not rows:
+        return set()
+    columns = ("phone", "channel", "name", "email", "locale", "timezone", "consent")
+    params = [[row[column] for row in rows] for column in columns]
+    params.append([row["attributes"] for row in rows])  # JSON text, or None
+    with connection.cursor() as cursor:
+        cursor.execute(sql.CHANGED_PHONES, params)
+        return {phone for (phone,) in cursor.fetchall()}
+
+
 def _classify(preview: Preview, options: dict) -> None:
     # The last row of each phone, by position: elements of a minified JSON array share line 1.
     last = {row["phone"]: index for index, row in enumerate(preview.rows)}
@@ -319,7 +331,8 @@ def _classify(preview: Preview, options: dict) -> None:
     existing = {phone: (status, opted_out_at) for phone, status, opted_out_at in found}
     update = options.get("update_existing", True)
     default_consent = options.get("default_consent")
-    counts = {"new": 0, "update": 0, "skip": 0, "duplicate": 0, "error": 0}
+    changing = _changing_phones([row for index, row in enumerate(preview.rows) if last[row["phone"]] == index])
+    counts = {"new": 0, "update": 0, "unchanged": 0, "skip": 0, "duplicate": 0, "error": 0}
     for index, row in enumerate(preview.rows):
         if last[row["phone"]] != index:
             row["action"] = "duplicate"
@@ -327,7 +340,7 @@ def _classify(preview: Preview, options: dict) -> None:
             row["action"] = "error"
             preview.problems.append((int(row["line"]), "consent", "error", sql.NO_CONSENT, ""))
         elif row["phone"] in existing:
-            row["action"] = "update" if update else "skip"
+            row["action"] = ("update" if row["phone"] in changing else "unchanged") if update else "skip"
             status, opted_out_at = existing[row["phone"]]
             if update and row["consent"] == ConsentStatus.OPTED_IN and status == ConsentStatus.OPTED_OUT:
                 warning = (int(row["line"]), "consent", "warning", sql.refused_opt_in(opted_out_at), row["consent"])

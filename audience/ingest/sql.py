@@ -401,3 +401,13 @@ def add_topics_to_unchanged(stage: str) -> str:
     INSERT INTO {CONTACT_TOPIC} (contact_id, topic_id, created_at)
     {_topic_links("declined")}
     ON CONFLICT DO NOTHING"""
+
+
+# The dry run asks the engine's own question (``_CHANGES``) of the rows it shows: which would change
+# their contact. Parameters: arrays of phone, channel, name, email, locale, timezone, consent, attributes.
+CHANGED_PHONES = f"""
+    SELECT s.phone
+    FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[])
+         AS s(phone, channel, name, email, locale, timezone, consent, attributes)
+    JOIN {CONTACT} c ON c.phone = s.phone
+    WHERE {_CHANGES}"""
