@@ -369,16 +369,24 @@ class ContactAdmin(PersonalFieldsMixin, ContactImportMixin, ExportActionMixin, a
         "created_at",
         "updated_at",
         "attributes_display",
+        "messages_link",
     )
     fieldsets = (
         (None, {"fields": ("phone", "name", "email", "channel", "locale", "timezone")}),
         ("Attributes", {"fields": ("attributes_display", "attributes")}),
         ("Consent", {"fields": ("consent_status", "consent_updated_at", "opted_in_at", "opted_out_at")}),
-        ("Activity", {"fields": ("last_inbound_at", "created_at", "updated_at")}),
+        ("Activity", {"fields": ("messages_link", "last_inbound_at", "created_at", "updated_at")}),
     )
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("topics")
+
+    @admin.display(description="messages")
+    def messages_link(self, obj: Contact) -> str:
+        if not obj.pk:
+            return "—"
+        url = reverse("admin:messaging_message_changelist") + f"?contact__id__exact={obj.pk}"
+        return format_html('<a href="{}">This person\'s messages, sent and received</a>', url)
 
     def get_export_resource_kwargs(self, request, **kwargs):
         # Every export format (CSV, TSV, JSON, HTML...) is written by the resource: it masks.

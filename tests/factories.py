@@ -58,3 +58,19 @@ class SenderFactory(factory.django.DjangoModelFactory):
     channel = "sms"
     kind = "long_code"
     from_address = factory.Sequence(lambda n: f"+4474{n:08d}")
+
+
+class MessageFactory(factory.django.DjangoModelFactory):
+    """An outbound message, as the send service leaves one that went out."""
+
+    class Meta:
+        model = "messaging.Message"
+
+    contact = factory.SubFactory(ContactFactory)
+    sender = factory.SubFactory(SenderFactory)
+    direction = "outbound"
+    channel = "sms"
+    status = "sent"
+    body = "Hello"
+    to_address = factory.LazyAttribute(lambda message: message.contact.phone)
+    from_address = factory.LazyAttribute(lambda message: message.sender.from_address)

@@ -212,3 +212,20 @@ def test_the_dry_run_tells_unchanged_rows_from_updates_as_the_import_will(client
         ingest_contacts(job.pk)
         job.refresh_from_db()
     assert (job.created_count, job.updated_count, job.unchanged_count) == (1, 1, 1)
+
+
+@pytest.mark.django_db
+def test_the_contact_page_links_to_the_persons_messages(client):
+    from audience import services as audience
+    from tests.factories import MessageFactory
+
+    contact = audience.contact_create(phone="+254712000001", name="A")
+    other = audience.contact_create(phone="+254712000002", name="B")
+    MessageFactory(contact=contact, body="for A")
+    MessageFactory(contact=other, body="for B")
+    client.force_login(UserFactory(username="boss", is_superuser=True))
+    page = client.get(f"/admin/audience/contact/{contact.pk}/change/").content.decode()
+    link = f"/admin/messaging/message/?contact__id__exact={contact.pk}"
+    assert link in page
+    listing = client.get(link)
+    assert listing.status_code == 200 and "1 message" in listing.content.decode()
