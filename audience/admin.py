@@ -184,7 +184,7 @@ class ContactImportMixin(ImportMixin):
             else:
                 preview = ingest_services.import_preview(job, limit=PREVIEW_ROWS)
                 ingest_services.import_preview_record(job, preview)
-                context.update(job=job, preview=preview, preview_rows=preview.rows[:PREVIEW_SHOWN])
+                context.update(job=job, preview=preview, preview_rows=rows_shown(preview.rows[:PREVIEW_SHOWN]))
         return self._import_page(request, form, context)
 
     def _import_page(self, request, form, extra: dict) -> TemplateResponse:
@@ -218,7 +218,7 @@ class ContactImportMixin(ImportMixin):
                 preview = ingest_services.import_preview(job, limit=PREVIEW_ROWS)
             except FileNotFoundError:
                 return redirect("admin:audience_contact_import")
-            context = {"job": job, "preview": preview, "preview_rows": preview.rows[:PREVIEW_SHOWN]}
+            context = {"job": job, "preview": preview, "preview_rows": rows_shown(preview.rows[:PREVIEW_SHOWN])}
             return self._import_page(request, self.create_import_form(request), context)
         if job.status != ImportStatus.PENDING:
             self.message_user(request, f"Import #{job.pk} was already confirmed.", messages.WARNING)
@@ -264,6 +264,22 @@ class ContactImportMixin(ImportMixin):
             raise PermissionDenied
         job = get_object_or_404(ImportJob, pk=job_id)
         return error_csv_response(job, full=privacy.request_sees_full(request))
+
+
+def rows_shown(rows: list[dict]) -> list[dict]:
+    """Dry-run rows in people's words: topics as a list, attributes as name and value pairs."""
+    shown = []
+    for row in rows:
+        topics = (row.get("topics") or "").strip("{}")
+        attributes = json.loads(row["attributes"]) if row.get("attributes") else {}
+        shown.append(
+            {
+                **row,
+                "topics": ", ".join(topic.strip('"') for topic in topics.split(",") if topic),
+                "attributes": sorted(attributes.items()),
+            }
+        )
+    return shown
 
 
 def import_job_progress(job: ImportJob) -> dict:

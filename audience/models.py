@@ -172,7 +172,12 @@ class ConsentEvent(models.Model):
     def __str__(self) -> str:
         if self.kind != ConsentEventKind.CHANGE:
             return f"{self.get_kind_display()} ({self.source})" if self.source else self.get_kind_display()
-        return f"{self.from_status or '-'} -> {self.to_status} ({self.source})"
+        source = ConsentSource(self.source).label if self.source in ConsentSource.values else self.source
+        to = ConsentStatus(self.to_status).label if self.to_status in ConsentStatus.values else self.to_status
+        if not self.from_status:
+            return f"{to} ({source})"
+        was = ConsentStatus(self.from_status).label if self.from_status in ConsentStatus.values else self.from_status
+        return f"{was} → {to} ({source})"
 
 
 class Suppression(models.Model):

@@ -62,6 +62,8 @@ class SegmentForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         instance = self.instance
+        if not instance.pk or instance.definition is None:
+            self.initial["definition"] = ""  # an empty box, not the word null
         if instance.pk and not instance.query and instance.definition:
             self.initial["query"] = _query_text(instance.definition)
         self.rule_input: dict[str, Any] = {}

@@ -74,7 +74,7 @@ def error_of(tree) -> str:
         ),
         (
             {"field": "phone", "op": "eq", "value": "12"},
-            "value: '12' has no country code; write it as +<country code><number>",
+            "value: '12' has no country code; write it as +<country code><number>, or choose a default country",
         ),
         ({"field": "attributes.age", "op": "exists", "value": 3}, "value: exists takes no value, got 3"),
         ({"field": "attributes.age", "op": "eq"}, "value: eq needs a value"),

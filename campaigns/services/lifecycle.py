@@ -95,7 +95,7 @@ def campaign_validate(campaign: Campaign) -> None:
     if campaign.template.channel != sender.channel:
         errors["template"] = [f"a {campaign.template.channel} template cannot go through a {sender.channel} sender"]
     if campaign.schedule_type == ScheduleType.ONCE and not campaign.send_at:
-        errors["send_at"] = ["a campaign scheduled once needs send_at"]
+        errors["send_at"] = ["choose when to send it: a campaign sent once needs a date and time (Send at)"]
     if campaign.schedule_type == ScheduleType.CRON:
         try:
             _crontab_fields(campaign.cron)
@@ -227,7 +227,7 @@ def campaign_schedule(campaign: Campaign, *, actor=None) -> Campaign:
         campaign_launch(current, actor=actor)
     else:
         if current.schedule_type == ScheduleType.ONCE and current.send_at <= timezone.now():
-            raise CampaignError({"send_at": ["send_at is in the past"]})
+            raise CampaignError({"send_at": ["the time to send it (Send at) has passed; choose a later one"]})
         current = _transition(current, CampaignStatus.SCHEDULED, action="schedule", actor=actor)
         campaign_sync_schedule(current)
     campaign.refresh_from_db()
