@@ -225,6 +225,11 @@ class CampaignForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        send_at = self.fields.get("send_at")
+        for part, words in zip(
+            getattr(send_at.widget, "widgets", ()) if send_at else (), ("date", "time"), strict=False
+        ):
+            part.attrs["aria-label"] = f"Send at: {words}"  # the admin's split widget labels only the pair
         rule = self.instance.trigger_contact_rule if self.instance.pk else None
         if rule:
             self.initial["trigger_contact_rule"] = _query_text(rule)

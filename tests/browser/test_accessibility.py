@@ -1,0 +1,55 @@
+"""axe-core over the pages staff and analysts use: no critical or serious violation."""
+
+from __future__ import annotations
+
+import pytest
+from axe_playwright_python.sync_playwright import Axe
+
+from audience import services as audience
+from campaigns.models import Campaign
+from config.roles import STAFF
+from tests.browser.conftest import sign_in
+from tests.factories import MessageTemplateFactory, SenderFactory, UserFactory
+
+PASSWORD = "browser-test-pass-123"
+BLOCKING = {"critical", "serious"}
+
+
+@pytest.fixture
+def staff(roles):
+    user = UserFactory(username="boss", role=STAFF)
+    user.set_password(PASSWORD)
+    user.save()
+    return user
+
+
+def _violations(page) -> list[str]:
+    results = Axe().run(page.page)
+    return [
+        f"{violation['id']} ({violation['impact']}): {violation['help']} at "
+        + "; ".join(node["target"][0] for node in violation["nodes"][:3])
+        for violation in results.response["violations"]
+        if violation["impact"] in BLOCKING
+    ]
+
+
+def test_the_back_office_and_the_reports_pass_axe(page, staff):
+    audience.contact_create(phone="+254712000001", name="A")
+    campaign = Campaign.objects.create(name="Promo", template=MessageTemplateFactory(), sender=SenderFactory())
+    sign_in(page, "boss", PASSWORD, "/reporting/")
+    found = {}
+    for path in (
+        "/reporting/",
+        "/reporting/monitoring/",
+        f"/reporting/campaigns/{campaign.pk}/",
+        "/admin/",
+        "/admin/audience/contact/",
+        "/admin/audience/contact/import/",
+        f"/admin/campaigns/campaign/{campaign.pk}/change/",
+        "/admin/campaigns/campaign/add/",
+        "/admin/campaigns/segment/add/",
+    ):
+        page.goto(path)
+        if problems := _violations(page):
+            found[path] = problems
+    assert found == {}, "\n".join(f"{path}: {problem}" for path, problems in found.items() for problem in problems)
