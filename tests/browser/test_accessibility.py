@@ -53,3 +53,24 @@ def test_the_back_office_and_the_reports_pass_axe(page, staff):
         if problems := _violations(page):
             found[path] = problems
     assert found == {}, "\n".join(f"{path}: {problem}" for path, problems in found.items() for problem in problems)
+
+
+def test_the_campaign_page_and_list_fit_a_1440_px_window_and_start_with_where_it_is(page, staff):
+    from campaigns import services
+
+    for n in range(30):
+        audience.contact_create(phone=f"+2547120000{n:02d}", name=f"Guest {n}")
+    sender = SenderFactory(mps=1)
+    campaign = Campaign.objects.create(name="A campaign with a long name", template=MessageTemplateFactory(), sender=sender)
+    services.campaign_launch(campaign)
+    services.campaign_pause(campaign)
+    page.page.set_viewport_size({"width": 1440, "height": 900})
+    sign_in(page, "boss", PASSWORD, "/reporting/")
+    for path in (f"/admin/campaigns/campaign/{campaign.pk}/change/", "/admin/campaigns/campaign/"):
+        page.goto(path)
+        width = page.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 1440, f"{path} is {width} px wide"
+    page.goto(f"/admin/campaigns/campaign/{campaign.pk}/change/")
+    headings = page.page.locator("fieldset h2").all_inner_texts()
+    assert headings[0] == "Now" and not any("Trigger" in heading for heading in headings)
+    page.screenshot("campaign-page-1440")

@@ -27,7 +27,17 @@
     bar.querySelector(".run-percent").textContent = run.percent + "%";
     bar.querySelector(".run-text").textContent = "(" + run.text + ")";
     bar.dataset.active = run.active ? "true" : "false";
+    // The runs table's row beside the bar shows the same figures.
+    const row = bar.closest("tr");
+    if (row) {
+      COUNTED.forEach(function (name) {
+        const cell = row.querySelector("td.field-" + name + " p");
+        if (cell) cell.textContent = String(name === "status" ? run.status_label : run[name]);
+      });
+    }
   }
+
+  const COUNTED = ["status", "total", "pending", "held", "sending", "sent", "skipped", "failed", "unknown"];
 
   function schedule(delay) {
     window.setTimeout(poll, delay);
