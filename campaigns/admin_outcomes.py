@@ -41,7 +41,7 @@ def unknown_outcomes_view(model_admin, request, pk: int):
         raise PermissionDenied
     url = reverse("admin:campaigns_campaign_unknown_outcomes", args=[pk])
     if request.method == "POST":
-        if not model_admin.has_change_permission(request, campaign):
+        if not model_admin.has_change_permission(request):
             raise PermissionDenied
         _act(model_admin, request, campaign)
         return HttpResponseRedirect(url)
@@ -59,7 +59,7 @@ def unknown_outcomes_view(model_admin, request, pk: int):
         "rows": rows,
         "total": sum(run.unknown for run in runs),
         "actions": ResolutionAction.choices,
-        "can_act": model_admin.has_change_permission(request, campaign),
+        "can_act": model_admin.has_change_permission(request),
         "messages_sample": [
             (message, gives_up_text(unknown_gives_up_at(message)))
             for message in sample.order_by("sending_at", "pk")[:SAMPLE]

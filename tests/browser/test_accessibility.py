@@ -61,7 +61,9 @@ def test_the_campaign_page_and_list_fit_a_1440_px_window_and_start_with_where_it
     for n in range(30):
         audience.contact_create(phone=f"+2547120000{n:02d}", name=f"Guest {n}")
     sender = SenderFactory(mps=1)
-    campaign = Campaign.objects.create(name="A campaign with a long name", template=MessageTemplateFactory(), sender=sender)
+    campaign = Campaign.objects.create(
+        name="A campaign with a long name", template=MessageTemplateFactory(), sender=sender
+    )
     services.campaign_launch(campaign)
     services.campaign_pause(campaign)
     page.page.set_viewport_size({"width": 1440, "height": 900})
