@@ -23,6 +23,7 @@ from django.views.generic import TemplateView
 
 from audience.models import ConsentEvent, ConsentStatus
 from campaigns.models import Campaign, CampaignRun, RunStatus
+from campaigns.services.lifecycle import skip_reason_label
 from config import privacy
 from config.roles import is_analyst, is_staff_member
 from messaging.models import Direction, Message, MessageStatus
@@ -293,6 +294,8 @@ class CampaignListPage(ReportingPage):
 
 
 RECEIPTS_SETTLE = dt.timedelta(hours=1)
+MINUTE_BUCKETS_UP_TO = dt.timedelta(hours=3)  # longer campaigns are charted per hour
+READ_RECEIPT_CHANNELS = ("whatsapp",)
 
 
 class CampaignAnalyticsPage(ReportingPage):
@@ -302,21 +305,25 @@ class CampaignAnalyticsPage(ReportingPage):
     def get_context_data(self, **kwargs) -> dict[str, Any]:
         campaign = get_object_or_404(Campaign.objects.select_related("sender", "template"), pk=kwargs["pk"])
         run = self._run(campaign)
-        bucket = self.request.GET.get("bucket", "hour")
+        bucket = self.request.GET.get("bucket")
         if bucket not in selectors.BUCKETS:
-            bucket = "hour"
+            bucket = self._bucket_for_span(campaign, run)
         summary = selectors.campaign_summary(campaign, run=run, bucket=bucket)
         messages = summary["messages"]
+        # SMS has no read receipts: a read figure there would only ever say 0.
+        reads = campaign.sender.channel in READ_RECEIPT_CHANNELS
         funnel = [
             ("Targeted", summary["targeted"]),
             ("Sent", messages["sent"]),
             ("Delivered", messages["delivered"]),
-            ("Read", messages["read"]),
+            *((("Read", messages["read"]),) if reads else ()),
             ("Replied", summary["repliers"]),
         ]
         timeline = {
             "bucket_seconds": 60 if bucket == "minute" else 3600,
             "x": [point["at"].isoformat() for point in summary["timeline"]],
+            "kinds": ["sent", "delivered", *(["read"] if reads else []), "failed"],
+            "y_title": f"Messages per {bucket}",
             **{
                 kind: [point[kind] for point in summary["timeline"]] for kind in ("sent", "delivered", "read", "failed")
             },
@@ -333,9 +340,20 @@ class CampaignAnalyticsPage(ReportingPage):
             "runs": run_comparison(campaign),
             "delivery_percent": _percent(summary["delivery_rate"]),
             "read_percent": _percent(summary["read_rate"]),
+            "reads": reads,
+            "skipped_by_reason": [(skip_reason_label(reason), n) for reason, n in summary["skipped_by_reason"].items()],
             "live": self._live(campaign, run, messages["in_flight"]),
             "give_up_minutes": settings.DELIVERY_UNKNOWN_GIVE_UP_MINUTES,
         }
+
+    @staticmethod
+    def _bucket_for_span(campaign: Campaign, run: CampaignRun | None) -> str:
+        """Minutes for a campaign that sent within a few hours (a 30-second one is not one dot), else hours."""
+        runs = [run] if run else list(campaign.runs.exclude(started_at=None).order_by("started_at"))
+        if not runs:
+            return "minute"
+        end = max((item.finished_at or timezone.now()) for item in runs)
+        return "minute" if end - runs[0].started_at <= MINUTE_BUCKETS_UP_TO else "hour"
 
     @staticmethod
     def _live(campaign: Campaign, run: CampaignRun | None, in_flight: int) -> bool:

@@ -20,8 +20,9 @@ from django.utils import timezone
 
 from audience.ingest import services as ingest_services
 from audience.models import ImportSource
+from campaigns.models import CampaignRun
 from config.roles import STAFF
-from messaging.models import Direction, MessageStatus
+from messaging.models import Direction, MessageStatus, Sender
 from reporting.counters import counters_recount
 from tests.factories import ContactFactory, UserFactory
 from tests.test_reporting_support import add_recipient, make_campaign, make_message, make_run, opt_out_event
@@ -233,18 +234,31 @@ def test_campaign_analytics_shows_the_funnel_failures_runs_and_export(analyst_cl
     response = analyst_client.get(f"/reporting/campaigns/{campaign.pk}/")
     assert response.status_code == 200
     funnel = dict(response.context["funnel"])
-    assert funnel == {"Targeted": 5, "Sent": 4, "Delivered": 4, "Read": 1, "Replied": 1}
+    # An SMS campaign: SMS has no read receipts, so the page shows no read figure at all.
+    assert funnel == {"Targeted": 5, "Sent": 4, "Delivered": 4, "Replied": 1}
     text = _text(response)
-    assert "Filtered by the carrier" in text and "opted_out" in text
+    assert "Filtered by the carrier" in text and "Opted out" in text and "opted_out" not in text
+    assert "Read rate" not in text
     page = response.content.decode()
     assert f'href="/api/v1/reporting/campaigns/{campaign.pk}/export"' in page
     funnel_data = re.search(r'id="funnel-data"[^>]* data-chart="([^"]*)"', page).group(1)
-    assert json.loads(html.unescape(funnel_data))["values"] == [5, 4, 4, 1, 1]
+    assert json.loads(html.unescape(funnel_data))["values"] == [5, 4, 4, 1]
     assert "<script" not in re.search(r'<div id="analytics-body".*', page, re.S).group(0)  # htmx would drop it
-    assert f'<a href="?run={run.pk}&amp;bucket=hour">#{run.pk}</a>' in page
+    assert f'<a href="?run={run.pk}&amp;bucket={response.context["bucket"]}">#{run.pk}</a>' in page
     assert "Open in the admin" not in page
     export = analyst_client.get(f"/api/v1/reporting/campaigns/{campaign.pk}/export")
     assert export.status_code == 200 and len(b"".join(export.streaming_content).splitlines()) == 7
+
+
+def test_a_whatsapp_campaign_shows_reads_and_a_short_campaign_is_charted_per_minute(analyst_client, traffic):
+    campaign, run = traffic
+    Sender.objects.filter(pk=campaign.sender_id).update(channel="whatsapp")
+    CampaignRun.objects.filter(pk=run.pk).update(finished_at=run.started_at + timedelta(seconds=30))
+    response = analyst_client.get(f"/reporting/campaigns/{campaign.pk}/")
+    assert dict(response.context["funnel"])["Read"] == 1 and "Read rate" in _text(response)
+    assert response.context["bucket"] == "minute"
+    assert response.context["timeline"]["y_title"] == "Messages per minute"
+    assert analyst_client.get(f"/reporting/campaigns/{campaign.pk}/?bucket=hour").context["bucket"] == "hour"
 
 
 def test_campaign_analytics_compares_runs_of_a_recurring_campaign(staff_client):

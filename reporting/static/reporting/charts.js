@@ -10,7 +10,7 @@
     return Object.assign(
       {
         autosize: true,
-        margin: { l: 48, r: 16, t: 8, b: 40 },
+        margin: { l: 64, r: 16, t: 8, b: 56 },
         font: FONT,
         paper_bgcolor: "#ffffff",
         plot_bgcolor: "#ffffff",
@@ -20,6 +20,10 @@
       },
       extra || {},
     );
+  }
+
+  function axis(title) {
+    return { gridcolor: "#e3e6ea", rangemode: "tozero", fixedrange: true, title: { text: title } };
   }
 
   function lines(data, kinds) {
@@ -43,14 +47,28 @@
   }
 
   const BUILDERS = {
-    rate: (data) => [lines(data, ["sent", "failed"]), baseLayout({ xaxis: { type: "date", gridcolor: "#e3e6ea" } })],
+    rate: (data) => [
+      lines(data, ["sent", "failed"]),
+      baseLayout({
+        xaxis: { type: "date", gridcolor: "#e3e6ea", title: { text: "Time (UTC)" } },
+        yaxis: axis("Messages a minute"),
+      }),
+    ],
     timeline: (data) => [
-      lines(data, ["sent", "delivered", "read", "failed"]),
-      baseLayout({ xaxis: { type: "date", gridcolor: "#e3e6ea", range: paddedRange(data.x, data.bucket_seconds) } }),
+      lines(data, data.kinds || ["sent", "delivered", "read", "failed"]),
+      baseLayout({
+        xaxis: {
+          type: "date",
+          gridcolor: "#e3e6ea",
+          range: paddedRange(data.x, data.bucket_seconds),
+          title: { text: "Time (UTC)" },
+        },
+        yaxis: axis(data.y_title || "Messages"),
+      }),
     ],
     funnel: (data) => [
       [{ type: "bar", x: data.labels, y: data.values, marker: { color: "#1f5fa8" }, text: data.values, textposition: "auto" }],
-      baseLayout({ showlegend: false }),
+      baseLayout({ showlegend: false, yaxis: axis("Recipients") }),
     ],
   };
 
