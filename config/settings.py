@@ -369,6 +369,9 @@ RETENTION_INBOUND_BODY_DAYS = env.int("RETENTION_INBOUND_BODY_DAYS", 90, minimum
 RETENTION_IMPORT_ERRORS_DAYS = env.int("RETENTION_IMPORT_ERRORS_DAYS", 30, minimum=0)
 # Uploaded import files (they hold phone numbers) are deleted this many days after their job ended.
 RETENTION_IMPORT_FILES_DAYS = env.int("RETENTION_IMPORT_FILES_DAYS", 7, minimum=0)
+# Events posted to the API older than this are deleted by campaigns.event_retention_purge (hourly);
+# one a campaign answered stays with its recipient, its properties emptied. 0 keeps them forever.
+RETENTION_EVENTS_DAYS = env.int("RETENTION_EVENTS_DAYS", 90, minimum=0)
 RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", 5000, minimum=1)
 
 # Proxies of our own in front of the platform (load balancer, nginx...): the client's address is
