@@ -1,10 +1,19 @@
-"""Events as data: the per-contact history index, and the hourly retention purge.
+"""Events as data: indexes for a contact's history and the latest events, and the hourly retention purge.
 
-``event_contact_occurred`` serves a contact's history newest first (``GET
-/api/v1/contacts/{id}/events/``, the admin's list for a contact): the page is read from the index
-in order, whatever the table's size. Built CONCURRENTLY, so writes go on while it builds on a
-large table (hence a non-atomic migration). It is not declared on the model: the index is an
-access path of the history selector, like the retention indexes of messaging 0005.
+- ``event_contact_occurred`` (contact, occurred_at DESC, id DESC) serves a contact's history newest
+  first (``GET /api/v1/contacts/{id}/events/``, the contact's admin page): a page is read from the
+  index in order, whatever the table's size.
+- ``event_received_id`` (received_at, id) serves the latest events of all contacts (the events
+  list's default order, in the API and the admin), which otherwise sorts the whole table. Rows
+  arrive in received_at order, so it grows at its right edge like the primary key.
+- Two indexes nothing reads go: the plain ``contact_id`` index of the foreign key (both per-contact
+  indexes start with contact_id and serve the same lookups, erasure's included) and the LIKE twin
+  of ``idempotency_key`` (keys are only looked up whole). Each cost every insert a write into a
+  large index keyed at random. Django drops such indexes with IF EXISTS when it alters a field.
+
+The indexes are access paths of selectors, not declared on the model (as messaging 0005's). They
+are built and dropped CONCURRENTLY, so writes go on while they build on a large table; hence a
+non-atomic migration. bench.event_store measures them at 10M events (docs/events.md).
 """
 
 from django.db import migrations
@@ -12,6 +21,15 @@ from django.db import migrations
 NAME = "campaigns: event retention purge"
 TASK = "campaigns.event_retention_purge"
 EVERY_SECONDS = 3600
+
+NEW = (
+    ("event_contact_occurred", "(contact_id, occurred_at DESC, id DESC)"),
+    ("event_received_id", "(received_at, id)"),
+)
+UNUSED = (
+    ("campaigns_event_contact_id_6f9cb95f", "(contact_id)"),
+    ("campaigns_event_idempotency_key_a4da2df2_like", "(idempotency_key varchar_pattern_ops)"),
+)
 
 
 def create_schedule(apps, schema_editor):
@@ -34,10 +52,19 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunSQL(
-            "CREATE INDEX CONCURRENTLY IF NOT EXISTS event_contact_occurred "
-            "ON campaigns_event (contact_id, occurred_at DESC, id DESC)",
-            "DROP INDEX CONCURRENTLY IF EXISTS event_contact_occurred",
+        *(
+            migrations.RunSQL(
+                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON campaigns_event {columns}",
+                f"DROP INDEX CONCURRENTLY IF EXISTS {name}",
+            )
+            for name, columns in NEW
+        ),
+        *(
+            migrations.RunSQL(
+                f"DROP INDEX CONCURRENTLY IF EXISTS {name}",
+                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON campaigns_event {columns}",
+            )
+            for name, columns in UNUSED
         ),
         migrations.RunPython(create_schedule, delete_schedule),
     ]
