@@ -182,7 +182,7 @@ def measure(contacts: int, rng: random.Random, client) -> dict:
     def window():
         import datetime as dt
 
-        at = start + dt.timedelta(seconds=rng.random() * max(span - 3600, 0))
+        at = start + dt.timedelta(seconds=rng.random() * max(float(span) - 3600, 0))
         return Event.objects.filter(
             name=rng.choice(NAMES[:10]), received_at__gte=at, received_at__lt=at + dt.timedelta(hours=1)
         )

@@ -80,6 +80,14 @@ class CappedCountPaginator(Paginator):
 
 
 class _LatestFormSet(BaseInlineFormSet):
+    """Shown, never submitted: the contact's form saves whether or not a POST carries this formset."""
+
+    def __init__(self, data=None, files=None, **kwargs):
+        super().__init__(None, None, **kwargs)
+
+    def is_valid(self) -> bool:
+        return True
+
     def get_queryset(self):
         queryset = super().get_queryset()
         if not queryset.query.is_sliced:

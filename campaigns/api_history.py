@@ -62,7 +62,9 @@ class ContactEventHistoryView(generics.ListAPIView):
     filterset_class = ContactEventFilter
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # the schema generator, without a contact
+            return Event.objects.none()
         contact_id = int(self.kwargs["contact_id"])
-        if self.request is not None and not Contact.objects.filter(pk=contact_id).exists():
+        if not Contact.objects.filter(pk=contact_id).exists():
             raise NotFound(f"no contact with id {contact_id}")
         return selectors.contact_event_history(contact_id)

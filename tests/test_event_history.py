@@ -131,13 +131,15 @@ def test_the_contact_page_shows_its_latest_events_and_links_to_all(superuser_cli
     assert listing.context["cl"].result_count == LATEST_ON_CONTACT + 5
 
 
-def test_the_contact_page_still_saves_with_its_events_shown(superuser_client, amina):
+def test_the_contact_page_saves_without_posting_its_events_back(superuser_client, amina):
     event(amina)
     page = superuser_client.get(f"/admin/audience/contact/{amina.pk}/change/")
     form = page.context["adminform"].form
     data = {name: value for name, value in form.initial.items() if value is not None and name != "attributes"}
     data.update({"name": "Amina W.", "attributes": "{}", "channel": amina.channel, "locale": amina.locale})
     for formset in page.context["inline_admin_formsets"]:
+        if formset.formset.prefix == "events":
+            continue  # shown only: the form saves without it
         management = formset.formset.management_form
         data.update({management.add_prefix(k): v for k, v in management.initial.items()})
         for form in formset.formset.initial_forms:
