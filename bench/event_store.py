@@ -209,6 +209,8 @@ def inserts(contacts: int, single: int, batches: int) -> dict[str, float]:
     from django.db import transaction
 
     low = scalar("SELECT min(id) FROM audience_contact")
+    sql("CHECKPOINT")  # each measure starts alike: no earlier work's writes left in the buffers
+    wal = scalar("SELECT pg_current_wal_lsn()")
     started = time.perf_counter()
     for _ in range(single):
         with transaction.atomic():
@@ -220,6 +222,9 @@ def inserts(contacts: int, single: int, batches: int) -> dict[str, float]:
                 [low + random.randrange(contacts)],
             )
     single_rate = single / (time.perf_counter() - started)
+    single_wal = scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", [wal]) / single
+    sql("CHECKPOINT")
+    wal = scalar("SELECT pg_current_wal_lsn()")
     started = time.perf_counter()
     for _ in range(batches):
         with transaction.atomic():
@@ -231,7 +236,13 @@ def inserts(contacts: int, single: int, batches: int) -> dict[str, float]:
                     FROM generate_series(1, 1000) AS g"""
             )
     batch_rate = batches * 1000 / (time.perf_counter() - started)
-    return {"single_per_s": round(single_rate), "batch_1000_per_s": round(batch_rate)}
+    batch_wal = scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", [wal]) / (batches * 1000)
+    return {
+        "single_per_s": round(single_rate),
+        "batch_1000_per_s": round(batch_rate),
+        "wal_bytes_per_event_single": round(single_wal),
+        "wal_bytes_per_event_batch": round(batch_wal),
+    }
 
 
 def retention(share: float) -> dict[str, float]:
@@ -304,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"baseline {args.baseline:,} events in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     baseline = {**measure(contacts, rng, client), "size": sizes()}
     highest = scalar("SELECT max(id) FROM campaigns_event")
-    baseline["inserts"] = inserts(contacts, 2000, 20)
+    baseline["inserts"] = inserts(contacts, 2000, 40)
     # Those rows arrived "now": gone again, so ids keep following received_at as in production.
     sql("DELETE FROM campaigns_event WHERE id > %s", [highest])
     print(json.dumps({"baseline": baseline}), file=sys.stderr)
@@ -320,11 +331,20 @@ def main(argv: list[str] | None = None) -> int:
         sql(statement)
     sql("VACUUM ANALYZE campaigns_event")
     sql("VACUUM ANALYZE campaigns_recipient")
+    sql("VACUUM ANALYZE campaigns_event_matched_campaigns")  # as autovacuum would: the history's prefetch plans on it
     fill_seconds = time.perf_counter() - started
     print(f"{args.events:,} events in {fill_seconds:.1f} s (insert {load_seconds:.1f} s)", file=sys.stderr)
-    full = {**measure(contacts, rng, client), "inserts": inserts(contacts, 2000, 20), "size": sizes()}
+    full = {**measure(contacts, rng, client), "inserts": inserts(contacts, 2000, 40), "size": sizes()}
     full["retention"] = retention(0.1)
     print("retention done", file=sys.stderr)
+    # What each index keyed at random costs an insert: measured again after the purge, then without.
+    full["inserts_after_retention"] = inserts(contacts, 1000, 40)
+    sql("DROP INDEX event_contact_received")
+    full["inserts_without_contact_received"] = inserts(contacts, 1000, 40)
+    sql("DROP INDEX event_contact_occurred")
+    full["inserts_without_both_contact_indexes"] = inserts(contacts, 1000, 40)
+    sql("ALTER TABLE campaigns_event DROP CONSTRAINT campaigns_event_idempotency_key_key")
+    full["inserts_without_those_and_idempotency_key"] = inserts(contacts, 1000, 40)
     from django.db import connections
 
     connections.close_all()
