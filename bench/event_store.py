@@ -197,7 +197,7 @@ def measure(contacts: int, rng: random.Random, client) -> dict:
             **figures(heavy),
             "events": scalar("SELECT count(*) FROM campaigns_event WHERE contact_id = %s", [heaviest]),
         },
-        "history_plan_uses": "event_contact_occurred" in plan,
+        "history_plan_uses": "event_contact_received" in plan,
         "name_hour_page": figures(by_name),
         "name_hour_count": figures(by_name_count),
         "latest_page": figures(latest),
@@ -339,12 +339,13 @@ def main(argv: list[str] | None = None) -> int:
     print("retention done", file=sys.stderr)
     # What each index keyed at random costs an insert: measured again after the purge, then without.
     full["inserts_after_retention"] = inserts(contacts, 1000, 40)
-    sql("DROP INDEX event_contact_received")
-    full["inserts_without_contact_received"] = inserts(contacts, 1000, 40)
+    sql("CREATE INDEX event_contact_occurred ON campaigns_event (contact_id, occurred_at DESC, id DESC)")
+    full["inserts_with_a_second_contact_index"] = inserts(contacts, 1000, 40)
     sql("DROP INDEX event_contact_occurred")
-    full["inserts_without_both_contact_indexes"] = inserts(contacts, 1000, 40)
+    sql("DROP INDEX event_contact_received")
+    full["inserts_without_contact_index"] = inserts(contacts, 1000, 40)
     sql("ALTER TABLE campaigns_event DROP CONSTRAINT campaigns_event_idempotency_key_key")
-    full["inserts_without_those_and_idempotency_key"] = inserts(contacts, 1000, 40)
+    full["inserts_without_contact_index_and_idempotency_key"] = inserts(contacts, 1000, 40)
     from django.db import connections
 
     connections.close_all()

@@ -107,7 +107,7 @@ class ContactEventInline(PersonalFieldsMixin, admin.TabularInline):
     show_change_link = True
     fields = ("name", "occurred_at", "received_at", "properties")
     readonly_fields = fields
-    ordering = ("-occurred_at", "-id")
+    ordering = ("-received_at", "-id")
     verbose_name_plural = f"events (the latest {LATEST_ON_CONTACT})"
 
     def has_add_permission(self, request, obj=None) -> bool:

@@ -38,6 +38,8 @@ class ContactEventFilter(django_filters.FilterSet):
     name = django_filters.CharFilter(help_text="Only events of this name, e.g. order_shipped.")
     occurred_after = UtcIsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
     occurred_before = UtcIsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    received_after = UtcIsoDateTimeFilter(field_name="received_at", lookup_expr="gte")
+    received_before = UtcIsoDateTimeFilter(field_name="received_at", lookup_expr="lt")
 
     class Meta:
         model = Event
@@ -45,14 +47,14 @@ class ContactEventFilter(django_filters.FilterSet):
 
 
 class ContactEventPagination(CursorPagination):
-    ordering = ("-occurred_at", "-id")
+    ordering = ("-received_at", "-id")
     page_size_query_param = "page_size"
     max_page_size = 500
 
 
 @extend_schema(responses={200: ContactEventSerializer(many=True), 404: OpenApiResponse(description="No such contact.")})
 class ContactEventHistoryView(generics.ListAPIView):
-    """A contact's events, the latest to happen first (by `occurred_at`), cursor-paginated.
+    """A contact's events, the latest received first, cursor-paginated; each says when it occurred.
 
     Analysts see phone numbers and e-mail addresses in the properties masked.
     """

@@ -25,11 +25,11 @@ SegmentSource = Segment | dict[str, Any] | rules.Node
 
 
 def contact_event_history(contact_id: int) -> QuerySet[Event]:
-    """A contact's events, the latest to happen first (read in order from index event_contact_occurred)."""
+    """A contact's events, the latest received first (read in order from index event_contact_received)."""
     return (
         Event.objects.filter(contact_id=contact_id)
         .prefetch_related("matched_campaigns")
-        .order_by("-occurred_at", "-id")
+        .order_by("-received_at", "-id")
     )
 
 

@@ -22,10 +22,11 @@ PHONE = "+254713000001"
 
 
 @pytest.fixture(autouse=True)
-def no_watermark():
-    redis_client().delete(event_retention.WATERMARK_KEY + connections["default"].settings_dict["NAME"])
+def no_watermark(db):
+    key = event_retention._watermark_key()
+    redis_client().delete(key)
     yield
-    redis_client().delete(event_retention.WATERMARK_KEY + connections["default"].settings_dict["NAME"])
+    redis_client().delete(key)
 
 
 @pytest.fixture
@@ -168,3 +169,19 @@ def test_retention_knows_every_table_that_points_at_events():
     relations = {(rel.related_model._meta.db_table, rel.field.column) for rel in Event._meta.related_objects}
     relations |= {(f.remote_field.through._meta.db_table, "event_id") for f in Event._meta.many_to_many}
     assert relations == {("campaigns_recipient", "event_id"), ("campaigns_event_matched_campaigns", "event_id")}
+
+
+@pytest.mark.django_db
+def test_the_watermark_names_the_table_and_lives_a_week_from_when_it_was_set(contact, settings):
+    settings.RETENTION_EVENTS_DAYS = 30
+    ids = make(contact, 3, days_old=31)
+    event_retention.event_retention_purge()
+    key = event_retention._watermark_key()
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT 'campaigns_event'::regclass::oid")
+        assert key.endswith(f":{cursor.fetchone()[0]}")
+    assert int(redis_client().get(key)) == max(ids)
+    redis_client().expire(key, 100)
+    more = make(contact, 2, days_old=31)
+    event_retention.event_retention_purge()
+    assert int(redis_client().get(key)) == max(more) and redis_client().ttl(key) <= 100

@@ -8,10 +8,13 @@ event.
 Each batch is one short transaction over the next ``batch_size`` old events in id order, locked
 ``FOR UPDATE`` (a concurrent run waits for the rows, then finds them gone: each is handled once).
 The walk starts after a watermark kept in Redis, the highest id already handled, so the kept
-events at the old end of the table are not read again every hour; without the watermark (Redis
-flushed) the first run walks from the start. Ids follow ``received_at`` (both are set at insert),
-so the walk stops at the first event young enough to keep, found through the primary key from
-the watermark, never by scanning the table.
+events at the old end of the table are not read again every hour. The watermark names the
+database and the table's OID (a recreated or restored table starts afresh) and lives a week from
+when it was set, so whatever it could miss (a restore that brought back events it had passed) is
+walked again within a week; without it (expired, Redis flushed) a run walks from the start.
+Ids follow ``received_at`` (both are set at insert), so the walk stops at the first event young
+enough to keep, found through the primary key from the watermark, never by scanning the table;
+an event committed out of order only delays the ones behind it by the difference.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from config.observe import redis_client
 logger = logging.getLogger(__name__)
 
 MAX_BATCHES_PER_RUN = 200  # a run stops after this many batches; the next run goes on
-WATERMARK_KEY = "mp:retention:events:"  # + the database name
+WATERMARK_KEY = "mp:retention:events:"  # + the database name and the table's OID
+WATERMARK_SECONDS = 7 * 24 * 3600
 
 # The first event young enough to stay, after the watermark: where this run's walk ends.
 _BOUND_SQL = """
@@ -62,15 +66,23 @@ emptied AS (
 SELECT (SELECT count(*) FROM batch), (SELECT max(id) FROM batch),
        (SELECT count(*) FROM deleted), (SELECT count(*) FROM emptied)
 """
-# Raise the watermark, never lower it (two runs at once each report how far they went).
+# Raise the watermark, never lower it (two runs at once each report how far they went); its life
+# runs from when it was first set.
 _RAISE = """
-local now = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > now then redis.call('SET', KEYS[1], ARGV[1]) end
+local now = redis.call('GET', KEYS[1])
+if not now then
+    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+elseif tonumber(ARGV[1]) > tonumber(now) then
+    redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+end
 """
 
 
 def _watermark_key() -> str:
-    return WATERMARK_KEY + connection.settings_dict["NAME"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 'campaigns_event'::regclass::oid")
+        oid = cursor.fetchone()[0]
+    return f"{WATERMARK_KEY}{connection.settings_dict['NAME']}:{oid}"
 
 
 def _watermark() -> int:
@@ -84,7 +96,7 @@ def _watermark() -> int:
 
 def _watermark_raise(after: int) -> None:
     try:
-        redis_client().eval(_RAISE, 1, _watermark_key(), after)
+        redis_client().eval(_RAISE, 1, _watermark_key(), after, WATERMARK_SECONDS)
     except redis.RedisError as exc:
         logger.warning("event retention could not keep its place, Redis did not answer: %s", exc)
 
