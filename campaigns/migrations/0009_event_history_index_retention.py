@@ -1,5 +1,11 @@
-"""Events as data: an index for the latest events, two unused ones dropped, and the hourly retention purge.
+"""Events as data: indexes for a contact's history and the latest events, and the hourly retention purge.
 
+- ``event_contact_received`` gains ``id`` (contact_id, received_at, id): a contact's history, the
+  latest received first with id breaking ties (``GET /api/v1/contacts/{id}/events/``, the
+  contact's admin page), is then read from it in order, 50 rows for a page whoever the contact.
+  With (contact_id, received_at) only, the planner could walk ``event_received_id`` backwards and
+  filter by contact, fast for a contact it guesses busy, a scan of every recent event for a busy
+  contact gone quiet. Rebuilt under its name, so the model's declaration still names it.
 - ``event_received_id`` (received_at, id) serves the latest events of all contacts (the events
   list's default order, in the API and the admin), which otherwise sorts the whole table. Rows
   arrive in received_at order, so it grows at its right edge like the primary key.
@@ -22,6 +28,17 @@ TASK = "campaigns.event_retention_purge"
 EVERY_SECONDS = 3600
 
 NEW = (("event_received_id", "(received_at, id)"),)
+# (contact_id, received_at) becomes (contact_id, received_at, id), keeping its name.
+CONTACT_INDEX = [
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS event_contact_received_id ON campaigns_event (contact_id, received_at, id)",
+    "DROP INDEX CONCURRENTLY IF EXISTS event_contact_received",
+    "ALTER INDEX event_contact_received_id RENAME TO event_contact_received",
+]
+CONTACT_INDEX_BACK = [
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS event_contact_received_old ON campaigns_event (contact_id, received_at)",
+    "DROP INDEX CONCURRENTLY IF EXISTS event_contact_received",
+    "ALTER INDEX event_contact_received_old RENAME TO event_contact_received",
+]
 UNUSED = (
     ("campaigns_event_contact_id_6f9cb95f", "(contact_id)"),
     ("campaigns_event_idempotency_key_a4da2df2_like", "(idempotency_key varchar_pattern_ops)"),
@@ -48,6 +65,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunSQL(CONTACT_INDEX, CONTACT_INDEX_BACK),
         *(
             migrations.RunSQL(
                 f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON campaigns_event {columns}",
