@@ -25,7 +25,7 @@ SegmentSource = Segment | dict[str, Any] | rules.Node
 
 
 def contact_event_history(contact_id: int) -> QuerySet[Event]:
-    """A contact's events, the latest received first (read in order from event_contact_received: contact, received_at, id)."""
+    """A contact's events, the latest received first (read in order from event_contact_received)."""
     return (
         Event.objects.filter(contact_id=contact_id)
         .prefetch_related("matched_campaigns")
