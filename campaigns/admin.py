@@ -14,7 +14,9 @@ from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 
+from audience.admin import ContactAdmin
 from campaigns import selectors, services
+from campaigns.admin_events import CappedCountPaginator, ContactEventInline, EventNameFilter, EventSearchMixin
 from campaigns.admin_outcomes import run_unknown_summary, unknown_outcomes_view
 from campaigns.models import (
     Campaign,
@@ -771,14 +773,14 @@ class EventRecipientInline(admin.TabularInline):
 
 
 @admin.register(Event)
-class EventAdmin(PersonalFieldsMixin, admin.ModelAdmin):
+class EventAdmin(EventSearchMixin, PersonalFieldsMixin, admin.ModelAdmin):
     """Events are written by the API and inbound keywords only: read-only here."""
 
     personal_fields = {"properties": "json", "idempotency_key": "text"}
     list_display = ("name", "contact", "occurred_at", "received_at", "matched")
-    list_filter = ("name", ("received_at", admin.DateFieldListFilter), "matched_campaigns")
+    list_filter = (EventNameFilter, ("received_at", admin.DateFieldListFilter), "matched_campaigns")
     search_fields = ("name", "idempotency_key", "contact__phone")
-    date_hierarchy = "received_at"
+    paginator = CappedCountPaginator
     list_select_related = ("contact",)
     raw_id_fields = ("contact",)
     fields = ("contact", "name", "properties", "occurred_at", "received_at", "idempotency_key", "matched_campaigns")
@@ -801,3 +803,6 @@ class EventAdmin(PersonalFieldsMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+ContactAdmin.inlines = [*ContactAdmin.inlines, ContactEventInline]  # a contact's page lists its latest events

@@ -15,13 +15,22 @@ from django.db import connection
 from django.db.models import Count, Max, Min, Q, QuerySet
 
 from audience.models import ConsentStatus, Contact
-from campaigns.models import Segment
+from campaigns.models import Event, Segment
 from campaigns.segments import rules
 from campaigns.segments.compile import compile_rule
 from messaging.models import Message, MessageStatus
 from messaging.selectors import unknown_window
 
 SegmentSource = Segment | dict[str, Any] | rules.Node
+
+
+def contact_event_history(contact_id: int) -> QuerySet[Event]:
+    """A contact's events, the latest received first (read in order from event_contact_received)."""
+    return (
+        Event.objects.filter(contact_id=contact_id)
+        .prefetch_related("matched_campaigns")
+        .order_by("-received_at", "-id")
+    )
 
 
 def segment_list() -> QuerySet[Segment]:

@@ -5,7 +5,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from campaigns.models import Campaign, ScheduleType
-from campaigns.services import CampaignError, campaign_launch, dispatch, dispatcher, upkeep
+from campaigns.services import CampaignError, campaign_launch, dispatch, dispatcher, event_retention, upkeep
 from campaigns.services.lifecycle import cron_tick
 
 logger = logging.getLogger(__name__)
@@ -90,3 +90,15 @@ def reap_stale_claims() -> int:
 def dispatch_upkeep() -> int:
     """Restart runs whose dispatchers went quiet, and complete runs whose recipients are all final."""
     return upkeep.runs_kick() + upkeep.runs_complete()
+
+
+# --- Retention (campaigns.services.event_retention) -------------------------------------------
+
+
+@shared_task(name="campaigns.event_retention_purge", ignore_result=True)
+def event_retention_purge() -> dict[str, int]:
+    """Delete events past RETENTION_EVENTS_DAYS (beat, hourly); safe to run twice."""
+    done = event_retention.event_retention_purge()
+    if any(done.values()):
+        logger.info("event retention: %(deleted)s deleted, %(emptied)s emptied", done)
+    return done

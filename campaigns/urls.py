@@ -1,4 +1,7 @@
+from django.urls import re_path
+
 from campaigns.api import CampaignViewSet, EventViewSet, SegmentViewSet
+from campaigns.api_history import ContactEventHistoryView
 from config.routers import OptionalSlashRouter
 
 router = OptionalSlashRouter()
@@ -6,4 +9,7 @@ router.register("segments", SegmentViewSet, basename="segment")
 router.register("campaigns", CampaignViewSet, basename="campaign")
 router.register("events", EventViewSet, basename="event")
 
-urlpatterns = router.urls
+urlpatterns = [
+    re_path(r"^contacts/(?P<contact_id>\d+)/events/?$", ContactEventHistoryView.as_view(), name="contact-events"),
+    *router.urls,
+]

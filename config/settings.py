@@ -372,6 +372,9 @@ RETENTION_INBOUND_BODY_DAYS = env.int("RETENTION_INBOUND_BODY_DAYS", 90, minimum
 RETENTION_IMPORT_ERRORS_DAYS = env.int("RETENTION_IMPORT_ERRORS_DAYS", 30, minimum=0)
 # Uploaded import files (they hold phone numbers) are deleted this many days after their job ended.
 RETENTION_IMPORT_FILES_DAYS = env.int("RETENTION_IMPORT_FILES_DAYS", 7, minimum=0)
+# Events posted to the API older than this are deleted by campaigns.event_retention_purge (hourly);
+# one a campaign answered stays with its recipient, its properties emptied. 0 keeps them forever.
+RETENTION_EVENTS_DAYS = env.int("RETENTION_EVENTS_DAYS", 90, minimum=0)
 RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", 5000, minimum=1)
 
 # Proxies of our own in front of the platform (load balancer, nginx...): the client's address is
@@ -397,11 +400,16 @@ AXES_COOLOFF_MESSAGE = (
     f"{LOGIN_LOCKOUT_MINUTES} minutes. Try again later or ask an administrator."
 )
 
-# API throttling per token (per user for sessions): reads and writes have their own rates.
+# API throttling per token (per user for sessions), one bucket per door (config/throttling.py).
+# The defaults sit above what this deployment serves (about 1,000 events and 500 transactional
+# messages a second on 2 cores), so they stop a runaway client, never a production backend.
 REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["config.throttling.TokenRateThrottle"]
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
-    "read": env.rate("API_THROTTLE_READ_RATE", "1200/min"),
-    "write": env.rate("API_THROTTLE_WRITE_RATE", "300/min"),
+    "events": env.rate("API_THROTTLE_EVENTS_RATE", "60000/min"),
+    "messages": env.rate("API_THROTTLE_MESSAGES_RATE", "30000/min"),
+    "imports": env.rate("API_THROTTLE_IMPORTS_RATE", "60/min"),
+    "write": env.rate("API_THROTTLE_WRITE_RATE", "1200/min"),
+    "read": env.rate("API_THROTTLE_READ_RATE", "6000/min"),
 }
 
 # Uploads: an import file may be up to IMPORT_MAX_BYTES (bigger ones get 413 naming the limit);

@@ -1,17 +1,26 @@
 """API throttling: one bucket per API token (or per user for a session) and scope, counted in Redis.
 
-A scope is ``read`` (GET, HEAD, OPTIONS) or ``write`` (the rest), or the view's own
-``throttle_scope``. Each has its rate in REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]; adding a scope
-is one line there (``"imports": env.rate("API_THROTTLE_IMPORTS_RATE", "10/hour")``) and
-``throttle_scope = "imports"`` on the view. A view whose scope has no rate falls back to read or
-write. A throttled request gets 429 with a Retry-After header (DRF's Throttled) saying when the
-window ends.
+Each door has its own scope, so a backend streaming events never starves, nor is starved by, the
+back office's writes:
+
+- ``events``: writes to the events API (``POST /api/v1/events/`` and ``/api/v1/events/batch``);
+- ``messages``: transactional sends, ``POST /api/v1/messages/``;
+- ``imports``: ``POST /api/v1/contacts/import``;
+- ``write``: every other POST, PATCH, PUT and DELETE;
+- ``read``: GET, HEAD and OPTIONS, whatever the door.
+
+A door's write scope is found by its URL name in SCOPE_BY_URL_NAME (any ``event-...`` route, and a
+path ending in ``events/batch``, count as events), so views need not know about throttling. A view's
+own ``throttle_scope`` wins when that scope has a rate. Each scope's rate is in
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] (``API_THROTTLE_<SCOPE>_RATE``); a scope without a rate
+falls back to read or write. A throttled request gets 429 with a Retry-After header (DRF's
+Throttled) saying when the window ends.
 
 Counting is one atomic step in Redis per request (a Lua script: INCR, and EXPIRE when the window
-opens), so concurrent requests are each counted once and exactly the rate passes per window; a
-read-then-write of a cached history let most of 1,260 concurrent requests through uncounted.
-A window opens with a bucket's first request. Redis down: requests pass (logged), as the rest of
-the API fails on its own if the cache is needed.
+opens; one round trip), so concurrent requests are each counted once and exactly the rate passes
+per window; a read-then-write of a cached history let most of 1,260 concurrent requests through
+uncounted. A window opens with a bucket's first request. Redis down: requests pass (logged), as
+the rest of the API fails on its own if the cache is needed.
 """
 
 from __future__ import annotations
@@ -29,6 +38,18 @@ logger = logging.getLogger(__name__)
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 KEY_PREFIX = "mp:throttle:"
+READ, WRITE, EVENTS, MESSAGES, IMPORTS = "read", "write", "events", "messages", "imports"
+# Write doors with a scope of their own, by URL name.
+SCOPE_BY_URL_NAME = {
+    "event-list": EVENTS,  # POST /api/v1/events/
+    "event-batch": EVENTS,  # POST /api/v1/events/batch
+    "events-batch": EVENTS,
+    "message-list": MESSAGES,  # POST /api/v1/messages/: one transactional message
+    "contacts-import": IMPORTS,  # POST /api/v1/contacts/import
+}
+EVENTS_URL_PREFIX = "event-"
+EVENTS_BATCH_PATH = "/events/batch"
+
 # KEYS[1]: the bucket; ARGV[1]: the window in seconds. Returns the count so far and the seconds left.
 _COUNT = """
 local count = redis.call('INCR', KEYS[1])
@@ -53,6 +74,22 @@ def _count(key: str, window: int) -> tuple[int, int]:
     return int(count), int(ttl)
 
 
+def request_scope(request, view=None) -> str:
+    """The scope a request is counted in: the view's own, its door's, else read or write."""
+    rates = api_settings.DEFAULT_THROTTLE_RATES
+    own = getattr(view, "throttle_scope", None)
+    if own in rates:
+        return own
+    if request.method in SAFE_METHODS:
+        return READ
+    match = getattr(request, "resolver_match", None)
+    name = (match.url_name if match else None) or ""
+    scope = SCOPE_BY_URL_NAME.get(name)
+    if scope is None and (name.startswith(EVENTS_URL_PREFIX) or request.path.rstrip("/").endswith(EVENTS_BATCH_PATH)):
+        scope = EVENTS
+    return scope if scope in rates else WRITE
+
+
 class TokenRateThrottle(SimpleRateThrottle):
     cache_format = KEY_PREFIX + "%(scope)s:%(ident)s"
 
@@ -61,11 +98,8 @@ class TokenRateThrottle(SimpleRateThrottle):
         return None
 
     def allow_request(self, request, view) -> bool:
-        rates = api_settings.DEFAULT_THROTTLE_RATES
-        scope = getattr(view, "throttle_scope", None)
-        if scope not in rates:
-            scope = "read" if request.method in SAFE_METHODS else "write"
-        self.scope, self.rate = scope, rates.get(scope)
+        self.scope = request_scope(request, view)
+        self.rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
         if self.rate is None:
             return True
         self.num_requests, self.duration = self.parse_rate(self.rate)
