@@ -187,6 +187,71 @@ class Sampler:
         self._thread.join(timeout=5)
 
 
+def arguments_add(parser) -> None:
+    parser.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        help="workers and beat reach PostgreSQL through a private PgBouncer in transaction mode "
+        "(DATABASE_POOLER=pgbouncer)",
+    )
+    parser.add_argument("--pool-size", type=int, default=8, help="PgBouncer's server connections (with --pgbouncer)")
+
+
+class Connections:
+    """The most connections to ``database`` PostgreSQL served at once (pg_stat_activity), and the
+    pooler's clients when there is one: sampled every ``every`` seconds while the block runs."""
+
+    def __init__(self, server_url: str, database: str, bouncer: PgBouncer | None = None, every: float = 0.25):
+        from bench._util import database_url_named
+
+        self.admin_url = database_url_named(server_url, "postgres")
+        self.database, self.bouncer, self.every = database, bouncer, every
+        self.peak_server = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="connections-sampler", daemon=True)
+        self._pooler = Sampler(bouncer, database, every) if bouncer else None
+
+    def _run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            while not self._stop.wait(self.every):
+                query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+                [(count,)] = conn.execute(query, [self.database]).fetchall()
+                self.peak_server = max(self.peak_server, count)
+
+    def __enter__(self) -> Connections:
+        self._thread.start()
+        if self._pooler:
+            self._pooler.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if self._pooler:
+            self._pooler.__exit__(*exc)
+
+    def describe(self) -> dict:
+        """For a bench's JSON: how the processes reached PostgreSQL and the connections it served."""
+        if not self.bouncer:
+            return {"via": "direct", "peak_server_connections": self.peak_server}
+        return {
+            "via": f"pgbouncer {version()} transaction mode, pool_size {self.bouncer.pool_size}",
+            "peak_server_connections": self.peak_server,
+            "peak_pooler_clients": self._pooler.peak["clients"],
+            "peak_pooler_clients_waiting": self._pooler.peak["waiting"],
+        }
+
+
+def version() -> str:
+    program = binary()
+    if not program:
+        return "?"
+    first = subprocess.run([program, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    return first.split()[-1] if first else "?"
+
+
 def main() -> int:
     if len(sys.argv) != 2:
         raise SystemExit(__doc__)

@@ -37,6 +37,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from bench import pgbouncer
 from bench._util import BASE_DIR, database_recreate, percentile, production_settings, server_url
 
 SID = "AC" + "5e" * 16
@@ -151,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     latency_model.arguments_add(parser)
     parser.add_argument("--seed", type=int, default=20261204, help="the fake server's random draws")
     parser.add_argument("--arrivals-file", help="write the fake server's arrival times here, one a line")
+    pgbouncer.arguments_add(parser)
     args = parser.parse_args(argv)
     latency = latency_model.from_arguments(args)
 
@@ -170,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         **production_settings(),
     }
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True)
+    bouncer = pgbouncer.PgBouncer(database_url, pool_size=args.pool_size).start() if args.pgbouncer else None
+    if bouncer:
+        env.update(DATABASE_URL=bouncer.url(), DATABASE_POOLER="pgbouncer")
     os.environ.update(env)
 
     import django
@@ -197,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     campaign = Campaign.objects.create(name="bench", template=template, sender=sender)
 
     app.control.purge()
+    connections = pgbouncer.Connections(database_url, "bench_send", bouncer).__enter__()
     workers = workers_start(args.workers, args.concurrency, env)
     try:
         workers_wait_ready(app, args.workers)
@@ -220,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
         app.control.purge()
+        connections.__exit__(None, None, None)
 
     run = CampaignRun.objects.get(pk=run.pk)
     sent = list(Message.objects.values_list("to_address", "sending_at", "queued_at"))
@@ -269,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             "max": round(gaps[-1], 1) if gaps else None,
         },
         "max_in_flight_per_process": settings.DELIVERY_MAX_IN_FLIGHT,
+        "database": connections.describe(),
     }
     if not args.mps:  # the ceiling the pipeline is measured against, in the same run
         threads = settings.DELIVERY_MAX_IN_FLIGHT
@@ -277,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         result["baseline_msg_per_s"] = baseline
         result["vs_baseline"] = round(result["msg_per_s"] / baseline, 3) if baseline else None
     print(json.dumps(result), flush=True)
+    if bouncer:
+        from django.db import connections as django_connections
+
+        django_connections.close_all()
+        bouncer.stop()
     return 0 if result["duplicates"] == 0 and result["lost"] == 0 else 1
 
 
