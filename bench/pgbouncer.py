@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from urllib.parse import unquote, urlparse, urlunparse
+from urllib.parse import parse_qs, unquote, urlparse, urlunparse
 
 from bench._util import free_port
 
@@ -41,7 +41,8 @@ class PgBouncer:
     def __init__(self, server_url: str, *, pool_size: int = 20, max_clients: int = 1000):
         parsed = urlparse(server_url)
         self.server_url = server_url
-        self.host = parsed.hostname or "127.0.0.1"
+        # A server reached by its socket directory (?host=/dir, the embedded one) is reached the same way.
+        self.host = parse_qs(parsed.query).get("host", [parsed.hostname or "127.0.0.1"])[0]
         self.server_port = parsed.port or 5432
         self.user = unquote(parsed.username or "postgres")
         self.password = unquote(parsed.password or "")
@@ -56,7 +57,7 @@ class PgBouncer:
         auth = parsed.netloc.rpartition("@")[0]
         netloc = f"{auth}@127.0.0.1:{self.port}" if auth else f"127.0.0.1:{self.port}"
         path = f"/{database}" if database else parsed.path
-        return urlunparse(parsed._replace(netloc=netloc, path=path))
+        return urlunparse(parsed._replace(netloc=netloc, path=path, query=""))
 
     def admin_url(self) -> str:
         return self.url("pgbouncer")
@@ -98,7 +99,10 @@ class PgBouncer:
             handle.write(f'"{self.user}" ""\n')
         command = [program]
         if os.geteuid() == 0:
-            account = pwd.getpwnam(RUN_AS)
+            try:
+                account = pwd.getpwnam(RUN_AS)
+            except KeyError:
+                raise RuntimeError(f"pgbouncer will not run as root and there is no {RUN_AS!r} user") from None
             for name in (self.directory, *(os.path.join(self.directory, f) for f in os.listdir(self.directory))):
                 os.chown(name, account.pw_uid, account.pw_gid)
             command += ["-u", RUN_AS]
