@@ -16,7 +16,9 @@ requests at half the rate it saw in the 5 s before it (or, at the end of the run
 completed). ``duplicates`` counts requests beyond one per recipient; ``lost`` recipients that
 neither reached the fake server nor ended skipped or failed with a reason; ``at_completion`` counts
 the messages and recipients still in ``sending`` (or ``unknown``) when the run reported itself
-completed (none may be left in ``sending``). The JSON line is last.
+completed (none may be left in ``sending``). ``--pgbouncer`` runs the workers and beat through a
+private PgBouncer in transaction mode (``bench.send`` says more); ``database`` reports the connections.
+The JSON line is last.
 """
 
 from __future__ import annotations

@@ -21,7 +21,11 @@ over the seconds from launch to the run's completion; ``leave_to_arrival_ms`` ho
 request left a worker the fake server saw it. Unthrottled, the same run then measures its
 baseline: the twilio client alone against a fresh fake server with the same latency, with the
 workers' processes and as many threads as they may have requests in flight, but no database,
-Celery or pacing (``baseline_msg_per_s``, ``vs_baseline``). The JSON line is last.
+Celery or pacing (``baseline_msg_per_s``, ``vs_baseline``). ``--workers`` sets the worker
+processes (4 for a scaled-out deployment); ``--pgbouncer`` puts a private PgBouncer in transaction
+mode (``--pool-size`` server connections) between them and PostgreSQL, with DATABASE_POOLER=pgbouncer.
+``database`` says how they connected and the most connections PostgreSQL served at once (and, through
+PgBouncer, its most clients). The JSON line is last.
 """
 
 from __future__ import annotations
