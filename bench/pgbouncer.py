@@ -120,19 +120,25 @@ class PgBouncer:
         self.stop()
         raise RuntimeError(f"pgbouncer did not start: {self.log_tail()}")
 
-    def show(self, what: str) -> list[dict]:
-        """``SHOW <what>`` on the admin console (simple query protocol only), as dicts."""
+    def admin(self):
+        """A connection to the admin console (simple query protocol only)."""
         import psycopg
 
-        with psycopg.connect(self.admin_url(), autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
-            cursor = conn.execute(f"SHOW {what}")
-            names = [column.name for column in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return psycopg.connect(self.admin_url(), autocommit=True, cursor_factory=psycopg.ClientCursor)
 
-    def pools(self, database: str) -> dict[str, int]:
+    def show(self, what: str, conn=None) -> list[dict]:
+        """``SHOW <what>`` on the admin console (on ``conn``, else a connection of its own), as dicts."""
+        if conn is None:
+            with self.admin() as own:
+                return self.show(what, own)
+        cursor = conn.execute(f"SHOW {what}")
+        names = [column.name for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def pools(self, database: str, conn=None) -> dict[str, int]:
         """Client and server connections of ``database`` now (all users)."""
         clients = servers = waiting = 0
-        for pool in self.show("POOLS"):
+        for pool in self.show("POOLS", conn):
             if pool["database"] == database:
                 clients += pool["cl_active"] + pool["cl_waiting"]
                 waiting += pool["cl_waiting"]
@@ -167,20 +173,17 @@ class PgBouncer:
 class Sampler:
     """The most client and server connections of one database seen at once, polled every ``every`` s."""
 
-    def __init__(self, bouncer: PgBouncer, database: str, every: float = 0.25):
+    def __init__(self, bouncer: PgBouncer, database: str, every: float = 0.5):
         self.bouncer, self.database, self.every = bouncer, database, every
         self.peak = {"clients": 0, "servers": 0, "waiting": 0}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pgbouncer-sampler", daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                now = self.bouncer.pools(self.database)
-            except Exception:  # noqa: BLE001 - a missed sample
-                continue
-            for key, value in now.items():
-                self.peak[key] = max(self.peak[key], value)
+        with self.bouncer.admin() as conn:  # one connection: the sampler stays light beside the fake server
+            while not self._stop.wait(self.every):
+                for key, value in self.bouncer.pools(self.database, conn).items():
+                    self.peak[key] = max(self.peak[key], value)
 
     def __enter__(self) -> Sampler:
         self._thread.start()
@@ -205,7 +208,7 @@ class Connections:
     """The most connections to ``database`` PostgreSQL served at once (pg_stat_activity), and the
     pooler's clients when there is one: sampled every ``every`` seconds while the block runs."""
 
-    def __init__(self, server_url: str, database: str, bouncer: PgBouncer | None = None, every: float = 0.25):
+    def __init__(self, server_url: str, database: str, bouncer: PgBouncer | None = None, every: float = 0.5):
         from bench._util import database_url_named
 
         self.admin_url = database_url_named(server_url, "postgres")
