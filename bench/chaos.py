@@ -84,11 +84,17 @@ class Redis:
             self.process.wait(timeout=10)
 
 
+LOG_DIR: Path | None = None  # --log-dir: each Celery process's log goes to LOG_DIR/<name>.log
+
+
 def celery(args: list[str], env: dict, name: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "celery", "-A", "config", *args, "-l", "warning"]
     if args[0] == "worker":
         command += ["-n", f"{name}@%h"]
-    return subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if LOG_DIR is None:
+        return subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(LOG_DIR / f"{name}.log", "ab") as log:
+        return subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def worker_start(env: dict, index: int, concurrency: int) -> subprocess.Popen:
@@ -120,9 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="tasks per worker")
     latency_model.arguments_add(parser)
     parser.add_argument("--timeout", type=float, default=3600, help="give up after this many seconds")
+    parser.add_argument("--log-dir", type=Path, help="write each Celery process's log (level WARNING) here")
     pgbouncer.arguments_add(parser)
     args = parser.parse_args(argv)
     latency = latency_model.from_arguments(args)
+    if args.log_dir:
+        global LOG_DIR
+        LOG_DIR = args.log_dir
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
 
     from messaging.fake_twilio import FakeTwilio
 
