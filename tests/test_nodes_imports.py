@@ -180,3 +180,28 @@ def test_a_file_gone_from_the_bucket_fails_the_job_naming_it(web_node, s3, tmp_p
     job = services.import_job_run(claimed)
     assert job.status == ImportStatus.FAILED and "no longer on the server" in job.error
     assert Contact.objects.count() == 0
+
+
+@pytest.mark.parametrize("bucket", [False, True])
+def test_an_upload_too_big_for_memory_is_previewed_whichever_storage_keeps_it(client, settings, tmp_path, bucket):
+    """Over FILE_UPLOAD_MAX_MEMORY_SIZE an upload is a temporary file, which the file system storage moves."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1000
+    server = S3Server().start() if bucket else None
+    try:
+        if server:
+            settings.STORAGES = server.storages()
+        client.force_login(UserFactory(username="boss", is_superuser=True))
+        content = "phone,name\n" + "".join(f"+2547{n:08d},Big {n}\n" for n in range(200))
+        upload = SimpleUploadedFile("big.csv", content.encode(), content_type="text/csv")
+        page = client.post(
+            "/admin/audience/contact/import/", {"import_file": upload, "resource": "0", "default_consent": "opted_in"}
+        )
+        assert page.status_code == 200 and page.context["preview"].counts["new"] == 200
+        job = ImportJob.objects.get()
+        client.post("/admin/audience/contact/process_import/", {"job": job.pk})  # small: runs in the request
+        assert ImportJob.objects.get(pk=job.pk).status == ImportStatus.SUCCEEDED and Contact.objects.count() == 200
+        assert (server.keys() if server else [p.name for p in (tmp_path / "media" / "imports").iterdir()]) != []
+    finally:
+        if server:
+            server.stop()

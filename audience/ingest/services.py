@@ -91,6 +91,12 @@ def _upload_on_disk(upload) -> Iterator[str]:
         yield handle.name
 
 
+def _upload_still_here(upload) -> bool:
+    """Whether the upload can still be read: the file system storage moves a big one's temporary file."""
+    temporary = getattr(upload, "temporary_file_path", None)
+    return temporary is None or os.path.exists(temporary())
+
+
 def _store_upload(upload) -> str:
     """Save an uploaded file to the storage under imports/; returns its name there."""
     name = SAFE_NAME.sub("_", os.path.basename(upload.name or "upload"))[-100:]
@@ -306,7 +312,7 @@ def import_preview(job: ImportJob, *, limit: int = 1000, upload=None) -> Preview
     ``upload``: the request's own uploaded file, still on this machine, read instead of the stored
     copy (a bucket's would be downloaded whole for a few rows).
     """
-    if upload is not None:
+    if upload is not None and _upload_still_here(upload):
         with _upload_on_disk(upload) as path:
             return _preview(job, path, limit)
     with job_file(job) as path:
