@@ -15,7 +15,9 @@ the last), ``vs_ideal`` that time over what N requests take at exactly MPS (N - 
 ``msg_per_s_to_last_answer`` is N over the time from the first arrival to the last answer
 recorded, which adds the latency of the run's slowest final requests (a stall of seconds at
 the realistic latency); ``max_in_any_second`` is the most requests in any sliding one-second window
-(``max_in_a_calendar_second`` in any whole second); ``duplicates`` counts requests beyond one per
+(``max_in_a_calendar_second`` in any whole second; ``max_in_any_second_leaving`` over when the
+worker threads started the calls, which a loaded machine's jitter on the way, ``leave_to_arrival_ms``,
+does not move); ``duplicates`` counts requests beyond one per
 recipient, ``lost`` recipients it never saw; ``estimate_vs_measured`` is the dry run's estimate
 over the seconds from launch to the run's completion; ``leave_to_arrival_ms`` how long after a
 request left a worker the fake server saw it. Unthrottled, the same run then measures its
@@ -254,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         "msg_per_s": round((len(arrivals) - 1) / arrived_span, 1) if arrived_span else 0.0,
         "max_in_any_second": max_in_any_window(arrivals),
         "max_in_a_calendar_second": max(Counter(int(t) for t in arrivals).values(), default=0),
+        # The same window over when the workers' threads started each call (Message.sending_at): the
+        # pacing where the platform keeps it, before the way to the server adds its jitter.
+        "max_in_any_second_leaving": max_in_any_window([leaving.timestamp() for _, leaving, _ in sent if leaving]),
         "duplicates": sum(count - 1 for count in by_recipient.values() if count > 1),
         "lost": args.messages - sum(1 for count in by_recipient.values() if count),
         "seconds": round(arrived_span, 2),
