@@ -182,7 +182,8 @@ class ContactImportMixin(ImportMixin):
                 for name, errors in exc.message_dict.items():
                     form.add_error(name if name in form.fields else "import_file", errors)
             else:
-                preview = ingest_services.import_preview(job, limit=PREVIEW_ROWS)
+                upload = form.cleaned_data["import_file"]  # still on this machine: no download for the preview
+                preview = ingest_services.import_preview(job, limit=PREVIEW_ROWS, upload=upload)
                 ingest_services.import_preview_record(job, preview)
                 context.update(job=job, preview=preview, preview_rows=rows_shown(preview.rows[:PREVIEW_SHOWN]))
         return self._import_page(request, form, context)

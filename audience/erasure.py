@@ -7,15 +7,13 @@ prefix or country code surround them), their e-mail address and their name.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import phonenumbers
-from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
+from django.core.files.storage import Storage, storages
 from django.db import connection
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
@@ -117,15 +115,12 @@ def _import_jobs_erase(person: Person) -> None:
         ImportJob.objects.filter(pk=job.pk).update(
             file_name=person.scrub(job.file_name), error=person.scrub(job.error), details=person.scrub_json(job.details)
         )
+    storage = storages["default"]  # where uploads are kept (audience.ingest.services.import_storage)
     uploads = ImportJob.objects.filter(status__in=FILE_DONE_STATUSES, file_path__startswith="imports/")
     for job_id, relative in uploads.values_list("pk", "file_path"):
-        path = Path(settings.MEDIA_ROOT) / relative
-        if _file_holds(path, person):
+        if _file_holds(storage, relative, person):
             ImportJob.objects.filter(pk=job_id).update(file_path="")
-            try:
-                os.remove(path)
-            except FileNotFoundError:
-                pass
+            storage.delete(relative)
 
 
 def _import_stages_drop() -> None:
@@ -146,14 +141,14 @@ def _import_stages_drop() -> None:
                 cursor.execute(sql.drop_stage(name))
 
 
-def _file_holds(path: Path, person: Person) -> bool:
+def _file_holds(storage: Storage, name: str, person: Person) -> bool:
     """Whether the file holds the person's phone (any separators) or e-mail address; read in blocks."""
     digits = person.national_digits.encode()
     email = person.email.encode()
     overlap = max(len(digits), len(email))
     carry_digits = carry_text = b""
     try:
-        with open(path, "rb") as handle:
+        with storage.open(name, "rb") as handle:
             while block := handle.read(FILE_BLOCK):
                 bare = carry_digits + block.translate(None, PHONE_SEPARATORS.encode())
                 text = carry_text + block.lower()

@@ -16,7 +16,9 @@ requests at half the rate it saw in the 5 s before it (or, at the end of the run
 completed). ``duplicates`` counts requests beyond one per recipient; ``lost`` recipients that
 neither reached the fake server nor ended skipped or failed with a reason; ``at_completion`` counts
 the messages and recipients still in ``sending`` (or ``unknown``) when the run reported itself
-completed (none may be left in ``sending``). The JSON line is last.
+completed (none may be left in ``sending``). ``--pgbouncer`` runs the workers and beat through a
+private PgBouncer in transaction mode (``bench.send`` says more); ``database`` reports the connections.
+The JSON line is last.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import pgbouncer
 from bench._util import BASE_DIR, database_recreate, free_port, server_url
 from bench.send import SID, TOKEN, UNTHROTTLED_MPS, contacts_fill, workers_wait_ready
 
@@ -81,11 +84,17 @@ class Redis:
             self.process.wait(timeout=10)
 
 
+LOG_DIR: Path | None = None  # --log-dir: each Celery process's log goes to LOG_DIR/<name>.log
+
+
 def celery(args: list[str], env: dict, name: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "celery", "-A", "config", *args, "-l", "warning"]
     if args[0] == "worker":
         command += ["-n", f"{name}@%h"]
-    return subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if LOG_DIR is None:
+        return subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(LOG_DIR / f"{name}.log", "ab") as log:
+        return subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def worker_start(env: dict, index: int, concurrency: int) -> subprocess.Popen:
@@ -117,8 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="tasks per worker")
     latency_model.arguments_add(parser)
     parser.add_argument("--timeout", type=float, default=3600, help="give up after this many seconds")
+    parser.add_argument("--log-dir", type=Path, help="write each Celery process's log (level WARNING) here")
+    pgbouncer.arguments_add(parser)
     args = parser.parse_args(argv)
     latency = latency_model.from_arguments(args)
+    if args.log_dir:
+        global LOG_DIR
+        LOG_DIR = args.log_dir
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
 
     from messaging.fake_twilio import FakeTwilio
 
@@ -140,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         "LOG_LEVEL": "WARNING",
     }
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True)
+    bouncer = pgbouncer.PgBouncer(database_url, pool_size=args.pool_size).start() if args.pgbouncer else None
+    if bouncer:
+        env.update(DATABASE_URL=bouncer.url(), DATABASE_POOLER="pgbouncer")
     os.environ.update(env)
 
     import django
@@ -162,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     template = MessageTemplate.objects.create(name="chaos", channel="sms", body="Hello {{ name }}")
     campaign = Campaign.objects.create(name="chaos", template=template, sender=sender)
 
+    connections = pgbouncer.Connections(database_url, "bench_chaos", bouncer).__enter__()
     workers = [worker_start(env, index, args.concurrency) for index in range(args.workers)]
     beat = celery(["beat", "-s", os.path.join(private.directory, "beat-schedule")], env, "beat")
     faults: list[tuple[str, float]] = []
@@ -210,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
         private.kill()
+        connections.__exit__(None, None, None)
 
     run = CampaignRun.objects.get(pk=run.pk)
     arrivals = sorted(fake.arrival_times())
@@ -245,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers": args.workers,
         "at_completion": in_limbo,
         "latency": latency.describe(),
+        "database": connections.describe(),
     }
     for phone in [phone for phone, count in by_recipient.items() if count > 1][:10]:  # what to look into
         message = Message.objects.filter(to_address=phone).values(
@@ -252,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"duplicate: {phone} x{by_recipient[phone]}: {list(message)}", flush=True)
     print(json.dumps(result), flush=True)
+    if bouncer:
+        from django.db import connections as django_connections
+
+        django_connections.close_all()
+        bouncer.stop()
     settled = in_limbo is not None and in_limbo["messages_sending"] == 0 and in_limbo["recipients_sending"] == 0
     return 0 if result["duplicates"] == 0 and result["lost"] == 0 and settled else 1
 

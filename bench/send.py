@@ -15,13 +15,19 @@ the last), ``vs_ideal`` that time over what N requests take at exactly MPS (N - 
 ``msg_per_s_to_last_answer`` is N over the time from the first arrival to the last answer
 recorded, which adds the latency of the run's slowest final requests (a stall of seconds at
 the realistic latency); ``max_in_any_second`` is the most requests in any sliding one-second window
-(``max_in_a_calendar_second`` in any whole second); ``duplicates`` counts requests beyond one per
+(``max_in_a_calendar_second`` in any whole second; ``max_in_any_second_leaving`` over when the
+worker threads started the calls, which a loaded machine's jitter on the way, ``leave_to_arrival_ms``,
+does not move); ``duplicates`` counts requests beyond one per
 recipient, ``lost`` recipients it never saw; ``estimate_vs_measured`` is the dry run's estimate
 over the seconds from launch to the run's completion; ``leave_to_arrival_ms`` how long after a
 request left a worker the fake server saw it. Unthrottled, the same run then measures its
 baseline: the twilio client alone against a fresh fake server with the same latency, with the
 workers' processes and as many threads as they may have requests in flight, but no database,
-Celery or pacing (``baseline_msg_per_s``, ``vs_baseline``). The JSON line is last.
+Celery or pacing (``baseline_msg_per_s``, ``vs_baseline``). ``--workers`` sets the worker
+processes (4 for a scaled-out deployment); ``--pgbouncer`` puts a private PgBouncer in transaction
+mode (``--pool-size`` server connections) between them and PostgreSQL, with DATABASE_POOLER=pgbouncer.
+``database`` says how they connected and the most connections PostgreSQL served at once (and, through
+PgBouncer, its most clients). The JSON line is last.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from bench import pgbouncer
 from bench._util import BASE_DIR, database_recreate, percentile, production_settings, server_url
 
 SID = "AC" + "5e" * 16
@@ -151,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     latency_model.arguments_add(parser)
     parser.add_argument("--seed", type=int, default=20261204, help="the fake server's random draws")
     parser.add_argument("--arrivals-file", help="write the fake server's arrival times here, one a line")
+    pgbouncer.arguments_add(parser)
     args = parser.parse_args(argv)
     latency = latency_model.from_arguments(args)
 
@@ -170,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         **production_settings(),
     }
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True)
+    bouncer = pgbouncer.PgBouncer(database_url, pool_size=args.pool_size).start() if args.pgbouncer else None
+    if bouncer:
+        env.update(DATABASE_URL=bouncer.url(), DATABASE_POOLER="pgbouncer")
     os.environ.update(env)
 
     import django
@@ -197,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     campaign = Campaign.objects.create(name="bench", template=template, sender=sender)
 
     app.control.purge()
+    connections = pgbouncer.Connections(database_url, "bench_send", bouncer).__enter__()
     workers = workers_start(args.workers, args.concurrency, env)
     try:
         workers_wait_ready(app, args.workers)
@@ -220,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
         app.control.purge()
+        connections.__exit__(None, None, None)
 
     run = CampaignRun.objects.get(pk=run.pk)
     sent = list(Message.objects.values_list("to_address", "sending_at", "queued_at"))
@@ -243,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         "msg_per_s": round((len(arrivals) - 1) / arrived_span, 1) if arrived_span else 0.0,
         "max_in_any_second": max_in_any_window(arrivals),
         "max_in_a_calendar_second": max(Counter(int(t) for t in arrivals).values(), default=0),
+        # The same window over when the workers' threads started each call (Message.sending_at): the
+        # pacing where the platform keeps it, before the way to the server adds its jitter.
+        "max_in_any_second_leaving": max_in_any_window([leaving.timestamp() for _, leaving, _ in sent if leaving]),
         "duplicates": sum(count - 1 for count in by_recipient.values() if count > 1),
         "lost": args.messages - sum(1 for count in by_recipient.values() if count),
         "seconds": round(arrived_span, 2),
@@ -269,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             "max": round(gaps[-1], 1) if gaps else None,
         },
         "max_in_flight_per_process": settings.DELIVERY_MAX_IN_FLIGHT,
+        "database": connections.describe(),
     }
     if not args.mps:  # the ceiling the pipeline is measured against, in the same run
         threads = settings.DELIVERY_MAX_IN_FLIGHT
@@ -277,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         result["baseline_msg_per_s"] = baseline
         result["vs_baseline"] = round(result["msg_per_s"] / baseline, 3) if baseline else None
     print(json.dumps(result), flush=True)
+    if bouncer:
+        from django.db import connections as django_connections
+
+        django_connections.close_all()
+        bouncer.stop()
     return 0 if result["duplicates"] == 0 and result["lost"] == 0 else 1
 
 

@@ -89,6 +89,30 @@ _db["CONN_HEALTH_CHECKS"] = True
 _db.setdefault("OPTIONS", {})
 _db["OPTIONS"].setdefault("connect_timeout", 5)
 _db["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME")}
+# Between the platform and PostgreSQL (docs/operations.md gives the connection arithmetic):
+# - none: each process holds its own persistent connections (DB_CONN_MAX_AGE);
+# - pgbouncer: a pooler in transaction mode (PgBouncer, or any like it) at DATABASE_URL's host: a
+#   client's statements may reach a different server connection in each transaction, so nothing
+#   may outlive one: no server-side prepared statements, no server-side (WITH HOLD) cursors;
+# - django: Django's own psycopg pool in each process (DATABASE_POOL_MIN_SIZE..MAX_SIZE
+#   connections), instead of a connection per thread kept for DB_CONN_MAX_AGE.
+DATABASE_POOLER = env.choice("DATABASE_POOLER", ("none", "pgbouncer", "django"), default="none")
+# The webhook path prepares its one statement per connection (messaging.services.status); PgBouncer
+# before 1.21 (Debian 12 ships 1.18) cannot carry prepared statements in transaction mode.
+DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=DATABASE_POOLER != "pgbouncer")
+if not DATABASE_PREPARED_STATEMENTS:
+    _db["OPTIONS"]["prepare_threshold"] = None  # psycopg never prepares on its own
+if DATABASE_POOLER == "pgbouncer":
+    _db["DISABLE_SERVER_SIDE_CURSORS"] = True  # .iterator() fetches in chunks from a client-side cursor
+elif DATABASE_POOLER == "django":
+    _db["CONN_MAX_AGE"] = 0  # the pool keeps the connections (Django refuses both)
+    _db["OPTIONS"]["pool"] = {
+        "min_size": env.int("DATABASE_POOL_MIN_SIZE", 2, minimum=0),
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", 10, minimum=1),
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.1),
+    }
+    if _db["OPTIONS"]["pool"]["min_size"] > _db["OPTIONS"]["pool"]["max_size"]:
+        raise ImproperlyConfigured("DATABASE_POOL_MIN_SIZE cannot be above DATABASE_POOL_MAX_SIZE")
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -234,8 +258,39 @@ STATICFILES_FINDERS = [
     # plotly.js for the analyst pages' charts, straight from the pinned plotly package.
     "reporting.staticfinders.PlotlyFinder",
 ]
+# Uploaded import files: MEDIA_ROOT on this machine, or with S3_BUCKET an S3-compatible bucket that
+# every web and worker node reads (AWS S3, MinIO, Ceph...). Without S3 keys, boto3 finds credentials
+# itself (AWS_* variables, an instance or task role).
+S3_BUCKET = env.str("S3_BUCKET", "")
+S3_ENDPOINT_URL = env.url("S3_ENDPOINT_URL", schemes=("http", "https"))
+_s3_keys = (env.str("S3_ACCESS_KEY_ID"), env.str("S3_SECRET_ACCESS_KEY"))
+if any(_s3_keys) and not all(_s3_keys):
+    raise ImproperlyConfigured("S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY go together: set both or neither")
+if S3_BUCKET:
+    _default_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "endpoint_url": S3_ENDPOINT_URL,
+            "access_key": _s3_keys[0],
+            "secret_key": _s3_keys[1],
+            "region_name": env.str("S3_REGION"),
+            "location": env.str("S3_PREFIX", "").strip("/"),
+            # A bucket behind an endpoint of its own (MinIO) is addressed by path, not by host name.
+            "addressing_style": env.choice(
+                "S3_ADDRESSING_STYLE", ("auto", "path", "virtual"), default="path" if S3_ENDPOINT_URL else "auto"
+            ),
+            "default_acl": None,  # private: the bucket's own policy
+            "file_overwrite": True,  # names are unique (a uuid): no existence check before each save
+            "max_memory_size": 8 * 1024 * 1024,  # a file read through the storage spills to disk past this
+        },
+    }
+elif S3_ENDPOINT_URL or any(_s3_keys):
+    raise ImproperlyConfigured("S3_ENDPOINT_URL and the S3 keys need S3_BUCKET, the bucket import files go to")
+else:
+    _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _default_storage,
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
         if DEBUG

@@ -96,3 +96,14 @@ def test_django_under_the_compose_defaults_answers_the_probe_with_200():
     probed, old_probe = json.loads(result.stdout.strip().splitlines()[-1])
     assert probed == [200]
     assert old_probe == [400]  # what the probe got when it sent Host 127.0.0.1: Django refuses unlisted hosts
+
+
+def test_compose_app_services_share_no_disk_and_keep_import_files_in_the_bucket():
+    services = _compose()["services"]
+    apps = [name for name, service in services.items() if service.get("build") == "."]
+    assert {"web", "worker", "beat", "migrate"} <= set(apps)
+    assert all(not services[name].get("volumes") for name in apps)  # nothing written to a shared path
+    environ = _compose_defaults(services["worker"]["environment"], {"SECRET_KEY": "s", "PHONE_HASH_KEY": "p"})
+    assert environ["S3_BUCKET"] and environ["S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert "healthcheck" in services["minio"] and services["minio-bucket"]["restart"] == "no"
+    assert services["migrate"]["depends_on"]["minio-bucket"] == {"condition": "service_completed_successfully"}

@@ -1,4 +1,10 @@
-"""Writes for import jobs: create (with the file saved), enqueue, claim, run, retry, preview."""
+"""Writes for import jobs: create (with the file saved), enqueue, claim, run, retry, preview.
+
+Uploaded files go to Django's default storage (``STORAGES["default"]``) under ``imports/``: the
+local MEDIA_ROOT in the embedded default, a bucket in production, so any web or worker node
+reads what another received. The engine reads a local path: a file storage's own, or a
+temporary copy downloaded for the run (``job_file``).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,10 @@ import dataclasses
 import logging
 import os
 import re
-import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.files.storage import Storage, storages
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -80,58 +89,105 @@ def import_options_clean(
     }
 
 
-def import_dir() -> Path:
-    directory = Path(settings.MEDIA_ROOT) / "imports"
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
+def import_storage() -> Storage:
+    """Where uploaded import files are kept: the default storage, shared by every node."""
+    return storages["default"]
 
 
-def _save_upload(upload) -> tuple[str, int]:
-    """Stream an uploaded file to MEDIA_ROOT/imports/ in blocks; returns (relative path, size)."""
-    name = SAFE_NAME.sub("_", os.path.basename(upload.name or "upload"))[-100:]
-    target = import_dir() / f"{uuid.uuid4().hex}-{name}"
+@contextmanager
+def _upload_on_disk(upload) -> Iterator[str]:
+    """A local path of an uploaded file: Django's temporary file, or a copy of a small in-memory one."""
     temporary = getattr(upload, "temporary_file_path", None)
     if temporary:
-        shutil.copyfile(temporary(), target)
+        yield temporary()
+        return
+    with tempfile.NamedTemporaryFile(prefix="import-upload-") as handle:
+        upload.seek(0)
+        for block in upload.chunks(COPY_BLOCK):
+            handle.write(block)
+        handle.flush()
+        yield handle.name
+
+
+def _upload_still_here(upload) -> bool:
+    """Whether the upload can still be read: the file system storage moves a big one's temporary file."""
+    temporary = getattr(upload, "temporary_file_path", None)
+    return temporary is None or os.path.exists(temporary())
+
+
+def _store_upload(upload) -> str:
+    """Save an uploaded file to the storage under imports/; returns its name there."""
+    name = SAFE_NAME.sub("_", os.path.basename(upload.name or "upload"))[-100:]
+    upload.seek(0)
+    return import_storage().save(f"imports/{uuid.uuid4().hex}-{name}", upload, max_length=500)
+
+
+def _download(storage: Storage, name: str, handle) -> None:
+    """Copy a stored file into ``handle``: an S3 bucket's object streamed by boto3, else in blocks."""
+    bucket = getattr(storage, "bucket", None)
+    if bucket is not None and hasattr(storage, "_normalize_name"):  # django-storages' S3Storage
+        from botocore.exceptions import ClientError
+
+        try:
+            bucket.Object(storage._normalize_name(name)).download_fileobj(handle)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise FileNotFoundError(f"the stored file {name} is gone") from None
+            raise
     else:
-        with open(target, "wb") as handle:
-            for block in upload.chunks(COPY_BLOCK):
+        with storage.open(name, "rb") as stored:
+            while block := stored.read(COPY_BLOCK):
                 handle.write(block)
-    return str(target.relative_to(settings.MEDIA_ROOT)), target.stat().st_size
+    handle.flush()
 
 
-def job_path(job: ImportJob) -> str:
+@contextmanager
+def job_file(job: ImportJob) -> Iterator[str]:
+    """A local path of the job's file while the block runs; FileNotFoundError once it is gone.
+
+    The command's own file (an absolute path) is read where it is, and so is an upload in a
+    storage with local paths (the file system); from any other (a bucket) the file is copied to
+    a temporary file of this machine (TMPDIR) first and deleted after.
+    """
     if not job.file_path:
         raise FileNotFoundError("the uploaded file was removed")
-    path = Path(job.file_path)
-    return str(path if path.is_absolute() else Path(settings.MEDIA_ROOT) / path)
+    if os.path.isabs(job.file_path):
+        yield job.file_path
+        return
+    storage = import_storage()
+    try:
+        local = storage.path(job.file_path)
+    except NotImplementedError:
+        local = None
+    if local is not None:
+        if not os.path.exists(local):
+            raise FileNotFoundError(f"the stored file {job.file_path} is gone")
+        yield local
+        return
+    suffix = os.path.splitext(job.file_path)[1][:10]
+    with tempfile.NamedTemporaryFile(prefix=f"import-{job.pk}-", suffix=suffix) as handle:
+        _download(storage, job.file_path, handle)
+        yield handle.name
 
 
 def import_job_create(
     *, source: str, options: dict[str, Any], upload=None, path: str | None = None, actor: str = ""
 ) -> ImportJob:
-    """Save the file, read its header (a file that cannot be imported at all is refused) and record the job."""
+    """Read the file's header (a file that cannot be imported at all is refused), store it and record the job.
+
+    An upload is stored only once its header passed, so a refused file is never kept.
+    """
     if upload is not None:
-        relative, size = _save_upload(upload)
-        file_name, absolute = upload.name, str(Path(settings.MEDIA_ROOT) / relative)
+        with _upload_on_disk(upload) as local:
+            file_name, size = upload.name, upload.size
+            file_format, layout = _inspect(local, file_name, options)
+        relative = _store_upload(upload)
     elif path is not None:
-        absolute = relative = str(Path(path).resolve())
+        relative = str(Path(path).resolve())
         file_name, size = os.path.basename(path), os.path.getsize(path)
+        file_format, layout = _inspect(relative, file_name, options)
     else:
         raise ValueError("give an upload or a path")
-    file_format = detect_format(absolute, file_name)
-    try:
-        layout = inspect_file(absolute, file_format)
-    except FileProblem as problem:
-        if upload is not None:
-            os.remove(absolute)
-        raise ImportRejected({"file": [str(problem)]}) from None
-    # A consent is never assumed: a CSV without a consent column needs the import's choice. A JSON
-    # file has no header; each of its new contacts without a consent is refused on its row instead.
-    if not options.get("default_consent") and file_format == "csv" and not layout.has_consent_column:
-        if upload is not None:
-            os.remove(absolute)
-        raise ImportRejected({"default_consent": [NO_CONSENT_COLUMN]})
     return ImportJob.objects.create(
         source=source,
         created_by=actor[:150],
@@ -143,6 +199,20 @@ def import_job_create(
         details=layout.describe(),
         batch_count=bucket_count(size),  # what the engine will write it in, shown before it starts
     )
+
+
+def _inspect(path: str, file_name: str, options: dict[str, Any]):
+    """The file's format and layout; ImportRejected when it cannot be imported at all."""
+    file_format = detect_format(path, file_name)
+    try:
+        layout = inspect_file(path, file_format)
+    except FileProblem as problem:
+        raise ImportRejected({"file": [str(problem)]}) from None
+    # A consent is never assumed: a CSV without a consent column needs the import's choice. A JSON
+    # file has no header; each of its new contacts without a consent is refused on its row instead.
+    if not options.get("default_consent") and file_format == "csv" and not layout.has_consent_column:
+        raise ImportRejected({"default_consent": [NO_CONSENT_COLUMN]})
+    return file_format, layout
 
 
 def import_job_enqueue(job: ImportJob) -> ImportJob:
@@ -212,7 +282,8 @@ def import_job_claim(job_id: int) -> ImportJob | None:
 def import_job_run(job: ImportJob, *, on_progress: ProgressCallback | None = None, workers: int = 0) -> ImportJob:
     """Run a claimed job through the engine; an unexpected failure marks the job failed and is raised."""
     try:
-        return Engine(job, job_path(job), on_progress=on_progress, workers=workers).run()
+        with job_file(job) as path:
+            return Engine(job, path, on_progress=on_progress, workers=workers).run()
     except FileNotFoundError:
         return _fail(job, "the uploaded file is no longer on the server; upload it again")
     except Exception as exc:
@@ -273,9 +344,20 @@ def import_preview_record(job: ImportJob, preview: Preview) -> None:
     job.save(update_fields=["details"])
 
 
-def import_preview(job: ImportJob, *, limit: int = 1000) -> Preview:
-    """Validate up to ``limit`` rows in this process and say which would create or update a contact."""
-    path = job_path(job)
+def import_preview(job: ImportJob, *, limit: int = 1000, upload=None) -> Preview:
+    """Validate up to ``limit`` rows in this process and say which would create or update a contact.
+
+    ``upload``: the request's own uploaded file, still on this machine, read instead of the stored
+    copy (a bucket's would be downloaded whole for a few rows).
+    """
+    if upload is not None and _upload_still_here(upload):
+        with _upload_on_disk(upload) as path:
+            return _preview(job, path, limit)
+    with job_file(job) as path:
+        return _preview(job, path, limit)
+
+
+def _preview(job: ImportJob, path: str, limit: int) -> Preview:
     layout = inspect_file(path, job.file_format)
     layout = dataclasses.replace(layout, default_region=IngestOptions.from_job(job).default_country)
     chunks, json_reader = iter_chunks(path, layout)
@@ -370,7 +452,7 @@ def import_job_confirm(job: ImportJob, *, inline_max_bytes: int | None = None) -
 def import_files_purge(*, days: int | None = None) -> int:
     """Delete uploaded import files (they hold phone numbers) ``days`` after their job ended.
 
-    Only uploads under MEDIA_ROOT/imports/ go; a file the command named by its own path is the
+    Only uploads (the storage's imports/) go; a file the command named by its own path is the
     user's and stays. A job never confirmed counts from its creation. The path is cleared by a
     conditional update first, so a job that started meanwhile keeps its file, and a second run
     finds nothing. Returns the number of files removed.
@@ -382,13 +464,12 @@ def import_files_purge(*, days: int | None = None) -> int:
     ended = Q(status__in=[ImportStatus.SUCCEEDED, ImportStatus.FAILED], finished_at__lt=cutoff)
     abandoned = Q(status=ImportStatus.PENDING, created_at__lt=cutoff)
     candidates = ImportJob.objects.filter(ended | abandoned, file_path__startswith="imports/")
+    storage = import_storage()
     removed = 0
-    for job_id, relative in candidates.values_list("pk", "file_path").iterator():
+    for job_id, relative in list(candidates.values_list("pk", "file_path")):
         if not ImportJob.objects.filter(ended | abandoned, pk=job_id, file_path=relative).update(file_path=""):
             continue
-        try:
-            os.remove(Path(settings.MEDIA_ROOT) / relative)
-        except FileNotFoundError:
-            continue
-        removed += 1
+        if storage.exists(relative):
+            storage.delete(relative)
+            removed += 1
     return removed

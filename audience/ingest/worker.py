@@ -32,7 +32,8 @@ def worker_start(conninfo: str) -> None:
 def _stage_connection() -> psycopg.Connection:
     global _connection
     if _connection is None or _connection.closed:
-        _connection = psycopg.connect(_conninfo, autocommit=True)
+        # Never prepared: a pooler in transaction mode (DATABASE_POOLER) may sit at the other end.
+        _connection = psycopg.connect(_conninfo, autocommit=True, prepare_threshold=None)
         util.Finalize(None, _connection.close, exitpriority=10)  # a clean goodbye when the pool closes
     return _connection
 

@@ -28,6 +28,7 @@ from functools import cache
 from typing import Any
 
 import psycopg
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -219,16 +220,19 @@ def _fetch_one_prepared(query: str, params: dict) -> tuple:
     automatic preparing; its own ClientCursor never prepares, so enabling it on the raw
     connection affects only cursors like this one). It also skips the per-request health check
     query (CONN_HEALTH_CHECKS): a persistent connection found broken is replaced and the
-    statement, idempotent, retried once.
+    statement, idempotent, retried once. With DATABASE_PREPARED_STATEMENTS off (a pooler in
+    transaction mode, where the next transaction may run on another server connection) it is
+    sent unprepared, with its parameters still apart from its text.
     """
+    prepare = settings.DATABASE_PREPARED_STATEMENTS
     for attempt in (1, 2):
         connection.ensure_connection()
         raw = connection.connection
-        if raw.prepare_threshold is None:
+        if prepare and raw.prepare_threshold is None:
             raw.prepare_threshold = 2**31 - 1  # prepare only what asks for it (prepare=True)
         try:
             with psycopg.Cursor(raw) as cursor:
-                cursor.execute(query, params, prepare=True)
+                cursor.execute(query, params, prepare=prepare)
                 return cursor.fetchone()
         except psycopg.OperationalError:
             if attempt == 2 or connection.in_atomic_block:
