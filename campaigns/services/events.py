@@ -16,12 +16,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import time
+from collections import Counter
 from typing import Any
 
 from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from audience import services as audience_services
@@ -32,6 +35,7 @@ from campaigns.models import (
     CampaignRun,
     CampaignStatus,
     Event,
+    EventStatus,
     Recipient,
     RecipientState,
     RunStatus,
@@ -244,7 +248,7 @@ def _segment_error_text(exc: SegmentError) -> str:
     return detail["message"] if "line" in detail or not detail.get("path") else f"{detail['path']}: {detail['message']}"
 
 
-# --- Recording events ----------------------------------------------------------------------
+# --- Recording events one at a time (answered before returning) ------------------------------
 
 
 def event_replay(idempotency_key: str, request_hash: str) -> Event | None:
@@ -266,7 +270,11 @@ def event_record(
     keyword: str = "",
     now: dt.datetime | None = None,
 ) -> tuple[Event, bool]:
-    """Store an event and answer it; returns (event, created). A replayed key returns the first event."""
+    """Store an event and match it before returning; returns (event, created). A replayed key returns the first event.
+
+    The same matcher as the workers' (``events_match``), over this one event, in the
+    transaction that stores it: the caller sees the campaigns it fired.
+    """
     existing = event_replay(idempotency_key, request_hash)
     if existing is not None:
         return existing, False
@@ -278,6 +286,7 @@ def event_record(
         occurred_at=occurred_at or now,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
+        status=EventStatus.PENDING,
     )
     with transaction.atomic():
         try:
@@ -288,36 +297,111 @@ def event_record(
             if replayed is None:
                 raise
             return replayed, False
-        # One event at a time per contact: the frequency cap counts what the previous one queued.
-        contact = Contact.objects.select_for_update(no_key=True).get(pk=contact.pk)
-        matched = campaigns_matching(event, contact, keyword=keyword, now=now)
-        for campaign in matched:
-            recipient_add(campaign, event, contact, now=now)
-        event.matched_campaigns.add(*matched)
+        events_match([event.pk], keyword=keyword, now=now)
+    event.status, event.matched_at = EventStatus.MATCHED, now
     return event, True
 
 
-def campaigns_matching(event: Event, contact: Contact, *, keyword: str = "", now: dt.datetime) -> list[Campaign]:
-    """The running triggered campaigns this event fires, in id order.
+# --- Matching stored events, a batch at a time --------------------------------------------
+#
+# Workers claim pending events (FOR UPDATE SKIP LOCKED, so matchers never share one), match the
+# batch against the running triggered campaigns with a few statements per campaign, and mark
+# the events matched in the same transaction. A crash rolls all of it back and leaves the events
+# pending for the next matcher; a committed batch is never claimed again. (event, campaign) is
+# unique in the matched-campaigns table and (event, run) among recipients: the database refuses
+# a second answer even to a matcher that got it wrong.
 
-    A keyword campaign first adds its topic to the contact (the keyword asked for it), so its
-    topic condition then holds.
+MATCH_BATCH = 500
+
+
+def events_match(
+    event_ids: list[int] | None = None,
+    *,
+    limit: int = MATCH_BATCH,
+    keyword: str = "",
+    now: dt.datetime | None = None,
+) -> list[int]:
+    """Match pending events (these ids, else the oldest ``limit``); returns the ids this call matched.
+
+    Events another matcher holds are skipped, not waited for.
     """
+    now = now or timezone.now()
+    with transaction.atomic():
+        claimed = Event.objects.select_for_update(skip_locked=True).filter(status=EventStatus.PENDING)
+        if event_ids is not None:
+            claimed = claimed.filter(pk__in=event_ids)
+        batch = list(claimed.only("id", "contact_id", "name", "properties", "occurred_at").order_by("pk")[:limit])
+        if not batch:
+            return []
+        _batch_answer(batch, keyword=keyword, now=now)
+        ids = [event.pk for event in batch]
+        Event.objects.filter(pk__in=ids).update(status=EventStatus.MATCHED, matched_at=now)
+    return ids
+
+
+def events_match_pending(*, limit: int = MATCH_BATCH, seconds: float = 20.0) -> tuple[int, bool]:
+    """Match batch after batch until none is left or ``seconds`` passed; (matched, more may be left)."""
+    deadline = time.monotonic() + seconds
+    total = 0
+    while True:
+        matched = len(events_match(limit=limit))
+        total += matched
+        if matched < limit:
+            return total, False
+        if time.monotonic() >= deadline:
+            return total, True
+
+
+def _batch_answer(batch: list[Event], *, keyword: str, now: dt.datetime) -> None:
+    """Every (event, campaign) match of the batch, answered as one event after another would be."""
     live = Campaign.objects.filter(kind=CampaignKind.TRIGGERED, status=CampaignStatus.RUNNING)
-    live = live.filter(trigger_keyword=keyword) if keyword else live.filter(trigger_event=event.name)
-    matched = []
-    for campaign in live.select_related("template", "sender", "segment").order_by("pk"):
-        if not conditions_hold(campaign.trigger_conditions, event.properties):
-            continue
-        if keyword and campaign.topic_id:
-            audience_services.contacts_add_topic([contact.pk], campaign.topic)
-        if contact_matches(campaign, contact, now=now):
-            matched.append(campaign)
-    return matched
+    if keyword:
+        live = live.filter(trigger_keyword=keyword)
+    else:
+        live = live.filter(trigger_event__in={event.name for event in batch})
+    campaigns = list(live.select_related("template", "sender", "segment", "topic").order_by("pk"))
+    # Name and property conditions: Python over the batch, no query.
+    candidates = {
+        campaign.pk: [
+            event
+            for event in batch
+            if event.contact_id is not None
+            and (keyword or event.name == campaign.trigger_event)
+            and conditions_hold(campaign.trigger_conditions, event.properties)
+        ]
+        for campaign in campaigns
+    }
+    campaigns = [campaign for campaign in campaigns if candidates[campaign.pk]]
+    if not campaigns:
+        return
+    contact_ids = sorted({event.contact_id for events in candidates.values() for event in events})
+    # One batch at a time per contact (ids in order, so two matchers never deadlock): the
+    # frequency cap counts what an earlier batch queued.
+    contacts = {
+        contact.pk: contact
+        for contact in Contact.objects.select_for_update(no_key=True).filter(pk__in=contact_ids).order_by("pk")
+    }
+    allowed: dict[int, set[int]] = {}
+    for campaign in campaigns:
+        ids = sorted({event.contact_id for event in candidates[campaign.pk]})
+        if keyword and campaign.topic_id:  # the keyword asked for the topic, so its condition holds
+            audience_services.contacts_add_topic(ids, campaign.topic)
+        allowed[campaign.pk] = _contacts_matching(campaign, ids, now=now)
+    candidate_ids = {pk: {event.pk for event in events} for pk, events in candidates.items()}
+    pairs = [
+        (event, campaign)
+        for event in batch
+        for campaign in campaigns
+        if event.pk in candidate_ids[campaign.pk] and event.contact_id in allowed[campaign.pk]
+    ]
+    pairs = _matches_claim(pairs)
+    if not pairs:
+        return
+    _answers_add(pairs, contacts, now=now)
 
 
-def contact_matches(campaign: Campaign, contact: Contact, *, now: dt.datetime) -> bool:
-    """The contact rule, segment and topic of the campaign hold for the contact (one query, or none)."""
+def _contacts_matching(campaign: Campaign, contact_ids: list[int], *, now: dt.datetime) -> set[int]:
+    """Those of the contacts the campaign's contact rule, segment and topic hold for (one query, or none)."""
     conditions = Q()
     try:
         if campaign.trigger_contact_rule:
@@ -326,15 +410,32 @@ def contact_matches(campaign: Campaign, contact: Contact, *, now: dt.datetime) -
             conditions &= compile_rule(rules.validate(campaign.segment.definition), now=now)
     except RuleError as exc:  # stored before a rule change made it invalid: never "everyone"
         logger.warning("campaign %s: contact rule no longer valid, not matched: %s", campaign.pk, exc)
-        return False
+        return set()
     if campaign.topic_id:
         conditions &= Q(topics__pk=campaign.topic_id)
     if not conditions:
-        return True
-    return Contact.objects.filter(conditions, pk=contact.pk).exists()
+        return set(contact_ids)
+    return set(Contact.objects.filter(conditions, pk__in=contact_ids).values_list("pk", flat=True).distinct())
 
 
-# --- Answering: a recipient in the campaign's run ------------------------------------------
+def _matches_claim(pairs: list[tuple[Event, Campaign]]) -> list[tuple[Event, Campaign]]:
+    """Record the (event, campaign) matches; returns those not recorded before (the unique pair decides)."""
+    if not pairs:
+        return []
+    table = Event.matched_campaigns.through._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""INSERT INTO {table} (event_id, campaign_id)
+                SELECT * FROM unnest(%s::bigint[], %s::bigint[])
+                ON CONFLICT (event_id, campaign_id) DO NOTHING
+                RETURNING event_id, campaign_id""",
+            [[event.pk for event, _ in pairs], [campaign.pk for _, campaign in pairs]],
+        )
+        fresh = set(cursor.fetchall())
+    return [(event, campaign) for event, campaign in pairs if (event.pk, campaign.pk) in fresh]
+
+
+# --- Answering: recipients in the campaigns' runs ------------------------------------------
 
 
 def trigger_run(campaign: Campaign, *, lock: bool = False) -> CampaignRun | None:
@@ -345,35 +446,105 @@ def trigger_run(campaign: Campaign, *, lock: bool = False) -> CampaignRun | None
     return runs.order_by("-started_at", "-id").first()
 
 
-def recipient_add(campaign: Campaign, event: Event, contact: Contact, *, now: dt.datetime) -> Recipient | None:
-    """Queue one recipient for (event, campaign) in the campaign's run, counters included.
+def _answers_add(pairs: list[tuple[Event, Campaign]], contacts: dict[int, Contact], *, now: dt.datetime) -> None:
+    """One recipient per match in its campaign's run, with the launch snapshot's decisions.
 
-    The run row is locked first, so a cancel either sees this recipient (and skips it) or
-    comes after and finds nothing new.
+    Decided in event order, then campaign order, as if the events had come one at a time: an
+    earlier answer to a contact counts against the frequency cap of a later one. Each run row
+    is locked first, so a cancel either sees these recipients (and skips them) or comes after.
     """
-    run = trigger_run(campaign, lock=True)
-    if run is None:
-        logger.warning("triggered campaign %s has no open run; event %s not answered", campaign.pk, event.pk)
-        return None
-    state, reason, detail, release_at = recipient_decide(campaign, event, contact, now)
-    recipient = Recipient.objects.create(
-        run=run, contact=contact, event=event, state=state, reason=reason, detail=detail, release_at=release_at
-    )
-    if state in (R.PENDING, R.HELD):
-        _message_attach(campaign, event, contact, recipient)
-    _counters_add(run.pk, recipient.state, recipient.reason)
-    if recipient.state == R.PENDING and run.status == RunStatus.RUNNING:
+    campaigns = {campaign.pk: campaign for _, campaign in pairs}
+    runs = {pk: trigger_run(campaign, lock=True) for pk, campaign in campaigns.items()}
+    for pk, run in runs.items():
+        if run is None:
+            logger.warning("triggered campaign %s has no open run; its events are not answered", pk)
+    pairs = [(event, campaign) for event, campaign in pairs if runs[campaign.pk] is not None]
+    sender_errors = {pk: _sender_error(campaign) for pk, campaign in campaigns.items()}
+    recent = _recent_counts(pairs)
+    added: Counter[int] = Counter()
+    rows: dict[int, list[tuple[Recipient, Event]]] = {}
+    for event, campaign in pairs:
+        contact = contacts.get(event.contact_id)
+        if contact is None:  # deleted since the event was stored (its events went with it)
+            continue
+        window = campaign.frequency_window if campaign.frequency_cap else None
+        capped = bool(window) and recent[window][contact.pk] + added[contact.pk] >= campaign.frequency_cap
+        state, reason, detail, release_at = recipient_decide(campaign, event, contact, now, capped=capped)
+        if state in (R.PENDING, R.HELD) and sender_errors[campaign.pk]:  # e.g. the sender was deactivated
+            state, reason, detail, release_at = R.FAILED, "sender", sender_errors[campaign.pk], None
+        if state in CAP_STATES:
+            added[contact.pk] += 1
+        recipient = Recipient(
+            run=runs[campaign.pk],
+            contact_id=contact.pk,
+            event_id=event.pk,
+            state=state,
+            reason=reason,
+            detail=detail,
+            release_at=release_at,
+        )
+        rows.setdefault(campaign.pk, []).append((recipient, event))
+    for pk, answers in rows.items():
+        _run_answers_insert(campaigns[pk], runs[pk], answers)
+
+
+def _sender_error(campaign: Campaign) -> str:
+    try:
+        send_service.sender_for_template(campaign.template, campaign.sender)
+    except send_service.MessageRequestError as exc:
+        return "; ".join(exc.messages)[:255]
+    return ""
+
+
+def _recent_counts(pairs: list[tuple[Event, Campaign]]) -> dict[dt.timedelta, Counter[int]]:
+    """For each frequency window among the campaigns: the contacts' capped-state recipients within it."""
+    windows: dict[dt.timedelta, set[int]] = {}
+    for event, campaign in pairs:
+        if campaign.frequency_cap and campaign.frequency_window:
+            windows.setdefault(campaign.frequency_window, set()).add(event.contact_id)
+    now = timezone.now()
+    counts: dict[dt.timedelta, Counter[int]] = {}
+    for window, contact_ids in windows.items():
+        rows = (
+            Recipient.objects.filter(contact_id__in=contact_ids, state__in=CAP_STATES, created_at__gt=now - window)
+            .values_list("contact_id")
+            .annotate(count=Count("id"))
+        )
+        counts[window] = Counter(dict(rows))
+    return counts
+
+
+def _run_answers_insert(campaign: Campaign, run: CampaignRun, answers: list[tuple[Recipient, Event]]) -> None:
+    """Insert a run's new recipients, their pending messages (one INSERT each) and its counters (one UPDATE)."""
+    recipients = Recipient.objects.bulk_create([recipient for recipient, _ in answers])  # ids set on each
+    sending = [(recipient, event) for recipient, event in answers if recipient.state in (R.PENDING, R.HELD)]
+    if sending:
+        message_ids = send_service.messages_create_for_sources(
+            template=campaign.template,
+            sender=campaign.sender,
+            source_type=ContentType.objects.get_for_model(Recipient),
+            sources=[(recipient.pk, recipient.contact_id) for recipient, _ in sending],
+            contexts=[event.properties for _, event in sending],
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """UPDATE campaigns_recipient r SET message_id = m.message_id
+                   FROM unnest(%s::bigint[], %s::bigint[]) AS m (recipient_id, message_id)
+                   WHERE r.id = m.recipient_id""",
+                [list(message_ids), list(message_ids.values())],
+            )
+    _counters_add(run.pk, Counter((recipient.state, recipient.reason) for recipient in recipients))
+    if run.status == RunStatus.RUNNING and any(recipient.state == R.PENDING for recipient in recipients):
         dispatch.dispatch_start(run.pk, chains=1)  # after commit
-    return recipient
 
 
 def recipient_decide(
-    campaign: Campaign, event: Event, contact: Contact, now: dt.datetime
+    campaign: Campaign, event: Event, contact: Contact, now: dt.datetime, *, capped: bool
 ) -> tuple[str, str, str, dt.datetime | None]:
     """(state, reason, detail, release_at): the snapshot's decisions for one contact and event."""
     if contact.consent_status != ConsentStatus.OPTED_IN:
         return R.SKIPPED, SkipReason.OPTED_OUT, "", None
-    if _capped(campaign, contact, now):
+    if capped:
         return R.SKIPPED, SkipReason.CAPPED, "", None
     rendered = template_render(campaign.template, contact=contact, context=event.properties)
     if not rendered.ok:
@@ -392,48 +563,30 @@ def recipient_decide(
     return (R.HELD, "", "", release_at) if release_at else (R.PENDING, "", "", None)
 
 
-def _capped(campaign: Campaign, contact: Contact, now: dt.datetime) -> bool:
-    if not campaign.frequency_cap or not campaign.frequency_window:
-        return False
-    recent = Recipient.objects.filter(
-        contact=contact, state__in=CAP_STATES, created_at__gt=now - campaign.frequency_window
-    )
-    return recent.count() >= campaign.frequency_cap
-
-
-def _message_attach(campaign: Campaign, event: Event, contact: Contact, recipient: Recipient) -> None:
-    """The recipient's pending Message, carrying the event's properties for {{ event.* }}."""
-    try:
-        message, _ = send_service.message_create(
-            contact=contact,
-            template=campaign.template,
-            sender=campaign.sender,
-            context=event.properties,
-            source=recipient,
-            enqueue=False,  # the run's dispatcher sends it, paced
-        )
-    except send_service.MessageRequestError as exc:  # e.g. the sender was deactivated
-        recipient.state, recipient.reason = R.FAILED, "sender"
-        recipient.detail, recipient.release_at = "; ".join(exc.messages)[:255], None
-        recipient.save(update_fields=["state", "reason", "detail", "release_at"])
+def _counters_add(run_id: int, counts: Counter[tuple[str, str]]) -> None:
+    """More recipients by (state, reason): total, each state's counter and the skip reasons in one UPDATE."""
+    states: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    for (state, reason), count in counts.items():
+        assert state in ("pending", "held", "sending", "sent", "skipped", "failed")
+        states[state] += count
+        if state == R.SKIPPED:
+            reasons[reason] += count
+    if not states:
         return
-    recipient.message = message
-    recipient.save(update_fields=["message"])
-
-
-def _counters_add(run_id: int, state: str, reason: str) -> None:
-    """One more recipient in ``state``: total and that counter (and the skip reason) in one UPDATE."""
-    assert state in ("pending", "held", "sending", "sent", "skipped", "failed")
-    sql = f"UPDATE campaigns_campaignrun SET total = total + 1, {state} = {state} + 1"
-    params: list[Any] = []
-    if state == R.SKIPPED:
-        sql += (
-            ", skipped_by_reason = COALESCE(skipped_by_reason, '{}'::jsonb)"
-            " || jsonb_build_object(%s::text, COALESCE((skipped_by_reason ->> %s)::int, 0) + 1)"
+    sets, params = ["total = total + %s"], [sum(states.values())]
+    for state, count in sorted(states.items()):
+        sets.append(f"{state} = {state} + %s")
+        params.append(count)
+    if reasons:
+        sets.append(
+            "skipped_by_reason = COALESCE(skipped_by_reason, '{}'::jsonb) || ("
+            " SELECT jsonb_object_agg(r.reason, COALESCE((skipped_by_reason ->> r.reason)::int, 0) + r.n)"
+            " FROM unnest(%s::text[], %s::int[]) AS r (reason, n))"
         )
-        params += [reason, reason]
+        params += [list(reasons), list(reasons.values())]
     with connection.cursor() as cursor:
-        cursor.execute(f"{sql} WHERE id = %s", [*params, run_id])
+        cursor.execute(f"UPDATE campaigns_campaignrun SET {', '.join(sets)} WHERE id = %s", [*params, run_id])
 
 
 # --- Inbound keywords ----------------------------------------------------------------------
