@@ -5,7 +5,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from campaigns.models import Campaign, ScheduleType
-from campaigns.services import CampaignError, campaign_launch, dispatch, dispatcher, upkeep
+from campaigns.services import CampaignError, campaign_launch, dispatch, dispatcher, events, upkeep
 from campaigns.services.lifecycle import cron_tick
 
 logger = logging.getLogger(__name__)
@@ -90,3 +90,25 @@ def reap_stale_claims() -> int:
 def dispatch_upkeep() -> int:
     """Restart runs whose dispatchers went quiet, and complete runs whose recipients are all final."""
     return upkeep.runs_kick() + upkeep.runs_complete()
+
+
+# --- Events (campaigns.services.events) -------------------------------------------------------
+
+
+@shared_task(name="campaigns.events_match", ignore_result=True)
+def events_match_task() -> int:
+    """Match stored events until none is left (for up to 20 s, then again); safe to run twice (claims skip locked)."""
+    events.events_kick_clear()
+    matched, more = events.events_match_pending()
+    if more:
+        events_match_task.delay()
+    return matched
+
+
+@shared_task(name="campaigns.events_sweep", ignore_result=True)
+def events_sweep() -> int:
+    """Beat, every 10 s: match events whose matcher was never woken or died (a lost task, Redis down)."""
+    matched, more = events.events_match_pending()
+    if more:
+        events_match_task.delay()
+    return matched

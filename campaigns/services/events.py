@@ -14,6 +14,7 @@ recipient; the run's counters move in the same transaction as the row.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import re
 import time
@@ -26,9 +27,11 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
+from rest_framework import serializers as drf_serializers
 
 from audience import services as audience_services
-from audience.models import ConsentStatus, Contact
+from audience.models import ConsentSource, ConsentStatus, Contact
+from audience.phones import InvalidPhone, normalize_phone, phone_hash
 from campaigns.models import (
     Campaign,
     CampaignKind,
@@ -49,7 +52,7 @@ from campaigns.segments.rules import RuleError
 from campaigns.services import dispatch
 from campaigns.services.segments import SegmentError, segment_definition_clean
 from campaigns.services.snapshot import CAP_STATES
-from config import idempotency
+from config import idempotency, observe
 from messaging.keywords import KEYWORDS
 from messaging.models import Direction, Message
 from messaging.services import send as send_service
@@ -300,6 +303,302 @@ def event_record(
         events_match([event.pk], keyword=keyword, now=now)
     event.status, event.matched_at = EventStatus.MATCHED, now
     return event, True
+
+
+# --- Storing events first (answered by the workers) -------------------------------------------
+#
+# A request's events are checked in Python, their contacts found in one query and the events
+# inserted in one INSERT ... ON CONFLICT (idempotency_key) DO NOTHING: the keys it did not insert
+# are replays (or, with another body, conflicts), read back in one more query. Once the
+# transaction commits the events are durable and a matcher is woken (``events_kick``).
+
+MAX_BATCH = 1000
+_occurred_at_field = drf_serializers.DateTimeField()
+
+
+class Outcome:
+    """What became of one event of a request: accepted, replayed, unknown_contact or error."""
+
+    ACCEPTED, REPLAYED, UNKNOWN_CONTACT, ERROR = "accepted", "replayed", "unknown_contact", "error"
+    __slots__ = ("index", "status", "event_id", "event_status", "code", "errors")
+
+    def __init__(self, index: int, status: str, *, event_id=None, event_status="", code=0, errors=None):
+        self.index, self.status, self.event_id = index, status, event_id
+        self.event_status, self.code, self.errors = event_status, code, errors
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.status == self.ERROR:
+            return {"index": self.index, "status": self.status, "code": self.code, "errors": self.errors}
+        return {"index": self.index, "status": self.status, "id": self.event_id, "event_status": self.event_status}
+
+
+class EventIn:
+    """One checked event of a request, its contact not yet looked up."""
+
+    __slots__ = (
+        "index",
+        "key",
+        "request_hash",
+        "name",
+        "properties",
+        "occurred_at",
+        "contact_id",
+        "phone",
+        "create_contact",
+    )
+
+    def __init__(self, index, key, request_hash, name, properties, occurred_at, contact_id, phone, create_contact):
+        self.index, self.key, self.request_hash, self.name = index, key, request_hash, name
+        self.properties, self.occurred_at = properties, occurred_at
+        self.contact_id, self.phone, self.create_contact = contact_id, phone, create_contact
+
+
+def event_clean(data: Any, *, index: int = 0, key: str | None = None, request_hash: str = "") -> EventIn:
+    """Check one event as posted; EventError naming each bad field. ``key`` comes from a header, else the body."""
+    if not isinstance(data, dict):
+        raise EventError({"non_field_errors": ["an event is a JSON object with contact and name"]})
+    errors: dict[str, list[str]] = {}  # other fields are ignored, as elsewhere in the API
+    if key is None:
+        key = data.get("idempotency_key")
+        if not isinstance(key, str) or not key.strip():
+            errors["idempotency_key"] = ["required: a unique key per event, e.g. a UUID"]
+        elif len(key.strip()) > idempotency.MAX_LENGTH or "\x00" in key:
+            errors["idempotency_key"] = [f"at most {idempotency.MAX_LENGTH} characters, no NUL"]
+        else:
+            key = key.strip()
+    contact_id, phone = None, None
+    contact = data.get("contact")
+    if "contact" not in data:
+        errors["contact"] = ["This field is required."]
+    elif isinstance(contact, bool) or not isinstance(contact, int | str):
+        errors["contact"] = ["a contact id (number) or a phone (string)"]
+    elif isinstance(contact, int):
+        contact_id = contact
+        if not 0 < contact < 2**63:
+            errors["contact"] = [f"no contact with id {contact}"]
+    else:
+        try:
+            phone = normalize_phone(contact)
+        except InvalidPhone as exc:
+            errors["contact"] = [str(exc)]
+    name = data.get("name")
+    if "name" not in data:
+        errors["name"] = ["This field is required."]
+    elif name is None:
+        errors["name"] = ["This field may not be null."]
+    elif not isinstance(name, str | int | float) or isinstance(name, bool):
+        errors["name"] = ["Not a valid string."]
+    else:
+        name = str(name).strip()
+        if not name:
+            errors["name"] = ["This field may not be blank."]
+        elif len(name) > 100:
+            errors["name"] = ["Ensure this field has no more than 100 characters."]
+        elif "\x00" in name:
+            errors["name"] = ["Null characters are not allowed."]
+    properties = data.get("properties")
+    if properties is None:
+        properties = {}
+    elif not isinstance(properties, dict):
+        errors["properties"] = ["must be a JSON object"]
+    elif not _storable(properties):
+        errors["properties"] = ["text may not contain NUL (\\u0000) characters or lone surrogates"]
+    occurred_at = data.get("occurred_at")
+    if occurred_at is not None:
+        try:
+            occurred_at = _occurred_at_field.run_validation(occurred_at)
+        except drf_serializers.ValidationError as exc:
+            errors["occurred_at"] = [str(message) for message in exc.detail]
+    create_contact = data.get("create_contact", False)
+    if not isinstance(create_contact, bool):
+        errors["create_contact"] = ["true or false"]
+    if errors:
+        raise EventError(errors)
+    return EventIn(index, key, request_hash, name, properties, occurred_at, contact_id, phone, create_contact)
+
+
+def _storable(value: dict[str, Any]) -> bool:
+    text = json.dumps(value, ensure_ascii=False)
+    if "\\u0000" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def contacts_resolve(items: list[EventIn]) -> tuple[dict[int, int], dict[str, int]]:
+    """The known contacts among the items' ids and phones, in one query: ({id: id}, {phone: id})."""
+    ids = {item.contact_id for item in items if item.contact_id is not None}
+    phones = {item.phone for item in items if item.phone is not None}
+    if not ids and not phones:
+        return {}, {}
+    rows = Contact.objects.filter(Q(pk__in=ids) | Q(phone__in=phones)).values_list("pk", "phone")
+    by_id = {pk: pk for pk, _ in rows if pk in ids}
+    by_phone = {phone: pk for pk, phone in rows if phone in phones}
+    return by_id, by_phone
+
+
+def contact_create_for_event(phone: str, *, actor: str, key: str) -> int:
+    """A contact for an event's unknown phone, opted out: an event is no consent (docs/consent.md)."""
+    try:
+        contact = audience_services.contact_create(
+            phone=phone,
+            consent_status=ConsentStatus.OPTED_OUT,
+            source=ConsentSource.API,
+            actor=actor or "events API",
+            evidence={"created_by_event": key[:255]},
+        )
+    except audience_services.ContactError:  # created concurrently: that contact stands
+        return Contact.objects.values_list("pk", flat=True).get(phone=phone)
+    return contact.pk
+
+
+def event_contact(item: EventIn, *, actor: str = "") -> Contact:
+    """The contact of an event answered at once: an unknown one is a 400 naming it, unless the item creates it."""
+    if item.contact_id is not None:
+        contact = Contact.objects.filter(pk=item.contact_id).first()
+        if contact is None:
+            raise EventError({"contact": [f"no contact with id {item.contact_id}"]})
+        return contact
+    contact = Contact.objects.filter(phone=item.phone).first()
+    if contact is not None:
+        return contact
+    if not item.create_contact:
+        raise EventError({"contact": [f"no contact with phone {item.phone}; create_contact: true creates it"]})
+    return Contact.objects.get(pk=contact_create_for_event(item.phone, actor=actor, key=item.key))
+
+
+def events_store(items: list[EventIn], *, actor: str = "") -> list[Outcome]:
+    """Store checked events (replays and conflicts found by their keys); one Outcome per item, by index.
+
+    Unknown ids are errors; unknown phones are kept as ``unknown_contact`` events, or get an
+    opted-out contact first when the item says ``create_contact``. Wakes a matcher after commit.
+    """
+    outcomes: dict[int, Outcome] = {}
+    with transaction.atomic():
+        by_id, by_phone = contacts_resolve(items)
+        first_of_key: dict[str, EventIn] = {}
+        rows: list[tuple[EventIn, int | None, str, str]] = []  # item, contact id, phone hash, status
+        for item in items:
+            if item.key in first_of_key:  # the same key twice in one request: the first decides
+                continue
+            first_of_key[item.key] = item
+            if item.contact_id is not None:
+                if item.contact_id not in by_id:
+                    outcomes[item.index] = _error(item.index, 400, "contact", f"no contact with id {item.contact_id}")
+                    continue
+                rows.append((item, item.contact_id, "", EventStatus.PENDING))
+            elif item.phone in by_phone:
+                rows.append((item, by_phone[item.phone], "", EventStatus.PENDING))
+            elif item.create_contact:
+                by_phone[item.phone] = contact_create_for_event(item.phone, actor=actor, key=item.key)
+                rows.append((item, by_phone[item.phone], "", EventStatus.PENDING))
+            else:
+                rows.append((item, None, phone_hash(item.phone), EventStatus.UNKNOWN_CONTACT))
+        inserted = _events_insert(rows)
+        for item, _, _, status in rows:
+            if item.key in inserted:
+                kind = Outcome.UNKNOWN_CONTACT if status == EventStatus.UNKNOWN_CONTACT else Outcome.ACCEPTED
+                outcomes[item.index] = Outcome(item.index, kind, event_id=inserted[item.key], event_status=status)
+        earlier = _events_by_key([item.key for item in first_of_key.values() if item.key not in inserted])
+        for item in items:
+            if item.index in outcomes:
+                continue
+            first = earlier.get(item.key)
+            if first is None:  # a later duplicate of a key this request stored, or of an item refused
+                first_item = first_of_key[item.key]
+                stored = outcomes[first_item.index]
+                if stored.status == Outcome.ERROR:
+                    outcomes[item.index] = Outcome(item.index, Outcome.ERROR, code=stored.code, errors=stored.errors)
+                    continue
+                first = (stored.event_id, first_item.request_hash, stored.event_status)
+            event_id, stored_hash, event_status = first
+            try:
+                idempotency.replay_check(stored_hash, item.request_hash, f"event {event_id}")
+            except idempotency.IdempotencyConflict as exc:
+                outcomes[item.index] = _error(item.index, 422, "idempotency_key", exc.messages[0])
+                continue
+            outcomes[item.index] = Outcome(item.index, Outcome.REPLAYED, event_id=event_id, event_status=event_status)
+        if any(outcome.event_status == EventStatus.PENDING for outcome in outcomes.values()):
+            transaction.on_commit(events_kick, robust=True)
+    return [outcomes[item.index] for item in items]
+
+
+def _error(index: int, code: int, field: str, text: str) -> Outcome:
+    return Outcome(index, Outcome.ERROR, code=code, errors={field: [text]})
+
+
+def _events_insert(rows: list[tuple[EventIn, int | None, str, str]]) -> dict[str, int]:
+    """Insert the events whose keys are new, in key order (two requests never wait on each other in a cycle)."""
+    if not rows:
+        return {}
+    rows = sorted(rows, key=lambda row: row[0].key)
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """INSERT INTO campaigns_event
+                   (contact_id, contact_phone_hash, name, properties, occurred_at, received_at,
+                    idempotency_key, request_hash, status)
+               SELECT s.contact_id, s.phone_hash, s.name, s.properties::jsonb, COALESCE(s.occurred_at, %s),
+                      %s, s.key, s.request_hash, s.status
+               FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[],
+                           %s::text[], %s::text[])
+                    WITH ORDINALITY AS s (contact_id, phone_hash, name, properties, occurred_at, key,
+                                          request_hash, status, n)
+               ORDER BY s.n
+               ON CONFLICT (idempotency_key) DO NOTHING
+               RETURNING idempotency_key, id""",
+            [
+                now,
+                now,
+                [contact_id for _, contact_id, _, _ in rows],
+                [hashed for _, _, hashed, _ in rows],
+                [item.name for item, _, _, _ in rows],
+                [json.dumps(item.properties) for item, _, _, _ in rows],
+                [item.occurred_at for item, _, _, _ in rows],
+                [item.key for item, _, _, _ in rows],
+                [item.request_hash for item, _, _, _ in rows],
+                [status for _, _, _, status in rows],
+            ],
+        )
+        return dict(cursor.fetchall())
+
+
+def _events_by_key(keys: list[str]) -> dict[str, tuple[int, str, str]]:
+    if not keys:
+        return {}
+    rows = Event.objects.filter(idempotency_key__in=keys).values_list("idempotency_key", "pk", "request_hash", "status")
+    return {key: (pk, request_hash, status) for key, pk, request_hash, status in rows}
+
+
+KICK_KEY = "events:match:kick"
+KICK_TTL_MS = 5_000  # a kick whose task was lost stops holding the next one back after this
+
+
+def events_kick() -> None:
+    """Wake a matcher unless one is already queued and has not started looking (one Redis round trip).
+
+    The matcher deletes the key before it looks, so an event committed before this call is
+    either seen by a matcher already queued or wakes a new one. Beat's sweep catches what a
+    lost task or an unreachable Redis left behind.
+    """
+    from campaigns.tasks import events_match_task
+
+    try:
+        if observe.redis_client().set(KICK_KEY, 1, nx=True, px=KICK_TTL_MS):
+            events_match_task.delay()
+    except Exception as exc:  # noqa: BLE001 - the event is stored; the sweep matches it
+        logger.warning("could not wake an event matcher (the sweep will match the events): %s", exc)
+
+
+def events_kick_clear() -> None:
+    """A matcher starting to look: the next stored event wakes another."""
+    try:
+        observe.redis_client().delete(KICK_KEY)
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("could not clear the matcher kick: %s", exc)
 
 
 # --- Matching stored events, a batch at a time --------------------------------------------
