@@ -266,7 +266,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "config.auth.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["config.roles.StaffWriteAnalystRead"],
@@ -395,6 +395,8 @@ AXES_COOLOFF_MESSAGE = (
 )
 
 # API throttling per token (per user for sessions): reads and writes have their own rates.
+# How long each process remembers an API token's user and roles (config/auth.py); 0: not at all.
+API_TOKEN_CACHE_SECONDS = env.int("API_TOKEN_CACHE_SECONDS", 10, minimum=0)
 REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["config.throttling.TokenRateThrottle"]
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
     "read": env.rate("API_THROTTLE_READ_RATE", "1200/min"),

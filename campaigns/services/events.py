@@ -428,18 +428,6 @@ def _storable(value: dict[str, Any]) -> bool:
     return True
 
 
-def contacts_resolve(items: list[EventIn]) -> tuple[dict[int, int], dict[str, int]]:
-    """The known contacts among the items' ids and phones, in one query: ({id: id}, {phone: id})."""
-    ids = {item.contact_id for item in items if item.contact_id is not None}
-    phones = {item.phone for item in items if item.phone is not None}
-    if not ids and not phones:
-        return {}, {}
-    rows = Contact.objects.filter(Q(pk__in=ids) | Q(phone__in=phones)).values_list("pk", "phone")
-    by_id = {pk: pk for pk, _ in rows if pk in ids}
-    by_phone = {phone: pk for pk, phone in rows if phone in phones}
-    return by_id, by_phone
-
-
 def contact_create_for_event(phone: str, *, actor: str, key: str) -> int:
     """A contact for an event's unknown phone, opted out: an event is no consent (docs/consent.md)."""
     try:
@@ -475,54 +463,50 @@ def events_store(items: list[EventIn], *, actor: str = "") -> list[Outcome]:
 
     Unknown ids are errors; unknown phones are kept as ``unknown_contact`` events, or get an
     opted-out contact first when the item says ``create_contact``. Wakes a matcher after commit.
+    One statement finds the contacts and inserts the events; one more reads back replays.
     """
     outcomes: dict[int, Outcome] = {}
-    with transaction.atomic():
-        by_id, by_phone = contacts_resolve(items)
-        first_of_key: dict[str, EventIn] = {}
-        rows: list[tuple[EventIn, int | None, str, str]] = []  # item, contact id, phone hash, status
-        for item in items:
-            if item.key in first_of_key:  # the same key twice in one request: the first decides
+    first_of_key: dict[str, EventIn] = {}
+    for item in items:
+        first_of_key.setdefault(item.key, item)  # the same key twice in one request: the first decides
+    firsts = list(first_of_key.values())
+    stored = _events_insert(firsts)
+    creating = [item for item in firsts if stored[item.key] == _NEEDS_CONTACT]
+    if creating:
+        for item in creating:
+            contact_create_for_event(item.phone, actor=actor, key=item.key)
+        stored.update(_events_insert(creating))
+    for item in firsts:
+        result = stored[item.key]
+        if result == _UNKNOWN_ID:
+            outcomes[item.index] = _error(item.index, 400, "contact", f"no contact with id {item.contact_id}")
+        elif result is not None:
+            event_id, status = result
+            kind = Outcome.UNKNOWN_CONTACT if status == EventStatus.UNKNOWN_CONTACT else Outcome.ACCEPTED
+            outcomes[item.index] = Outcome(item.index, kind, event_id=event_id, event_status=status)
+    earlier = _events_by_key([item.key for item in firsts if item.index not in outcomes])
+    for item in items:
+        if item.index in outcomes:
+            continue
+        first = earlier.get(item.key)
+        if first is None:  # a later duplicate of a key this request stored, or of an item refused
+            first_item = first_of_key[item.key]
+            stored_outcome = outcomes[first_item.index]
+            if stored_outcome.status == Outcome.ERROR:
+                outcomes[item.index] = Outcome(
+                    item.index, Outcome.ERROR, code=stored_outcome.code, errors=stored_outcome.errors
+                )
                 continue
-            first_of_key[item.key] = item
-            if item.contact_id is not None:
-                if item.contact_id not in by_id:
-                    outcomes[item.index] = _error(item.index, 400, "contact", f"no contact with id {item.contact_id}")
-                    continue
-                rows.append((item, item.contact_id, "", EventStatus.PENDING))
-            elif item.phone in by_phone:
-                rows.append((item, by_phone[item.phone], "", EventStatus.PENDING))
-            elif item.create_contact:
-                by_phone[item.phone] = contact_create_for_event(item.phone, actor=actor, key=item.key)
-                rows.append((item, by_phone[item.phone], "", EventStatus.PENDING))
-            else:
-                rows.append((item, None, phone_hash(item.phone), EventStatus.UNKNOWN_CONTACT))
-        inserted = _events_insert(rows)
-        for item, _, _, status in rows:
-            if item.key in inserted:
-                kind = Outcome.UNKNOWN_CONTACT if status == EventStatus.UNKNOWN_CONTACT else Outcome.ACCEPTED
-                outcomes[item.index] = Outcome(item.index, kind, event_id=inserted[item.key], event_status=status)
-        earlier = _events_by_key([item.key for item in first_of_key.values() if item.key not in inserted])
-        for item in items:
-            if item.index in outcomes:
-                continue
-            first = earlier.get(item.key)
-            if first is None:  # a later duplicate of a key this request stored, or of an item refused
-                first_item = first_of_key[item.key]
-                stored = outcomes[first_item.index]
-                if stored.status == Outcome.ERROR:
-                    outcomes[item.index] = Outcome(item.index, Outcome.ERROR, code=stored.code, errors=stored.errors)
-                    continue
-                first = (stored.event_id, first_item.request_hash, stored.event_status)
-            event_id, stored_hash, event_status = first
-            try:
-                idempotency.replay_check(stored_hash, item.request_hash, f"event {event_id}")
-            except idempotency.IdempotencyConflict as exc:
-                outcomes[item.index] = _error(item.index, 422, "idempotency_key", exc.messages[0])
-                continue
-            outcomes[item.index] = Outcome(item.index, Outcome.REPLAYED, event_id=event_id, event_status=event_status)
-        if any(outcome.event_status == EventStatus.PENDING for outcome in outcomes.values()):
-            transaction.on_commit(events_kick, robust=True)
+            first = (stored_outcome.event_id, first_item.request_hash, stored_outcome.event_status)
+        event_id, stored_hash, event_status = first
+        try:
+            idempotency.replay_check(stored_hash, item.request_hash, f"event {event_id}")
+        except idempotency.IdempotencyConflict as exc:
+            outcomes[item.index] = _error(item.index, 422, "idempotency_key", exc.messages[0])
+            continue
+        outcomes[item.index] = Outcome(item.index, Outcome.REPLAYED, event_id=event_id, event_status=event_status)
+    if any(outcome.status == Outcome.ACCEPTED for outcome in outcomes.values()):
+        transaction.on_commit(events_kick, robust=True)  # at once outside a transaction
     return [outcomes[item.index] for item in items]
 
 
@@ -530,40 +514,74 @@ def _error(index: int, code: int, field: str, text: str) -> Outcome:
     return Outcome(index, Outcome.ERROR, code=code, errors={field: [text]})
 
 
-def _events_insert(rows: list[tuple[EventIn, int | None, str, str]]) -> dict[str, int]:
-    """Insert the events whose keys are new, in key order (two requests never wait on each other in a cycle)."""
-    if not rows:
+_UNKNOWN_ID = "unknown id"
+_NEEDS_CONTACT = "needs a contact"
+
+# Finds the contacts by id or phone and inserts the events whose keys are new, in key order (two
+# requests never wait on each other's keys in a cycle); one row per item: (key, contact, id, status).
+_INSERT_SQL = """
+WITH s AS (
+    SELECT * FROM unnest(%(contact_ids)s::bigint[], %(phones)s::text[], %(hashes)s::text[], %(names)s::text[],
+                         %(properties)s::text[], %(occurred)s::timestamptz[], %(keys)s::text[],
+                         %(hashes_of_requests)s::text[], %(create)s::bool[]) WITH ORDINALITY
+        AS s (contact_id, phone, phone_hash, name, properties, occurred_at, key, request_hash, create_contact, n)
+), r AS (
+    SELECT s.*, COALESCE(ci.id, cp.id) AS resolved
+    FROM s
+    LEFT JOIN audience_contact ci ON ci.id = s.contact_id
+    LEFT JOIN audience_contact cp ON cp.phone = s.phone
+), numbered AS (  -- ids in the request's order: the matchers answer a contact's events in id order
+    SELECT r.*, nextval(pg_get_serial_sequence('campaigns_event', 'id')) AS id
+    FROM r
+    WHERE r.resolved IS NOT NULL OR (r.contact_id IS NULL AND NOT r.create_contact)
+    ORDER BY r.n
+), inserted AS (
+    INSERT INTO campaigns_event (id, contact_id, contact_phone_hash, name, properties, occurred_at, received_at,
+                                 idempotency_key, request_hash, status)
+    SELECT r.id, r.resolved, CASE WHEN r.resolved IS NULL THEN r.phone_hash ELSE '' END, r.name,
+           r.properties::jsonb, COALESCE(r.occurred_at, %(now)s), %(now)s, r.key, r.request_hash,
+           CASE WHEN r.resolved IS NULL THEN 'unknown_contact' ELSE 'pending' END
+    FROM numbered r
+    ORDER BY r.key
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING idempotency_key, id, status
+)
+SELECT r.key, r.contact_id, r.resolved, r.create_contact, inserted.id, inserted.status
+FROM r LEFT JOIN inserted ON inserted.idempotency_key = r.key
+"""
+
+
+def _events_insert(items: list[EventIn]) -> dict[str, Any]:
+    """{key: (event id, status) if inserted, None if the key was used before, _UNKNOWN_ID or _NEEDS_CONTACT}."""
+    if not items:
         return {}
-    rows = sorted(rows, key=lambda row: row[0].key)
     now = timezone.now()
+    params = {
+        "now": now,
+        "contact_ids": [item.contact_id for item in items],
+        "phones": [item.phone for item in items],
+        "hashes": [phone_hash(item.phone) if item.phone else "" for item in items],
+        "names": [item.name for item in items],
+        "properties": [json.dumps(item.properties) for item in items],
+        "occurred": [item.occurred_at for item in items],
+        "keys": [item.key for item in items],
+        "hashes_of_requests": [item.request_hash for item in items],
+        "create": [item.create_contact for item in items],
+    }
     with connection.cursor() as cursor:
-        cursor.execute(
-            """INSERT INTO campaigns_event
-                   (contact_id, contact_phone_hash, name, properties, occurred_at, received_at,
-                    idempotency_key, request_hash, status)
-               SELECT s.contact_id, s.phone_hash, s.name, s.properties::jsonb, COALESCE(s.occurred_at, %s),
-                      %s, s.key, s.request_hash, s.status
-               FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[],
-                           %s::text[], %s::text[])
-                    WITH ORDINALITY AS s (contact_id, phone_hash, name, properties, occurred_at, key,
-                                          request_hash, status, n)
-               ORDER BY s.n
-               ON CONFLICT (idempotency_key) DO NOTHING
-               RETURNING idempotency_key, id""",
-            [
-                now,
-                now,
-                [contact_id for _, contact_id, _, _ in rows],
-                [hashed for _, _, hashed, _ in rows],
-                [item.name for item, _, _, _ in rows],
-                [json.dumps(item.properties) for item, _, _, _ in rows],
-                [item.occurred_at for item, _, _, _ in rows],
-                [item.key for item, _, _, _ in rows],
-                [item.request_hash for item, _, _, _ in rows],
-                [status for _, _, _, status in rows],
-            ],
-        )
-        return dict(cursor.fetchall())
+        cursor.execute(_INSERT_SQL, params)
+        rows = cursor.fetchall()
+    result: dict[str, Any] = {}
+    for key, contact_id, resolved, create_contact, event_id, status in rows:
+        if event_id is not None:
+            result[key] = (event_id, status)
+        elif resolved is None and contact_id is not None:
+            result[key] = _UNKNOWN_ID
+        elif resolved is None and create_contact:
+            result[key] = _NEEDS_CONTACT
+        else:
+            result[key] = None
+    return result
 
 
 def _events_by_key(keys: list[str]) -> dict[str, tuple[int, str, str]]:
