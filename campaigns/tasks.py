@@ -97,10 +97,14 @@ def dispatch_upkeep() -> int:
 
 @shared_task(name="campaigns.events_match", ignore_result=True)
 def events_match_task() -> int:
-    """Match stored events until none is left (for up to 20 s, then again); safe to run twice (claims skip locked)."""
+    """Match stored events until none is left for a second (up to 20 s, then again); safe to run twice."""
     events.events_kick_clear()
+    deadline = time.monotonic() + 20.0
     matched, more = events.events_match_pending()
-    if more:
+    while not more and time.monotonic() < deadline and events.events_linger():
+        found, more = events.events_match_pending()
+        matched += found
+    if more or time.monotonic() >= deadline:
         events_match_task.delay()
     return matched
 
