@@ -14,6 +14,7 @@ recipient; the run's counters move in the same transaction as the row.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import re
@@ -521,17 +522,16 @@ _NEEDS_CONTACT = "needs a contact"
 # requests never wait on each other's keys in a cycle); one row per item: (key, contact, id, status).
 _INSERT_SQL = """
 WITH s AS (
-    SELECT * FROM unnest(%(contact_ids)s::bigint[], %(phones)s::text[], %(hashes)s::text[], %(names)s::text[],
-                         %(properties)s::text[], %(occurred)s::timestamptz[], %(keys)s::text[],
-                         %(hashes_of_requests)s::text[], %(create)s::bool[]) WITH ORDINALITY
-        AS s (contact_id, phone, phone_hash, name, properties, occurred_at, key, request_hash, create_contact, n)
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb)
+        AS s (n int, contact_id bigint, phone text, phone_hash text, name text, properties jsonb,
+              occurred_at timestamptz, key text, request_hash text, create_contact bool)
 ), r AS (
     SELECT s.*, COALESCE(ci.id, cp.id) AS resolved
     FROM s
     LEFT JOIN audience_contact ci ON ci.id = s.contact_id
     LEFT JOIN audience_contact cp ON cp.phone = s.phone
 ), numbered AS (  -- ids in the request's order: the matchers answer a contact's events in id order
-    SELECT r.*, nextval(pg_get_serial_sequence('campaigns_event', 'id')) AS id
+    SELECT r.*, nextval(%(sequence)s::regclass) AS id
     FROM r
     WHERE r.resolved IS NOT NULL OR (r.contact_id IS NULL AND NOT r.create_contact)
     ORDER BY r.n
@@ -539,7 +539,7 @@ WITH s AS (
     INSERT INTO campaigns_event (id, contact_id, contact_phone_hash, name, properties, occurred_at, received_at,
                                  idempotency_key, request_hash, status)
     SELECT r.id, r.resolved, CASE WHEN r.resolved IS NULL THEN r.phone_hash ELSE '' END, r.name,
-           r.properties::jsonb, COALESCE(r.occurred_at, %(now)s), %(now)s, r.key, r.request_hash,
+           r.properties, COALESCE(r.occurred_at, %(now)s), %(now)s, r.key, r.request_hash,
            CASE WHEN r.resolved IS NULL THEN 'unknown_contact' ELSE 'pending' END
     FROM numbered r
     ORDER BY r.key
@@ -551,23 +551,35 @@ FROM r LEFT JOIN inserted ON inserted.idempotency_key = r.key
 """
 
 
+@functools.cache
+def _event_id_sequence() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence('campaigns_event', 'id')")
+        return cursor.fetchone()[0]
+
+
 def _events_insert(items: list[EventIn]) -> dict[str, Any]:
     """{key: (event id, status) if inserted, None if the key was used before, _UNKNOWN_ID or _NEEDS_CONTACT}."""
     if not items:
         return {}
     now = timezone.now()
-    params = {
-        "now": now,
-        "contact_ids": [item.contact_id for item in items],
-        "phones": [item.phone for item in items],
-        "hashes": [phone_hash(item.phone) if item.phone else "" for item in items],
-        "names": [item.name for item in items],
-        "properties": [json.dumps(item.properties) for item in items],
-        "occurred": [item.occurred_at for item in items],
-        "keys": [item.key for item in items],
-        "hashes_of_requests": [item.request_hash for item in items],
-        "create": [item.create_contact for item in items],
-    }
+    rows = [
+        {
+            "n": index,
+            "contact_id": item.contact_id,
+            "phone": item.phone,
+            "phone_hash": phone_hash(item.phone) if item.phone else "",
+            "name": item.name,
+            "properties": item.properties,
+            "occurred_at": item.occurred_at.isoformat() if item.occurred_at else None,
+            "key": item.key,
+            "request_hash": item.request_hash,
+            "create_contact": item.create_contact,
+        }
+        for index, item in enumerate(items)
+    ]
+    # One JSON text: psycopg quotes a long string far faster than ten arrays of a thousand items.
+    params = {"sequence": _event_id_sequence(), "now": now, "rows": json.dumps(rows, separators=(",", ":"))}
     with connection.cursor() as cursor:
         cursor.execute(_INSERT_SQL, params)
         rows = cursor.fetchall()
