@@ -109,6 +109,16 @@ def events_match_task() -> int:
     return matched
 
 
+@shared_task(name="campaigns.events_match_helper", ignore_result=True)
+def events_match_helper() -> int:
+    """A second matcher while there is a backlog: matches until none is left, then lets another start."""
+    try:
+        matched, _ = events.events_match_pending(seconds=20.0, wake_helper=False)
+    finally:
+        events.helper_done()
+    return matched
+
+
 @shared_task(name="campaigns.events_sweep", ignore_result=True)
 def events_sweep() -> int:
     """Beat, every 10 s: match events whose matcher was never woken or died (a lost task, Redis down)."""

@@ -144,3 +144,15 @@ def test_the_matcher_task_clears_its_kick_and_requeues_itself_while_more_is_left
     assert pending.called and delay.call_count == 1
     assert events_match_task() == 3
     assert Recipient.objects.count() == 3
+
+
+@pytest.mark.django_db
+def test_a_backlog_wakes_one_second_matcher_that_shares_it(contacts):
+    _campaign()
+    _store(contacts[:25])
+    events.helper_done()
+    with mock.patch("campaigns.tasks.events_match_helper.delay") as delay:
+        assert events.events_match_pending(limit=10) == (25, False)  # two full batches, then the rest
+    assert delay.call_count == 1  # its key holds back a third
+    events.helper_done()
+    assert Recipient.objects.count() == 25
