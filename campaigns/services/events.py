@@ -1,14 +1,17 @@
-"""Triggered campaigns: events (the API, inbound keywords) matched to campaigns and answered by runs.
+"""Triggered campaigns: events (the API, inbound keywords) stored, matched to campaigns and answered by runs.
 
 An event is stored once per idempotency key (a unique column decides, so two simultaneous
-requests with one key make one event), then matched against the running triggered campaigns:
-by event name (or inbound keyword), by the campaign's property conditions on the event, and by
-its contact rule (the segment language) plus its segment and topic. Each match adds one
-Recipient, for that event, to the campaign's long-lived run, with the same decisions a launch
-snapshot takes (consent, frequency cap, missing variables, WhatsApp window, quiet hours,
-validity, here counted from the event) and a pending Message carrying the event's properties
-for ``{{ event.* }}``. The run's dispatcher claims, paces and sends it like any other
-recipient; the run's counters move in the same transaction as the row.
+requests with one key make one event). The API stores events first (``events_store``: one
+statement for a request, up to 1,000 events) and workers match them a batch at a time
+(``events_match``); the waiting door and inbound keywords run the same matcher over their one
+event before answering (``event_record``). A campaign matches by event name (or inbound
+keyword), by its property conditions on the event, and by its contact rule (the segment
+language) plus its segment and topic. Each match adds one Recipient, for that event, to the
+campaign's long-lived run, with the same decisions a launch snapshot takes (consent, frequency
+cap, missing variables, WhatsApp window, quiet hours, validity, here counted from the event) and
+a pending Message carrying the event's properties for ``{{ event.* }}``. The run's dispatcher
+claims, paces and sends it like any other recipient; the run's counters move in the same
+transaction as the rows. docs/events.md has the contract and why each event answers once.
 """
 
 from __future__ import annotations
