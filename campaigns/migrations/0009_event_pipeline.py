@@ -26,7 +26,7 @@ def delete_schedule(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("audience", "0015_consent_audit_chain"),
+        ("audience", "0008_contacttopic_topic_without_db_constraint"),
         ("campaigns", "0008_dispatch_upkeep_every_ten_seconds"),
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
