@@ -276,3 +276,11 @@ def test_a_process_that_just_kicked_skips_the_round_trip_and_the_matcher_lingers
     )
     assert events.events_linger(seconds=0.2) is True
     events.events_kick_clear()
+
+
+def test_erasing_a_person_deletes_the_events_kept_for_their_phone_before_they_were_a_contact(staff_api, campaign):
+    post_batch(staff_api, [item("early", contact=STRANGER), item("other", contact="+254713000098")])
+    contact = audience.contact_create(phone=STRANGER, name="Late")
+    post_batch(staff_api, [item("late", contact=STRANGER)])
+    audience.contact_erase(contact)
+    assert set(Event.objects.values_list("idempotency_key", flat=True)) == {"other"}
