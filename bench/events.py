@@ -362,6 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     connections.close_all()
 
+    app.control.purge()  # tasks a previous run left in the queue name rows this database no longer has
     server = gunicorn_start_threads(port, env, args)
     workers = workers_start(1, args.celery_concurrency, {**env, "LOG_LEVEL": "ERROR"})
     try:
