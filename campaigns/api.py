@@ -541,6 +541,8 @@ class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
                     idempotency_key=key,
                     request_hash=fingerprint,
                 )
+            elif replayed.status == EventStatus.PENDING:  # stored without waiting; this caller waits
+                events.events_match([replayed.pk])
         except DjangoValidationError as exc:
             raise_as_drf(exc)
         event = Event.objects.prefetch_related("matched_campaigns").get(pk=replayed.pk)

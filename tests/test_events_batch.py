@@ -284,3 +284,12 @@ def test_erasing_a_person_deletes_the_events_kept_for_their_phone_before_they_we
     post_batch(staff_api, [item("late", contact=STRANGER)])
     audience.contact_erase(contact)
     assert set(Event.objects.values_list("idempotency_key", flat=True)) == {"other"}
+
+
+def test_waiting_on_a_key_stored_without_waiting_matches_it_then(staff_api, campaign):
+    body = {"contact": PHONE, "name": "order_shipped", "properties": {"order_id": "A-17"}}
+    assert post_single(staff_api, body).json()["event_status"] == "pending"
+    waited = post_single(staff_api, body, wait="true")
+    assert waited.status_code == 201
+    assert (waited.json()["status"], waited.json()["matched_campaigns"]) == ("matched", [campaign.pk])
+    assert events_sweep() == 0 and Recipient.objects.count() == 1
