@@ -394,6 +394,7 @@ def main(argv: list[str] | None = None) -> None:
     check = database_check(plan, campaign_id)
     elapsed = sum(phase["elapsed_s"] for phase in phases.values())
     cpu = {key: round(cpu_after[key] - cpu_before[key], 1) for key in cpu_before}
+    ours = cpu["gunicorn"] + cpu["celery"] + cpu["postgres"] + sum(phase["client_cpu_s"] for phase in phases.values())
     for name, phase in phases.items():
         phase.pop("bodies", None)
         print(
@@ -435,6 +436,9 @@ def main(argv: list[str] | None = None) -> None:
             f"in {args.client_processes} processes",
             "cores": os.cpu_count(),
             "cores_busy": round((cpu_after["machine"] - cpu_before["machine"]) / elapsed, 2),
+            # The machine is shared: cores other processes (not gunicorn, Celery, Postgres or the
+            # clients of this run) kept busy while it measured.
+            "cores_used_by_others": round(max(0.0, cpu["machine"] - ours) / elapsed, 2),
             "cpu_s": cpu,
             "debug": False,
             "throttles": "lifted",
