@@ -373,14 +373,14 @@ def main(argv: list[str] | None = None) -> None:
         warm = [http_request(port, "/api/v1/events/?wait=false", token, body, key) for key, body in _warm(args)]
         fire(port, warm, (b"202",), args.connections, args.client_processes)
         phases = {}
-        cpu_before = _cpu(server.pid, workers, args.database)
+        cpu_before, wall_before = _cpu(server.pid, workers, args.database), time.monotonic()
         phases["baseline"] = fire(port, baseline, (b"201",), args.connections, args.client_processes)
         matchers_wait()
         phases["single"] = fire(port, single, (b"202",), args.connections, args.client_processes)
         phases["batch"] = fire(port, batches, (b"200",), args.batch_connections, args.client_processes, keep=True)
         drained_s = matchers_wait()
         phases["messages"] = fire(port, messages, (b"201", b"202"), args.connections, args.client_processes)
-        cpu_after = _cpu(server.pid, workers, args.database)
+        cpu_after, wall = _cpu(server.pid, workers, args.database), time.monotonic() - wall_before
     finally:
         server.terminate()
         for worker in workers:
@@ -392,7 +392,6 @@ def main(argv: list[str] | None = None) -> None:
     batch_results = [json.loads(body) for body in phases["batch"].pop("bodies")]
     batch_errors = sum(result["errors"] for result in batch_results)
     check = database_check(plan, campaign_id)
-    elapsed = sum(phase["elapsed_s"] for phase in phases.values())
     cpu = {key: round(cpu_after[key] - cpu_before[key], 1) for key in cpu_before}
     ours = cpu["gunicorn"] + cpu["celery"] + cpu["postgres"] + sum(phase["client_cpu_s"] for phase in phases.values())
     for name, phase in phases.items():
@@ -435,10 +434,10 @@ def main(argv: list[str] | None = None) -> None:
             "clients": f"{args.connections} keep-alive connections ({args.batch_connections} for batches) "
             f"in {args.client_processes} processes",
             "cores": os.cpu_count(),
-            "cores_busy": round((cpu_after["machine"] - cpu_before["machine"]) / elapsed, 2),
+            "cores_busy": round(cpu["machine"] / wall, 2),
             # The machine is shared: cores other processes (not gunicorn, Celery, Postgres or the
             # clients of this run) kept busy while it measured.
-            "cores_used_by_others": round(max(0.0, cpu["machine"] - ours) / elapsed, 2),
+            "cores_used_by_others": round(max(0.0, cpu["machine"] - ours) / wall, 2),
             "cpu_s": cpu,
             "debug": False,
             "throttles": "lifted",
