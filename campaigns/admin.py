@@ -777,13 +777,23 @@ class EventAdmin(EventSearchMixin, PersonalFieldsMixin, admin.ModelAdmin):
     """Events are written by the API and inbound keywords only: read-only here."""
 
     personal_fields = {"properties": "json", "idempotency_key": "text"}
-    list_display = ("name", "contact", "occurred_at", "received_at", "matched")
-    list_filter = (EventNameFilter, ("received_at", admin.DateFieldListFilter), "matched_campaigns")
+    list_display = ("name", "contact", "occurred_at", "received_at", "status", "matched")
+    list_filter = (EventNameFilter, "status", ("received_at", admin.DateFieldListFilter), "matched_campaigns")
     search_fields = ("name", "idempotency_key", "contact__phone")
     paginator = CappedCountPaginator
     list_select_related = ("contact",)
     raw_id_fields = ("contact",)
-    fields = ("contact", "name", "properties", "occurred_at", "received_at", "idempotency_key", "matched_campaigns")
+    fields = (
+        "contact",
+        "name",
+        "properties",
+        "occurred_at",
+        "received_at",
+        "idempotency_key",
+        "status",
+        "matched_at",
+        "matched_campaigns",
+    )
     readonly_fields = fields
     inlines = [EventRecipientInline]
     show_full_result_count = False

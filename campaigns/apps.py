@@ -12,10 +12,11 @@ class CampaignsConfig(AppConfig):
         inbound_message_received.connect(on_inbound_message_received, dispatch_uid="campaigns_keyword_trigger")
 
         from audience.signals import contact_erasing
-        from campaigns.erasure import contact_recipients_skip
+        from campaigns.erasure import contact_recipients_skip, unknown_phone_events_erase
 
         # An erased contact's waiting recipients are skipped in the erasure's own transaction.
         contact_erasing.connect(contact_recipients_skip, dispatch_uid="campaigns_contact_erase")
+        contact_erasing.connect(unknown_phone_events_erase, dispatch_uid="campaigns_unknown_phone_events_erase")
 
         from campaigns.models import Recipient
         from campaigns.services.outcomes import recipient_messages_resolve

@@ -1,5 +1,8 @@
 """An erased contact's waiting recipients are skipped, so no run waits for someone who is gone.
 
+Events stored for the person's phone while no contact had it go too (their own events go with
+the contact row).
+
 Receiver of audience's ``contact_erasing`` (inside the erasure's transaction). The recipient rows
 stay, anonymised, so the run's figures and reporting's counts do not change.
 """
@@ -10,6 +13,7 @@ from collections import Counter
 
 from django.db import connection
 
+from audience.phones import phone_hash
 from campaigns.models import RecipientState, SkipReason
 
 ERASED_DETAIL = "contact erased"
@@ -51,3 +55,14 @@ def contact_recipients_skip(*, contact_id: int, **kwargs) -> int:
                 [count, count, SkipReason.OPTED_OUT.value, SkipReason.OPTED_OUT.value, count, run_id],
             )
     return sum(moved.values())
+
+
+def unknown_phone_events_erase(*, phone: str = "", **kwargs) -> int:
+    """Delete the events kept for the erased person's phone before they were a contact (by its keyed hash)."""
+    if not phone:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM campaigns_event WHERE contact_id IS NULL AND contact_phone_hash = %s", [phone_hash(phone)]
+        )
+        return cursor.rowcount

@@ -5,7 +5,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from campaigns.models import Campaign, ScheduleType
-from campaigns.services import CampaignError, campaign_launch, dispatch, dispatcher, event_retention, upkeep
+from campaigns.services import CampaignError, campaign_launch, dispatch, dispatcher, event_retention, events, upkeep
 from campaigns.services.lifecycle import cron_tick
 
 logger = logging.getLogger(__name__)
@@ -102,3 +102,39 @@ def event_retention_purge() -> dict[str, int]:
     if any(done.values()):
         logger.info("event retention: %(deleted)s deleted, %(emptied)s emptied", done)
     return done
+
+
+# --- Events (campaigns.services.events) -------------------------------------------------------
+
+
+@shared_task(name="campaigns.events_match", ignore_result=True)
+def events_match_task() -> int:
+    """Match stored events until none is left for a second (up to 20 s, then again); safe to run twice."""
+    events.events_kick_clear()
+    deadline = time.monotonic() + 20.0
+    matched, more = events.events_match_pending()
+    while not more and time.monotonic() < deadline and events.events_linger():
+        found, more = events.events_match_pending()
+        matched += found
+    if more or time.monotonic() >= deadline:
+        events_match_task.delay()
+    return matched
+
+
+@shared_task(name="campaigns.events_match_helper", ignore_result=True)
+def events_match_helper() -> int:
+    """A second matcher while there is a backlog: matches until none is left, then lets another start."""
+    try:
+        matched, _ = events.events_match_pending(seconds=20.0, wake_helper=False)
+    finally:
+        events.helper_done()
+    return matched
+
+
+@shared_task(name="campaigns.events_sweep", ignore_result=True)
+def events_sweep() -> int:
+    """Beat, every 10 s: match events whose matcher was never woken or died (a lost task, Redis down)."""
+    matched, more = events.events_match_pending()
+    if more:
+        events_match_task.delay()
+    return matched

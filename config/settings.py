@@ -324,7 +324,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "config.auth.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["config.roles.StaffWriteAnalystRead"],
@@ -455,9 +455,11 @@ AXES_COOLOFF_MESSAGE = (
     f"{LOGIN_LOCKOUT_MINUTES} minutes. Try again later or ask an administrator."
 )
 
+# How long each process remembers an API token's user and roles (config/auth.py); 0: not at all.
+API_TOKEN_CACHE_SECONDS = env.int("API_TOKEN_CACHE_SECONDS", 10, minimum=0)
 # API throttling per token (per user for sessions), one bucket per door (config/throttling.py).
-# The defaults sit above what this deployment serves (about 1,000 events and 500 transactional
-# messages a second on 2 cores), so they stop a runaway client, never a production backend.
+# The defaults sit far above what a backend sends on purpose, so they stop a runaway client, never a
+# production backend.
 REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["config.throttling.TokenRateThrottle"]
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
     "events": env.rate("API_THROTTLE_EVENTS_RATE", "60000/min"),

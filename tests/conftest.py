@@ -36,3 +36,13 @@ def analyst_api(analyst_user):
 @pytest.fixture
 def anon_api():
     return APIClient()
+
+
+@pytest.fixture(autouse=True)
+def _api_token_cache_empty():
+    """Each test starts with no remembered API tokens (config/auth.py)."""
+    from config.auth import token_cache_clear
+
+    token_cache_clear()
+    yield
+    token_cache_clear()

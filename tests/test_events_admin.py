@@ -75,6 +75,18 @@ def test_events_are_listed_searchable_and_read_only(staff_client, triggered):
     assert Event.objects.filter(pk=event.pk).exists()
 
 
+def test_an_event_for_an_unknown_phone_is_listed_by_status_and_shows_no_phone(staff_client, triggered):
+    [outcome] = events.events_store(
+        [events.EventIn(0, "stranger-1", "", "order_shipped", {}, None, None, "+254713000777", False)]
+    )
+    assert outcome.status == "unknown_contact"
+    listing = staff_client.get("/admin/campaigns/event/", {"status": "unknown_contact"})
+    assert listing.status_code == 200 and "stranger-1" not in listing.content.decode()
+    page = staff_client.get(f"/admin/campaigns/event/{outcome.event_id}/change/")
+    assert page.status_code == 200 and "Unknown contact" in page.content.decode()
+    assert "713000777" not in page.content.decode()
+
+
 def test_trigger_fields_are_saved_from_the_campaign_form(staff_client):
     template, sender = MessageTemplateFactory(body="Welcome!"), SenderFactory()
     audience.topic_get_or_create("vip")

@@ -280,3 +280,11 @@ def test_a_triggered_campaign_is_created_through_the_api_and_its_trigger_validat
     )
     assert good.status_code == 201, good.json()
     assert good.json()["trigger_contact_rule"] == {"field": "attributes.age", "op": "gte", "value": 18}
+
+
+def test_analysts_see_phones_and_emails_in_event_properties_masked(analyst_api, staff_api, campaign):
+    properties = {"order": "A1", "callback": "+254712345678", "email": "wanjiru@example.org"}
+    post(staff_api, body(properties=properties))
+    shown = analyst_api.get(URL).json()["results"][0]["properties"]
+    assert shown["order"] == "A1" and "+254712345678" not in str(shown) and "wanjiru@example.org" not in str(shown)
+    assert staff_api.get(URL).json()["results"][0]["properties"] == properties

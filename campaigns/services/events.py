@@ -1,37 +1,48 @@
-"""Triggered campaigns: events (the API, inbound keywords) matched to campaigns and answered by runs.
+"""Triggered campaigns: events (the API, inbound keywords) stored, matched to campaigns and answered by runs.
 
 An event is stored once per idempotency key (a unique column decides, so two simultaneous
-requests with one key make one event), then matched against the running triggered campaigns:
-by event name (or inbound keyword), by the campaign's property conditions on the event, and by
-its contact rule (the segment language) plus its segment and topic. Each match adds one
-Recipient, for that event, to the campaign's long-lived run, with the same decisions a launch
-snapshot takes (consent, frequency cap, missing variables, WhatsApp window, quiet hours,
-validity, here counted from the event) and a pending Message carrying the event's properties
-for ``{{ event.* }}``. The run's dispatcher claims, paces and sends it like any other
-recipient; the run's counters move in the same transaction as the row.
+requests with one key make one event). The API stores events first (``events_store``: one
+statement for a request, up to 1,000 events) and workers match them a batch at a time
+(``events_match``); the waiting door and inbound keywords run the same matcher over their one
+event before answering (``event_record``). A campaign matches by event name (or inbound
+keyword), by its property conditions on the event, and by its contact rule (the segment
+language) plus its segment and topic. Each match adds one Recipient, for that event, to the
+campaign's long-lived run, with the same decisions a launch snapshot takes (consent, frequency
+cap, missing variables, WhatsApp window, quiet hours, validity, here counted from the event) and
+a pending Message carrying the event's properties for ``{{ event.* }}``. The run's dispatcher
+claims, paces and sends it like any other recipient; the run's counters move in the same
+transaction as the rows. docs/events.md has the contract and why each event answers once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
 import logging
 import re
+import time
+from collections import Counter
 from typing import Any
 
 from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
+from rest_framework import serializers as drf_serializers
 
 from audience import services as audience_services
-from audience.models import ConsentStatus, Contact
+from audience.models import ConsentSource, ConsentStatus, Contact
+from audience.phones import InvalidPhone, normalize_phone, phone_hash
 from campaigns.models import (
     Campaign,
     CampaignKind,
     CampaignRun,
     CampaignStatus,
     Event,
+    EventStatus,
     Recipient,
     RecipientState,
     RunStatus,
@@ -45,7 +56,7 @@ from campaigns.segments.rules import RuleError
 from campaigns.services import dispatch
 from campaigns.services.segments import SegmentError, segment_definition_clean
 from campaigns.services.snapshot import CAP_STATES
-from config import idempotency
+from config import idempotency, observe
 from messaging.keywords import KEYWORDS
 from messaging.models import Direction, Message
 from messaging.services import send as send_service
@@ -244,7 +255,7 @@ def _segment_error_text(exc: SegmentError) -> str:
     return detail["message"] if "line" in detail or not detail.get("path") else f"{detail['path']}: {detail['message']}"
 
 
-# --- Recording events ----------------------------------------------------------------------
+# --- Recording events one at a time (answered before returning) ------------------------------
 
 
 def event_replay(idempotency_key: str, request_hash: str) -> Event | None:
@@ -266,7 +277,11 @@ def event_record(
     keyword: str = "",
     now: dt.datetime | None = None,
 ) -> tuple[Event, bool]:
-    """Store an event and answer it; returns (event, created). A replayed key returns the first event."""
+    """Store an event and match it before returning; returns (event, created). A replayed key returns the first event.
+
+    The same matcher as the workers' (``events_match``), over this one event, in the
+    transaction that stores it: the caller sees the campaigns it fired.
+    """
     existing = event_replay(idempotency_key, request_hash)
     if existing is not None:
         return existing, False
@@ -278,6 +293,7 @@ def event_record(
         occurred_at=occurred_at or now,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
+        status=EventStatus.PENDING,
     )
     with transaction.atomic():
         try:
@@ -288,36 +304,509 @@ def event_record(
             if replayed is None:
                 raise
             return replayed, False
-        # One event at a time per contact: the frequency cap counts what the previous one queued.
-        contact = Contact.objects.select_for_update(no_key=True).get(pk=contact.pk)
-        matched = campaigns_matching(event, contact, keyword=keyword, now=now)
-        for campaign in matched:
-            recipient_add(campaign, event, contact, now=now)
-        event.matched_campaigns.add(*matched)
+        events_match([event.pk], keyword=keyword, now=now)
+    event.status, event.matched_at = EventStatus.MATCHED, now
     return event, True
 
 
-def campaigns_matching(event: Event, contact: Contact, *, keyword: str = "", now: dt.datetime) -> list[Campaign]:
-    """The running triggered campaigns this event fires, in id order.
+# --- Storing events first (answered by the workers) -------------------------------------------
+#
+# A request's events are checked in Python, their contacts found in one query and the events
+# inserted in one INSERT ... ON CONFLICT (idempotency_key) DO NOTHING: the keys it did not insert
+# are replays (or, with another body, conflicts), read back in one more query. Once the
+# transaction commits the events are durable and a matcher is woken (``events_kick``).
 
-    A keyword campaign first adds its topic to the contact (the keyword asked for it), so its
-    topic condition then holds.
+MAX_BATCH = 1000
+_occurred_at_field = drf_serializers.DateTimeField()
+
+
+class Outcome:
+    """What became of one event of a request: accepted, replayed, unknown_contact or error."""
+
+    ACCEPTED, REPLAYED, UNKNOWN_CONTACT, ERROR = "accepted", "replayed", "unknown_contact", "error"
+    __slots__ = ("index", "status", "event_id", "event_status", "code", "errors")
+
+    def __init__(self, index: int, status: str, *, event_id=None, event_status="", code=0, errors=None):
+        self.index, self.status, self.event_id = index, status, event_id
+        self.event_status, self.code, self.errors = event_status, code, errors
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.status == self.ERROR:
+            return {"index": self.index, "status": self.status, "code": self.code, "errors": self.errors}
+        return {"index": self.index, "status": self.status, "id": self.event_id, "event_status": self.event_status}
+
+
+class EventIn:
+    """One checked event of a request, its contact not yet looked up."""
+
+    __slots__ = (
+        "index",
+        "key",
+        "request_hash",
+        "name",
+        "properties",
+        "occurred_at",
+        "contact_id",
+        "phone",
+        "create_contact",
+    )
+
+    def __init__(self, index, key, request_hash, name, properties, occurred_at, contact_id, phone, create_contact):
+        self.index, self.key, self.request_hash, self.name = index, key, request_hash, name
+        self.properties, self.occurred_at = properties, occurred_at
+        self.contact_id, self.phone, self.create_contact = contact_id, phone, create_contact
+
+
+def event_clean(data: Any, *, index: int = 0, key: str | None = None, request_hash: str = "") -> EventIn:
+    """Check one event as posted; EventError naming each bad field. ``key`` comes from a header, else the body."""
+    if not isinstance(data, dict):
+        raise EventError({"non_field_errors": ["an event is a JSON object with contact and name"]})
+    errors: dict[str, list[str]] = {}  # other fields are ignored, as elsewhere in the API
+    if key is None:
+        key = data.get("idempotency_key")
+        if not isinstance(key, str) or not key.strip():
+            errors["idempotency_key"] = ["required: a unique key per event, e.g. a UUID"]
+        elif len(key.strip()) > idempotency.MAX_LENGTH or "\x00" in key:
+            errors["idempotency_key"] = [f"at most {idempotency.MAX_LENGTH} characters, no NUL"]
+        else:
+            key = key.strip()
+    contact_id, phone = None, None
+    contact = data.get("contact")
+    if "contact" not in data:
+        errors["contact"] = ["This field is required."]
+    elif isinstance(contact, bool) or not isinstance(contact, int | str):
+        errors["contact"] = ["a contact id (number) or a phone (string)"]
+    elif isinstance(contact, int):
+        contact_id = contact
+        if not 0 < contact < 2**63:
+            errors["contact"] = [f"no contact with id {contact}"]
+    else:
+        try:
+            phone = normalize_phone(contact)
+        except InvalidPhone as exc:
+            errors["contact"] = [str(exc)]
+    name = data.get("name")
+    if "name" not in data:
+        errors["name"] = ["This field is required."]
+    elif name is None:
+        errors["name"] = ["This field may not be null."]
+    elif not isinstance(name, str | int | float) or isinstance(name, bool):
+        errors["name"] = ["Not a valid string."]
+    else:
+        name = str(name).strip()
+        if not name:
+            errors["name"] = ["This field may not be blank."]
+        elif len(name) > 100:
+            errors["name"] = ["Ensure this field has no more than 100 characters."]
+        elif "\x00" in name:
+            errors["name"] = ["Null characters are not allowed."]
+    properties = data.get("properties")
+    if properties is None:
+        properties = {}
+    elif not isinstance(properties, dict):
+        errors["properties"] = ["must be a JSON object"]
+    elif not _storable(properties):
+        errors["properties"] = ["text may not contain NUL (\\u0000) characters or lone surrogates"]
+    occurred_at = data.get("occurred_at")
+    if occurred_at is not None:
+        try:
+            occurred_at = _occurred_at_field.run_validation(occurred_at)
+        except drf_serializers.ValidationError as exc:
+            errors["occurred_at"] = [str(message) for message in exc.detail]
+    create_contact = data.get("create_contact", False)
+    if not isinstance(create_contact, bool):
+        errors["create_contact"] = ["true or false"]
+    if errors:
+        raise EventError(errors)
+    return EventIn(index, key, request_hash, name, properties, occurred_at, contact_id, phone, create_contact)
+
+
+def _storable(value: dict[str, Any]) -> bool:
+    text = json.dumps(value, ensure_ascii=False)
+    if "\\u0000" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def contact_create_for_event(phone: str, *, actor: str, key: str) -> int:
+    """A contact for an event's unknown phone, opted out: an event is no consent (docs/consent.md)."""
+    try:
+        contact = audience_services.contact_create(
+            phone=phone,
+            consent_status=ConsentStatus.OPTED_OUT,
+            source=ConsentSource.API,
+            actor=actor or "events API",
+            evidence={"created_by_event": key[:255]},
+        )
+    except audience_services.ContactError:  # created concurrently: that contact stands
+        return Contact.objects.values_list("pk", flat=True).get(phone=phone)
+    return contact.pk
+
+
+def event_contact(item: EventIn, *, actor: str = "") -> Contact:
+    """The contact of an event answered at once: an unknown one is a 400 naming it, unless the item creates it."""
+    if item.contact_id is not None:
+        contact = Contact.objects.filter(pk=item.contact_id).first()
+        if contact is None:
+            raise EventError({"contact": [f"no contact with id {item.contact_id}"]})
+        return contact
+    contact = Contact.objects.filter(phone=item.phone).first()
+    if contact is not None:
+        return contact
+    if not item.create_contact:
+        raise EventError({"contact": [f"no contact with phone {item.phone}; create_contact: true creates it"]})
+    return Contact.objects.get(pk=contact_create_for_event(item.phone, actor=actor, key=item.key))
+
+
+def events_store(items: list[EventIn], *, actor: str = "") -> list[Outcome]:
+    """Store checked events (replays and conflicts found by their keys); one Outcome per item, by index.
+
+    Unknown ids are errors; unknown phones are kept as ``unknown_contact`` events, or get an
+    opted-out contact first when the item says ``create_contact``. Wakes a matcher after commit.
+    One statement finds the contacts and inserts the events; one more reads back replays.
     """
-    live = Campaign.objects.filter(kind=CampaignKind.TRIGGERED, status=CampaignStatus.RUNNING)
-    live = live.filter(trigger_keyword=keyword) if keyword else live.filter(trigger_event=event.name)
-    matched = []
-    for campaign in live.select_related("template", "sender", "segment").order_by("pk"):
-        if not conditions_hold(campaign.trigger_conditions, event.properties):
+    outcomes: dict[int, Outcome] = {}
+    first_of_key: dict[str, EventIn] = {}
+    for item in items:
+        first_of_key.setdefault(item.key, item)  # the same key twice in one request: the first decides
+    firsts = list(first_of_key.values())
+    stored = _events_insert(firsts)
+    creating = [item for item in firsts if stored[item.key] == _NEEDS_CONTACT]
+    if creating:
+        for item in creating:
+            contact_create_for_event(item.phone, actor=actor, key=item.key)
+        stored.update(_events_insert(creating))
+    for item in firsts:
+        result = stored[item.key]
+        if result == _UNKNOWN_ID:
+            outcomes[item.index] = _error(item.index, 400, "contact", f"no contact with id {item.contact_id}")
+        elif result is not None:
+            event_id, status = result
+            kind = Outcome.UNKNOWN_CONTACT if status == EventStatus.UNKNOWN_CONTACT else Outcome.ACCEPTED
+            outcomes[item.index] = Outcome(item.index, kind, event_id=event_id, event_status=status)
+    earlier = _events_by_key([item.key for item in firsts if item.index not in outcomes])
+    for item in items:
+        if item.index in outcomes:
             continue
-        if keyword and campaign.topic_id:
-            audience_services.contacts_add_topic([contact.pk], campaign.topic)
-        if contact_matches(campaign, contact, now=now):
-            matched.append(campaign)
-    return matched
+        first = earlier.get(item.key)
+        if first is None:  # a later duplicate of a key this request stored, or of an item refused
+            first_item = first_of_key[item.key]
+            stored_outcome = outcomes[first_item.index]
+            if stored_outcome.status == Outcome.ERROR:
+                outcomes[item.index] = Outcome(
+                    item.index, Outcome.ERROR, code=stored_outcome.code, errors=stored_outcome.errors
+                )
+                continue
+            first = (stored_outcome.event_id, first_item.request_hash, stored_outcome.event_status)
+        event_id, stored_hash, event_status = first
+        try:
+            idempotency.replay_check(stored_hash, item.request_hash, f"event {event_id}")
+        except idempotency.IdempotencyConflict as exc:
+            outcomes[item.index] = _error(item.index, 422, "idempotency_key", exc.messages[0])
+            continue
+        outcomes[item.index] = Outcome(item.index, Outcome.REPLAYED, event_id=event_id, event_status=event_status)
+    if any(outcome.status == Outcome.ACCEPTED for outcome in outcomes.values()):
+        transaction.on_commit(events_kick, robust=True)  # at once outside a transaction
+    return [outcomes[item.index] for item in items]
 
 
-def contact_matches(campaign: Campaign, contact: Contact, *, now: dt.datetime) -> bool:
-    """The contact rule, segment and topic of the campaign hold for the contact (one query, or none)."""
+def _error(index: int, code: int, field: str, text: str) -> Outcome:
+    return Outcome(index, Outcome.ERROR, code=code, errors={field: [text]})
+
+
+_UNKNOWN_ID = "unknown id"
+_NEEDS_CONTACT = "needs a contact"
+
+# Finds the contacts by id or phone and inserts the events whose keys are new, in key order (two
+# requests never wait on each other's keys in a cycle); one row per item: (key, contact, id, status).
+_INSERT_SQL = """
+WITH s AS (
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb)
+        AS s (n int, contact_id bigint, phone text, phone_hash text, name text, properties jsonb,
+              occurred_at timestamptz, key text, request_hash text, create_contact bool)
+), r AS (
+    SELECT s.*, COALESCE(ci.id, cp.id) AS resolved
+    FROM s
+    LEFT JOIN audience_contact ci ON ci.id = s.contact_id
+    LEFT JOIN audience_contact cp ON cp.phone = s.phone
+), numbered AS (  -- ids in the request's order: the matchers answer a contact's events in id order
+    SELECT r.*, nextval(%(sequence)s::regclass) AS id
+    FROM r
+    WHERE r.resolved IS NOT NULL OR (r.contact_id IS NULL AND NOT r.create_contact)
+    ORDER BY r.n
+), inserted AS (
+    INSERT INTO campaigns_event (id, contact_id, contact_phone_hash, name, properties, occurred_at, received_at,
+                                 idempotency_key, request_hash, status)
+    SELECT r.id, r.resolved, CASE WHEN r.resolved IS NULL THEN r.phone_hash ELSE '' END, r.name,
+           r.properties, COALESCE(r.occurred_at, %(now)s), %(now)s, r.key, r.request_hash,
+           CASE WHEN r.resolved IS NULL THEN 'unknown_contact' ELSE 'pending' END
+    FROM numbered r
+    ORDER BY r.key
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING idempotency_key, id, status
+)
+SELECT r.key, r.contact_id, r.resolved, r.create_contact, inserted.id, inserted.status
+FROM r LEFT JOIN inserted ON inserted.idempotency_key = r.key
+"""
+
+
+@functools.cache
+def _event_id_sequence() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence('campaigns_event', 'id')")
+        return cursor.fetchone()[0]
+
+
+def _events_insert(items: list[EventIn]) -> dict[str, Any]:
+    """{key: (event id, status) if inserted, None if the key was used before, _UNKNOWN_ID or _NEEDS_CONTACT}."""
+    if not items:
+        return {}
+    now = timezone.now()
+    rows = [
+        {
+            "n": index,
+            "contact_id": item.contact_id,
+            "phone": item.phone,
+            "phone_hash": phone_hash(item.phone) if item.phone else "",
+            "name": item.name,
+            "properties": item.properties,
+            "occurred_at": item.occurred_at.isoformat() if item.occurred_at else None,
+            "key": item.key,
+            "request_hash": item.request_hash,
+            "create_contact": item.create_contact,
+        }
+        for index, item in enumerate(items)
+    ]
+    # One JSON text: psycopg quotes a long string far faster than ten arrays of a thousand items.
+    params = {"sequence": _event_id_sequence(), "now": now, "rows": json.dumps(rows, separators=(",", ":"))}
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_SQL, params)
+        rows = cursor.fetchall()
+    result: dict[str, Any] = {}
+    for key, contact_id, resolved, create_contact, event_id, status in rows:
+        if event_id is not None:
+            result[key] = (event_id, status)
+        elif resolved is None and contact_id is not None:
+            result[key] = _UNKNOWN_ID
+        elif resolved is None and create_contact:
+            result[key] = _NEEDS_CONTACT
+        else:
+            result[key] = None
+    return result
+
+
+def _events_by_key(keys: list[str]) -> dict[str, tuple[int, str, str]]:
+    if not keys:
+        return {}
+    rows = Event.objects.filter(idempotency_key__in=keys).values_list("idempotency_key", "pk", "request_hash", "status")
+    return {key: (pk, request_hash, status) for key, pk, request_hash, status in rows}
+
+
+KICK_KEY = "events:match:kick"
+KICK_TTL_MS = 5_000  # a kick whose task was lost stops holding the next one back after this
+# A process that kicked this recently skips the round trip: the matcher it woke (or found
+# queued) looks again until MATCHER_LINGER seconds pass with nothing pending, longer than this.
+KICK_QUIET = 0.1
+MATCHER_LINGER = 1.0
+_last_kick = 0.0
+
+
+def events_kick() -> None:
+    """Wake a matcher unless one is already queued and has not started looking (one Redis round trip).
+
+    The matcher deletes the key before it looks, so an event committed before this call is
+    either seen by a matcher already queued or wakes a new one; one committed within KICK_QUIET
+    of this process's last kick is seen by the matcher lingering after that kick. Beat's sweep
+    catches what a lost task or an unreachable Redis left behind.
+    """
+    global _last_kick
+    from campaigns.tasks import events_match_task
+
+    now = time.monotonic()
+    if now - _last_kick < KICK_QUIET:
+        return
+    _last_kick = now
+    try:
+        if observe.redis_client().set(KICK_KEY, 1, nx=True, px=KICK_TTL_MS):
+            events_match_task.delay()
+    except Exception as exc:  # noqa: BLE001 - the event is stored; the sweep matches it
+        logger.warning("could not wake an event matcher (the sweep will match the events): %s", exc)
+
+
+def events_linger(seconds: float = MATCHER_LINGER, poll: float = 0.05) -> bool:
+    """Watch for pending events until ``seconds`` pass with none; True as soon as some are there."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if Event.objects.filter(status=EventStatus.PENDING).exists():
+            return True
+        time.sleep(poll)
+    return False
+
+
+def events_kick_clear() -> None:
+    """A matcher starting to look: the next stored event wakes another."""
+    try:
+        observe.redis_client().delete(KICK_KEY)
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("could not clear the matcher kick: %s", exc)
+
+
+# --- Matching stored events, a batch at a time --------------------------------------------
+#
+# Workers claim pending events (FOR UPDATE SKIP LOCKED, so matchers never share one), match the
+# batch against the running triggered campaigns with a few statements per campaign, and mark
+# the events matched in the same transaction. A crash rolls all of it back and leaves the events
+# pending for the next matcher; a committed batch is never claimed again. (event, campaign) is
+# unique in the matched-campaigns table and (event, run) among recipients: the database refuses
+# a second answer even to a matcher that got it wrong.
+
+MATCH_BATCH = 1000
+
+
+def events_match(
+    event_ids: list[int] | None = None,
+    *,
+    limit: int = MATCH_BATCH,
+    keyword: str = "",
+    now: dt.datetime | None = None,
+) -> list[int]:
+    """Match pending events (these ids, else the oldest ``limit``); returns the ids this call matched.
+
+    Events another matcher holds are skipped, not waited for.
+    """
+    now = now or timezone.now()
+    where, params = "status = 'pending'", []
+    if event_ids is not None:
+        where += " AND id = ANY(%s::bigint[])"
+        params.append(_id_array(event_ids))
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""SELECT id, contact_id, name, properties, occurred_at FROM campaigns_event
+                    WHERE {where} ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
+                [*params, limit],
+            )
+            batch = [ClaimedEvent(*row) for row in cursor.fetchall()]
+        if not batch:
+            return []
+        _batch_answer(batch, keyword=keyword, now=now)
+        ids = [event.pk for event in batch]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE campaigns_event SET status = 'matched', matched_at = %s WHERE id = ANY(%s::bigint[])",
+                [now, _id_array(ids)],
+            )
+    return ids
+
+
+class ClaimedEvent:
+    """A pending event as a matcher holds it: what matching reads, without a model instance each."""
+
+    __slots__ = ("pk", "contact_id", "name", "properties", "occurred_at")
+
+    def __init__(self, pk, contact_id, name, properties, occurred_at):
+        self.pk, self.contact_id, self.name = pk, contact_id, name
+        self.properties = properties if isinstance(properties, dict) else json.loads(properties or "{}")
+        self.occurred_at = occurred_at
+
+
+def _id_array(ids) -> str:
+    """Ids as one array literal: psycopg quotes one string far faster than a list of thousands."""
+    return "{" + ",".join(str(int(pk)) for pk in ids) + "}"
+
+
+def events_match_pending(
+    *, limit: int = MATCH_BATCH, seconds: float = 20.0, wake_helper: bool = True
+) -> tuple[int, bool]:
+    """Match batch after batch until none is left or ``seconds`` passed; (matched, more may be left)."""
+    deadline = time.monotonic() + seconds
+    total = 0
+    while True:
+        matched = len(events_match(limit=limit))
+        total += matched
+        if matched < limit:
+            return total, False
+        if wake_helper:
+            helper_wake()  # a backlog: a second matcher shares it
+        if time.monotonic() >= deadline:
+            return total, True
+
+
+HELPER_KEY = "events:match:helper"
+
+
+def helper_wake() -> None:
+    """Queue a second matcher unless one was woken in the last 5 s and is still working."""
+    from campaigns.tasks import events_match_helper
+
+    try:
+        if observe.redis_client().set(HELPER_KEY, 1, nx=True, px=KICK_TTL_MS):
+            events_match_helper.delay()
+    except Exception as exc:  # noqa: BLE001 - the first matcher carries on alone
+        logger.warning("could not wake a second event matcher: %s", exc)
+
+
+def helper_done() -> None:
+    try:
+        observe.redis_client().delete(HELPER_KEY)
+    except Exception as exc:  # noqa: BLE001 - the key expires by itself
+        logger.warning("could not clear the second matcher's key: %s", exc)
+
+
+def _batch_answer(batch: list[ClaimedEvent], *, keyword: str, now: dt.datetime) -> None:
+    """Every (event, campaign) match of the batch, answered as one event after another would be."""
+    live = Campaign.objects.filter(kind=CampaignKind.TRIGGERED, status=CampaignStatus.RUNNING)
+    if keyword:
+        live = live.filter(trigger_keyword=keyword)
+    else:
+        live = live.filter(trigger_event__in={event.name for event in batch})
+    campaigns = list(live.select_related("template", "sender", "segment", "topic").order_by("pk"))
+    # Name and property conditions: Python over the batch, no query.
+    candidates = {
+        campaign.pk: [
+            event
+            for event in batch
+            if event.contact_id is not None
+            and (keyword or event.name == campaign.trigger_event)
+            and conditions_hold(campaign.trigger_conditions, event.properties)
+        ]
+        for campaign in campaigns
+    }
+    campaigns = [campaign for campaign in campaigns if candidates[campaign.pk]]
+    if not campaigns:
+        return
+    contact_ids = sorted({event.contact_id for events in candidates.values() for event in events})
+    # One batch at a time per contact (ids in order, so two matchers never deadlock): the
+    # frequency cap counts what an earlier batch queued.
+    contacts = {
+        contact.pk: contact
+        for contact in Contact.objects.select_for_update(no_key=True).filter(pk__in=contact_ids).order_by("pk")
+    }
+    allowed: dict[int, set[int]] = {}
+    for campaign in campaigns:
+        ids = sorted({event.contact_id for event in candidates[campaign.pk]})
+        if keyword and campaign.topic_id:  # the keyword asked for the topic, so its condition holds
+            audience_services.contacts_add_topic(ids, campaign.topic)
+        allowed[campaign.pk] = _contacts_matching(campaign, ids, now=now)
+    candidate_ids = {pk: {event.pk for event in events} for pk, events in candidates.items()}
+    pairs = [
+        (event, campaign)
+        for event in batch
+        for campaign in campaigns
+        if event.pk in candidate_ids[campaign.pk] and event.contact_id in allowed[campaign.pk]
+    ]
+    pairs = _matches_claim(pairs)
+    if not pairs:
+        return
+    _answers_add(pairs, contacts, now=now)
+
+
+def _contacts_matching(campaign: Campaign, contact_ids: list[int], *, now: dt.datetime) -> set[int]:
+    """Those of the contacts the campaign's contact rule, segment and topic hold for (one query, or none)."""
     conditions = Q()
     try:
         if campaign.trigger_contact_rule:
@@ -326,15 +815,32 @@ def contact_matches(campaign: Campaign, contact: Contact, *, now: dt.datetime) -
             conditions &= compile_rule(rules.validate(campaign.segment.definition), now=now)
     except RuleError as exc:  # stored before a rule change made it invalid: never "everyone"
         logger.warning("campaign %s: contact rule no longer valid, not matched: %s", campaign.pk, exc)
-        return False
+        return set()
     if campaign.topic_id:
         conditions &= Q(topics__pk=campaign.topic_id)
     if not conditions:
-        return True
-    return Contact.objects.filter(conditions, pk=contact.pk).exists()
+        return set(contact_ids)
+    return set(Contact.objects.filter(conditions, pk__in=contact_ids).values_list("pk", flat=True).distinct())
 
 
-# --- Answering: a recipient in the campaign's run ------------------------------------------
+def _matches_claim(pairs: list[tuple[ClaimedEvent, Campaign]]) -> list[tuple[ClaimedEvent, Campaign]]:
+    """Record the (event, campaign) matches; returns those not recorded before (the unique pair decides)."""
+    if not pairs:
+        return []
+    table = Event.matched_campaigns.through._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""INSERT INTO {table} (event_id, campaign_id)
+                SELECT * FROM unnest(%s::bigint[], %s::bigint[])
+                ON CONFLICT (event_id, campaign_id) DO NOTHING
+                RETURNING event_id, campaign_id""",
+            [[event.pk for event, _ in pairs], [campaign.pk for _, campaign in pairs]],
+        )
+        fresh = set(cursor.fetchall())
+    return [(event, campaign) for event, campaign in pairs if (event.pk, campaign.pk) in fresh]
+
+
+# --- Answering: recipients in the campaigns' runs ------------------------------------------
 
 
 def trigger_run(campaign: Campaign, *, lock: bool = False) -> CampaignRun | None:
@@ -345,35 +851,105 @@ def trigger_run(campaign: Campaign, *, lock: bool = False) -> CampaignRun | None
     return runs.order_by("-started_at", "-id").first()
 
 
-def recipient_add(campaign: Campaign, event: Event, contact: Contact, *, now: dt.datetime) -> Recipient | None:
-    """Queue one recipient for (event, campaign) in the campaign's run, counters included.
+def _answers_add(pairs: list[tuple[ClaimedEvent, Campaign]], contacts: dict[int, Contact], *, now: dt.datetime) -> None:
+    """One recipient per match in its campaign's run, with the launch snapshot's decisions.
 
-    The run row is locked first, so a cancel either sees this recipient (and skips it) or
-    comes after and finds nothing new.
+    Decided in event order, then campaign order, as if the events had come one at a time: an
+    earlier answer to a contact counts against the frequency cap of a later one. Each run row
+    is locked first, so a cancel either sees these recipients (and skips them) or comes after.
     """
-    run = trigger_run(campaign, lock=True)
-    if run is None:
-        logger.warning("triggered campaign %s has no open run; event %s not answered", campaign.pk, event.pk)
-        return None
-    state, reason, detail, release_at = recipient_decide(campaign, event, contact, now)
-    recipient = Recipient.objects.create(
-        run=run, contact=contact, event=event, state=state, reason=reason, detail=detail, release_at=release_at
-    )
-    if state in (R.PENDING, R.HELD):
-        _message_attach(campaign, event, contact, recipient)
-    _counters_add(run.pk, recipient.state, recipient.reason)
-    if recipient.state == R.PENDING and run.status == RunStatus.RUNNING:
+    campaigns = {campaign.pk: campaign for _, campaign in pairs}
+    runs = {pk: trigger_run(campaign, lock=True) for pk, campaign in campaigns.items()}
+    for pk, run in runs.items():
+        if run is None:
+            logger.warning("triggered campaign %s has no open run; its events are not answered", pk)
+    pairs = [(event, campaign) for event, campaign in pairs if runs[campaign.pk] is not None]
+    sender_errors = {pk: _sender_error(campaign) for pk, campaign in campaigns.items()}
+    recent = _recent_counts(pairs)
+    added: Counter[int] = Counter()
+    rows: dict[int, list[tuple[Recipient, ClaimedEvent]]] = {}
+    for event, campaign in pairs:
+        contact = contacts.get(event.contact_id)
+        if contact is None:  # deleted since the event was stored (its events went with it)
+            continue
+        window = campaign.frequency_window if campaign.frequency_cap else None
+        capped = bool(window) and recent[window][contact.pk] + added[contact.pk] >= campaign.frequency_cap
+        state, reason, detail, release_at = recipient_decide(campaign, event, contact, now, capped=capped)
+        if state in (R.PENDING, R.HELD) and sender_errors[campaign.pk]:  # e.g. the sender was deactivated
+            state, reason, detail, release_at = R.FAILED, "sender", sender_errors[campaign.pk], None
+        if state in CAP_STATES:
+            added[contact.pk] += 1
+        recipient = Recipient(
+            run=runs[campaign.pk],
+            contact_id=contact.pk,
+            event_id=event.pk,
+            state=state,
+            reason=reason,
+            detail=detail,
+            release_at=release_at,
+        )
+        rows.setdefault(campaign.pk, []).append((recipient, event))
+    for pk, answers in rows.items():
+        _run_answers_insert(campaigns[pk], runs[pk], answers)
+
+
+def _sender_error(campaign: Campaign) -> str:
+    try:
+        send_service.sender_for_template(campaign.template, campaign.sender)
+    except send_service.MessageRequestError as exc:
+        return "; ".join(exc.messages)[:255]
+    return ""
+
+
+def _recent_counts(pairs: list[tuple[ClaimedEvent, Campaign]]) -> dict[dt.timedelta, Counter[int]]:
+    """For each frequency window among the campaigns: the contacts' capped-state recipients within it."""
+    windows: dict[dt.timedelta, set[int]] = {}
+    for event, campaign in pairs:
+        if campaign.frequency_cap and campaign.frequency_window:
+            windows.setdefault(campaign.frequency_window, set()).add(event.contact_id)
+    now = timezone.now()
+    counts: dict[dt.timedelta, Counter[int]] = {}
+    for window, contact_ids in windows.items():
+        rows = (
+            Recipient.objects.filter(contact_id__in=contact_ids, state__in=CAP_STATES, created_at__gt=now - window)
+            .values_list("contact_id")
+            .annotate(count=Count("id"))
+        )
+        counts[window] = Counter(dict(rows))
+    return counts
+
+
+def _run_answers_insert(campaign: Campaign, run: CampaignRun, answers: list[tuple[Recipient, ClaimedEvent]]) -> None:
+    """Insert a run's new recipients, their pending messages (one INSERT each) and its counters (one UPDATE)."""
+    recipients = Recipient.objects.bulk_create([recipient for recipient, _ in answers])  # ids set on each
+    sending = [(recipient, event) for recipient, event in answers if recipient.state in (R.PENDING, R.HELD)]
+    if sending:
+        message_ids = send_service.messages_create_for_sources(
+            template=campaign.template,
+            sender=campaign.sender,
+            source_type=ContentType.objects.get_for_model(Recipient),
+            sources=[(recipient.pk, recipient.contact_id) for recipient, _ in sending],
+            contexts=[event.properties for _, event in sending],
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """UPDATE campaigns_recipient r SET message_id = m.message_id
+                   FROM unnest(%s::bigint[], %s::bigint[]) AS m (recipient_id, message_id)
+                   WHERE r.id = m.recipient_id""",
+                [list(message_ids), list(message_ids.values())],
+            )
+    _counters_add(run.pk, Counter((recipient.state, recipient.reason) for recipient in recipients))
+    if run.status == RunStatus.RUNNING and any(recipient.state == R.PENDING for recipient in recipients):
         dispatch.dispatch_start(run.pk, chains=1)  # after commit
-    return recipient
 
 
 def recipient_decide(
-    campaign: Campaign, event: Event, contact: Contact, now: dt.datetime
+    campaign: Campaign, event: ClaimedEvent, contact: Contact, now: dt.datetime, *, capped: bool
 ) -> tuple[str, str, str, dt.datetime | None]:
     """(state, reason, detail, release_at): the snapshot's decisions for one contact and event."""
     if contact.consent_status != ConsentStatus.OPTED_IN:
         return R.SKIPPED, SkipReason.OPTED_OUT, "", None
-    if _capped(campaign, contact, now):
+    if capped:
         return R.SKIPPED, SkipReason.CAPPED, "", None
     rendered = template_render(campaign.template, contact=contact, context=event.properties)
     if not rendered.ok:
@@ -392,48 +968,30 @@ def recipient_decide(
     return (R.HELD, "", "", release_at) if release_at else (R.PENDING, "", "", None)
 
 
-def _capped(campaign: Campaign, contact: Contact, now: dt.datetime) -> bool:
-    if not campaign.frequency_cap or not campaign.frequency_window:
-        return False
-    recent = Recipient.objects.filter(
-        contact=contact, state__in=CAP_STATES, created_at__gt=now - campaign.frequency_window
-    )
-    return recent.count() >= campaign.frequency_cap
-
-
-def _message_attach(campaign: Campaign, event: Event, contact: Contact, recipient: Recipient) -> None:
-    """The recipient's pending Message, carrying the event's properties for {{ event.* }}."""
-    try:
-        message, _ = send_service.message_create(
-            contact=contact,
-            template=campaign.template,
-            sender=campaign.sender,
-            context=event.properties,
-            source=recipient,
-            enqueue=False,  # the run's dispatcher sends it, paced
-        )
-    except send_service.MessageRequestError as exc:  # e.g. the sender was deactivated
-        recipient.state, recipient.reason = R.FAILED, "sender"
-        recipient.detail, recipient.release_at = "; ".join(exc.messages)[:255], None
-        recipient.save(update_fields=["state", "reason", "detail", "release_at"])
+def _counters_add(run_id: int, counts: Counter[tuple[str, str]]) -> None:
+    """More recipients by (state, reason): total, each state's counter and the skip reasons in one UPDATE."""
+    states: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    for (state, reason), count in counts.items():
+        assert state in ("pending", "held", "sending", "sent", "skipped", "failed")
+        states[state] += count
+        if state == R.SKIPPED:
+            reasons[reason] += count
+    if not states:
         return
-    recipient.message = message
-    recipient.save(update_fields=["message"])
-
-
-def _counters_add(run_id: int, state: str, reason: str) -> None:
-    """One more recipient in ``state``: total and that counter (and the skip reason) in one UPDATE."""
-    assert state in ("pending", "held", "sending", "sent", "skipped", "failed")
-    sql = f"UPDATE campaigns_campaignrun SET total = total + 1, {state} = {state} + 1"
-    params: list[Any] = []
-    if state == R.SKIPPED:
-        sql += (
-            ", skipped_by_reason = COALESCE(skipped_by_reason, '{}'::jsonb)"
-            " || jsonb_build_object(%s::text, COALESCE((skipped_by_reason ->> %s)::int, 0) + 1)"
+    sets, params = ["total = total + %s"], [sum(states.values())]
+    for state, count in sorted(states.items()):
+        sets.append(f"{state} = {state} + %s")
+        params.append(count)
+    if reasons:
+        sets.append(
+            "skipped_by_reason = COALESCE(skipped_by_reason, '{}'::jsonb) || ("
+            " SELECT jsonb_object_agg(r.reason, COALESCE((skipped_by_reason ->> r.reason)::int, 0) + r.n)"
+            " FROM unnest(%s::text[], %s::int[]) AS r (reason, n))"
         )
-        params += [reason, reason]
+        params += [list(reasons), list(reasons.values())]
     with connection.cursor() as cursor:
-        cursor.execute(f"{sql} WHERE id = %s", [*params, run_id])
+        cursor.execute(f"UPDATE campaigns_campaignrun SET {', '.join(sets)} WHERE id = %s", [*params, run_id])
 
 
 # --- Inbound keywords ----------------------------------------------------------------------

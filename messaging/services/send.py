@@ -18,6 +18,7 @@ retries, tasks). The database decides what happens, never the fact that a task r
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import random
 from collections.abc import Mapping
@@ -139,17 +140,25 @@ def message_replay(idempotency_key: str, request_hash: str) -> Message | None:
 
 
 def messages_create_for_sources(
-    *, template: MessageTemplate, sender: Sender, source_type: ContentType, sources: list[tuple[int, int]]
+    *,
+    template: MessageTemplate,
+    sender: Sender,
+    source_type: ContentType,
+    sources: list[tuple[int, int]],
+    contexts: list[Mapping[str, Any]] | None = None,
 ) -> dict[int, int]:
     """Create one pending message per (source_id, contact_id) in one INSERT; returns {source_id: message_id}.
 
     The bulk form of ``message_create`` for a template sent to many contacts (campaign
     recipients); nothing is enqueued, the caller sends them. A contact deleted meanwhile gets a
-    message without a contact, which the send skips.
+    message without a contact, which the send skips. ``contexts``, one per source, are the
+    messages' render contexts (an event's properties for ``{{ event.* }}``).
     """
-    channel, sender = _channel_and_sender(None, template, "", sender)
+    channel, sender = sender_for_template(template, sender)
     if not sources:
         return {}
+    if contexts is not None:
+        return _messages_create_with_contexts(channel, template, sender, source_type, sources, contexts)
     now = timezone.now()
     fixed = {
         "direction": Direction.OUTBOUND.value,
@@ -176,6 +185,50 @@ def messages_create_for_sources(
     return dict(rows)
 
 
+def sender_for_template(template: MessageTemplate, sender: Sender | None) -> tuple[str, Sender]:
+    """(channel, sender) a template is sent with; MessageRequestError naming the field if it cannot be."""
+    return _channel_and_sender(None, template, "", sender)
+
+
+def _messages_create_with_contexts(
+    channel: str,
+    template: MessageTemplate,
+    sender: Sender,
+    source_type: ContentType,
+    sources: list[tuple[int, int]],
+    contexts: list[Mapping[str, Any]],
+) -> dict[int, int]:
+    now = timezone.now()
+    fixed = {
+        "direction": Direction.OUTBOUND.value,
+        "sender": sender.pk,
+        "template": template.pk,
+        "channel": channel,
+        "from_address": sender.from_address,
+        "source_type": source_type.pk,
+        "created_at": now,
+        "updated_at": now,
+    }
+    columns, values, params = _insert_defaults(fixed, per_row=("render_context",))
+    rows = sql.fetch(
+        f"""
+        INSERT INTO messaging_message ({", ".join(columns)}, contact_id, to_address, source_id, render_context)
+        SELECT {", ".join(values)}, c.id, COALESCE(c.phone, ''), s.source_id, s.context::jsonb
+        FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) WITH ORDINALITY AS s (source_id, contact_id, context, n)
+        LEFT JOIN audience_contact c ON c.id = s.contact_id
+        ORDER BY s.n
+        RETURNING source_id, id
+        """,
+        [
+            *params,
+            [source_id for source_id, _ in sources],
+            [contact_id for _, contact_id in sources],
+            [json.dumps(dict(context or {})) for context in contexts],
+        ],
+    )
+    return dict(rows)
+
+
 @functools.cache
 def _insert_columns() -> tuple:
     """Message's fields other than the id and the per-row ones, with their database types."""
@@ -185,10 +238,12 @@ def _insert_columns() -> tuple:
     )
 
 
-def _insert_defaults(fixed: Mapping[str, Any]) -> tuple[list[str], list[str], list]:
+def _insert_defaults(fixed: Mapping[str, Any], per_row: tuple[str, ...] = ()) -> tuple[list[str], list[str], list]:
     """Columns, typed placeholders and values for a new Message: ``fixed`` or each field's default."""
     columns, values, params = [], [], []
     for field, db_type in _insert_columns():
+        if field.name in per_row:
+            continue
         value = fixed[field.name] if field.name in fixed else field.get_default()
         columns.append(field.column)
         values.append(f"%s::{db_type}")
