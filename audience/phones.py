@@ -7,8 +7,8 @@ import hashlib
 import hmac
 
 import phonenumbers
+import pycountry
 from django.conf import settings
-from phonenumbers import geocoder
 
 CHANNEL_PREFIXES = ("whatsapp:", "sms:", "tel:")
 
@@ -83,10 +83,11 @@ def country_clean(value: str | None) -> str:
 @functools.cache
 def country_choices() -> list[tuple[str, str]]:
     """(code, "Kenya (KE, +254)") for every country phone numbers know, by name."""
+    # Names from pycountry (a few MB): phonenumbers' geocoder would hold ~100 MB in every process.
     choices = []
     for code in phonenumbers.SUPPORTED_REGIONS:
-        example = phonenumbers.example_number(code)
-        name = (example and geocoder.country_name_for_number(example, "en")) or code
+        country = pycountry.countries.get(alpha_2=code)
+        name = getattr(country, "common_name", None) or (country.name if country else code)
         choices.append((code, f"{name} ({code}, +{phonenumbers.country_code_for_region(code)})"))
     return sorted(choices, key=lambda choice: choice[1])
 
