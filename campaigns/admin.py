@@ -378,18 +378,16 @@ class TestSendForm(forms.Form):
     to = forms.CharField(label="Send to", max_length=64, help_text="Your own number, in any common spelling.")
 
     def clean_contact(self):
-        from audience.models import Contact
-        from audience.phones import InvalidPhone, normalize_phone
+        from audience.phones import InvalidPhone
+        from audience.selectors import contact_by_id_or_phone
 
-        value = self.cleaned_data["contact"].strip()
-        if value.isdigit() and (found := Contact.objects.filter(pk=int(value)).first()):
-            return found
+        value = self.cleaned_data["contact"]
         try:
-            found = Contact.objects.filter(phone=normalize_phone(value)).first()
+            found = contact_by_id_or_phone(value)
         except InvalidPhone as exc:
             raise ValidationError(str(exc)) from None
         if found is None:
-            raise ValidationError(f"No contact with id or phone {value!r}.")
+            raise ValidationError(f"No contact with id or phone {value.strip()!r}.")
         return found
 
 

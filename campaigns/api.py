@@ -13,8 +13,9 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
+from audience import selectors as audience_selectors
 from audience.models import Contact
-from audience.phones import InvalidPhone, normalize_phone
+from audience.phones import InvalidPhone
 from campaigns import selectors, services
 from campaigns.models import Campaign, CampaignAction, CampaignRun, Event, EventStatus, Segment
 from campaigns.segments.rules import RuleError
@@ -261,16 +262,12 @@ class TestSendSerializer(serializers.Serializer):
     to = serializers.CharField(max_length=64, help_text="The number the test goes to (yours), any common spelling.")
 
     def validate_contact(self, value: str) -> Contact:
-        value = value.strip()
-        if value.isdigit() and (found := Contact.objects.filter(pk=int(value)).first()):
-            return found
         try:
-            phone = normalize_phone(value)
+            found = audience_selectors.contact_by_id_or_phone(value)
         except InvalidPhone:
-            raise serializers.ValidationError(f"no contact with id or phone {value!r}") from None
-        found = Contact.objects.filter(phone=phone).first()
+            found = None
         if found is None:
-            raise serializers.ValidationError(f"no contact with phone {phone}")
+            raise serializers.ValidationError(f"no contact with id or phone {value.strip()!r}")
         return found
 
 

@@ -3,35 +3,24 @@
 from __future__ import annotations
 
 import django_filters
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
-from rest_framework import generics, serializers
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 
 from audience.models import Contact
 from campaigns import selectors
+from campaigns.api import EventSerializer
 from campaigns.models import Event
-from config import privacy
 from config.api import UtcIsoDateTimeFilter
 
 
-class ContactEventSerializer(serializers.ModelSerializer):
-    matched_campaigns = serializers.SerializerMethodField(help_text="Triggered campaigns the event fired.")
+class ContactEventSerializer(EventSerializer):
+    """The events list's serializer (properties masked for those without the full view), fewer fields."""
 
-    class Meta:
-        model = Event
+    class Meta(EventSerializer.Meta):
         fields = ["id", "name", "properties", "occurred_at", "received_at", "matched_campaigns"]
         read_only_fields = fields
-
-    @extend_schema_field(serializers.ListField(child=serializers.IntegerField()))
-    def get_matched_campaigns(self, obj: Event) -> list[int]:
-        return sorted(campaign.pk for campaign in obj.matched_campaigns.all())
-
-    def to_representation(self, instance):
-        data = super().to_representation(instance)
-        if not privacy.request_sees_full(self.context.get("request")):
-            data["properties"] = privacy.redact_json(data["properties"])  # phones and e-mails a backend put there
-        return data
 
 
 class ContactEventFilter(django_filters.FilterSet):
