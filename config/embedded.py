@@ -150,6 +150,10 @@ def start(environ: dict[str, str] | None = None) -> EmbeddedServers:
     return servers
 
 
+def environ_named_database() -> bool:
+    return bool(os.environ.get("DATABASE_URL"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", nargs=argparse.REMAINDER, help="command to run with the servers up")
@@ -160,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
 
     servers = start()
     env = dict(os.environ, DATABASE_URL=servers.database_url, REDIS_URL=servers.redis_url)
+    if not environ_named_database():
+        env["EMBEDDED_DATABASE"] = "1"  # what tests needing a server of their own (a pooler in front) check
     child = subprocess.Popen(command, env=env)
 
     def forward(signum, _frame):

@@ -65,6 +65,11 @@ def test_the_probe_names_a_host_allowed_hosts_accepts(allowed_hosts, host):
 
 
 @pytest.mark.django_db
+@pytest.mark.skipif(
+    os.environ.get("EMBEDDED_DATABASE") == "1",
+    reason="the probe runs in a subprocess on the compose settings, which the embedded servers' sockets do not fit; "
+    "run with DATABASE_URL naming a server (CI does)",
+)
 def test_django_under_the_compose_defaults_answers_the_probe_with_200():
     secret = "compose-test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
     required = {"SECRET_KEY": secret, "PHONE_HASH_KEY": "compose-test-phone-hash-key-0123456789abcdef"}
