@@ -117,7 +117,7 @@ def recovery_seconds(arrivals: list[float], fault: float, done: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from messaging.fake_twilio import latency as latency_model
+    from tests.fake_twilio import latency as latency_model
 
     parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__)
     parser.add_argument("--recipients", type=int, default=100_000)
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         LOG_DIR = args.log_dir
         LOG_DIR.mkdir(parents=True, exist_ok=True)
 
-    from messaging.fake_twilio import FakeTwilio
+    from tests.fake_twilio import FakeTwilio
 
     fake = FakeTwilio(account_sid=SID, auth_token=TOKEN, latency=latency, callbacks="off").start()
     private = Redis(free_port(), tempfile.mkdtemp(prefix="chaos-redis-"))

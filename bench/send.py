@@ -120,7 +120,7 @@ def client_ceiling(messages: int, latency, processes: int, threads: int) -> floa
     baseline: it is measured, like ``msg_per_s``, from when its requests arrived."""
     import multiprocessing
 
-    from messaging.fake_twilio import FakeTwilio
+    from tests.fake_twilio import FakeTwilio
 
     with FakeTwilio(account_sid=SID, auth_token=TOKEN, latency=latency, callbacks="off") as fake:
         share = messages // processes
@@ -147,7 +147,7 @@ def client_ceiling(messages: int, latency, processes: int, threads: int) -> floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    from messaging.fake_twilio import latency as latency_model
+    from tests.fake_twilio import latency as latency_model
 
     parser = argparse.ArgumentParser(prog="python -m bench.send", description=__doc__)
     parser.add_argument("--messages", type=int, default=2000)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     latency = latency_model.from_arguments(args)
 
-    from messaging.fake_twilio import FakeTwilio
+    from tests.fake_twilio import FakeTwilio
 
     fake = FakeTwilio(account_sid=SID, auth_token=TOKEN, latency=latency, callbacks="off", seed=args.seed).start()
     database_url = database_recreate(server_url("DATABASE_URL"), "bench_send")

@@ -11,7 +11,7 @@ from audience import services as audience
 from campaigns import pacing
 from campaigns.models import Campaign, CampaignRun, Recipient
 from campaigns.services import dispatcher
-from messaging.fake_twilio import FakeTwilio
+from tests.fake_twilio import FakeTwilio
 from messaging.models import Message, MessageStatus, MessageTemplate, Sender
 
 SID = "AC" + "6d" * 16

@@ -10,7 +10,7 @@ import pytest
 from campaigns import services
 from campaigns.models import CampaignRun
 from campaigns.services import dispatch, dispatcher, estimates
-from messaging.fake_twilio.latency import Latency
+from tests.fake_twilio.latency import Latency
 from messaging.models import Message
 from messaging.providers import SendRequest
 from messaging.providers.twilio.client import TwilioProvider

@@ -6,7 +6,7 @@ import threading
 import pytest
 from urllib3.exceptions import SSLError
 
-from messaging.fake_twilio import FakeTwilio
+from tests.fake_twilio import FakeTwilio
 from messaging.providers import ErrorKind, ProviderError, SendRequest
 from messaging.providers.twilio.client import TwilioProvider
 

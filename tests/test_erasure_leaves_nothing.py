@@ -28,7 +28,7 @@ from audience.phones import phone_hash
 from audience.tasks import ingest_contacts
 from campaigns import services as campaigns
 from campaigns.models import Campaign
-from messaging.fake_twilio import FakeTwilio
+from tests.fake_twilio import FakeTwilio
 from messaging.models import Message, MessageTemplate, Sender
 from messaging.services import send
 from tests import twilio_webhooks as tw

@@ -12,7 +12,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from messaging.fake_twilio import FakeTwilio
+from tests.fake_twilio import FakeTwilio
 
 SID = "AC" + "1f" * 16
 TOKEN = "test-auth-token"

@@ -14,7 +14,7 @@ from audience.models import ConsentStatus, Contact
 from config.celery import app as celery_app
 from config.logging import E164, ContextFilter, JsonFormatter, RedactFilter, context_get, log_context, logging_config
 from config.middleware import RequestIdMiddleware
-from messaging.fake_twilio import FakeTwilio
+from tests.fake_twilio import FakeTwilio
 from messaging.models import Message, MessageStatus, Sender
 from messaging.services import send
 from tests import twilio_webhooks as tw

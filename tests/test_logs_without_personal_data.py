@@ -24,7 +24,7 @@ from audience.models import Contact
 from config.celery import app as celery_app
 from config.gunicorn_conf import RedactingLogger
 from config.logging import JsonFormatter
-from messaging.fake_twilio import FakeTwilio
+from tests.fake_twilio import FakeTwilio
 from messaging.models import MessageStatus, Sender
 from messaging.services import send
 from tests import twilio_webhooks as tw

@@ -3,7 +3,7 @@ from urllib.parse import urlencode
 import pytest
 from django.test import Client as DjangoClient
 
-from messaging.fake_twilio import FakeTwilio
+from tests.fake_twilio import FakeTwilio
 from messaging.models import Message, MessageStatus, MessageTemplate, Sender
 from messaging.services import send
 from tests.factories import ContactFactory

@@ -7,7 +7,7 @@ it only goes missing before the send. Sends go through the real twilio client to
 
 import pytest
 
-from messaging.fake_twilio import FakeTwilio
+from tests.fake_twilio import FakeTwilio
 from messaging.models import Message, MessageStatus, MessageTemplate, Sender
 from messaging.services import send
 from tests.factories import ContactFactory

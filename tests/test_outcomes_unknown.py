@@ -260,7 +260,7 @@ def test_a_lookups_answer_moves_nothing_once_the_message_was_claimed_again(fake,
 
 def test_a_beat_run_asks_the_provider_about_lost_sends_several_at_a_time(fake, monkeypatch):
     """A worker killed with many sends in flight leaves many to look up, each waiting for the API."""
-    from messaging.fake_twilio.latency import Latency
+    from tests.fake_twilio.latency import Latency
 
     run = campaigns.campaign_launch(make_campaign(phones=PHONES[:6]))
     lost = worker_died(run, 6)

@@ -1,4 +1,4 @@
-"""`python -m messaging.fake_twilio`: run the fake Twilio server as its own process (benchmarks).
+"""`python -m tests.fake_twilio`: run the fake Twilio server as its own process (benchmarks).
 
 Prints one JSON line with its base URL once listening; Ctrl-C or SIGTERM stops it.
 Standalone controls: GET /_fake/stats, POST /_fake/reset, POST /_fake/fail (to, error, times),
@@ -13,12 +13,12 @@ import signal
 import sys
 import threading
 
-from messaging.fake_twilio import latency
-from messaging.fake_twilio.server import FakeTwilio
+from tests.fake_twilio import latency
+from tests.fake_twilio.server import FakeTwilio
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m messaging.fake_twilio", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.fake_twilio", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--account-sid", default="AC" + "0" * 32)

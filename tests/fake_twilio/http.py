@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 if TYPE_CHECKING:
-    from messaging.fake_twilio.server import FakeTwilio
+    from tests.fake_twilio.server import FakeTwilio
 
 MAX_HEADER_BYTES = 64 * 1024
 
@@ -130,7 +130,7 @@ class HttpFront:
     # --- routes ----------------------------------------------------------------------------
 
     async def _answer(self, request: _Request) -> tuple[int, dict]:
-        from messaging.fake_twilio.server import MESSAGE_RE, MESSAGES_RE, error_body
+        from tests.fake_twilio.server import MESSAGE_RE, MESSAGES_RE, error_body
 
         fake = self.fake
         if request.path.startswith("/_fake/"):

@@ -36,8 +36,8 @@ from urllib.parse import urlencode
 import requests
 from twilio.request_validator import RequestValidator
 
-from messaging.fake_twilio.http import HttpFront
-from messaging.fake_twilio.latency import Latency
+from tests.fake_twilio.http import HttpFront
+from tests.fake_twilio.latency import Latency
 
 API = "/2010-04-01"
 MESSAGES_RE = re.compile(r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-fA-F]{32})/Messages\.json$")

@@ -1,5 +1,5 @@
 """The project's fake Twilio HTTP server (tests and benchmarks); see server.py."""
 
-from messaging.fake_twilio.server import ERRORS, TIMEOUT, Callback, FakeTwilio
+from tests.fake_twilio.server import ERRORS, TIMEOUT, Callback, FakeTwilio
 
 __all__ = ["ERRORS", "TIMEOUT", "Callback", "FakeTwilio"]
