@@ -41,7 +41,7 @@ test: $(STAMP)
 FUZZ_EXAMPLES ?= 15
 fuzz: $(STAMP)
 	EMBEDDED_VAR_DIR=$(CURDIR)/var/test FUZZ=1 FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m config.embedded -- \
-		$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz_api.py
+		$(BIN)/python -m pytest -q -p no:cacheprovider tests/config/test_fuzz_api.py
 	cat var/fuzz-report.json
 
 lint: $(STAMP)

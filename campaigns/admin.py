@@ -15,7 +15,7 @@ from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 
 from audience.admin import ContactAdmin
-from campaigns import selectors, services
+from campaigns import audit_words, selectors, services
 from campaigns.admin_events import CappedCountPaginator, ContactEventInline, EventNameFilter, EventSearchMixin
 from campaigns.admin_outcomes import run_unknown_summary, unknown_outcomes_view
 from campaigns.models import (
@@ -33,6 +33,7 @@ from campaigns.segments import rules
 from campaigns.segments.query import to_query
 from campaigns.segments.rules import RuleError
 from campaigns.services import SegmentError
+from campaigns.services.launch_checks import campaign_variable_warning
 from campaigns.services.lifecycle import TRANSITIONS, skip_reason_label
 from config import privacy
 from config.json_limits import DepthLimitedJSONDecoder
@@ -299,10 +300,22 @@ class CampaignActionInline(admin.TabularInline):
     model = CampaignAction
     extra = 0
     can_delete = False
-    fields = ("created_at", "action", "from_status", "to_status", "actor", "detail")
+    fields = ("created_at", "what", "status_change", "actor", "details")
     readonly_fields = fields
     ordering = ("-created_at", "-id")
     verbose_name_plural = "audit list"
+
+    @admin.display(description="what")
+    def what(self, entry: CampaignAction) -> str:
+        return entry.action_words
+
+    @admin.display(description="status")
+    def status_change(self, entry: CampaignAction) -> str:
+        return audit_words.status_change_words(entry)
+
+    @admin.display(description="details")
+    def details(self, entry: CampaignAction) -> str:
+        return audit_words.detail_words(entry.detail)
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -626,20 +639,9 @@ class CampaignAdmin(admin.ModelAdmin):
 
     def _warn_if_variables_missing(self, request, campaign: Campaign) -> None:
         """Most of the audience lacking a template variable would be skipped at launch: say so at save."""
-        if campaign.kind == CampaignKind.TRIGGERED:
-            return  # its audience is whoever sends the event; each answer is checked then
-        try:
-            result = services.campaign_dry_run(campaign, samples=0)
-        except ValidationError:
-            return
-        missing = result["excluded"].get(SkipReason.MISSING_VARIABLE, 0)
-        if result["audience"] and missing * 2 > result["audience"]:
-            self.message_user(
-                request,
-                f"{missing} of the {result['audience']} contacts in this campaign's audience lack a value its "
-                "template needs: they would be skipped. Give the template a fallback, or check the segment.",
-                messages.WARNING,
-            )
+        warning = campaign_variable_warning(campaign)
+        if warning:
+            self.message_user(request, warning, messages.WARNING)
 
     def delete_model(self, request, obj):
         services.campaign_delete(obj)

@@ -5,11 +5,13 @@ class CampaignsConfig(AppConfig):
     name = "campaigns"
 
     def ready(self) -> None:
-        from campaigns.receivers import on_inbound_message_received
-        from messaging.signals import inbound_message_received
+        from campaigns.receivers import on_inbound_message_received, on_template_saved
+        from messaging.signals import inbound_message_received, template_saved
 
         # Inbound keywords of triggered campaigns (JOIN...); messaging keeps STOP/START/HELP.
         inbound_message_received.connect(on_inbound_message_received, dispatch_uid="campaigns_keyword_trigger")
+        # A saved template is checked against the audiences of the campaigns that use it.
+        template_saved.connect(on_template_saved, dispatch_uid="campaigns_template_variables")
 
         from audience.signals import contact_erasing
         from campaigns.erasure import contact_recipients_skip, unknown_phone_events_erase

@@ -164,6 +164,23 @@ class Campaign(models.Model):
         return self.name
 
 
+# What each audit action reads as; an action not named here reads as its words.
+ACTION_WORDS = {
+    "create": "Created",
+    "edit": "Edited",
+    "schedule": "Scheduled",
+    "launch": "Launched",
+    "pause": "Paused",
+    "resume": "Resumed",
+    "cancel": "Cancelled",
+    "complete": "Completed",
+    "resend": "Resent unknown outcomes",
+    "mark_failed": "Marked unknown outcomes failed",
+    "lookup": "Asked the provider about unknown outcomes",
+    "test_send": "Sent a test",
+}
+
+
 class CampaignAction(models.Model):
     """Who did what to a campaign, and when: its audit list."""
 
@@ -179,7 +196,11 @@ class CampaignAction(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.action} by {self.actor or 'system'}"
+        return f"{self.action_words} by {self.actor or 'the platform'}"
+
+    @property
+    def action_words(self) -> str:
+        return ACTION_WORDS.get(self.action, self.action.replace("_", " ").capitalize())
 
 
 class RunStatus(models.TextChoices):

@@ -31,6 +31,7 @@ from messaging.selectors import gives_up_text, unknown_gives_up_at
 from messaging.services import outcomes
 from messaging.services import senders as sender_service
 from messaging.services import templates as template_service
+from messaging.signals import template_saved
 
 # Lookups call the provider one by one: a list action looks up this many at most.
 LOOKUPS_AT_ONCE = 100
@@ -113,6 +114,14 @@ class MessageTemplateAdmin(admin.ModelAdmin):
         ("WhatsApp Content template", {"fields": ("content_sid", "content_variables")}),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and not {"body", "fallbacks", "content_variables"} & set(form.changed_data):
+            return
+        for _receiver, warnings in template_saved.send(sender=MessageTemplate, template=obj):
+            for warning in warnings or ():
+                self.message_user(request, warning, notices.WARNING)
 
     def get_urls(self):
         preview = self.admin_site.admin_view(self.preview_view)

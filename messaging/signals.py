@@ -1,6 +1,6 @@
 """Signals messaging sends to the apps above it (campaigns, reporting).
 
-Both are sent after the transaction that caused them commits, so a receiver
+The status and inbound signals are sent after the transaction that caused them commits, so a receiver
 always reads committed rows. Receivers take keyword arguments only.
 """
 
@@ -19,3 +19,8 @@ inbound_message_received = Signal()
 # sent, retried, skipped or failed), in place of one message_status_changed each; also sent for
 # one campaign message whose status times moved without its status (earlier evidence arriving late).
 message_statuses_changed = Signal()
+
+# template: MessageTemplate, just saved by staff. Sent at once (not after commit): each receiver
+# returns a list of warnings for the person who saved it (campaigns: most of an audience lacks a
+# variable the template now needs).
+template_saved = Signal()

@@ -49,7 +49,9 @@ SWEEP_WATERMARK_KEY = "reporting:counters:swept_at"
 # Messages created this long ago or less are compared with their counted state by every sweep
 # (the dashboard's rates and 24 h totals count them); campaign messages of live runs always are.
 SWEEP_MESSAGE_LOOKBACK = timedelta(days=2)
-OPT_OUT_WINDOW_SQL = "interval '72 hours'"
+# An opt-out counts against a message when it comes this soon after the message was sent.
+OPT_OUT_WINDOW = timedelta(hours=72)
+OPT_OUT_WINDOW_SQL = f"interval '{int(OPT_OUT_WINDOW.total_seconds())} seconds'"
 
 # Delivery time as a bucket: whole seconds below 1,000 s, three significant figures above
 # (1,234.5 s -> 1,230). A median from these buckets is exact when times are whole seconds under
@@ -58,7 +60,14 @@ DELIVERY_BUCKET_SQL = """
     CASE WHEN {d} < 999.5 THEN round({d}) ELSE round({d}, 2 - floor(log({d}))::int) END::bigint
 """
 
-_SENT = "COALESCE(m.sent_at, m.delivered_at, m.read_at)"
+
+def sent_time_sql(alias: str = "m") -> str:
+    """When a message reached the carrier: its sent callback, or a later one when "sent" never came."""
+    return f"COALESCE({alias}.sent_at, {alias}.delivered_at, {alias}.read_at)"
+
+
+SENT_TIME_SQL = sent_time_sql()
+
 # Time to deliver, in seconds: from when the request left for the provider (sending_at, exact and
 # ours; sent_at for a message that has none) to delivered_at. The one definition, with the
 # selectors' exact median; the condition says which messages have one.
@@ -87,7 +96,7 @@ STATE_SQL = f"""
 SELECT m.id, r.run_id, run.campaign_id, m.direction, m.status, m.error_code, m.price_unit, m.price,
        date_trunc('minute', m.created_at),
        CASE WHEN m.direction = 'outbound' THEN date_trunc('minute', COALESCE(m.queued_at, m.sent_at)) END,
-       date_trunc('minute', {_SENT}),
+       date_trunc('minute', {SENT_TIME_SQL}),
        date_trunc('minute', m.delivered_at),
        date_trunc('minute', m.read_at),
        CASE WHEN m.direction = 'outbound' THEN date_trunc('minute', m.failed_at) END,
@@ -103,7 +112,7 @@ LEFT JOIN LATERAL (
     SELECT
         -- Inbound messages from the recipient after this message was sent.
         (SELECT count(*) FROM messaging_message i
-         WHERE i.contact_id = r.contact_id AND i.direction = 'inbound' AND i.created_at > {_SENT}) AS replies,
+         WHERE i.contact_id = r.contact_id AND i.direction = 'inbound' AND i.created_at > {SENT_TIME_SQL}) AS replies,
         -- Whether this is the contact's first sent message of the campaign: a campaign's replies
         -- count each inbound message once, through that message.
         NOT EXISTS (
@@ -112,15 +121,15 @@ LEFT JOIN LATERAL (
             JOIN messaging_message m2 ON m2.id = r2.message_id
             WHERE r2.contact_id = r.contact_id AND run2.campaign_id = run.campaign_id AND r2.id <> r.id
               AND COALESCE(m2.sent_at, m2.delivered_at, m2.read_at) IS NOT NULL
-              AND (COALESCE(m2.sent_at, m2.delivered_at, m2.read_at), m2.id) < ({_SENT}, m.id)
+              AND ({sent_time_sql("m2")}, m2.id) < ({SENT_TIME_SQL}, m.id)
         ) AS first,
         -- An opt-out of the recipient within 72 h after this message was sent.
         EXISTS (
             SELECT 1 FROM audience_consentevent ce
             WHERE ce.contact_id = r.contact_id AND ce.to_status = 'opted_out'
-              AND ce.created_at >= {_SENT} AND ce.created_at < {_SENT} + {OPT_OUT_WINDOW_SQL}
+              AND ce.created_at >= {SENT_TIME_SQL} AND ce.created_at < {SENT_TIME_SQL} + {OPT_OUT_WINDOW_SQL}
         )::int AS opted_out
-    WHERE r.id IS NOT NULL AND {_SENT} IS NOT NULL
+    WHERE r.id IS NOT NULL AND {SENT_TIME_SQL} IS NOT NULL
 ) AS e ON TRUE
 """
 
@@ -259,7 +268,7 @@ WITH msgs AS (
            date_trunc('minute', m.created_at) AS created_minute,
            CASE WHEN m.direction = 'outbound' THEN date_trunc('minute', COALESCE(m.queued_at, m.sent_at)) END
                AS accepted_minute,
-           date_trunc('minute', {_SENT}) AS sent_minute,
+           date_trunc('minute', {SENT_TIME_SQL}) AS sent_minute,
            date_trunc('minute', m.delivered_at) AS delivered_minute,
            date_trunc('minute', m.read_at) AS read_minute,
            CASE WHEN m.direction = 'outbound' THEN date_trunc('minute', m.failed_at) END AS failed_minute

@@ -22,6 +22,7 @@ from messaging.keywords import KEYWORDS, Keyword, keyword_parse, keyword_text_sq
 from messaging.models import Direction, Message, MessageEvent
 from reporting.alerting.selectors import alerts_summary
 from reporting.counters import SWEEP_WATERMARK_KEY, contact_totals, counters_read
+from reporting.models import MinuteCounter
 
 WORKERS_CACHE_KEY = "reporting:celery-workers"
 QUEUES_CACHE_KEY = "reporting:queue-depths"
@@ -173,8 +174,6 @@ def beat_last_tick() -> dict[str, Any]:
 
 
 def _minute_sums(since: dt.datetime) -> dict[str, int]:
-    from reporting.models import MinuteCounter
-
     sums = MinuteCounter.objects.filter(minute__gte=since).aggregate(
         outbound=Sum("outbound"), inbound=Sum("inbound"), accepted=Sum("accepted"), failed=Sum("failed")
     )
@@ -202,6 +201,27 @@ def send_rates(now: dt.datetime) -> dict[str, Any]:
             "since": since,
         }
     return rates
+
+
+def send_rate_series(now: dt.datetime, minutes: int) -> dict[str, list]:
+    """Outbound messages accepted by the provider and failed, per minute, over the last ``minutes``.
+
+    From the same per-minute counters as ``send_rates``, so the chart and the figures beside it agree.
+    """
+    end = now.replace(second=0, microsecond=0)
+    start = end - dt.timedelta(minutes=minutes - 1)
+    counted = {
+        minute: (accepted, failed)
+        for minute, accepted, failed in MinuteCounter.objects.filter(minute__gte=start, minute__lte=end).values_list(
+            "minute", "accepted", "failed"
+        )
+    }
+    times = [start + dt.timedelta(minutes=i) for i in range(minutes)]
+    return {
+        "x": [t.isoformat() for t in times],
+        "sent": [counted.get(t, (0, 0))[0] for t in times],
+        "failed": [counted.get(t, (0, 0))[1] for t in times],
+    }
 
 
 def webhook_lag(now: dt.datetime) -> dict[str, Any]:

@@ -23,14 +23,13 @@ from messaging.providers import error_meaning
 from reporting.counters import (
     DELIVERY_SECONDS_SQL,
     HAS_DELIVERY_SECONDS_SQL,
+    OPT_OUT_WINDOW,
+    SENT_TIME_SQL,
     counters_read,
     counters_recounted,
 )
 
-OPT_OUT_WINDOW = dt.timedelta(hours=72)
 BUCKETS = ("minute", "hour")
-# When a message reached the carrier: its sent callback, or a later one when "sent" never came.
-SENT_TIME_SQL = "COALESCE(m.sent_at, m.delivered_at, m.read_at)"
 
 # Message statuses as the summary groups them.
 REACHED_CARRIER = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.UNDELIVERED)

@@ -14,7 +14,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.mixins import LoginRequiredMixin, UserPassesTestMixin
 from django.core.paginator import Paginator
-from django.db import connection
 from django.db.models import Count, Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404
@@ -33,9 +32,6 @@ from reporting.counters import counters_read
 
 DAY = dt.timedelta(hours=24)
 RATE_MINUTES = 60
-# Outbound messages reach the provider within minutes of being created: older rows are left out of
-# the send-rate chart, so its query stays on the (direction, created_at) index.
-RATE_LOOKBACK = dt.timedelta(days=2)
 INBOUND_SHOWN = 50
 FAILURES_SHOWN = 25
 RUNS_COMPARED = 20
@@ -78,28 +74,6 @@ def kpis_last_day(now: dt.datetime) -> dict[str, Any]:
         "inbound": inbound,
         "opt_outs": opt_outs,
         "delivery_rate": round(100 * outbound["delivered"] / sent, 1) if sent else None,
-    }
-
-
-def send_rate_series(now: dt.datetime, minutes: int = RATE_MINUTES) -> dict[str, list]:
-    """Outbound messages accepted by the provider and failed, per minute, over the last ``minutes``."""
-    end = now.replace(second=0, microsecond=0)
-    start = end - dt.timedelta(minutes=minutes - 1)
-    sql = """
-        SELECT date_trunc('minute', t.at) AS m, t.kind, count(*)
-        FROM messaging_message
-        CROSS JOIN LATERAL (VALUES ('sent', COALESCE(queued_at, sent_at)), ('failed', failed_at)) AS t (kind, at)
-        WHERE direction = 'outbound' AND created_at >= %(lookback)s AND t.at >= %(start)s
-        GROUP BY 1, 2
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, {"lookback": start - RATE_LOOKBACK, "start": start})
-        counts = {(minute, kind): n for minute, kind, n in cursor.fetchall()}
-    times = [start + dt.timedelta(minutes=i) for i in range(minutes)]
-    return {
-        "x": [t.isoformat() for t in times],
-        "sent": [counts.get((t, "sent"), 0) for t in times],
-        "failed": [counts.get((t, "failed"), 0) for t in times],
     }
 
 
@@ -211,7 +185,7 @@ class DashboardPage(ReportingPage):
     def get_context_data(self, **kwargs) -> dict[str, Any]:
         board = monitoring.dashboard(details=is_staff_member(self.request.user))
         now = board["at"]
-        rates = send_rate_series(now)
+        rates = monitoring.send_rate_series(now, RATE_MINUTES)
         return {
             **super().get_context_data(**kwargs),
             "board": board,

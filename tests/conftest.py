@@ -1,8 +1,9 @@
 import pytest
+from django.contrib.auth.models import Group
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from config.roles import ANALYSTS, STAFF
+from config.roles import ANALYSTS, STAFF, sync_role_permissions
 from tests.factories import UserFactory
 
 
@@ -46,3 +47,18 @@ def _api_token_cache_empty():
     token_cache_clear()
     yield
     token_cache_clear()
+
+
+@pytest.fixture
+def roles(transactional_db):
+    """The two role groups: a transactional test flushes the rows their data migration made."""
+    for name in (STAFF, ANALYSTS):
+        Group.objects.get_or_create(name=name)
+    sync_role_permissions()
+
+
+@pytest.fixture
+def media_root(settings, tmp_path):
+    """Uploaded import files go to a temporary MEDIA_ROOT, not the project's var/."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT

@@ -1,8 +1,9 @@
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.utils import timezone
 
-from audience.models import ConsentStatus, Contact, Topic
+from audience.models import ConsentSource, ConsentStatus, Contact, ImportSource, Topic
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -74,3 +75,86 @@ class MessageFactory(factory.django.DjangoModelFactory):
     body = "Hello"
     to_address = factory.LazyAttribute(lambda message: message.contact.phone)
     from_address = factory.LazyAttribute(lambda message: message.sender.from_address)
+
+
+class CampaignFactory(factory.django.DjangoModelFactory):
+    """A draft one-off campaign; tests of the status machine go through campaigns.services."""
+
+    class Meta:
+        model = "campaigns.Campaign"
+
+    name = factory.Sequence(lambda n: f"campaign-{n}")
+    template = factory.SubFactory(MessageTemplateFactory)
+    sender = factory.SubFactory(SenderFactory)
+
+
+class CampaignRunFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "campaigns.CampaignRun"
+
+    campaign = factory.SubFactory(CampaignFactory)
+    scheduled_for = factory.LazyFunction(timezone.now)
+    status = "completed"
+    mps = 10
+
+
+class RecipientFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "campaigns.Recipient"
+
+    run = factory.SubFactory(CampaignRunFactory)
+    contact = factory.SubFactory(ContactFactory)
+    state = "pending"
+
+
+class SegmentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "campaigns.Segment"
+
+    name = factory.Sequence(lambda n: f"segment-{n}")
+    definition = factory.LazyFunction(lambda: {"field": "email", "op": "exists"})
+
+
+class EventFactory(factory.django.DjangoModelFactory):
+    """A stored customer event, as the events API leaves one before matching."""
+
+    class Meta:
+        model = "campaigns.Event"
+
+    contact = factory.SubFactory(ContactFactory)
+    name = "order_shipped"
+    idempotency_key = factory.Sequence(lambda n: f"event-{n}")
+    properties = factory.LazyFunction(dict)
+    occurred_at = factory.LazyFunction(timezone.now)
+
+
+class ImportJobFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "audience.ImportJob"
+
+    source = ImportSource.API
+    file_path = "imports/contacts.csv"
+    file_name = "contacts.csv"
+    file_format = "csv"
+
+
+class SuppressionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "audience.Suppression"
+
+    phone_hash = factory.Sequence(lambda n: f"{n:064x}")
+    reason = "erased"
+    source = ConsentSource.KEYWORD
+
+
+class MessageEventFactory(factory.django.DjangoModelFactory):
+    """A provider status callback as stored for a message."""
+
+    class Meta:
+        model = "messaging.MessageEvent"
+
+    message = factory.SubFactory(MessageFactory, provider_sid=factory.Sequence(lambda n: f"SM{n:032x}"))
+    kind = "status"
+    provider_sid = factory.LazyAttribute(lambda event: event.message.provider_sid)
+    status = "delivered"
+    payload = factory.LazyAttribute(lambda event: {"MessageSid": event.provider_sid, "MessageStatus": event.status})

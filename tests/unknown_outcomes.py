@@ -9,7 +9,7 @@ from campaigns.models import CampaignRun, Recipient
 from campaigns.services import dispatch, upkeep
 from messaging.models import Message, MessageStatus
 from messaging.services import reconcile, send
-from tests.delivery import drain, make_campaign
+from tests.delivery import campaign_with_audience, drain
 
 PHONES = [f"+2547140000{n:02d}" for n in range(1, 9)]
 
@@ -81,7 +81,7 @@ def beat_upkeep() -> None:
 def completed_run_with_unknowns(fake, settings) -> CampaignRun:
     """4 recipients: one claimed by a worker that died before the provider call (never created), one whose
     send timed out (created at the fake), two sent; the lookup fails, the run completes with 2 unknown."""
-    run = campaigns.campaign_launch(make_campaign(phones=PHONES[:4]))
+    run = campaigns.campaign_launch(campaign_with_audience(phones=PHONES[:4]))
     worker_died(run, 1, PHONES[:1])
     timed_out(fake, run, PHONES[1:2])
     age(run)

@@ -20,10 +20,10 @@ from campaigns.quiet_hours import quiet_releases
 from campaigns.selectors import segment_where
 from messaging.models import MessageTemplate
 from messaging.rendering import CONTACT_FIELDS, content_variable_name, placeholder_names, value_text
+from messaging.services.send import WHATSAPP_WINDOW
 
 # Recipients that count against the frequency cap: planned or sent, not skipped or failed.
 CAP_STATES = (RecipientState.PENDING, RecipientState.HELD, RecipientState.SENDING, RecipientState.SENT)
-WHATSAPP_WINDOW = dt.timedelta(hours=24)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from django.utils import timezone
 from messaging import selectors
 from messaging.models import Message, MessageStatus
 from messaging.providers import ErrorKind, ProviderError, SendResult, get_provider, provider_name_for
-from messaging.services import send
+from messaging.services import send, send_outcomes
 from messaging.signals import message_statuses_changed
 
 logger = logging.getLogger(__name__)
@@ -102,11 +102,11 @@ def _reconcilable(now: datetime, *, force: bool = False) -> Q:
     """Stale `sending` messages (their worker or answer is lost) and `unknown` ones due for a lookup.
 
     ``force`` (staff asked) looks an unknown outcome up at once; a `sending` one is never taken
-    before send.STALE_SENDING_AFTER, which leaves a live send the time to finish.
+    before send_outcomes.STALE_SENDING_AFTER, which leaves a live send the time to finish.
     """
     asked_before = now if force else now - UNKNOWN_LOOKUP_EVERY
     unknown = Q(status=MessageStatus.UNKNOWN) & (Q(claimed_at__lt=asked_before) | Q(claimed_at__isnull=True))
-    return Q(status=MessageStatus.SENDING, claimed_at__lt=now - send.STALE_SENDING_AFTER) | unknown
+    return Q(status=MessageStatus.SENDING, claimed_at__lt=now - send_outcomes.STALE_SENDING_AFTER) | unknown
 
 
 def message_reconcile(message_id: int, *, force: bool = False) -> Message:
@@ -173,7 +173,9 @@ def _answer_apply(
 ) -> tuple[Message, bool]:
     if not _askable(message):
         text = send.ERASED_BEFORE_CONFIRMED
-        return send._finish(message, MessageStatus.FAILED, claim=now, error_code="unknown", error_message=text), False
+        return send.message_finish(
+            message, MessageStatus.FAILED, claim=now, error_code="unknown", error_message=text
+        ), False
     if isinstance(answer, ProviderError):
         return _lookup_failed(message, answer, now, quiet=quiet), True
     found = answer or []
@@ -183,15 +185,15 @@ def _answer_apply(
     if candidates:
         chosen = min(candidates, key=lambda result: (result.created_at or now, result.provider_sid))
         logger.warning("message %s reconciled with provider message %s", message.pk, chosen.provider_sid)
-        return send._accepted(message, chosen, claim=now), False
+        return send.message_accepted(message, chosen, claim=now), False
     return _not_at_provider(message, now), False
 
 
 def _not_at_provider(message: Message, claim: datetime) -> Message:
     """The provider holds no such message: sending it again cannot duplicate it."""
-    if message.attempts >= send.MAX_ATTEMPTS:
+    if message.attempts >= send_outcomes.MAX_ATTEMPTS:
         text = f"not created at the provider after {message.attempts} attempts"
-        return send._finish(message, MessageStatus.FAILED, claim=claim, error_code="unsent", error_message=text)
+        return send.message_finish(message, MessageStatus.FAILED, claim=claim, error_code="unsent", error_message=text)
     Message.objects.filter(pk=message.pk, status__in=send.OUTCOME_AWAITED, claimed_at=claim).update(
         status=MessageStatus.PENDING,
         next_attempt_at=timezone.now(),
@@ -213,7 +215,9 @@ def _lookup_failed(message: Message, exc: ProviderError, now: datetime, *, quiet
             f"outcome unknown: the provider could not be asked before the give-up at {gives_up_at:%Y-%m-%d %H:%M} UTC "
             f"({reason}); check at the provider before sending it again"
         )
-        return send._finish(message, MessageStatus.FAILED, claim=now, error_code="unknown", error_message=text[:500])
+        return send.message_finish(
+            message, MessageStatus.FAILED, claim=now, error_code="unknown", error_message=text[:500]
+        )
     if not quiet:
         logger.warning("could not reconcile message %s yet: %s", message.pk, exc)
     text = (

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import random
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,33 +30,25 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from audience.models import Channel, ConsentSource, ConsentStatus, Contact
-from audience.services import consent_change
-from config import idempotency, observe, sql
+from audience.models import Channel, ConsentStatus, Contact
+from config import idempotency, sql
 from messaging import selectors
 from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
 from messaging.providers import (
-    THROTTLE_CODES,
-    ErrorKind,
     ProviderError,
     SendRequest,
     SendResult,
     get_provider,
     provider_name_for,
     status_callback_url,
-    status_for,
 )
+from messaging.services.send_outcomes import answer_verdict, error_effects, error_verdict
 from messaging.services.status import STAMP_COLUMNS, status_events_apply_pending
 from messaging.services.templates import body_segments, template_render, template_validate, text_template
 
 logger = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 5
-BACKOFF_BASE = 2.0  # seconds before the first retry; doubles each attempt
-BACKOFF_CAP = 300.0
-# A message in `sending` this long without a sid lost its worker or its answer: reconcile it.
-# Well above the provider's connect + read timeouts, so a live send is never taken for dead.
-STALE_SENDING_AFTER = timedelta(seconds=60)
+# WhatsApp takes free-form messages only this long after the person last wrote to the business.
 WHATSAPP_WINDOW = timedelta(hours=24)
 
 # The statuses a send's outcome is written over: in flight, or unknown after a failed lookup.
@@ -307,15 +298,15 @@ def message_send(message_id: int) -> Message:
         if not _claim(message_id, now):
             return Message.objects.get(pk=message_id)
         message = Message.objects.select_related("contact", "sender", "template").get(pk=message_id)
-        reason = _refusal(message, now) or _render(message)
+        reason = send_refusal(message, now) or _render(message)
         if reason:
-            return _finish(message, MessageStatus.SKIPPED, skip_reason=reason)
+            return message_finish(message, MessageStatus.SKIPPED, skip_reason=reason)
     provider = get_provider(provider_name_for(message.sender.provider))
     try:
         result = provider.send(send_request_for(message))
     except ProviderError as exc:
         return _provider_refused(message, exc)
-    return _accepted(message, result)
+    return message_accepted(message, result)
 
 
 def claimable(now: datetime) -> Q:
@@ -337,7 +328,8 @@ def _claim(message_id: int, now: datetime) -> bool:
     )
 
 
-def _refusal(message: Message, now: datetime) -> str:
+def send_refusal(message: Message, now: datetime) -> str:
+    """Why the message may not go out now (a skip reason), or "" when it may."""
     contact = message.contact
     if contact is None:
         return SKIP_NO_CONTACT
@@ -410,7 +402,7 @@ def send_request_for(message: Message) -> SendRequest:
     )
 
 
-def _finish(message: Message, status: MessageStatus, *, claim: datetime | None = None, **fields: Any) -> Message:
+def message_finish(message: Message, status: MessageStatus, *, claim: datetime | None = None, **fields: Any) -> Message:
     """Leave `sending` (or `unknown`) for ``status`` (conditional: nothing happens if someone else moved it).
 
     ``claim``: only if the message still holds this claim (a reconciler's, which a new send replaces).
@@ -431,29 +423,20 @@ def _finish(message: Message, status: MessageStatus, *, claim: datetime | None =
     return message
 
 
-def _accepted(message: Message, result: SendResult, *, claim: datetime | None = None) -> Message:
+def message_accepted(message: Message, result: SendResult, *, claim: datetime | None = None) -> Message:
     """Record the provider's sid and status, then apply any callback that arrived first."""
-    try:
-        status = status_for(result.status)
-    except ValueError:
-        status = MessageStatus.QUEUED
-    fields: dict[str, Any] = {
-        "provider_sid": result.provider_sid,
-        "error_code": "",
-        "error_message": "",
-        "next_attempt_at": None,
-    }
+    verdict = answer_verdict(result)
+    status = verdict.status
+    fields: dict[str, Any] = {"provider_sid": result.provider_sid, "next_attempt_at": None, **verdict.fields}
     if result.segments:
         fields["segments"] = result.segments
     if result.price is not None:
         fields["price"], fields["price_unit"] = result.price, result.price_unit
-    if status in (MessageStatus.FAILED, MessageStatus.UNDELIVERED):
-        fields["error_message"] = f"the provider answered {result.status}"
     try:
-        message = _finish(message, status, claim=claim, **fields)
+        message = message_finish(message, status, claim=claim, **fields)
     except IntegrityError:  # the sid is already on another row: never bind one provider message twice
         logger.error("provider sid %s already recorded; message %s needs review", result.provider_sid, message.pk)
-        return _finish(
+        return message_finish(
             message, MessageStatus.FAILED, claim=claim, error_code="duplicate", error_message="provider sid reused"
         )
     # Most sends have no early callback: one indexed EXISTS instead of the locking apply path.
@@ -463,70 +446,21 @@ def _accepted(message: Message, result: SendResult, *, claim: datetime | None = 
 
 
 def _provider_refused(message: Message, exc: ProviderError) -> Message:
-    observe.provider_error_count(message.sender_id, exc.throttled or exc.code in THROTTLE_CODES)
-    if exc.accepted_unknown:
-        return _outcome_unknown(message, exc)
-    if exc.kind == ErrorKind.RETRYABLE:
-        return _retry_or_fail(message, exc)
-    if exc.kind == ErrorKind.OPTED_OUT:
-        provider_opt_out(message, exc)
-    return _finish(message, MessageStatus.FAILED, error_code=exc.code, error_message=exc.message[:500])
-
-
-def provider_opt_out(message: Message, exc: ProviderError) -> None:
-    """The provider says the recipient opted out (e.g. 21610): record it through the consent service."""
-    consent_change(
-        message.contact,
-        to_status=ConsentStatus.OPTED_OUT,
-        source=ConsentSource.PROVIDER,
-        actor=message.sender.provider,
-        evidence={"error_code": exc.code, "error_message": exc.message, "message_id": message.pk},
-    )
-
-
-def retry_text(message: Message, exc: ProviderError) -> str:
-    return f"attempt {message.attempts} failed, retrying: {exc.message}"[:500]
-
-
-def give_up_text(message: Message, exc: ProviderError) -> str:
-    return f"gave up after {message.attempts} attempts: {exc.message}"[:500]
-
-
-def retry_delay(attempt: int, rng: random.Random | None = None) -> float:
-    """Exponential backoff with full jitter in its upper half, capped."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(attempt - 1, 0))
-    return (rng or random).uniform(ceiling / 2, ceiling)
-
-
-def _retry_or_fail(message: Message, exc: ProviderError) -> Message:
-    if message.attempts >= MAX_ATTEMPTS:
-        return _finish(message, MessageStatus.FAILED, error_code=exc.code, error_message=give_up_text(message, exc))
-    delay = retry_delay(message.attempts)
-    retry_at = timezone.now() + timedelta(seconds=delay)
+    verdict = error_verdict(message, exc)
+    error_effects(message, exc, verdict)
+    if verdict.unknown:
+        message.refresh_from_db()
+        return message
+    if verdict.retry_in is None:
+        return message_finish(message, verdict.status, **verdict.fields)
     Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
-        status=MessageStatus.PENDING,
-        next_attempt_at=retry_at,
-        error_code=exc.code,
-        error_message=retry_text(message, exc),
+        status=verdict.status,
+        next_attempt_at=timezone.now() + timedelta(seconds=verdict.retry_in),
         updated_at=timezone.now(),
+        **verdict.fields,
     )
     if message.source_type_id is None:  # a message with a source (a campaign) is re-sent, paced, by it
-        message_enqueue(message.pk, countdown=delay)
-    message.refresh_from_db()
-    return message
-
-
-def _outcome_unknown(message: Message, exc: ProviderError) -> Message:
-    """The provider may have created the message: stay in `sending` and reconcile later."""
-    Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
-        error_code=exc.code,
-        error_message=f"outcome unknown, reconciling with the provider: {exc.message}"[:500],
-        updated_at=timezone.now(),
-    )
-    from messaging.tasks import reconcile_message
-
-    countdown = STALE_SENDING_AFTER.total_seconds() + 5
-    transaction.on_commit(lambda: reconcile_message.apply_async(args=[message.pk], countdown=countdown))
+        message_enqueue(message.pk, countdown=verdict.retry_in)
     message.refresh_from_db()
     return message
 

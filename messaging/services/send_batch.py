@@ -48,18 +48,17 @@ from django.db.models import F
 from django.utils import timezone
 
 from audience.models import ConsentStatus
-from config import observe, sql
+from config import sql
 from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
 from messaging.providers import (
-    THROTTLE_CODES,
     ErrorKind,
     ProviderError,
     SendResult,
     get_provider,
     provider_name_for,
-    status_for,
 )
 from messaging.services import inflight, send
+from messaging.services.send_outcomes import STALE_SENDING_AFTER, answer_verdict, error_effects, error_verdict
 from messaging.services.status import STAMP_COLUMNS, status_events_apply_pending
 from messaging.signals import message_statuses_changed
 
@@ -72,7 +71,7 @@ FLUSH_AT = 500  # answers waiting: write them without waiting for FLUSH_EVERY
 PUBLISH_EVERY = 1.0  # seconds between publications of the observed latency
 # Seconds after its claim a batch may still hand a message to the provider; the rest go back to
 # pending. Half the age at which the messaging reaper reconciles (and may resend) a claim.
-CLAIM_SEND_WINDOW = send.STALE_SENDING_AFTER.total_seconds() / 2
+CLAIM_SEND_WINDOW = STALE_SENDING_AFTER.total_seconds() / 2
 
 _executor_lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
@@ -155,7 +154,7 @@ class SendPipeline:
         candidates = _with_senders_and_templates(
             Message.objects.select_related("contact").filter(send.claimable(now), pk__in=list(message_ids))
         )
-        verdicts = [(message, send._refusal(message, now) or send.render_fill(message)) for message in candidates]
+        verdicts = [(message, send.send_refusal(message, now) or send.render_fill(message)) for message in candidates]
         verdicts.sort(key=lambda verdict: verdict[0].pk)
         claimed_any: set[int] = set()
         for start in range(0, len(verdicts), CLAIM_SLICE):
@@ -517,40 +516,27 @@ def _row_for(outcome: _Outcome) -> tuple | None:
     started, at = _epoch(outcome.started), _epoch(outcome.answered)
     if outcome.result is not None:
         result = outcome.result
-        try:
-            status = status_for(result.status)
-        except ValueError:
-            status = MessageStatus.QUEUED
-        failed = status in (MessageStatus.FAILED, MessageStatus.UNDELIVERED)
+        verdict = answer_verdict(result)
         fields = {
             "sid": result.provider_sid,
             "segments": result.segments,
             "price": result.price,
             "price_unit": result.price_unit if result.price is not None else "",
-            "error_message": f"the provider answered {result.status}" if failed else "",
+            "error_message": verdict.fields["error_message"],
             "started": started,
         }
-        return (message.pk, *_row(message, status, at, **fields))
+        return (message.pk, *_row(message, verdict.status, at, **fields))
     assert exc is not None
-    observe.provider_error_count(message.sender_id, exc.throttled or exc.code in THROTTLE_CODES)
-    if exc.accepted_unknown:
-        send._outcome_unknown(message, exc)  # stays `sending`; the reconciler asks the provider
+    verdict = error_verdict(message, exc)
+    error_effects(message, exc, verdict)
+    if verdict.unknown:  # stays `sending`; the reconciler asks the provider
         return None
-    if exc.kind == ErrorKind.RETRYABLE and message.attempts < send.MAX_ATTEMPTS:
-        delay = send.retry_delay(message.attempts)
+    if verdict.retry_in is not None:
         if message.source_type_id is None:  # campaign messages are re-sent, paced, by their dispatcher
-            send.message_enqueue(message.pk, countdown=delay)
-        fields = {
-            "error_code": exc.code,
-            "error_message": send.retry_text(message, exc),
-            "next_at": at + timedelta(seconds=delay),
-        }
-        return (message.pk, *_row(message, MessageStatus.PENDING, at, started=started, **fields))
-    text = send.give_up_text(message, exc) if exc.kind == ErrorKind.RETRYABLE else exc.message[:500]
-    if exc.kind == ErrorKind.OPTED_OUT:
-        send.provider_opt_out(message, exc)
-    fields = {"error_code": exc.code, "error_message": text, "started": started}
-    return (message.pk, *_row(message, MessageStatus.FAILED, at, **fields))
+            send.message_enqueue(message.pk, countdown=verdict.retry_in)
+        fields = {**verdict.fields, "next_at": at + timedelta(seconds=verdict.retry_in)}
+        return (message.pk, *_row(message, verdict.status, at, started=started, **fields))
+    return (message.pk, *_row(message, verdict.status, at, **verdict.fields, started=started))
 
 
 @cache

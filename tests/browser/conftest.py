@@ -19,8 +19,6 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from tests.fixtures.ingest.helpers import roles  # noqa: F401 - fixture: the role groups after a flush
-
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(settings.BASE_DIR) / "artifacts" / "screenshots"
 DESKTOP = {"width": 1280, "height": 900}

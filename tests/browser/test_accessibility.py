@@ -9,7 +9,7 @@ from audience import services as audience
 from campaigns.models import Campaign
 from config.roles import STAFF
 from tests.browser.conftest import sign_in
-from tests.factories import MessageTemplateFactory, SenderFactory, UserFactory
+from tests.factories import CampaignFactory, MessageTemplateFactory, SenderFactory, UserFactory
 
 PASSWORD = "browser-test-pass-123"
 BLOCKING = {"critical", "serious"}
@@ -35,7 +35,7 @@ def _violations(page) -> list[str]:
 
 def test_the_back_office_and_the_reports_pass_axe(page, staff):
     audience.contact_create(phone="+254712000001", name="A")
-    campaign = Campaign.objects.create(name="Promo", template=MessageTemplateFactory(), sender=SenderFactory())
+    campaign = CampaignFactory(name="Promo")
     sign_in(page, "boss", PASSWORD, "/reporting/")
     found = {}
     for path in (

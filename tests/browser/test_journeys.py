@@ -16,7 +16,7 @@ from config.roles import ANALYSTS, STAFF
 from reporting.counters import counters_recount
 from tests.browser.conftest import sign_in
 from tests.factories import MessageTemplateFactory, SenderFactory, UserFactory
-from tests.test_reporting_support import add_recipient, make_campaign, make_run
+from tests.reporting.support import add_recipient, make_campaign, make_run
 
 PASSWORD = "browser-test-pass-123"
 KENYAN_CSV = "phone,name\n0722 123400,Amina\n254-712352300,Baraka\n0733 100200,Chebet\n"

@@ -19,7 +19,7 @@ from reporting import selectors
 from reporting.counters import counters_recount
 from tests.browser.conftest import sign_in, wait_for
 from tests.factories import MessageTemplateFactory, SenderFactory, UserFactory
-from tests.test_reporting_support import add_recipient, make_campaign, make_message, make_run
+from tests.reporting.support import add_recipient, make_campaign, make_message, make_run
 
 PASSWORD = "browser-test-pass-123"
 IMPORT_CSV = (
