@@ -12,8 +12,8 @@ from audience.ingest import services
 logger = logging.getLogger(__name__)
 
 
-@shared_task(acks_late=True, ignore_result=True)
-def ingest_contacts(job_id: int) -> str:
+@shared_task(name="audience.import_job_run", acks_late=True, ignore_result=True)
+def import_job_run(job_id: int) -> str:
     """Run one import job; a second delivery finds the job claimed and does nothing."""
     job = services.import_job_claim(job_id)
     if job is None:
@@ -23,8 +23,8 @@ def ingest_contacts(job_id: int) -> str:
     return job.status
 
 
-@shared_task(name="audience.imports_resume", ignore_result=True)
-def imports_resume() -> dict[str, int]:
+@shared_task(name="audience.import_jobs_resume", ignore_result=True)
+def import_jobs_resume() -> dict[str, int]:
     """Queue again the background imports whose worker died or whose message was lost (beat, every minute)."""
     return services.import_jobs_resume()
 

@@ -10,7 +10,7 @@ sockets with TCP_NODELAY, reconnecting when a sync worker closes the connection,
 connections per client process so the clients leave the CPU to the server): a realistic
 mix of progressions per message, about 10 % duplicates, a share out of order, and
 2 % of messages whose sid is saved only after their callbacks arrived (applied then
-by ``status_events_apply_pending``, as the send service does). Then it checks the
+by ``status_callbacks_apply_pending``, as the send service does). Then it checks the
 database: every distinct (sid, status) stored once, every event applied, and every
 message in the state its events call for, whatever order they came in.
 The last line printed is the JSON summary.
@@ -293,13 +293,13 @@ def messages_create(plan: Plan) -> None:
 def late_sids_save(plan: Plan) -> int:
     """Save the late sids as the send service would, then apply what waited for them."""
     from messaging.models import Message
-    from messaging.services.status import status_events_apply_pending
+    from messaging.services.status import status_callbacks_apply_pending
 
     applied = 0
     for message in Message.objects.filter(idempotency_key__in=plan.late):
         message.provider_sid = message.idempotency_key
         message.save(update_fields=["provider_sid"])
-        applied += status_events_apply_pending(message)
+        applied += status_callbacks_apply_pending(message)
     return applied
 
 
@@ -324,12 +324,12 @@ def expected_states(plan: Plan) -> dict[str, tuple[str, frozenset[str], str]]:
 
 
 def database_check(plan: Plan) -> dict[str, int]:
-    from messaging.models import Message, MessageEvent
+    from messaging.models import Message, ProviderCallback
     from messaging.services.status import TIMESTAMP_FIELDS
 
     sent = {(sid, status) for sid, status, _ in plan.callbacks}
-    stored = set(MessageEvent.objects.filter(provider_sid__in=plan.channels).values_list("provider_sid", "status"))
-    applied = MessageEvent.objects.filter(provider_sid__in=plan.channels, applied_at__isnull=False).count()
+    stored = set(ProviderCallback.objects.filter(provider_sid__in=plan.channels).values_list("provider_sid", "status"))
+    applied = ProviderCallback.objects.filter(provider_sid__in=plan.channels, applied_at__isnull=False).count()
     fields = sorted(set(TIMESTAMP_FIELDS.values()))
     wrong = 0
     expected = expected_states(plan)

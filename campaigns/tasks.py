@@ -43,8 +43,8 @@ DISPATCH_ROUND_SECONDS = 30.0
 REQUEUE_RETRY = {"max_retries": 60, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 2.0}
 
 
-@shared_task(name="campaigns.dispatch_run", ignore_result=True)
-def dispatch_run(run_id: int, chain: int = 0, token: str = "") -> int:
+@shared_task(name="campaigns.run_dispatch", ignore_result=True)
+def run_dispatch(run_id: int, chain: int = 0, token: str = "") -> int:
     """Send batches of a run for a while, then queue the next round; safe to run twice (claims skip locked rows).
 
     ``chain`` is this dispatcher's place among the run's (``dispatch.dispatch_start``), held with
@@ -68,7 +68,7 @@ def dispatch_run(run_id: int, chain: int = 0, token: str = "") -> int:
             again = None  # another dispatcher took this place
         if again is not None:
             args = [run_id, chain, token]
-            dispatch_run.apply_async(args=args, countdown=again or None, retry=True, retry_policy=REQUEUE_RETRY)
+            run_dispatch.apply_async(args=args, countdown=again or None, retry=True, retry_policy=REQUEUE_RETRY)
     finally:
         run_dispatcher.close()
         if again is None:
@@ -76,13 +76,13 @@ def dispatch_run(run_id: int, chain: int = 0, token: str = "") -> int:
     return total
 
 
-@shared_task(name="campaigns.release_held", ignore_result=True)
-def release_held() -> int:
+@shared_task(name="campaigns.held_release", ignore_result=True)
+def held_release() -> int:
     return upkeep.held_release()
 
 
-@shared_task(name="campaigns.reap_stale_claims", ignore_result=True)
-def reap_stale_claims() -> int:
+@shared_task(name="campaigns.recipients_reap", ignore_result=True)
+def recipients_reap() -> int:
     return upkeep.recipients_reap()
 
 

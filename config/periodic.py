@@ -21,14 +21,14 @@ class Periodic(NamedTuple):
 
 SCHEDULE: tuple[Periodic, ...] = (
     Periodic("audience: import errors purge", "audience.import_errors_purge", 3600),
-    Periodic("audience: resume stalled imports", "audience.imports_resume", 60),
-    Periodic("messaging: apply pending status events", "messaging.status_events_sweep", 30),
-    Periodic("messaging: reconcile stale sends", "messaging.reconcile_stale_sending", 60),
+    Periodic("audience: resume stalled imports", "audience.import_jobs_resume", 60),
+    Periodic("messaging: apply pending status callbacks", "messaging.status_callbacks_sweep", 30),
+    Periodic("messaging: reconcile stale sends", "messaging.messages_reconcile_stale", 60),
     Periodic("messaging: retention purge", "messaging.retention_purge", 3600),
-    Periodic("messaging: send due retries", "messaging.send_due_retries", 30),
+    Periodic("messaging: send due retries", "messaging.messages_send_due", 30),
     Periodic("campaigns: dispatch upkeep", "campaigns.dispatch_upkeep", 10),
-    Periodic("campaigns: reap stale recipient claims", "campaigns.reap_stale_claims", 60),
-    Periodic("campaigns: release held recipients", "campaigns.release_held", 30),
+    Periodic("campaigns: reap stale recipient claims", "campaigns.recipients_reap", 60),
+    Periodic("campaigns: release held recipients", "campaigns.held_release", 30),
     Periodic("campaigns: event retention purge", "campaigns.event_retention_purge", 3600),
     Periodic("campaigns: match stored events", "campaigns.events_sweep", 10),
     Periodic("reporting: evaluate alerts", "reporting.alerts_evaluate", 30),
@@ -36,7 +36,7 @@ SCHEDULE: tuple[Periodic, ...] = (
     Periodic("reporting: sync message counters", "reporting.counters_sweep", 30),
 )
 
-RETIRED: tuple[str, ...] = ()
+RETIRED: tuple[str, ...] = ("messaging: apply pending status events",)
 
 
 def periodic_tasks_sync(using: str = "default") -> int:

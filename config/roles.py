@@ -58,7 +58,7 @@ def sync_role_permissions(**_kwargs) -> None:
     campaign's task, and a hand-made periodic task could run any task with any arguments (a
     simulated inbound STOP, a launch of another campaign). Superusers keep them.
     """
-    from django.contrib.auth.models import Group, Permission
+    from django.contrib.auth.models import Group, Permission  # settings load this module before the apps
 
     permissions = Permission.objects.filter(content_type__app_label__in=ROLE_APPS)
     beat_writes = permissions.filter(content_type__app_label="django_celery_beat").exclude(codename__startswith="view_")

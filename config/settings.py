@@ -358,7 +358,7 @@ SPECTACULAR_SETTINGS = {
         "CampaignStatusEnum": "campaigns.models.CampaignStatus",
         "CampaignRunStatusEnum": "campaigns.models.RunStatus",
         "InboundKindEnum": "reporting.monitoring.InboundKind",
-        "MessageEventKindEnum": "messaging.models.MessageEvent.Kind",
+        "ProviderCallbackKindEnum": "messaging.models.ProviderCallback.Kind",
     },
 }
 

@@ -20,10 +20,10 @@ from config.privacy_admin import PersonalFieldsMixin
 from config.roles import is_staff_member
 from messaging.models import (
     Message,
-    MessageEvent,
     MessageResolution,
     MessageStatus,
     MessageTemplate,
+    ProviderCallback,
     ResolutionAction,
     Sender,
 )
@@ -190,8 +190,8 @@ class SenderAdmin(admin.ModelAdmin):
         return str(obj.effective_mps) if obj.mps else f"{obj.effective_mps} (default)"
 
 
-class MessageEventInline(admin.TabularInline):
-    model = MessageEvent
+class ProviderCallbackInline(admin.TabularInline):
+    model = ProviderCallback
     extra = 0
     can_delete = False
     fields = ("received_at", "kind", "status", "error_code", "applied_at")
@@ -240,7 +240,7 @@ class MessageAdmin(PersonalFieldsMixin, admin.ModelAdmin):
     list_select_related = ("contact",)
     show_full_result_count = False
     raw_id_fields = ("contact", "template", "sender")
-    inlines = [MessageEventInline, MessageResolutionInline]
+    inlines = [ProviderCallbackInline, MessageResolutionInline]
     actions = ["lookup_again", "resend", "mark_failed"]
     change_form_template = "admin/messaging/message/change_form.html"
 
@@ -330,8 +330,8 @@ class MessageResolutionAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.register(MessageEvent)
-class MessageEventAdmin(PersonalFieldsMixin, admin.ModelAdmin):
+@admin.register(ProviderCallback)
+class ProviderCallbackAdmin(PersonalFieldsMixin, admin.ModelAdmin):
     personal_fields = {"payload": "json"}
     list_display = ("received_at", "kind", "provider_sid", "status", "error_code", "message", "applied_at")
     list_filter = ("kind", "status", "received_at")

@@ -28,10 +28,10 @@ from messaging import selectors
 from messaging.models import (
     Direction,
     Message,
-    MessageEvent,
     MessageResolution,
     MessageStatus,
     MessageTemplate,
+    ProviderCallback,
     ResolutionAction,
     Sender,
 )
@@ -191,9 +191,9 @@ class SenderViewSet(
 # --- Messages ------------------------------------------------------------------------------
 
 
-class MessageEventSerializer(serializers.ModelSerializer):
+class ProviderCallbackSerializer(serializers.ModelSerializer):
     class Meta:
-        model = MessageEvent
+        model = ProviderCallback
         fields = ["id", "kind", "status", "error_code", "received_at", "applied_at"]
 
 
@@ -270,7 +270,7 @@ class MessageResolutionSerializer(serializers.ModelSerializer):
 
 
 class MessageDetailSerializer(MessageSerializer):
-    history = MessageEventSerializer(source="events", many=True, read_only=True)
+    history = ProviderCallbackSerializer(source="callbacks", many=True, read_only=True)
     resolutions = MessageResolutionSerializer(many=True, read_only=True, help_text="Staff actions on its outcome.")
 
     class Meta(MessageSerializer.Meta):

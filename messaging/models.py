@@ -225,7 +225,7 @@ class Message(models.Model):
         return f"{self.direction} {self.provider_sid or self.pk} ({self.status})"
 
 
-class MessageEvent(models.Model):
+class ProviderCallback(models.Model):
     """One row per status callback or inbound message as received; never updated but for `message`."""
 
     class Kind(models.TextChoices):
@@ -235,7 +235,7 @@ class MessageEvent(models.Model):
     kind = models.CharField(max_length=8, choices=Kind.choices)
     provider_sid = models.CharField(max_length=64)
     status = models.CharField(max_length=32)
-    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="callbacks")
     error_code = models.CharField(max_length=16, blank=True)
     payload = models.JSONField(default=dict)
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)

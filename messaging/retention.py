@@ -15,16 +15,16 @@ from django.db import connection, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from messaging.models import Direction, Message, MessageEvent, MessageStatus
+from messaging.models import Direction, Message, MessageStatus, ProviderCallback
 
 SKIP_ERASED = "contact erased"
 MAX_BATCHES_PER_RUN = 200  # a run stops after this many batches; the next run goes on
 
 # The partial indexes of migration 0005 serve these WHERE clauses: only rows still holding data.
 _PAYLOADS_SQL = """
-UPDATE messaging_messageevent SET payload = '{}'::jsonb
+UPDATE messaging_providercallback SET payload = '{}'::jsonb
 WHERE id IN (
-    SELECT id FROM messaging_messageevent
+    SELECT id FROM messaging_providercallback
     WHERE received_at < %s AND payload <> '{}'::jsonb
     ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED
 )
@@ -100,7 +100,7 @@ def contact_messages_erase(*, contact_id: int, phone: str, **kwargs) -> int:
     if not ids:
         return 0
     sids = [sid for sid in Message.objects.filter(pk__in=ids).values_list("provider_sid", flat=True) if sid]
-    MessageEvent.objects.filter(Q(message_id__in=ids) | Q(provider_sid__in=sids)).update(payload={})
+    ProviderCallback.objects.filter(Q(message_id__in=ids) | Q(provider_sid__in=sids)).update(payload={})
     now = timezone.now()
     Message.objects.filter(pk__in=ids, status=MessageStatus.PENDING).update(
         status=MessageStatus.SKIPPED, skip_reason=SKIP_ERASED, skipped_at=now, next_attempt_at=None

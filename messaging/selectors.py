@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
-from messaging.models import Message, MessageEvent, MessageStatus, MessageTemplate, Sender
+from messaging.models import Message, MessageStatus, MessageTemplate, ProviderCallback, Sender
 
 
 def template_list() -> QuerySet[MessageTemplate]:
@@ -29,10 +29,10 @@ def message_list() -> QuerySet[Message]:
 
 
 def message_with_history(queryset: QuerySet[Message] | None = None) -> QuerySet[Message]:
-    """Messages with their events (the status history), oldest event first, and staff resolutions."""
-    events = MessageEvent.objects.order_by("received_at", "id")
+    """Messages with their provider callbacks (the status history), oldest first, and staff resolutions."""
+    callbacks = ProviderCallback.objects.order_by("received_at", "id")
     return (queryset if queryset is not None else message_list()).prefetch_related(
-        Prefetch("events", events), "resolutions"
+        Prefetch("callbacks", callbacks), "resolutions"
     )
 
 

@@ -9,23 +9,23 @@ from messaging.providers.simulated import simulated_step_run, step_delay
 from messaging.services import reconcile, send
 
 
-@shared_task(name="messaging.send_message", ignore_result=True)
-def send_message(message_id: int) -> None:
+@shared_task(name="messaging.message_send", ignore_result=True)
+def message_send(message_id: int) -> None:
     send.message_send(message_id)
 
 
-@shared_task(name="messaging.send_due_retries", ignore_result=True)
-def send_due_retries() -> int:
+@shared_task(name="messaging.messages_send_due", ignore_result=True)
+def messages_send_due() -> int:
     return send.messages_send_due()
 
 
-@shared_task(name="messaging.reconcile_message", ignore_result=True)
-def reconcile_message(message_id: int) -> None:
+@shared_task(name="messaging.message_reconcile", ignore_result=True)
+def message_reconcile(message_id: int) -> None:
     reconcile.message_reconcile(message_id)
 
 
-@shared_task(name="messaging.reconcile_stale_sending", ignore_result=True)
-def reconcile_stale_sending() -> int:
+@shared_task(name="messaging.messages_reconcile_stale", ignore_result=True)
+def messages_reconcile_stale() -> int:
     return reconcile.messages_reconcile_stale()
 
 

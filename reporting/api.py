@@ -20,7 +20,7 @@ from campaigns.models import Campaign, CampaignRun
 from config import privacy
 from config.roles import is_staff_member
 from messaging import selectors as messaging_selectors
-from messaging.models import Direction, Message, MessageEvent, MessageStatus, Sender
+from messaging.models import Direction, Message, MessageStatus, ProviderCallback, Sender
 from reporting import exports, monitoring, selectors
 from reporting.alerting.api import AlertsSerializer
 
@@ -89,14 +89,14 @@ def _query(serializer_class, request) -> dict:
 
 class HistorySerializer(serializers.ModelSerializer):
     class Meta:
-        model = MessageEvent
+        model = ProviderCallback
         fields = ["id", "kind", "status", "error_code", "received_at", "applied_at"]
 
 
 class ReportMessageSerializer(serializers.ModelSerializer):
     to_address = serializers.SerializerMethodField()
     from_address = serializers.SerializerMethodField()
-    history = HistorySerializer(source="events", many=True, read_only=True)
+    history = HistorySerializer(source="callbacks", many=True, read_only=True)
 
     class Meta:
         model = Message
@@ -279,7 +279,7 @@ class RatesSerializer(serializers.Serializer):
 class WebhooksSerializer(serializers.Serializer):
     last_event_at = serializers.DateTimeField(allow_null=True)
     seconds_since_last_event = serializers.FloatField(allow_null=True)
-    status_events_5m = serializers.IntegerField()
+    status_callbacks_5m = serializers.IntegerField()
     carrier_delay_p50_seconds = serializers.FloatField(allow_null=True)
 
 

@@ -40,6 +40,9 @@ from django.core.cache import cache
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from messaging.models import Message
+from reporting.models import MessageStatusCounter
+
 logger = logging.getLogger(__name__)
 
 SYNC_CHUNK = 1000
@@ -354,8 +357,6 @@ def on_message_statuses_changed(sender, message_ids: list[int], **kwargs) -> Non
 
 def on_inbound_message_received(sender, message_id: int, **kwargs) -> None:
     """An inbound message: count it, and the replies of its contact's campaign messages."""
-    from messaging.models import Message
-
     contact_id = Message.objects.filter(pk=message_id).values_list("contact_id", flat=True).first()
     _sync_quietly(f"inbound {message_id}", message_ids=[message_id], contact_ids=[contact_id] if contact_id else [])
 
@@ -488,8 +489,6 @@ def contact_totals_compact() -> None:
 
 def counters_read(run_ids: Iterable[int]) -> dict[CounterKey, tuple[int, Decimal, int]]:
     """The kept counters of these runs: (run, status, error code, unit) -> (count, price total, priced)."""
-    from reporting.models import MessageStatusCounter
-
     rows = MessageStatusCounter.objects.filter(run_id__in=list(run_ids), count__gt=0).values_list(
         "run_id", "status", "error_code", "price_unit", "count", "price_total", "priced"
     )

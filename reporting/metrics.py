@@ -33,6 +33,7 @@ from prometheus_client.core import (
 from audience.models import ImportJob
 from campaigns.models import CampaignRun, RunStatus
 from config import observe
+from config.celery import app
 from reporting.alerting.models import AlertState
 from reporting.alerting.probes import broker_queues
 
@@ -89,8 +90,6 @@ class PlatformCollector:
         yield family
 
     def queues(self) -> Iterator[Metric]:
-        from config.celery import app
-
         names = sorted({app.conf.task_default_queue, *(app.conf.task_queues or {})})
         queues = broker_queues(names)
         depth = GaugeMetricFamily(f"{NAMESPACE}_queue_depth", "Tasks waiting in a Celery queue.", labels=["queue"])

@@ -17,9 +17,10 @@ from kombu.exceptions import ChannelError
 from redis.exceptions import RedisError
 
 from campaigns.models import CampaignRun, RunStatus
+from config.celery import app
 from config.health import check_cache, check_database
 from messaging.keywords import KEYWORDS, Keyword, keyword_parse, keyword_text_sql
-from messaging.models import Direction, Message, MessageEvent
+from messaging.models import Direction, Message, ProviderCallback
 from reporting.alerting.selectors import alerts_summary
 from reporting.counters import SWEEP_WATERMARK_KEY, contact_totals, counters_read
 from reporting.models import MinuteCounter
@@ -126,8 +127,6 @@ def _probe_answer(name: str, key: str, probe: Callable[[], Any]) -> dict[str, An
 
 
 def _ping_workers() -> list[str]:
-    from config.celery import app
-
     replies = app.control.ping(timeout=PING_TIMEOUT) or []
     return sorted(name for reply in replies for name in reply)
 
@@ -138,8 +137,6 @@ def celery_workers() -> list[str]:
 
 
 def _queue_depths_read(names: list[str] | None = None) -> dict[str, int]:
-    from config.celery import app
-
     names = sorted(names or {app.conf.task_default_queue, *(app.conf.task_queues or {})})
     depths = {}
     with app.connection_for_read() as conn:
@@ -230,12 +227,12 @@ def webhook_lag(now: dt.datetime) -> dict[str, Any]:
     Twilio's status callbacks carry a time only as RawDlrDoneDate (YYMMDDhhmm, when the carrier
     reported); when recent events have it, their median delay is given too.
     """
-    last = MessageEvent.objects.order_by("-received_at").values_list("received_at", flat=True).first()
+    last = ProviderCallback.objects.order_by("-received_at").values_list("received_at", flat=True).first()
     sql = """
         SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM received_at - CASE
             WHEN payload->>'RawDlrDoneDate' ~ '^[0-9]{10}$'
             THEN to_timestamp(payload->>'RawDlrDoneDate', 'YYMMDDHH24MI') END)), count(*)
-        FROM messaging_messageevent
+        FROM messaging_providercallback
         WHERE kind = 'status' AND received_at >= %(since)s
     """
     with connection.cursor() as cursor:
@@ -244,7 +241,7 @@ def webhook_lag(now: dt.datetime) -> dict[str, Any]:
     return {
         "last_event_at": last,
         "seconds_since_last_event": round((now - last).total_seconds(), 1) if last else None,
-        "status_events_5m": recent,
+        "status_callbacks_5m": recent,
         "carrier_delay_p50_seconds": round(float(median), 1) if median is not None else None,
     }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.contrib.staticfiles.finders import BaseFinder
+from django.core.checks import Error
 from django.core.files.storage import FileSystemStorage
 
 PREFIX = "plotly"
@@ -17,7 +18,7 @@ FILE_NAME = "plotly.min.js"
 
 
 def plotly_js_dir() -> Path:
-    import plotly
+    import plotly  # a large package: loaded only when static files are looked up
 
     return Path(plotly.__file__).resolve().parent / "package_data"
 
@@ -29,8 +30,6 @@ class PlotlyFinder(BaseFinder):
         self.storage.prefix = PREFIX
 
     def check(self, **kwargs):
-        from django.core.checks import Error
-
         if not (plotly_js_dir() / FILE_NAME).is_file():
             return [Error(f"{FILE_NAME} is missing from the plotly package", id="reporting.E001")]
         return []

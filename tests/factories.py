@@ -147,11 +147,11 @@ class SuppressionFactory(factory.django.DjangoModelFactory):
     source = ConsentSource.KEYWORD
 
 
-class MessageEventFactory(factory.django.DjangoModelFactory):
+class ProviderCallbackFactory(factory.django.DjangoModelFactory):
     """A provider status callback as stored for a message."""
 
     class Meta:
-        model = "messaging.MessageEvent"
+        model = "messaging.ProviderCallback"
 
     message = factory.SubFactory(MessageFactory, provider_sid=factory.Sequence(lambda n: f"SM{n:032x}"))
     kind = "status"

@@ -332,7 +332,7 @@ def dispatch_start(run_id: int, chains: int | None = None) -> None:
     CHAIN_TTL, and the next start (beat's ``runs_kick``, every 30 s) fills it. Starting a run
     whose dispatchers all run does nothing.
     """
-    from campaigns.tasks import dispatch_run
+    from campaigns.tasks import run_dispatch
 
     if chains is None:
         chains = chains_for(CampaignRun.objects.values_list("mps", flat=True).get(pk=run_id))
@@ -341,7 +341,7 @@ def dispatch_start(run_id: int, chains: int | None = None) -> None:
         for chain in range(chains):
             token = chain_claim(run_id, chain)
             if token:
-                dispatch_run.delay(run_id, chain, token)
+                run_dispatch.delay(run_id, chain, token)
 
     transaction.on_commit(enqueue, robust=True)
 

@@ -1,6 +1,6 @@
 """The dispatcher: one run's recipients, batch after batch, through one send pipeline.
 
-A dispatcher (``RunDispatcher``, run by the ``campaigns.dispatch_run`` task) claims a batch
+A dispatcher (``RunDispatcher``, run by the ``campaigns.run_dispatch`` task) claims a batch
 (``dispatch.recipients_claim``), hands it to the send pipeline paced by the sender's log
 (``campaigns.pacing``) under the in-flight cap (``messaging.services.inflight``), claims the next
 batch as soon as that one is handed over, and settles recipients as their answers are recorded.

@@ -80,6 +80,8 @@ def provider_name_for(sender_provider: str | None) -> str:
 def get_provider(name: str | None = None) -> MessagingProvider:
     name = name or settings.MESSAGING_PROVIDER
     if name == "twilio":
+        # Each provider builds on this module's types: loaded on use, which also keeps twilio out of
+        # processes that never call it.
         from messaging.providers.twilio.client import twilio_provider
 
         return twilio_provider()

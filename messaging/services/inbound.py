@@ -14,7 +14,7 @@ from audience.models import Channel, ConsentSource, ConsentStatus, Contact
 from audience.phones import InvalidPhone, normalize_phone
 from audience.services import ContactError, consent_change, contact_create, contact_touch_inbound
 from messaging.keywords import Keyword, keyword_parse
-from messaging.models import Direction, Message, MessageEvent, MessageStatus, Sender
+from messaging.models import Direction, Message, MessageStatus, ProviderCallback, Sender
 from messaging.signals import inbound_message_received
 
 MAX_MEDIA = 10  # Twilio's limit per message
@@ -48,10 +48,10 @@ def inbound_message_record(
                 message.save()
         except IntegrityError:  # the same sid recorded concurrently: that one acts, this one is a replay
             return Message.objects.get(provider_sid=provider_sid)
-        MessageEvent.objects.bulk_create(
+        ProviderCallback.objects.bulk_create(
             [
-                MessageEvent(
-                    kind=MessageEvent.Kind.INBOUND,
+                ProviderCallback(
+                    kind=ProviderCallback.Kind.INBOUND,
                     provider_sid=provider_sid,
                     status=MessageStatus.RECEIVED,
                     message=message,

@@ -33,7 +33,7 @@ from django.utils import timezone
 from audience.models import Channel, ConsentStatus, Contact
 from config import idempotency, sql
 from messaging import selectors
-from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
+from messaging.models import Direction, Message, MessageStatus, MessageTemplate, ProviderCallback, Sender
 from messaging.providers import (
     ProviderError,
     SendRequest,
@@ -43,7 +43,7 @@ from messaging.providers import (
     status_callback_url,
 )
 from messaging.services.send_outcomes import answer_verdict, error_effects, error_verdict
-from messaging.services.status import STAMP_COLUMNS, status_events_apply_pending
+from messaging.services.status import STAMP_COLUMNS, status_callbacks_apply_pending
 from messaging.services.templates import body_segments, template_render, template_validate, text_template
 
 logger = logging.getLogger(__name__)
@@ -282,9 +282,9 @@ def _render_check(
 
 def message_enqueue(message_id: int, countdown: float = 0) -> None:
     """Hand the send to a worker once the current transaction commits."""
-    from messaging.tasks import send_message
+    from messaging import tasks  # the tasks import these services: a cycle at module level
 
-    transaction.on_commit(lambda: send_message.apply_async(args=[message_id], countdown=countdown or None))
+    transaction.on_commit(lambda: tasks.message_send.apply_async(args=[message_id], countdown=countdown or None))
 
 
 # --- Sending -------------------------------------------------------------------------------
@@ -440,8 +440,8 @@ def message_accepted(message: Message, result: SendResult, *, claim: datetime | 
             message, MessageStatus.FAILED, claim=claim, error_code="duplicate", error_message="provider sid reused"
         )
     # Most sends have no early callback: one indexed EXISTS instead of the locking apply path.
-    if MessageEvent.objects.filter(provider_sid=result.provider_sid, applied_at__isnull=True).exists():
-        status_events_apply_pending(message)
+    if ProviderCallback.objects.filter(provider_sid=result.provider_sid, applied_at__isnull=True).exists():
+        status_callbacks_apply_pending(message)
     return message
 
 

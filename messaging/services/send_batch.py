@@ -46,10 +46,11 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from audience.models import ConsentStatus
 from config import sql
-from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
+from messaging.models import Direction, Message, MessageStatus, MessageTemplate, ProviderCallback, Sender
 from messaging.providers import (
     ErrorKind,
     ProviderError,
@@ -59,7 +60,7 @@ from messaging.providers import (
 )
 from messaging.services import inflight, send
 from messaging.services.send_outcomes import STALE_SENDING_AFTER, answer_verdict, error_effects, error_verdict
-from messaging.services.status import STAMP_COLUMNS, status_events_apply_pending
+from messaging.services.status import STAMP_COLUMNS, status_callbacks_apply_pending
 from messaging.signals import message_statuses_changed
 
 logger = logging.getLogger(__name__)
@@ -396,8 +397,6 @@ def _claim(messages: list[Message], now: datetime) -> dict[int, int]:
     What will be sent is saved with the claim, before any provider call: reconciliation
     matches on it. Returns {message id: attempts} for the messages this call claimed.
     """
-    from psycopg.types.json import Jsonb
-
     rows = [
         (
             m.pk,
@@ -600,10 +599,10 @@ def _early_callbacks_apply(messages: list[Message]) -> None:
     if not sids:
         return
     early = set(
-        MessageEvent.objects.filter(provider_sid__in=sids, applied_at__isnull=True).values_list(
+        ProviderCallback.objects.filter(provider_sid__in=sids, applied_at__isnull=True).values_list(
             "provider_sid", flat=True
         )
     )
     for message in messages:
         if message.provider_sid in early:
-            status_events_apply_pending(message)
+            status_callbacks_apply_pending(message)

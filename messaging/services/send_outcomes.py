@@ -85,7 +85,7 @@ def provider_opt_out(message: Message, exc: ProviderError) -> None:
 
 def outcome_unknown_record(message: Message, exc: ProviderError) -> None:
     """The provider may have created the message: it stays in `sending` and is reconciled later."""
-    from messaging.tasks import reconcile_message  # tasks import the services: a cycle at module level
+    from messaging.tasks import message_reconcile  # tasks import the services: a cycle at module level
 
     Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
         error_code=exc.code,
@@ -93,7 +93,7 @@ def outcome_unknown_record(message: Message, exc: ProviderError) -> None:
         updated_at=timezone.now(),
     )
     countdown = STALE_SENDING_AFTER.total_seconds() + 5
-    transaction.on_commit(lambda: reconcile_message.apply_async(args=[message.pk], countdown=countdown))
+    transaction.on_commit(lambda: message_reconcile.apply_async(args=[message.pk], countdown=countdown))
 
 
 def retry_text(message: Message, exc: ProviderError) -> str:

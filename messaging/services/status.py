@@ -15,7 +15,7 @@ read_at`` holds, and a replay or a late callback never moves a time later.
 
 The webhook path is one SQL statement (insert the event, lock and update the
 message); an event whose sid is not saved yet waits with ``applied_at`` empty
-until ``status_events_apply_pending`` runs for that message.
+until ``status_callbacks_apply_pending`` runs for that message.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from messaging.models import FAILURE_STATUSES, Message, MessageEvent, MessageStatus
+from messaging.models import FAILURE_STATUSES, Message, MessageStatus, ProviderCallback
 from messaging.providers import UnknownStatus, error_meaning, status_for
 from messaging.signals import message_status_changed, message_statuses_changed
 
@@ -169,7 +169,7 @@ WITH msg AS (
     SELECT id, status, {stamps}, {_evidence_sql("messaging_message")} AS at
     FROM messaging_message WHERE provider_sid = %(sid)s FOR UPDATE
 ), ev AS (
-    INSERT INTO messaging_messageevent
+    INSERT INTO messaging_providercallback
         (kind, provider_sid, status, message_id, error_code, payload, received_at, applied_at)
     SELECT 'status', %(sid)s, %(raw)s, msg.id, %(error_code)s, %(payload)s::jsonb, %(at)s,
            CASE WHEN msg.id IS NULL THEN NULL ELSE %(at)s::timestamptz END
@@ -189,7 +189,7 @@ FROM (VALUES (1)) AS one (x) LEFT JOIN upd ON TRUE
 """
 
 
-def status_event_record(*, provider_sid: str, status: str, error_code: str = "", payload: dict) -> bool:
+def status_callback_record(*, provider_sid: str, status: str, error_code: str = "", payload: dict) -> bool:
     """Store one status callback and apply it if the message is known; False for a replay.
 
     ``status`` is the provider's name (``UnknownStatus`` if the provider's table lacks it).
@@ -241,8 +241,8 @@ def _fetch_one_prepared(query: str, params: dict) -> tuple:
     raise AssertionError("unreachable")
 
 
-def status_events_apply_pending(message: Message) -> int:
-    """Apply the stored, not yet applied status events of ``message``'s sid; returns how many.
+def status_callbacks_apply_pending(message: Message) -> int:
+    """Apply the stored, not yet applied status callbacks of ``message``'s sid; returns how many.
 
     Safe to call at any time and more than once: the send service calls it right after saving
     the sid, the sweep task for events that raced with that save. ``message`` is refreshed.
@@ -253,14 +253,14 @@ def status_events_apply_pending(message: Message) -> int:
     with transaction.atomic():
         old, *old_stamps = Message.objects.select_for_update().values_list("status", *stamps).get(pk=message.pk)
         pending = list(
-            MessageEvent.objects.select_for_update()
-            .filter(provider_sid=message.provider_sid, kind=MessageEvent.Kind.STATUS, applied_at__isnull=True)
+            ProviderCallback.objects.select_for_update()
+            .filter(provider_sid=message.provider_sid, kind=ProviderCallback.Kind.STATUS, applied_at__isnull=True)
             .order_by("received_at", "id")
         )
         for event in pending:
             _apply_event(message.pk, event)
         if pending:
-            MessageEvent.objects.filter(pk__in=[e.pk for e in pending]).update(
+            ProviderCallback.objects.filter(pk__in=[e.pk for e in pending]).update(
                 applied_at=timezone.now(), message_id=message.pk
             )
         message.refresh_from_db(fields=["status", "error_code", "error_message", *stamps])
@@ -271,7 +271,7 @@ def status_events_apply_pending(message: Message) -> int:
     return len(pending)
 
 
-def _apply_event(message_id: int, event: MessageEvent) -> None:
+def _apply_event(message_id: int, event: ProviderCallback) -> None:
     ours = provider_status_or_none(event.status)
     if ours is None:  # stored by an older table; kept, but it cannot move anything
         return
@@ -291,19 +291,19 @@ def _apply_event(message_id: int, event: MessageEvent) -> None:
         )
 
 
-def status_events_sweep(*, older_than_seconds: int = 5, limit: int = 1000) -> int:
+def status_callbacks_sweep(*, older_than_seconds: int = 5, limit: int = 1000) -> int:
     """Apply pending events whose message has its sid by now; returns how many were applied.
 
     Events for sids we never sent (another system on the account) stay pending and are skipped
     by the join, so they cannot crowd out the ones that matter.
     """
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
-    pending_sids = MessageEvent.objects.filter(
-        kind=MessageEvent.Kind.STATUS, applied_at__isnull=True, received_at__lt=cutoff
+    pending_sids = ProviderCallback.objects.filter(
+        kind=ProviderCallback.Kind.STATUS, applied_at__isnull=True, received_at__lt=cutoff
     ).values("provider_sid")
     applied = 0
     for message in Message.objects.filter(provider_sid__in=pending_sids).order_by("pk")[:limit]:
-        applied += status_events_apply_pending(message)
+        applied += status_callbacks_apply_pending(message)
     return applied
 
 

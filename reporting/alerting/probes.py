@@ -20,6 +20,7 @@ from kombu.exceptions import ChannelError
 
 from campaigns.models import CampaignRun, RunStatus
 from config import observe
+from config.celery import app
 from messaging.providers import THROTTLE_CODES
 from reporting.alerting.models import AlertKind, AlertRule
 
@@ -54,8 +55,6 @@ def broker_queues(names: list[str]) -> dict[str, dict[str, Any]]:
     Tasks carry ``published_at`` (config.logging adds it at publish); kombu LPUSHes and BRPOPs,
     so the oldest task is the list's last element.
     """
-    from config.celery import app
-
     result: dict[str, dict[str, Any]] = {}
     with app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
@@ -82,8 +81,6 @@ def _oldest_age(raw: bytes | None) -> float | None:
 
 
 def _queue_names(rule: AlertRule) -> list[str]:
-    from config.celery import app
-
     return list(rule.params.get("queues") or [app.conf.task_default_queue])
 
 
@@ -102,8 +99,6 @@ def queue_oldest_task(rule: AlertRule, now: dt.datetime) -> dict[str, float]:
 
 
 def celery_workers() -> list[str]:
-    from config.celery import app
-
     replies = app.control.ping(timeout=PING_TIMEOUT) or []
     return sorted(name for reply in replies for name in reply)
 

@@ -143,7 +143,7 @@ def _transition(
 
 
 def _notify_enqueue(event_id: int) -> None:
-    from reporting.alerting.tasks import alert_notify
+    from reporting.alerting.tasks import alert_notify  # the tasks import these services: a cycle at module level
 
     alert_notify.delay(event_id)
 

@@ -20,7 +20,7 @@ from audience.phones import phone_hash
 from audience.selectors import phone_consent_history
 from campaigns import services as campaigns
 from campaigns.models import Recipient
-from messaging.models import Message, MessageEvent
+from messaging.models import Message, ProviderCallback
 from messaging.services import send
 from messaging.services.inbound import inbound_message_record
 from reporting import counters
@@ -45,7 +45,7 @@ def _everything_as_text() -> str:
         "audience_consentevent",
         "audience_importrowerror",
         "messaging_message",
-        "messaging_messageevent",
+        "messaging_providercallback",
         "campaigns_recipient",
     ]
     dump = []
@@ -69,7 +69,7 @@ def test_erasing_after_a_campaign_leaves_nothing_personal_and_keeps_the_counts(f
     run = campaigns.campaign_launch(campaign)
     drain(run)
     sent = Message.objects.get(contact=contact)
-    MessageEvent.objects.create(
+    ProviderCallback.objects.create(
         kind="status", provider_sid=sent.provider_sid, status="delivered", message=sent, payload={"To": PHONE}
     )
     for n, body in enumerate(["Nairobi here", "STOP"]):

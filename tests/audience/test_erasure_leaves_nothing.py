@@ -25,7 +25,7 @@ from django.test import Client
 from audience.ingest import sql
 from audience.models import ConsentStatus, Contact, ImportJob, ImportStatus, Suppression
 from audience.phones import phone_hash
-from audience.tasks import ingest_contacts
+from audience.tasks import import_job_run
 from campaigns import services as campaigns
 from campaigns.models import Campaign
 from messaging.models import Message, MessageTemplate, Sender
@@ -124,7 +124,7 @@ def _import(staff_api) -> ImportJob:
         "/api/v1/contacts/import", {"file": upload, "default_consent": "opted_in"}, format="multipart"
     )
     assert response.status_code == 202, response.content
-    assert ingest_contacts(response.json()["id"]) == ImportStatus.SUCCEEDED
+    assert import_job_run(response.json()["id"]) == ImportStatus.SUCCEEDED
     return ImportJob.objects.get(pk=response.json()["id"])
 
 

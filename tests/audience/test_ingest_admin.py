@@ -7,7 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 
 from audience.models import Contact, ImportJob, ImportStatus
-from audience.tasks import ingest_contacts
+from audience.tasks import import_job_run
 from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("roles", "media_root")]
@@ -106,7 +106,7 @@ def test_confirming_a_big_file_queues_it_for_a_worker(staff_client):
     assert job.status == ImportStatus.QUEUED and not Contact.objects.exists()
     status = staff_client.get(f"/admin/audience/contact/import/{job.pk}/status/").json()
     assert (status["status"], status["finished"]) == ("queued", False)
-    assert ingest_contacts(job.pk) == ImportStatus.SUCCEEDED  # what the worker runs
+    assert import_job_run(job.pk) == ImportStatus.SUCCEEDED  # what the worker runs
     assert Contact.objects.get().name == "Amina K"
 
 

@@ -9,7 +9,7 @@ from celery.contrib.testing.worker import start_worker
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from audience.models import Contact, ImportJob, ImportStatus
-from audience.tasks import ingest_contacts
+from audience.tasks import import_job_run
 from config.celery import app as celery_app
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("roles", "media_root")]
@@ -52,7 +52,7 @@ def test_a_big_files_job_shows_its_batches_before_a_worker_starts_it(staff_api, 
 
 def test_the_job_reports_progress_counts_and_row_errors_after_the_task_ran(staff_api, analyst_api):
     job_id = _upload(staff_api).json()["id"]
-    assert ingest_contacts(job_id) == ImportStatus.SUCCEEDED
+    assert import_job_run(job_id) == ImportStatus.SUCCEEDED
     body = analyst_api.get(f"/api/v1/imports/{job_id}").json()
     assert (body["status"], body["progress"], body["total_rows"], body["created_count"]) == ("succeeded", 100, 3, 1)
     assert [(e["line"], e["column"]) for e in body["errors"]] == [(3, "phone"), (4, "timezone")]
@@ -62,7 +62,7 @@ def test_the_job_reports_progress_counts_and_row_errors_after_the_task_ran(staff
 
 def test_the_error_report_downloads_as_csv_with_formulas_escaped(staff_api):
     job_id = _upload(staff_api).json()["id"]
-    ingest_contacts(job_id)
+    import_job_run(job_id)
     response = staff_api.get(f"/api/v1/imports/{job_id}/errors")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig"))))
@@ -73,8 +73,8 @@ def test_the_error_report_downloads_as_csv_with_formulas_escaped(staff_api):
 
 def test_a_second_run_of_the_task_does_nothing(staff_api):
     job_id = _upload(staff_api).json()["id"]
-    assert ingest_contacts(job_id) == ImportStatus.SUCCEEDED
-    assert ingest_contacts(job_id) == "not claimed"
+    assert import_job_run(job_id) == ImportStatus.SUCCEEDED
+    assert import_job_run(job_id) == "not claimed"
     assert ImportJob.objects.get(pk=job_id).attempts == 1
 
 
@@ -97,7 +97,7 @@ def test_a_csv_without_a_consent_column_needs_the_default_consent_field(staff_ap
 def test_a_csv_with_a_consent_column_needs_no_default_but_a_new_contact_must_have_one(staff_api):
     content = b"phone,consent\n+254712345678,opted_out\n+254712345679,\n"
     job_id = _upload(staff_api, content=content, default_consent=None).json()["id"]
-    assert ingest_contacts(job_id) == ImportStatus.SUCCEEDED
+    assert import_job_run(job_id) == ImportStatus.SUCCEEDED
     job = ImportJob.objects.get(pk=job_id)
     assert (job.created_count, job.invalid_count) == (1, 1)
     assert list(job.row_errors.values_list("line", "column", "level")) == [(3, "consent", "error")]
@@ -108,7 +108,7 @@ def test_a_json_record_of_a_new_contact_without_consent_is_refused_on_its_row(st
     content = b'[{"phone": "+254712345678", "consent": "yes"}, {"phone": "+254712345679", "name": "B"}]'
     response = _upload(staff_api, content=content, name="list.json", default_consent=None)
     assert response.status_code == 202, response.content
-    assert ingest_contacts(response.json()["id"]) == ImportStatus.SUCCEEDED
+    assert import_job_run(response.json()["id"]) == ImportStatus.SUCCEEDED
     job = ImportJob.objects.get()
     assert (job.created_count, job.invalid_count) == (1, 1)
     [(column, reason)] = job.row_errors.values_list("column", "reason")

@@ -14,7 +14,7 @@ from django.db import connection
 
 from audience import services
 from audience.models import ConsentEvent, ConsentSource, ConsentStatus, Contact, ImportJob, ImportStatus
-from audience.tasks import ingest_contacts
+from audience.tasks import import_job_run
 from tests.factories import UserFactory
 from tests.ingest import write
 
@@ -92,7 +92,7 @@ def _by_api(staff_api, options=OPTIONS) -> ImportJob:
     upload = SimpleUploadedFile("list.csv", FILE.encode())
     response = staff_api.post("/api/v1/contacts/import", {"file": upload, **options}, format="multipart")
     assert response.status_code == 202, response.content
-    assert ingest_contacts(response.json()["id"]) == ImportStatus.SUCCEEDED
+    assert import_job_run(response.json()["id"]) == ImportStatus.SUCCEEDED
     return ImportJob.objects.get()
 
 
@@ -107,7 +107,7 @@ def _by_admin(client, options=OPTIONS) -> ImportJob:
     assert response.status_code == 302
     job.refresh_from_db()
     if job.status == ImportStatus.QUEUED:  # a file the settings send to the worker
-        ingest_contacts(job.pk)
+        import_job_run(job.pk)
     return job
 
 

@@ -19,7 +19,7 @@ from django.utils import timezone
 from audience.ingest import services
 from audience.ingest.readers import CHUNK_BYTES
 from audience.models import Contact, ImportJob, ImportStatus
-from audience.tasks import ingest_contacts
+from audience.tasks import import_job_run
 from config.celery import app as celery_app
 from tests.factories import UserFactory
 from tests.nodes import S3Server, WorkerNode
@@ -109,7 +109,7 @@ def test_an_api_import_runs_on_the_worker_node_from_the_bucket_with_the_contacts
     upload = SimpleUploadedFile("contacts.csv", content)
     response = staff_api.post("/api/v1/contacts/import", {"file": upload}, format="multipart")
     assert response.status_code == 202, response.content
-    assert ingest_contacts(response.json()["id"]) == ImportStatus.SUCCEEDED
+    assert import_job_run(response.json()["id"]) == ImportStatus.SUCCEEDED
     one = ImportJob.objects.get()
     expected = _contacts()
     counts = (one.total_rows, one.created_count, one.invalid_count, one.duplicate_count)

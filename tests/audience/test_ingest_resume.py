@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from audience.ingest import services
 from audience.models import Contact, ImportJob, ImportSource, ImportStatus
-from audience.tasks import ingest_contacts
+from audience.tasks import import_job_run
 from config.celery import app as celery_app
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("media_root")]
@@ -36,7 +36,7 @@ def test_a_job_whose_worker_died_is_queued_again_and_a_real_worker_finishes_it()
     job = queued_job()
     assert services.import_job_claim(job.pk) is not None  # a worker took it, then died
     # Celery gives the task out again at once: the heartbeat is still fresh, so that delivery ends.
-    assert ingest_contacts(job.pk) == "not claimed"
+    assert import_job_run(job.pk) == "not claimed"
     assert services.import_jobs_resume() == {"requeued": 0, "failed": 0}
 
     age(job, minutes=6)
@@ -59,7 +59,7 @@ def test_a_resumed_job_is_queued_once_per_interval(django_capture_on_commit_call
     with django_capture_on_commit_callbacks() as queued:
         assert services.import_jobs_resume() == {"requeued": 1, "failed": 0}
         assert services.import_jobs_resume() == {"requeued": 0, "failed": 0}
-    assert len(queued) == 1  # ingest_contacts.delay, after commit
+    assert len(queued) == 1  # import_job_run.delay, after commit
     assert ImportJob.objects.get(pk=job.pk).status == ImportStatus.QUEUED
 
 

@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 from audience.ingest.services import import_options_clean
 from audience.models import Contact, ImportJob, ImportStatus
 from audience.phones import InvalidPhone, normalize_phone
-from audience.tasks import ingest_contacts
+from audience.tasks import import_job_run
 from tests.factories import UserFactory
 from tests.ingest import write
 
@@ -95,7 +95,7 @@ def test_the_api_takes_a_default_country_and_refuses_a_wrong_one(staff_api):
     assert refused.status_code == 400 and "default_country" in refused.json()
     response = upload("KE")
     assert response.status_code == 202, response.content
-    ingest_contacts(response.json()["id"])
+    import_job_run(response.json()["id"])
     job = ImportJob.objects.get(pk=response.json()["id"])
     assert (job.status, job.created_count, job.invalid_count) == (ImportStatus.SUCCEEDED, 52, 0)
 
@@ -141,7 +141,7 @@ def test_a_dry_run_with_many_errors_asks_again_and_the_job_says_rows_were_left_o
     assert confirmed.status_code == 302
     job.refresh_from_db()
     if job.status == ImportStatus.QUEUED:
-        ingest_contacts(job.pk)
+        import_job_run(job.pk)
         job.refresh_from_db()
     assert job.outcome == "Succeeded, 26 rows left out"
     assert "Succeeded, 26 rows left out" in client.get(f"/admin/audience/contact/import/{job.pk}/").content.decode()
@@ -163,7 +163,7 @@ def test_a_clean_dry_run_confirms_on_one_click(client, settings):
     assert client.post("/admin/audience/contact/process_import/", {"job": job.pk}).status_code == 302
     job.refresh_from_db()
     if job.status == ImportStatus.QUEUED:
-        ingest_contacts(job.pk)
+        import_job_run(job.pk)
         job.refresh_from_db()
     assert job.outcome == "Succeeded"
 
@@ -209,7 +209,7 @@ def test_the_dry_run_tells_unchanged_rows_from_updates_as_the_import_will(client
     client.post("/admin/audience/contact/process_import/", {"job": job.pk})
     job.refresh_from_db()
     if job.status == ImportStatus.QUEUED:
-        ingest_contacts(job.pk)
+        import_job_run(job.pk)
         job.refresh_from_db()
     assert (job.created_count, job.updated_count, job.unchanged_count) == (1, 1, 1)
 

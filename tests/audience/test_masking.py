@@ -17,7 +17,7 @@ from audience.models import ConsentSource, ConsentStatus, ImportJob, ImportRowEr
 from audience.phones import phone_hash
 from config.privacy import FULL_PHONE_PERMISSION, email_mask, name_mask, phone_mask, redact, redact_json
 from config.roles import ANALYSTS, STAFF
-from messaging.models import Message, MessageEvent, Sender
+from messaging.models import Message, ProviderCallback, Sender
 from messaging.services.inbound import inbound_message_record
 
 pytestmark = pytest.mark.django_db
@@ -154,7 +154,7 @@ def test_import_problems_are_masked_for_analysts_in_the_api_and_its_csv(analyst_
 
 def _pages(contact, messages, import_job) -> list[str]:
     outbound, inbound = messages
-    event = MessageEvent.objects.create(
+    event = ProviderCallback.objects.create(
         kind="status", provider_sid="SM" + "cd" * 16, status="delivered", message=outbound, payload={"To": PHONE}
     )
     suppression = Suppression.objects.create(
@@ -170,7 +170,7 @@ def _pages(contact, messages, import_job) -> list[str]:
         "/admin/messaging/message/",
         f"/admin/messaging/message/{outbound.pk}/change/",
         f"/admin/messaging/message/{inbound.pk}/change/",
-        f"/admin/messaging/messageevent/{event.pk}/change/",
+        f"/admin/messaging/providercallback/{event.pk}/change/",
         f"/admin/audience/consentevent/{consent.pk}/change/",
         f"/admin/audience/suppression/{suppression.pk}/change/",
         f"/admin/audience/contact/import/{import_job.pk}/",

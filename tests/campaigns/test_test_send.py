@@ -4,7 +4,7 @@ import pytest
 
 from audience import services as audience
 from campaigns.models import Campaign, CampaignAction
-from messaging.models import Message, MessageEvent
+from messaging.models import Message, ProviderCallback
 from tests import delivery
 from tests.factories import MessageTemplateFactory, SenderFactory, UserFactory
 
@@ -33,7 +33,7 @@ def test_a_test_goes_to_the_given_number_with_the_contacts_text_and_is_counted_n
     body = response.json()
     assert body["to"] == "+254799000111" and body["text"] == "Hello Amina, your code X1"
     assert fake.requests_to("+254799000111") == 1 and fake.requests_to("+254712000001") == 0
-    assert not Message.objects.exists() and not MessageEvent.objects.exists()
+    assert not Message.objects.exists() and not ProviderCallback.objects.exists()
     action = CampaignAction.objects.get(campaign=campaign, action="test_send")
     assert action.detail == {"contact": campaign.contact.pk, "to": "+2547******11", "sid": body["provider_sid"]}
     campaign.refresh_from_db()

@@ -9,7 +9,7 @@ from django_celery_beat.models import PeriodicTask
 from campaigns import services
 from campaigns.models import Recipient
 from campaigns.services import dispatcher, upkeep
-from campaigns.tasks import dispatch_run, dispatch_upkeep, reap_stale_claims, release_held
+from campaigns.tasks import dispatch_upkeep, held_release, recipients_reap, run_dispatch
 from config.celery import app as celery_app
 from messaging.models import Message, MessageStatus
 from messaging.services import reconcile, send_outcomes
@@ -23,8 +23,8 @@ pytestmark = pytest.mark.django_db
 def test_the_upkeep_tasks_are_scheduled_by_name_in_beat():
     tasks = dict(PeriodicTask.objects.filter(name__startswith="campaigns: ").values_list("task", "enabled"))
     assert tasks == {
-        "campaigns.release_held": True,
-        "campaigns.reap_stale_claims": True,
+        "campaigns.held_release": True,
+        "campaigns.recipients_reap": True,
         "campaigns.dispatch_upkeep": True,
         "campaigns.event_retention_purge": True,
         "campaigns.events_sweep": True,
@@ -47,8 +47,8 @@ def test_launch_through_the_tasks_delivers_the_run_and_a_second_dispatch_does_no
     run.refresh_from_db()
     assert run.status == "completed"
     assert [fake.requests_to(phone) for phone in delivery.PHONES] == [1] * len(delivery.PHONES)
-    assert dispatch_run(run.pk) == 0
-    assert (release_held(), reap_stale_claims(), dispatch_upkeep()) == (0, 0, 0)
+    assert run_dispatch(run.pk) == 0
+    assert (held_release(), recipients_reap(), dispatch_upkeep()) == (0, 0, 0)
     assert fake.stats()["requests"] == len(delivery.PHONES)
     assert_counts_match_recount(run)
 

@@ -25,7 +25,7 @@ from django.utils import timezone
 from campaigns import pacing, services
 from campaigns.models import CampaignRun, Recipient
 from campaigns.services import upkeep
-from campaigns.tasks import dispatch_run
+from campaigns.tasks import run_dispatch
 from config.celery import app as celery_app
 from messaging.models import Message, MessageStatus
 from messaging.services import reconcile, send_outcomes
@@ -186,7 +186,7 @@ def private_redis(tmp_path):
 def dispatch_via(url: str, run_id: int) -> None:
     """What dispatch_start (or beat's upkeep) does, on the private broker."""
     with celery_app.connection_for_write(url) as conn:
-        dispatch_run.apply_async(args=[run_id], connection=conn)
+        run_dispatch.apply_async(args=[run_id], connection=conn)
 
 
 def test_a_redis_restart_mid_run_loses_nothing_and_sends_nothing_twice(

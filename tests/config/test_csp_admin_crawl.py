@@ -40,7 +40,7 @@ def superuser_client(client):
 def data():
     """One row of each kind the back office shows, so change pages and lists have something to draw."""
     factories.RecipientFactory()
-    factories.MessageEventFactory()
+    factories.ProviderCallbackFactory()
     factories.EventFactory()
     factories.ImportJobFactory()
     factories.SegmentFactory()

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from messaging.models import Message, MessageEvent
+from messaging.models import Message, ProviderCallback
 from tests.twilio_webhooks import (
     INBOUND_PATH,
     PUBLIC,
@@ -31,20 +31,20 @@ def test_an_inbound_body_with_a_nul_byte_is_refused_not_a_500(client):
     response = post_form(client, INBOUND_PATH, inbound_payload("SM" + "0a" * 16, "Z\x00 hi"))
     assert response.status_code == 400
     assert "NUL" in response.content.decode()
-    assert not Message.objects.exists() and not MessageEvent.objects.exists()
+    assert not Message.objects.exists() and not ProviderCallback.objects.exists()
 
 
 def test_a_status_callback_with_a_nul_byte_anywhere_is_refused(client):
     response = post_form(client, STATUS_PATH, status_payload("SM" + "0b" * 16, "sent") | {"X\x00": "1"})
     assert response.status_code == 400
-    assert not MessageEvent.objects.exists()
+    assert not ProviderCallback.objects.exists()
 
 
 def test_a_json_callback_with_a_nested_nul_is_refused(client):
     params = status_payload("SM" + "0c" * 16, "sent") | {"Extra": {"deep": ["a\x00b"]}}
     response = post_json(client, STATUS_PATH, params, body=json.dumps(params))
     assert response.status_code == 400
-    assert not MessageEvent.objects.exists()
+    assert not ProviderCallback.objects.exists()
 
 
 # make fuzz, GET /api/v1/events/?occurred_after=1661-02-03T17:58:11-21:55 gave a 500 (PostgreSQL:

@@ -115,8 +115,8 @@ def test_requests_through_django_get_a_request_id_header(client, db):
 def test_celery_tasks_log_with_their_run_and_message_ids_from_positional_arguments(lines):
     celery_app.loader.import_default_modules()  # autodiscovery, as a worker does at start
     for name, args, expected in [
-        ("campaigns.dispatch_run", [42], {"run_id": 42}),
-        ("messaging.send_message", [], {"message_id": 9}),
+        ("campaigns.run_dispatch", [42], {"run_id": 42}),
+        ("messaging.message_send", [], {"message_id": 9}),
     ]:
         task = celery_app.tasks[name]
         kwargs = {"message_id": 9} if not args else {}

@@ -13,7 +13,7 @@ from rest_framework import serializers
 from audience.models import Contact
 from campaigns.models import Segment
 from config.json_limits import DepthLimitedJSONDecoder, nested_deeper_than
-from messaging.models import Message, MessageEvent, MessageStatus
+from messaging.models import Message, MessageStatus, ProviderCallback
 from tests.twilio_webhooks import PUBLIC, SID, STATUS_PATH, TOKEN, signature, status_payload
 
 pytestmark = pytest.mark.django_db
@@ -62,7 +62,7 @@ def test_a_signed_json_webhook_nested_too_deep_is_a_400_and_stores_nothing(clien
     response = _post_signed_json(client, raw)
     assert response.status_code == 400
     assert f"nested deeper than {LIMIT} levels" in response.content.decode()
-    assert not MessageEvent.objects.exists() and Message.objects.get().status == MessageStatus.QUEUED
+    assert not ProviderCallback.objects.exists() and Message.objects.get().status == MessageStatus.QUEUED
 
 
 # --- The API --------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from audience.models import Contact, ImportJob, ImportStatus
 from bench import pgbouncer
 from campaigns import services as campaign_services
 from campaigns.models import CampaignRun, Recipient
-from messaging.models import Message, MessageEvent, MessageStatus
+from messaging.models import Message, MessageStatus, ProviderCallback
 from tests import delivery
 from tests.delivery import assert_counts_match_recount, campaign_with_audience, drain
 from tests.ingest import ingest, write
@@ -101,7 +101,7 @@ def test_status_webhooks_from_several_connections_apply_through_the_pooler(clien
             post(sid, "delivered")  # a duplicate: stored once
     assert answers and set(answers) == {200}
     assert set(Message.objects.values_list("status", flat=True)) == {MessageStatus.DELIVERED}
-    assert MessageEvent.objects.count() == 2 * len(sids)
+    assert ProviderCallback.objects.count() == 2 * len(sids)
     assert _transactions_through(through_bouncer, database) > before + 2 * len(sids)
 
 

@@ -12,18 +12,18 @@ from audience import services as audience
 from audience.ingest import services as ingest
 from audience.models import ImportJob, ImportRowError
 from messaging import retention
-from messaging.models import Direction, Message, MessageEvent
+from messaging.models import Direction, Message, ProviderCallback
 
 pytestmark = pytest.mark.django_db
 
 OLD = timezone.now() - timedelta(days=400)
 
 
-def _event(n: int, received_at, payload=None) -> MessageEvent:
-    event = MessageEvent.objects.create(
+def _event(n: int, received_at, payload=None) -> ProviderCallback:
+    event = ProviderCallback.objects.create(
         kind="status", provider_sid=f"SM{n:032x}", status="delivered", payload=payload or {"To": "+254712345678"}
     )
-    MessageEvent.objects.filter(pk=event.pk).update(received_at=received_at)
+    ProviderCallback.objects.filter(pk=event.pk).update(received_at=received_at)
     return event
 
 
@@ -46,9 +46,9 @@ def test_old_webhook_payloads_are_emptied_in_batches_and_recent_ones_kept(settin
     old = [_event(n, OLD) for n in range(7)]
     recent = _event(99, timezone.now())
     assert retention.webhook_payloads_purge(batch_size=3) == 7  # three batches: 3, 3, 1
-    assert all(MessageEvent.objects.get(pk=e.pk).payload == {} for e in old)
-    assert MessageEvent.objects.get(pk=recent.pk).payload == {"To": "+254712345678"}
-    assert MessageEvent.objects.count() == 8  # the rows stay: they deduplicate callbacks
+    assert all(ProviderCallback.objects.get(pk=e.pk).payload == {} for e in old)
+    assert ProviderCallback.objects.get(pk=recent.pk).payload == {"To": "+254712345678"}
+    assert ProviderCallback.objects.count() == 8  # the rows stay: they deduplicate callbacks
     assert retention.webhook_payloads_purge(batch_size=3) == 0  # idempotent
 
 
@@ -72,7 +72,7 @@ def test_zero_days_keeps_everything(settings):
     _event(1, OLD)
     _inbound(2, OLD)
     assert retention.retention_purge() == {"webhook_payloads": 0, "inbound_bodies": 0}
-    assert MessageEvent.objects.get().payload != {}
+    assert ProviderCallback.objects.get().payload != {}
 
 
 def test_import_row_problems_of_old_finished_jobs_are_deleted(settings):
@@ -147,7 +147,7 @@ def test_a_locked_row_is_skipped_not_waited_for(settings):
 
     def hold():
         with transaction.atomic():
-            MessageEvent.objects.select_for_update().get(pk=held.pk)
+            ProviderCallback.objects.select_for_update().get(pk=held.pk)
             locked.set()
             release.wait(10)
         connection.close()
@@ -160,4 +160,4 @@ def test_a_locked_row_is_skipped_not_waited_for(settings):
     finally:
         release.set()
         thread.join()
-    assert MessageEvent.objects.get(pk=free.pk).payload == {}
+    assert ProviderCallback.objects.get(pk=free.pk).payload == {}

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.django_db
 def test_staff_can_view_but_not_add_change_or_delete_periodic_tasks(client):
     sync_role_permissions()
     every = IntervalSchedule.objects.create(every=60, period="seconds")
-    task = PeriodicTask.objects.create(name="a schedule", task="audience.imports_resume", interval=every)
+    task = PeriodicTask.objects.create(name="a schedule", task="audience.import_jobs_resume", interval=every)
     client.force_login(UserFactory(username="staffer", role="Staff"))
     assert client.get("/admin/django_celery_beat/periodictask/").status_code == 200
     assert client.get("/admin/django_celery_beat/periodictask/add/").status_code == 403

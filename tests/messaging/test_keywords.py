@@ -6,7 +6,7 @@ from audience.models import ConsentEvent, ConsentSource, ConsentStatus, Contact,
 from audience.phones import phone_hash
 from audience.services import contact_delete
 from messaging.keywords import Keyword, keyword_parse
-from messaging.models import Direction, Message, MessageEvent, MessageStatus
+from messaging.models import Direction, Message, MessageStatus, ProviderCallback
 from messaging.services.inbound import inbound_message_record
 from messaging.signals import inbound_message_received
 from tests.factories import ContactFactory
@@ -143,7 +143,7 @@ def test_a_replayed_stop_acts_once_and_returns_the_same_message():
     again = receive("STOP")
     assert again.pk == first.pk
     assert Message.objects.count() == 1
-    assert MessageEvent.objects.count() == 1
+    assert ProviderCallback.objects.count() == 1
     assert ConsentEvent.objects.filter(contact=contact).count() == 1
 
 
@@ -156,7 +156,7 @@ def test_an_inbound_message_is_stored_and_touches_the_contact():
     assert contact.last_inbound_at == message.received_at
     assert (message.direction, message.status, message.channel) == (Direction.INBOUND, MessageStatus.RECEIVED, "sms")
     assert (message.from_address, message.to_address) == (PHONE, BUSINESS_SMS)
-    event = MessageEvent.objects.get(provider_sid=message.provider_sid)
+    event = ProviderCallback.objects.get(provider_sid=message.provider_sid)
     assert (event.kind, event.status, event.message_id) == ("inbound", "received", message.pk)
     assert event.payload["Body"] == "Is the shop open on Sunday?" and event.applied_at is not None
 

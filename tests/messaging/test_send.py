@@ -10,10 +10,10 @@ from django.utils import timezone
 from audience.models import ConsentEvent, ConsentSource, ConsentStatus
 from config import observe
 from config.celery import app as celery_app
-from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
+from messaging.models import Direction, Message, MessageStatus, MessageTemplate, ProviderCallback, Sender
 from messaging.providers.simulated import Odds, reference_sid, simulated_step_run, status_plan
 from messaging.services import reconcile, send, send_outcomes
-from messaging.services.status import status_event_record
+from messaging.services.status import status_callback_record
 from tests.factories import ContactFactory
 from tests.fake_twilio import FakeTwilio
 
@@ -280,11 +280,11 @@ def simulated(settings):
 def test_callbacks_that_arrive_before_the_sid_is_saved_are_applied(simulated, sms_sender):
     message = new_message(ContactFactory(phone="+254711100017"), sms_sender)
     sid = reference_sid(f"message-{message.pk}")
-    status_event_record(provider_sid=sid, status="delivered", payload={"MessageSid": sid})
+    status_callback_record(provider_sid=sid, status="delivered", payload={"MessageSid": sid})
     message = send.message_send(message.pk)
     assert message.provider_sid == sid
     assert message.status == MessageStatus.DELIVERED
-    assert MessageEvent.objects.get(provider_sid=sid).applied_at is not None
+    assert ProviderCallback.objects.get(provider_sid=sid).applied_at is not None
 
 
 def _play(step: dict) -> None:
@@ -307,7 +307,7 @@ def test_the_simulated_provider_plays_statuses_and_a_reply_through_the_webhook_s
     _play(step)
     message.refresh_from_db()
     assert message.status == MessageStatus.READ and message.read_at and message.delivered_at and message.sent_at
-    assert list(message.events.values_list("status", flat=True)) == ["sent", "delivered", "read"]
+    assert list(message.callbacks.values_list("status", flat=True)) == ["sent", "delivered", "read"]
     reply = Message.objects.get(direction=Direction.INBOUND)
     assert (reply.contact_id, reply.body, reply.sender_id) == (contact.pk, "Thanks!", wa_sender.pk)
     # The reply step run again (a redelivered task) records no second reply.
@@ -350,5 +350,5 @@ def test_a_simulated_send_runs_to_a_final_status_through_celery_tasks(
         send.message_enqueue(message.pk)
     message.refresh_from_db()
     assert message.status in (MessageStatus.DELIVERED, MessageStatus.UNDELIVERED, MessageStatus.FAILED)
-    assert message.events.count() >= 1
-    assert not message.events.filter(applied_at__isnull=True).exists()
+    assert message.callbacks.count() >= 1
+    assert not message.callbacks.filter(applied_at__isnull=True).exists()

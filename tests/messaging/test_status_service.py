@@ -1,4 +1,4 @@
-"""Status events: stored once, applied forward only, the same end state in any order."""
+"""Status callbacks: stored once, applied forward only, the same end state in any order."""
 
 import threading
 from datetime import timedelta
@@ -8,12 +8,12 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from messaging.models import Message, MessageEvent, MessageStatus
+from messaging.models import Message, MessageStatus, ProviderCallback
 from messaging.services.status import (
     UnknownStatus,
-    status_event_record,
-    status_events_apply_pending,
-    status_events_sweep,
+    status_callback_record,
+    status_callbacks_apply_pending,
+    status_callbacks_sweep,
 )
 from messaging.signals import message_status_changed
 from tests.twilio_webhooks import SID, status_payload
@@ -28,7 +28,7 @@ def make_message(sid: str | None = SID, status: str = MessageStatus.QUEUED) -> M
 
 
 def record(sid: str, status: str, error_code: str = "") -> bool:
-    return status_event_record(
+    return status_callback_record(
         provider_sid=sid,
         status=status,
         error_code=error_code,
@@ -48,12 +48,12 @@ def test_statuses_move_forward_and_stamp_each_status_reached():
     message.refresh_from_db()
     assert message.status == MessageStatus.READ
     assert message.sent_at <= message.delivered_at <= message.read_at
-    assert set(MessageEvent.objects.filter(message=message).values_list("status", flat=True)) == {
+    assert set(ProviderCallback.objects.filter(message=message).values_list("status", flat=True)) == {
         "sent",
         "delivered",
         "read",
     }
-    assert not MessageEvent.objects.filter(applied_at__isnull=True).exists()
+    assert not ProviderCallback.objects.filter(applied_at__isnull=True).exists()
 
 
 def test_a_replayed_callback_stores_nothing_and_changes_nothing():
@@ -63,7 +63,7 @@ def test_a_replayed_callback_stores_nothing_and_changes_nothing():
     message.refresh_from_db()
     updated_at = message.updated_at
     assert record(SID, "delivered") is False
-    assert MessageEvent.objects.count() == 1
+    assert ProviderCallback.objects.count() == 1
     assert state(message) == before
     assert message.updated_at == updated_at
 
@@ -101,7 +101,7 @@ def test_an_unknown_status_is_refused_before_anything_is_stored():
     make_message()
     with pytest.raises(UnknownStatus):
         record(SID, "teleported")
-    assert not MessageEvent.objects.exists()
+    assert not ProviderCallback.objects.exists()
 
 
 def test_received_and_skipped_messages_are_never_moved_by_callbacks():
@@ -136,18 +136,18 @@ def test_a_callback_before_the_sid_is_saved_waits_then_applies():
     message = make_message(sid=None)
     record(SID, "delivered")
     record(SID, "sent")
-    event = MessageEvent.objects.get(status="delivered")
+    event = ProviderCallback.objects.get(status="delivered")
     assert event.applied_at is None and event.message_id is None
     assert state(message)[0] == MessageStatus.QUEUED
 
     message.provider_sid = SID
     message.save(update_fields=["provider_sid"])
-    assert status_events_apply_pending(message) == 2
+    assert status_callbacks_apply_pending(message) == 2
     assert message.status == MessageStatus.DELIVERED  # the instance is refreshed
     assert message.sent_at is not None and message.delivered_at is not None
-    assert set(MessageEvent.objects.values_list("message_id", flat=True)) == {message.pk}
-    assert not MessageEvent.objects.filter(applied_at__isnull=True).exists()
-    assert status_events_apply_pending(message) == 0
+    assert set(ProviderCallback.objects.values_list("message_id", flat=True)) == {message.pk}
+    assert not ProviderCallback.objects.filter(applied_at__isnull=True).exists()
+    assert status_callbacks_apply_pending(message) == 0
 
 
 def test_waiting_events_end_in_the_same_state_as_live_ones():
@@ -158,7 +158,7 @@ def test_waiting_events_end_in_the_same_state_as_live_ones():
         record(SID, status, code)
     waiting.provider_sid = SID
     waiting.save(update_fields=["provider_sid"])
-    status_events_apply_pending(waiting)
+    status_callbacks_apply_pending(waiting)
     assert state(waiting) == state(live)
 
 
@@ -167,11 +167,11 @@ def test_the_sweep_applies_events_that_raced_with_the_sid_save():
     record(SID, "delivered")
     record("SM" + "99" * 16, "sent")  # a sid we never sent: stays pending, harmless
     Message.objects.filter(pk=message.pk).update(provider_sid=SID)
-    assert status_events_sweep(older_than_seconds=60) == 0  # too recent
-    MessageEvent.objects.update(received_at=timezone.now() - timedelta(minutes=2))
-    assert status_events_sweep(older_than_seconds=60) == 1
+    assert status_callbacks_sweep(older_than_seconds=60) == 0  # too recent
+    ProviderCallback.objects.update(received_at=timezone.now() - timedelta(minutes=2))
+    assert status_callbacks_sweep(older_than_seconds=60) == 1
     assert state(message)[0] == MessageStatus.DELIVERED
-    assert MessageEvent.objects.filter(applied_at__isnull=True).count() == 1
+    assert ProviderCallback.objects.filter(applied_at__isnull=True).count() == 1
 
 
 def test_a_status_change_is_signalled_after_commit(django_capture_on_commit_callbacks):
@@ -198,14 +198,14 @@ def test_the_sweep_runs_on_a_beat_schedule():
 
     from config.celery import app
 
-    periodic = PeriodicTask.objects.get(name="messaging: apply pending status events")
-    assert periodic.task == "messaging.status_events_sweep" and periodic.enabled
+    periodic = PeriodicTask.objects.get(name="messaging: apply pending status callbacks")
+    assert periodic.task == "messaging.status_callbacks_sweep" and periodic.enabled
     assert periodic.interval.every == 30
     app.loader.import_default_modules()
     message = make_message(sid=None)
     record(SID, "sent")
     Message.objects.filter(pk=message.pk).update(provider_sid=SID)
-    MessageEvent.objects.update(received_at=timezone.now() - timedelta(minutes=1))
+    ProviderCallback.objects.update(received_at=timezone.now() - timedelta(minutes=1))
     assert app.tasks[periodic.task].apply().get() == 1
     assert state(message)[0] == MessageStatus.SENT
 
@@ -220,7 +220,7 @@ def fire_together(calls: list[tuple[str, str, str]]) -> None:
     def run(sid: str, status: str, code: str) -> None:
         try:
             barrier.wait()
-            status_event_record(
+            status_callback_record(
                 provider_sid=sid, status=status, error_code=code, payload=status_payload(sid, status, error_code=code)
             )
         except Exception as exc:  # reported below, in the test's thread
@@ -257,7 +257,7 @@ def test_concurrent_callbacks_end_in_the_in_order_state_and_signal_each_step_onc
         message.refresh_from_db()
         assert message.status == MessageStatus.READ
         assert message.sent_at and message.delivered_at and message.read_at
-        assert MessageEvent.objects.filter(message=message, applied_at__isnull=False).count() == 3
+        assert ProviderCallback.objects.filter(message=message, applied_at__isnull=False).count() == 3
         # The (old, new) pairs reported chain up exactly from queued to read, whatever the interleaving
         # (threads may report in another order than they committed, hence the walk).
         steps = dict((old, new) for message_id, old, new in changes if message_id == message.pk)

@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from campaigns import services
 from campaigns.models import Recipient
-from messaging.models import Message, MessageEvent, MessageStatus
-from messaging.services.status import provider_done_at, status_event_record, status_events_apply_pending
+from messaging.models import Message, MessageStatus, ProviderCallback
+from messaging.services.status import provider_done_at, status_callback_record, status_callbacks_apply_pending
 from messaging.signals import message_status_changed, message_statuses_changed
 from reporting.selectors import campaign_summary, campaign_summary_scanned
 from tests import delivery
@@ -86,7 +86,7 @@ def test_shuffled_and_replayed_callbacks_give_ordered_times_and_the_true_median(
             before = timezone.now()
             assert post_form(client, STATUS_PATH, payload, token=delivery.TOKEN).status_code == 200
             arrived.setdefault((index, status), (before, timezone.now()))
-    assert MessageEvent.objects.count() == len(callbacks) // 2
+    assert ProviderCallback.objects.count() == len(callbacks) // 2
 
     def earliest(index: int, *statuses: str) -> tuple[datetime, datetime]:
         return min(arrived[(index, s)] for s in statuses if (index, s) in arrived)
@@ -131,7 +131,7 @@ def _record(status: str, raw: str | None = None, error_code: str = "") -> None:
     payload.pop("RawDlrDoneDate", None)
     if raw is not None:
         payload["RawDlrDoneDate"] = raw
-    status_event_record(provider_sid=SID, status=status, error_code=error_code, payload=payload)
+    status_callback_record(provider_sid=SID, status=status, error_code=error_code, payload=payload)
 
 
 def test_a_receipt_that_arrived_before_the_sid_was_saved_is_used_when_applied():
@@ -141,7 +141,7 @@ def test_a_receipt_that_arrived_before_the_sid_was_saved_is_used_when_applied():
     _record("sent")
     message.provider_sid = SID
     message.save(update_fields=["provider_sid"])
-    assert status_events_apply_pending(message) == 2
+    assert status_callbacks_apply_pending(message) == 2
     assert message.sent_at == message.delivered_at == request + timedelta(minutes=7)
 
 

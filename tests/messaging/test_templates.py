@@ -232,7 +232,7 @@ def test_admin_pages_of_senders_and_messages_render(client, staff_user):
     for url in (
         "/admin/messaging/message/",
         f"/admin/messaging/message/{message.pk}/change/",
-        "/admin/messaging/messageevent/",
+        "/admin/messaging/providercallback/",
     ):
         assert client.get(url).status_code == 200, url
     refused = client.post(

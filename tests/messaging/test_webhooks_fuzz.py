@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from messaging.models import Direction, Message, MessageEvent
+from messaging.models import Direction, Message, ProviderCallback
 from tests.twilio_webhooks import (
     INBOUND_PATH,
     PUBLIC,
@@ -38,8 +38,8 @@ def twilio_settings(settings):
 
 def assert_no_half_written_rows() -> None:
     inbound = Message.objects.filter(direction=Direction.INBOUND)
-    assert not inbound.filter(events__isnull=True).exists(), "an inbound message without its event"
-    assert not MessageEvent.objects.filter(kind="inbound", message__isnull=True).exists(), "an orphan inbound event"
+    assert not inbound.filter(callbacks__isnull=True).exists(), "an inbound message without its callback"
+    assert not ProviderCallback.objects.filter(kind="inbound", message__isnull=True).exists(), "an orphan inbound event"
 
 
 def assert_handled(response) -> None:
@@ -93,7 +93,7 @@ def test_huge_bodies_are_refused_with_400_and_store_nothing(client, path, size):
     params = inbound_payload("SM" + "cd" * 16, "x" * size)
     response = post_form(client, path, params)
     assert response.status_code == 400
-    assert not Message.objects.exists() and not MessageEvent.objects.exists()
+    assert not Message.objects.exists() and not ProviderCallback.objects.exists()
 
 
 def test_an_invalid_utf8_body_with_a_valid_signature_is_not_a_500(client):
@@ -118,7 +118,7 @@ def test_replays_with_valid_signatures_change_nothing_after_the_first(client, bo
     assert_handled(first)
     snapshot = (
         list(Message.objects.filter(provider_sid=sid).values("body", "status", "contact_id")),
-        MessageEvent.objects.filter(provider_sid=sid).count(),
+        ProviderCallback.objects.filter(provider_sid=sid).count(),
     )
     for _ in range(times - 1):
         again = post_form(client, INBOUND_PATH, payload)
@@ -126,9 +126,9 @@ def test_replays_with_valid_signatures_change_nothing_after_the_first(client, bo
         assert_handled(again)
     assert snapshot == (
         list(Message.objects.filter(provider_sid=sid).values("body", "status", "contact_id")),
-        MessageEvent.objects.filter(provider_sid=sid).count(),
+        ProviderCallback.objects.filter(provider_sid=sid).count(),
     )
     for status in ("sent", "delivered", "sent"):
         assert_handled(post_form(client, STATUS_PATH, status_payload(sid, status)))
-    assert MessageEvent.objects.filter(provider_sid=sid, status="delivered").count() <= 1
+    assert ProviderCallback.objects.filter(provider_sid=sid, status="delivered").count() <= 1
     assert_no_half_written_rows()

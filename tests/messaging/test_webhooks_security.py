@@ -9,7 +9,7 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 
 from config.wsgi import application
-from messaging.models import Message, MessageEvent, MessageStatus
+from messaging.models import Message, MessageStatus, ProviderCallback
 from tests.twilio_webhooks import (
     INBOUND_PATH,
     PUBLIC,
@@ -32,7 +32,7 @@ def twilio_settings(settings):
 
 
 def nothing_stored() -> bool:
-    return not MessageEvent.objects.exists() and not Message.objects.filter(direction="inbound").exists()
+    return not ProviderCallback.objects.exists() and not Message.objects.filter(direction="inbound").exists()
 
 
 @pytest.mark.parametrize("path", [STATUS_PATH, INBOUND_PATH])
@@ -96,7 +96,7 @@ def test_a_replayed_signed_request_changes_nothing(client):
     params = status_payload(SID, "delivered")
     for _ in range(3):
         assert post_form(client, STATUS_PATH, params).status_code == 200
-    assert MessageEvent.objects.count() == 1
+    assert ProviderCallback.objects.count() == 1
 
 
 def wsgi_post(path: str, params: dict, sig: str | None) -> tuple[str, bytes]:

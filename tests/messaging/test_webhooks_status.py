@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from messaging.models import Message, MessageEvent, MessageStatus
+from messaging.models import Message, MessageStatus, ProviderCallback
 from tests.twilio_webhooks import PUBLIC, SID, STATUS_PATH, TOKEN, post_form, post_json, signature, status_payload
 
 pytestmark = pytest.mark.django_db
@@ -27,7 +27,7 @@ def test_a_signed_form_callback_is_stored_and_moves_the_message(client, message)
     assert response.status_code == 200
     message.refresh_from_db()
     assert message.status == MessageStatus.DELIVERED and message.delivered_at is not None
-    event = MessageEvent.objects.get()
+    event = ProviderCallback.objects.get()
     assert (event.kind, event.provider_sid, event.status, event.message_id) == ("status", SID, "delivered", message.pk)
     assert event.payload == status_payload(SID, "delivered", whatsapp=True)
 
@@ -38,7 +38,7 @@ def test_a_failed_callback_records_its_error_code(client, message):
     message.refresh_from_db()
     assert (message.status, message.error_code) == (MessageStatus.UNDELIVERED, "30007")
     assert message.error_message == "Filtered by the carrier"
-    assert MessageEvent.objects.get().error_code == "30007"
+    assert ProviderCallback.objects.get().error_code == "30007"
 
 
 def test_the_json_variant_with_body_sha256_is_accepted(client, message):
@@ -52,7 +52,7 @@ def test_a_json_body_that_does_not_match_its_hash_is_refused(client, message):
     tampered = json.dumps(status_payload(SID, "failed", error_code="30008"))
     response = post_json(client, STATUS_PATH, status_payload(SID, "read"), body=tampered)
     assert response.status_code == 403
-    assert not MessageEvent.objects.exists()
+    assert not ProviderCallback.objects.exists()
     assert Message.objects.get().status == MessageStatus.QUEUED
 
 
@@ -63,7 +63,7 @@ def test_a_replayed_callback_answers_200_and_changes_nothing(client, message):
     stamped = (message.sent_at, message.updated_at)
     assert post_form(client, STATUS_PATH, payload).status_code == 200
     message.refresh_from_db()
-    assert MessageEvent.objects.count() == 1
+    assert ProviderCallback.objects.count() == 1
     assert (message.sent_at, message.updated_at) == stamped
 
 
@@ -72,13 +72,13 @@ def test_out_of_order_and_duplicated_callbacks_end_delivered(client, message):
         assert post_form(client, STATUS_PATH, status_payload(SID, status)).status_code == 200
     message.refresh_from_db()
     assert message.status == MessageStatus.DELIVERED
-    assert MessageEvent.objects.count() == 3
+    assert ProviderCallback.objects.count() == 3
 
 
 def test_a_callback_for_a_sid_not_saved_yet_is_kept_for_later(client):
     response = post_form(client, STATUS_PATH, status_payload(SID, "delivered"))
     assert response.status_code == 200
-    event = MessageEvent.objects.get()
+    event = ProviderCallback.objects.get()
     assert event.applied_at is None and event.message_id is None
 
 
@@ -100,14 +100,14 @@ def test_malformed_payloads_get_400_and_store_nothing(client, message, change, r
     response = post_form(client, STATUS_PATH, payload)
     assert response.status_code == 400
     assert reason in response.content.decode()
-    assert not MessageEvent.objects.exists()
+    assert not ProviderCallback.objects.exists()
     assert Message.objects.get().status == MessageStatus.QUEUED
 
 
 def test_an_oversized_body_gets_400(client, message):
     payload = status_payload(SID, "delivered") | {"Padding": "x" * 70_000}
     assert post_form(client, STATUS_PATH, payload).status_code == 400
-    assert not MessageEvent.objects.exists()
+    assert not ProviderCallback.objects.exists()
 
 
 def test_a_json_body_that_is_not_an_object_gets_400(client):
@@ -117,7 +117,7 @@ def test_a_json_body_that_is_not_an_object_gets_400(client):
         path, data=body, content_type="application/json", headers={"X-Twilio-Signature": signature(PUBLIC + path)}
     )
     assert response.status_code == 400
-    assert not MessageEvent.objects.exists()
+    assert not ProviderCallback.objects.exists()
 
 
 def test_a_json_body_without_body_sha256_gets_400(client, message):
@@ -129,7 +129,7 @@ def test_a_json_body_without_body_sha256_gets_400(client, message):
         headers={"X-Twilio-Signature": signature(PUBLIC + STATUS_PATH, params)},
     )
     assert response.status_code == 400
-    assert not MessageEvent.objects.exists()
+    assert not ProviderCallback.objects.exists()
 
 
 def test_only_post_is_allowed(client):

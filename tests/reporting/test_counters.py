@@ -7,7 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from messaging.models import Message, MessageStatus
-from messaging.services.status import status_event_record
+from messaging.services.status import status_callback_record
 from reporting.counters import (
     counters_read,
     counters_recount,
@@ -45,7 +45,7 @@ def _callbacks(messages, plans, rng):
 
 def _record(sid, status, code):
     payload = {"MessageSid": sid, "MessageStatus": status, **({"ErrorCode": code} if code else {})}
-    status_event_record(provider_sid=sid, status=status, error_code=code, payload=payload)
+    status_callback_record(provider_sid=sid, status=status, error_code=code, payload=payload)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -138,5 +138,5 @@ def test_a_transactional_message_costs_the_webhook_no_counting():
     with CaptureQueriesContext(connection) as queries:
         on_message_status_changed(sender=None, message_id=message.pk, source_type_id=None)
     assert len(queries) == 0
-    status_event_record(provider_sid=message.provider_sid, status="delivered", payload={})
+    status_callback_record(provider_sid=message.provider_sid, status="delivered", payload={})
     assert not MessageStatusCounter.objects.exists()

@@ -18,7 +18,7 @@ from audience.models import ConsentSource, ConsentStatus, Contact
 from audience.services import consent_change
 from messaging.models import Direction
 from messaging.services.inbound import inbound_message_record
-from messaging.services.status import status_event_record
+from messaging.services.status import status_callback_record
 from reporting.counters import (
     contact_totals,
     contact_totals_compact,
@@ -50,7 +50,7 @@ PLANS = [
 def _callback(sid: str, step: str) -> None:
     status, _, code = step.partition(":")
     payload = {"MessageSid": sid, "MessageStatus": status, **({"ErrorCode": code} if code else {})}
-    status_event_record(provider_sid=sid, status=status, error_code=code, payload=payload)
+    status_callback_record(provider_sid=sid, status=status, error_code=code, payload=payload)
 
 
 def _minutes_recounted() -> dict:

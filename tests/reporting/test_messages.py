@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from messaging.models import Direction
-from messaging.services.status import status_event_record
+from messaging.services.status import status_callback_record
 from tests.factories import ContactFactory, SenderFactory
 from tests.reporting.support import T0, add_recipient, make_campaign, make_message, make_run
 
@@ -50,7 +50,7 @@ def test_counts_by_status_and_history(staff_api, data, django_capture_on_commit_
     queued = data["messages"][2]
     with django_capture_on_commit_callbacks(execute=True):
         for status in ("delivered", "sent"):
-            status_event_record(provider_sid=queued.provider_sid, status=status, payload={})
+            status_callback_record(provider_sid=queued.provider_sid, status=status, payload={})
     body = staff_api.get(URL).json()
     assert body["total"] == 6
     assert body["counts"]["delivered"] == 3  # two campaign messages and the one just delivered

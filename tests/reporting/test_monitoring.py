@@ -16,7 +16,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from audience.models import ConsentStatus
 from config.celery import app as celery_app
 from config.privacy import phone_mask
-from messaging.models import Direction, Message, MessageEvent
+from messaging.models import Direction, Message, ProviderCallback
 from reporting.counters import counters_sweep
 from reporting.monitoring import WORKERS_CACHE_KEY, inbound_kind, inbound_list, queue_depths
 from tests.factories import ContactFactory
@@ -153,7 +153,7 @@ def test_dashboard_reports_real_rows(analyst_api, django_capture_on_commit_callb
     make_message(direction=Direction.INBOUND, status="received", created_at=now)
     # Rows written here without the services' signals are counted by the sweep, as in production.
     counters_sweep(since=now - timedelta(hours=1))
-    MessageEvent.objects.create(kind="status", provider_sid="SMx", status="sent", payload={})
+    ProviderCallback.objects.create(kind="status", provider_sid="SMx", status="sent", payload={})
     every, _ = IntervalSchedule.objects.get_or_create(every=30, period="seconds")
     tick = now - timedelta(seconds=20)
     PeriodicTask.objects.create(name="test tick", task="x", interval=every, last_run_at=tick)
@@ -173,7 +173,7 @@ def test_dashboard_reports_real_rows(analyst_api, django_capture_on_commit_callb
     assert (rates["1m"]["sent"], rates["5m"]["sent"], rates["60m"]["sent"]) == (1, 2, 3)
     assert rates["5m"]["failed"] == 1 and rates["5m"]["error_rate"] == round(1 / 3, 4)
     assert rates["60m"]["per_minute"] == round(3 / 60, 2)
-    assert body["webhooks"]["status_events_5m"] == 1
+    assert body["webhooks"]["status_callbacks_5m"] == 1
     assert body["webhooks"]["seconds_since_last_event"] < 60
     [active] = body["active_runs"]
     assert active["id"] == run.pk and active["progress"] == 0.75

@@ -129,7 +129,7 @@ def test_timeline_buckets_by_hour_and_minute(analyst_api, campaign_data):
 
 
 def test_summary_follows_status_callbacks(analyst_api, django_capture_on_commit_callbacks):
-    from messaging.services.status import status_event_record
+    from messaging.services.status import status_callback_record
 
     campaign = make_campaign()
     run = make_run(campaign)
@@ -137,7 +137,7 @@ def test_summary_follows_status_callbacks(analyst_api, django_capture_on_commit_
     counters_sweep(since=T0)
     sid = recipient.message.provider_sid
     with django_capture_on_commit_callbacks(execute=True):
-        status_event_record(provider_sid=sid, status="failed", error_code="63016", payload={"MessageSid": sid})
+        status_callback_record(provider_sid=sid, status="failed", error_code="63016", payload={"MessageSid": sid})
     data = analyst_api.get(f"/api/v1/reporting/campaigns/{campaign.pk}/summary").json()
     assert data["messages"]["failed"] == 1
     assert data["failures"][0]["error_code"] == "63016"

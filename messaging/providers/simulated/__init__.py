@@ -1,6 +1,6 @@
 """The embedded default provider: accepts every send and plays a realistic life for it.
 
-A few seconds after a send, Celery tasks deliver status events (sent, delivered,
+A few seconds after a send, Celery tasks deliver status callbacks (sent, delivered,
 read on WhatsApp, a few percent undelivered or failed with real Twilio codes) and
 now and then an inbound reply, through the very services the Twilio webhooks call,
 so every page of the product comes alive without a Twilio account.
@@ -124,7 +124,7 @@ def _address(channel: str, address: str) -> str:
 def simulated_step_run(step: dict) -> dict | None:
     """Play the next status of ``step`` (or its reply) through the webhook services; returns what is left."""
     from messaging.services.inbound import inbound_message_record
-    from messaging.services.status import status_event_record
+    from messaging.services.status import status_callback_record
 
     to, from_ = _address(step["channel"], step["to"]), _address(step["channel"], step["from_"])
     if step["steps"]:
@@ -140,7 +140,7 @@ def simulated_step_run(step: dict) -> dict | None:
             "ApiVersion": "2010-04-01",
             **({"ErrorCode": error_code} if error_code else {}),
         }
-        status_event_record(provider_sid=step["sid"], status=status, error_code=error_code, payload=payload)
+        status_callback_record(provider_sid=step["sid"], status=status, error_code=error_code, payload=payload)
         rest = {**step, "steps": step["steps"][1:]}
         return rest if rest["steps"] or rest["reply"] else None
     if step["reply"]:

@@ -28,7 +28,7 @@ from config.json_limits import DepthLimitedJSONDecoder
 from messaging.keywords import Keyword, keyword_parse
 from messaging.providers.twilio.codes import STATUSES
 from messaging.services.inbound import inbound_message_record
-from messaging.services.status import status_event_record
+from messaging.services.status import status_callback_record
 from messaging.webhooks.base import MalformedWebhook, WebhookRefused, WebhookView, logger
 
 SIGNATURE_SETTINGS_META = "HTTP_" + SIGNATURE_SETTINGS_HEADER.upper().replace("-", "_")
@@ -187,7 +187,7 @@ class TwilioStatusView(TwilioWebhookView):
             raise MalformedWebhook(f"MessageStatus {event.status!r} is missing or unknown")
 
     def handle(self, request: HttpRequest, event: TwilioEvent) -> HttpResponse:
-        status_event_record(
+        status_callback_record(
             provider_sid=event.provider_sid, status=event.status, error_code=event.error_code, payload=event.payload
         )
         return HttpResponse(status=200)
