@@ -26,7 +26,7 @@ from campaigns.models import (
     EventStatus,
 )
 from campaigns.services.events.kick import events_kick
-from config import idempotency
+from config import idempotency, sql
 
 logger = logging.getLogger(__name__)
 
@@ -280,10 +280,47 @@ def _event_id_sequence() -> str:
         return cursor.fetchone()[0]
 
 
+# One event for a contact given by id, the usual single request: a prepared statement (planned
+# once per connection; the general statement above costs 0.7 ms to plan and 1.7 ms to run for one
+# row), and no health-check query before it (config.sql.fetch_one_prepared).
+_INSERT_ONE_SQL = """
+INSERT INTO campaigns_event (contact_id, contact_phone_hash, name, properties, occurred_at, received_at,
+                             idempotency_key, request_hash, status)
+SELECT c.id, '', %(name)s::text, %(properties)s::jsonb, COALESCE(%(occurred_at)s::timestamptz, %(now)s::timestamptz),
+       %(now)s::timestamptz, %(key)s::text, %(request_hash)s::text, 'pending'
+FROM audience_contact c
+WHERE c.id = %(contact_id)s::bigint
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id, status
+"""
+# Not inserted: an unknown contact (which wins over a used key, as in the general statement),
+# else the key was used before.
+_CONTACT_EXISTS_SQL = "SELECT EXISTS (SELECT 1 FROM audience_contact WHERE id = %(contact_id)s::bigint)"
+
+
+def _event_insert_by_id(item: EventIn) -> dict[str, Any]:
+    params = {
+        "name": item.name,
+        "properties": json.dumps(item.properties, separators=(",", ":")),
+        "occurred_at": item.occurred_at,
+        "now": timezone.now(),
+        "key": item.key,
+        "request_hash": item.request_hash,
+        "contact_id": item.contact_id,
+    }
+    row = sql.fetch_one_prepared(_INSERT_ONE_SQL, params)
+    if row is not None:
+        return {item.key: (row[0], row[1])}
+    (exists,) = sql.fetch_one_prepared(_CONTACT_EXISTS_SQL, {"contact_id": item.contact_id})
+    return {item.key: None if exists else _UNKNOWN_ID}
+
+
 def _events_insert(items: list[EventIn]) -> dict[str, Any]:
     """{key: (event id, status) if inserted, None if the key was used before, _UNKNOWN_ID or _NEEDS_CONTACT}."""
     if not items:
         return {}
+    if len(items) == 1 and items[0].contact_id is not None:
+        return _event_insert_by_id(items[0])
     now = timezone.now()
     rows = [
         {
