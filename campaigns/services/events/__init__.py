@@ -34,6 +34,7 @@ from campaigns.services.events.intake import (
 from campaigns.services.events.kick import (
     HELPER_KEY,
     KICK_KEY,
+    MATCH_GATHER,
     MATCHER_LINGER,
     events_kick,
     events_kick_clear,
@@ -58,6 +59,7 @@ __all__ = [
     "KEYWORD_EVENT",
     "KICK_KEY",
     "MATCHER_LINGER",
+    "MATCH_GATHER",
     "MATCH_BATCH",
     "MAX_BATCH",
     "PROPERTY_OPS",

@@ -5,10 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from campaigns.models import (
-    Event,
-    EventStatus,
-)
+from campaigns.models import Event, EventStatus
 from config import observe
 
 logger = logging.getLogger(__name__)
@@ -20,6 +17,10 @@ KICK_TTL_MS = 5_000  # a kick whose task was lost stops holding the next one bac
 # queued) looks again until MATCHER_LINGER seconds pass with nothing pending, longer than this.
 KICK_QUIET = 0.1
 MATCHER_LINGER = 1.0
+# A lingering matcher that sees new events waits this long for more before it matches: single
+# events trickling in are then answered a few dozen at a time, not one or two, for the same dozen
+# statements a batch (1.3 ms of a worker's CPU for each single event when it did not wait).
+MATCH_GATHER = 0.2
 _last_kick = 0.0
 
 
