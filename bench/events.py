@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     database_url = database_recreate(server_url("DATABASE_URL"), args.database)
-    port = free_port()
+    port = args.port = free_port()
     env = server_env(port, database_url, secrets.token_hex(16))
     env.update(
         {
@@ -374,12 +374,12 @@ def main(argv: list[str] | None = None) -> None:
         fire(port, warm, (b"202",), args.connections, args.client_processes)
         phases = {}
         cpu_before, wall_before = _cpu(server.pid, workers, args.database), time.monotonic()
-        phases["baseline"] = fire(port, baseline, (b"201",), args.connections, args.client_processes)
+        phases["baseline"] = _fire_measured(server, workers, args, baseline, (b"201",), args.connections)
         matchers_wait()
-        phases["single"] = fire(port, single, (b"202",), args.connections, args.client_processes)
-        phases["batch"] = fire(port, batches, (b"200",), args.batch_connections, args.client_processes, keep=True)
+        phases["single"] = _fire_measured(server, workers, args, single, (b"202",), args.connections)
+        phases["batch"] = _fire_measured(server, workers, args, batches, (b"200",), args.batch_connections, keep=True)
         drained_s = matchers_wait()
-        phases["messages"] = fire(port, messages, (b"201", b"202"), args.connections, args.client_processes)
+        phases["messages"] = _fire_measured(server, workers, args, messages, (b"201", b"202"), args.connections)
         cpu_after, wall = _cpu(server.pid, workers, args.database), time.monotonic() - wall_before
     finally:
         server.terminate()
@@ -399,7 +399,9 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{name}: {phase['requests']} requests in {phase['elapsed_s']:.1f} s = {phase['rps']:.0f}/s, "
             f"p50 {phase['p50_ms']:.1f} ms, p99 {phase['p99_ms']:.1f} ms, {phase['errors']} unexpected answers, "
-            f"{phase['connections_opened']} connections, clients {phase['client_cpu_s']:.1f} CPU s"
+            f"{phase['connections_opened']} connections, clients {phase['client_cpu_s']:.1f} CPU s, "
+            f"CPU ms per request: gunicorn {phase['gunicorn_cpu_ms_per_request']:.2f}, "
+            f"postgres {phase['postgres_cpu_ms_per_request']:.2f}, celery {phase['celery_cpu_ms_per_request']:.2f}"
         )
     print(f"matchers drained {drained_s:.1f} s after the last batch; CPU s during the phases: {cpu}")
     print(json.dumps({"check": check, "phases": {k: _round(v) for k, v in phases.items()}}))
@@ -420,6 +422,16 @@ def main(argv: list[str] | None = None) -> None:
         "messages_p99_ms": round(phases["messages"]["p99_ms"], 1),
         "baseline_single_wait_rps": round(phases["baseline"]["rps"]),
         "baseline_single_wait_p99_ms": round(phases["baseline"]["p99_ms"], 1),
+        # CPU milliseconds per request of the web server and of PostgreSQL (Celery's matching and
+        # sending apart): what the code costs, whatever share of the machine the run got.
+        "cpu_ms_per_request": {
+            name: {
+                "gunicorn": round(phase["gunicorn_cpu_ms_per_request"], 2),
+                "postgres": round(phase["postgres_cpu_ms_per_request"], 2),
+                "celery": round(phase["celery_cpu_ms_per_request"], 2),
+            }
+            for name, phase in phases.items()
+        },
         "unexpected_answers": sum(phase["errors"] for phase in phases.values()),
         "batch_event_errors": batch_errors,
         "conditions": {
@@ -444,6 +456,22 @@ def main(argv: list[str] | None = None) -> None:
         },
     }
     print(json.dumps(summary))
+
+
+def _fire_measured(server, workers, args, requests, ok, connections, keep=False) -> dict:
+    """``fire``, plus the CPU the web server and PostgreSQL spent per request during it.
+
+    On a machine shared with other work, requests per second say how much of the machine this
+    run got as much as how fast the code is; the CPU per request says the second alone.
+    """
+    before = _cpu(server.pid, workers, args.database)
+    result = fire(
+        port=args.port, requests=requests, ok=ok, connections=connections, processes=args.client_processes, keep=keep
+    )
+    after = _cpu(server.pid, workers, args.database)
+    for name in ("gunicorn", "postgres", "celery"):
+        result[f"{name}_cpu_ms_per_request"] = (after[name] - before[name]) * 1000 / len(requests)
+    return result
 
 
 def _of(plan: Plan):

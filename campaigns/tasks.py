@@ -114,6 +114,7 @@ def events_match_task() -> int:
     deadline = time.monotonic() + 20.0
     matched, more = events.events_match_pending()
     while not more and time.monotonic() < deadline and events.events_linger():
+        time.sleep(events.MATCH_GATHER)  # a trickle: let a batch gather
         found, more = events.events_match_pending()
         matched += found
     if more or time.monotonic() >= deadline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import threading
 
 import django_filters
 import django_filters.fields
@@ -119,3 +120,22 @@ class JSONField(serializers.JSONField):
 
 # serializer_field_mapping for a ModelSerializer whose model has JSON fields: they become the JSONField above.
 MODEL_SERIALIZER_FIELDS = {**serializers.ModelSerializer.serializer_field_mapping, models.JSONField: JSONField}
+
+
+_by_thread = threading.local()
+
+
+def represent(serializer_class, instance, context: dict) -> dict:
+    """``serializer_class(instance, context=context).data``, from one serializer per class and thread.
+
+    A model serializer builds and copies its fields for every instance it makes (for Message's 30
+    fields, most of a transactional send's CPU); a thread answers one request at a time, so it
+    may keep one serializer, its fields bound once, and give it each instance in turn.
+    """
+    serializers_made = _by_thread.__dict__.setdefault("serializers", {})
+    serializer = serializers_made.get(serializer_class)
+    if serializer is None:
+        serializer = serializers_made[serializer_class] = serializer_class(context=context)
+    serializer.instance, serializer._context = instance, context
+    serializer.__dict__.pop("_data", None)
+    return serializer.data

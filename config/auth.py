@@ -1,10 +1,11 @@
 """API token authentication that does not cost a query per request.
 
 DRF's TokenAuthentication looks the token and its user up on every request, and the role check
-then reads the user's groups: two queries for each event a backend posts. Each process keeps
-what it found for API_TOKEN_CACHE_SECONDS (10 by default, 0 turns it off): a deleted token, a
-deactivated user or a changed role takes effect within that time; model permissions are read
-afresh on every request that checks one.
+then reads the user's groups: two queries for each event a backend posts, and two more for a
+response that masks phones (the permission to see them whole). Each process keeps what it found,
+the user's roles and model permissions included, for API_TOKEN_CACHE_SECONDS (10 by default, 0
+turns it off): a deleted token, a deactivated user, a changed role or permission takes effect
+within that time.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class CachedTokenAuthentication(TokenAuthentication):
             return _fresh_copy(entry[1]), entry[2]
         user, token = super().authenticate_credentials(key)
         if ttl > 0:
-            user_roles(user)  # the roles travel with the remembered user
+            user_roles(user)  # the roles and permissions travel with the remembered user
+            user.get_all_permissions()
             with _lock:
                 if len(_entries) >= MAX_ENTRIES:
                     _entries.clear()
@@ -42,15 +44,11 @@ class CachedTokenAuthentication(TokenAuthentication):
 
 
 def _fresh_copy(user):
-    """The remembered user for one request: its roles kept, its model-permission caches not.
+    """The remembered user for one request: a copy, so that what a request sets on its user stays its own.
 
-    A copy, so that requests in other threads never share what a request caches on its user;
-    permissions (e.g. seeing full phone numbers) are read afresh, as without the memory.
+    The permission sets it shares with the remembered user are only read.
     """
-    user = copy.copy(user)
-    for name in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
-        user.__dict__.pop(name, None)
-    return user
+    return copy.copy(user)
 
 
 def token_cache_clear() -> None:

@@ -54,3 +54,35 @@ def values_update(
         return []
     source, arrays = unnest(columns, rows)
     return fetch(f"UPDATE {table_sql} SET {sets} FROM {source} {tail}", [*set_params, *arrays, *tail_params])
+
+
+def fetch_one_prepared(query: str, params: dict | Sequence = ()) -> tuple | None:
+    """One hot-path statement as a server-side prepared statement on Django's connection; its first row.
+
+    For a door's one statement per request (a webhook's status, a single event): planning such a
+    statement costs more than running it, so it is prepared once per connection (Django disables
+    psycopg's automatic preparing; its own ClientCursor never prepares, so enabling it on the raw
+    connection affects only cursors like this one). It also skips the per-request health check
+    query (CONN_HEALTH_CHECKS): a persistent connection found broken outside a transaction is
+    replaced and the statement, which must be safe to run twice, retried once. With
+    DATABASE_PREPARED_STATEMENTS off (a pooler in transaction mode, where the next transaction may
+    run on another server connection) it is sent unprepared, its parameters still apart from its text.
+    """
+    from django.conf import settings
+    from django.db import OperationalError
+
+    prepare = settings.DATABASE_PREPARED_STATEMENTS
+    for attempt in (1, 2):
+        connection.ensure_connection()
+        raw = connection.connection
+        if prepare and raw.prepare_threshold is None:
+            raw.prepare_threshold = 2**31 - 1  # prepare only what asks for it (prepare=True)
+        try:
+            with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+                cursor.execute(query, params, prepare=prepare)
+                return cursor.fetchone() if cursor.description else None
+        except OperationalError:
+            if attempt == 2 or connection.in_atomic_block:
+                raise
+            connection.close()
+    raise AssertionError("unreachable")

@@ -22,6 +22,7 @@ from config.api import (
     idempotency_key,
     idempotency_parameter,
     raise_as_drf,
+    represent,
 )
 from config.roles import is_analyst
 from messaging import selectors
@@ -381,11 +382,12 @@ class MessageViewSet(
                     context=data.get("context"),
                     idempotency_key=key,
                     request_hash=fingerprint,
+                    replay_checked=True,
                 )
         except DjangoValidationError as exc:
             raise_as_drf(exc)
         code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
-        return Response(MessageSerializer(message, context=self.get_serializer_context()).data, status=code)
+        return Response(represent(MessageSerializer, message, self.get_serializer_context()), status=code)
 
     @staticmethod
     def _validated(request) -> dict:

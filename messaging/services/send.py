@@ -80,14 +80,17 @@ def message_create(
     request_hash: str = "",
     source: Any = None,
     enqueue: bool = True,
+    replay_checked: bool = False,
 ) -> tuple[Message, bool]:
     """Create a pending outbound message and enqueue its send after commit.
 
     Returns (message, created). With an idempotency key already used, the first message is
     returned and nothing new is sent, if ``request_hash`` (the request's fingerprint, see
     ``config.idempotency``) matches the first request's; otherwise ``IdempotencyConflict``.
+    ``replay_checked``: the caller has just called ``message_replay`` for the key (the unique
+    key still decides between two requests racing).
     """
-    if idempotency_key:
+    if idempotency_key and not replay_checked:
         existing = message_replay(idempotency_key, request_hash)
         if existing is not None:
             return existing, False
@@ -109,8 +112,11 @@ def message_create(
         source=source,
     )
     try:
-        with transaction.atomic():
-            message.save()
+        if connection.in_atomic_block:
+            with transaction.atomic():  # a savepoint: a used key leaves the caller's transaction usable
+                message.save()
+        else:
+            message.save()  # one INSERT, committed on its own
     except IntegrityError:
         # The same key sent concurrently: that request created it (a replay of it, or a conflict).
         existing = message_replay(idempotency_key, request_hash) if idempotency_key else None

@@ -27,11 +27,10 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-import psycopg
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from config import sql
 from messaging.models import FAILURE_STATUSES, Message, MessageStatus, ProviderCallback
 from messaging.providers import UnknownStatus, error_meaning, status_for
 from messaging.signals import message_status_changed, message_statuses_changed
@@ -204,41 +203,12 @@ def status_callback_record(*, provider_sid: str, status: str, error_code: str = 
         "at": timezone.now(),
         "provider_at": provider_done_at(ours, payload),
     }
-    created, message_id, old, new, source_type_id, restamped = _fetch_one_prepared(_record_sql(ours), params)
+    created, message_id, old, new, source_type_id, restamped = sql.fetch_one_prepared(_record_sql(ours), params)
     if message_id is not None and old != new:
         _notify(StatusChange(message_id, old, new, source_type_id))
     elif restamped and source_type_id is not None:
         _notify_restamped(message_id)
     return bool(created)
-
-
-def _fetch_one_prepared(query: str, params: dict) -> tuple:
-    """Run one statement as a server-side prepared statement on Django's connection.
-
-    This is the webhook's hot path, kept to one round trip: planning the statement costs about
-    three times executing it, so it is prepared once per connection (Django disables psycopg's
-    automatic preparing; its own ClientCursor never prepares, so enabling it on the raw
-    connection affects only cursors like this one). It also skips the per-request health check
-    query (CONN_HEALTH_CHECKS): a persistent connection found broken is replaced and the
-    statement, idempotent, retried once. With DATABASE_PREPARED_STATEMENTS off (a pooler in
-    transaction mode, where the next transaction may run on another server connection) it is
-    sent unprepared, with its parameters still apart from its text.
-    """
-    prepare = settings.DATABASE_PREPARED_STATEMENTS
-    for attempt in (1, 2):
-        connection.ensure_connection()
-        raw = connection.connection
-        if prepare and raw.prepare_threshold is None:
-            raw.prepare_threshold = 2**31 - 1  # prepare only what asks for it (prepare=True)
-        try:
-            with psycopg.Cursor(raw) as cursor:
-                cursor.execute(query, params, prepare=prepare)
-                return cursor.fetchone()
-        except psycopg.OperationalError:
-            if attempt == 2 or connection.in_atomic_block:
-                raise
-            connection.close()
-    raise AssertionError("unreachable")
 
 
 def status_callbacks_apply_pending(message: Message) -> int:

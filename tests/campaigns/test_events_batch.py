@@ -243,7 +243,7 @@ def test_wait_false_refuses_bad_fields_naming_them(staff_api, campaign):
 def test_storing_events_wakes_one_matcher_until_it_starts_looking(
     staff_api, campaign, django_capture_on_commit_callbacks, monkeypatch
 ):
-    monkeypatch.setattr(events, "KICK_QUIET", 0.0)
+    monkeypatch.setattr(events.kick, "KICK_QUIET", 0.0)
     events.events_kick_clear()
     with mock.patch("campaigns.tasks.events_match_task.delay") as delay:
         with django_capture_on_commit_callbacks(execute=True):
@@ -263,13 +263,13 @@ def test_storing_events_wakes_one_matcher_until_it_starts_looking(
 
 def test_a_process_that_just_kicked_skips_the_round_trip_and_the_matcher_lingers_for_it(campaign, monkeypatch):
     events.events_kick_clear()
-    monkeypatch.setattr(events, "_last_kick", 0.0)
+    monkeypatch.setattr(events.kick, "_last_kick", 0.0)
     with mock.patch("campaigns.tasks.events_match_task.delay") as delay:
         events.events_kick()
         events.events_kick_clear()  # the matcher started
         events.events_kick()  # within KICK_QUIET: no Redis call, no task
         assert delay.call_count == 1
-    assert events.MATCHER_LINGER > events.KICK_QUIET
+    assert events.MATCHER_LINGER > events.kick.KICK_QUIET
     assert events.events_linger(seconds=0.2) is False
     _ = Event.objects.create(
         contact=Contact.objects.get(phone=PHONE), name="order_shipped", occurred_at=timezone.now(), idempotency_key="k"

@@ -49,7 +49,7 @@ def contacts(db):
 def test_a_crash_while_matching_leaves_the_batch_pending_and_the_next_matcher_answers_it_once(contacts):
     campaign = _campaign()
     _store(contacts[:20])
-    with mock.patch.object(events, "_counters_add", side_effect=RuntimeError("worker killed")):
+    with mock.patch.object(events.answers, "_counters_add", side_effect=RuntimeError("worker killed")):
         with pytest.raises(RuntimeError):
             events.events_match()
     assert Event.objects.filter(status="pending").count() == 20

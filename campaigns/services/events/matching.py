@@ -1,0 +1,296 @@
+"""Matching events to triggered campaigns: a batch at a time in the workers, or one event in the request.
+
+Workers claim pending events (FOR UPDATE SKIP LOCKED, so matchers never share one), match the
+batch against the running triggered campaigns with a few statements per campaign, and mark
+the events matched in the same transaction. A crash rolls all of it back and leaves the events
+pending for the next matcher; a committed batch is never claimed again. (event, campaign) is
+unique in the matched-campaigns table and (event, run) among recipients: the database refuses
+a second answer even to a matcher that got it wrong.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import time
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from audience import services as audience_services
+from audience.models import Contact
+from campaigns.models import (
+    Campaign,
+    CampaignKind,
+    CampaignStatus,
+    Event,
+    EventStatus,
+)
+from campaigns.segments import rules
+from campaigns.segments.compile import compile_rule
+from campaigns.segments.rules import RuleError
+from campaigns.services.events.answers import answers_add
+from campaigns.services.events.conditions import conditions_hold
+from campaigns.services.events.kick import helper_wake
+from campaigns.services.events.triggers import keyword_normalize
+from config import idempotency
+from messaging.keywords import KEYWORDS
+from messaging.models import Direction, Message
+
+logger = logging.getLogger(__name__)
+
+
+KEYWORD_EVENT = "keyword"  # the name of events recorded for inbound keywords
+
+
+KEYWORD_RE = re.compile(r"^[A-Z0-9]{1,32}$")
+
+
+# --- Recording events one at a time (answered before returning) ------------------------------
+
+
+def event_replay(idempotency_key: str, request_hash: str) -> Event | None:
+    """The event first recorded with this key, or None; IdempotencyConflict if the request differs."""
+    event = Event.objects.filter(idempotency_key=idempotency_key).first()
+    if event is not None:
+        idempotency.replay_check(event.request_hash, request_hash, f"event {event.pk}")
+    return event
+
+
+def event_record(
+    *,
+    contact: Contact,
+    name: str,
+    properties: dict[str, Any] | None = None,
+    occurred_at: dt.datetime | None = None,
+    idempotency_key: str,
+    request_hash: str = "",
+    keyword: str = "",
+    now: dt.datetime | None = None,
+) -> tuple[Event, bool]:
+    """Store an event and match it before returning; returns (event, created). A replayed key returns the first event.
+
+    The same matcher as the workers' (``events_match``), over this one event, in the
+    transaction that stores it: the caller sees the campaigns it fired.
+    """
+    existing = event_replay(idempotency_key, request_hash)
+    if existing is not None:
+        return existing, False
+    now = now or timezone.now()
+    event = Event(
+        contact=contact,
+        name=name,
+        properties=properties or {},
+        occurred_at=occurred_at or now,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        status=EventStatus.PENDING,
+    )
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                event.save()
+        except IntegrityError:  # the same key sent concurrently: that request's event stands
+            replayed = event_replay(idempotency_key, request_hash)
+            if replayed is None:
+                raise
+            return replayed, False
+        events_match([event.pk], keyword=keyword, now=now)
+    event.status, event.matched_at = EventStatus.MATCHED, now
+    return event, True
+
+
+MATCH_BATCH = 1000
+
+
+def events_match(
+    event_ids: list[int] | None = None,
+    *,
+    limit: int = MATCH_BATCH,
+    keyword: str = "",
+    now: dt.datetime | None = None,
+) -> list[int]:
+    """Match pending events (these ids, else the oldest ``limit``); returns the ids this call matched.
+
+    Events another matcher holds are skipped, not waited for.
+    """
+    now = now or timezone.now()
+    where, params = "status = 'pending'", []
+    if event_ids is not None:
+        where += " AND id = ANY(%s::bigint[])"
+        params.append(_id_array(event_ids))
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            # The oldest pending events by walking the partial index event_pending in id order.
+            # The statistics lag behind a backlog (a table analysed with few events pending), and
+            # the planner then fetches every pending row and sorts them to keep 1,000: 50 ms at
+            # 50,000 pending instead of 3, growing with the backlog it should be shrinking.
+            cursor.execute("SELECT set_config('enable_bitmapscan', 'off', true)")
+            cursor.execute(
+                f"""SELECT id, contact_id, name, properties, occurred_at FROM campaigns_event
+                    WHERE {where} ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
+                [*params, limit],
+            )
+            batch = [ClaimedEvent(*row) for row in cursor.fetchall()]
+            cursor.execute("SELECT set_config('enable_bitmapscan', 'on', true)")
+        if not batch:
+            return []
+        _batch_answer(batch, keyword=keyword, now=now)
+        ids = [event.pk for event in batch]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE campaigns_event SET status = 'matched', matched_at = %s WHERE id = ANY(%s::bigint[])",
+                [now, _id_array(ids)],
+            )
+    return ids
+
+
+class ClaimedEvent:
+    """A pending event as a matcher holds it: what matching reads, without a model instance each."""
+
+    __slots__ = ("pk", "contact_id", "name", "properties", "occurred_at")
+
+    def __init__(self, pk, contact_id, name, properties, occurred_at):
+        self.pk, self.contact_id, self.name = pk, contact_id, name
+        self.properties = properties if isinstance(properties, dict) else json.loads(properties or "{}")
+        self.occurred_at = occurred_at
+
+
+def _id_array(ids) -> str:
+    """Ids as one array literal: psycopg quotes one string far faster than a list of thousands."""
+    return "{" + ",".join(str(int(pk)) for pk in ids) + "}"
+
+
+def events_match_pending(
+    *, limit: int = MATCH_BATCH, seconds: float = 20.0, wake_helper: bool = True
+) -> tuple[int, bool]:
+    """Match batch after batch until none is left or ``seconds`` passed; (matched, more may be left)."""
+    deadline = time.monotonic() + seconds
+    total = 0
+    while True:
+        matched = len(events_match(limit=limit))
+        total += matched
+        if matched < limit:
+            return total, False
+        if wake_helper:
+            helper_wake()  # a backlog: a second matcher shares it
+        if time.monotonic() >= deadline:
+            return total, True
+
+
+def _batch_answer(batch: list[ClaimedEvent], *, keyword: str, now: dt.datetime) -> None:
+    """Every (event, campaign) match of the batch, answered as one event after another would be."""
+    live = Campaign.objects.filter(kind=CampaignKind.TRIGGERED, status=CampaignStatus.RUNNING)
+    if keyword:
+        live = live.filter(trigger_keyword=keyword)
+    else:
+        live = live.filter(trigger_event__in={event.name for event in batch})
+    campaigns = list(live.select_related("template", "sender", "segment", "topic").order_by("pk"))
+    # Name and property conditions: Python over the batch, no query.
+    candidates = {
+        campaign.pk: [
+            event
+            for event in batch
+            if event.contact_id is not None
+            and (keyword or event.name == campaign.trigger_event)
+            and conditions_hold(campaign.trigger_conditions, event.properties)
+        ]
+        for campaign in campaigns
+    }
+    campaigns = [campaign for campaign in campaigns if candidates[campaign.pk]]
+    if not campaigns:
+        return
+    contact_ids = sorted({event.contact_id for events in candidates.values() for event in events})
+    # One batch at a time per contact (ids in order, so two matchers never deadlock): the
+    # frequency cap counts what an earlier batch queued.
+    contacts = {
+        contact.pk: contact
+        for contact in Contact.objects.select_for_update(no_key=True).filter(pk__in=contact_ids).order_by("pk")
+    }
+    allowed: dict[int, set[int]] = {}
+    for campaign in campaigns:
+        ids = sorted({event.contact_id for event in candidates[campaign.pk]})
+        if keyword and campaign.topic_id:  # the keyword asked for the topic, so its condition holds
+            audience_services.contacts_add_topic(ids, campaign.topic)
+        allowed[campaign.pk] = _contacts_matching(campaign, ids, now=now)
+    candidate_ids = {pk: {event.pk for event in events} for pk, events in candidates.items()}
+    pairs = [
+        (event, campaign)
+        for event in batch
+        for campaign in campaigns
+        if event.pk in candidate_ids[campaign.pk] and event.contact_id in allowed[campaign.pk]
+    ]
+    pairs = _matches_claim(pairs)
+    if not pairs:
+        return
+    answers_add(pairs, contacts, now=now)
+
+
+def _contacts_matching(campaign: Campaign, contact_ids: list[int], *, now: dt.datetime) -> set[int]:
+    """Those of the contacts the campaign's contact rule, segment and topic hold for (one query, or none)."""
+    conditions = Q()
+    try:
+        if campaign.trigger_contact_rule:
+            conditions &= compile_rule(rules.validate(campaign.trigger_contact_rule), now=now)
+        if campaign.segment_id:
+            conditions &= compile_rule(rules.validate(campaign.segment.definition), now=now)
+    except RuleError as exc:  # stored before a rule change made it invalid: never "everyone"
+        logger.warning("campaign %s: contact rule no longer valid, not matched: %s", campaign.pk, exc)
+        return set()
+    if campaign.topic_id:
+        conditions &= Q(topics__pk=campaign.topic_id)
+    if not conditions:
+        return set(contact_ids)
+    return set(Contact.objects.filter(conditions, pk__in=contact_ids).values_list("pk", flat=True).distinct())
+
+
+def _matches_claim(pairs: list[tuple[ClaimedEvent, Campaign]]) -> list[tuple[ClaimedEvent, Campaign]]:
+    """Record the (event, campaign) matches; returns those not recorded before (the unique pair decides)."""
+    if not pairs:
+        return []
+    table = Event.matched_campaigns.through._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""INSERT INTO {table} (event_id, campaign_id)
+                SELECT * FROM unnest(%s::bigint[], %s::bigint[])
+                ON CONFLICT (event_id, campaign_id) DO NOTHING
+                RETURNING event_id, campaign_id""",
+            [[event.pk for event, _ in pairs], [campaign.pk for _, campaign in pairs]],
+        )
+        fresh = set(cursor.fetchall())
+    return [(event, campaign) for event, campaign in pairs if (event.pk, campaign.pk) in fresh]
+
+
+# --- Inbound keywords ----------------------------------------------------------------------
+
+
+def keyword_trigger(message_id: int, keyword: str | None = None) -> Event | None:
+    """Answer an inbound message that is a campaign's keyword; STOP, START and HELP never are.
+
+    Called by the inbound_message_received receiver after the message committed. The message's
+    sid is the event's idempotency key, so the same inbound message never answers twice.
+    """
+    if keyword:  # a consent or help keyword: messaging has handled it
+        return None
+    message = Message.objects.select_related("contact").filter(pk=message_id, direction=Direction.INBOUND).first()
+    if message is None or message.contact is None:
+        return None
+    word = keyword_normalize(message.body)
+    if not KEYWORD_RE.match(word) or word in KEYWORDS:
+        return None
+    live = Campaign.objects.filter(kind=CampaignKind.TRIGGERED, status=CampaignStatus.RUNNING, trigger_keyword=word)
+    if not live.exists():
+        return None
+    event, _ = event_record(
+        contact=message.contact,
+        name=KEYWORD_EVENT,
+        properties={"keyword": word},
+        occurred_at=message.received_at or message.created_at,
+        idempotency_key=f"inbound:{message.provider_sid or message.pk}",
+        keyword=word,
+    )
+    return event
