@@ -19,3 +19,7 @@ inbound_message_received = Signal()
 # sent, retried, skipped or failed), in place of one message_status_changed each; also sent for
 # one campaign message whose status times moved without its status (earlier evidence arriving late).
 message_statuses_changed = Signal()
+
+# message_ids: list[int]. These messages' prices became known (fetched from the provider after
+# their final status): the cost figures move, their statuses do not.
+message_prices_changed = Signal()
