@@ -58,9 +58,8 @@ def _pace(rate: float = 1000.0) -> tuple[RecordingPace, VirtualTime]:
 
 
 def _twilio_sender() -> Sender:
-    return Sender.objects.get_or_create(
-        name="sms", defaults={"channel": "sms", "kind": "long_code", "provider": "twilio", "from_address": "+15005550006"}
-    )[0]
+    fields = {"channel": "sms", "kind": "long_code", "provider": "twilio", "from_address": "+15005550006"}
+    return Sender.objects.get_or_create(name="sms", defaults=fields)[0]
 
 
 def _sent(phone: str = KE, body: str = "Hi there", sender: Sender | None = None) -> Message:

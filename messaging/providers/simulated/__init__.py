@@ -103,7 +103,7 @@ class SimulatedProvider:
     def prices_for_country(self, country: str) -> list[CountryPrice]:
         country = country.upper()
         return [
-            CountryPrice(country=country, channel=channel, price=prices.unit_price(country, channel), currency=prices.CURRENCY)
+            CountryPrice(country, channel, prices.unit_price(country, channel), prices.CURRENCY)
             for channel in (Channel.SMS, Channel.WHATSAPP)
         ]
 
