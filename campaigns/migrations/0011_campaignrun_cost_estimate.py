@@ -14,7 +14,7 @@ class Migration(migrations.Migration):
             name="cost_estimate",
             field=models.JSONField(
                 blank=True,
-                help_text="The cost estimated from the snapshot (campaigns.services.cost), for the summary.",
+                help_text="The cost estimated from the snapshot (campaigns.services.cost).",
                 null=True,
             ),
         ),
