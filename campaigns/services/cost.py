@@ -152,13 +152,19 @@ def run_cost_estimate_enqueue(run_id: int) -> None:
     transaction.on_commit(lambda: task.delay(run_id), robust=True)
 
 
+def money(amount: str | Decimal) -> str:
+    """An amount as people read a bill: cents from 100 up, four decimals below (an SMS costs fractions of a cent)."""
+    value = Decimal(amount)
+    return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.4f}"
+
+
 def cost_words(estimate: dict | None) -> str:
     """The estimate in one line: "12.90 USD for 100 messages (200 segments); 3 recipients have no price (XX)"."""
     if not estimate:
         return "not estimated"
     unit = estimate["unit"]
     parts = [
-        f"{Decimal(total['amount']):.2f} {total['currency']} for {total['messages']} messages"
+        f"{money(total['amount'])} {total['currency']} for {total['messages']} messages"
         + (f" ({total['units']} {unit}s)" if unit == "segment" else "")
         for total in estimate["totals"]
     ]

@@ -15,11 +15,11 @@ from decimal import Decimal, InvalidOperation
 import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models.functions import Left
+from django.db import connection
 from django.utils import timezone
 from import_export import resources
 
-from audience.models import Channel, Contact
+from audience.models import Channel
 from audience.phones import phone_country
 from messaging.models import PriceSource, PriceTable
 from messaging.providers import ProviderError, get_provider
@@ -77,13 +77,9 @@ def price_table_refresh(countries: list[str]) -> RefreshResult:
 
 def audience_countries() -> list[str]:
     """The countries of the contacts' numbers: one number per leading digits (area code for +1) is looked at."""
-    samples = (
-        Contact.objects.order_by()
-        .annotate(prefix=Left("phone", 5))
-        .order_by("prefix")
-        .distinct("prefix")
-        .values_list("phone", flat=True)
-    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT ON (left(phone, 5)) phone FROM audience_contact ORDER BY left(phone, 5)")
+        samples = [row[0] for row in cursor.fetchall()]
     return sorted({country for phone in samples if (country := phone_country(phone))})
 
 
