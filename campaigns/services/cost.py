@@ -10,9 +10,10 @@ and named, never priced at a guess; amounts in different currencies are kept apa
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -32,6 +33,9 @@ CONTACT_COLUMNS = ("phone", "name", "email", "locale", "channel", "timezone", "a
 FETCH = 2000  # rows read at a time from the server-side cursor
 SHOWN_COUNTRIES = 20  # the costliest countries listed; the totals count them all
 UNKNOWN_COUNTRY = "unknown"
+# Numbers sharing their first digits ("+254712", "+1212555") belong to one country: it is worked out
+# once per prefix. Seven characters hold the area code of a shared calling code (+1, +44, +7).
+PREFIX = 7
 
 
 def _units(template: MessageTemplate, channel: str) -> tuple[int | None, bool]:
@@ -50,28 +54,35 @@ def _rows(sql: str, params: list) -> Iterator[tuple]:
             yield from rows
 
 
-def _estimate(template: MessageTemplate, channel: str, rows: Iterable[tuple]) -> dict:
-    """Rows are the contacts' CONTACT_COLUMNS; returns the estimate (see ``cost_words`` for its reading)."""
+def _estimate(template: MessageTemplate, channel: str, source: str, params: list) -> dict:
+    """``source`` is SQL selecting the recipients' contacts as ``c``; returns the estimate (``cost_words`` reads it)."""
     fixed, segmented = _units(template, channel)
-    prices = price_lookup(channel)
     countries: dict[str, str] = {}  # first digits -> country: one parse per area, not per contact
     by_country: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # country -> [messages, units]
+
+    def country_of(phone: str) -> str:
+        prefix = phone[:PREFIX]
+        if prefix not in countries:
+            countries[prefix] = phone_country(phone) or UNKNOWN_COUNTRY
+        return countries[prefix]
+
+    if fixed is not None:  # the same units for everyone: count the numbers by their first digits in SQL
+        grouped = f"SELECT min(c.phone), count(*) {source} GROUP BY left(c.phone, {PREFIX})"
+        for phone, count in _rows(grouped, params):
+            tally = by_country[country_of(phone)]
+            tally[0] += count
+            tally[1] += count * fixed
+        return _priced(channel, segmented, by_country, price_lookup(channel))
     fallbacks = template.fallbacks or {}
-    for row in rows:
-        phone = row[0]
-        prefix = phone[:7]
-        country = countries.get(prefix)
-        if country is None:
-            country = countries[prefix] = phone_country(phone) or UNKNOWN_COUNTRY
-        units = fixed
-        if units is None:
-            contact = SimpleNamespace(**dict(zip(CONTACT_COLUMNS, row, strict=True)))
-            text, _missing = render_text(template.body, contact_lookup(contact), fallbacks)
-            units = max(sms_segments(text).segments, 1)
-        tally = by_country[country]
+    for row in _rows(f"SELECT {_columns('c')} {source}", params):
+        contact = SimpleNamespace(**dict(zip(CONTACT_COLUMNS, row, strict=True)))
+        if isinstance(contact.attributes, str):  # jsonb comes back as its text through Django's connection
+            contact.attributes = json.loads(contact.attributes)
+        text, _missing = render_text(template.body, contact_lookup(contact), fallbacks)
+        tally = by_country[country_of(row[0])]
         tally[0] += 1
-        tally[1] += units
-    return _priced(channel, segmented, by_country, prices)
+        tally[1] += max(sms_segments(text).segments, 1)
+    return _priced(channel, segmented, by_country, price_lookup(channel))
 
 
 def _priced(channel: str, segmented: bool, by_country: dict, prices: dict) -> dict:
@@ -119,11 +130,9 @@ def _columns(alias: str) -> str:
 
 def snapshot_cost_estimate(campaign: Campaign, snapshot: Snapshot) -> dict:
     """The cost of what a launch with this snapshot would send (its pending and held contacts)."""
-    sql = f"""
-        SELECT {_columns("c")} FROM ({snapshot.sql}) s JOIN audience_contact c ON c.id = s.contact_id
-        WHERE s.state IN (%s, %s)"""
-    rows = _rows(sql, [*snapshot.params, RecipientState.PENDING, RecipientState.HELD])
-    return _estimate(campaign.template, campaign.sender.channel, rows)
+    source = f"""FROM ({snapshot.sql}) s JOIN audience_contact c ON c.id = s.contact_id WHERE s.state IN (%s, %s)"""
+    params = [*snapshot.params, RecipientState.PENDING, RecipientState.HELD]
+    return _estimate(campaign.template, campaign.sender.channel, source, params)
 
 
 def run_cost_estimate(run_id: int) -> dict | None:
@@ -134,12 +143,9 @@ def run_cost_estimate(run_id: int) -> dict | None:
     run = CampaignRun.objects.select_related("campaign__template", "campaign__sender").filter(pk=run_id).first()
     if run is None:
         return None
-    sql = f"""
-        SELECT {_columns("c")} FROM campaigns_recipient r JOIN audience_contact c ON c.id = r.contact_id
+    source = """FROM campaigns_recipient r JOIN audience_contact c ON c.id = r.contact_id
         WHERE r.run_id = %s AND NOT (r.state = %s AND r.message_id IS NULL)"""
-    estimate = _estimate(
-        run.campaign.template, run.campaign.sender.channel, _rows(sql, [run_id, RecipientState.SKIPPED])
-    )
+    estimate = _estimate(run.campaign.template, run.campaign.sender.channel, source, [run_id, RecipientState.SKIPPED])
     CampaignRun.objects.filter(pk=run_id).update(cost_estimate=estimate)
     logger.info("run %s: cost estimated over %s messages", run_id, estimate["messages"])
     return estimate

@@ -68,6 +68,17 @@ def test_a_body_without_placeholders_is_counted_once_for_everyone(campaign):
     assert Decimal(estimate["totals"][0]["amount"]) == Decimal("0.1290") * 4 + Decimal("0.0524") * 2
 
 
+def test_attributes_count_in_the_rendered_length(campaign):
+    from audience.models import Contact
+
+    Contact.objects.filter(phone="+254712000001").update(attributes={"city": "x" * 20})
+    campaign.template.body = "Hi {{ name }}! " + "a" * 130 + " {{ attributes.city }}"
+    campaign.template.fallbacks = {"attributes.city": "-"}
+    campaign.template.save()
+    by_country = {row["country"]: row["units"] for row in services.campaign_dry_run(campaign)["cost"]["by_country"]}
+    assert by_country["KE"] == 2 + 1  # Amina: 141 + 20 characters, two segments; Bartholomew: 158, one
+
+
 def test_whatsapp_is_priced_per_message_whatever_its_length(campaign):
     _price("KE", "0.0297", channel="whatsapp")
     campaign.sender = SenderFactory(channel="whatsapp", kind="whatsapp", from_address="whatsapp:+15005550006")
