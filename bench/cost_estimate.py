@@ -28,7 +28,7 @@ def contacts_fill(cursor, n: int) -> None:
                                       created_at, updated_at)
         SELECT CASE i %% 3 WHEN 0 THEN '+2547' || lpad(i::text, 8, '0')
                            WHEN 1 THEN '+4474' || lpad(i::text, 8, '0')
-                           ELSE '+1212555' || lpad((i %% 10000)::text, 4, '0') END,
+                           ELSE '+1212' || (2000000 + i)::text END,
                'sms',
                CASE WHEN i %% 10 = 0 THEN 'Zoë ' || i ELSE 'Contact number ' || i END, '', 'en', '',
                jsonb_build_object('city', (ARRAY['Nairobi','London','New York'])[1 + i %% 3]),
