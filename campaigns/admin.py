@@ -631,7 +631,7 @@ class CampaignAdmin(admin.ModelAdmin):
         if campaign.kind == CampaignKind.TRIGGERED:
             return  # its audience is whoever sends the event; each answer is checked then
         try:
-            result = services.campaign_dry_run(campaign, samples=0)
+            result = services.campaign_dry_run(campaign, samples=0, with_cost=False)
         except ValidationError:
             return
         missing = result["excluded"].get(SkipReason.MISSING_VARIABLE, 0)

@@ -564,8 +564,10 @@ def run_reopen(run: CampaignRun, *, actor=None, detail: dict | None = None) -> C
     return run
 
 
-def campaign_dry_run(campaign: Campaign, *, now: dt.datetime | None = None, samples: int = 5) -> dict:
-    """What a launch at ``now`` would snapshot, without writing anything."""
+def campaign_dry_run(
+    campaign: Campaign, *, now: dt.datetime | None = None, samples: int = 5, with_cost: bool = True
+) -> dict:
+    """What a launch at ``now`` would snapshot, without writing anything (``with_cost``: and its cost)."""
     from audience.models import Contact
     from messaging.services.templates import template_preview
 
@@ -602,6 +604,6 @@ def campaign_dry_run(campaign: Campaign, *, now: dt.datetime | None = None, samp
         "excluded": excluded,
         "mps": mps,
         "estimated_seconds": round(snapshot_seconds + estimates.duration_estimate(to_send, mps, campaign.sender_id), 1),
-        "cost": cost.snapshot_cost_estimate(campaign, snapshot),
+        "cost": cost.snapshot_cost_estimate(campaign, snapshot) if with_cost else None,
         "samples": rendered,
     }

@@ -7,8 +7,6 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("audience", "0015_consent_audit_chain"),
-        ("contenttypes", "0002_remove_content_type_name"),
         ("messaging", "0010_message_outcome_unknown"),
     ]
 

@@ -85,7 +85,7 @@ def message_prices_fetch(*, now: datetime | None = None, limit: int | None = Non
     claimed = message_prices_claim(now, limit or settings.PRICE_FETCH_BATCH)
     if not claimed:
         return dict(tally)
-    provider = get_provider(Provider.TWILIO)
+    provider = get_provider()  # the configured provider: the one whose prices come after the send
     pace = pace or Pace(settings.PRICE_FETCH_RATE)
     priced: list[int] = []
     for index, (pk, sid, attempts) in enumerate(claimed):
