@@ -110,3 +110,13 @@ def test_an_analyst_sees_prices_but_changes_nothing(analyst_user):
     assert client.get("/admin/messaging/pricetable/refresh/").status_code == 403
     assert client.get("/admin/messaging/pricetable/import/").status_code == 403
     assert client.get("/admin/messaging/pricetable/add/").status_code == 403
+
+
+def test_the_fake_pricing_api_wants_the_account_credentials(fake):
+    import requests
+
+    url = f"{fake.base_url}/v1/Messaging/Countries/KE"
+    assert requests.get(url, timeout=5).status_code == 401
+    answer = requests.get(url, auth=(delivery.SID, delivery.TOKEN), timeout=5)
+    assert answer.status_code == 200 and answer.json()["iso_country"] == "KE"
+    assert requests.get(url.replace("KE", "FR"), auth=(delivery.SID, delivery.TOKEN), timeout=5).status_code == 404
