@@ -31,6 +31,9 @@ class CostEstimateSerializer(serializers.Serializer):
     unit = serializers.ChoiceField(choices=["segment", "message"], help_text="What one unit price buys.")
     messages = serializers.IntegerField()
     units = serializers.IntegerField(help_text="Rendered SMS segments (GSM-7 or UCS-2) per recipient, summed.")
+    rendered = serializers.IntegerField(
+        help_text="Messages rendered to count segments: all of them, or a sample past COST_ESTIMATE_RENDER_MAX."
+    )
     totals = CostTotalSerializer(many=True, help_text="Per currency: the segments or messages times the price.")
     by_country = CostCountrySerializer(many=True, help_text="The costliest destinations (at most 20).")
     unpriced = CostUnpricedSerializer()

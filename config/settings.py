@@ -177,6 +177,9 @@ PRICE_FETCH_RATE = env.float("PRICE_FETCH_RATE", 5.0, minimum=0.1)
 PRICE_FETCH_BATCH = env.int("PRICE_FETCH_BATCH", 100, minimum=1)
 PRICE_FETCH_DELAY_SECONDS = env.int("PRICE_FETCH_DELAY_SECONDS", 120, minimum=0)
 PRICE_FETCH_MAX_ATTEMPTS = env.int("PRICE_FETCH_MAX_ATTEMPTS", 6, minimum=1)
+# A personalised body's cost estimate renders every recipient up to this many; past it, an evenly
+# spread sample of about this many (messages per country stay exact).
+COST_ESTIMATE_RENDER_MAX = env.int("COST_ESTIMATE_RENDER_MAX", 200_000, minimum=100)
 PUBLIC_BASE_URL = (env.url("PUBLIC_BASE_URL", schemes=("http", "https")) or "http://127.0.0.1:8000").rstrip("/")
 # The TwiML reply to HELP and INFO keywords.
 HELP_REPLY_TEXT = env.str(

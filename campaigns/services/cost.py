@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
+import math
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
 from types import SimpleNamespace
 
+from django.conf import settings
 from django.db import connection, transaction
 
 from audience.models import Channel
@@ -55,10 +57,51 @@ def _rows(sql: str, params: list) -> Iterator[tuple]:
 
 
 def _estimate(template: MessageTemplate, channel: str, source: str, params: list) -> dict:
-    """``source`` is SQL selecting the recipients' contacts as ``c``; returns the estimate (``cost_words`` reads it)."""
+    """``source`` is SQL selecting the recipients' contacts as ``c``; returns the estimate (``cost_words`` reads it).
+
+    Messages per country are counted exactly, grouping the numbers by their first digits in SQL. A
+    body the same for everyone is counted once; a personalised body is rendered for each recipient,
+    or past COST_ESTIMATE_RENDER_MAX for an evenly spread sample (every k-th contact id), each
+    country's segments per message then taken from its sampled messages.
+    """
     fixed, segmented = _units(template, channel)
+    country_of = _country_finder()
+    messages: Counter[str] = Counter()
+    grouped = f"SELECT min(c.phone), count(*) {source} GROUP BY left(c.phone, {PREFIX})"
+    for phone, count in _rows(grouped, params):
+        messages[country_of(phone)] += count
+    total = sum(messages.values())
+    if fixed is not None:
+        by_country = {country: [count, count * fixed] for country, count in messages.items()}
+        return _priced(channel, segmented, by_country, total)
+    every = max(1, math.ceil(total / settings.COST_ESTIMATE_RENDER_MAX))
+    sampled = " AND c.id %% %s = 0" if every > 1 else ""
+    fallbacks = template.fallbacks or {}
+    rendered: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # country -> [messages, segments]
+    for row in _rows(f"SELECT {_columns('c')} {source}{sampled}", [*params, *([every] if every > 1 else [])]):
+        contact = SimpleNamespace(**dict(zip(CONTACT_COLUMNS, row, strict=True)))
+        if isinstance(contact.attributes, str):  # jsonb comes back as its text through Django's connection
+            contact.attributes = json.loads(contact.attributes)
+        text, _missing = render_text(template.body, contact_lookup(contact), fallbacks)
+        tally = rendered[country_of(row[0])]
+        tally[0] += 1
+        tally[1] += max(sms_segments(text).segments, 1)
+    if every == 1:
+        return _priced(channel, segmented, dict(rendered), sum(n for n, _units in rendered.values()))
+    done = sum(n for n, _units in rendered.values())
+    overall = sum(units for _n, units in rendered.values()) / done if done else 1.0
+    by_country = {
+        country: [
+            count,
+            round(count * (rendered[country][1] / rendered[country][0] if rendered[country][0] else overall)),
+        ]
+        for country, count in messages.items()
+    }
+    return _priced(channel, segmented, by_country, done)
+
+
+def _country_finder():
     countries: dict[str, str] = {}  # first digits -> country: one parse per area, not per contact
-    by_country: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # country -> [messages, units]
 
     def country_of(phone: str) -> str:
         prefix = phone[:PREFIX]
@@ -66,26 +109,11 @@ def _estimate(template: MessageTemplate, channel: str, source: str, params: list
             countries[prefix] = phone_country(phone) or UNKNOWN_COUNTRY
         return countries[prefix]
 
-    if fixed is not None:  # the same units for everyone: count the numbers by their first digits in SQL
-        grouped = f"SELECT min(c.phone), count(*) {source} GROUP BY left(c.phone, {PREFIX})"
-        for phone, count in _rows(grouped, params):
-            tally = by_country[country_of(phone)]
-            tally[0] += count
-            tally[1] += count * fixed
-        return _priced(channel, segmented, by_country, price_lookup(channel))
-    fallbacks = template.fallbacks or {}
-    for row in _rows(f"SELECT {_columns('c')} {source}", params):
-        contact = SimpleNamespace(**dict(zip(CONTACT_COLUMNS, row, strict=True)))
-        if isinstance(contact.attributes, str):  # jsonb comes back as its text through Django's connection
-            contact.attributes = json.loads(contact.attributes)
-        text, _missing = render_text(template.body, contact_lookup(contact), fallbacks)
-        tally = by_country[country_of(row[0])]
-        tally[0] += 1
-        tally[1] += max(sms_segments(text).segments, 1)
-    return _priced(channel, segmented, by_country, price_lookup(channel))
+    return country_of
 
 
-def _priced(channel: str, segmented: bool, by_country: dict, prices: dict) -> dict:
+def _priced(channel: str, segmented: bool, by_country: dict, rendered: int) -> dict:
+    prices = price_lookup(channel)
     totals: dict[str, list] = defaultdict(lambda: [Decimal(0), 0, 0])  # currency -> [amount, messages, units]
     countries, unpriced_messages, unpriced_countries = [], 0, []
     for country, (messages, units) in by_country.items():
@@ -115,6 +143,7 @@ def _priced(channel: str, segmented: bool, by_country: dict, prices: dict) -> di
         "unit": "segment" if segmented else "message",
         "messages": sum(messages for messages, _units in by_country.values()),
         "units": sum(units for _messages, units in by_country.values()),
+        "rendered": rendered,
         "totals": [
             {"currency": currency, "amount": str(amount), "messages": messages, "units": units}
             for currency, (amount, messages, units) in sorted(totals.items())
@@ -175,6 +204,8 @@ def cost_words(estimate: dict | None) -> str:
         for total in estimate["totals"]
     ]
     text = " + ".join(parts) if parts else "nothing priced"
+    if estimate.get("rendered", estimate["messages"]) < estimate["messages"] and unit == "segment":
+        text += f" (segments from a sample of {estimate['rendered']} rendered messages)"
     if len(estimate["totals"]) > 1:
         text += " (different currencies, not added up)"
     unpriced = estimate["unpriced"]

@@ -79,6 +79,17 @@ def test_attributes_count_in_the_rendered_length(campaign):
     assert by_country["KE"] == 2 + 1  # Amina: 141 + 20 characters, two segments; Bartholomew: 158, one
 
 
+def test_past_the_render_limit_a_spread_sample_gives_the_segments_and_messages_stay_exact(campaign, settings):
+    settings.COST_ESTIMATE_RENDER_MAX = 2  # four recipients: every second contact id is rendered
+    estimate = services.campaign_dry_run(campaign)["cost"]
+    messages = {row["country"]: row["messages"] for row in estimate["by_country"]}
+    assert messages == {"KE": 2, "GB": 1} and estimate["unpriced"]["messages"] == 1
+    assert estimate["rendered"] == 2 and estimate["messages"] == 4
+    assert "(segments from a sample of 2 rendered messages)" in cost.cost_words(estimate)
+    # A country no sampled contact belongs to takes the sample's average: no country is left at zero.
+    assert all(row["units"] >= row["messages"] for row in estimate["by_country"])
+
+
 def test_whatsapp_is_priced_per_message_whatever_its_length(campaign):
     _price("KE", "0.0297", channel="whatsapp")
     campaign.sender = SenderFactory(channel="whatsapp", kind="whatsapp", from_address="whatsapp:+15005550006")
