@@ -65,6 +65,10 @@ class PriceTableAdmin(ImportMixin, admin.ModelAdmin):
         message, level = _refresh_message(table.price_table_refresh(list(queryset.values_list("country", flat=True))))
         self.message_user(request, message, level)
 
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_refresh": self.has_change_permission(request)}
+        return super().changelist_view(request, extra_context)
+
     def get_urls(self):
         refresh = path("refresh/", self.admin_site.admin_view(self.refresh_view), name="messaging_pricetable_refresh")
         return [refresh, *super().get_urls()]

@@ -8,6 +8,7 @@ import tablib
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
+from audience import services as audience
 from messaging.models import PriceSource, PriceTable
 from messaging.pricing import table
 from tests import delivery
@@ -89,7 +90,12 @@ def test_the_admin_import_shows_the_row_errors(client):
 def test_staff_refresh_from_the_admin(client, settings):
     settings.MESSAGING_PROVIDER = "simulated"
     client.force_login(UserFactory(username="boss", is_superuser=True))
-    assert client.get("/admin/messaging/pricetable/refresh/").status_code == 200
+    audience.contact_create(phone="+254712000001", name="A")
+    audience.contact_create(phone="+447400123456", name="B")
+    listing = client.get("/admin/messaging/pricetable/").content.decode()
+    assert "Refresh from provider" in listing and "/admin/messaging/pricetable/import/" in listing
+    form = client.get("/admin/messaging/pricetable/refresh/")
+    assert form.status_code == 200 and 'value="GB KE"' in form.content.decode()  # the contacts' countries
     response = client.post("/admin/messaging/pricetable/refresh/", {"countries": "KE, GB"}, follow=True)
     assert "4 prices refreshed from the provider" in response.content.decode()
     bad = client.post("/admin/messaging/pricetable/refresh/", {"countries": "KE QQ"})
