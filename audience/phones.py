@@ -80,6 +80,20 @@ def country_clean(value: str | None) -> str:
     return code
 
 
+def phone_country(e164: str) -> str:
+    """The ISO code of the country an E.164 number belongs to (``+1 416`` -> CA); "" when unknown."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return ""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(number.country_code, ())
+    if len(regions) == 1:  # most calling codes belong to one country: no need to match the number's patterns
+        region = regions[0]
+    else:
+        region = phonenumbers.region_code_for_number(number) or ""
+    return "" if region in (phonenumbers.UNKNOWN_REGION, phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY) else region
+
+
 @functools.cache
 def country_choices() -> list[tuple[str, str]]:
     """(code, "Kenya (KE, +254)") for every country phone numbers know, by name."""

@@ -33,6 +33,7 @@ from campaigns.segments import rules
 from campaigns.segments.query import to_query
 from campaigns.segments.rules import RuleError
 from campaigns.services import SegmentError
+from campaigns.services.cost import cost_words
 from campaigns.services.launch_checks import campaign_variable_warning
 from campaigns.services.lifecycle import TRANSITIONS, skip_reason_label
 from config import privacy
@@ -428,6 +429,7 @@ def launch_facts(result: dict) -> list[tuple[str, str]]:
     facts.append(
         ("Estimated duration", f"{duration_words(result['estimated_seconds'])} at {result['mps']} messages a second")
     )
+    facts.append(("Estimated cost", cost_words(result.get("cost"))))
     return facts
 
 
@@ -748,6 +750,7 @@ class CampaignAdmin(admin.ModelAdmin):
             context["at"] = datetime.fromisoformat(result["at"])
             context["held_until"] = datetime.fromisoformat(result["held_until"]) if result["held_until"] else None
             context["duration"] = duration_words(result["estimated_seconds"])
+            context["cost"] = cost_words(result["cost"])
         except ValidationError as exc:
             context["error"] = "; ".join(exc.messages)
         return TemplateResponse(request, "admin/campaigns/campaign/dry_run.html", context)

@@ -17,6 +17,7 @@ from audience import selectors as audience_selectors
 from audience.models import Contact
 from audience.phones import InvalidPhone
 from campaigns import selectors, services
+from campaigns.api_cost import CostEstimateSerializer
 from campaigns.models import Campaign, CampaignAction, CampaignRun, Event, EventStatus, Segment
 from campaigns.segments.rules import RuleError
 from campaigns.services import SegmentError, events, outcomes
@@ -254,6 +255,7 @@ class DryRunSerializer(serializers.Serializer):
     excluded = serializers.DictField(child=serializers.IntegerField())
     mps = serializers.IntegerField()
     estimated_seconds = serializers.FloatField(allow_null=True)
+    cost = CostEstimateSerializer(help_text="Rendered segments per recipient times the price for its country.")
     samples = serializers.ListField(child=serializers.DictField())
 
 

@@ -228,6 +228,9 @@ class CampaignRun(models.Model):
     unknown = models.PositiveIntegerField(default=0)
     skipped_by_reason = models.JSONField(default=dict, blank=True)
     snapshot_seconds = models.FloatField(null=True, blank=True)
+    cost_estimate = models.JSONField(
+        null=True, blank=True, help_text="The cost estimated from the snapshot (campaigns.services.cost)."
+    )
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     dispatched_at = models.DateTimeField(

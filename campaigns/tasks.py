@@ -139,3 +139,11 @@ def events_sweep() -> int:
     if more:
         events_match_task.delay()
     return matched
+
+
+@shared_task(name="campaigns.run_cost_estimate", ignore_result=True)
+def run_cost_estimate(run_id: int) -> None:
+    """A launched run's estimated cost, for the summary's estimated against actual; safe to run twice."""
+    from campaigns.services import cost
+
+    cost.run_cost_estimate(run_id)

@@ -26,6 +26,7 @@ SCHEDULE: tuple[Periodic, ...] = (
     Periodic("messaging: reconcile stale sends", "messaging.messages_reconcile_stale", 60),
     Periodic("messaging: retention purge", "messaging.retention_purge", 3600),
     Periodic("messaging: send due retries", "messaging.messages_send_due", 30),
+    Periodic("messaging: fetch message prices", "messaging.prices_fetch", 30),
     Periodic("campaigns: dispatch upkeep", "campaigns.dispatch_upkeep", 10),
     Periodic("campaigns: reap stale recipient claims", "campaigns.recipients_reap", 60),
     Periodic("campaigns: release held recipients", "campaigns.held_release", 30),

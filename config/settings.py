@@ -169,6 +169,17 @@ DELIVERY_CAPACITY_MPS = env.float("DELIVERY_CAPACITY_MPS", 1200.0, minimum=1.0)
 # Minutes after its send a message whose outcome is unknown (the provider could not be asked) is
 # looked up again; past them it is failed, error code "unknown".
 DELIVERY_UNKNOWN_GIVE_UP_MINUTES = env.int("DELIVERY_UNKNOWN_GIVE_UP_MINUTES", 60, minimum=1)
+# Prices fetched from the provider after each message's final status (messaging.pricing.fetch):
+# requests a second for them (every worker together; Twilio refuses too many at once with 429),
+# messages per beat run, how long after the final status (Twilio fills the price in later), and
+# the tries before a message's price is given up.
+PRICE_FETCH_RATE = env.float("PRICE_FETCH_RATE", 5.0, minimum=0.1)
+PRICE_FETCH_BATCH = env.int("PRICE_FETCH_BATCH", 100, minimum=1)
+PRICE_FETCH_DELAY_SECONDS = env.int("PRICE_FETCH_DELAY_SECONDS", 120, minimum=0)
+PRICE_FETCH_MAX_ATTEMPTS = env.int("PRICE_FETCH_MAX_ATTEMPTS", 6, minimum=1)
+# A personalised body's cost estimate renders every recipient up to this many; past it, an evenly
+# spread sample of about this many (messages per country stay exact).
+COST_ESTIMATE_RENDER_MAX = env.int("COST_ESTIMATE_RENDER_MAX", 200_000, minimum=100)
 PUBLIC_BASE_URL = (env.url("PUBLIC_BASE_URL", schemes=("http", "https")) or "http://127.0.0.1:8000").rstrip("/")
 # The TwiML reply to HELP and INFO keywords.
 HELP_REPLY_TEXT = env.str(

@@ -347,3 +347,6 @@ class ProviderCallbackAdmin(PersonalFieldsMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+from messaging import admin_prices  # noqa: E402,F401 - registers the price table's admin

@@ -138,6 +138,13 @@ FINAL_STATUSES = frozenset(
     }
 )
 FAILURE_STATUSES = frozenset({MessageStatus.UNDELIVERED, MessageStatus.FAILED, MessageStatus.CANCELED})
+# Statuses after which the provider's price no longer changes: it is fetched then, once.
+PRICED_STATUSES = (
+    MessageStatus.DELIVERED,
+    MessageStatus.READ,
+    MessageStatus.UNDELIVERED,
+    MessageStatus.FAILED,
+)
 
 
 class Message(models.Model):
@@ -177,6 +184,11 @@ class Message(models.Model):
     encoding = models.CharField(max_length=8, blank=True)
     price = models.DecimalField(max_digits=10, decimal_places=5, null=True, blank=True)
     price_unit = models.CharField(max_length=3, blank=True)
+    # Fetching the price after the final status (messaging.pricing.fetch): tries so far, when to try
+    # next, and why it was given up ("" while it is still to be fetched or once it is known).
+    price_attempts = models.SmallIntegerField(default=0, db_default=0)  # no CHECK: added without a scan
+    price_next_at = models.DateTimeField(null=True, blank=True)
+    price_error = models.CharField(max_length=200, blank=True, default="", db_default="")
 
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # unique: Meta
     request_hash = models.CharField(
@@ -214,6 +226,18 @@ class Message(models.Model):
             models.Index(fields=["source_type", "source_id"], name="message_source"),
             models.Index(fields=["contact", "created_at"], name="message_contact_created"),
             models.Index(fields=["direction", "created_at"], name="message_direction_created"),
+            # The messages whose price is still to be fetched: few at any time, so a small index.
+            models.Index(
+                fields=["updated_at"],
+                name="message_price_due",
+                condition=models.Q(
+                    price__isnull=True,
+                    provider_sid__isnull=False,
+                    direction="outbound",
+                    price_error="",
+                    status__in=PRICED_STATUSES,
+                ),
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(status__in=MessageStatus.values), name="message_status_valid"),
@@ -278,3 +302,32 @@ class MessageResolution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} by {self.actor}"
+
+
+class PriceSource(models.TextChoices):
+    PROVIDER = "provider", "Provider's pricing API"
+    CSV = "csv", "CSV import"
+    MANUAL = "manual", "Entered by hand"
+
+
+class PriceTable(models.Model):
+    """The price of one message (one SMS segment) to a destination country on a channel: estimates read it."""
+
+    country = models.CharField(max_length=2, help_text="ISO 3166 code of the destination, e.g. KE, GB, US.")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    price = models.DecimalField(max_digits=10, decimal_places=5, help_text="Per SMS segment, or per WhatsApp message.")
+    currency = models.CharField(max_length=3, help_text="ISO 4217, upper case, e.g. USD.")
+    source = models.CharField(max_length=16, choices=PriceSource.choices, default=PriceSource.MANUAL)
+    refreshed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["country", "channel"]
+        verbose_name = "price"
+        constraints = [
+            models.UniqueConstraint(fields=["country", "channel"], name="price_country_channel_unique"),
+            models.CheckConstraint(condition=models.Q(price__gte=0), name="price_not_negative"),
+            models.CheckConstraint(condition=models.Q(channel__in=Channel.values), name="price_channel_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.country} {self.channel}: {self.price} {self.currency}"

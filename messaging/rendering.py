@@ -27,6 +27,7 @@ GSM7_BASIC = frozenset(
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")
+GSM7_ALL = GSM7_BASIC | GSM7_EXTENSION
 
 GSM7 = "GSM-7"
 UCS2 = "UCS-2"
@@ -191,7 +192,7 @@ def content_variable_name(value: str) -> str:
 
 
 def sms_encoding(text: str) -> str:
-    return GSM7 if all(char in GSM7_BASIC or char in GSM7_EXTENSION for char in text) else UCS2
+    return GSM7 if GSM7_ALL.issuperset(text) else UCS2
 
 
 def _unit_costs(text: str, encoding: str) -> list[int]:
@@ -200,18 +201,24 @@ def _unit_costs(text: str, encoding: str) -> list[int]:
     return [2 if ord(char) > 0xFFFF else 1 for char in text]
 
 
+def _units(text: str, encoding: str) -> int:
+    """Septets (GSM-7: an extension character is an escape pair) or UTF-16 code units (UCS-2)."""
+    if encoding == GSM7:
+        return len(text) + sum(text.count(char) for char in GSM7_EXTENSION if char in text)
+    return len(text.encode("utf-16-le")) // 2
+
+
 def sms_segments(text: str) -> Segments:
     """Segment count as a handset splits it: an escape pair or a surrogate pair never straddles two parts."""
     encoding = sms_encoding(text)
     single, multi = SEGMENT_LIMITS[encoding]
-    costs = _unit_costs(text, encoding)
-    units = sum(costs)
+    units = _units(text, encoding)
     if units == 0:
         return Segments(encoding, 0, 0)
     if units <= single:
         return Segments(encoding, 1, units)
     segments, used = 1, 0
-    for cost in costs:
+    for cost in _unit_costs(text, encoding):
         if used + cost > multi:
             segments, used = segments + 1, 0
         used += cost

@@ -24,3 +24,7 @@ message_statuses_changed = Signal()
 # returns a list of warnings for the person who saved it (campaigns: most of an audience lacks a
 # variable the template now needs).
 template_saved = Signal()
+
+# message_ids: list[int]. These messages' prices became known (fetched from the provider after
+# their final status): the cost figures move, their statuses do not.
+message_prices_changed = Signal()

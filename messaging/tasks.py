@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from messaging import retention
+from messaging.pricing import fetch as price_fetch
 from messaging.providers.simulated import simulated_step_run, step_delay
 from messaging.services import reconcile, send
 
@@ -41,3 +42,9 @@ def simulated_status_step(step: dict) -> None:
 def retention_purge() -> dict[str, int]:
     """Clear old raw payloads and inbound bodies (beat, hourly); safe to run twice."""
     return retention.retention_purge()
+
+
+@shared_task(name="messaging.prices_fetch", ignore_result=True)
+def prices_fetch() -> dict[str, int]:
+    """Fetch the prices of final messages from the provider (beat), paced; safe to run twice."""
+    return price_fetch.message_prices_fetch()

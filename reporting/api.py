@@ -161,6 +161,32 @@ class CostSerializer(serializers.Serializer):
     priced_messages = serializers.IntegerField()
 
 
+class CostCurrencySerializer(serializers.Serializer):
+    currency = serializers.CharField(allow_null=True)
+    estimated = serializers.DecimalField(
+        max_digits=16, decimal_places=5, coerce_to_string=True, allow_null=True, help_text="Null: no estimate in it."
+    )
+    estimated_messages = serializers.IntegerField()
+    actual = serializers.DecimalField(
+        max_digits=16,
+        decimal_places=5,
+        coerce_to_string=True,
+        allow_null=True,
+        help_text="Null: none charged.",
+    )
+    priced_messages = serializers.IntegerField()
+
+
+class CostAgainstEstimateSerializer(serializers.Serializer):
+    runs = serializers.IntegerField()
+    runs_estimated = serializers.IntegerField(help_text="Runs whose estimate was made at launch.")
+    unpriced_recipients = serializers.IntegerField(help_text="Recipients the estimate had no price for.")
+    messages_awaiting_price = serializers.IntegerField(
+        help_text="Messages without a price yet: in flight, or final and not yet fetched from the provider."
+    )
+    currencies = CostCurrencySerializer(many=True, help_text="Per currency; different currencies are never added.")
+
+
 class SummaryMessagesSerializer(serializers.Serializer):
     total = serializers.IntegerField()
     by_status = serializers.DictField(child=serializers.IntegerField())
@@ -200,6 +226,9 @@ class CampaignSummarySerializer(serializers.Serializer):
     read_rate = serializers.FloatField(allow_null=True, help_text="read / delivered")
     failures = FailureSerializer(many=True, help_text="Failed and undelivered messages by error code.")
     cost = CostSerializer(many=True, help_text="Per currency, over messages whose price is known.")
+    cost_against_estimate = CostAgainstEstimateSerializer(
+        help_text="The estimate each run kept at launch against what the provider charged, per currency."
+    )
     opt_outs_72h = serializers.IntegerField(help_text="Recipients who opted out within 72 h after their message.")
     replies = serializers.IntegerField(help_text="Inbound messages from recipients after their message.")
     repliers = serializers.IntegerField()

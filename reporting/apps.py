@@ -16,6 +16,9 @@ class ReportingConfig(AppConfig):
         messaging_signals.message_statuses_changed.connect(
             counters.on_message_statuses_changed, dispatch_uid="reporting_counters_batch"
         )
+        messaging_signals.message_prices_changed.connect(
+            counters.on_message_statuses_changed, dispatch_uid="reporting_counters_prices"
+        )
         messaging_signals.inbound_message_received.connect(
             counters.on_inbound_message_received, dispatch_uid="reporting_counters_inbound"
         )

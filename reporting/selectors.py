@@ -20,6 +20,7 @@ from campaigns.models import Campaign, CampaignRun, Recipient, RecipientState
 from messaging import selectors as messaging_selectors
 from messaging.models import Message, MessageStatus
 from messaging.providers import error_meaning
+from reporting.cost import cost_against_estimate
 from reporting.counters import (
     DELIVERY_SECONDS_SQL,
     HAS_DELIVERY_SECONDS_SQL,
@@ -111,6 +112,7 @@ def campaign_summary(campaign: Campaign, *, run: CampaignRun | None = None, buck
         "read_rate": _rate(read, delivered),
         "failures": failures,
         "cost": cost,
+        "cost_against_estimate": cost_against_estimate(run_ids, cost, messages["total"]),
         **_engagement_kept(run_ids, all_runs=run is None),
         "median_seconds_to_deliver": _median_kept(run_ids),
         "bucket": bucket,
@@ -138,6 +140,7 @@ def campaign_summary_scanned(
         "read_rate": _rate(read, delivered),
         "failures": failures,
         "cost": cost,
+        "cost_against_estimate": cost_against_estimate(run_ids, cost, messages["total"]),
         "opt_outs_72h": _opt_outs_within(run_ids),
         **_replies(run_ids),
         "median_seconds_to_deliver": _median_seconds_to_deliver(run_ids),

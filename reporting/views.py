@@ -28,6 +28,7 @@ from config.roles import is_analyst, is_staff_member
 from messaging.models import Direction, Message, MessageStatus
 from messaging.providers import error_meaning
 from reporting import monitoring, selectors
+from reporting.cost import cost_rows
 from reporting.counters import counters_read
 
 DAY = dt.timedelta(hours=24)
@@ -318,6 +319,7 @@ class CampaignAnalyticsPage(ReportingPage):
             "skipped_by_reason": [(skip_reason_label(reason), n) for reason, n in summary["skipped_by_reason"].items()],
             "live": self._live(campaign, run, messages["in_flight"]),
             "give_up_minutes": settings.DELIVERY_UNKNOWN_GIVE_UP_MINUTES,
+            "cost_rows": cost_rows(summary["cost_against_estimate"]),
         }
 
     @staticmethod

@@ -17,7 +17,7 @@ def campaign_variable_warning(campaign: Campaign) -> str | None:
     if campaign.kind == CampaignKind.TRIGGERED:
         return None
     try:
-        result = campaign_dry_run(campaign, samples=0)
+        result = campaign_dry_run(campaign, samples=0, with_cost=False)
     except ValidationError:
         return None
     missing = result["excluded"].get(SkipReason.MISSING_VARIABLE, 0)

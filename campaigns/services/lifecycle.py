@@ -24,7 +24,7 @@ from campaigns.models import (
     ScheduleType,
     SkipReason,
 )
-from campaigns.services import dispatch, estimates
+from campaigns.services import cost, dispatch, estimates
 from campaigns.services import events as triggers
 from campaigns.services import snapshot as snapshots
 from config.privacy import phone_mask
@@ -399,6 +399,8 @@ def campaign_launch(
             raise CampaignError(f"nobody would receive this campaign now: {_nobody_reasons(run)}")
         if run.total >= snapshots.ANALYZE_AFTER:  # before the dispatchers start (also at commit)
             transaction.on_commit(snapshots.recipients_analyze, robust=True)
+        if not triggered:
+            cost.run_cost_estimate_enqueue(run.pk)
         if locked.status != CampaignStatus.RUNNING:
             locked = _transition(locked, CampaignStatus.RUNNING, action="launch", actor=actor, detail={"run": run.pk})
             campaign_sync_schedule(locked)  # a one-off schedule has fired: its task goes
@@ -562,8 +564,10 @@ def run_reopen(run: CampaignRun, *, actor=None, detail: dict | None = None) -> C
     return run
 
 
-def campaign_dry_run(campaign: Campaign, *, now: dt.datetime | None = None, samples: int = 5) -> dict:
-    """What a launch at ``now`` would snapshot, without writing anything."""
+def campaign_dry_run(
+    campaign: Campaign, *, now: dt.datetime | None = None, samples: int = 5, with_cost: bool = True
+) -> dict:
+    """What a launch at ``now`` would snapshot, without writing anything (``with_cost``: and its cost)."""
     from audience.models import Contact
     from messaging.services.templates import template_preview
 
@@ -600,5 +604,6 @@ def campaign_dry_run(campaign: Campaign, *, now: dt.datetime | None = None, samp
         "excluded": excluded,
         "mps": mps,
         "estimated_seconds": round(snapshot_seconds + estimates.duration_estimate(to_send, mps, campaign.sender_id), 1),
+        "cost": cost.snapshot_cost_estimate(campaign, snapshot) if with_cost else None,
         "samples": rendered,
     }

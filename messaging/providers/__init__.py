@@ -10,12 +10,22 @@ from __future__ import annotations
 from django.conf import settings
 
 from messaging.models import MessageStatus
-from messaging.providers.base import ErrorKind, MessagingProvider, ProviderError, SendRequest, SendResult
+from messaging.providers.base import (
+    CountryPrice,
+    ErrorKind,
+    MessagePrice,
+    MessagingProvider,
+    ProviderError,
+    SendRequest,
+    SendResult,
+)
 from messaging.providers.twilio import STATUS_CALLBACK_PATH
 from messaging.providers.twilio import codes as twilio_codes
 
 __all__ = [
+    "CountryPrice",
     "ErrorKind",
+    "MessagePrice",
     "MessagingProvider",
     "ProviderError",
     "SendRequest",

@@ -43,6 +43,25 @@ class SendResult:
     body: str = ""
 
 
+@dataclass(frozen=True)
+class MessagePrice:
+    """What the provider charged for one message; ``price`` is None while it has not said yet."""
+
+    price: Decimal | None
+    currency: str = ""  # ISO 4217, upper case
+    status: str = ""  # the provider's status name when asked
+
+
+@dataclass(frozen=True)
+class CountryPrice:
+    """The price of one message (one SMS segment) to a country on a channel, as the provider lists it."""
+
+    country: str  # ISO 3166 alpha-2, upper case
+    channel: str
+    price: Decimal
+    currency: str
+
+
 class ProviderError(Exception):
     """A send that did not go through, classified for the send service."""
 
@@ -80,4 +99,13 @@ class MessagingProvider(Protocol):
         """Messages the provider holds that match ``request`` and were created at or after ``since``.
 
         Raises ProviderError when the provider cannot be asked; an empty list means it has none.
+        """
+
+    def message_price(self, sid: str) -> MessagePrice:
+        """What the provider charged for message ``sid``. Raises ProviderError when it cannot be asked."""
+
+    def prices_for_country(self, country: str) -> list[CountryPrice]:
+        """The provider's prices for sending to ``country`` (ISO code), one per channel it lists.
+
+        An empty list means it lists none; raises ProviderError when it cannot be asked.
         """

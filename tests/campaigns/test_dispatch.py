@@ -51,7 +51,11 @@ def test_launch_starts_dispatch_only_after_commit(fake, django_capture_on_commit
     with django_capture_on_commit_callbacks() as callbacks:
         run = services.campaign_launch(campaign)
         assert fake.stats()["requests"] == 0
-    assert len(callbacks) == 1
+    # The dispatchers' start and the run's cost estimate, both enqueued once the launch commits.
+    assert sorted(callback.__qualname__.split(".")[0] for callback in callbacks) == [
+        "dispatch_start",
+        "run_cost_estimate_enqueue",
+    ]
     assert Recipient.objects.filter(run=run, state="pending").count() == len(PHONES)
 
 

@@ -130,11 +130,15 @@ class HttpFront:
     # --- routes ----------------------------------------------------------------------------
 
     async def _answer(self, request: _Request) -> tuple[int, dict]:
-        from tests.fake_twilio.server import MESSAGE_RE, MESSAGES_RE, error_body
+        from tests.fake_twilio.server import MESSAGE_RE, MESSAGES_RE, PRICING_RE, error_body
 
         fake = self.fake
         if request.path.startswith("/_fake/"):
             return self._control(request)
+        if (pricing := PRICING_RE.match(request.path)) and request.method == "GET":
+            if not fake.authorized(request.headers.get("authorization"), fake.account_sid):
+                return 401, error_body(401, 20003, "Authenticate")
+            return fake.pricing_country(pricing["iso"])
         match = MESSAGES_RE.match(request.path) or (MESSAGE_RE.match(request.path) if request.method == "GET" else None)
         if not match or request.method not in ("GET", "POST"):
             return 404, error_body(404, 20404, "The requested resource was not found")
@@ -147,10 +151,7 @@ class HttpFront:
                     await asyncio.sleep(delay)
             if "sid" not in match.groupdict():
                 return 200, fake.list_messages(request.query)
-            message = fake.message(match["sid"])
-            if message is None:
-                return 404, error_body(404, 20404, f"The requested resource {request.path} was not found")
-            return 200, message
+            return fake.fetch_message(match["sid"], request.arrived)
         with fake.answering():
             delay = fake.latency_draw()
             if delay:

@@ -36,6 +36,7 @@ from urllib.parse import urlencode
 import requests
 from twilio.request_validator import RequestValidator
 
+from tests.fake_twilio import prices
 from tests.fake_twilio.http import HttpFront
 from tests.fake_twilio.latency import Latency
 
@@ -44,6 +45,9 @@ MESSAGES_RE = re.compile(r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-fA-F]{32})/
 MESSAGE_RE = re.compile(
     r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-fA-F]{32})/Messages/(?P<sid>(SM|MM)[0-9a-f]{32})\.json$"
 )
+PRICING_RE = re.compile(r"^/v1/Messaging/Countries/(?P<iso>[A-Za-z]{2})$")
+# Statuses after which Twilio fills the message's price in.
+PRICED = frozenset({"delivered", "read", "undelivered", "failed"})
 E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
 CONTENT_SID_RE = re.compile(r"^HX[0-9a-fA-F]{32}$")
 
@@ -91,6 +95,11 @@ class _State:
     callbacks_failed: int = 0
     callback_statuses: Counter = field(default_factory=Counter)
     manual_callbacks: list[Callback] = field(default_factory=list)
+    fetches: Counter = field(default_factory=Counter)  # sid -> GET requests for that message
+    fetch_arrivals: list[float] = field(default_factory=list)  # epoch seconds each message GET arrived
+    fetch_failures: dict[str, list[str]] = field(default_factory=dict)  # sid -> errors still to inject
+    unpriced: set[str] = field(default_factory=set)  # sids whose price stays null even once final
+    pricing_requests: Counter = field(default_factory=Counter)  # ISO country -> Pricing API requests
 
 
 class FakeTwilio:
@@ -216,6 +225,62 @@ class FakeTwilio:
         with self._lock:
             self._state.outcomes[to] = list(statuses)
 
+    def settle(self, sid: str, status: str = "delivered", error_code: str = "") -> None:
+        """Move message ``sid`` to ``status`` at the fake; a final status fills its price in, as Twilio does."""
+        with self._lock:
+            message = self._state.messages[sid]
+            message["status"] = status
+            if error_code:
+                message["error_code"] = int(error_code)
+            if status in PRICED and sid not in self._state.unpriced:
+                message["price"] = prices.message_price(message["to"] or "", message["body"] or "")
+
+    def withhold_price(self, sid: str) -> None:
+        """Message ``sid`` keeps a null price even once final (a price Twilio is late to fill in)."""
+        with self._lock:
+            self._state.unpriced.add(sid)
+            if sid in self._state.messages:
+                self._state.messages[sid]["price"] = None
+
+    def fail_fetch(self, sid: str, error: str, times: int = 1) -> None:
+        """The next ``times`` GETs of message ``sid`` answer ``error`` (a key of ERRORS)."""
+        if error not in ERRORS:
+            raise ValueError(f"unknown error {error!r}; one of {', '.join(ERRORS)}")
+        with self._lock:
+            self._state.fetch_failures.setdefault(sid, []).extend([error] * times)
+
+    def fetch_message(self, sid: str, arrived: float | None = None) -> tuple[int, dict]:
+        """A GET of one message: counted, maybe refused as asked, else the message as it stands."""
+        with self._lock:
+            self._state.fetches[sid] += 1
+            self._state.fetch_arrivals.append(arrived or time.time())
+            queued = self._state.fetch_failures.get(sid)
+            injected = queued.pop(0) if queued else None
+            found = self._state.messages.get(sid)
+        if injected:
+            status, code, text = ERRORS[injected]
+            return self._refuse(injected, status, code, text)[:2]
+        if found is None:
+            return 404, error_body(404, 20404, f"The requested resource /Messages/{sid}.json was not found")
+        return 200, dict(found)
+
+    def pricing_country(self, iso: str) -> tuple[int, dict]:
+        with self._lock:
+            self._state.pricing_requests[iso.upper()] += 1
+        body = prices.pricing_country(iso, self.base_url)
+        if body is None:
+            return 404, error_body(404, 20404, f"The requested resource /v1/Messaging/Countries/{iso} was not found")
+        return 200, body
+
+    def fetches(self) -> dict[str, int]:
+        """GET requests per message sid (price lookups and reconciliation alike)."""
+        with self._lock:
+            return dict(self._state.fetches)
+
+    def fetch_arrival_times(self) -> list[float]:
+        with self._lock:
+            return list(self._state.fetch_arrivals)
+
     def reset(self) -> None:
         with self._lock:
             self._state = _State()
@@ -234,6 +299,8 @@ class FakeTwilio:
                 "callback_statuses": dict(state.callback_statuses),
                 "callbacks_pending": self._pending + len(state.manual_callbacks),
                 "max_concurrent": state.max_concurrent,
+                "fetches": sum(state.fetches.values()),
+                "pricing_requests": dict(state.pricing_requests),
             }
 
     def requests_to(self, to: str) -> int:
@@ -361,7 +428,7 @@ class FakeTwilio:
             "from": form.get("From") or None,
             "messaging_service_sid": form.get("MessagingServiceSid") or None,
             "num_media": "0",
-            "num_segments": "1",
+            "num_segments": str(prices.segments_for(body)) if body else "1",
             "price": None,
             "price_unit": "USD",
             "sid": sid,
@@ -436,6 +503,9 @@ class FakeTwilio:
                 self._idle.notify_all()
 
     def _post_callback(self, callback: Callback, post, session: requests.Session | None = None) -> int:
+        sid, status = callback.params["MessageSid"], callback.params["MessageStatus"]
+        if status in PRICED and sid in self._state.messages:  # Twilio's own record moves before it calls back
+            self.settle(sid, status, callback.params.get("ErrorCode", ""))
         signature = self.signature(callback.url, callback.params)
         try:
             if post is not None:

@@ -45,7 +45,18 @@ class Command(BaseCommand):
             raise CommandError("setup_demo only runs with DEBUG on; it creates users with known passwords")
         self._users()
         self._contacts(contacts)
+        self._prices()
         self._messaging()
+
+    def _prices(self):
+        """The simulated provider's prices for the demo contacts' countries, so dry runs estimate a cost."""
+        from messaging.models import PriceTable
+        from messaging.pricing.table import audience_countries, price_table_refresh
+
+        if settings.MESSAGING_PROVIDER != "simulated" or PriceTable.objects.exists():
+            return
+        result = price_table_refresh(audience_countries())
+        self.stdout.write(f"  demo prices: {len(result.updated)} from the simulated provider")
 
     def _users(self):
         User = get_user_model()

@@ -21,7 +21,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from audience.models import Channel
-from messaging.providers.base import SendRequest, SendResult
+from audience.phones import phone_country
+from messaging.providers.base import CountryPrice, MessagePrice, SendRequest, SendResult
+from messaging.providers.simulated import prices
 from messaging.providers.twilio.codes import CARRIER_FAILURES
 from messaging.rendering import sms_segments
 
@@ -83,7 +85,27 @@ class SimulatedProvider:
         if request.status_callback:  # as Twilio: no callback URL, no status callbacks (a test send)
             transaction.on_commit(lambda: _enqueue_step(step, delay))
         segments = sms_segments(request.body).segments if request.channel == Channel.SMS else 1
-        return SendResult(provider_sid=sid, status="queued", segments=segments, created_at=timezone.now())
+        # Unlike Twilio, it knows the price at once: no lookup after the final status is needed.
+        price = prices.unit_price(phone_country(request.to), request.channel) * max(segments, 1)
+        return SendResult(
+            provider_sid=sid,
+            status="queued",
+            segments=segments,
+            price=price,
+            price_unit=prices.CURRENCY,
+            created_at=timezone.now(),
+        )
+
+    def message_price(self, sid: str) -> MessagePrice:
+        """Prices come with the send (``SendResult.price``): there is nothing to look up later."""
+        return MessagePrice(price=None)
+
+    def prices_for_country(self, country: str) -> list[CountryPrice]:
+        country = country.upper()
+        return [
+            CountryPrice(country, channel, prices.unit_price(country, channel), prices.CURRENCY)
+            for channel in (Channel.SMS, Channel.WHATSAPP)
+        ]
 
     def find(self, request: SendRequest, since: datetime) -> list[SendResult]:
         sid = django_cache.get(_reference_key(request.reference)) if request.reference else None

@@ -14,7 +14,7 @@ from twilio.rest import Client
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProxyError
 
 from audience.models import Channel
-from messaging.providers.base import ErrorKind, ProviderError, SendRequest, SendResult
+from messaging.providers.base import CountryPrice, ErrorKind, MessagePrice, ProviderError, SendRequest, SendResult
 from messaging.providers.twilio.codes import error_kind, throttle_codes
 from messaging.providers.twilio.http import PooledHttpClient, written
 
@@ -36,8 +36,9 @@ class TwilioProvider:
         # Only the host changes; edge/region would rewrite it (and may come from TWILIO_EDGE/TWILIO_REGION).
         self.client.edge = None
         self.client.region = None
-        if base_url:
+        if base_url:  # the fake server answers both the REST API and the Pricing API
             self.client.api.base_url = base_url.rstrip("/")
+            self.client.pricing.base_url = base_url.rstrip("/")
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -97,12 +98,64 @@ class TwilioProvider:
         except (HTTPError, TwilioException) as exc:
             raise ProviderError(ErrorKind.RETRYABLE, "", f"lookup failed: {exc}") from exc
 
+    # --- prices ----------------------------------------------------------------------------
+
+    def message_price(self, sid: str) -> MessagePrice:
+        """Twilio fills a message's price in after it is final; until then ``price`` is null."""
+        try:
+            instance = self.client.messages(sid).fetch()
+        except (TwilioRestException, TwilioServiceException) as exc:
+            raise classify_rest_error(exc) from exc
+        except (HTTPError, TwilioException) as exc:
+            raise ProviderError(ErrorKind.RETRYABLE, "network", f"price lookup failed: {exc}") from exc
+        price = _decimal(instance.price)
+        return MessagePrice(
+            price=abs(price) if price is not None else None,  # Twilio reports prices as negative amounts
+            currency=(instance.price_unit or "").upper() if price is not None else "",
+            status=str(instance.status or ""),
+        )
+
+    def prices_for_country(self, country: str) -> list[CountryPrice]:
+        """Outbound SMS to ``country`` from a long code, from the Pricing API (v1 Messaging Countries).
+
+        Twilio lists a price per carrier (MCC/MNC) and sending number type; the estimate takes the
+        highest long-code price, so it errs on the side of more. The Pricing API has no WhatsApp
+        prices (Meta's fees per template category and Twilio's per-message fee): those come by CSV.
+        """
+        try:
+            instance = self.client.pricing.v1.messaging.countries(country.upper()).fetch()
+        except (TwilioRestException, TwilioServiceException) as exc:
+            if int(exc.status or 0) == 404:  # Twilio does not serve that country
+                return []
+            raise classify_rest_error(exc) from exc
+        except (HTTPError, TwilioException) as exc:
+            raise ProviderError(ErrorKind.RETRYABLE, "network", f"pricing lookup failed: {exc}") from exc
+        prices = [
+            price
+            for carrier in instance.outbound_sms_prices or []
+            for entry in (carrier.get("prices") or [])
+            if entry.get("number_type") in LONG_CODE_NUMBER_TYPES
+            and (price := _decimal(entry.get("current_price") or entry.get("base_price"))) is not None
+        ]
+        if not prices:
+            return []
+        currency = (instance.price_unit or "USD").upper()
+        return [CountryPrice(country=country.upper(), channel=Channel.SMS, price=max(prices), currency=currency)]
+
+
+# The number types of the Pricing API's outbound SMS prices that a long-code sender pays.
+LONG_CODE_NUMBER_TYPES = frozenset({"local", "mobile"})
+
+
+def _decimal(value) -> Decimal | None:
+    try:
+        return Decimal(str(value)) if value not in (None, "") else None
+    except InvalidOperation:
+        return None
+
 
 def _result(instance) -> SendResult:
-    try:
-        price = Decimal(str(instance.price)) if instance.price not in (None, "") else None
-    except InvalidOperation:
-        price = None
+    price = _decimal(instance.price)
     segments = int(instance.num_segments) if str(instance.num_segments or "").isdigit() else None
     return SendResult(
         provider_sid=instance.sid,

@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("messaging", "0010_message_outcome_unknown"),
+        ("messaging", "0012_message_price_due_index"),
     ]
 
     operations = [
