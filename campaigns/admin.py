@@ -208,6 +208,11 @@ class CampaignForm(forms.ModelForm):
             "trigger_keyword",
             "trigger_conditions",
             "trigger_contact_rule",
+            "link_params",
+            "goal_event",
+            "goal_conditions",
+            "goal_window",
+            "goal_model",
         ]
 
     trigger_contact_rule = forms.CharField(
@@ -474,6 +479,14 @@ class CampaignAdmin(admin.ModelAdmin):
                 "fields": ("trigger_event", "trigger_keyword", "trigger_conditions", "trigger_contact_rule"),
                 "description": "A triggered campaign answers each matching event (POST /api/v1/events/) or inbound "
                 "keyword with its template, once launched; its segment and topic still apply.",
+            },
+        ),
+        (
+            "Outcomes",
+            {
+                "fields": ("link_params", "goal_event", "goal_conditions", "goal_window", "goal_model"),
+                "description": "Parameters added to the tracked links (UTM...), and the goal event its conversions "
+                "meet within the window after a message or a click (docs/outcomes.md).",
             },
         ),
         ("History", {"fields": ("created_by", "created_at", "updated_at")}),

@@ -138,3 +138,11 @@ def events_sweep() -> int:
     if more:
         events_match_task.delay()
     return matched
+
+
+@shared_task(name="campaigns.conversions_attribute", ignore_result=True)
+def conversions_attribute() -> int:
+    """Beat, every 10 s: attribute stored goal events to the campaign messages or clicks that earned them."""
+    from campaigns.services.attribution import conversions_attribute as attribute
+
+    return attribute()

@@ -41,3 +41,19 @@ def simulated_status_step(step: dict) -> None:
 def retention_purge() -> dict[str, int]:
     """Clear old raw payloads and inbound bodies (beat, hourly); safe to run twice."""
     return retention.retention_purge()
+
+
+@shared_task(name="messaging.clicks_drain", ignore_result=True)
+def clicks_drain() -> int:
+    """Write the redirect's streamed clicks (beat, every 2 s); safe to run twice, and after a killed run."""
+    from messaging.links.clicks import clicks_drain as drain
+
+    return drain()
+
+
+@shared_task(name="messaging.links_expire", ignore_result=True)
+def links_expire() -> int:
+    """Blank the URLs of links past RETENTION_LINK_DAYS (beat, hourly); their codes answer a plain page."""
+    from messaging.links.clicks import links_expire as expire
+
+    return expire()

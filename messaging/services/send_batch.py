@@ -49,6 +49,7 @@ from django.utils import timezone
 
 from audience.models import ConsentStatus
 from config import observe, sql
+from messaging.links.rewrite import links_save
 from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
 from messaging.providers import (
     THROTTLE_CODES,
@@ -156,6 +157,7 @@ class SendPipeline:
             Message.objects.select_related("contact").filter(send.claimable(now), pk__in=list(message_ids))
         )
         verdicts = [(message, send._refusal(message, now) or send.render_fill(message)) for message in candidates]
+        links_save(message for message, reason in verdicts if not reason)  # before any claim: they answer when sent
         verdicts.sort(key=lambda verdict: verdict[0].pk)
         claimed_any: set[int] = set()
         for start in range(0, len(verdicts), CLAIM_SLICE):
