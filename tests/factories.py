@@ -1,6 +1,9 @@
+from datetime import timedelta
+
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.utils import timezone
 
 from audience.models import ConsentStatus, Contact, Topic
 
@@ -74,3 +77,28 @@ class MessageFactory(factory.django.DjangoModelFactory):
     body = "Hello"
     to_address = factory.LazyAttribute(lambda message: message.contact.phone)
     from_address = factory.LazyAttribute(lambda message: message.sender.from_address)
+
+
+class LinkFactory(factory.django.DjangoModelFactory):
+    """A tracked link of a message, as the send service saves one."""
+
+    class Meta:
+        model = "messaging.Link"
+
+    message = factory.SubFactory(MessageFactory)
+    position = 0
+    url = "https://shop.example.com/spring"
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=90))
+
+
+class ConversionFactory(factory.django.DjangoModelFactory):
+    """A goal event attributed to a campaign run (recipient and message optional)."""
+
+    class Meta:
+        model = "campaigns.Conversion"
+
+    event_id = factory.Sequence(lambda n: 10_000_000 + n)
+    model = "last_message"
+    event_name = "order_placed"
+    occurred_at = factory.LazyFunction(timezone.now)
+    touched_at = factory.LazyAttribute(lambda conversion: conversion.occurred_at)
