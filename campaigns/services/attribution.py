@@ -20,6 +20,7 @@ An event's ``properties.value`` (a number) and ``properties.currency`` (ISO 4217
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -184,7 +185,8 @@ def conversions_attribute(*, now: datetime | None = None, limit: int = BATCH) ->
                 "limit": limit,
             },
         )
-        events = cursor.fetchall()
+        # Django reads jsonb as text (its JSONField decodes it): decoded here once per event.
+        events = [(*row[:3], json.loads(row[3]) if isinstance(row[3], str) else row[3], row[4]) for row in cursor]
     pairs, owners = [], []
     for event_id, contact_id, name, properties, occurred_at in events:
         for campaign_id, goal_event, conditions, window, model in goals:
