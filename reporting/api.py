@@ -177,6 +177,25 @@ class SummaryMessagesSerializer(serializers.Serializer):
     )
 
 
+class MoneySerializer(serializers.Serializer):
+    currency = serializers.CharField(allow_null=True)
+    amount = serializers.DecimalField(max_digits=20, decimal_places=4, coerce_to_string=True)
+
+
+class ClicksSerializer(serializers.Serializer):
+    unique = serializers.IntegerField(help_text="Messages whose tracked links were clicked at least once.")
+    total = serializers.IntegerField(help_text="Every click; link-preview fetches and HEAD requests are not clicks.")
+    click_rate = serializers.FloatField(allow_null=True, help_text="unique / sent")
+
+
+class ConversionsSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="Goal events attributed to the runs (docs/outcomes.md).")
+    conversion_rate = serializers.FloatField(allow_null=True, help_text="conversions / sent")
+    revenue = MoneySerializer(many=True, help_text="Sum of the conversions' values, per currency.")
+    revenue_per_message = MoneySerializer(many=True, help_text="revenue / sent, per currency.")
+    cost_per_conversion = MoneySerializer(many=True, help_text="cost / conversions, per currency of the prices.")
+
+
 class TimelinePointSerializer(serializers.Serializer):
     at = serializers.DateTimeField()
     sent = serializers.IntegerField()
@@ -200,6 +219,8 @@ class CampaignSummarySerializer(serializers.Serializer):
     read_rate = serializers.FloatField(allow_null=True, help_text="read / delivered")
     failures = FailureSerializer(many=True, help_text="Failed and undelivered messages by error code.")
     cost = CostSerializer(many=True, help_text="Per currency, over messages whose price is known.")
+    clicks = ClicksSerializer(help_text="Clicks on the runs' tracked links.")
+    conversions = ConversionsSerializer()
     opt_outs_72h = serializers.IntegerField(help_text="Recipients who opted out within 72 h after their message.")
     replies = serializers.IntegerField(help_text="Inbound messages from recipients after their message.")
     repliers = serializers.IntegerField()

@@ -26,6 +26,7 @@ from reporting.counters import (
     counters_read,
     counters_recounted,
 )
+from reporting.outcomes import outcome_figures, result_row_outcomes
 
 OPT_OUT_WINDOW = dt.timedelta(hours=72)
 BUCKETS = ("minute", "hour")
@@ -112,6 +113,7 @@ def campaign_summary(campaign: Campaign, *, run: CampaignRun | None = None, buck
         "read_rate": _rate(read, delivered),
         "failures": failures,
         "cost": cost,
+        **outcome_figures(run_ids, sent=sent, cost=cost),
         **_engagement_kept(run_ids, all_runs=run is None),
         "median_seconds_to_deliver": _median_kept(run_ids),
         "bucket": bucket,
@@ -139,6 +141,7 @@ def campaign_summary_scanned(
         "read_rate": _rate(read, delivered),
         "failures": failures,
         "cost": cost,
+        **outcome_figures(run_ids, sent=sent, cost=cost),
         "opt_outs_72h": _opt_outs_within(run_ids),
         **_replies(run_ids),
         "median_seconds_to_deliver": _median_seconds_to_deliver(run_ids),
@@ -371,6 +374,7 @@ def campaign_result_rows(campaign: Campaign, *, run: CampaignRun | None = None):
     return (
         Recipient.objects.filter(run_id__in=campaign_run_ids(campaign, run))
         .order_by("run_id", "id")
+        .annotate(**result_row_outcomes())
         .values_list(
             "run_id",
             "id",
@@ -389,6 +393,10 @@ def campaign_result_rows(campaign: Campaign, *, run: CampaignRun | None = None):
             "message__failed_at",
             "message__price",
             "message__price_unit",
+            "link_clicks",
+            "first_clicked_at",
+            "conversions_n",
+            "conversion_value",
         )
         .iterator(chunk_size=2000)
     )
