@@ -241,6 +241,9 @@ class CampaignForm(forms.ModelForm):
         rule = self.instance.trigger_contact_rule if self.instance.pk else None
         if rule:
             self.initial["trigger_contact_rule"] = _query_text(rule)
+        for name in ("goal_window", "goal_model"):  # left empty: the model's default (3 days, last message)
+            if name in self.fields:
+                self.fields[name].required = False
 
     def clean_trigger_contact_rule(self) -> Any:
         text = (self.cleaned_data.get("trigger_contact_rule") or "").strip()
@@ -253,6 +256,18 @@ class CampaignForm(forms.ModelForm):
 
     def clean_trigger_conditions(self) -> Any:
         return self.cleaned_data.get("trigger_conditions") or []
+
+    def clean_goal_conditions(self) -> Any:
+        return self.cleaned_data.get("goal_conditions") or []
+
+    def clean_link_params(self) -> Any:
+        return self.cleaned_data.get("link_params") or {}
+
+    def clean_goal_window(self) -> Any:
+        return self.cleaned_data.get("goal_window") or Campaign._meta.get_field("goal_window").get_default()
+
+    def clean_goal_model(self) -> Any:
+        return self.cleaned_data.get("goal_model") or Campaign._meta.get_field("goal_model").get_default()
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()

@@ -173,3 +173,36 @@ def test_an_analyst_cannot_set_a_goal(analyst_api):
     assert response.status_code == 403
     campaign.refresh_from_db()
     assert campaign.goal_event == ""
+
+
+def test_staff_set_the_goal_and_utm_parameters_in_the_admin(client):
+    from tests.factories import UserFactory
+
+    client.force_login(UserFactory(username="boss", is_superuser=True))
+    template, sender = MessageTemplateFactory(), SenderFactory()
+    form = {
+        "name": "Admin goal",
+        "kind": "one_off",
+        "template": template.pk,
+        "sender": sender.pk,
+        "schedule_type": "now",
+        "cron_timezone": "UTC",
+        "link_params": '{"utm_source": "sms"}',
+        "goal_event": "order_placed",
+        "goal_conditions": '[{"property": "value", "op": "gt", "value": 0}]',
+        "goal_window": "2 00:00:00",
+        "goal_model": "last_click",
+        "runs-TOTAL_FORMS": 0,
+        "runs-INITIAL_FORMS": 0,
+        "actions-TOTAL_FORMS": 0,
+        "actions-INITIAL_FORMS": 0,
+    }
+    page = client.get("/admin/campaigns/campaign/add/").content.decode()
+    assert 'name="goal_event"' in page and 'name="link_params"' in page
+    response = client.post("/admin/campaigns/campaign/add/", {**form, "goal_conditions": '[{"op": "gt"}]'})
+    assert response.status_code == 200 and "goal_conditions" in response.content.decode()
+    response = client.post("/admin/campaigns/campaign/add/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    campaign = Campaign.objects.get(name="Admin goal")
+    assert (campaign.goal_event, campaign.goal_window, campaign.goal_model) == ("order_placed", 2 * DAY, "last_click")
+    assert campaign.link_params == {"utm_source": "sms"}
