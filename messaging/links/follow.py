@@ -20,7 +20,7 @@ from django.db import connection
 from django.utils import timezone
 
 from config.observe import redis_client
-from messaging.links.codes import code_parse
+from messaging.links.codes import code_parse, link_code
 
 CACHE_PREFIX = "links:code:"
 CACHE_SECONDS = 3600
@@ -102,6 +102,21 @@ def link_resolve(code: str, client: redis.Redis | None = None) -> tuple[int, str
     except redis.RedisError:
         pass
     return None if found is None else found[:2]
+
+
+def links_forget(links) -> int:
+    """Blank these links' URLs (a queryset) and drop their cached codes; their clicks stay. Returns links blanked."""
+    keys = [
+        CACHE_PREFIX + link_code(message_id, position)
+        for message_id, position in links.values_list("message_id", "position")
+    ]
+    done = links.update(url="")
+    if keys:
+        try:
+            redis_client().delete(*keys)
+        except redis.RedisError:
+            pass  # cached for an hour at most
+    return done
 
 
 def click_record(link_id: int, client: redis.Redis | None = None) -> None:

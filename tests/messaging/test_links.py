@@ -326,3 +326,15 @@ def test_a_recipient_click_is_traced_to_its_campaign_message():
     link.message.refresh_from_db()
     assert link.message.source_type == ContentType.objects.get_for_model(Recipient)
     assert link.message.source_id == recipient.pk
+
+
+def test_erasing_a_contact_blanks_its_links_urls_and_the_code_stops_answering(client):
+    from audience import services as audience
+
+    contact = ContactFactory(phone="+254711488888")
+    link = LinkFactory(message__contact=contact, url="https://shop.example.com/?email=amina@example.com", clicks=2)
+    assert client.head(f"/l/{_code(link)}").status_code == 302  # now cached
+    audience.contact_erase(contact, actor="test")
+    link.refresh_from_db()
+    assert (link.url, link.clicks) == ("", 2)
+    assert client.get(f"/l/{_code(link)}").status_code == 404
