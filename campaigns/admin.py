@@ -230,6 +230,21 @@ class CampaignForm(forms.ModelForm):
         help_text='All must hold for the event\'s properties, e.g. [{"property": "total", "op": "gte", "value": 50}]. '
         "Ops: eq, neq, in, not_in, contains, icontains, gt, gte, lt, lte, exists, not_exists.",
     )
+    link_params = forms.JSONField(
+        required=False,
+        decoder=DepthLimitedJSONDecoder,
+        label="Link parameters",
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 100, "spellcheck": "false", "class": "segment-code"}),
+        help_text='Added to every tracked link unless the link has them, e.g. {"utm_source": "sms", '
+        '"utm_campaign": "spring"}.',
+    )
+    goal_conditions = forms.JSONField(
+        required=False,
+        decoder=DepthLimitedJSONDecoder,
+        label="Goal property conditions",
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 100, "spellcheck": "false", "class": "segment-code"}),
+        help_text="All must hold for the goal event's properties, in the trigger conditions' language.",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
