@@ -210,6 +210,11 @@ class CampaignForm(forms.ModelForm):
             "trigger_keyword",
             "trigger_conditions",
             "trigger_contact_rule",
+            "link_params",
+            "goal_event",
+            "goal_conditions",
+            "goal_window",
+            "goal_model",
         ]
 
     trigger_contact_rule = forms.CharField(
@@ -227,6 +232,21 @@ class CampaignForm(forms.ModelForm):
         help_text='All must hold for the event\'s properties, e.g. [{"property": "total", "op": "gte", "value": 50}]. '
         "Ops: eq, neq, in, not_in, contains, icontains, gt, gte, lt, lte, exists, not_exists.",
     )
+    link_params = forms.JSONField(
+        required=False,
+        decoder=DepthLimitedJSONDecoder,
+        label="Link parameters",
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 100, "spellcheck": "false", "class": "segment-code"}),
+        help_text='Added to every tracked link unless the link has them, e.g. {"utm_source": "sms", '
+        '"utm_campaign": "spring"}.',
+    )
+    goal_conditions = forms.JSONField(
+        required=False,
+        decoder=DepthLimitedJSONDecoder,
+        label="Goal property conditions",
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 100, "spellcheck": "false", "class": "segment-code"}),
+        help_text="All must hold for the goal event's properties, in the trigger conditions' language.",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -238,6 +258,9 @@ class CampaignForm(forms.ModelForm):
         rule = self.instance.trigger_contact_rule if self.instance.pk else None
         if rule:
             self.initial["trigger_contact_rule"] = _query_text(rule)
+        for name in ("goal_window", "goal_model"):  # left empty: the model's default (3 days, last message)
+            if name in self.fields:
+                self.fields[name].required = False
 
     def clean_trigger_contact_rule(self) -> Any:
         text = (self.cleaned_data.get("trigger_contact_rule") or "").strip()
@@ -250,6 +273,18 @@ class CampaignForm(forms.ModelForm):
 
     def clean_trigger_conditions(self) -> Any:
         return self.cleaned_data.get("trigger_conditions") or []
+
+    def clean_goal_conditions(self) -> Any:
+        return self.cleaned_data.get("goal_conditions") or []
+
+    def clean_link_params(self) -> Any:
+        return self.cleaned_data.get("link_params") or {}
+
+    def clean_goal_window(self) -> Any:
+        return self.cleaned_data.get("goal_window") or Campaign._meta.get_field("goal_window").get_default()
+
+    def clean_goal_model(self) -> Any:
+        return self.cleaned_data.get("goal_model") or Campaign._meta.get_field("goal_model").get_default()
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -489,6 +524,14 @@ class CampaignAdmin(admin.ModelAdmin):
                 "fields": ("trigger_event", "trigger_keyword", "trigger_conditions", "trigger_contact_rule"),
                 "description": "A triggered campaign answers each matching event (POST /api/v1/events/) or inbound "
                 "keyword with its template, once launched; its segment and topic still apply.",
+            },
+        ),
+        (
+            "Outcomes",
+            {
+                "fields": ("link_params", "goal_event", "goal_conditions", "goal_window", "goal_model"),
+                "description": "Parameters added to the tracked links (UTM...), and the goal event its conversions "
+                "meet within the window after a message or a click (docs/outcomes.md).",
             },
         ),
         ("History", {"fields": ("created_by", "created_at", "updated_at")}),

@@ -26,3 +26,9 @@ class CampaignsConfig(AppConfig):
 
         # A campaign message's unknown outcome is resolved with its recipient, run and campaign.
         source_resolver_register(Recipient, recipient_messages_resolve)
+
+        from campaigns.services.attribution import recipients_link_params
+        from messaging.links.rewrite import link_params_register
+
+        # A campaign message's tracked links get the campaign's parameters (UTM...).
+        link_params_register(Recipient, recipients_link_params)

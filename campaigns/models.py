@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
@@ -67,6 +69,11 @@ class CampaignStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class AttributionModel(models.TextChoices):
+    LAST_MESSAGE = "last_message", "Last message received"
+    LAST_CLICK = "last_click", "Last click"
+
+
 class Campaign(models.Model):
     name = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=16, choices=CampaignKind.choices, default=CampaignKind.ONE_OFF)
@@ -124,6 +131,27 @@ class Campaign(models.Model):
         null=True,
         blank=True,
         help_text="Conditions on the contact, in the segment rule language (a JSON rule tree or a query string).",
+    )
+    # Outcomes (docs/outcomes.md): parameters added to its tracked links, and the goal its conversions meet.
+    link_params = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Query parameters added to its tracked links unless a link has them, e.g. {"utm_source": "sms"}.',
+    )
+    goal_event = models.CharField(
+        max_length=100, blank=True, help_text="Event name that counts as a conversion, e.g. order_placed."
+    )
+    goal_conditions = models.JSONField(
+        default=list, blank=True, help_text="Conditions on the goal event's properties, as for trigger conditions."
+    )
+    goal_window = models.DurationField(
+        default=timedelta(days=3), help_text="How long after the message (or the click) an event still counts."
+    )
+    goal_model = models.CharField(
+        max_length=16,
+        choices=AttributionModel.choices,
+        default=AttributionModel.LAST_MESSAGE,
+        help_text="Which touch earns the conversion: the last message received, or the last click.",
     )
     status = models.CharField(max_length=16, choices=CampaignStatus.choices, default=CampaignStatus.DRAFT)
     periodic_task = models.OneToOneField(
@@ -362,3 +390,6 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.contact_id}) at {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+from campaigns.models_outcomes import AttributionCheck, Conversion  # noqa: E402, F401  (registered with this app)

@@ -147,3 +147,11 @@ def run_cost_estimate(run_id: int) -> None:
     from campaigns.services import cost
 
     cost.run_cost_estimate(run_id)
+
+
+@shared_task(name="campaigns.conversions_attribute", ignore_result=True)
+def conversions_attribute() -> int:
+    """Beat, every 10 s: attribute stored goal events to the campaign messages or clicks that earned them."""
+    from campaigns.services.attribution import conversions_attribute as attribute
+
+    return attribute()

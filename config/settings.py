@@ -443,6 +443,11 @@ RETENTION_IMPORT_FILES_DAYS = env.int("RETENTION_IMPORT_FILES_DAYS", 7, minimum=
 RETENTION_EVENTS_DAYS = env.int("RETENTION_EVENTS_DAYS", 90, minimum=0)
 RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", 5000, minimum=1)
 
+# Tracked links (docs/outcomes.md): URLs in message bodies become PUBLIC_BASE_URL/l/<code>; a code
+# answers for RETENTION_LINK_DAYS (at least 1), then shows a plain page and its URL is blanked.
+LINK_TRACKING = env.bool("LINK_TRACKING", True)
+RETENTION_LINK_DAYS = env.int("RETENTION_LINK_DAYS", 90, minimum=1)
+
 # Proxies of our own in front of the platform (load balancer, nginx...): the client's address is
 # that many entries from the right of X-Forwarded-For (config.clients). 0: REMOTE_ADDR is the client.
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", 0, minimum=0)

@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from config.health import health
+from messaging.links.views import link_redirect
 from reporting.metrics import metrics_view
 from reporting.urls_pages import auth_urlpatterns
 
@@ -46,6 +47,7 @@ urlpatterns = [
         name="api-docs",
     ),
     path("webhooks/", include("messaging.webhooks.urls")),
+    path("l/<str:code>", link_redirect, name="link-redirect"),
     path("", include("reporting.urls_pages")),  # analyst pages under /reporting/
     path("", include(auth_urlpatterns)),  # /accounts/login/ and /accounts/logout/
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
+from django.db.models.functions import Now
 
 from audience.models import Channel, Contact
 
@@ -331,3 +332,40 @@ class PriceTable(models.Model):
 
     def __str__(self) -> str:
         return f"{self.country} {self.channel}: {self.price} {self.currency}"
+
+
+class Link(models.Model):
+    """A URL of one message, behind its short code (``messaging.links.codes``); clicks are counted here.
+
+    The code is derived from (message, position) and a keyed tag, so rendering a message again
+    gives the same codes and this row is written with ``ON CONFLICT DO UPDATE``. Past
+    ``expires_at`` the code answers a plain page and retention blanks ``url``; the counts stay.
+    """
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="links", db_index=False)
+    position = models.PositiveSmallIntegerField()
+    url = models.TextField(help_text="Where the code leads, with the campaign's parameters added.")
+    created_at = models.DateTimeField(db_default=Now())
+    expires_at = models.DateTimeField()
+    clicks = models.PositiveIntegerField(default=0, db_default=0)
+    first_clicked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["message", "position"], name="link_message_position_unique")]
+
+    def __str__(self) -> str:
+        return f"link {self.position} of message {self.message_id}"
+
+
+class LinkClick(models.Model):
+    """One counted click (preview fetches and HEAD requests are not); ``key`` makes recording it idempotent."""
+
+    link = models.ForeignKey(Link, on_delete=models.CASCADE, related_name="click_rows", db_index=False)
+    key = models.UUIDField(unique=True)
+    clicked_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["link", "clicked_at"], name="linkclick_link_at")]
+
+    def __str__(self) -> str:
+        return f"click on {self.link_id} at {self.clicked_at:%Y-%m-%d %H:%M:%S}"

@@ -15,7 +15,8 @@ from django.db import connection, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from messaging.models import Direction, Message, MessageStatus, ProviderCallback
+from messaging.links.follow import links_forget
+from messaging.models import Direction, Link, Message, MessageStatus, ProviderCallback
 
 SKIP_ERASED = "contact erased"
 MAX_BATCHES_PER_RUN = 200  # a run stops after this many batches; the next run goes on
@@ -101,6 +102,8 @@ def contact_messages_erase(*, contact_id: int, phone: str, **kwargs) -> int:
         return 0
     sids = [sid for sid in Message.objects.filter(pk__in=ids).values_list("provider_sid", flat=True) if sid]
     ProviderCallback.objects.filter(Q(message_id__in=ids) | Q(provider_sid__in=sids)).update(payload={})
+    # A tracked link's URL may carry the person's values ({{ attributes.* }}): it goes, its clicks stay.
+    links_forget(Link.objects.filter(message_id__in=ids).exclude(url=""))
     now = timezone.now()
     Message.objects.filter(pk__in=ids, status=MessageStatus.PENDING).update(
         status=MessageStatus.SKIPPED, skip_reason=SKIP_ERASED, skipped_at=now, next_attempt_at=None

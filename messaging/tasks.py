@@ -48,3 +48,19 @@ def retention_purge() -> dict[str, int]:
 def prices_fetch() -> dict[str, int]:
     """Fetch the prices of final messages from the provider (beat), paced; safe to run twice."""
     return price_fetch.message_prices_fetch()
+
+
+@shared_task(name="messaging.clicks_drain", ignore_result=True)
+def clicks_drain() -> int:
+    """Write the redirect's streamed clicks (beat, every 2 s); safe to run twice, and after a killed run."""
+    from messaging.links.clicks import clicks_drain as drain
+
+    return drain()
+
+
+@shared_task(name="messaging.links_expire", ignore_result=True)
+def links_expire() -> int:
+    """Blank the URLs of links past RETENTION_LINK_DAYS (beat, hourly); their codes answer a plain page."""
+    from messaging.links.clicks import links_expire as expire
+
+    return expire()

@@ -203,6 +203,25 @@ class SummaryMessagesSerializer(serializers.Serializer):
     )
 
 
+class MoneySerializer(serializers.Serializer):
+    currency = serializers.CharField(allow_null=True)
+    amount = serializers.DecimalField(max_digits=20, decimal_places=4, coerce_to_string=True)
+
+
+class ClicksSerializer(serializers.Serializer):
+    unique = serializers.IntegerField(help_text="Messages whose tracked links were clicked at least once.")
+    total = serializers.IntegerField(help_text="Every click; link-preview fetches and HEAD requests are not clicks.")
+    click_rate = serializers.FloatField(allow_null=True, help_text="unique / sent")
+
+
+class ConversionsSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="Goal events attributed to the runs (docs/outcomes.md).")
+    conversion_rate = serializers.FloatField(allow_null=True, help_text="conversions / sent")
+    revenue = MoneySerializer(many=True, help_text="Sum of the conversions' values, per currency.")
+    revenue_per_message = MoneySerializer(many=True, help_text="revenue / sent, per currency.")
+    cost_per_conversion = MoneySerializer(many=True, help_text="cost / conversions, per currency of the prices.")
+
+
 class TimelinePointSerializer(serializers.Serializer):
     at = serializers.DateTimeField()
     sent = serializers.IntegerField()
@@ -229,6 +248,8 @@ class CampaignSummarySerializer(serializers.Serializer):
     cost_against_estimate = CostAgainstEstimateSerializer(
         help_text="The estimate each run kept at launch against what the provider charged, per currency."
     )
+    clicks = ClicksSerializer(help_text="Clicks on the runs' tracked links.")
+    conversions = ConversionsSerializer()
     opt_outs_72h = serializers.IntegerField(help_text="Recipients who opted out within 72 h after their message.")
     replies = serializers.IntegerField(help_text="Inbound messages from recipients after their message.")
     repliers = serializers.IntegerField()

@@ -35,6 +35,10 @@ CAMPAIGN_COLUMNS = [
     "failed_at",
     "price",
     "price_unit",
+    "clicks",
+    "first_clicked_at",
+    "conversions",
+    "conversion_value",
 ]
 
 MESSAGE_FIELDS = [
@@ -81,7 +85,7 @@ def _rows(header: list[str], rows: Iterable[Iterable]) -> Iterator[list]:
 def campaign_results_csv(campaign: Campaign, *, run: CampaignRun | None, full_phones: bool) -> StreamingHttpResponse:
     def rows():
         for row in campaign_result_rows(campaign, run=run):
-            (run_id, rid, cid, phone, state, reason, detail, mid, status, code, text, *times, price, unit) = row
+            (run_id, rid, cid, phone, state, reason, detail, mid, status, code, text, *times, price, unit) = row[:17]
             failed = bool(code) or status in ("failed", "undelivered")
             meaning = error_meaning(code) if failed else ""
             shown = phone_shown(phone, full_phones)
@@ -101,6 +105,7 @@ def campaign_results_csv(campaign: Campaign, *, run: CampaignRun | None, full_ph
                 *times,
                 price,
                 unit,
+                *row[17:],  # clicks, first click, conversions, conversion value
             ]
 
     suffix = f"-run-{run.pk}" if run else ""

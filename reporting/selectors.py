@@ -29,6 +29,7 @@ from reporting.counters import (
     counters_read,
     counters_recounted,
 )
+from reporting.outcomes import outcome_figures, result_row_outcomes
 
 BUCKETS = ("minute", "hour")
 
@@ -113,6 +114,7 @@ def campaign_summary(campaign: Campaign, *, run: CampaignRun | None = None, buck
         "failures": failures,
         "cost": cost,
         "cost_against_estimate": cost_against_estimate(run_ids, cost, messages["total"]),
+        **outcome_figures(run_ids, sent=sent, cost=cost),
         **_engagement_kept(run_ids, all_runs=run is None),
         "median_seconds_to_deliver": _median_kept(run_ids),
         "bucket": bucket,
@@ -141,6 +143,7 @@ def campaign_summary_scanned(
         "failures": failures,
         "cost": cost,
         "cost_against_estimate": cost_against_estimate(run_ids, cost, messages["total"]),
+        **outcome_figures(run_ids, sent=sent, cost=cost),
         "opt_outs_72h": _opt_outs_within(run_ids),
         **_replies(run_ids),
         "median_seconds_to_deliver": _median_seconds_to_deliver(run_ids),
@@ -373,6 +376,7 @@ def campaign_result_rows(campaign: Campaign, *, run: CampaignRun | None = None):
     return (
         Recipient.objects.filter(run_id__in=campaign_run_ids(campaign, run))
         .order_by("run_id", "id")
+        .annotate(**result_row_outcomes())
         .values_list(
             "run_id",
             "id",
@@ -391,6 +395,10 @@ def campaign_result_rows(campaign: Campaign, *, run: CampaignRun | None = None):
             "message__failed_at",
             "message__price",
             "message__price_unit",
+            "link_clicks",
+            "first_clicked_at",
+            "conversions_n",
+            "conversion_value",
         )
         .iterator(chunk_size=2000)
     )

@@ -30,6 +30,7 @@ from messaging.providers import error_meaning
 from reporting import monitoring, selectors
 from reporting.cost import cost_rows
 from reporting.counters import counters_read
+from reporting.outcomes import run_outcomes
 
 DAY = dt.timedelta(hours=24)
 RATE_MINUTES = 60
@@ -151,6 +152,7 @@ def run_comparison(campaign: Campaign) -> list[dict[str, Any]]:
     by_run: dict[int, dict[str, int]] = {run.pk: {} for run in runs}
     for (run_id, status, _code, _unit), (count, _total, _priced) in counters_read(list(by_run)).items():
         by_run[run_id][status] = by_run[run_id].get(status, 0) + count
+    outcomes = run_outcomes(list(by_run))
     rows = []
     for run in runs:
         statuses = by_run[run.pk]
@@ -166,6 +168,8 @@ def run_comparison(campaign: Campaign) -> list[dict[str, Any]]:
                 "failed": sum(statuses.get(s, 0) for s in selectors.FAILED_WITH_CODE),
                 "skipped": run.skipped,
                 "delivery_rate": round(100 * delivered / sent, 1) if sent else None,
+                **outcomes[run.pk],
+                "click_rate": round(100 * outcomes[run.pk]["clicks_unique"] / sent, 1) if sent else None,
             }
         )
     return rows
@@ -315,6 +319,8 @@ class CampaignAnalyticsPage(ReportingPage):
             "runs": run_comparison(campaign),
             "delivery_percent": _percent(summary["delivery_rate"]),
             "read_percent": _percent(summary["read_rate"]),
+            "click_percent": _percent(summary["clicks"]["click_rate"]),
+            "conversion_percent": _percent(summary["conversions"]["conversion_rate"]),
             "reads": reads,
             "skipped_by_reason": [(skip_reason_label(reason), n) for reason, n in summary["skipped_by_reason"].items()],
             "live": self._live(campaign, run, messages["in_flight"]),

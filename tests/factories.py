@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -158,3 +160,30 @@ class ProviderCallbackFactory(factory.django.DjangoModelFactory):
     provider_sid = factory.LazyAttribute(lambda event: event.message.provider_sid)
     status = "delivered"
     payload = factory.LazyAttribute(lambda event: {"MessageSid": event.provider_sid, "MessageStatus": event.status})
+
+
+class LinkFactory(factory.django.DjangoModelFactory):
+    """A tracked link of a message, as the send service saves one."""
+
+    class Meta:
+        model = "messaging.Link"
+
+    message = factory.SubFactory(MessageFactory)
+    position = 0
+    url = "https://shop.example.com/spring"
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=90))
+
+
+class ConversionFactory(factory.django.DjangoModelFactory):
+    """A goal event attributed to a campaign run (recipient and message optional)."""
+
+    class Meta:
+        model = "campaigns.Conversion"
+
+    event_id = factory.Sequence(lambda n: 10_000_000 + n)
+    run = factory.SubFactory(CampaignRunFactory)
+    campaign = factory.LazyAttribute(lambda conversion: conversion.run.campaign)
+    model = "last_message"
+    event_name = "order_placed"
+    occurred_at = factory.LazyFunction(timezone.now)
+    touched_at = factory.LazyAttribute(lambda conversion: conversion.occurred_at)

@@ -27,6 +27,7 @@ from campaigns.models import (
 from campaigns.services import cost, dispatch, estimates
 from campaigns.services import events as triggers
 from campaigns.services import snapshot as snapshots
+from campaigns.services.attribution import goal_errors
 from config.privacy import phone_mask
 from messaging.services.sample_send import SampleSent, sample_message_send
 
@@ -112,6 +113,7 @@ def campaign_validate(campaign: Campaign) -> None:
     if campaign.frequency_cap and not campaign.frequency_window:
         errors["frequency_window"] = ["a frequency cap needs a window"]
     errors.update(triggers.trigger_errors(campaign))
+    errors.update(goal_errors(campaign))
     if errors:
         raise CampaignError(errors)
 
@@ -273,6 +275,11 @@ DUPLICATED_FIELDS = (
     "trigger_keyword",
     "trigger_conditions",
     "trigger_contact_rule",
+    "link_params",
+    "goal_event",
+    "goal_conditions",
+    "goal_window",
+    "goal_model",
 )
 
 

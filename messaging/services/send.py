@@ -33,6 +33,7 @@ from django.utils import timezone
 from audience.models import Channel, ConsentStatus, Contact
 from config import idempotency, sql
 from messaging import selectors
+from messaging.links.rewrite import body_track, links_save
 from messaging.models import Direction, Message, MessageStatus, MessageTemplate, ProviderCallback, Sender
 from messaging.providers import (
     ProviderError,
@@ -365,6 +366,7 @@ def _render(message: Message) -> str:
     reason = render_fill(message)
     if reason:
         return reason
+    links_save([message])  # the short links answer before the message leaves
     # Saved before the provider is called: reconciliation matches on what was actually sent.
     Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
         **{name: getattr(message, name) for name in RENDERED_FIELDS}
@@ -381,7 +383,9 @@ def render_fill(message: Message) -> str:
     result = template_render(template, contact=message.contact, context=message.render_context)
     if not result.ok:
         return result.skip_reason
-    message.body = result.text
+    message.body = (
+        result.text if message.template and message.template.content_sid else body_track(message, result.text)
+    )
     if message.template:
         message.content_sid = message.template.content_sid
         message.content_variables = result.content_variables

@@ -50,6 +50,7 @@ from psycopg.types.json import Jsonb
 
 from audience.models import ConsentStatus
 from config import sql
+from messaging.links.rewrite import links_save
 from messaging.models import Direction, Message, MessageStatus, MessageTemplate, ProviderCallback, Sender
 from messaging.providers import (
     ErrorKind,
@@ -156,6 +157,7 @@ class SendPipeline:
             Message.objects.select_related("contact").filter(send.claimable(now), pk__in=list(message_ids))
         )
         verdicts = [(message, send.send_refusal(message, now) or send.render_fill(message)) for message in candidates]
+        links_save(message for message, reason in verdicts if not reason)  # before any claim: they answer when sent
         verdicts.sort(key=lambda verdict: verdict[0].pk)
         claimed_any: set[int] = set()
         for start in range(0, len(verdicts), CLAIM_SLICE):

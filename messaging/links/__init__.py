@@ -1,0 +1,1 @@
+"""Tracked links: short per-recipient codes in message bodies, the redirect, and the clicks it records."""
