@@ -67,6 +67,19 @@ class CampaignStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class WinnerMetric(models.TextChoices):
+    DELIVERED = "delivered", "Delivery rate"
+    REPLIES = "replies", "Reply rate"
+    CLICKS = "clicks", "Click rate"
+    CONVERSIONS = "conversions", "Conversion rate"
+    REVENUE = "revenue", "Revenue per recipient"
+
+
+class WinnerPick(models.TextChoices):
+    AUTO = "auto", "Automatically, after the wait"
+    MANUAL = "manual", "By hand (staff)"
+
+
 class Campaign(models.Model):
     name = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=16, choices=CampaignKind.choices, default=CampaignKind.ONE_OFF)
@@ -125,6 +138,25 @@ class Campaign(models.Model):
         blank=True,
         help_text="Conditions on the contact, in the segment rule language (a JSON rule tree or a query string).",
     )
+    # Experiments (campaigns.services.arms): a share of the audience that gets nothing but is measured.
+    control_share = models.PositiveSmallIntegerField(
+        default=0, help_text="Percent of the audience held out as a control group (0-50); measured, never sent."
+    )
+    # Test then send the winner (campaigns.services.winner): one-off campaigns with variants.
+    winner_test_share = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Percent of the audience that gets the test first (5-50); empty sends every arm at once.",
+    )
+    winner_wait = models.DurationField(
+        null=True, blank=True, help_text="How long after the launch the winner is picked."
+    )
+    winner_metric = models.CharField(max_length=16, choices=WinnerMetric.choices, blank=True)
+    winner_pick = models.CharField(max_length=8, choices=WinnerPick.choices, default=WinnerPick.AUTO)
+    winner_variant = models.ForeignKey(
+        "Variant", null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False
+    )
+    winner_picked_at = models.DateTimeField(null=True, blank=True, editable=False)
     status = models.CharField(max_length=16, choices=CampaignStatus.choices, default=CampaignStatus.DRAFT)
     periodic_task = models.OneToOneField(
         "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="campaign"
@@ -147,6 +179,12 @@ class Campaign(models.Model):
                 name="campaign_cap_has_window",
             ),
             # One live campaign per keyword: two would answer one JOIN twice.
+            models.CheckConstraint(condition=models.Q(control_share__lte=50), name="campaign_control_share_range"),
+            models.CheckConstraint(
+                condition=models.Q(winner_test_share__isnull=True)
+                | models.Q(winner_test_share__gte=5, winner_test_share__lte=50),
+                name="campaign_winner_test_share_range",
+            ),
             models.UniqueConstraint(
                 fields=["trigger_keyword"],
                 condition=~models.Q(trigger_keyword="")
@@ -182,6 +220,29 @@ class CampaignAction(models.Model):
         return f"{self.action} by {self.actor or 'system'}"
 
 
+class Variant(models.Model):
+    """One message variant (arm) of a campaign's experiment; recipients store its id as their arm.
+
+    A campaign has none (one template) or 2-5 (campaigns.services.arms validates), each drawn
+    with its weight's share of the audience that is not in the control group.
+    """
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="variants")
+    label = models.CharField(max_length=40)
+    template = models.ForeignKey("messaging.MessageTemplate", on_delete=models.PROTECT, related_name="variants")
+    weight = models.PositiveSmallIntegerField(default=1, help_text="Relative share, 1-100.")
+
+    class Meta:
+        ordering = ["campaign", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "label"], name="variant_label_unique"),
+            models.CheckConstraint(condition=models.Q(weight__gte=1, weight__lte=100), name="variant_weight_range"),
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+
 class RunStatus(models.TextChoices):
     RUNNING = "running", "Running"
     PAUSED = "paused", "Paused"
@@ -206,6 +267,8 @@ class CampaignRun(models.Model):
     # Sent or not, the provider could not tell yet: final for the run, resolved later (messaging reconcile, staff).
     unknown = models.PositiveIntegerField(default=0)
     skipped_by_reason = models.JSONField(default=dict, blank=True)
+    # Experiment arms: eligible recipients by arm key (campaigns.services.arms.arm_key), control included.
+    arm_sizes = models.JSONField(default=dict, blank=True)
     snapshot_seconds = models.FloatField(null=True, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -240,6 +303,7 @@ class SkipReason(models.TextChoices):
     OUTSIDE_WINDOW = "outside_window", "Outside the WhatsApp 24 h window"
     EXPIRED = "expired", "Validity period expired"
     CANCELLED = "cancelled", "Campaign cancelled"
+    CONTROL = "control", "Control group"
 
 
 class Recipient(models.Model):
@@ -267,6 +331,11 @@ class Recipient(models.Model):
     created_at = models.DateTimeField(db_default=Now())
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # Experiment arm (campaigns.services.arms): a Variant id, CONTROL_ARM (0) for the control group,
+    # NULL outside an experiment or while waiting for a test's winner. No FK: see ``contact``.
+    arm = models.BigIntegerField(null=True, blank=True)
+    # Sent the winner after a test (not part of the comparison).
+    rollout = models.BooleanField(default=False, db_default=False)
     # Set for a triggered campaign's recipient: the event it answers (one recipient per event and run).
     event = models.ForeignKey(
         "Event", null=True, blank=True, on_delete=models.CASCADE, related_name="recipients", db_index=False

@@ -74,3 +74,22 @@ class MessageFactory(factory.django.DjangoModelFactory):
     body = "Hello"
     to_address = factory.LazyAttribute(lambda message: message.contact.phone)
     from_address = factory.LazyAttribute(lambda message: message.sender.from_address)
+
+
+class CampaignFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "campaigns.Campaign"
+
+    name = factory.Sequence(lambda n: f"campaign-{n}")
+    template = factory.SubFactory(MessageTemplateFactory)
+    sender = factory.SubFactory(SenderFactory)
+
+
+class VariantFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "campaigns.Variant"
+
+    campaign = factory.SubFactory(CampaignFactory)
+    label = factory.Sequence(lambda n: f"Variant {n}")
+    template = factory.SubFactory(MessageTemplateFactory)
+    weight = 1

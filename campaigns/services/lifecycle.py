@@ -24,7 +24,7 @@ from campaigns.models import (
     ScheduleType,
     SkipReason,
 )
-from campaigns.services import dispatch, estimates
+from campaigns.services import arms, dispatch, estimates
 from campaigns.services import events as triggers
 from campaigns.services import snapshot as snapshots
 from config.privacy import phone_mask
@@ -112,6 +112,7 @@ def campaign_validate(campaign: Campaign) -> None:
     if campaign.frequency_cap and not campaign.frequency_window:
         errors["frequency_window"] = ["a frequency cap needs a window"]
     errors.update(triggers.trigger_errors(campaign))
+    errors.update(arms.experiment_errors(campaign))
     if errors:
         raise CampaignError(errors)
 
