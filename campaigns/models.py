@@ -202,6 +202,9 @@ class Campaign(models.Model):
         return self.name
 
 
+WINNER_ACTION = "winner"  # CampaignAction.action of a test's winner pick
+
+
 class CampaignAction(models.Model):
     """Who did what to a campaign, and when: its audit list."""
 

@@ -12,6 +12,7 @@ from config.privacy import phone_shown
 from config.spreadsheet import csv_download, escape_formula
 from messaging.models import Message
 from messaging.providers import error_meaning
+from reporting.arms import arm_label, campaign_arm_labels
 from reporting.selectors import campaign_result_rows
 
 CHUNK_SIZE = 2000
@@ -35,6 +36,7 @@ CAMPAIGN_COLUMNS = [
     "failed_at",
     "price",
     "price_unit",
+    "arm",
 ]
 
 MESSAGE_FIELDS = [
@@ -79,9 +81,28 @@ def _rows(header: list[str], rows: Iterable[Iterable]) -> Iterator[list]:
 
 
 def campaign_results_csv(campaign: Campaign, *, run: CampaignRun | None, full_phones: bool) -> StreamingHttpResponse:
+    arm_labels = campaign_arm_labels(campaign)
+
     def rows():
         for row in campaign_result_rows(campaign, run=run):
-            (run_id, rid, cid, phone, state, reason, detail, mid, status, code, text, *times, price, unit) = row
+            (
+                run_id,
+                rid,
+                cid,
+                phone,
+                state,
+                reason,
+                detail,
+                mid,
+                status,
+                code,
+                text,
+                *times,
+                price,
+                unit,
+                arm,
+                rollout,
+            ) = row
             failed = bool(code) or status in ("failed", "undelivered")
             meaning = error_meaning(code) if failed else ""
             shown = phone_shown(phone, full_phones)
@@ -101,6 +122,7 @@ def campaign_results_csv(campaign: Campaign, *, run: CampaignRun | None, full_ph
                 *times,
                 price,
                 unit,
+                arm_label(arm_labels, arm, rollout),
             ]
 
     suffix = f"-run-{run.pk}" if run else ""

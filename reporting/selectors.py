@@ -389,6 +389,8 @@ def campaign_result_rows(campaign: Campaign, *, run: CampaignRun | None = None):
             "message__failed_at",
             "message__price",
             "message__price_unit",
+            "arm",
+            "rollout",
         )
         .iterator(chunk_size=2000)
     )

@@ -127,6 +127,11 @@ def _quiet_join(campaign: Campaign, now: dt.datetime) -> tuple[str, list]:
     return sql, [*params, settings.DEFAULT_TIMEZONE]
 
 
+def quiet_join(campaign: Campaign, now: dt.datetime) -> tuple[str, list]:
+    """The quiet-hours join for other statements over audience_contact (a test's winner release)."""
+    return _quiet_join(campaign, now)
+
+
 def _cap_join(campaign: Campaign, now: dt.datetime) -> tuple[str, list]:
     """LEFT JOIN k(contact_id): contacts that already have `frequency_cap` campaign messages in the window."""
     if not campaign.frequency_cap or not campaign.frequency_window:
