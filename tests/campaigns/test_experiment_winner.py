@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 WAIT = dt.timedelta(hours=2)
 
 
-def tested_campaign(**fields):
+def winner_campaign(**fields):
     Contact.objects.bulk_create(ContactFactory.build_batch(400))
     fields = {"winner_test_share": 25, "winner_wait": WAIT, "winner_metric": "replies", **fields}
     campaign = CampaignFactory(**fields)
@@ -44,7 +44,7 @@ def send_test_and_reply(run, replying_arm):
 
 
 def test_the_test_goes_to_its_share_and_the_rest_waits_held_without_an_arm():
-    campaign, a, b = tested_campaign()
+    campaign, a, b = winner_campaign()
     run = services.campaign_launch(campaign)
     tested = Recipient.objects.filter(run=run, arm__in=[a.pk, b.pk])
     waiting = Recipient.objects.filter(run=run, arm__isnull=True)
@@ -60,7 +60,7 @@ def test_the_test_goes_to_its_share_and_the_rest_waits_held_without_an_arm():
 
 
 def test_beat_picks_the_leader_after_the_wait_and_sends_it_to_the_rest_once():
-    campaign, a, b = tested_campaign()
+    campaign, a, b = winner_campaign()
     run = services.campaign_launch(campaign)
     send_test_and_reply(run, replying_arm=b.pk)
     assert winner.winners_due(timezone.now() + WAIT - dt.timedelta(minutes=5)) == []
@@ -90,7 +90,7 @@ def test_beat_picks_the_leader_after_the_wait_and_sends_it_to_the_rest_once():
 
 
 def test_the_beat_task_is_safe_to_run_twice():
-    campaign, a, b = tested_campaign()
+    campaign, a, b = winner_campaign()
     run = services.campaign_launch(campaign)
     send_test_and_reply(run, replying_arm=a.pk)
     Campaign.objects.filter(pk=campaign.pk).update(winner_wait=dt.timedelta(seconds=0))
@@ -101,7 +101,7 @@ def test_the_beat_task_is_safe_to_run_twice():
 
 
 def test_staff_pick_by_hand_and_a_later_automatic_pick_changes_nothing(staff_user):
-    campaign, a, b = tested_campaign(winner_pick="manual")
+    campaign, a, b = winner_campaign(winner_pick="manual")
     run = services.campaign_launch(campaign)
     send_test_and_reply(run, replying_arm=b.pk)
     assert winner.winners_due(timezone.now() + WAIT) == []  # manual: beat leaves it to staff
@@ -114,7 +114,7 @@ def test_staff_pick_by_hand_and_a_later_automatic_pick_changes_nothing(staff_use
 
 
 def test_a_variant_of_another_campaign_cannot_win():
-    campaign, a, b = tested_campaign()
+    campaign, a, b = winner_campaign()
     services.campaign_launch(campaign)
     other = VariantFactory()
     with pytest.raises(winner.WinnerError, match="is not one of campaign"):
@@ -122,7 +122,7 @@ def test_a_variant_of_another_campaign_cannot_win():
 
 
 def test_winner_settings_are_checked_at_launch():
-    campaign, *_ = tested_campaign(winner_wait=None, winner_metric="", kind=CampaignKind.TRIGGERED, trigger_event="x")
+    campaign, *_ = winner_campaign(winner_wait=None, winner_metric="", kind=CampaignKind.TRIGGERED, trigger_event="x")
     with pytest.raises(services.CampaignError) as caught:
         services.campaign_launch(campaign)
     errors = caught.value.message_dict
