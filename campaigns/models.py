@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.postgres.indexes import BrinIndex
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models.functions import Now
 
@@ -140,7 +141,9 @@ class Campaign(models.Model):
     )
     # Experiments (campaigns.services.arms): a share of the audience that gets nothing but is measured.
     control_share = models.PositiveSmallIntegerField(
-        default=0, help_text="Percent of the audience held out as a control group (0-50); measured, never sent."
+        default=0,
+        validators=[MaxValueValidator(50)],
+        help_text="Percent of the audience held out as a control group (0-50); measured, never sent.",
     )
     # Test then send the winner (campaigns.services.winner): one-off campaigns with variants.
     winner_test_share = models.PositiveSmallIntegerField(
@@ -179,11 +182,16 @@ class Campaign(models.Model):
                 name="campaign_cap_has_window",
             ),
             # One live campaign per keyword: two would answer one JOIN twice.
-            models.CheckConstraint(condition=models.Q(control_share__lte=50), name="campaign_control_share_range"),
+            models.CheckConstraint(
+                condition=models.Q(control_share__lte=50),
+                name="campaign_control_share_range",
+                violation_error_message="the control group is 0 to 50 % of the audience",
+            ),
             models.CheckConstraint(
                 condition=models.Q(winner_test_share__isnull=True)
                 | models.Q(winner_test_share__gte=5, winner_test_share__lte=50),
                 name="campaign_winner_test_share_range",
+                violation_error_message="the test goes to 5 to 50 % of the audience",
             ),
             models.UniqueConstraint(
                 fields=["trigger_keyword"],
@@ -233,13 +241,19 @@ class Variant(models.Model):
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="variants")
     label = models.CharField(max_length=40)
     template = models.ForeignKey("messaging.MessageTemplate", on_delete=models.PROTECT, related_name="variants")
-    weight = models.PositiveSmallIntegerField(default=1, help_text="Relative share, 1-100.")
+    weight = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(100)], help_text="Relative share, 1-100."
+    )
 
     class Meta:
         ordering = ["campaign", "id"]
         constraints = [
             models.UniqueConstraint(fields=["campaign", "label"], name="variant_label_unique"),
-            models.CheckConstraint(condition=models.Q(weight__gte=1, weight__lte=100), name="variant_weight_range"),
+            models.CheckConstraint(
+                condition=models.Q(weight__gte=1, weight__lte=100),
+                name="variant_weight_range",
+                violation_error_message="the weight must be a whole number from 1 to 100",
+            ),
         ]
 
     def __str__(self) -> str:

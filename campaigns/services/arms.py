@@ -164,33 +164,49 @@ def variants_errors(variants: list[tuple[str, MessageTemplate | None, int | None
     return errors
 
 
-def experiment_errors(campaign: Campaign) -> dict[str, list[str]]:
-    """Problems with the campaign's experiment settings, by field; {} when fine."""
+def experiment_errors(
+    campaign: Campaign, variants: list[tuple[str, MessageTemplate | None, int | None]] | None = None
+) -> dict[str, list[str]]:
+    """Problems with the campaign's experiment settings, by field; {} when fine.
+
+    ``variants`` as (label, template, weight), e.g. from a form not saved yet; the stored ones
+    otherwise. Settings that need variants (a control group, a test) are refused without them
+    only at launch (``experiment_launch_errors``): staff may save the settings before the variants.
+    """
+    if variants is None:
+        stored = Variant.objects.filter(campaign_id=campaign.pk).select_related("template") if campaign.pk else []
+        variants = [(v.label, v.template, v.weight) for v in stored]
     errors: dict[str, list[str]] = {}
-    variants = list(campaign.variants.select_related("template")) if campaign.pk else []
-    if problems := variants_errors([(v.label, v.template, v.weight) for v in variants]):
+    if problems := variants_errors(variants):
         errors["variants"] = problems
-    if not 0 <= campaign.control_share <= 50:
-        errors["control_share"] = [f"the control group is 0 to 50 % of the audience, not {campaign.control_share}"]
-    elif campaign.control_share and not variants:
-        errors["control_share"] = ["a control group needs 2-5 variants to compare with"]
-    for variant in variants:
-        if variant.template.channel != campaign.sender.channel:
+    for label, template, _ in variants:
+        if template is not None and campaign.sender_id and template.channel != campaign.sender.channel:
             errors.setdefault("variants", []).append(
-                f"variant {variant.label!r}: a {variant.template.channel} template cannot go through "
-                f"a {campaign.sender.channel} sender"
+                f"variant {label!r}: a {template.channel} template cannot go through a {campaign.sender.channel} sender"
             )
+    if not 0 <= (campaign.control_share or 0) <= 50:
+        errors["control_share"] = [f"the control group is 0 to 50 % of the audience, not {campaign.control_share}"]
     if campaign.winner_test_share is not None:
-        errors.update(_winner_errors(campaign, variants))
+        errors.update(_winner_errors(campaign))
     return errors
 
 
-def _winner_errors(campaign: Campaign, variants: list[Variant]) -> dict[str, list[str]]:
+def experiment_launch_errors(campaign: Campaign) -> dict[str, list[str]]:
+    """A control group or a test without variants to compare cannot launch."""
+    if Variant.objects.filter(campaign_id=campaign.pk).exists():
+        return {}
+    errors = {}
+    if campaign.control_share:
+        errors["control_share"] = ["a control group needs 2-5 variants to compare with"]
+    if campaign.winner_test_share is not None:
+        errors["winner_test_share"] = ["a test needs 2-5 variants to pick a winner from"]
+    return errors
+
+
+def _winner_errors(campaign: Campaign) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     if not 5 <= campaign.winner_test_share <= 50:
         errors["winner_test_share"] = [f"the test goes to 5 to 50 % of the audience, not {campaign.winner_test_share}"]
-    elif not variants:
-        errors["winner_test_share"] = ["a test needs 2-5 variants to pick a winner from"]
     elif campaign.kind != CampaignKind.ONE_OFF:
         errors["winner_test_share"] = ["test then send the winner works for one-off campaigns only"]
     if not campaign.winner_wait or campaign.winner_wait.total_seconds() <= 0:

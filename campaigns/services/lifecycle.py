@@ -274,6 +274,11 @@ DUPLICATED_FIELDS = (
     "trigger_keyword",
     "trigger_conditions",
     "trigger_contact_rule",
+    "control_share",
+    "winner_test_share",
+    "winner_wait",
+    "winner_metric",
+    "winner_pick",
 )
 
 
@@ -294,6 +299,9 @@ def campaign_duplicate(campaign: Campaign, *, actor=None) -> Campaign:
     if actor is not None and not isinstance(actor, str):
         duplicate.created_by = actor
     duplicate.save()
+    for variant in campaign.variants.all():  # the experiment's arms come along, as new variants
+        variant.pk, variant.campaign = None, duplicate
+        variant.save()
     CampaignAction.objects.create(
         campaign=duplicate,
         action="create",
@@ -381,6 +389,8 @@ def campaign_launch(
         if locked.status == CampaignStatus.RUNNING and locked.kind == CampaignKind.ONE_OFF:
             raise CampaignError("this one-off campaign is already running")
         campaign_validate(locked)
+        if errors := arms.experiment_launch_errors(locked):
+            raise CampaignError(errors)
         if locked.kind == CampaignKind.TRIGGERED and (open_run := triggers.trigger_run(locked)):
             return open_run  # one long-lived run per triggered campaign
         try:
