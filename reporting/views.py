@@ -30,6 +30,7 @@ from messaging.models import Direction, Message, MessageStatus
 from messaging.providers import error_meaning
 from reporting import monitoring, selectors
 from reporting.counters import counters_read
+from reporting.views_arms import experiment_context
 
 DAY = dt.timedelta(hours=24)
 RATE_MINUTES = 60
@@ -344,6 +345,7 @@ class CampaignAnalyticsPage(ReportingPage):
             "skipped_by_reason": [(skip_reason_label(reason), n) for reason, n in summary["skipped_by_reason"].items()],
             "live": self._live(campaign, run, messages["in_flight"]),
             "give_up_minutes": settings.DELIVERY_UNKNOWN_GIVE_UP_MINUTES,
+            **experiment_context(campaign, run),
         }
 
     @staticmethod

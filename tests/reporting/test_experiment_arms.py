@@ -128,3 +128,16 @@ def test_the_recipients_csv_names_each_recipients_arm_and_masks_phones_for_analy
     assert row["arm"] == "A"
     assert row["phone"] != first_a.contact.phone and row["phone"].endswith(first_a.contact.phone[-2:])
     assert {row["arm"] for row in rows if row["skip_reason"] == "control"} == {"Control"}
+
+
+def test_the_analytics_page_draws_a_chart_per_arm_and_says_the_differences(client, analyst_user, experiment):
+    campaign, run, a, b, recipients = experiment
+    client.force_login(analyst_user)
+    page = client.get(f"/reporting/campaigns/{campaign.pk}/").content.decode()
+    assert 'data-testid="experiment"' in page
+    for index in range(3):  # A, =B and the control group
+        assert f'id="arm-{index}-chart"' in page and f'id="arm-{index}-data"' in page
+    assert "A&#x27;s reply rate is" in page and "higher than Control&#x27;s" in page
+    assert recipients[a.pk][0].contact.phone not in page
+    plain = CampaignFactory()
+    assert 'data-testid="experiment"' not in client.get(f"/reporting/campaigns/{plain.pk}/").content.decode()
