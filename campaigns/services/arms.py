@@ -211,6 +211,8 @@ def _winner_errors(campaign: Campaign) -> dict[str, list[str]]:
         errors["winner_test_share"] = ["test then send the winner works for one-off campaigns only"]
     if not campaign.winner_wait or campaign.winner_wait.total_seconds() <= 0:
         errors["winner_wait"] = ["say how long to wait before picking the winner, e.g. 4:00:00"]
+    elif campaign.validity and campaign.winner_wait >= campaign.validity:
+        errors["winner_wait"] = ["the wait must end before the validity period, or the rest would expire unsent"]
     if not campaign.winner_metric:
         errors["winner_metric"] = ["choose the metric the winner is picked on"]
     return errors

@@ -115,3 +115,13 @@ def test_labels_used_twice_are_refused():
     assert arms.variants_errors([("A", template, 1), ("a ", template, 1)]) == [
         "the label 'a' is used twice: each variant needs its own"
     ]
+
+
+def test_a_duplicate_keeps_the_experiment():
+    campaign, variants = experiment([1, 3], control_share=15)
+    copy = services.campaign_duplicate(campaign)
+    assert copy.control_share == 15
+    assert list(copy.variants.values_list("label", "template_id", "weight")) == [
+        (v.label, v.template_id, v.weight) for v in variants
+    ]
+    assert not set(copy.variants.values_list("pk", flat=True)) & {v.pk for v in variants}

@@ -128,3 +128,10 @@ def test_winner_settings_are_checked_at_launch():
     errors = caught.value.message_dict
     assert "one-off campaigns only" in errors["winner_test_share"][0]
     assert errors["winner_wait"] and errors["winner_metric"]
+
+
+def test_a_wait_past_the_validity_is_refused():
+    campaign, *_ = winner_campaign(validity=dt.timedelta(hours=1))
+    with pytest.raises(services.CampaignError) as caught:
+        services.campaign_launch(campaign)
+    assert "before the validity period" in caught.value.message_dict["winner_wait"][0]
