@@ -73,17 +73,9 @@ def arm_sql(campaign: Campaign, contact_id_sql: str = "audience_contact.id") -> 
     for bound, arm in plan.bounds:
         cases.append("WHEN h.h < %s THEN %s::bigint")
         params += [bound, arm]
-    # A LATERAL-free form: the hash once, compared with each bound in order.
+    # The hash computed once per contact, then compared with each bound in order.
     sql = f"(SELECT CASE {' '.join(cases)} END FROM (SELECT {_hash_sql(contact_id_sql)} AS h) h)"
     return sql, [*params, str(campaign.pk)]
-
-
-def arm_of(campaign_id: int, contact_id: int, plan: ArmPlan) -> int | None:
-    """The same mapping in Python, for tests and explanations (the SQL is what assigns)."""
-    import hashlib
-
-    h = int(hashlib.md5(f"{campaign_id}:{contact_id}".encode()).hexdigest()[:8], 16)
-    return next(arm for bound, arm in plan.bounds if h < bound)
 
 
 def arms_for_contacts(campaign: Campaign, contact_ids: Iterable[int]) -> dict[int, int | None]:
