@@ -178,7 +178,7 @@ def _difference(row: dict[str, Any], reference: dict[str, Any], field: str, word
                 float(reference["revenue_sq"]),
             )
         difference = found[0] if found else None
-        unit = "per recipient"
+        unit = ""  # the metric's words already say "per recipient"
     else:
         difference = stats.proportion_difference(
             int(row[field]), row["recipients"], int(reference[field]), reference["recipients"]

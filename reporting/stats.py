@@ -128,7 +128,7 @@ def sentence(metric: str, arm: str, reference: str, difference: Difference | Non
     """One plain sentence: how the arm differs from the reference and whether that is significant.
 
     Rates are given in percentage points (``unit="points"``: the difference is a proportion);
-    otherwise ``unit`` is a currency or unit the figures are already in.
+    otherwise ``unit`` names what the figures are already in (a currency), or is empty.
     """
     if difference is None:
         return f"Not enough recipients yet to compare {arm} with {reference} on {metric}."
@@ -136,8 +136,9 @@ def sentence(metric: str, arm: str, reference: str, difference: Difference | Non
     size = abs(difference.estimate) * scale
     direction = "higher" if difference.estimate > 0 else "lower" if difference.estimate < 0 else "no different"
     low, high = difference.low * scale, difference.high * scale
-    what = f"{size:.{digits}f} {unit} {direction} than" if direction != "no different" else "the same as"
-    interval = f"(95 % CI {low:+.{digits}f} to {high:+.{digits}f} {unit})"
+    suffix = f" {unit}" if unit else ""
+    what = f"{size:.{digits}f}{suffix} {direction} than" if direction != "no different" else "the same as"
+    interval = f"(95 % CI {low:+.{digits}f} to {high:+.{digits}f}{suffix})"
     if difference.significant:
         verdict = "the difference is significant at 95 % confidence"
     else:

@@ -141,3 +141,37 @@ def test_the_analytics_page_draws_a_chart_per_arm_and_says_the_differences(clien
     assert recipients[a.pk][0].contact.phone not in page
     plain = CampaignFactory()
     assert 'data-testid="experiment"' not in client.get(f"/reporting/campaigns/{plain.pk}/").content.decode()
+
+
+def test_figures_from_another_source_become_columns_and_comparisons(analyst_api, experiment):
+    """Clicks, conversions, revenue and cost come from their own counters through a registered source."""
+    from reporting import arms as reporting_arms
+
+    campaign, run, a, b, recipients = experiment
+    n_a = len(recipients[a.pk])
+    control = (arms.CONTROL_ARM, False)
+
+    def source(run_ids):
+        assert run_ids == [run.pk]
+        return {
+            (a.pk, False): {"clicks": 30, "conversions": 12, "revenue": 120, "revenue_sq": 12 * 100, "cost": 1},
+            (b.pk, False): {"clicks": 10, "conversions": 4, "revenue": 40, "revenue_sq": 4 * 100, "cost": 1},
+            control: {"clicks": 0, "conversions": 2, "revenue": 20, "revenue_sq": 2 * 100, "cost": 0},
+        }
+
+    reporting_arms.arm_figure_source_add(source)
+    try:
+        data = analyst_api.get(f"/api/v1/reporting/campaigns/{campaign.pk}/arms").json()
+    finally:
+        reporting_arms.ARM_FIGURE_SOURCES.remove(source)
+    by_label = {arm["label"]: arm for arm in data["arms"]}
+    assert (by_label["A"]["clicks"], by_label["A"]["conversions"], by_label["A"]["revenue"]) == (30, 12, "120.00000")
+    assert by_label["A"]["rates"]["conversions"] == pytest.approx(12 / n_a)
+    converted = by_label["A"]["versus_control"]["conversions"]
+    control_size = by_label["Control"]["recipients"]
+    assert converted["estimate"] == pytest.approx(12 / n_a - 2 / control_size)
+    assert converted["sentence"].startswith("A's conversion rate is")
+    revenue = by_label["A"]["versus_control"]["revenue"]
+    assert revenue["estimate"] == pytest.approx(120 / n_a - 20 / control_size)
+    assert revenue["low"] < revenue["estimate"] < revenue["high"]
+    assert "revenue_sq" not in by_label["A"]

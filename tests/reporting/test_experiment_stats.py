@@ -63,3 +63,14 @@ def test_the_sentence_says_the_size_the_interval_and_the_verdict():
     assert (
         stats.sentence("reply rate", "A", "B", None) == "Not enough recipients yet to compare A with B on reply rate."
     )
+
+
+def test_a_revenue_sentence_gives_the_amount_without_points():
+    difference, _ = stats.mean_difference(
+        len(A1), sum(A1), sum(x * x for x in A1), len(A2), sum(A2), sum(x * x for x in A2)
+    )
+    text = stats.sentence("revenue per recipient", "A", "B", difference, unit="")
+    assert text == (
+        "A's revenue per recipient is 2.17 lower than B's (95 % CI -3.98 to -0.35); "
+        "the difference is significant at 95 % confidence."
+    )
