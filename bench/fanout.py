@@ -62,8 +62,10 @@ def earlier_run(cursor, campaign_id: int) -> None:
     """Recipients of a run an hour ago (every 7th contact), so the cap has something to count."""
     cursor.execute(
         """INSERT INTO campaigns_campaignrun (campaign_id, scheduled_for, status, mps, total, pending, held,
-                                             sending, sent, skipped, failed, skipped_by_reason, started_at)
-           VALUES (%s, now() - interval '1 hour', 'completed', 10, 0, 0, 0, 0, 0, 0, 0, '{}', now()) RETURNING id""",
+                                             sending, sent, skipped, failed, unknown, skipped_by_reason, arm_sizes,
+                                             started_at)
+           VALUES (%s, now() - interval '1 hour', 'completed', 10, 0, 0, 0, 0, 0, 0, 0, 0, '{}', '{}', now())
+           RETURNING id""",
         [campaign_id],
     )
     run_id = cursor.fetchone()[0]
