@@ -82,7 +82,7 @@ def fill(messages: int) -> tuple[int, int]:
     for label, weight in (("A", 1), ("B", 2)):
         Variant.objects.create(campaign=campaign, label=label, template=template, weight=weight)
     run = CampaignRun.objects.create(campaign=campaign, scheduled_for="2026-11-20T09:00Z", mps=100, total=n)
-    arm_sql, arm_params = arms.arm_sql(campaign, "r.contact_id")
+    arm = arms.arm_sql(campaign, "a.contact_id")
     case_status = " ".join(f"WHEN c.id % 100 < {bound} THEN '{status}'" for bound, status, _ in MIX)
     case_code = " ".join(f"WHEN c.id % 100 < {bound} THEN '{code}'" for bound, _, code in MIX)
     # Sent over the last half hour, so the dashboard's windows see a live run.
@@ -124,7 +124,13 @@ def fill(messages: int) -> tuple[int, int]:
                    '', '', '', '', '', 0, m.delivered_at + interval '1 hour', now(), m.delivered_at + interval '1 hour'
             FROM messaging_message m WHERE m.direction = 'outbound' AND m.delivered_at IS NOT NULL AND m.id % 50 = 0""",
         # The experiment's arms, as the snapshot draws them; the control group is sent nothing.
-        (f"UPDATE campaigns_recipient r SET arm = {arm_sql} WHERE r.run_id = {run.pk}", arm_params),
+        (
+            f"""UPDATE campaigns_recipient r SET arm = x.arm
+                FROM (SELECT a.id, {arm.expression} AS arm FROM campaigns_recipient a {arm.join}
+                      WHERE a.run_id = {run.pk}) AS x
+                WHERE r.id = x.id""",
+            [*arm.params, *arm.join_params],
+        ),
         f"""WITH control AS (
                 UPDATE campaigns_recipient SET state = 'skipped', reason = 'control', message_id = NULL, sent_at = NULL
                 WHERE run_id = {run.pk} AND arm = {arms.CONTROL_ARM} RETURNING contact_id

@@ -60,32 +60,44 @@ def arm_plan(campaign: Campaign, variants: list[Variant] | None = None) -> ArmPl
     return ArmPlan(tuple(bounds))
 
 
-def _hash_sql(contact_id_sql: str) -> str:
-    return f"('x' || substr(md5(%s || ':' || {contact_id_sql}::text), 1, 8))::bit(32)::bigint"
+@dataclass(frozen=True)
+class ArmSql:
+    """The arm of each row as SQL: ``join`` goes in the FROM clause (after the table holding the
+    contact id), ``expression`` in the select list. The hash sits in a LATERAL subquery behind
+    ``OFFSET 0`` so it is computed once per row: inlined, md5 ran once per WHEN of every
+    reference to the arm (seven times slower at 1M contacts)."""
+
+    join: str
+    join_params: list
+    expression: str
+    params: list
 
 
-def arm_sql(campaign: Campaign, contact_id_sql: str = "audience_contact.id") -> tuple[str, list]:
+def arm_sql(campaign: Campaign, contact_id_sql: str = "audience_contact.id") -> ArmSql:
     """SQL giving the arm of the contact whose id is ``contact_id_sql`` (NULL: no arm yet)."""
     plan = arm_plan(campaign)
     if plan is None:
-        return "NULL::bigint", []
+        return ArmSql("", [], "NULL::bigint", [])
     cases, params = [], []
     for bound, arm in plan.bounds:
-        cases.append("WHEN h.h < %s THEN %s::bigint")
+        cases.append("WHEN arm_h.h < %s THEN %s::bigint")
         params += [bound, arm]
-    # The hash computed once per contact, then compared with each bound in order.
-    sql = f"(SELECT CASE {' '.join(cases)} END FROM (SELECT {_hash_sql(contact_id_sql)} AS h) h)"
-    return sql, [*params, str(campaign.pk)]
+    hashed = f"('x' || substr(md5(%s || ':' || {contact_id_sql}::text), 1, 8))::bit(32)::bigint"
+    join = f"CROSS JOIN LATERAL (SELECT {hashed} AS h OFFSET 0) AS arm_h"
+    return ArmSql(join, [str(campaign.pk)], f"CASE {' '.join(cases)} END", params)
 
 
 def arms_for_contacts(campaign: Campaign, contact_ids: Iterable[int]) -> dict[int, int | None]:
     """{contact_id: arm} for a triggered campaign's event contacts, by the snapshot's expression."""
     ids = sorted(set(contact_ids))
-    expression, params = arm_sql(campaign, "c.id")
-    if not ids or expression == "NULL::bigint":
+    arm = arm_sql(campaign, "c.id")
+    if not ids or not arm.join:
         return dict.fromkeys(ids)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT c.id, {expression} FROM unnest(%s::bigint[]) AS c (id)", [*params, ids])
+        cursor.execute(
+            f"SELECT c.id, {arm.expression} FROM unnest(%s::bigint[]) AS c (id) {arm.join}",
+            [*arm.params, ids, *arm.join_params],
+        )
         return dict(cursor.fetchall())
 
 

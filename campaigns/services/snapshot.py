@@ -42,7 +42,7 @@ def snapshot_query(campaign: Campaign, now: dt.datetime) -> Snapshot:
     cap_sql, cap_params = _cap_join(campaign, now)
     missing_sql, missing_params = _missing_variable_expr(campaign)
     window_sql, window_params = _outside_window_expr(campaign, now)
-    arm_sql, arm_params = arms.arm_sql(campaign)
+    arm = arms.arm_sql(campaign)
     plan = arms.arm_plan(campaign)
     # Waiting for a test's winner: held without a release time until the winner is picked.
     waiting = "s.arm IS NULL" if plan is not None and plan.waits_for_winner else "false"
@@ -56,10 +56,11 @@ def snapshot_query(campaign: Campaign, now: dt.datetime) -> Snapshot:
     END"""
     inner = f"""
         SELECT audience_contact.id AS contact_id, {reason} AS reason, ({missing_sql}) AS missing, q.release_at,
-               {arm_sql} AS arm
+               {arm.expression} AS arm
         FROM audience_contact
         {quiet_sql}
         {cap_sql}
+        {arm.join}
         WHERE {audience_sql}"""
     inner_params = [
         *missing_params,
@@ -67,9 +68,10 @@ def snapshot_query(campaign: Campaign, now: dt.datetime) -> Snapshot:
         expires_at,
         expires_at,
         *missing_params,
-        *arm_params,
+        *arm.params,
         *quiet_params,
         *cap_params,
+        *arm.join_params,
         *audience_params,
     ]
     sql = f"""
