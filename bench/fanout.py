@@ -8,7 +8,10 @@ earlier run so the frequency cap has something to count, then launches a campaig
 on a segment with three predicates (a numeric attribute, a topic, a relative
 date) plus consent, quiet hours and the cap, and times the snapshot. The baseline,
 measured in the same run, is a plain ``SELECT count(*)`` of the same segment: the
-read every snapshot has to pay before writing anything.
+read every snapshot has to pay before writing anything. Before the launch, the snapshot's
+SELECT (the dry run) is timed for that campaign and for the same campaign as an experiment
+(three variants and a 10 % control group drawn by campaigns.services.arms' hash expression):
+the cost of assigning arms in the statement.
 """
 
 from __future__ import annotations
@@ -59,8 +62,10 @@ def earlier_run(cursor, campaign_id: int) -> None:
     """Recipients of a run an hour ago (every 7th contact), so the cap has something to count."""
     cursor.execute(
         """INSERT INTO campaigns_campaignrun (campaign_id, scheduled_for, status, mps, total, pending, held,
-                                             sending, sent, skipped, failed, skipped_by_reason, started_at)
-           VALUES (%s, now() - interval '1 hour', 'completed', 10, 0, 0, 0, 0, 0, 0, 0, '{}', now()) RETURNING id""",
+                                             sending, sent, skipped, failed, unknown, skipped_by_reason, arm_sizes,
+                                             started_at)
+           VALUES (%s, now() - interval '1 hour', 'completed', 10, 0, 0, 0, 0, 0, 0, 0, 0, '{}', '{}', now())
+           RETURNING id""",
         [campaign_id],
     )
     run_id = cursor.fetchone()[0]
@@ -90,9 +95,11 @@ def main(argv: list[str] | None = None) -> None:
 
     django.setup()
     from django.db import connection
+    from django.utils import timezone as django_timezone
 
     from campaigns import selectors, services
-    from campaigns.models import Campaign
+    from campaigns.models import Campaign, Variant
+    from campaigns.services import snapshot
     from messaging.models import MessageTemplate, Sender
 
     started = time.perf_counter()
@@ -120,6 +127,26 @@ def main(argv: list[str] | None = None) -> None:
         validity=dt.timedelta(hours=12),
     )
 
+    experiment = services.campaign_create(
+        name="fanout-arms",
+        template=template,
+        sender=sender,
+        segment=segment,
+        quiet_start=dt.time(21),
+        quiet_end=dt.time(8),
+        frequency_cap=1,
+        frequency_window=dt.timedelta(days=1),
+        validity=dt.timedelta(hours=12),
+        control_share=10,
+    )
+    for label, weight in (("A", 1), ("B", 1), ("C", 2)):
+        Variant.objects.create(campaign=experiment, label=label, template=template, weight=weight)
+    dry_runs = {}
+    for name, which in (("plain", campaign), ("arms", experiment)):
+        dry_started = time.perf_counter()
+        snapshot.snapshot_summary(snapshot.snapshot_query(which, django_timezone.now()))
+        dry_runs[name] = time.perf_counter() - dry_started
+
     baseline_started = time.perf_counter()
     audience = selectors.segment_count(segment)
     baseline_seconds = time.perf_counter() - baseline_started
@@ -146,6 +173,9 @@ def main(argv: list[str] | None = None) -> None:
                 "skipped": run.skipped,
                 "baseline_count_seconds": round(baseline_seconds, 3),
                 "ratio_to_count": round(seconds / baseline_seconds, 2) if baseline_seconds else None,
+                "dry_run_seconds": round(dry_runs["plain"], 3),
+                "arms_dry_run_seconds": round(dry_runs["arms"], 3),
+                "arms_ratio": round(dry_runs["arms"] / dry_runs["plain"], 2),
             }
         )
     )

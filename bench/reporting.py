@@ -1,4 +1,4 @@
-"""Reporting benchmark: the campaign summary and the dashboard over a campaign of N messages.
+"""Reporting benchmark: the campaign summary, its experiment's arms and the dashboard over a campaign of N messages.
 
     python -m bench.reporting --messages 1000000 [--requests 40]
 
@@ -11,7 +11,11 @@ The fill bypasses the services' signals, so every counter is rebuilt with
 whole summary from counters against the same summary computed by scanning (median bucketed,
 exact here: delivery times are whole seconds). Then the summary and dashboard endpoints are timed
 through Django's test client, and the naive figure, a plain GROUP BY over the run's messages, is
-timed in the same run. The last line printed is the JSON summary.
+timed in the same run. The campaign is an experiment: two variants (weights 1 and 2) and a 10 %
+control group, assigned by the snapshot's hash expression (campaigns.services.arms); the control
+group's recipients are skipped 'control' without a message. The arms' counters are checked
+against a GROUP BY over the messages, and the arms endpoint is timed with its naive figure (that
+GROUP BY). The last line printed is the JSON summary.
 """
 
 from __future__ import annotations
@@ -57,17 +61,28 @@ def setup_django(url: str) -> None:
     call_command("migrate", verbosity=0)
 
 
-def fill(n: int) -> tuple[int, int]:
+CONTROL_SHARE = 10
+
+
+def fill(messages: int) -> tuple[int, int]:
+    # Contacts enough that, once the control group's messages are gone, about ``messages`` remain.
+    n = round(messages * 100 / (100 - CONTROL_SHARE))
     from django.db import connection, transaction
 
     from audience.consent_chain import consent_events_insert
-    from campaigns.models import Campaign, CampaignRun
+    from campaigns.models import Campaign, CampaignRun, Variant
+    from campaigns.services import arms
     from messaging.models import MessageTemplate, Sender
 
     template = MessageTemplate.objects.create(name="bench", channel="sms", body="Hello {{ name }}")
     sender = Sender.objects.create(name="bench", channel="sms", kind="long_code", from_address="+447400000001")
-    campaign = Campaign.objects.create(name="bench", template=template, sender=sender, status="running")
+    campaign = Campaign.objects.create(
+        name="bench", template=template, sender=sender, status="running", control_share=CONTROL_SHARE
+    )
+    for label, weight in (("A", 1), ("B", 2)):
+        Variant.objects.create(campaign=campaign, label=label, template=template, weight=weight)
     run = CampaignRun.objects.create(campaign=campaign, scheduled_for="2026-11-20T09:00Z", mps=100, total=n)
+    arm = arms.arm_sql(campaign, "a.contact_id")
     case_status = " ".join(f"WHEN c.id % 100 < {bound} THEN '{status}'" for bound, status, _ in MIX)
     case_code = " ".join(f"WHEN c.id % 100 < {bound} THEN '{code}'" for bound, _, code in MIX)
     # Sent over the last half hour, so the dashboard's windows see a live run.
@@ -108,6 +123,25 @@ def fill(n: int) -> tuple[int, int]:
                    CASE WHEN m.id % 3 = 0 THEN 'STOP' ELSE 'Thanks!' END, '', '{}', '{}', 0, '[]', 'received',
                    '', '', '', '', '', 0, m.delivered_at + interval '1 hour', now(), m.delivered_at + interval '1 hour'
             FROM messaging_message m WHERE m.direction = 'outbound' AND m.delivered_at IS NOT NULL AND m.id % 50 = 0""",
+        # The experiment's arms, as the snapshot draws them; the control group is sent nothing.
+        (
+            f"""UPDATE campaigns_recipient r SET arm = x.arm
+                FROM (SELECT a.id, {arm.expression} AS arm FROM campaigns_recipient a {arm.join}
+                      WHERE a.run_id = {run.pk}) AS x
+                WHERE r.id = x.id""",
+            [*arm.params, *arm.join_params],
+        ),
+        f"""WITH control AS (
+                UPDATE campaigns_recipient SET state = 'skipped', reason = 'control', message_id = NULL, sent_at = NULL
+                WHERE run_id = {run.pk} AND arm = {arms.CONTROL_ARM} RETURNING contact_id
+            )
+            DELETE FROM messaging_message m USING control
+            WHERE m.contact_id = control.contact_id AND m.direction = 'outbound'""",
+        f"""UPDATE campaigns_campaignrun SET arm_sizes = (
+                SELECT jsonb_object_agg(arm::text, n) FROM (
+                    SELECT arm, count(*) AS n FROM campaigns_recipient
+                    WHERE run_id = {run.pk} AND (state <> 'skipped' OR reason = 'control') GROUP BY arm) AS a)
+            WHERE id = {run.pk}""",
         # The run's recipient counters, as the snapshot and the dispatcher keep them.
         f"""UPDATE campaigns_campaignrun run SET total = c.total, pending = c.pending, held = c.held,
                 sending = c.sending, sent = c.sent, skipped = c.skipped, failed = c.failed,
@@ -118,14 +152,17 @@ def fill(n: int) -> tuple[int, int]:
                          count(*) FILTER (WHERE state = 'sent') AS sent,
                          count(*) FILTER (WHERE state = 'skipped') AS skipped,
                          count(*) FILTER (WHERE state = 'failed') AS failed,
-                         jsonb_build_object('opted_out', count(*) FILTER (WHERE state = 'skipped')) AS reasons
+                         jsonb_build_object(
+                             'opted_out', count(*) FILTER (WHERE state = 'skipped' AND reason = 'opted_out'),
+                             'control', count(*) FILTER (WHERE reason = 'control')) AS reasons
                   FROM campaigns_recipient WHERE run_id = {run.pk}) AS c
             WHERE run.id = {run.pk}""",
         "ANALYZE",
     ]
     with connection.cursor() as cursor:
         for statement in statements:
-            cursor.execute(statement)
+            sql, params = statement if isinstance(statement, tuple) else (statement, None)
+            cursor.execute(sql, params)
     with transaction.atomic(), connection.cursor() as cursor:
         consent_events_insert(cursor, STOP_EVENTS)  # chained into the consent audit, as every writer does
         cursor.execute("ANALYZE audience_consentevent")
@@ -154,6 +191,41 @@ def naive_summary(run_id: int, requests: int) -> list[float]:
         for _ in range(requests):
             started = time.perf_counter()
             cursor.execute(sql, [run_id])
+            cursor.fetchall()
+            timings.append((time.perf_counter() - started) * 1000)
+    return sorted(timings)
+
+
+ARMS_SCAN_SQL = """
+    SELECT r.arm, count(m.id) FILTER (WHERE COALESCE(m.sent_at, m.delivered_at, m.read_at) IS NOT NULL),
+           count(m.delivered_at), count(m.failed_at)
+    FROM campaigns_recipient r JOIN messaging_message m ON m.id = r.message_id
+    WHERE r.run_id = %s AND r.arm IS NOT NULL GROUP BY r.arm ORDER BY r.arm"""
+
+
+def arms_checked(campaign, run_id: int) -> None:
+    """The arms' funnel from counters equals a GROUP BY over the messages."""
+    from django.db import connection
+
+    from reporting.arms import campaign_arms
+
+    with connection.cursor() as cursor:
+        cursor.execute(ARMS_SCAN_SQL, [run_id])
+        scanned = {str(arm): (sent, delivered, failed) for arm, sent, delivered, failed in cursor.fetchall()}
+    kept = {row["arm"]: (row["sent"], row["delivered"], row["failed"]) for row in campaign_arms(campaign)["arms"]}
+    kept.pop("control")
+    if kept != scanned:
+        raise SystemExit(f"the arms' counters differ from a scan: {kept} != {scanned}")
+
+
+def naive_arms(run_id: int, requests: int) -> list[float]:
+    from django.db import connection
+
+    timings = []
+    with connection.cursor() as cursor:
+        for _ in range(requests):
+            started = time.perf_counter()
+            cursor.execute(ARMS_SCAN_SQL, [run_id])
             cursor.fetchall()
             timings.append((time.perf_counter() - started) * 1000)
     return sorted(timings)
@@ -195,13 +267,20 @@ def main(argv: list[str] | None = None) -> int:
             differ = sorted(k for k in kept if kept[k] != scanned.get(k))
             raise SystemExit(f"the summary from counters differs from a scan in {differ}")
     print("summary from counters equals the scanned summary", file=sys.stderr)
+    arms_checked(campaign, run_id)
+    print("arms from counters equal the scanned arms", file=sys.stderr)
+    from messaging.models import Message
+
+    outbound = Message.objects.filter(direction="outbound").count()
 
     user = get_user_model().objects.create_superuser("bench", "bench@example.com", "bench-pass-123")
     client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(user)
     summary = time_requests(client, f"/api/v1/reporting/campaigns/{campaign_id}/summary", args.requests)
+    arms_timings = time_requests(client, f"/api/v1/reporting/campaigns/{campaign_id}/arms", args.requests)
     dashboard = time_requests(client, "/api/v1/monitoring/dashboard", args.requests)
     naive = naive_summary(run_id, args.requests)
+    naive_arms_timings = naive_arms(run_id, args.requests)
 
     from django.db import connections
 
@@ -213,12 +292,18 @@ def main(argv: list[str] | None = None) -> int:
             conn.execute(f"DROP DATABASE IF EXISTS {args.database} WITH (FORCE)")
     result = {
         "bench": "reporting",
-        "messages": args.messages,
+        "messages": outbound,
         "summary_p95_ms": round(percentile(summary, 0.95), 1),
         "dashboard_p95_ms": round(percentile(dashboard, 0.95), 1),
         "naive_summary_p95_ms": round(percentile(naive, 0.95), 1),
+        "arms_p95_ms": round(percentile(arms_timings, 0.95), 1),
+        "naive_arms_p95_ms": round(percentile(naive_arms_timings, 0.95), 1),
+        "summary_target_ms": 50,
         "summary_p50_ms": round(percentile(summary, 0.5), 1),
         "dashboard_p50_ms": round(percentile(dashboard, 0.5), 1),
+        "arms_p50_ms": round(percentile(arms_timings, 0.5), 1),
+        "arms": "2 variants (1:2) and a 10 % control group",
+        "conditions": "2 shared cores, other agents running; figures noisy, compare with the naive ones",
     }
     print(json.dumps(result))
     return 0

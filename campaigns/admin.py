@@ -17,6 +17,14 @@ from django.utils.html import format_html, format_html_join
 from audience.admin import ContactAdmin
 from campaigns import audit_words, selectors, services
 from campaigns.admin_events import CappedCountPaginator, ContactEventInline, EventNameFilter, EventSearchMixin
+from campaigns.admin_experiments import (
+    EXPERIMENT_FIELDS,
+    EXPERIMENT_FIELDSET,
+    ExperimentFormMixin,
+    VariantInline,
+    experiment_state,
+    winner_view,
+)
 from campaigns.admin_outcomes import run_unknown_summary, unknown_outcomes_view
 from campaigns.models import (
     Campaign,
@@ -186,7 +194,7 @@ class SegmentAdmin(PersonalFieldsMixin, admin.ModelAdmin):  # its sample of cont
 # --- Campaigns -----------------------------------------------------------------------------
 
 
-class CampaignForm(forms.ModelForm):
+class CampaignForm(ExperimentFormMixin, forms.ModelForm):
     class Meta:
         model = Campaign
         fields = [
@@ -215,6 +223,7 @@ class CampaignForm(forms.ModelForm):
             "goal_conditions",
             "goal_window",
             "goal_model",
+            *EXPERIMENT_FIELDS,
         ]
 
     trigger_contact_rule = forms.CharField(
@@ -501,11 +510,12 @@ class CampaignAdmin(admin.ModelAdmin):
         "next_run",
         "periodic_task_link",
         "analytics_link",
+        "experiment_state",
         "created_by",
         "created_at",
         "updated_at",
     )
-    inlines = [CampaignRunInline, CampaignActionInline]
+    inlines = [VariantInline, CampaignRunInline, CampaignActionInline]
     change_form_template = "admin/campaigns/campaign/change_form.html"
 
     class Media:
@@ -534,6 +544,7 @@ class CampaignAdmin(admin.ModelAdmin):
                 "meet within the window after a message or a click (docs/outcomes.md).",
             },
         ),
+        EXPERIMENT_FIELDSET,
         ("History", {"fields": ("created_by", "created_at", "updated_at")}),
     )
     TRIGGER_FIELDSET = "Trigger (triggered campaigns)"
@@ -624,6 +635,11 @@ class CampaignAdmin(admin.ModelAdmin):
             path("<int:pk>/test-send/", self.admin_site.admin_view(self.test_send_view), name=f"{prefix}_test_send"),
             path("progress/", self.admin_site.admin_view(self.progress_view), name=f"{prefix}_progress"),
             path(
+                "<int:pk>/winner/",
+                self.admin_site.admin_view(lambda request, pk: winner_view(self, request, pk)),
+                name=f"{prefix}_winner",
+            ),
+            path(
                 "<int:pk>/unknown-outcomes/",
                 self.admin_site.admin_view(lambda request, pk: unknown_outcomes_view(self, request, pk)),
                 name=f"{prefix}_unknown_outcomes",
@@ -644,6 +660,10 @@ class CampaignAdmin(admin.ModelAdmin):
     @admin.display(description="current run")
     def current_progress(self, obj: Campaign) -> str:
         return run_progress_bar(obj.runs.first()) if obj.pk else "—"
+
+    @admin.display(description="experiment")
+    def experiment_state(self, obj: Campaign) -> str:
+        return experiment_state(obj)
 
     @admin.display(description="analytics")
     def analytics_link(self, obj: Campaign) -> str:

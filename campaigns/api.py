@@ -18,7 +18,7 @@ from audience.models import Contact
 from audience.phones import InvalidPhone
 from campaigns import selectors, services
 from campaigns.api_cost import CostEstimateSerializer
-from campaigns.models import Campaign, CampaignAction, CampaignRun, Event, EventStatus, Segment
+from campaigns.models import Campaign, CampaignAction, CampaignRun, Event, EventStatus, Segment, Variant
 from campaigns.segments.rules import RuleError
 from campaigns.services import SegmentError, events, outcomes
 from config import privacy
@@ -177,10 +177,17 @@ class CampaignRunSerializer(serializers.ModelSerializer):
             "failed",
             "unknown",
             "skipped_by_reason",
+            "arm_sizes",
             "snapshot_seconds",
             "started_at",
             "finished_at",
         ]
+
+
+class VariantSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Variant
+        fields = ["id", "label", "template", "weight"]
 
 
 class CampaignActionSerializer(serializers.ModelSerializer):
@@ -223,13 +230,33 @@ class CampaignSerializer(serializers.ModelSerializer):
             "goal_conditions",
             "goal_window",
             "goal_model",
+            "control_share",
+            "winner_test_share",
+            "winner_wait",
+            "winner_metric",
+            "winner_pick",
+            "variants",
+            "winner_variant",
+            "winner_picked_at",
             "status",
             "periodic_task",
             "current_run",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["status", "periodic_task", "current_run", "created_at", "updated_at"]
+        read_only_fields = [
+            "status",
+            "periodic_task",
+            "current_run",
+            "created_at",
+            "updated_at",
+            "winner_variant",
+            "winner_picked_at",
+        ]
+
+    variants = VariantSerializer(
+        many=True, read_only=True, help_text="The experiment's arms (set in the admin); empty: no experiment."
+    )
 
     trigger_contact_rule = JSONField(
         required=False,
@@ -320,7 +347,9 @@ class CampaignViewSet(viewsets.ModelViewSet):
     serializer_class = CampaignSerializer
     pagination_class = CampaignPagination
     filterset_fields = ["status", "kind"]
-    queryset = Campaign.objects.select_related("periodic_task").order_by("-created_at", "-id")
+    queryset = (
+        Campaign.objects.select_related("periodic_task").prefetch_related("variants").order_by("-created_at", "-id")
+    )
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def perform_destroy(self, instance):

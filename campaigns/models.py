@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.postgres.indexes import BrinIndex
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models.functions import Now
 
@@ -72,6 +73,19 @@ class CampaignStatus(models.TextChoices):
 class AttributionModel(models.TextChoices):
     LAST_MESSAGE = "last_message", "Last message received"
     LAST_CLICK = "last_click", "Last click"
+
+
+class WinnerMetric(models.TextChoices):
+    DELIVERED = "delivered", "Delivery rate"
+    REPLIES = "replies", "Reply rate"
+    CLICKS = "clicks", "Click rate"
+    CONVERSIONS = "conversions", "Conversion rate"
+    REVENUE = "revenue", "Revenue per recipient"
+
+
+class WinnerPick(models.TextChoices):
+    AUTO = "auto", "Automatically, after the wait"
+    MANUAL = "manual", "By hand (staff)"
 
 
 class Campaign(models.Model):
@@ -153,6 +167,27 @@ class Campaign(models.Model):
         default=AttributionModel.LAST_MESSAGE,
         help_text="Which touch earns the conversion: the last message received, or the last click.",
     )
+    # Experiments (campaigns.services.arms): a share of the audience that gets nothing but is measured.
+    control_share = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(50)],
+        help_text="Percent of the audience held out as a control group (0-50); measured, never sent.",
+    )
+    # Test then send the winner (campaigns.services.winner): one-off campaigns with variants.
+    winner_test_share = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Percent of the audience that gets the test first (5-50); empty sends every arm at once.",
+    )
+    winner_wait = models.DurationField(
+        null=True, blank=True, help_text="How long after the launch the winner is picked."
+    )
+    winner_metric = models.CharField(max_length=16, choices=WinnerMetric.choices, blank=True)
+    winner_pick = models.CharField(max_length=8, choices=WinnerPick.choices, default=WinnerPick.AUTO)
+    winner_variant = models.ForeignKey(
+        "Variant", null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False
+    )
+    winner_picked_at = models.DateTimeField(null=True, blank=True, editable=False)
     status = models.CharField(max_length=16, choices=CampaignStatus.choices, default=CampaignStatus.DRAFT)
     periodic_task = models.OneToOneField(
         "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="campaign"
@@ -175,6 +210,17 @@ class Campaign(models.Model):
                 name="campaign_cap_has_window",
             ),
             # One live campaign per keyword: two would answer one JOIN twice.
+            models.CheckConstraint(
+                condition=models.Q(control_share__lte=50),
+                name="campaign_control_share_range",
+                violation_error_message="the control group is 0 to 50 % of the audience",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(winner_test_share__isnull=True)
+                | models.Q(winner_test_share__gte=5, winner_test_share__lte=50),
+                name="campaign_winner_test_share_range",
+                violation_error_message="the test goes to 5 to 50 % of the audience",
+            ),
             models.UniqueConstraint(
                 fields=["trigger_keyword"],
                 condition=~models.Q(trigger_keyword="")
@@ -206,7 +252,9 @@ ACTION_WORDS = {
     "mark_failed": "Marked unknown outcomes failed",
     "lookup": "Asked the provider about unknown outcomes",
     "test_send": "Sent a test",
+    "winner": "Picked the test's winner",
 }
+WINNER_ACTION = "winner"  # CampaignAction.action of a test's winner pick
 
 
 class CampaignAction(models.Model):
@@ -229,6 +277,35 @@ class CampaignAction(models.Model):
     @property
     def action_words(self) -> str:
         return ACTION_WORDS.get(self.action, self.action.replace("_", " ").capitalize())
+
+
+class Variant(models.Model):
+    """One message variant (arm) of a campaign's experiment; recipients store its id as their arm.
+
+    A campaign has none (one template) or 2-5 (campaigns.services.arms validates), each drawn
+    with its weight's share of the audience that is not in the control group.
+    """
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="variants")
+    label = models.CharField(max_length=40)
+    template = models.ForeignKey("messaging.MessageTemplate", on_delete=models.PROTECT, related_name="variants")
+    weight = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(100)], help_text="Relative share, 1-100."
+    )
+
+    class Meta:
+        ordering = ["campaign", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "label"], name="variant_label_unique"),
+            models.CheckConstraint(
+                condition=models.Q(weight__gte=1, weight__lte=100),
+                name="variant_weight_range",
+                violation_error_message="the weight must be a whole number from 1 to 100",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.label
 
 
 class RunStatus(models.TextChoices):
@@ -255,6 +332,8 @@ class CampaignRun(models.Model):
     # Sent or not, the provider could not tell yet: final for the run, resolved later (messaging reconcile, staff).
     unknown = models.PositiveIntegerField(default=0)
     skipped_by_reason = models.JSONField(default=dict, blank=True)
+    # Experiment arms: eligible recipients by arm key (campaigns.services.arms.arm_key), control included.
+    arm_sizes = models.JSONField(default=dict, blank=True)
     snapshot_seconds = models.FloatField(null=True, blank=True)
     cost_estimate = models.JSONField(
         null=True, blank=True, help_text="The cost estimated from the snapshot (campaigns.services.cost)."
@@ -292,6 +371,7 @@ class SkipReason(models.TextChoices):
     OUTSIDE_WINDOW = "outside_window", "Outside the WhatsApp 24 h window"
     EXPIRED = "expired", "Validity period expired"
     CANCELLED = "cancelled", "Campaign cancelled"
+    CONTROL = "control", "Control group"
 
 
 class Recipient(models.Model):
@@ -319,6 +399,11 @@ class Recipient(models.Model):
     created_at = models.DateTimeField(db_default=Now())
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # Experiment arm (campaigns.services.arms): a Variant id, CONTROL_ARM (0) for the control group,
+    # NULL outside an experiment or while waiting for a test's winner. No FK: see ``contact``.
+    arm = models.BigIntegerField(null=True, blank=True)
+    # Sent the winner after a test (not part of the comparison).
+    rollout = models.BooleanField(default=False, db_default=False)
     # Set for a triggered campaign's recipient: the event it answers (one recipient per event and run).
     event = models.ForeignKey(
         "Event", null=True, blank=True, on_delete=models.CASCADE, related_name="recipients", db_index=False

@@ -15,7 +15,7 @@ from django.db import connection
 from django.db.models import Count, Max, Min, Q, QuerySet
 
 from audience.models import ConsentStatus, Contact
-from campaigns.models import Event, Segment
+from campaigns.models import WINNER_ACTION, Campaign, CampaignAction, Event, Segment, Variant
 from campaigns.segments import rules
 from campaigns.segments.compile import compile_rule
 from messaging.models import Message, MessageStatus
@@ -113,3 +113,13 @@ def runs_unknown_outcomes(run_ids: list[int]) -> dict[int, dict[str, Any]]:
         }
         for row in rows
     }
+
+
+def campaign_variants(campaign: Campaign) -> list[Variant]:
+    """The campaign's experiment variants with their templates, in the order they were added."""
+    return list(Variant.objects.filter(campaign=campaign).select_related("template").order_by("id"))
+
+
+def winner_action(campaign: Campaign) -> CampaignAction | None:
+    """The audit entry of the campaign's winner pick, if any."""
+    return CampaignAction.objects.filter(campaign=campaign, action=WINNER_ACTION).order_by("-id").first()

@@ -81,6 +81,14 @@ def held_release() -> int:
     return upkeep.held_release()
 
 
+@shared_task(name="campaigns.winners_pick", ignore_result=True)
+def winners_pick() -> int:
+    """Pick the winner of every test whose wait is over; safe twice (each pick is conditional)."""
+    from campaigns.services import winner
+
+    return sum(winner.winner_pick_auto(campaign_id) for campaign_id in winner.winners_due())
+
+
 @shared_task(name="campaigns.recipients_reap", ignore_result=True)
 def recipients_reap() -> int:
     return upkeep.recipients_reap()

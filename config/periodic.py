@@ -35,6 +35,7 @@ SCHEDULE: tuple[Periodic, ...] = (
     Periodic("campaigns: event retention purge", "campaigns.event_retention_purge", 3600),
     Periodic("campaigns: match stored events", "campaigns.events_sweep", 10),
     Periodic("campaigns: attribute conversions", "campaigns.conversions_attribute", 10),
+    Periodic("campaigns: pick test winners", "campaigns.winners_pick", 60),
     Periodic("reporting: evaluate alerts", "reporting.alerts_evaluate", 30),
     Periodic("reporting: refresh monitoring probes", "reporting.monitoring_refresh", 10),
     Periodic("reporting: sync message counters", "reporting.counters_sweep", 30),

@@ -6,8 +6,12 @@ class ReportingConfig(AppConfig):
 
     def ready(self) -> None:
         from audience import signals as audience_signals
+        from campaigns.services import winner
         from messaging import signals as messaging_signals
-        from reporting import counters
+        from reporting import arms, counters
+
+        # The test-then-winner pick reads the arms' figures, which only reporting can read.
+        winner.arm_figures_provider = arms.campaign_arms
 
         # Counts move as statuses, replies and opt-outs come; the sweep catches changes made without a signal.
         messaging_signals.message_status_changed.connect(

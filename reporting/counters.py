@@ -41,6 +41,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from messaging.models import Message
+from reporting.arm_counters import ARM_COUNTER_CTE, ARM_RECOUNT_SQL
 from reporting.models import MessageStatusCounter
 
 logger = logging.getLogger(__name__)
@@ -222,8 +223,8 @@ st AS (
     ON CONFLICT (minute) DO UPDATE SET
         outbound = k.outbound + EXCLUDED.outbound, inbound = k.inbound + EXCLUDED.inbound,
         accepted = k.accepted + EXCLUDED.accepted, failed = k.failed + EXCLUDED.failed
-)
-"""
+),"""
+_COUNTERS_SQL += ARM_COUNTER_CTE
 
 # One statement: which messages (these, their sibling messages of the same campaign and contact,
 # the campaign messages of these contacts), their current state, the upsert, every counter.
@@ -312,6 +313,7 @@ RUN_TABLES = (
     "reporting_runminutecounter",
     "reporting_deliverytimecounter",
     "reporting_runengagementcounter",
+    "reporting_armcounter",
 )
 
 
@@ -415,6 +417,7 @@ def _aggregate_run_counters(where: str, params: dict) -> None:
             FROM reporting_countedmessage WHERE run_id IS NOT NULL {where}
             GROUP BY run_id, campaign_id""",
     ]
+    statements.append(ARM_RECOUNT_SQL.format(where=where))
     with connection.cursor() as cursor:
         for statement in statements:
             cursor.execute(statement, params)

@@ -12,6 +12,7 @@ from config.privacy import phone_shown
 from config.spreadsheet import csv_download, escape_formula
 from messaging.models import Message
 from messaging.providers import error_meaning
+from reporting.arms import arm_label, campaign_arm_labels
 from reporting.selectors import campaign_result_rows
 
 CHUNK_SIZE = 2000
@@ -39,6 +40,7 @@ CAMPAIGN_COLUMNS = [
     "first_clicked_at",
     "conversions",
     "conversion_value",
+    "arm",
 ]
 
 MESSAGE_FIELDS = [
@@ -83,9 +85,12 @@ def _rows(header: list[str], rows: Iterable[Iterable]) -> Iterator[list]:
 
 
 def campaign_results_csv(campaign: Campaign, *, run: CampaignRun | None, full_phones: bool) -> StreamingHttpResponse:
+    arm_labels = campaign_arm_labels(campaign)
+
     def rows():
         for row in campaign_result_rows(campaign, run=run):
             (run_id, rid, cid, phone, state, reason, detail, mid, status, code, text, *times, price, unit) = row[:17]
+            outcomes, (arm, rollout) = row[17:21], row[21:23]  # clicks, first click, conversions, value; the arm
             failed = bool(code) or status in ("failed", "undelivered")
             meaning = error_meaning(code) if failed else ""
             shown = phone_shown(phone, full_phones)
@@ -105,7 +110,8 @@ def campaign_results_csv(campaign: Campaign, *, run: CampaignRun | None, full_ph
                 *times,
                 price,
                 unit,
-                *row[17:],  # clicks, first click, conversions, conversion value
+                *outcomes,
+                arm_label(arm_labels, arm, rollout),
             ]
 
     suffix = f"-run-{run.pk}" if run else ""

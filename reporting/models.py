@@ -138,6 +138,33 @@ class RunEngagementCounter(models.Model):
         return f"run {self.run_id}: {self.replies} replies, {self.opt_outs_72h} opt-outs"
 
 
+class ArmCounter(models.Model):
+    """A run's campaign messages by experiment arm (reporting.arm_counters): the per-arm funnel.
+
+    ``arm`` is the recipients' arm (a Variant id; the control group sends nothing, so has no row);
+    ``rollout`` rows are a test's winner sent to the rest of the audience, kept apart from the
+    comparison. ``repliers`` counts recipients who replied at least once.
+    """
+
+    run_id = models.BigIntegerField()
+    campaign_id = models.BigIntegerField(db_index=True)
+    arm = models.BigIntegerField()
+    rollout = models.BooleanField(default=False)
+    sent = models.BigIntegerField(default=0)
+    delivered = models.BigIntegerField(default=0)
+    read = models.BigIntegerField(default=0)
+    failed = models.BigIntegerField(default=0)
+    repliers = models.BigIntegerField(default=0)
+    replies = models.BigIntegerField(default=0)
+    opt_outs_72h = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run_id", "arm", "rollout"], name="armcounter_once")]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} arm {self.arm}: {self.sent} sent"
+
+
 class MinuteCounter(models.Model):
     """Messages of every kind per minute: created (by direction), accepted by the provider, failed."""
 

@@ -399,6 +399,8 @@ def campaign_result_rows(campaign: Campaign, *, run: CampaignRun | None = None):
             "first_clicked_at",
             "conversions_n",
             "conversion_value",
+            "arm",
+            "rollout",
         )
         .iterator(chunk_size=2000)
     )

@@ -31,6 +31,7 @@ from reporting import monitoring, selectors
 from reporting.cost import cost_rows
 from reporting.counters import counters_read
 from reporting.outcomes import run_outcomes
+from reporting.views_arms import experiment_context
 
 DAY = dt.timedelta(hours=24)
 RATE_MINUTES = 60
@@ -326,6 +327,7 @@ class CampaignAnalyticsPage(ReportingPage):
             "live": self._live(campaign, run, messages["in_flight"]),
             "give_up_minutes": settings.DELIVERY_UNKNOWN_GIVE_UP_MINUTES,
             "cost_rows": cost_rows(summary["cost_against_estimate"]),
+            **experiment_context(campaign, run),
         }
 
     @staticmethod

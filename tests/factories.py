@@ -187,3 +187,13 @@ class ConversionFactory(factory.django.DjangoModelFactory):
     event_name = "order_placed"
     occurred_at = factory.LazyFunction(timezone.now)
     touched_at = factory.LazyAttribute(lambda conversion: conversion.occurred_at)
+
+
+class VariantFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "campaigns.Variant"
+
+    campaign = factory.SubFactory(CampaignFactory)
+    label = factory.Sequence(lambda n: f"Variant {n}")
+    template = factory.SubFactory(MessageTemplateFactory)
+    weight = 1

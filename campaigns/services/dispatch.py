@@ -47,7 +47,7 @@ from django.utils import timezone
 
 from campaigns import pacing
 from campaigns.models import CampaignKind, CampaignRun, Recipient, RecipientState, RunStatus, SkipReason
-from campaigns.services import estimates
+from campaigns.services import arms, estimates
 from config import sql
 from messaging.models import Message, MessageStatus
 from messaging.providers import ErrorKind, error_kind
@@ -127,7 +127,7 @@ def recipients_claim(run: CampaignRun, limit: int, now: datetime | None = None) 
         return _messages_link(run, rows, now)
 
 
-def _recipients_take(run: CampaignRun, limit: int, now: datetime) -> list[tuple[int, int, int | None]]:
+def _recipients_take(run: CampaignRun, limit: int, now: datetime) -> list[tuple[int, int, int | None, int | None]]:
     """The claim: due pending recipients to ``sending`` (claimed_at = ``now``) with the run's counters."""
     with transaction.atomic():
         if _run_status_locked(run.pk) != RunStatus.RUNNING:
@@ -146,7 +146,7 @@ def _recipients_take(run: CampaignRun, limit: int, now: datetime) -> list[tuple[
                     FOR UPDATE OF c SKIP LOCKED
                 ) AS due
                 WHERE r.id = due.id
-                RETURNING r.id, r.contact_id, r.message_id
+                RETURNING r.id, r.contact_id, r.message_id, r.arm
                 """,
                 {
                     "sending": str(RecipientState.SENDING),
@@ -163,7 +163,7 @@ def _recipients_take(run: CampaignRun, limit: int, now: datetime) -> list[tuple[
 
 
 def _messages_link(
-    run: CampaignRun, rows: list[tuple[int, int, int | None]], claimed_at: datetime
+    run: CampaignRun, rows: list[tuple[int, int, int | None, int | None]], claimed_at: datetime
 ) -> list[tuple[int, int]]:
     """Create the missing Messages in one INSERT and link them in one UPDATE; returns the claims to send.
 
@@ -172,16 +172,21 @@ def _messages_link(
     by another dispatcher since. The Messages of lost claims are deleted before this transaction
     commits (nothing saw or counted them) and their recipients are left out: nothing sends them.
     """
-    missing = [(pk, contact_id) for pk, contact_id, message_id in rows if message_id is None]
+    by_arm: dict[int | None, list[tuple[int, int]]] = {}
+    for pk, contact_id, message_id, arm in rows:
+        if message_id is None:
+            by_arm.setdefault(arm, []).append((pk, contact_id))
     created: dict[int, int] = {}
-    if missing:
+    if by_arm:
         campaign = run.campaign
-        created = send_service.messages_create_for_sources(
-            template=campaign.template,
-            sender=campaign.sender,
-            source_type=ContentType.objects.get_for_model(Recipient),
-            sources=missing,
-        )
+        templates = arms.templates_by_arm(campaign) if set(by_arm) != {None} else {None: campaign.template}
+        for arm, missing in by_arm.items():  # each arm sends its variant's template
+            created |= send_service.messages_create_for_sources(
+                template=templates.get(arm, campaign.template),
+                sender=campaign.sender,
+                source_type=ContentType.objects.get_for_model(Recipient),
+                sources=missing,
+            )
         linked = sql.values_update(
             "campaigns_recipient AS r",
             [("id", "bigint"), ("message_id", "bigint")],
@@ -193,7 +198,7 @@ def _messages_link(
         if lost := set(created) - {pk for (pk,) in linked}:
             logger.warning("run %s: %d claims were reaped before their link; not sent here", run.pk, len(lost))
             Message.objects.filter(pk__in=[created.pop(pk) for pk in lost]).delete()
-    return [(pk, message_id or created[pk]) for pk, _, message_id in rows if message_id or pk in created]
+    return [(pk, message_id or created[pk]) for pk, _, message_id, _ in rows if message_id or pk in created]
 
 
 # --- Outcomes ------------------------------------------------------------------------------

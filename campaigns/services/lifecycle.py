@@ -24,7 +24,7 @@ from campaigns.models import (
     ScheduleType,
     SkipReason,
 )
-from campaigns.services import cost, dispatch, estimates
+from campaigns.services import arms, cost, dispatch, estimates
 from campaigns.services import events as triggers
 from campaigns.services import snapshot as snapshots
 from campaigns.services.attribution import goal_errors
@@ -114,6 +114,7 @@ def campaign_validate(campaign: Campaign) -> None:
         errors["frequency_window"] = ["a frequency cap needs a window"]
     errors.update(triggers.trigger_errors(campaign))
     errors.update(goal_errors(campaign))
+    errors.update(arms.experiment_errors(campaign))
     if errors:
         raise CampaignError(errors)
 
@@ -280,6 +281,11 @@ DUPLICATED_FIELDS = (
     "goal_conditions",
     "goal_window",
     "goal_model",
+    "control_share",
+    "winner_test_share",
+    "winner_wait",
+    "winner_metric",
+    "winner_pick",
 )
 
 
@@ -300,6 +306,9 @@ def campaign_duplicate(campaign: Campaign, *, actor=None) -> Campaign:
     if actor is not None and not isinstance(actor, str):
         duplicate.created_by = actor
     duplicate.save()
+    for variant in campaign.variants.all():  # the experiment's arms come along, as new variants
+        variant.pk, variant.campaign = None, duplicate
+        variant.save()
     CampaignAction.objects.create(
         campaign=duplicate,
         action="create",
@@ -387,6 +396,8 @@ def campaign_launch(
         if locked.status == CampaignStatus.RUNNING and locked.kind == CampaignKind.ONE_OFF:
             raise CampaignError("this one-off campaign is already running")
         campaign_validate(locked)
+        if errors := arms.experiment_launch_errors(locked):
+            raise CampaignError(errors)
         if locked.kind == CampaignKind.TRIGGERED and (open_run := triggers.trigger_run(locked)):
             return open_run  # one long-lived run per triggered campaign
         try:

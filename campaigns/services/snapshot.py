@@ -10,6 +10,7 @@ construction, and neither loops over contacts in Python.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -18,6 +19,7 @@ from django.db import connection
 from campaigns.models import Campaign, RecipientState, SkipReason
 from campaigns.quiet_hours import quiet_releases
 from campaigns.selectors import segment_where
+from campaigns.services import arms
 from messaging.models import MessageTemplate
 from messaging.rendering import CONTACT_FIELDS, content_variable_name, placeholder_names, value_text
 from messaging.services.send import WHATSAPP_WINDOW
@@ -28,7 +30,7 @@ CAP_STATES = (RecipientState.PENDING, RecipientState.HELD, RecipientState.SENDIN
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The SELECT (contact_id, state, reason, detail, release_at) for a campaign at an instant."""
+    """The SELECT (contact_id, state, reason, detail, release_at, arm) for a campaign at an instant."""
 
     sql: str
     params: list
@@ -40,6 +42,10 @@ def snapshot_query(campaign: Campaign, now: dt.datetime) -> Snapshot:
     cap_sql, cap_params = _cap_join(campaign, now)
     missing_sql, missing_params = _missing_variable_expr(campaign)
     window_sql, window_params = _outside_window_expr(campaign, now)
+    arm = arms.arm_sql(campaign)
+    plan = arms.arm_plan(campaign)
+    # Waiting for a test's winner: held without a release time until the winner is picked.
+    waiting = "s.arm IS NULL" if plan is not None and plan.waits_for_winner else "false"
     expires_at = now + campaign.validity if campaign.validity else None
     reason = f"""CASE
         WHEN audience_contact.consent_status <> 'opted_in' THEN '{SkipReason.OPTED_OUT}'
@@ -49,10 +55,12 @@ def snapshot_query(campaign: Campaign, now: dt.datetime) -> Snapshot:
         WHEN %s::timestamptz IS NOT NULL AND q.release_at > %s::timestamptz THEN '{SkipReason.EXPIRED}'
     END"""
     inner = f"""
-        SELECT audience_contact.id AS contact_id, {reason} AS reason, ({missing_sql}) AS missing, q.release_at
+        SELECT audience_contact.id AS contact_id, {reason} AS reason, ({missing_sql}) AS missing, q.release_at,
+               {arm.expression} AS arm
         FROM audience_contact
         {quiet_sql}
         {cap_sql}
+        {arm.join}
         WHERE {audience_sql}"""
     inner_params = [
         *missing_params,
@@ -60,19 +68,23 @@ def snapshot_query(campaign: Campaign, now: dt.datetime) -> Snapshot:
         expires_at,
         expires_at,
         *missing_params,
+        *arm.params,
         *quiet_params,
         *cap_params,
+        *arm.join_params,
         *audience_params,
     ]
     sql = f"""
         SELECT s.contact_id,
-               CASE WHEN s.reason IS NOT NULL THEN '{RecipientState.SKIPPED}'
-                    WHEN s.release_at IS NOT NULL THEN '{RecipientState.HELD}'
+               CASE WHEN s.reason IS NOT NULL OR s.arm = {arms.CONTROL_ARM} THEN '{RecipientState.SKIPPED}'
+                    WHEN {waiting} OR s.release_at IS NOT NULL THEN '{RecipientState.HELD}'
                     ELSE '{RecipientState.PENDING}' END AS state,
-               COALESCE(s.reason, '') AS reason,
+               COALESCE(s.reason, CASE WHEN s.arm = {arms.CONTROL_ARM} THEN '{SkipReason.CONTROL}' END, '') AS reason,
                CASE WHEN s.reason = '{SkipReason.MISSING_VARIABLE}' THEN 'missing variable ' || s.missing
                     ELSE '' END AS detail,
-               CASE WHEN s.reason IS NULL THEN s.release_at END AS release_at
+               CASE WHEN s.reason IS NULL AND s.arm IS DISTINCT FROM {arms.CONTROL_ARM} AND NOT ({waiting})
+                    THEN s.release_at END AS release_at,
+               s.arm
         FROM ({inner}) s"""
     return Snapshot(sql, inner_params)
 
@@ -117,6 +129,11 @@ def _quiet_join(campaign: Campaign, now: dt.datetime) -> tuple[str, list]:
     return sql, [*params, settings.DEFAULT_TIMEZONE]
 
 
+def quiet_join(campaign: Campaign, now: dt.datetime) -> tuple[str, list]:
+    """The quiet-hours join for other statements over audience_contact (a test's winner release)."""
+    return _quiet_join(campaign, now)
+
+
 def _cap_join(campaign: Campaign, now: dt.datetime) -> tuple[str, list]:
     """LEFT JOIN k(contact_id): contacts that already have `frequency_cap` campaign messages in the window."""
     if not campaign.frequency_cap or not campaign.frequency_window:
@@ -150,7 +167,8 @@ def _missing_variable_expr(campaign: Campaign) -> tuple[str, list]:
     A value is missing when absent, null or blank; numbers, booleans and objects never are.
     """
     cases, params = [], []
-    for name in template_required_names(campaign.template):
+    names = [name for template in arms.campaign_templates(campaign) for name in template_required_names(template)]
+    for name in dict.fromkeys(names):
         if name.startswith("attributes."):
             value = "(audience_contact.attributes ->> %s)"
             cases.append(f"WHEN {value} IS NULL OR btrim({value}) = '' THEN %s")
@@ -165,8 +183,8 @@ def _missing_variable_expr(campaign: Campaign) -> tuple[str, list]:
 
 def _outside_window_expr(campaign: Campaign, now: dt.datetime) -> tuple[str, list]:
     """Free-form WhatsApp text may only go to contacts who wrote within the last 24 h."""
-    template = campaign.template
-    if campaign.sender.channel != "whatsapp" or template.content_sid:
+    free_form = any(not template.content_sid for template in arms.campaign_templates(campaign))
+    if campaign.sender.channel != "whatsapp" or not free_form:
         return "false", []
     return "(audience_contact.last_inbound_at IS NULL OR audience_contact.last_inbound_at < %s)", [
         now - WHATSAPP_WINDOW
@@ -174,19 +192,31 @@ def _outside_window_expr(campaign: Campaign, now: dt.datetime) -> tuple[str, lis
 
 
 def snapshot_insert(run_id: int, snapshot: Snapshot) -> dict[tuple[str, str], int]:
-    """Insert the snapshot as the run's Recipient rows; returns counts by (state, reason)."""
+    """Insert the snapshot as the run's Recipient rows; returns counts by (state, reason).
+
+    The experiment's arm sizes (eligible recipients by arm) go to the run in the same transaction.
+    """
     sql = f"""
         WITH inserted AS (
-            INSERT INTO campaigns_recipient (run_id, contact_id, state, reason, detail, release_at, created_at)
-            SELECT %s, s.contact_id, s.state, s.reason, s.detail, s.release_at, now()
+            INSERT INTO campaigns_recipient (run_id, contact_id, state, reason, detail, release_at, arm, created_at)
+            SELECT %s, s.contact_id, s.state, s.reason, s.detail, s.release_at, s.arm, now()
             FROM ({snapshot.sql}) s
             ON CONFLICT (run_id, contact_id) WHERE event_id IS NULL DO NOTHING
-            RETURNING state, reason
+            RETURNING state, reason, arm
         )
-        SELECT state, reason, count(*) FROM inserted GROUP BY state, reason"""
+        SELECT state, reason, arm, count(*) FROM inserted GROUP BY state, reason, arm"""
     with connection.cursor() as cursor:
         cursor.execute(sql, [run_id, *snapshot.params])
-        return {(state, reason): count for state, reason, count in cursor.fetchall()}
+        rows = cursor.fetchall()
+    counts: Counter[tuple[str, str]] = Counter()
+    sizes: Counter[str] = Counter()
+    for state, reason, arm, count in rows:
+        counts[(state, reason)] += count
+        if (arm is not None or state == RecipientState.HELD) and arms.eligible(state, reason):
+            sizes[arms.arm_key(arm)] += count
+    if any(key != arms.WAITING for key in sizes):
+        arms.sizes_add(run_id, sizes)
+    return dict(counts)
 
 
 ANALYZE_AFTER = 10_000  # recipients inserted at once that make the table's statistics stale

@@ -35,6 +35,8 @@ def test_staff_create_a_campaign_in_the_admin(staff_client):
             "runs-INITIAL_FORMS": 0,
             "actions-TOTAL_FORMS": 0,
             "actions-INITIAL_FORMS": 0,
+            "variants-TOTAL_FORMS": 0,
+            "variants-INITIAL_FORMS": 0,
         },
     )
     assert response.status_code == 302, response.content.decode()[:2000]
@@ -58,6 +60,8 @@ def test_admin_form_refuses_an_mps_above_the_sender(staff_client):
             "runs-INITIAL_FORMS": 0,
             "actions-TOTAL_FORMS": 0,
             "actions-INITIAL_FORMS": 0,
+            "variants-TOTAL_FORMS": 0,
+            "variants-INITIAL_FORMS": 0,
         },
     )
     assert response.status_code == 200
@@ -160,6 +164,8 @@ def test_saving_a_campaign_whose_template_most_of_the_audience_cannot_fill_warns
             "runs-INITIAL_FORMS": 0,
             "actions-TOTAL_FORMS": 0,
             "actions-INITIAL_FORMS": 0,
+            "variants-TOTAL_FORMS": 0,
+            "variants-INITIAL_FORMS": 0,
         },
         follow=True,
     )

@@ -196,6 +196,8 @@ def test_staff_set_the_goal_and_utm_parameters_in_the_admin(client):
         "runs-INITIAL_FORMS": 0,
         "actions-TOTAL_FORMS": 0,
         "actions-INITIAL_FORMS": 0,
+        "variants-TOTAL_FORMS": 0,
+        "variants-INITIAL_FORMS": 0,
     }
     page = client.get("/admin/campaigns/campaign/add/").content.decode()
     assert 'name="goal_event"' in page and 'name="link_params"' in page

@@ -18,7 +18,14 @@ from tests.factories import MessageTemplateFactory, SenderFactory, UserFactory
 pytestmark = pytest.mark.django_db
 
 PHONE = "+254713000001"
-FORMSETS = {"runs-TOTAL_FORMS": 0, "runs-INITIAL_FORMS": 0, "actions-TOTAL_FORMS": 0, "actions-INITIAL_FORMS": 0}
+FORMSETS = {
+    "runs-TOTAL_FORMS": 0,
+    "runs-INITIAL_FORMS": 0,
+    "actions-TOTAL_FORMS": 0,
+    "actions-INITIAL_FORMS": 0,
+    "variants-TOTAL_FORMS": 0,
+    "variants-INITIAL_FORMS": 0,
+}
 
 
 @pytest.fixture

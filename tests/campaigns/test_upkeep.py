@@ -29,6 +29,7 @@ def test_the_upkeep_tasks_are_scheduled_by_name_in_beat():
         "campaigns.event_retention_purge": True,
         "campaigns.events_sweep": True,
         "campaigns.conversions_attribute": True,
+        "campaigns.winners_pick": True,
     }
     assert all(name in celery_app.tasks for name in tasks)
 

@@ -23,7 +23,7 @@ from campaigns.models import (
     SkipReason,
 )
 from campaigns.quiet_hours import quiet_release_at
-from campaigns.services import dispatch
+from campaigns.services import arms, dispatch
 from campaigns.services.snapshot import CAP_STATES
 from messaging.services import send as send_service
 from messaging.services.templates import template_render
@@ -63,6 +63,7 @@ def answers_add(pairs: list[tuple[ClaimedEvent, Campaign]], contacts: dict[int, 
     pairs = [(event, campaign) for event, campaign in pairs if runs[campaign.pk] is not None]
     sender_errors = {pk: _sender_error(campaign) for pk, campaign in campaigns.items()}
     recent = _recent_counts(pairs)
+    answer_arms = arms.answers_arms(pairs)
     added: Counter[int] = Counter()
     rows: dict[int, list[tuple[Recipient, ClaimedEvent]]] = {}
     for event, campaign in pairs:
@@ -74,12 +75,15 @@ def answers_add(pairs: list[tuple[ClaimedEvent, Campaign]], contacts: dict[int, 
         state, reason, detail, release_at = recipient_decide(campaign, event, contact, now, capped=capped)
         if state in (R.PENDING, R.HELD) and sender_errors[campaign.pk]:  # e.g. the sender was deactivated
             state, reason, detail, release_at = R.FAILED, "sender", sender_errors[campaign.pk], None
+        arm = answer_arms.get((campaign.pk, contact.pk))
+        state, reason, detail, release_at = arms.decision_for_arm((state, reason, detail, release_at), arm)
         if state in CAP_STATES:
             added[contact.pk] += 1
         recipient = Recipient(
             run=runs[campaign.pk],
             contact_id=contact.pk,
             event_id=event.pk,
+            arm=arm,
             state=state,
             reason=reason,
             detail=detail,
@@ -121,13 +125,7 @@ def _run_answers_insert(campaign: Campaign, run: CampaignRun, answers: list[tupl
     recipients = Recipient.objects.bulk_create([recipient for recipient, _ in answers])  # ids set on each
     sending = [(recipient, event) for recipient, event in answers if recipient.state in (R.PENDING, R.HELD)]
     if sending:
-        message_ids = send_service.messages_create_for_sources(
-            template=campaign.template,
-            sender=campaign.sender,
-            source_type=ContentType.objects.get_for_model(Recipient),
-            sources=[(recipient.pk, recipient.contact_id) for recipient, _ in sending],
-            contexts=[event.properties for _, event in sending],
-        )
+        message_ids = arms.answers_messages_create(campaign, sending, ContentType.objects.get_for_model(Recipient))
         with connection.cursor() as cursor:
             cursor.execute(
                 """UPDATE campaigns_recipient r SET message_id = m.message_id
@@ -136,6 +134,7 @@ def _run_answers_insert(campaign: Campaign, run: CampaignRun, answers: list[tupl
                 [list(message_ids), list(message_ids.values())],
             )
     _counters_add(run.pk, Counter((recipient.state, recipient.reason) for recipient in recipients))
+    arms.answers_sizes_add(run.pk, recipients)
     if run.status == RunStatus.RUNNING and any(recipient.state == R.PENDING for recipient in recipients):
         dispatch.dispatch_start(run.pk, chains=1)  # after commit
 

@@ -1,0 +1,184 @@
+"""Test then send the winner: pick the best variant of a test and send it to the rest of the audience.
+
+A one-off campaign with a test share sends its variants to that share at launch; the rest of the
+audience waits, held without an arm (campaigns.services.arms). After the wait, beat's
+``campaigns.winners_pick`` picks the arm that leads on the campaign's metric (or staff pick one
+by hand in the admin), and the waiting recipients get the winner's variant. The pick is one
+conditional UPDATE of the campaign (``winner_variant IS NULL``), so two picks at once (beat
+twice, beat and staff) release the audience once; each pick is audited as a CampaignAction.
+
+Figures per arm live in reporting, which campaigns may not import: reporting registers the
+function that reads them (``arm_figures_provider``) when it starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from campaigns.models import (
+    WINNER_ACTION,
+    Campaign,
+    CampaignAction,
+    CampaignRun,
+    CampaignStatus,
+    RecipientState,
+    RunStatus,
+    Variant,
+    WinnerPick,
+)
+from campaigns.services import arms, dispatch
+from campaigns.services.snapshot import quiet_join
+
+logger = logging.getLogger(__name__)
+
+# Set by reporting's AppConfig.ready: campaign -> reporting.arms.campaign_arms(campaign).
+arm_figures_provider: Callable[[Campaign], dict[str, Any]] | None = None
+LIVE = (CampaignStatus.RUNNING, CampaignStatus.PAUSED)
+
+
+class WinnerError(Exception):
+    pass
+
+
+def winners_due(now: datetime | None = None) -> list[int]:
+    """Campaigns whose test has run its wait and whose winner is picked automatically."""
+    now = now or timezone.now()
+    due = []
+    candidates = Campaign.objects.filter(
+        winner_test_share__isnull=False, winner_variant__isnull=True, winner_pick=WinnerPick.AUTO, status__in=LIVE
+    ).exclude(winner_wait__isnull=True)
+    for campaign in candidates:
+        started = campaign.runs.order_by("started_at").values_list("started_at", flat=True).first()
+        if started is not None and started + campaign.winner_wait <= now:
+            due.append(campaign.pk)
+    return due
+
+
+def winner_leader(campaign: Campaign, figures: dict[str, Any]) -> tuple[int | None, str]:
+    """(variant id, why) of the arm leading on the campaign's metric; None with the reason when none can be."""
+    metric = campaign.winner_metric or "replies"
+    scored = []
+    for row in figures["arms"]:
+        if row["control"] or row["rollout"] or not row["recipients"]:
+            continue
+        value = row["revenue_per_recipient"] if metric == "revenue" else row["rates"].get(metric)
+        if value is not None:
+            scored.append((value, -row["variant"], row))
+    if not scored:
+        return None, f"no arm has a {metric} figure yet"
+    value, _, best = max(scored, key=lambda item: item[:2])
+    return best["variant"], f"{best['label']} leads on {metric} with {value:.4f}"
+
+
+def winner_pick_auto(campaign_id: int, now: datetime | None = None) -> bool:
+    """Pick the leader after the wait; False when already picked or nothing can be picked yet."""
+    campaign = Campaign.objects.get(pk=campaign_id)
+    if campaign.winner_variant_id is not None or arm_figures_provider is None:
+        return False
+    figures = arm_figures_provider(campaign)
+    variant_id, why = winner_leader(campaign, figures)
+    if variant_id is None:
+        logger.warning("campaign %s: no winner can be picked yet (%s)", campaign_id, why)
+        return False
+    return winner_pick(campaign_id, variant_id, how=WinnerPick.AUTO, why=why, figures=figures, now=now)
+
+
+def winner_pick(
+    campaign_id: int,
+    variant_id: int,
+    *,
+    actor=None,
+    how: str = WinnerPick.MANUAL,
+    why: str = "",
+    figures: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Make ``variant_id`` the winner and release the waiting audience with it, once.
+
+    Returns False when a winner was already picked (nothing changes). Raises WinnerError when the
+    variant is not one of the campaign's or the campaign runs no test.
+    """
+    now = now or timezone.now()
+    variant = Variant.objects.filter(pk=variant_id, campaign_id=campaign_id).first()
+    if variant is None:
+        raise WinnerError(f"variant {variant_id} is not one of campaign {campaign_id}'s variants")
+    with transaction.atomic():
+        picked = Campaign.objects.filter(
+            pk=campaign_id, winner_variant__isnull=True, winner_test_share__isnull=False, status__in=LIVE
+        ).update(winner_variant=variant, winner_picked_at=now)
+        if not picked:
+            campaign = Campaign.objects.get(pk=campaign_id)
+            if campaign.winner_test_share is None:
+                raise WinnerError("this campaign sends every arm at once: it has no test to pick a winner of")
+            return False
+        campaign = Campaign.objects.select_related("sender", "template").get(pk=campaign_id)
+        released = sum(_rollout(run, campaign, variant, now) for run in campaign.runs.filter(status__in=LIVE))
+        CampaignAction.objects.create(
+            campaign=campaign,
+            action=WINNER_ACTION,
+            from_status=campaign.status,
+            to_status=campaign.status,
+            actor=getattr(actor, "username", "") or (actor if isinstance(actor, str) else ""),
+            detail={
+                "variant": variant.pk,
+                "label": variant.label,
+                "how": str(how),
+                "metric": campaign.winner_metric,
+                "why": why,
+                "released": released,
+                "rates": _rates(figures),
+            },
+        )
+    return True
+
+
+def _rates(figures: dict[str, Any] | None) -> dict[str, Any]:
+    if not figures:
+        return {}
+    return {row["label"]: row["rates"] for row in figures["arms"] if not row["rollout"]}
+
+
+def _rollout(run: CampaignRun, campaign: Campaign, variant: Variant, now: datetime) -> int:
+    """The run's waiting recipients get the winner: pending, or held to the end of their quiet hours."""
+    status = CampaignRun.objects.select_for_update().values_list("status", flat=True).get(pk=run.pk)
+    if status not in (RunStatus.RUNNING, RunStatus.PAUSED):
+        return 0
+    quiet_sql, quiet_params = quiet_join(campaign, now)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE campaigns_recipient r SET arm = %s, rollout = true, release_at = x.release_at,
+                state = CASE WHEN x.release_at IS NOT NULL THEN %s ELSE %s END
+            FROM (
+                SELECT w.id, q.release_at FROM campaigns_recipient w
+                LEFT JOIN audience_contact ON audience_contact.id = w.contact_id
+                {quiet_sql}
+                WHERE w.run_id = %s AND w.state = %s AND w.arm IS NULL AND w.release_at IS NULL
+            ) x
+            WHERE r.id = x.id AND r.state = %s AND r.arm IS NULL
+            RETURNING r.state""",
+            [
+                variant.pk,
+                str(RecipientState.HELD),
+                str(RecipientState.PENDING),
+                *quiet_params,
+                run.pk,
+                str(RecipientState.HELD),
+                str(RecipientState.HELD),
+            ],
+        )
+        states = Counter(state for (state,) in cursor.fetchall())
+    released = sum(states.values())
+    pending = states[RecipientState.PENDING]
+    dispatch._counters_move(run.pk, {"held": -pending, "pending": pending})
+    arms.sizes_add(run.pk, Counter({f"rollout:{variant.pk}": released, arms.WAITING: -released}))
+    if pending and status == RunStatus.RUNNING:
+        dispatch.dispatch_start(run.pk)  # after commit
+    return released
