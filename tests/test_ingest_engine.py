@@ -10,6 +10,7 @@ import pytest
 from django.db import connection, connections, transaction
 
 from audience import services
+from audience.ingest import buckets as buckets_module
 from audience.ingest import engine as engine_module
 from audience.ingest import services as ingest_services
 from audience.ingest import validate
@@ -208,7 +209,7 @@ def test_a_contact_created_by_another_session_during_an_import_is_updated_not_du
     assert created.wait(10)
     watcher = threading.Thread(target=release_when_the_import_waits_on_it)
     watcher.start()
-    with caplog.at_level("WARNING", logger="audience.ingest.engine"):
+    with caplog.at_level("WARNING", logger="audience.ingest.buckets"):
         job = ingest(path)
     other.join(10)
     watcher.join(10)
@@ -257,14 +258,14 @@ def test_a_crashed_job_keeps_its_committed_batches_and_a_rerun_finishes_without_
     lines = "".join(f"+2547120{index:05d}\n" for index in range(400))
     repeats = "".join(f"+2547120{index:05d}\n" for index in range(0, 400, 20))  # 20 duplicates in all buckets
     path = write(tmp_path, "crash.csv", "phone\n" + lines + repeats)
-    original = engine_module.Engine._upsert_bucket
+    original = buckets_module.BucketWriter._upsert_bucket
 
     def crash_on_bucket_5(self, cursor, stage, params, *flags):
         if params["bucket"] == 5:
             raise ConnectionError("database went away")
         return original(self, cursor, stage, params, *flags)
 
-    monkeypatch.setattr(engine_module.Engine, "_upsert_bucket", crash_on_bucket_5)
+    monkeypatch.setattr(buckets_module.BucketWriter, "_upsert_bucket", crash_on_bucket_5)
     with pytest.raises(ConnectionError):
         ingest(path)
     job = ImportJob.objects.get()
@@ -273,7 +274,7 @@ def test_a_crashed_job_keeps_its_committed_batches_and_a_rerun_finishes_without_
     assert committed == {0, 1, 2, 3, 4}
     assert Contact.objects.count() == sum(entry["rows"] for entry in job.committed_batches) > 0
 
-    monkeypatch.setattr(engine_module.Engine, "_upsert_bucket", original)
+    monkeypatch.setattr(buckets_module.BucketWriter, "_upsert_bucket", original)
     ingest_services.import_job_retry(job)
     job = ingest_services.import_job_run(ingest_services.import_job_claim(job.pk), workers=1)
     assert job.status == ImportStatus.SUCCEEDED

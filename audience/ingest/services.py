@@ -29,7 +29,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audience.ingest import sql
-from audience.ingest.engine import Engine, IngestOptions, ProgressCallback, bucket_count, inspect_file, iter_chunks
+from audience.ingest.engine import Engine, ProgressCallback, bucket_count, inspect_file, iter_chunks
+from audience.ingest.options import IngestOptions
 from audience.ingest.readers import FileProblem, detect_format
 from audience.ingest.validate import STAGE_COLUMNS, copy_unescape, process_chunk
 from audience.models import TOPIC_NAME_VALIDATOR, ConsentStatus, Contact, ImportJob, ImportSource, ImportStatus
