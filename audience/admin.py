@@ -127,7 +127,7 @@ class ContactAdmin(PersonalFieldsMixin, ContactImportMixin, ExportActionMixin, a
                     phone=form.cleaned_data["phone"],
                     source=ConsentSource.ADMIN,
                     actor=request.user,
-                    **{k: v for k, v in data.items() if k != "phone"},
+                    **{name: value for name, value in data.items() if name != "phone"},
                 )
                 obj.pk = created.pk
         except ValidationError as exc:

@@ -98,7 +98,9 @@ class ContactImportMixin(ImportMixin):
             "form": form,
             "opts": self.model._meta,
             "media": self.media + form.media,
-            "fields_list": [(resource.get_display_name(), [f.column_name for f in resource.get_user_visible_fields()])],
+            "fields_list": [
+                (resource.get_display_name(), [field.column_name for field in resource.get_user_visible_fields()])
+            ],
             **extra,
         }
         request.current_app = self.admin_site.name

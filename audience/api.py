@@ -31,6 +31,7 @@ from audience.models import (
     ImportSource,
     Topic,
 )
+from audience.phones import InvalidPhone, normalize_phone
 from config import privacy
 from config.api import JSONField, UtcIsoDateTimeFilter, raise_as_drf
 from config.spreadsheet import csv_download
@@ -180,8 +181,6 @@ class ContactFilter(django_filters.FilterSet):
         fields = ["consent_status", "channel", "locale", "topic", "created_after", "created_before", "phone"]
 
     def filter_phone(self, queryset, name, value):
-        from audience.phones import InvalidPhone, normalize_phone
-
         try:
             return queryset.filter(phone=normalize_phone(value))
         except InvalidPhone as exc:

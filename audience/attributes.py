@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+
 from config.json_limits import nested_deeper_than
 
 _compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -28,8 +30,6 @@ class AttributeLimits:
 
     @classmethod
     def from_settings(cls) -> AttributeLimits:
-        from django.conf import settings
-
         return cls(
             max_keys=settings.ATTRIBUTES_MAX_KEYS,
             key_chars=settings.ATTRIBUTE_KEY_MAX_CHARS,

@@ -102,7 +102,7 @@ def test_a_small_file_finds_its_contacts_by_probing_the_phone_index_not_by_readi
         stage = sql.stage_bucket("audience_ingest_stage_plan", 0)
         cursor.execute(f"INSERT INTO {stage} (line, bucket, phone) VALUES (2, 0, '+254700000001')")
         cursor.execute(sql.index_stage(stage))
-        params = {"extra_topics": [], "default": "opted_in"}
+        params = {"extra_topics": [], "default": "opted_in", **sql.ENUMS}
         with transaction.atomic():  # the planner settings are SET LOCAL
             cursor.execute("SET LOCAL enable_nestloop = off")  # as the bucket's transaction has it
             explain = "EXPLAIN " + sql.take_existing(stage, update_existing=True)

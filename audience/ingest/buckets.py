@@ -120,6 +120,7 @@ class BucketWriter:
             "no_consent": sql.NO_CONSENT,
             "actor": (self.job.created_by or "import")[:150],
             "extra_topics": [self.options.topic] if self.options.topic else [],
+            **sql.ENUMS,
         }
         with transaction.atomic(), connection.cursor() as cursor:
             # The CTEs' row counts are unknown to the planner; a nested loop over them would be quadratic.
@@ -163,15 +164,15 @@ class BucketWriter:
             cursor.execute(sql.mark_suppressed(stage))
             cursor.execute(sql.warn_suppressed(stage), params)
             suppressed = max(cursor.rowcount, 0)
-        if not self._plain and self.options.update_existing and self._has_any(cursor, sql.has_opt_ins(stage)):
+        if not self._plain and self.options.update_existing and self._has_any(cursor, sql.has_opt_ins(stage), params):
             # Counted again for a bucket an earlier run committed: its opted-out contacts are still out.
             statement = sql.warn_refused_opt_ins(stage)
             [(refused,)] = run_with_nested_loops(cursor, statement, {**params, "refused": sql.REFUSED_OPT_IN})
         return {"duplicates": duplicates, "warnings": duplicates + suppressed + refused, "invalid": missing}
 
     @staticmethod
-    def _has_any(cursor, statement: str) -> bool:
-        cursor.execute(statement)
+    def _has_any(cursor, statement: str, params: dict | None = None) -> bool:
+        cursor.execute(statement, params)
         return bool(cursor.fetchone()[0])
 
     def _upsert_bucket(self, cursor, stage: str, params: dict, plain: bool, plain_inserts: bool) -> dict:

@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.storage import Storage, storages
@@ -127,8 +128,6 @@ def _download(storage: Storage, name: str, handle) -> None:
     """Copy a stored file into ``handle``: an S3 bucket's object streamed by boto3, else in blocks."""
     bucket = getattr(storage, "bucket", None)
     if bucket is not None and hasattr(storage, "_normalize_name"):  # django-storages' S3Storage
-        from botocore.exceptions import ClientError
-
         try:
             bucket.Object(storage._normalize_name(name)).download_fileobj(handle)
         except ClientError as exc:
@@ -400,8 +399,9 @@ def _changing_phones(rows: list[dict]) -> set[str]:
     if not rows:
         return set()
     columns = ("phone", "channel", "name", "email", "locale", "timezone", "consent")
-    params = [[row[column] for row in rows] for column in columns]
-    params.append([row["attributes"] for row in rows])  # JSON text, or None
+    params: dict[str, object] = {column: [row[column] for row in rows] for column in columns}
+    params["attributes"] = [row["attributes"] for row in rows]  # JSON text, or None
+    params.update(sql.ENUMS)
     with connection.cursor() as cursor:
         cursor.execute(sql.CHANGED_PHONES, params)
         return {phone for (phone,) in cursor.fetchall()}

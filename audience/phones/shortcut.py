@@ -105,7 +105,7 @@ def _split_country_code(digits: str) -> tuple[int, str] | None:
 # (code, its length); a lead that starts with 0 or has no code is absent.
 _CODE_BY_LEAD = {
     lead: (split[0], 3 - len(split[1]))
-    for lead in (f"{n:03d}" for n in range(100, 1000))
+    for lead in (f"{number:03d}" for number in range(100, 1000))
     if (split := _split_country_code(lead)) is not None
 }
 

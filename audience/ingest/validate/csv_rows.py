@@ -20,17 +20,19 @@ class CsvPlan:
 
     def __init__(self, columns: tuple[Column, ...]):
         self.width = max((column.index for column in columns), default=-1) + 1
-        self.headers = {c.kind if c.kind != "attribute" else c.key: c.header for c in columns}  # by role, or key
-        index = {c.kind: c.index for c in columns if c.kind != "attribute"}
+        self.headers = {  # by role, an attribute by its key
+            column.kind if column.kind != "attribute" else column.key: column.header for column in columns
+        }
+        index = {column.kind: column.index for column in columns if column.kind != "attribute"}
         # Several topics columns are joined; one is read like any other role's.
-        self.topics = tuple(c.index for c in columns if c.kind == "topics")
+        self.topics = tuple(column.index for column in columns if column.kind == "topics")
         if len(self.topics) > 1:
             del index["topics"]
         # A role the header lacks reads the None row() appends to each record (index -1).
         self._values = operator.itemgetter(*(index.get(role, -1) for role in ROLES))
-        attributes = [c for c in columns if c.kind == "attribute"]
-        self.keys = tuple(c.key for c in attributes)
-        self._attributes = _getter([c.index for c in attributes])
+        attributes = [column for column in columns if column.kind == "attribute"]
+        self.keys = tuple(column.key for column in attributes)
+        self._attributes = _getter([column.index for column in attributes])
 
     def row(self, line: int, record: list) -> Row:
         if len(record) < self.width:
