@@ -41,7 +41,7 @@ class CsvPlan:
         values = self._values(record)
         if len(self.topics) > 1:
             values = (*values[:TOPICS], "|".join([record[index] for index in self.topics]), *values[TOPICS + 1 :])
-        return Row(line, values, dict(zip(self.keys, self._attributes(record), strict=True)), self.headers)
+        return Row(line, values, dict(zip(self.keys, self._attributes(record), strict=False)), self.headers)
 
 
 def _getter(indexes: list[int]) -> Callable[[list], tuple]:

@@ -45,6 +45,8 @@ class RowValidator:
         # (rule, {cell: what the rule made of it}) for the roles settled once per distinct text, in ROLES order
         self._settle_plan: list[tuple[Callable[[object], object], dict]] = [(rule, {}) for rule in _SETTLED_RULES]
         self._memo: dict[str, dict[str, Part | None]] = {}  # each attribute text cell's part, by key and cell
+        self._keys: dict[str, tuple[str, str | None]] = {}  # each attribute key's '"key":' and its problem
+        self._combinations: dict[tuple, list | RowProblem] = {}  # the settled roles' texts, by their cells
 
     def validate(self, row: Row, result: ChunkResult) -> str | None:
         """Return the COPY line for a good row, recording its warnings; record the problem of a bad one."""
@@ -67,7 +69,8 @@ class RowValidator:
 
     def _copy_line(self, row: Row, warnings: list[tuple[str, object]]) -> tuple[str, tuple[str, ...]]:
         """The row's COPY line and its topics; its formula-like values go to ``warnings``. Raises RowProblem."""
-        raw_phone, name, email, *settling, packed = row.values
+        values = row.values
+        raw_phone, name, email, packed = values[0], values[1], values[2], values[8]
         phone = self._phone(raw_phone, row.decoded)
         name = cells.clean_text("name", name)
         if email is not None:
@@ -75,7 +78,16 @@ class RowValidator:
         for column, text in (("name", name), ("email", email)):
             if text is not None and text[:1] in cells.FORMULA_STARTS and cells.is_formula(text):
                 warnings.append((column, text))
-        channel, locale, timezone, consent, (topics_text, topics) = self._settled(settling)
+        settling = values[3:8]
+        if row.decoded:  # JSON values: each settled by itself (1 and True are equal keys, lists none)
+            settled = self._settled(settling)
+        else:  # text: rows share their few combinations of these cells, settled once each
+            settled = self._combinations.get(settling)
+            if settled is None:
+                settled = self._combinations[settling] = _settled_or_problem(self._settled, settling)
+            if isinstance(settled, RowProblem):
+                raise settled.with_traceback(None)  # a fresh traceback: the problem is raised once per row
+        channel, locale, timezone, consent, (topics_text, topics) = settled
         if channel == NULL and str(raw_phone).lstrip()[:9].lower() == "whatsapp:":
             channel = Channel.WHATSAPP.value  # a phone written "whatsapp:+254..." names its channel
         attributes = self._attributes(row, packed, warnings)
@@ -104,7 +116,7 @@ class RowValidator:
         except InvalidPhone as exc:
             raise RowProblem("phone", exc.reason, "" if exc.reason == EMPTY else raw_phone) from None
 
-    def _settled(self, values: list[object]) -> list:
+    def _settled(self, values: tuple[object, ...]) -> list:
         """The COPY texts of the channel, locale, timezone and consent cells, and the topics' text and names.
 
         Each distinct text is settled once a chunk, a problem included.
@@ -167,16 +179,20 @@ class RowValidator:
 
     def _text_part(self, key: str, cell: str) -> Part | None:
         """A text cell's part, its value typed as the person meant (infer_scalar); None when empty. Kept per cell."""
+        known = self._keys.get(key)
+        if known is None:
+            known = self._keys[key] = (f"{cells.json_string(key)}:", self.limits.key_problem(key))
+        prefix, key_problem = known
         text = cell.strip()
         part: Part | None
         if not text:
             part = None
-        elif reason := self.limits.key_problem(key) or self.limits.value_problem(text):
+        elif reason := key_problem or self.limits.value_problem(text):
             part = RowProblem(key, reason, text)
         else:
             value = cells.infer_scalar(text)
-            part = f"{cells.json_string(key)}:{cells.json_value(value)}"
-            if cells.is_formula(value):
+            part = prefix + cells.json_value(value)
+            if type(value) is str and value[:1] in cells.FORMULA_STARTS and cells.is_formula(value):
                 part = (part, value)
         self._memo.setdefault(key, {})[cell] = part
         return part
@@ -193,6 +209,13 @@ class RowValidator:
             return _NOT_FINITE
         part = f"{cells.json_string(key)}:{text}"
         return (part, value) if cells.is_formula(value) else part
+
+
+def _settled_or_problem(settle: Callable[[tuple[object, ...]], list], values: tuple[object, ...]) -> list | RowProblem:
+    try:
+        return settle(values)
+    except RowProblem as problem:
+        return problem
 
 
 def _merged(packed: dict, loose: dict[str, object]) -> tuple[dict, set[str]]:
