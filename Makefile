@@ -50,7 +50,8 @@ lint: $(STAMP) typecheck
 
 # mypy with django-stubs over the modules listed (configuration in pyproject.toml). The plugin loads the
 # settings, which need well-formed server URLs but connect to nothing.
-TYPECHECK := audience/services audience/selectors.py audience/ingest/services.py audience/ingest/selectors.py
+TYPECHECK := audience/services audience/selectors.py audience/ingest/services.py audience/ingest/preview.py \
+	audience/ingest/selectors.py
 typecheck: $(STAMP)
 	DATABASE_URL=$${DATABASE_URL:-postgres://typecheck@127.0.0.1/typecheck} REDIS_URL=$${REDIS_URL:-redis://127.0.0.1/0} \
 		$(BIN)/mypy $(TYPECHECK)

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 from import_export.admin import ImportMixin
 
 from audience.admin_forms import ContactImportForm
+from audience.ingest import preview as ingest_preview
 from audience.ingest import selectors as ingest_selectors
 from audience.ingest import services as ingest_services
 from audience.models import ImportJob, ImportSource, ImportStatus
@@ -85,8 +86,8 @@ class ContactImportMixin(ImportMixin):
                     form.add_error(name if name in form.fields else "import_file", errors)
             else:
                 upload = form.cleaned_data["import_file"]  # still on this machine: no download for the preview
-                preview = ingest_services.import_preview(job, limit=PREVIEW_ROWS, upload=upload)
-                ingest_services.import_preview_record(job, preview)
+                preview = ingest_preview.import_preview(job, limit=PREVIEW_ROWS, upload=upload)
+                ingest_preview.import_preview_record(job, preview)
                 context.update(job=job, preview=preview, preview_rows=rows_shown(preview.rows[:PREVIEW_SHOWN]))
         return self._import_page(request, form, context)
 
@@ -120,7 +121,7 @@ class ContactImportMixin(ImportMixin):
                 messages.ERROR,
             )
             try:
-                preview = ingest_services.import_preview(job, limit=PREVIEW_ROWS)
+                preview = ingest_preview.import_preview(job, limit=PREVIEW_ROWS)
             except FileNotFoundError:
                 return redirect("admin:audience_contact_import")
             context = {"job": job, "preview": preview, "preview_rows": rows_shown(preview.rows[:PREVIEW_SHOWN])}
