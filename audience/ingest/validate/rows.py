@@ -18,7 +18,7 @@ from audience.ingest.validate import cells
 from audience.ingest.validate.copy_text import JSON_NUL, NULL, copy_text
 from audience.ingest.validate.records import ChunkResult, Row, RowProblem, cut
 from audience.ingest.validate.storable import BAD_TEXT_RE, NOT_FINITE_REASON, text_reason, unstorable
-from audience.phones import EMPTY, InvalidPhone, normalize_phone
+from audience.phones import InvalidPhone, normalize_phone
 
 # An attribute's '"key":value' JSON text; with its value when a spreadsheet would run it; or its problem.
 Part = str | tuple[str, object] | RowProblem
@@ -114,7 +114,8 @@ class RowValidator:
         try:
             return normalize_phone(raw_phone, self.default_region)  # type: ignore[arg-type]
         except InvalidPhone as exc:
-            raise RowProblem("phone", exc.reason, "" if exc.reason == EMPTY else raw_phone) from None
+            blank = raw_phone is None or not str(raw_phone).strip()  # a blank cell quotes nothing
+            raise RowProblem("phone", exc.reason, "" if blank else raw_phone) from None
 
     def _settled(self, values: tuple[object, ...]) -> list:
         """The COPY texts of the channel, locale, timezone and consent cells, and the topics' text and names.
