@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format install bench clean-var fuzz FORCE
+.PHONY: run test lint typecheck format install bench clean-var fuzz FORCE
 
 # The interpreter a virtualenv stands on: its installation and version. A $(VENV) built by another
 # interpreter than $(PYTHON) (a pyenv one, an older Debian one) is rebuilt, not silently reused; the
@@ -44,9 +44,17 @@ fuzz: $(STAMP)
 		$(BIN)/python -m pytest -q -p no:cacheprovider tests/config/test_fuzz_api.py
 	cat var/fuzz-report.json
 
-lint: $(STAMP)
+lint: $(STAMP) typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy with django-stubs over the modules listed (configuration in pyproject.toml). The plugin loads the
+# settings, which need well-formed server URLs but connect to nothing.
+TYPECHECK := audience/services audience/selectors.py audience/ingest/services.py audience/ingest/preview.py \
+	audience/ingest/selectors.py
+typecheck: $(STAMP)
+	DATABASE_URL=$${DATABASE_URL:-postgres://typecheck@127.0.0.1/typecheck} REDIS_URL=$${REDIS_URL:-redis://127.0.0.1/0} \
+		$(BIN)/mypy $(TYPECHECK)
 
 format: $(STAMP)
 	$(BIN)/ruff format .

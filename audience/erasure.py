@@ -115,7 +115,7 @@ def _import_jobs_erase(person: Person) -> None:
         ImportJob.objects.filter(pk=job.pk).update(
             file_name=person.scrub(job.file_name), error=person.scrub(job.error), details=person.scrub_json(job.details)
         )
-    storage = storages["default"]  # where uploads are kept (audience.ingest.services.import_storage)
+    storage = storages["default"]  # where uploads are kept (audience.ingest.files.import_storage)
     uploads = ImportJob.objects.filter(status__in=FILE_DONE_STATUSES, file_path__startswith="imports/")
     for job_id, relative in uploads.values_list("pk", "file_path"):
         if _file_holds(storage, relative, person):

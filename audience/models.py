@@ -7,6 +7,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
+from audience.choices import Channel, ConsentEventKind, ConsentSource, ConsentStatus
+
 E164_VALIDATOR = RegexValidator(r"^\+[1-9]\d{6,14}$", "Enter a phone number in E.164 form, e.g. +14155550100.")
 TOPIC_NAME_VALIDATOR = RegexValidator(
     r"^[a-z0-9][a-z0-9_-]{0,63}$", "Topic names are lower-case letters, digits, '-' and '_', up to 64 characters."
@@ -20,30 +22,6 @@ def validate_timezone(value: str) -> None:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ValidationError(f"{value!r} is not an IANA time zone such as Africa/Nairobi.", code="timezone") from None
-
-
-class Channel(models.TextChoices):
-    WHATSAPP = "whatsapp", "WhatsApp"
-    SMS = "sms", "SMS"
-
-
-class ConsentStatus(models.TextChoices):
-    OPTED_IN = "opted_in", "Opted in"
-    OPTED_OUT = "opted_out", "Opted out"
-
-
-class ConsentSource(models.TextChoices):
-    IMPORT = "import", "Import"
-    API = "api", "API"
-    ADMIN = "admin", "Admin"
-    KEYWORD = "keyword", "Keyword"
-    PROVIDER = "provider", "Provider"
-
-
-class ConsentEventKind(models.TextChoices):
-    CHANGE = "change", "Consent change"
-    SUPPRESSION_LIFTED = "suppression_lifted", "Suppression lifted"
-    ERASURE = "erasure", "Personal data erased"
 
 
 class Topic(models.Model):

@@ -1,4 +1,4 @@
-"""Writes for import jobs: create (with the file saved), enqueue, claim, run, retry, preview.
+"""Writes for import jobs: create (with the file saved), enqueue, claim, run, retry, confirm, purge.
 
 Uploaded files go to Django's default storage (``STORAGES["default"]``) under ``imports/``: the
 local MEDIA_ROOT in the embedded default, a bucket in production, so any web or worker node
@@ -8,31 +8,23 @@ temporary copy downloaded for the run (``job_file``).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
-import tempfile
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.files.storage import Storage, storages
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from audience.ingest import sql
-from audience.ingest.engine import Engine, IngestOptions, ProgressCallback, bucket_count, inspect_file, iter_chunks
+from audience.ingest.engine import Engine, ProgressCallback, bucket_count, inspect_file
+from audience.ingest.files import import_storage, job_file, store_upload, upload_on_disk
 from audience.ingest.readers import FileProblem, detect_format
-from audience.ingest.validate import STAGE_COLUMNS, copy_unescape, process_chunk
-from audience.models import TOPIC_NAME_VALIDATOR, ConsentStatus, Contact, ImportJob, ImportSource, ImportStatus
+from audience.models import TOPIC_NAME_VALIDATOR, ConsentStatus, ImportJob, ImportSource, ImportStatus
 from audience.phones import country_clean
 from config.privacy import redact
 
@@ -89,87 +81,6 @@ def import_options_clean(
     }
 
 
-def import_storage() -> Storage:
-    """Where uploaded import files are kept: the default storage, shared by every node."""
-    return storages["default"]
-
-
-@contextmanager
-def _upload_on_disk(upload) -> Iterator[str]:
-    """A local path of an uploaded file: Django's temporary file, or a copy of a small in-memory one."""
-    temporary = getattr(upload, "temporary_file_path", None)
-    if temporary:
-        yield temporary()
-        return
-    with tempfile.NamedTemporaryFile(prefix="import-upload-") as handle:
-        upload.seek(0)
-        for block in upload.chunks(COPY_BLOCK):
-            handle.write(block)
-        handle.flush()
-        yield handle.name
-
-
-def _upload_still_here(upload) -> bool:
-    """Whether the upload can still be read: the file system storage moves a big one's temporary file."""
-    temporary = getattr(upload, "temporary_file_path", None)
-    return temporary is None or os.path.exists(temporary())
-
-
-def _store_upload(upload) -> str:
-    """Save an uploaded file to the storage under imports/; returns its name there."""
-    name = SAFE_NAME.sub("_", os.path.basename(upload.name or "upload"))[-100:]
-    upload.seek(0)
-    return import_storage().save(f"imports/{uuid.uuid4().hex}-{name}", upload, max_length=500)
-
-
-def _download(storage: Storage, name: str, handle) -> None:
-    """Copy a stored file into ``handle``: an S3 bucket's object streamed by boto3, else in blocks."""
-    bucket = getattr(storage, "bucket", None)
-    if bucket is not None and hasattr(storage, "_normalize_name"):  # django-storages' S3Storage
-        from botocore.exceptions import ClientError
-
-        try:
-            bucket.Object(storage._normalize_name(name)).download_fileobj(handle)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-                raise FileNotFoundError(f"the stored file {name} is gone") from None
-            raise
-    else:
-        with storage.open(name, "rb") as stored:
-            while block := stored.read(COPY_BLOCK):
-                handle.write(block)
-    handle.flush()
-
-
-@contextmanager
-def job_file(job: ImportJob) -> Iterator[str]:
-    """A local path of the job's file while the block runs; FileNotFoundError once it is gone.
-
-    The command's own file (an absolute path) is read where it is, and so is an upload in a
-    storage with local paths (the file system); from any other (a bucket) the file is copied to
-    a temporary file of this machine (TMPDIR) first and deleted after.
-    """
-    if not job.file_path:
-        raise FileNotFoundError("the uploaded file was removed")
-    if os.path.isabs(job.file_path):
-        yield job.file_path
-        return
-    storage = import_storage()
-    try:
-        local = storage.path(job.file_path)
-    except NotImplementedError:
-        local = None
-    if local is not None:
-        if not os.path.exists(local):
-            raise FileNotFoundError(f"the stored file {job.file_path} is gone")
-        yield local
-        return
-    suffix = os.path.splitext(job.file_path)[1][:10]
-    with tempfile.NamedTemporaryFile(prefix=f"import-{job.pk}-", suffix=suffix) as handle:
-        _download(storage, job.file_path, handle)
-        yield handle.name
-
-
 def import_job_create(
     *, source: str, options: dict[str, Any], upload=None, path: str | None = None, actor: str = ""
 ) -> ImportJob:
@@ -178,10 +89,10 @@ def import_job_create(
     An upload is stored only once its header passed, so a refused file is never kept.
     """
     if upload is not None:
-        with _upload_on_disk(upload) as local:
+        with upload_on_disk(upload) as local:
             file_name, size = upload.name, upload.size
             file_format, layout = _inspect(local, file_name, options)
-        relative = _store_upload(upload)
+        relative = store_upload(upload)
     elif path is not None:
         relative = str(Path(path).resolve())
         file_name, size = os.path.basename(path), os.path.getsize(path)
@@ -310,130 +221,6 @@ def import_job_retry(job: ImportJob) -> ImportJob:
         raise ImportRejected(FILE_PURGED)
     ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.QUEUED, error="")
     return import_job_enqueue(job)
-
-
-@dataclass
-class Preview:
-    """The dry run of the first rows: what each would do, and every problem in them."""
-
-    rows: list[dict] = field(default_factory=list)
-    problems: list[tuple[int, str, str, str, str]] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    complete: bool = True
-    checked: int = 0
-
-    @property
-    def error_share(self) -> float:
-        """The share of the checked rows that have errors (they will be left out)."""
-        return self.counts.get("error", 0) / self.checked if self.checked else 0.0
-
-    @property
-    def needs_second_look(self) -> bool:
-        """Too many rows would be left out to confirm on one click (IMPORT_CONFIRM_ERROR_SHARE)."""
-        return self.error_share > settings.IMPORT_CONFIRM_ERROR_SHARE
-
-
-def import_preview_record(job: ImportJob, preview: Preview) -> None:
-    """Keep the dry run's verdict on the job: confirming it then asks again when too many rows failed."""
-    job.details = {
-        **(job.details or {}),
-        "preview_error_share": round(preview.error_share, 4),
-        "preview_needs_second_look": preview.needs_second_look,
-    }
-    job.save(update_fields=["details"])
-
-
-def import_preview(job: ImportJob, *, limit: int = 1000, upload=None) -> Preview:
-    """Validate up to ``limit`` rows in this process and say which would create or update a contact.
-
-    ``upload``: the request's own uploaded file, still on this machine, read instead of the stored
-    copy (a bucket's would be downloaded whole for a few rows).
-    """
-    if upload is not None and _upload_still_here(upload):
-        with _upload_on_disk(upload) as path:
-            return _preview(job, path, limit)
-    with job_file(job) as path:
-        return _preview(job, path, limit)
-
-
-def _preview(job: ImportJob, path: str, limit: int) -> Preview:
-    layout = inspect_file(path, job.file_format)
-    layout = dataclasses.replace(layout, default_region=IngestOptions.from_job(job).default_country)
-    chunks, json_reader = iter_chunks(path, layout)
-    preview = Preview(notes=list(layout.notes))
-    seen = 0
-    for chunk in chunks:
-        result = process_chunk(chunk, layout, 1)
-        preview.problems.extend(result.problems)
-        preview.rows.extend(_parse_copy_lines(result.copy_data))
-        seen += result.rows
-        if seen >= limit:
-            preview.complete = chunk.end_offset >= job.file_size
-            break
-    preview.checked = seen
-    if json_reader and json_reader.problem:
-        problem = json_reader.problem
-        preview.problems.append((problem.line, problem.column, "error", problem.reason, ""))
-    _classify(preview, job.options)
-    return preview
-
-
-def _parse_copy_lines(data: bytes) -> list[dict]:
-    """The staged rows of COPY text, values as they will be stored (COPY's escapes undone).
-
-    Split on "\n" only: str.splitlines also splits on characters COPY does not escape (U+2028,
-    form feed, ...), which a cell may hold.
-    """
-    rows = []
-    for line in data.decode("utf-8").split("\n"):
-        if not line:
-            continue
-        cells = [None if cell == "\\N" else copy_unescape(cell) for cell in line.split("\t")]
-        rows.append(dict(zip(STAGE_COLUMNS, cells, strict=True)))
-    return rows
-
-
-def _changing_phones(rows: list[dict]) -> set[str]:
-    """The phones of ``rows`` whose import would change their existing contact (the engine's own test)."""
-    if not rows:
-        return set()
-    columns = ("phone", "channel", "name", "email", "locale", "timezone", "consent")
-    params = [[row[column] for row in rows] for column in columns]
-    params.append([row["attributes"] for row in rows])  # JSON text, or None
-    with connection.cursor() as cursor:
-        cursor.execute(sql.CHANGED_PHONES, params)
-        return {phone for (phone,) in cursor.fetchall()}
-
-
-def _classify(preview: Preview, options: dict) -> None:
-    # The last row of each phone, by position: elements of a minified JSON array share line 1.
-    last = {row["phone"]: index for index, row in enumerate(preview.rows)}
-    found = Contact.objects.filter(phone__in=list(last)).values_list("phone", "consent_status", "opted_out_at")
-    existing = {phone: (status, opted_out_at) for phone, status, opted_out_at in found}
-    update = options.get("update_existing", True)
-    default_consent = options.get("default_consent")
-    changing = _changing_phones([row for index, row in enumerate(preview.rows) if last[row["phone"]] == index])
-    counts = {"new": 0, "update": 0, "unchanged": 0, "skip": 0, "duplicate": 0, "error": 0}
-    for index, row in enumerate(preview.rows):
-        if last[row["phone"]] != index:
-            row["action"] = "duplicate"
-        elif row["phone"] not in existing and row["consent"] is None and not default_consent:
-            row["action"] = "error"
-            preview.problems.append((int(row["line"]), "consent", "error", sql.NO_CONSENT, ""))
-        elif row["phone"] in existing:
-            row["action"] = ("update" if row["phone"] in changing else "unchanged") if update else "skip"
-            status, opted_out_at = existing[row["phone"]]
-            if update and row["consent"] == ConsentStatus.OPTED_IN and status == ConsentStatus.OPTED_OUT:
-                warning = (int(row["line"]), "consent", "warning", sql.refused_opt_in(opted_out_at), row["consent"])
-                preview.problems.append(warning)
-        else:
-            row["action"] = "new"
-        counts[row["action"]] += 1
-    counts["error"] = len({problem[0] for problem in preview.problems if problem[2] == "error"})
-    preview.counts = counts
-    preview.rows.sort(key=lambda row: int(row["line"]))
-    preview.problems.sort(key=lambda problem: problem[0])
 
 
 def import_job_confirm(job: ImportJob, *, inline_max_bytes: int | None = None) -> ImportJob:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from audience.choices import Channel, ConsentEventKind, ConsentSource, ConsentStatus
 from audience.phones import phone_hash_pads
 
 CONTACT = "audience_contact"
@@ -39,6 +40,16 @@ def phone_hash_key_set(cursor) -> None:
         [_PAD_SETTINGS[0], inner.hex(), _PAD_SETTINGS[1], outer.hex()],
     )
 
+
+# The choices the statements name, passed with every statement's parameters (``ENUMS``) rather than
+# written into the SQL.
+ENUMS = {
+    "opted_in": ConsentStatus.OPTED_IN.value,
+    "opted_out": ConsentStatus.OPTED_OUT.value,
+    "sms": Channel.SMS.value,
+    "import_source": ConsentSource.IMPORT.value,
+    "change_kind": ConsentEventKind.CHANGE.value,
+}
 
 STAGE_PREFIX = "audience_ingest_stage_"
 
@@ -124,7 +135,7 @@ def warn_suppressed(stage: str) -> str:
         INSERT INTO {ROW_ERROR} (job_id, line, "column", level, reason, value)
         SELECT %(job)s, line, 'phone', 'warning',
                'this phone is on the suppression list; it stays opted out', phone
-        FROM {stage} WHERE suppressed AND coalesce(consent, %(default)s) = 'opted_in'"""
+        FROM {stage} WHERE suppressed AND coalesce(consent, %(default)s) = %(opted_in)s"""
 
 
 # What a row is told that would create a contact without a consent: the file's cell is empty and the
@@ -163,7 +174,7 @@ def refused_opt_in(opted_out_at) -> str:
 
 
 def has_opt_ins(stage: str) -> str:
-    return f"SELECT EXISTS (SELECT 1 FROM {stage} WHERE consent = 'opted_in')"
+    return f"SELECT EXISTS (SELECT 1 FROM {stage} WHERE consent = %(opted_in)s)"
 
 
 def warn_refused_opt_ins(stage: str) -> str:
@@ -179,7 +190,7 @@ def warn_refused_opt_ins(stage: str) -> str:
                        coalesce(' on ' || to_char(c.opted_out_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), '')),
                s.consent
         FROM {stage} s JOIN {CONTACT} c ON c.phone = s.phone
-        WHERE s.consent = 'opted_in' AND c.consent_status = 'opted_out'
+        WHERE s.consent = %(opted_in)s AND c.consent_status = %(opted_out)s
         RETURNING 1
     )
     SELECT count(*) FROM reported"""
@@ -189,7 +200,7 @@ def warn_refused_opt_ins(stage: str) -> str:
 # back in. A contact who opted out (a STOP, the provider, staff) stays so until
 # they opt in themselves (START) or staff record their consent with evidence;
 # a file's "opted_in" for them is reported (``warn_refused_opt_ins``).
-_EXISTING_STATUS = "CASE WHEN s.consent = 'opted_out' THEN 'opted_out' ELSE c.consent_status END"
+_EXISTING_STATUS = "CASE WHEN s.consent = %(opted_out)s THEN %(opted_out)s ELSE c.consent_status END"
 
 _CHANGES = f"""
     (s.channel IS NOT NULL AND s.channel <> c.channel)
@@ -209,8 +220,8 @@ _ON_CONFLICT_UPDATE = f"""
                c.attributes || coalesce(s.attributes, '{{}}'::jsonb),
                x.status,
                CASE WHEN x.status <> c.consent_status THEN now() ELSE c.consent_updated_at END,
-               CASE WHEN x.status <> c.consent_status AND x.status = 'opted_in' THEN now() ELSE c.opted_in_at END,
-               CASE WHEN x.status <> c.consent_status AND x.status = 'opted_out' THEN now() ELSE c.opted_out_at END,
+               CASE WHEN x.status <> c.consent_status AND x.status = %(opted_in)s THEN now() ELSE c.opted_in_at END,
+               CASE WHEN x.status <> c.consent_status AND x.status = %(opted_out)s THEN now() ELSE c.opted_out_at END,
                now()
         FROM __STAGE__ s CROSS JOIN LATERAL (SELECT {_EXISTING_STATUS} AS status) x
         WHERE s.phone = EXCLUDED.phone)
@@ -233,8 +244,9 @@ def has_pending_events() -> str:
 def pending_events() -> str:
     """The bucket's consent events as audience.consent_chain writes events, in file order."""
     return f"""
-        SELECT p.contact_id, {phone_hash("p.phone")} AS phone_hash, 'change' AS kind, p.from_status, p.to_status,
-               'import' AS source, %(actor)s::varchar AS actor, {_event_evidence("p")} AS evidence, now() AS created_at,
+        SELECT p.contact_id, {phone_hash("p.phone")} AS phone_hash, %(change_kind)s::varchar AS kind,
+               p.from_status, p.to_status, %(import_source)s::varchar AS source, %(actor)s::varchar AS actor,
+               {_event_evidence("p")} AS evidence, now() AS created_at,
                row_number() OVER (ORDER BY p.line, p.contact_id) AS position
         FROM {PENDING_EVENTS} p"""
 
@@ -256,12 +268,12 @@ def _topic_links(rows: str, condition: str = "TRUE") -> str:
 # A new contact's columns and values, from staged rows with their ``new_status``. Its consent is the
 # row's or the import's default; a row with neither was dropped (``drop_without_consent``) unless its
 # contact was deleted since, and then it is created opted out: never opted in by assumption.
-_NEW_STATUS = "CASE WHEN s.suppressed THEN 'opted_out' ELSE coalesce(s.consent, %(default)s, 'opted_out') END"
+_NEW_STATUS = "CASE WHEN s.suppressed THEN %(opted_out)s ELSE coalesce(s.consent, %(default)s, %(opted_out)s) END"
 _NEW_CONTACT_COLUMNS = """phone, channel, name, email, locale, timezone, attributes, consent_status,
                           consent_updated_at, opted_in_at, opted_out_at, created_at, updated_at"""
-_NEW_CONTACT_VALUES = """phone, coalesce(channel, 'sms'), coalesce(name, ''), coalesce(email, ''),
+_NEW_CONTACT_VALUES = """phone, coalesce(channel, %(sms)s), coalesce(name, ''), coalesce(email, ''),
                coalesce(locale, 'en'), coalesce(timezone, ''), coalesce(attributes, '{}'::jsonb), new_status, now(),
-               CASE WHEN new_status = 'opted_in' THEN now() END, CASE WHEN new_status = 'opted_out' THEN now() END,
+               CASE WHEN new_status = %(opted_in)s THEN now() END, CASE WHEN new_status = %(opted_out)s THEN now() END,
                now(), now()"""
 
 
@@ -286,7 +298,7 @@ def upsert(stage: str, *, update_existing: bool) -> str:
     ), events AS (
         INSERT INTO {PENDING_EVENTS} (contact_id, phone, from_status, to_status, line, suppressed)
         SELECT id, phone,
-               CASE WHEN inserted THEN '' WHEN consent_status = 'opted_in' THEN 'opted_out' ELSE 'opted_in' END,
+               CASE WHEN inserted THEN '' WHEN consent_status = %(opted_in)s THEN %(opted_out)s ELSE %(opted_in)s END,
                consent_status, line, suppressed
         FROM done WHERE moved
     ), new_topics AS (
@@ -404,10 +416,11 @@ def add_topics_to_unchanged(stage: str) -> str:
 
 
 # The dry run asks the engine's own question (``_CHANGES``) of the rows it shows: which would change
-# their contact. Parameters: arrays of phone, channel, name, email, locale, timezone, consent, attributes.
+# their contact. Parameters: an array of each staged column named here, and ENUMS.
 CHANGED_PHONES = f"""
     SELECT s.phone
-    FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[])
+    FROM unnest(%(phone)s::text[], %(channel)s::text[], %(name)s::text[], %(email)s::text[], %(locale)s::text[],
+                %(timezone)s::text[], %(consent)s::text[], %(attributes)s::jsonb[])
          AS s(phone, channel, name, email, locale, timezone, consent, attributes)
     JOIN {CONTACT} c ON c.phone = s.phone
     WHERE {_CHANGES}"""

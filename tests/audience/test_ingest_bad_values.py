@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from audience.ingest import preview as ingest_preview
 from audience.ingest import services
 from audience.models import Contact, ImportSource, ImportStatus
 from tests.ingest import ingest, problems, write
@@ -162,7 +163,7 @@ def test_the_admin_dry_run_of_such_a_file_lists_the_problems_without_crashing(tm
         options=services.import_options_clean(default_consent="opted_in"),
         actor="tester",
     )
-    preview = services.import_preview(job)
+    preview = ingest_preview.import_preview(job)
     assert [(line, column, level, reason) for line, column, level, reason, _ in preview.problems] == [
         (2, "name", "error", "contains a lone UTF-16 surrogate, which is not a character"),
         (3, "name", "error", "contains a NUL character"),

@@ -10,11 +10,12 @@ import pytest
 from django.db import connection, connections, transaction
 
 from audience import services
+from audience.ingest import buckets as buckets_module
 from audience.ingest import engine as engine_module
 from audience.ingest import services as ingest_services
 from audience.ingest import validate
 from audience.ingest.engine import inspect_file, iter_chunks
-from audience.ingest.validate import fast_normalize_phone
+from audience.ingest.readers import iter_csv_chunks
 from audience.models import (
     ConsentEvent,
     ConsentSource,
@@ -25,7 +26,7 @@ from audience.models import (
     ImportStatus,
     Suppression,
 )
-from audience.phones import InvalidPhone, normalize_phone, phone_hash
+from audience.phones import phone_hash
 from tests.ingest import ingest, problems, write
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -208,7 +209,7 @@ def test_a_contact_created_by_another_session_during_an_import_is_updated_not_du
     assert created.wait(10)
     watcher = threading.Thread(target=release_when_the_import_waits_on_it)
     watcher.start()
-    with caplog.at_level("WARNING", logger="audience.ingest.engine"):
+    with caplog.at_level("WARNING", logger="audience.ingest.buckets"):
         job = ingest(path)
     other.join(10)
     watcher.join(10)
@@ -257,14 +258,14 @@ def test_a_crashed_job_keeps_its_committed_batches_and_a_rerun_finishes_without_
     lines = "".join(f"+2547120{index:05d}\n" for index in range(400))
     repeats = "".join(f"+2547120{index:05d}\n" for index in range(0, 400, 20))  # 20 duplicates in all buckets
     path = write(tmp_path, "crash.csv", "phone\n" + lines + repeats)
-    original = engine_module.Engine._upsert_bucket
+    original = buckets_module.BucketWriter._upsert_bucket
 
     def crash_on_bucket_5(self, cursor, stage, params, *flags):
         if params["bucket"] == 5:
             raise ConnectionError("database went away")
         return original(self, cursor, stage, params, *flags)
 
-    monkeypatch.setattr(engine_module.Engine, "_upsert_bucket", crash_on_bucket_5)
+    monkeypatch.setattr(buckets_module.BucketWriter, "_upsert_bucket", crash_on_bucket_5)
     with pytest.raises(ConnectionError):
         ingest(path)
     job = ImportJob.objects.get()
@@ -273,7 +274,7 @@ def test_a_crashed_job_keeps_its_committed_batches_and_a_rerun_finishes_without_
     assert committed == {0, 1, 2, 3, 4}
     assert Contact.objects.count() == sum(entry["rows"] for entry in job.committed_batches) > 0
 
-    monkeypatch.setattr(engine_module.Engine, "_upsert_bucket", original)
+    monkeypatch.setattr(buckets_module.BucketWriter, "_upsert_bucket", original)
     ingest_services.import_job_retry(job)
     job = ingest_services.import_job_run(ingest_services.import_job_claim(job.pk), workers=1)
     assert job.status == ImportStatus.SUCCEEDED
@@ -328,8 +329,8 @@ CELLS = {
 }
 
 
-def test_the_clean_csv_path_writes_what_the_row_validator_writes(tmp_path, monkeypatch):
-    """Records the fast path takes give the same COPY line; the rest go to RowValidator unchanged."""
+def test_cells_settled_once_a_chunk_give_what_each_row_alone_gives(tmp_path):
+    """RowValidator keeps what each distinct cell came to for the rest of its chunk; a row read alone agrees."""
     rng = random.Random(5)
     import csv
 
@@ -342,30 +343,15 @@ def test_the_clean_csv_path_writes_what_the_row_validator_writes(tmp_path, monke
         writer.writerow(["+254712345670"])  # a short record
     layout = inspect_file(str(path), "csv")
 
-    def results():
-        chunks, _ = iter_chunks(str(path), layout)
-        return [validate.process_chunk(chunk, layout, 8) for chunk in chunks]
+    def outcome(chunks):
+        results = [validate.process_chunk(chunk, layout, 8) for chunk in chunks]
+        lines = b"".join(result.copy_data for result in results)
+        problems = [problem for result in results for problem in result.problems]
+        counts = [sum(getattr(result, name) for result in results) for name in ("rows", "valid", "invalid", "warnings")]
+        return lines, problems, counts, set().union(*(result.topics for result in results))
 
-    fast = results()
-    monkeypatch.setattr(validate._CleanCsvRows, "copy_line", lambda self, line, record: None)
-    slow = results()
+    together = outcome(iter_chunks(str(path), layout)[0])
+    alone = outcome(iter_csv_chunks(str(path), layout, chunk_bytes=1))  # one record a chunk
 
-    assert [vars(result) for result in fast] == [vars(result) for result in slow]
-    assert sum(result.valid for result in fast) > 100 and sum(len(result.problems) for result in fast) > 1000
-
-
-def test_the_fast_phone_path_agrees_with_normalize_phone():
-    rng = random.Random(3)
-    prefixes = ["+2547", "+2348", "+447", "+1212", "+1415", "+33 6", "+39 06", "+39 3", "+49 151", "+91 98", "+7 912"]
-    prefixes += ["+44 1481", "+1 876", "+61 4", "+55 11 9", "+52 1 55", "+54 9 11", "+86 138", "00254 7", "+800 "]
-    samples = [p + "".join(rng.choice("0123456789") for _ in range(rng.randint(5, 10))) for p in prefixes * 150]
-    for raw in samples:
-        try:
-            expected = normalize_phone(raw)
-        except InvalidPhone as exc:
-            expected = f"error: {exc}"
-        try:
-            got = fast_normalize_phone(raw)
-        except InvalidPhone as exc:
-            got = f"error: {exc}"
-        assert got == expected, raw
+    assert together == alone
+    assert together[2][1] > 100 and len(together[1]) > 1000

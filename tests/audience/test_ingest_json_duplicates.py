@@ -2,6 +2,7 @@
 
 import pytest
 
+from audience.ingest import preview as ingest_preview
 from audience.ingest import services
 from audience.models import Contact, ImportSource, ImportStatus
 from tests.ingest import ingest, problems, write
@@ -30,7 +31,7 @@ def test_the_dry_run_counts_them_as_the_import_does(tmp_path):
     job = services.import_job_create(
         source=ImportSource.COMMAND, path=str(path), options=services.import_options_clean(default_consent="opted_in")
     )
-    preview = services.import_preview(job)
+    preview = ingest_preview.import_preview(job)
     assert (preview.counts["new"], preview.counts["duplicate"]) == (2, 1)
 
 

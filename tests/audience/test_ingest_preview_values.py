@@ -2,6 +2,7 @@
 
 import pytest
 
+from audience.ingest import preview as ingest_preview
 from audience.ingest import services
 from audience.models import ImportSource
 from tests.ingest import ingest, write
@@ -19,7 +20,7 @@ def test_the_preview_shows_stored_values_and_does_not_trip_on_line_separators(tm
     job = services.import_job_create(
         source=ImportSource.COMMAND, path=str(path), options=services.import_options_clean(default_consent="opted_in")
     )
-    preview = services.import_preview(job)
+    preview = ingest_preview.import_preview(job)
     shown = {row["phone"]: (row["name"], row["attributes"]) for row in preview.rows}
     assert shown == {
         "+254712000901": ("Multi\nLine", '{"height":"5\'10\\""}'),

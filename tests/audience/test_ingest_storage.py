@@ -3,6 +3,7 @@
 import pytest
 from django.db import connection, transaction
 
+from audience.ingest import buckets as buckets_module
 from audience.ingest import engine as engine_module
 from audience.ingest import sql
 from audience.models import ConsentEvent, Contact, ContactTopic, Suppression, Topic
@@ -26,7 +27,7 @@ def _indexes_of(table: str) -> set[str]:
 
 def test_each_bucket_upsert_reads_its_own_staging_partition_and_all_are_dropped_after(tmp_path, monkeypatch):
     monkeypatch.setattr(engine_module, "BUCKET_THRESHOLD_BYTES", 0)
-    original = engine_module.Engine._upsert_bucket
+    original = buckets_module.BucketWriter._upsert_bucket
     seen: dict[int, tuple[int, list[int]]] = {}
 
     def spy(self, cursor, stage, params, *flags):
@@ -36,7 +37,7 @@ def test_each_bucket_upsert_reads_its_own_staging_partition_and_all_are_dropped_
         seen[bucket] = cursor.fetchone()
         return original(self, cursor, stage, params, *flags)
 
-    monkeypatch.setattr(engine_module.Engine, "_upsert_bucket", spy)
+    monkeypatch.setattr(buckets_module.BucketWriter, "_upsert_bucket", spy)
     lines = "".join(f"+2547120{index:05d},n{index}\n" for index in range(300))
     job = ingest(write(tmp_path, "parts.csv", "phone,name\n" + lines))
 
@@ -101,11 +102,11 @@ def test_a_small_file_finds_its_contacts_by_probing_the_phone_index_not_by_readi
         stage = sql.stage_bucket("audience_ingest_stage_plan", 0)
         cursor.execute(f"INSERT INTO {stage} (line, bucket, phone) VALUES (2, 0, '+254700000001')")
         cursor.execute(sql.index_stage(stage))
-        params = {"extra_topics": [], "default": "opted_in"}
+        params = {"extra_topics": [], "default": "opted_in", **sql.ENUMS}
         with transaction.atomic():  # the planner settings are SET LOCAL
             cursor.execute("SET LOCAL enable_nestloop = off")  # as the bucket's transaction has it
             explain = "EXPLAIN " + sql.take_existing(stage, update_existing=True)
-            plan = "\n".join(row[0] for row in engine_module._run_with_nested_loops(cursor, explain, params))
+            plan = "\n".join(row[0] for row in buckets_module.run_with_nested_loops(cursor, explain, params))
         cursor.execute(sql.drop_stage("audience_ingest_stage_plan"))
     assert "Index Scan using audience_contact_phone_key" in plan
     assert "Seq Scan on audience_contact " not in plan
@@ -124,7 +125,7 @@ def test_the_upsert_finds_each_staged_row_through_the_stage_index(tmp_path, monk
     ingest(write(tmp_path, "first.csv", "phone,name\n" + "".join(f"{phone},old\n" for phone in phones)))
     plans: list[str] = []
     statements: list[str] = []
-    original = engine_module.Engine._upsert_bucket
+    original = buckets_module.BucketWriter._upsert_bucket
 
     class ExplainingCursor:
         def __init__(self, cursor):
@@ -146,9 +147,9 @@ def test_the_upsert_finds_each_staged_row_through_the_stage_index(tmp_path, monk
     def prepare_spy(self, cursor, stage, params, *flags):
         return original_prepare(self, ExplainingCursor(cursor), stage, params, *flags)
 
-    original_prepare = engine_module.Engine._prepare_bucket
-    monkeypatch.setattr(engine_module.Engine, "_upsert_bucket", spy)
-    monkeypatch.setattr(engine_module.Engine, "_prepare_bucket", prepare_spy)
+    original_prepare = buckets_module.BucketWriter._prepare_bucket
+    monkeypatch.setattr(buckets_module.BucketWriter, "_upsert_bucket", spy)
+    monkeypatch.setattr(buckets_module.BucketWriter, "_prepare_bucket", prepare_spy)
     # A suppressed phone in the file: marking it is the stage's first UPDATE.
     Suppression.objects.create(phone_hash=phone_hash(phones[7]), reason="erased", source="admin")
     changed = "".join(f"{phone},new\n" for phone in phones) + "+254712399999,brand new\n"

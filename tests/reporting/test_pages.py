@@ -18,6 +18,7 @@ from django.contrib.staticfiles import finders
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
+from audience.ingest import preview as ingest_preview
 from audience.ingest import services as ingest_services
 from audience.models import ImportSource
 from campaigns.models import CampaignRun
@@ -369,7 +370,7 @@ def test_the_import_page_offers_a_sample_csv_the_importer_accepts(staff_client, 
         options=ingest_services.import_options_clean(default_consent="opted_in"),
         actor="staff",
     )
-    preview = ingest_services.import_preview(job)
+    preview = ingest_preview.import_preview(job)
     assert preview.problems == [] and preview.counts["new"] == len(rows) == 3
 
 

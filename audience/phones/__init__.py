@@ -10,6 +10,8 @@ import phonenumbers
 import pycountry
 from django.conf import settings
 
+from audience.phones import shortcut
+
 CHANNEL_PREFIXES = ("whatsapp:", "sms:", "tel:")
 
 
@@ -36,17 +38,18 @@ def normalize_phone(raw: str | None, default_region: str | None = None) -> str:
     if raw is None:
         raise InvalidPhone(EMPTY)
     value = str(raw).strip()
-    lowered = value.lower()
-    for prefix in CHANNEL_PREFIXES:
-        if lowered.startswith(prefix):
-            value = value[len(prefix) :].strip()
-            break
+    if value[:1].isalpha():  # perhaps a channel prefix; the longest's length is lowered, not a whole cell
+        lowered = value[:9].lower()
+        for prefix in CHANNEL_PREFIXES:
+            if lowered.startswith(prefix):
+                value = value[len(prefix) :].strip()
+                break
     if not value:
         raise InvalidPhone(EMPTY)
     if value.startswith("00"):
         value = "+" + value[2:]
     if value.startswith("+"):
-        return _e164(value, None)
+        return shortcut.e164(value) or _e164(value, None)
     region = (settings.PHONE_DEFAULT_COUNTRY if default_region is None else default_region) or None
     try:
         return _e164(value, region)

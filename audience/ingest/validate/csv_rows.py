@@ -1,0 +1,99 @@
+"""The records of a CSV chunk as Rows, each cell placed by the role of its column."""
+
+from __future__ import annotations
+
+import csv
+import io
+import operator
+from collections.abc import Callable, Iterator
+
+from audience.ingest.readers import Chunk, Column, Layout
+from audience.ingest.validate.records import ROLES, VALUE_CUT, ChunkResult, Row, cut, decode_chunk
+from audience.ingest.validate.storable import NUL_REASON
+
+TOPICS = ROLES.index("topics")
+ENCODING_WARNING = "not valid UTF-8; read as Windows-1252 (save the file as 'CSV UTF-8' to be sure)"
+
+
+class CsvPlan:
+    """Where each role's cell is in a record, worked out once a chunk instead of once a row."""
+
+    def __init__(self, columns: tuple[Column, ...]):
+        self.width = max((column.index for column in columns), default=-1) + 1
+        self.headers = {  # by role, an attribute by its key
+            column.kind if column.kind != "attribute" else column.key: column.header for column in columns
+        }
+        index = {column.kind: column.index for column in columns if column.kind != "attribute"}
+        # Several topics columns are joined; one is read like any other role's.
+        self.topics = tuple(column.index for column in columns if column.kind == "topics")
+        if len(self.topics) > 1:
+            del index["topics"]
+        # A role the header lacks reads the None row() appends to each record (index -1).
+        self._values = operator.itemgetter(*(index.get(role, -1) for role in ROLES))
+        attributes = [column for column in columns if column.kind == "attribute"]
+        self.keys = tuple(column.key for column in attributes)
+        self._attributes = _getter([column.index for column in attributes])
+
+    def row(self, line: int, record: list) -> Row:
+        if len(record) < self.width:
+            record = record + [""] * (self.width - len(record))
+        record.append(None)
+        values = self._values(record)
+        if len(self.topics) > 1:
+            values = (*values[:TOPICS], "|".join([record[index] for index in self.topics]), *values[TOPICS + 1 :])
+        return Row(line, values, dict(zip(self.keys, self._attributes(record), strict=False)), self.headers)
+
+
+def _getter(indexes: list[int]) -> Callable[[list], tuple]:
+    """The cells at ``indexes`` of a record, as a tuple (itemgetter returns a bare cell for one index)."""
+    if len(indexes) == 1:
+        index = indexes[0]
+        return lambda record: (record[index],)
+    return operator.itemgetter(*indexes) if indexes else lambda record: ()
+
+
+def csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult) -> Iterator[Row]:
+    """The chunk's records as Rows; records that are no row (unreadable, a NUL, too many cells) are refused here."""
+    text, fallback = decode_chunk(chunk)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=layout.delimiter)
+    plan = CsvPlan(layout.columns)
+    nul = b"\x00" in chunk.data  # rare: only then is each record looked at for a NUL, which PostgreSQL refuses
+    header_at = {column.index: column.header for column in layout.columns} if nul else {}
+    consumed = 0
+    while True:
+        start = chunk.start_line + consumed
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            consumed = reader.line_num
+            result.refuse(start, "", f"not readable as CSV ({exc})")
+            continue
+        consumed = reader.line_num
+        if nul and any("\x00" in cell for cell in record):
+            if not "".join(record).replace("\x00", "").strip():
+                continue  # padding: a line of NULs is a blank line
+            index = next(index for index, cell in enumerate(record) if "\x00" in cell)
+            result.refuse(start, header_at.get(index, ""), NUL_REASON, cut(record[index]))
+            continue
+        if not record or (len(record) == 1 and not record[0].strip()):
+            continue
+        if len(record) > plan.width and any(cell.strip() for cell in record[plan.width :]):
+            reason = f"{len(record)} cells but the header has {plan.width} columns (a stray delimiter or quote?)"
+            result.refuse(start, "", reason, layout.delimiter.join(record)[:VALUE_CUT])
+            continue
+        row = plan.row(start, record)
+        if fallback and any(start <= line < chunk.start_line + consumed for line in fallback):
+            _warn_encoding(row, record, layout.columns, result)
+        yield row
+
+
+def _warn_encoding(row: Row, record: list[str], columns: tuple[Column, ...], result: ChunkResult) -> None:
+    column, value = "", ""
+    for candidate in columns:
+        if candidate.index < len(record) and not record[candidate.index].isascii():
+            column, value = candidate.header, record[candidate.index]
+            break
+    result.problems.append((row.line, column, "warning", ENCODING_WARNING, value[:VALUE_CUT]))
+    result.warnings += 1
