@@ -4,7 +4,8 @@
 
 It recreates its own database (``bench_cost``), fills it with N contacts (Kenyan, British and US
 numbers; one name in ten with a character outside GSM-7, so UCS-2), a price table for two of the
-three countries, and times the estimate of a personalised body (rendered per recipient) and of a
+three countries, and times the estimate of a personalised body (rendered per recipient, or a
+sample past COST_ESTIMATE_RENDER_MAX, then every body rendered for the sample's error) and of a
 fixed body (counted once, countries grouped). The baseline, measured in the same run, is the dry
 run's own count of the snapshot (``snapshot_summary``): the query every dry run already paid.
 """
@@ -85,6 +86,14 @@ def main(argv: list[str] | None = None) -> None:
         estimate = cost.snapshot_cost_estimate(campaign, snapshot.snapshot_query(campaign, now))
         figures[campaign.name] = (time.perf_counter() - started, estimate)
         print(f"{campaign.name}: {cost.cost_words(estimate)} in {figures[campaign.name][0]:.2f} s")
+    from django.test import override_settings
+
+    with override_settings(COST_ESTIMATE_RENDER_MAX=10 * args.contacts):
+        started = time.perf_counter()
+        exact = cost.snapshot_cost_estimate(campaigns[0], snapshot.snapshot_query(campaigns[0], now))
+        exact_seconds = time.perf_counter() - started
+    print(f"personal, every body rendered: {cost.cost_words(exact)} in {exact_seconds:.2f} s")
+    sampled_units = figures["personal"][1]["units"]
     print(
         json.dumps(
             {
@@ -92,7 +101,11 @@ def main(argv: list[str] | None = None) -> None:
                 "contacts": args.contacts,
                 "personal_seconds": round(figures["personal"][0], 3),
                 "fixed_seconds": round(figures["fixed"][0], 3),
-                "personal_units": figures["personal"][1]["units"],
+                "personal_rendered": figures["personal"][1]["rendered"],
+                "personal_units": sampled_units,
+                "personal_exact_seconds": round(exact_seconds, 3),
+                "personal_exact_units": exact["units"],
+                "sample_units_error": round(abs(sampled_units - exact["units"]) / exact["units"], 4),
                 "baseline_snapshot_count_seconds": round(baseline_seconds, 3),
                 "personal_vs_baseline": round(figures["personal"][0] / max(baseline_seconds, 1e-9), 1),
                 "fixed_vs_baseline": round(figures["fixed"][0] / max(baseline_seconds, 1e-9), 1),

@@ -61,7 +61,7 @@ def _estimate(template: MessageTemplate, channel: str, source: str, params: list
 
     Messages per country are counted exactly, grouping the numbers by their first digits in SQL. A
     body the same for everyone is counted once; a personalised body is rendered for each recipient,
-    or past COST_ESTIMATE_RENDER_MAX for an evenly spread sample (every k-th contact id), each
+    or past COST_ESTIMATE_RENDER_MAX for a sample spread by a hash of the contact id, each
     country's segments per message then taken from its sampled messages.
     """
     fixed, segmented = _units(template, channel)
@@ -75,7 +75,8 @@ def _estimate(template: MessageTemplate, channel: str, source: str, params: list
         by_country = {country: [count, count * fixed] for country, count in messages.items()}
         return _priced(channel, segmented, by_country, total)
     every = max(1, math.ceil(total / settings.COST_ESTIMATE_RENDER_MAX))
-    sampled = " AND c.id %% %s = 0" if every > 1 else ""
+    # hashint8 spreads the ids: a plain "id % k" would follow any period in the data (every 10th row alike).
+    sampled = " AND (hashint8(c.id) & 2147483647) %% %s = 0" if every > 1 else ""
     fallbacks = template.fallbacks or {}
     rendered: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # country -> [messages, segments]
     for row in _rows(f"SELECT {_columns('c')} {source}{sampled}", [*params, *([every] if every > 1 else [])]):

@@ -80,12 +80,14 @@ def test_attributes_count_in_the_rendered_length(campaign):
 
 
 def test_past_the_render_limit_a_spread_sample_gives_the_segments_and_messages_stay_exact(campaign, settings):
-    settings.COST_ESTIMATE_RENDER_MAX = 2  # four recipients: every second contact id is rendered
+    for n in range(40):
+        audience.contact_create(phone=f"+2547130001{n:02d}", name="Wanjiru")
+    settings.COST_ESTIMATE_RENDER_MAX = 4  # 44 recipients: about one in eleven is rendered
     estimate = services.campaign_dry_run(campaign)["cost"]
     messages = {row["country"]: row["messages"] for row in estimate["by_country"]}
-    assert messages == {"KE": 2, "GB": 1} and estimate["unpriced"]["messages"] == 1
-    assert estimate["rendered"] == 2 and estimate["messages"] == 4
-    assert "(segments from a sample of 2 rendered messages)" in cost.cost_words(estimate)
+    assert messages == {"KE": 42, "GB": 1} and estimate["unpriced"]["messages"] == 1
+    assert estimate["rendered"] < estimate["messages"] == 44
+    assert f"(segments from a sample of {estimate['rendered']} rendered messages)" in cost.cost_words(estimate)
     # A country no sampled contact belongs to takes the sample's average: no country is left at zero.
     assert all(row["units"] >= row["messages"] for row in estimate["by_country"])
 
