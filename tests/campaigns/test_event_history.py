@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from audience import services as audience
-from campaigns.admin_events import LATEST_ON_CONTACT, event_names
+from campaigns.admin.event_lists import LATEST_ON_CONTACT, event_names
 from campaigns.models import Event
 from tests.factories import UserFactory
 
@@ -177,7 +177,7 @@ def test_the_events_list_filters_by_name_from_an_index_skip_scan_and_searches_by
 
 
 def test_the_events_list_counts_at_most_the_cap(superuser_client, amina, monkeypatch):
-    import campaigns.admin_events as admin_events
+    import campaigns.admin.event_lists as admin_events
 
     monkeypatch.setattr(admin_events, "COUNT_CAP", 3)
     for n in range(5):
