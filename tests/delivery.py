@@ -11,8 +11,8 @@ from audience import services as audience
 from campaigns import pacing
 from campaigns.models import Campaign, CampaignRun, Recipient
 from campaigns.services import dispatcher
-from tests.fake_twilio import FakeTwilio
 from messaging.models import Message, MessageStatus, MessageTemplate, Sender
+from tests.fake_twilio import FakeTwilio
 
 SID = "AC" + "6d" * 16
 TOKEN = "delivery-test-token"

@@ -10,13 +10,13 @@ import pytest
 from campaigns import services
 from campaigns.models import CampaignRun
 from campaigns.services import dispatch, dispatcher, estimates
-from tests.fake_twilio.latency import Latency
 from messaging.models import Message
 from messaging.providers import SendRequest
 from messaging.providers.twilio.client import TwilioProvider
 from messaging.services import inflight, send_batch
 from tests import delivery
 from tests.delivery import assert_counts_match_recount, make_campaign
+from tests.fake_twilio.latency import Latency
 
 fake = delivery.fake  # the fake Twilio server fixture
 pytestmark = pytest.mark.django_db(transaction=True)

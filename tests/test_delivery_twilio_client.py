@@ -6,9 +6,9 @@ import threading
 import pytest
 from urllib3.exceptions import SSLError
 
-from tests.fake_twilio import FakeTwilio
 from messaging.providers import ErrorKind, ProviderError, SendRequest
 from messaging.providers.twilio.client import TwilioProvider
+from tests.fake_twilio import FakeTwilio
 
 SID = "AC" + "2e" * 16
 TOKEN = "client-test-token"

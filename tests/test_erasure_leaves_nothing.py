@@ -28,11 +28,11 @@ from audience.phones import phone_hash
 from audience.tasks import ingest_contacts
 from campaigns import services as campaigns
 from campaigns.models import Campaign
-from tests.fake_twilio import FakeTwilio
 from messaging.models import Message, MessageTemplate, Sender
 from messaging.services import send
 from tests import twilio_webhooks as tw
 from tests.delivery import drain
+from tests.fake_twilio import FakeTwilio
 from tests.fixtures.ingest.helpers import media_root, roles  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("roles", "media_root")]

@@ -14,11 +14,11 @@ from audience.models import ConsentStatus, Contact
 from config.celery import app as celery_app
 from config.logging import E164, ContextFilter, JsonFormatter, RedactFilter, context_get, log_context, logging_config
 from config.middleware import RequestIdMiddleware
-from tests.fake_twilio import FakeTwilio
 from messaging.models import Message, MessageStatus, Sender
 from messaging.services import send
 from tests import twilio_webhooks as tw
 from tests.factories import ContactFactory
+from tests.fake_twilio import FakeTwilio
 
 PHONE = "+254712345678"
 ANY_E164 = re.compile(r"\+\d{8,15}")

@@ -24,10 +24,10 @@ from audience.models import Contact
 from config.celery import app as celery_app
 from config.gunicorn_conf import RedactingLogger
 from config.logging import JsonFormatter
-from tests.fake_twilio import FakeTwilio
 from messaging.models import MessageStatus, Sender
 from messaging.services import send
 from tests import twilio_webhooks as tw
+from tests.fake_twilio import FakeTwilio
 from tests.fixtures.ingest.helpers import ingest, roles, write  # noqa: F401 - roles is a fixture
 
 PHONE = "+254722918364"

@@ -3,10 +3,10 @@ from urllib.parse import urlencode
 import pytest
 from django.test import Client as DjangoClient
 
-from tests.fake_twilio import FakeTwilio
 from messaging.models import Message, MessageStatus, MessageTemplate, Sender
 from messaging.services import send
 from tests.factories import ContactFactory
+from tests.fake_twilio import FakeTwilio
 
 pytestmark = pytest.mark.django_db
 

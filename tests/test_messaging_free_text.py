@@ -7,10 +7,10 @@ it only goes missing before the send. Sends go through the real twilio client to
 
 import pytest
 
-from tests.fake_twilio import FakeTwilio
 from messaging.models import Message, MessageStatus, MessageTemplate, Sender
 from messaging.services import send
 from tests.factories import ContactFactory
+from tests.fake_twilio import FakeTwilio
 
 pytestmark = pytest.mark.django_db
 

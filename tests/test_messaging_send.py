@@ -10,12 +10,12 @@ from django.utils import timezone
 from audience.models import ConsentEvent, ConsentSource, ConsentStatus
 from config import observe
 from config.celery import app as celery_app
-from tests.fake_twilio import FakeTwilio
 from messaging.models import Direction, Message, MessageEvent, MessageStatus, MessageTemplate, Sender
 from messaging.providers.simulated import Odds, reference_sid, simulated_step_run, status_plan
 from messaging.services import reconcile, send
 from messaging.services.status import status_event_record
 from tests.factories import ContactFactory
+from tests.fake_twilio import FakeTwilio
 
 pytestmark = pytest.mark.django_db
 
