@@ -11,6 +11,7 @@ from messaging.api import MessageSerializer
 from messaging.models import Message, MessageTemplate, Sender
 from messaging.services import send
 from tests.factories import ContactFactory
+from tests.fixtures.ingest.helpers import roles  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.django_db
 
@@ -43,6 +44,7 @@ def test_the_reused_serializer_masks_by_each_requests_user_and_shows_each_messag
 
 
 @pytest.mark.django_db(transaction=True)  # as in production: the request is in no transaction
+@pytest.mark.usefixtures("roles")  # a transactional test flushes the role groups
 def test_a_transactional_send_looks_its_key_up_once_and_inserts_without_begin_or_commit(
     staff_api, django_assert_num_queries
 ):
