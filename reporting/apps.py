@@ -8,10 +8,12 @@ class ReportingConfig(AppConfig):
         from audience import signals as audience_signals
         from campaigns.services import winner
         from messaging import signals as messaging_signals
-        from reporting import arms, counters
+        from reporting import arm_outcomes, arms, counters
 
         # The test-then-winner pick reads the arms' figures, which only reporting can read.
         winner.arm_figures_provider = arms.campaign_arms
+        # Each arm's clicks, conversions, revenue and cost, beside its funnel.
+        arms.arm_figure_source_add(arm_outcomes.arm_outcome_figures)
 
         # Counts move as statuses, replies and opt-outs come; the sweep catches changes made without a signal.
         messaging_signals.message_status_changed.connect(

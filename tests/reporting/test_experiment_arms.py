@@ -3,6 +3,7 @@
 import csv
 import datetime as dt
 import io
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
@@ -11,10 +12,10 @@ from audience.models import Contact
 from campaigns import services
 from campaigns.models import Recipient
 from campaigns.services import arms, dispatch
-from messaging.models import Direction, Message
+from messaging.models import Direction, Link, Message
 from reporting import counters
 from reporting.models import ArmCounter
-from tests.factories import CampaignFactory, ContactFactory, MessageTemplateFactory, VariantFactory
+from tests.factories import CampaignFactory, ContactFactory, ConversionFactory, MessageTemplateFactory, VariantFactory
 from tests.reporting.support import make_message
 
 pytestmark = pytest.mark.django_db
@@ -73,7 +74,7 @@ def test_arms_figures_match_a_hand_count(analyst_api, experiment):
     assert (by_label["=B"]["sent"], by_label["=B"]["delivered"], by_label["=B"]["replies"]) == (n_b, n_b // 2, 2)
     assert by_label["Control"]["sent"] == 0 and by_label["Control"]["control"] is True
     assert by_label["A"]["rates"]["replies"] == pytest.approx(10 / n_a)
-    assert by_label["A"]["rates"]["clicks"] is None  # not measured by anything registered here
+    assert by_label["A"]["rates"]["clicks"] == 0  # no tracked link was clicked
     # A against control on replies: 10/n_a vs 0/control, Newcombe's interval, said in words.
     versus = by_label["A"]["versus_control"]["replies"]
     assert versus["estimate"] == pytest.approx(10 / n_a)
@@ -83,7 +84,7 @@ def test_arms_figures_match_a_hand_count(analyst_api, experiment):
     assert by_label["=B"]["versus_best"]["replies"]["best"] == "A"
     assert by_label["=B"]["versus_best"]["replies"]["estimate"] == pytest.approx(2 / n_b - 10 / n_a)
     assert by_label["A"]["versus_best"]["replies"]["versus"] == "=B"
-    assert "clicks" not in by_label["A"]["versus_control"]
+    assert by_label["A"]["versus_control"]["clicks"]["significant"] is False
 
 
 def test_arm_counters_equal_a_recount(experiment):
@@ -175,3 +176,29 @@ def test_figures_from_another_source_become_columns_and_comparisons(analyst_api,
     assert revenue["estimate"] == pytest.approx(120 / n_a - 20 / control_size)
     assert revenue["low"] < revenue["estimate"] < revenue["high"]
     assert "revenue_sq" not in by_label["A"]
+
+
+def test_clicks_conversions_revenue_and_cost_per_arm_come_from_the_outcome_tables(analyst_api, experiment):
+    campaign, run, a, b, recipients = experiment
+    clickers, converters = recipients[a.pk][:6], recipients[a.pk][:3] + recipients[b.pk][:1]
+    expires = timezone.now() + dt.timedelta(days=30)
+    for recipient in clickers:  # two links each, one clicked twice: a recipient counts once
+        Link.objects.create(
+            message_id=recipient.message_id, position=0, url="https://shop.example/a", expires_at=expires, clicks=2
+        )
+        Link.objects.create(
+            message_id=recipient.message_id, position=1, url="https://shop.example/b", expires_at=expires
+        )
+    for recipient in converters:
+        ConversionFactory(run=run, campaign=campaign, recipient=recipient, message_id=recipient.message_id, value=10)
+    for recipient in recipients[b.pk]:
+        Message.objects.filter(pk=recipient.message_id).update(price=Decimal("-0.0500"), price_unit="USD")
+    by_label = {
+        arm["label"]: arm for arm in analyst_api.get(f"/api/v1/reporting/campaigns/{campaign.pk}/arms").json()["arms"]
+    }
+    assert (by_label["A"]["clicks"], by_label["=B"]["clicks"], by_label["Control"]["clicks"]) == (6, 0, 0)
+    assert (by_label["A"]["conversions"], by_label["=B"]["conversions"]) == (3, 1)
+    assert Decimal(by_label["A"]["revenue"]) == 30 and Decimal(by_label["=B"]["revenue"]) == 10
+    assert Decimal(by_label["=B"]["cost"]) == Decimal("0.05") * len(recipients[b.pk])
+    assert by_label["A"]["rates"]["clicks"] == pytest.approx(6 / len(recipients[a.pk]))
+    assert by_label["A"]["versus_control"]["clicks"]["estimate"] == pytest.approx(6 / len(recipients[a.pk]))
