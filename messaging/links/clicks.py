@@ -37,12 +37,16 @@ WITH inserted AS (
     RETURNING link_id, clicked_at
 ), counted AS (
     SELECT link_id, count(*) AS n, min(clicked_at) AS first_at FROM inserted GROUP BY link_id
+), locked AS MATERIALIZED (
+    SELECT l.id FROM messaging_link l WHERE l.id IN (SELECT link_id FROM counted) ORDER BY l.id FOR NO KEY UPDATE
 )
 UPDATE messaging_link l
 SET clicks = l.clicks + c.n, first_clicked_at = LEAST(l.first_clicked_at, c.first_at)
-FROM counted c WHERE l.id = c.link_id
+FROM counted c JOIN locked k ON k.id = c.link_id WHERE l.id = c.link_id
 RETURNING c.n
 """
+# Two drains at once may count clicks on the same links: the rows are locked in id order first,
+# so they wait for each other instead of deadlocking.
 
 
 def clicks_write(clicks: Iterable[tuple[uuid.UUID, int, int]]) -> int:

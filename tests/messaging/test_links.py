@@ -338,3 +338,38 @@ def test_erasing_a_contact_blanks_its_links_urls_and_the_code_stops_answering(cl
     link.refresh_from_db()
     assert (link.url, link.clicks) == ("", 2)
     assert client.get(f"/l/{_code(link)}").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_drains_running_at_once_count_every_click_once_without_deadlocking(monkeypatch):
+    import threading
+    import time
+    import uuid
+
+    from django.db import connection
+
+    links = [LinkFactory() for _ in range(20)]
+    redis = redis_client()
+    pipe = redis.pipeline(transaction=False)
+    for n in range(6000):  # each batch touches the twenty links in its own order
+        pipe.xadd(follow.STREAM, {"k": uuid.uuid4().bytes, "l": links[(n * 7) % 20].pk, "t": int(time.time() * 1000)})
+    pipe.execute()
+    monkeypatch.setattr("messaging.links.clicks.READ_COUNT", 150)
+    errors = []
+
+    def drain(n: int) -> None:
+        try:
+            clicks_drain(consumer=f"drain-{n}")
+        except Exception as exc:  # noqa: BLE001 - the test reports whatever a drain raised
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=drain, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(Link.objects.values_list("clicks", flat=True)) == [300] * 20
+    assert LinkClick.objects.count() == 6000
