@@ -1,7 +1,7 @@
 from django.urls import re_path
 
 from campaigns.api import CampaignViewSet, EventViewSet, SegmentViewSet
-from campaigns.api_history import ContactEventHistoryView
+from campaigns.api.history import ContactEventHistoryView
 from config.routers import OptionalSlashRouter
 
 router = OptionalSlashRouter()

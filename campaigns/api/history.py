@@ -10,7 +10,7 @@ from rest_framework.pagination import CursorPagination
 
 from audience.models import Contact
 from campaigns import selectors
-from campaigns.api import EventSerializer
+from campaigns.api.events import EventSerializer
 from campaigns.models import Event
 from config.api import UtcIsoDateTimeFilter
 
