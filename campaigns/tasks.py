@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, ScheduleType
 from campaigns.services import CampaignError, campaign_launch, dispatch, dispatcher, event_retention, events, upkeep
-from campaigns.services.lifecycle import cron_tick
+from campaigns.services.schedules import cron_tick
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 
 from campaigns.models import Campaign, CampaignKind, SkipReason
-from campaigns.services.lifecycle import campaign_dry_run
+from campaigns.services.dry_run import campaign_dry_run
 
 
 def campaign_variable_warning(campaign: Campaign) -> str | None:

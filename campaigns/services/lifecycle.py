@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 import zoneinfo
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django_celery_beat.models import ClockedSchedule, CrontabSchedule, PeriodicTask
+from django_celery_beat.models import PeriodicTask
 
 from audience.services import actor_name
 from campaigns.models import (
@@ -24,12 +23,11 @@ from campaigns.models import (
     ScheduleType,
     SkipReason,
 )
-from campaigns.services import arms, cost, dispatch, estimates
+from campaigns.services import arms, cost, dispatch
 from campaigns.services import events as triggers
 from campaigns.services import snapshot as snapshots
 from campaigns.services.attribution import goal_errors
-from config.privacy import phone_mask
-from messaging.services.sample_send import SampleSent, sample_message_send
+from campaigns.services.schedules import campaign_sync_schedule, crontab_fields
 
 # Which status may follow which. Anything else is refused.
 TRANSITIONS: dict[str, set[str]] = {
@@ -54,14 +52,13 @@ TRANSITIONS: dict[str, set[str]] = {
 }
 # A resend of unknown outcomes (staff) reopens a finished campaign: the only way out of completed.
 RESEND_TRANSITIONS: dict[str, set[str]] = {CampaignStatus.COMPLETED: {CampaignStatus.RUNNING}}
-LAUNCH_TASK = "campaigns.tasks.campaign_fire"
 
 
 class CampaignError(ValidationError):
     """A campaign action was refused; the message says why."""
 
 
-def _actor_name(actor) -> str:
+def audit_actor(actor) -> str:
     return actor_name(actor) or "system"
 
 
@@ -78,7 +75,7 @@ def _transition(campaign: Campaign, to: str, *, action: str, actor=None, detail:
         action=action,
         from_status=locked.status,
         to_status=to,
-        actor=_actor_name(actor),
+        actor=audit_actor(actor),
         detail=detail or {},
     )
     locked.status = to
@@ -99,7 +96,7 @@ def campaign_validate(campaign: Campaign) -> None:
         errors["send_at"] = ["choose when to send it: a campaign sent once needs a date and time (Send at)"]
     if campaign.schedule_type == ScheduleType.CRON:
         try:
-            _crontab_fields(campaign.cron)
+            crontab_fields(campaign.cron)
         except ValueError as exc:
             errors["cron"] = [str(exc)]
         try:
@@ -117,108 +114,6 @@ def campaign_validate(campaign: Campaign) -> None:
     errors.update(arms.experiment_errors(campaign))
     if errors:
         raise CampaignError(errors)
-
-
-def _crontab_fields(expression: str) -> dict[str, str]:
-    parts = expression.split()
-    if len(parts) != 5:
-        raise ValueError(f"{expression!r} must have five fields: minute hour day-of-month month day-of-week")
-    from celery.schedules import crontab
-
-    fields = dict(zip(("minute", "hour", "day_of_month", "month_of_year", "day_of_week"), parts, strict=True))
-    try:
-        crontab(**fields)
-    except ValueError as exc:
-        raise ValueError(f"{expression!r} is not a valid cron expression: {exc}") from None
-    return fields
-
-
-# A worker's clock may run a little behind beat's: a firing this close before a tick is that tick's.
-# Small against a minute, the shortest cron period: a firing 55 s late is still its own minute's.
-CRON_TICK_LEEWAY = dt.timedelta(seconds=5)
-
-
-def cron_tick(expression: str, timezone_name: str, now: dt.datetime) -> dt.datetime:
-    """The tick of the cron ``expression`` (in ``timezone_name``) that a firing at ``now`` belongs to.
-
-    The latest tick at or before ``now`` (plus CRON_TICK_LEEWAY), computed as celery-beat's crontab
-    does. A firing redelivered long after its tick (a worker died between the launch's commit and
-    the task's ack, and the broker gave the task out again) still names that tick, so it finds the
-    run already made instead of starting a second one.
-    """
-    from celery.schedules import crontab
-
-    schedule = crontab(**_crontab_fields(expression))
-    zone = zoneinfo.ZoneInfo(timezone_name or "UTC")
-    latest = now + CRON_TICK_LEEWAY
-
-    def following(moment: dt.datetime) -> dt.datetime:
-        start, delta, _ = schedule.remaining_delta(moment, tz=zone)
-        return start + delta
-
-    # Beat fires at the tick; a redelivery comes within the broker's visibility timeout (an hour).
-    for window in (dt.timedelta(hours=1), dt.timedelta(days=1), dt.timedelta(days=8), dt.timedelta(days=32)):
-        tick = following(latest - window)
-        if tick <= latest:
-            break
-    else:  # no tick in a month: not a firing of this schedule; the minute names it
-        return now.replace(second=0, microsecond=0)
-    for _ in range(1440):  # at most a tick a minute over a day's window
-        after = following(tick)
-        if not tick < after <= latest:
-            break
-        tick = after
-    return tick.astimezone(dt.UTC)
-
-
-def _periodic_task_name(campaign: Campaign) -> str:
-    return f"campaign:{campaign.pk}"
-
-
-def _wants_periodic_task(campaign: Campaign) -> bool:
-    if campaign.schedule_type == ScheduleType.CRON:
-        return campaign.status in (CampaignStatus.SCHEDULED, CampaignStatus.RUNNING, CampaignStatus.PAUSED)
-    if campaign.schedule_type == ScheduleType.ONCE:
-        # Paused before its time: keep the (disabled) task so resuming restores it.
-        return campaign.status == CampaignStatus.SCHEDULED or (
-            campaign.status == CampaignStatus.PAUSED and not campaign.runs.exists()
-        )
-    return False
-
-
-def campaign_sync_schedule(campaign: Campaign) -> PeriodicTask | None:
-    """Create, update or remove the campaign's PeriodicTask so beat matches the campaign.
-
-    Scheduled (and, for recurring campaigns, running) campaigns have an enabled task;
-    a paused one keeps it disabled; drafts and finished campaigns have none.
-    """
-    task = campaign.periodic_task
-    if not _wants_periodic_task(campaign):
-        if task is not None:
-            Campaign.objects.filter(pk=campaign.pk).update(periodic_task=None)
-            campaign.periodic_task = None
-            task.delete()
-        return None
-    schedule: dict = {"clocked": None, "crontab": None, "interval": None, "solar": None}
-    if campaign.schedule_type == ScheduleType.ONCE:
-        schedule["clocked"], _ = ClockedSchedule.objects.get_or_create(clocked_time=campaign.send_at)
-    else:
-        schedule["crontab"], _ = CrontabSchedule.objects.get_or_create(
-            **_crontab_fields(campaign.cron), timezone=zoneinfo.ZoneInfo(campaign.cron_timezone or "UTC")
-        )
-    defaults = {
-        **schedule,
-        "task": LAUNCH_TASK,
-        "kwargs": json.dumps({"campaign_id": campaign.pk}),
-        "one_off": campaign.schedule_type == ScheduleType.ONCE,
-        "enabled": campaign.status != CampaignStatus.PAUSED,
-        "description": f"Launches campaign {campaign.name!r} (managed by the campaign; edit the campaign, not this)",
-    }
-    task, _ = PeriodicTask.objects.update_or_create(name=_periodic_task_name(campaign), defaults=defaults)
-    if campaign.periodic_task_id != task.pk:
-        Campaign.objects.filter(pk=campaign.pk).update(periodic_task=task)
-        campaign.periodic_task = task
-    return task
 
 
 @transaction.atomic
@@ -250,90 +145,12 @@ def campaign_create(*, actor=None, **fields) -> Campaign:
     except IntegrityError:
         raise CampaignError({"name": [f"a campaign named {campaign.name!r} already exists"]}) from None
     CampaignAction.objects.create(
-        campaign=campaign, action="create", to_status=campaign.status, actor=_actor_name(actor)
+        campaign=campaign, action="create", to_status=campaign.status, actor=audit_actor(actor)
     )
     return campaign
 
 
 # What a duplicate takes over: the campaign's settings, not its state, schedule task or history.
-DUPLICATED_FIELDS = (
-    "kind",
-    "template",
-    "sender",
-    "segment",
-    "topic",
-    "mps",
-    "quiet_start",
-    "quiet_end",
-    "frequency_cap",
-    "frequency_window",
-    "validity",
-    "schedule_type",
-    "send_at",
-    "cron",
-    "cron_timezone",
-    "trigger_event",
-    "trigger_keyword",
-    "trigger_conditions",
-    "trigger_contact_rule",
-    "link_params",
-    "goal_event",
-    "goal_conditions",
-    "goal_window",
-    "goal_model",
-    "control_share",
-    "winner_test_share",
-    "winner_wait",
-    "winner_metric",
-    "winner_pick",
-)
-
-
-@transaction.atomic
-def campaign_duplicate(campaign: Campaign, *, actor=None) -> Campaign:
-    """A new draft with the campaign's settings, named "<name> (copy)" (or copy 2, 3, ...)."""
-    base = f"{campaign.name[:190]} (copy"
-    taken = set(Campaign.objects.filter(name__startswith=base).values_list("name", flat=True))
-    name = next(
-        candidate
-        for candidate in (f"{base})", *(f"{base} {n})" for n in range(2, len(taken) + 3)))
-        if candidate not in taken
-    )
-    fields = {field: getattr(campaign, field) for field in DUPLICATED_FIELDS}
-    if fields["schedule_type"] == ScheduleType.ONCE and fields["send_at"] and fields["send_at"] <= timezone.now():
-        fields.update(schedule_type=ScheduleType.NOW, send_at=None)  # its moment has passed: staff choose again
-    duplicate = Campaign(name=name, status=CampaignStatus.DRAFT, **fields)
-    if actor is not None and not isinstance(actor, str):
-        duplicate.created_by = actor
-    duplicate.save()
-    for variant in campaign.variants.all():  # the experiment's arms come along, as new variants
-        variant.pk, variant.campaign = None, duplicate
-        variant.save()
-    CampaignAction.objects.create(
-        campaign=duplicate,
-        action="create",
-        to_status=duplicate.status,
-        actor=_actor_name(actor),
-        detail={"duplicate_of": campaign.pk},
-    )
-    return duplicate
-
-
-def campaign_test_send(campaign: Campaign, *, contact, to: str, actor=None) -> SampleSent:
-    """Send what ``contact`` would get from this campaign to the number ``to``, marked as a test on the
-    campaign's actions and counted nowhere else. Raises ValidationError naming the field."""
-    sent = sample_message_send(template=campaign.template, contact=contact, sender=campaign.sender, to=to)
-    CampaignAction.objects.create(
-        campaign=campaign,
-        action="test_send",
-        from_status=campaign.status,
-        to_status=campaign.status,
-        actor=_actor_name(actor),
-        detail={"contact": contact.pk, "to": phone_mask(sent.to), "sid": sent.provider_sid},
-    )
-    return sent
-
-
 @transaction.atomic
 def campaign_delete(campaign: Campaign) -> None:
     """Delete a draft or cancelled campaign with its PeriodicTask."""
@@ -360,7 +177,7 @@ def campaign_update(campaign: Campaign, *, actor=None, **fields) -> Campaign:
         action="edit",
         from_status=locked.status,
         to_status=locked.status,
-        actor=_actor_name(actor),
+        actor=audit_actor(actor),
         detail={"fields": sorted(fields)},
     )
     campaign_sync_schedule(locked)
@@ -428,7 +245,7 @@ def campaign_launch(
                 action="launch",
                 from_status=CampaignStatus.RUNNING,
                 to_status=CampaignStatus.RUNNING,
-                actor=_actor_name(actor),
+                actor=audit_actor(actor),
                 detail={"run": run.pk},
             )
         if run.pending == 0 and run.held == 0:
@@ -574,54 +391,9 @@ def run_reopen(run: CampaignRun, *, actor=None, detail: dict | None = None) -> C
             action="resend",
             from_status=campaign.status,
             to_status=campaign.status,
-            actor=_actor_name(actor),
+            actor=audit_actor(actor),
             detail=detail,
         )
     if run.status == RunStatus.RUNNING:
         dispatch.dispatch_start(run.pk)  # after commit
     return run
-
-
-def campaign_dry_run(
-    campaign: Campaign, *, now: dt.datetime | None = None, samples: int = 5, with_cost: bool = True
-) -> dict:
-    """What a launch at ``now`` would snapshot, without writing anything (``with_cost``: and its cost)."""
-    from audience.models import Contact
-    from messaging.services.templates import template_preview
-
-    now = now or timezone.now()
-    campaign_validate(campaign)
-    began = time.monotonic()
-    snapshot = snapshots.snapshot_query(campaign, now)
-    rows = snapshots.snapshot_summary(snapshot)
-    snapshot_seconds = time.monotonic() - began  # about what the launch's snapshot will take
-    by_state: dict[str, int] = {}
-    excluded: dict[str, int] = {}
-    held_until = None
-    for state, reason, count, _first, last in rows:
-        by_state[state] = by_state.get(state, 0) + count
-        if state == RecipientState.SKIPPED:
-            excluded[reason] = excluded.get(reason, 0) + count
-        if state == RecipientState.HELD and last is not None:
-            held_until = last if held_until is None else max(held_until, last)
-    mps = campaign.mps or campaign.sender.effective_mps
-    to_send = by_state.get(RecipientState.PENDING, 0) + by_state.get(RecipientState.HELD, 0)
-    sample_ids = snapshots.snapshot_sample(snapshot, samples) if samples else []
-    contacts = Contact.objects.in_bulk(sample_ids)
-    rendered = []
-    for contact_id in sample_ids:
-        preview = template_preview(campaign.template, contact=contacts[contact_id])
-        rendered.append({"contact": contact_id, "phone": contacts[contact_id].phone, **preview})
-    return {
-        "at": now.isoformat(),
-        "audience": sum(by_state.values()),
-        "to_send": to_send,
-        "pending": by_state.get(RecipientState.PENDING, 0),
-        "held": by_state.get(RecipientState.HELD, 0),
-        "held_until": held_until.isoformat() if held_until else None,
-        "excluded": excluded,
-        "mps": mps,
-        "estimated_seconds": round(snapshot_seconds + estimates.duration_estimate(to_send, mps, campaign.sender_id), 1),
-        "cost": cost.snapshot_cost_estimate(campaign, snapshot) if with_cost else None,
-        "samples": rendered,
-    }

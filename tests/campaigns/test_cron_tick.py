@@ -8,7 +8,7 @@ from django.utils import timezone
 from audience import services as audience
 from campaigns import services
 from campaigns.models import CampaignRun
-from campaigns.services.lifecycle import cron_tick
+from campaigns.services.schedules import cron_tick
 from campaigns.tasks import campaign_fire
 from tests.factories import CampaignFactory
 
