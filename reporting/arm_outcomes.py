@@ -1,36 +1,44 @@
-"""Clicks, conversions, revenue and cost per experiment arm: the figures the outcome tables hold.
+"""Clicks, conversions, revenue and cost per experiment arm, read without a scan of the recipients.
 
-A source for ``reporting.arms`` (registered in ``ReportingConfig.ready``). Clicks and
-conversions count recipients (who clicked a tracked link of their message, who converted), so
-they compare as rates; revenue comes with the sum of its squares for the per-recipient interval;
-cost is what the provider charged, in the price unit of the campaign's messages.
+A source for ``reporting.arms`` (registered in ``ReportingConfig.ready``). Cost comes from the
+arm counters (kept with the message counters); clicks from the click rows, few beside the
+recipients; conversions from the conversion rows of the runs. Clicks and conversions count
+recipients (who clicked a tracked link of their message, who converted), so they compare as rates;
+revenue comes with the sum of its squares for the per-recipient interval.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 from django.db import connection
+from django.db.models import Sum
 
+from campaigns.models import CampaignRun
+from campaigns.services.arms import WAITING
 from reporting.arms import ArmKey
+from reporting.models import ArmCounter
 
-ARM_OUTCOMES_SQL = """
-    SELECT r.arm, r.rollout,
-           count(*) FILTER (WHERE clicked.any) AS clicks,
-           count(*) FILTER (WHERE converted.n > 0) AS conversions,
-           sum(converted.value) AS revenue,
-           sum(converted.value * converted.value) AS revenue_sq,
-           sum(abs(m.price)) AS cost
-    FROM campaigns_recipient r
-    LEFT JOIN messaging_message m ON m.id = r.message_id
-    LEFT JOIN LATERAL (
-        SELECT true AS any FROM messaging_link l WHERE l.message_id = r.message_id AND l.clicks > 0 LIMIT 1
-    ) clicked ON true
-    LEFT JOIN LATERAL (
-        SELECT count(*) AS n, COALESCE(sum(c.value), 0) AS value
-        FROM campaigns_conversion c WHERE c.recipient_id = r.id
-    ) converted ON true
+CLICKERS_SQL = """
+    SELECT r.arm, r.rollout, count(DISTINCT r.id)
+    FROM messaging_linkclick c
+    JOIN messaging_link l ON l.id = c.link_id
+    JOIN campaigns_recipient r ON r.message_id = l.message_id
     WHERE r.run_id = ANY(%(runs)s) AND r.arm IS NOT NULL
+    GROUP BY r.arm, r.rollout
+"""
+
+CONVERTERS_SQL = """
+    SELECT r.arm, r.rollout, count(*), sum(per.value), sum(per.value * per.value)
+    FROM (
+        SELECT c.recipient_id, COALESCE(sum(c.value), 0) AS value
+        FROM campaigns_conversion c
+        WHERE c.run_id = ANY(%(runs)s) AND c.recipient_id IS NOT NULL
+        GROUP BY c.recipient_id
+    ) per
+    JOIN campaigns_recipient r ON r.id = per.recipient_id
+    WHERE r.arm IS NOT NULL
     GROUP BY r.arm, r.rollout
 """
 
@@ -38,16 +46,21 @@ ARM_OUTCOMES_SQL = """
 def arm_outcome_figures(run_ids: list[int]) -> dict[ArmKey, dict[str, Any]]:
     if not run_ids:
         return {}
+    figures: dict[ArmKey, dict[str, Any]] = defaultdict(
+        lambda: {"clicks": 0, "conversions": 0, "revenue": 0, "revenue_sq": 0, "cost": 0}
+    )
+    for sizes in CampaignRun.objects.filter(pk__in=run_ids).values_list("arm_sizes", flat=True):
+        for key in sizes or {}:  # every arm a run has gets figures, zero until something happens
+            if key != WAITING:
+                figures[(int(key.removeprefix("rollout:")), key.startswith("rollout:"))]
+    costs = ArmCounter.objects.filter(run_id__in=run_ids).values_list("arm", "rollout").annotate(cost=Sum("cost"))
+    for arm, rollout, cost in costs:
+        figures[(arm, rollout)]["cost"] = cost
     with connection.cursor() as cursor:
-        cursor.execute(ARM_OUTCOMES_SQL, {"runs": list(run_ids)})
-        rows = cursor.fetchall()
-    return {
-        (arm, rollout): {
-            "clicks": clicks,
-            "conversions": conversions,
-            "revenue": revenue,
-            "revenue_sq": revenue_sq,
-            "cost": cost,
-        }
-        for arm, rollout, clicks, conversions, revenue, revenue_sq, cost in rows
-    }
+        cursor.execute(CLICKERS_SQL, {"runs": list(run_ids)})
+        for arm, rollout, clickers in cursor.fetchall():
+            figures[(arm, rollout)]["clicks"] = clickers
+        cursor.execute(CONVERTERS_SQL, {"runs": list(run_ids)})
+        for arm, rollout, converters, revenue, revenue_sq in cursor.fetchall():
+            figures[(arm, rollout)].update(conversions=converters, revenue=revenue, revenue_sq=revenue_sq)
+    return dict(figures)

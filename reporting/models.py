@@ -157,6 +157,8 @@ class ArmCounter(models.Model):
     repliers = models.BigIntegerField(default=0)
     replies = models.BigIntegerField(default=0)
     opt_outs_72h = models.BigIntegerField(default=0)
+    # What the provider charged for the arm's messages (prices kept positive, in the messages' unit).
+    cost = models.DecimalField(max_digits=16, decimal_places=5, default=0, db_default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run_id", "arm", "rollout"], name="armcounter_once")]

@@ -38,33 +38,30 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from functools import cache
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import transaction
 from django.utils import timezone
-from psycopg.types.json import Jsonb
 
 from audience.models import ConsentStatus
 from config import sql
 from messaging.links.rewrite import links_save
-from messaging.models import Direction, Message, MessageStatus, MessageTemplate, ProviderCallback, Sender
+from messaging.models import Message, MessageStatus, MessageTemplate, ProviderCallback, Sender
 from messaging.providers import (
     ErrorKind,
     ProviderError,
-    SendResult,
     get_provider,
     provider_name_for,
 )
 from messaging.services import inflight, send
-from messaging.services.send_outcomes import STALE_SENDING_AFTER, answer_verdict, error_effects, error_verdict
-from messaging.services.status import STAMP_COLUMNS, status_callbacks_apply_pending
+from messaging.services.send_outcomes import STALE_SENDING_AFTER
+from messaging.services.send_rows import Outcome, claim, claimed_in_memory, row_for, row_skipped, rows_write, unclaim
+from messaging.services.status import status_callbacks_apply_pending
 from messaging.signals import message_statuses_changed
 
 logger = logging.getLogger(__name__)
+
 
 RECHECK_EVERY = 0.1  # seconds between consent re-reads of a batch's unsent contacts
 CLAIM_SLICE = 200  # messages claimed at once, as the hand-over reaches them
@@ -101,16 +98,6 @@ class BatchResult:
     unsent: list[int] = field(default_factory=list)  # claimed here, never handed over: pending again
 
 
-@dataclass
-class _Outcome:
-    message: Message
-    started: float = 0.0  # epoch seconds the request left
-    answered: float = 0.0
-    result: SendResult | None = None
-    error: ProviderError | None = None
-    skip: str = ""  # not sent: the reason (the contact opted out mid-batch)
-
-
 class SendPipeline:
     """Batches of one sender's messages through the sender threads, answers recorded as they come.
 
@@ -132,7 +119,7 @@ class SendPipeline:
         self.sender_id = sender_id
         self._cond = threading.Condition()
         self._in_flight = 0
-        self._done: list[_Outcome] = []
+        self._done: list[Outcome] = []
         self._flushed_at = time.monotonic()
         self._flush_cost = 0.01  # seconds a write of answers takes (a moving mean)
         self._published_at = 0.0
@@ -182,20 +169,20 @@ class SendPipeline:
         # Past half the reaper's patience the claims are no longer trusted to be this slice's: the
         # messaging reaper may be asking the provider about them (and send them again if not found).
         claim_trusted_until = time.monotonic() + CLAIM_SEND_WINDOW
-        claimed = _claim([message for message, _ in verdicts], now)
+        claimed = claim([message for message, _ in verdicts], now)
         claimed_any.update(claimed)
         ready, refused = [], []
         for message, reason in verdicts:
             if message.pk in claimed:  # another batch may have claimed it since it was read
-                _claimed_in_memory(message, now, claimed[message.pk])
+                claimed_in_memory(message, now, claimed[message.pk])
                 if reason:
-                    refused.append(_Outcome(message, skip=reason))
+                    refused.append(Outcome(message, skip=reason))
                 else:
                     ready.append(message)
         if refused:
             self._flush(refused)
         unsent = self._hand_over(ready, pace, lambda: time.monotonic() < claim_trusted_until and keep_going())
-        _unclaim([message.pk for message in unsent], now)
+        unclaim([message.pk for message in unsent], now)
         return [message.pk for message in unsent] if unsent else None
 
     def _reread_others(self, message_ids: Sequence[int], claimed: set[int], skip: Sequence[int] = ()) -> None:
@@ -231,10 +218,10 @@ class SendPipeline:
                 self._slot_return()
                 return messages[index:]
             if consent.opted_out(message.contact_id):
-                self._finished(_Outcome(message, skip=send.SKIP_OPTED_OUT))
+                self._finished(Outcome(message, skip=send.SKIP_OPTED_OUT))
                 continue
             consent.sent(message.contact_id)
-            outcome = _Outcome(message)
+            outcome = Outcome(message)
             name = provider_name_for(message.sender.provider)
             request = send.send_request_for(message)
             started = token if callable(token) else None
@@ -269,13 +256,13 @@ class SendPipeline:
             self._in_flight -= 1
             self._cond.notify_all()
 
-    def _call_and_finish(self, outcome: _Outcome, name: str, request, started) -> None:
+    def _call_and_finish(self, outcome: Outcome, name: str, request, started) -> None:
         try:
             _call(outcome, name, request, started)
         finally:
             self._finished(outcome)
 
-    def _finished(self, outcome: _Outcome) -> None:
+    def _finished(self, outcome: Outcome) -> None:
         with self._cond:
             self._in_flight -= 1
             self._done.append(outcome)
@@ -297,21 +284,21 @@ class SendPipeline:
             batch, self._done = self._done, []
         self._flush(batch)
 
-    def _flush(self, outcomes: list[_Outcome], reread: Sequence[int] = ()) -> None:
+    def _flush(self, outcomes: list[Outcome], reread: Sequence[int] = ()) -> None:
         began = self._flushed_at = time.monotonic()
         try:
             self._record(outcomes, reread)
         finally:
             self._flush_cost += 0.2 * (time.monotonic() - began - self._flush_cost)
 
-    def _record(self, outcomes: list[_Outcome], reread: Sequence[int]) -> None:
+    def _record(self, outcomes: list[Outcome], reread: Sequence[int]) -> None:
         rows = []
         for outcome in outcomes:
             self._learn(outcome)
-            row = _row_skipped(outcome.message, outcome.skip) if outcome.skip else _row_for(outcome)
+            row = row_skipped(outcome.message, outcome.skip) if outcome.skip else row_for(outcome)
             if row is not None:
                 rows.append(row)
-        moved = _rows_write(rows)
+        moved = rows_write(rows)
         messages = {outcome.message.pk: outcome.message for outcome in outcomes}
         # Moved by someone else meanwhile (the reaper, a callback) or not this batch's: as stored.
         again = [pk for pk in messages if pk not in moved and messages[pk].status != MessageStatus.SENDING]
@@ -323,7 +310,7 @@ class SendPipeline:
         if self.on_recorded is not None and messages:
             self.on_recorded(list(messages.values()))
 
-    def _learn(self, outcome: _Outcome) -> None:
+    def _learn(self, outcome: Outcome) -> None:
         """The in-flight cap follows the provider: its latency, and its refusals for concurrency."""
         if self.limit is None or outcome.skip:
             return
@@ -381,63 +368,7 @@ def _with_senders_and_templates(messages) -> list[Message]:
 # --- Claim and intent ----------------------------------------------------------------------
 
 
-_CLAIM_COLUMNS = [
-    ("id", "bigint"),
-    ("body", "text"),
-    ("content_sid", "varchar"),
-    ("content_variables", "jsonb"),
-    ("segments", "smallint"),
-    ("encoding", "varchar"),
-    ("to_address", "varchar"),
-    ("from_address", "varchar"),
-]
-
-
-def _claim(messages: list[Message], now: datetime) -> dict[int, int]:
-    """Claim the messages still pending and due, and save what will be sent, in one conditional UPDATE.
-
-    What will be sent is saved with the claim, before any provider call: reconciliation
-    matches on it. Returns {message id: attempts} for the messages this call claimed.
-    """
-    rows = [
-        (
-            m.pk,
-            m.body,
-            m.content_sid,
-            Jsonb(m.content_variables or {}),
-            m.segments,
-            m.encoding,
-            m.to_address,
-            m.from_address,
-        )
-        for m in messages
-    ]
-    sets = ", ".join(f"{name} = v.{name}" for name, _ in _CLAIM_COLUMNS[1:])
-    claimed = sql.values_update(
-        "messaging_message AS m",
-        _CLAIM_COLUMNS,
-        rows,
-        f"status = %s, claimed_at = %s, sending_at = %s, attempts = m.attempts + 1, next_attempt_at = NULL, "
-        f"updated_at = %s, {sets}",
-        "WHERE m.id = v.id AND m.status = %s AND m.direction = %s "
-        "AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= %s) RETURNING m.id, m.attempts",
-        set_params=[MessageStatus.SENDING.value, now, now, now],
-        tail_params=[MessageStatus.PENDING.value, Direction.OUTBOUND.value, now + timedelta(seconds=1)],
-    )
-    return dict(claimed)
-
-
-def _claimed_in_memory(message: Message, now: datetime, attempts: int) -> None:
-    message.status = MessageStatus.SENDING
-    message.claimed_at = message.sending_at = message.updated_at = now
-    message.attempts = attempts
-    message.next_attempt_at = None
-
-
-# --- Sending -------------------------------------------------------------------------------
-
-
-def _call(outcome: _Outcome, provider_name: str, request, sent: Callable[[], None] | None) -> None:
+def _call(outcome: Outcome, provider_name: str, request, sent: Callable[[], None] | None) -> None:
     """One provider call; ``sent`` (the pacing's mark) runs once the request has been written."""
     provider = get_provider(provider_name)
     outcome.started = time.time()
@@ -474,125 +405,6 @@ class _ConsentWatch:
 
 
 # --- Outcomes ------------------------------------------------------------------------------
-
-_COLUMNS = [
-    ("id", "bigint"),
-    ("status", "varchar"),
-    ("sid", "varchar"),
-    ("error_code", "varchar"),
-    ("error_message", "varchar"),
-    ("next_at", "timestamptz"),
-    ("segments", "smallint"),
-    ("price", "numeric"),
-    ("price_unit", "varchar"),
-    ("skip_reason", "varchar"),
-    ("started", "timestamptz"),
-    ("at", "timestamptz"),
-]
-
-
-def _row(message: Message, status: str, at: datetime, **fields: Any) -> tuple:
-    values = {"status": str(status), "at": at, **fields}
-    for name, value in values.items():
-        if name not in ("sid", "next_at", "started", "at") and value is not None:
-            setattr(message, name, value)
-    message.status = str(status)
-    if values.get("sid"):
-        message.provider_sid = values["sid"]
-    message.next_attempt_at = values.get("next_at")
-    return tuple(values.get(name, "" if kind == "varchar" else None) for name, kind in _COLUMNS[1:])
-
-
-def _row_skipped(message: Message, reason: str) -> tuple:
-    return (message.pk, *_row(message, MessageStatus.SKIPPED, timezone.now(), skip_reason=reason[:255]))
-
-
-def _epoch(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
-
-
-def _row_for(outcome: _Outcome) -> tuple | None:
-    """The row that records a provider call's outcome; None when it is written elsewhere (unknown outcome)."""
-    message, exc = outcome.message, outcome.error
-    started, at = _epoch(outcome.started), _epoch(outcome.answered)
-    if outcome.result is not None:
-        result = outcome.result
-        verdict = answer_verdict(result)
-        fields = {
-            "sid": result.provider_sid,
-            "segments": result.segments,
-            "price": result.price,
-            "price_unit": result.price_unit if result.price is not None else "",
-            "error_message": verdict.fields["error_message"],
-            "started": started,
-        }
-        return (message.pk, *_row(message, verdict.status, at, **fields))
-    assert exc is not None
-    verdict = error_verdict(message, exc)
-    error_effects(message, exc, verdict)
-    if verdict.unknown:  # stays `sending`; the reconciler asks the provider
-        return None
-    if verdict.retry_in is not None:
-        if message.source_type_id is None:  # campaign messages are re-sent, paced, by their dispatcher
-            send.message_enqueue(message.pk, countdown=verdict.retry_in)
-        fields = {**verdict.fields, "next_at": at + timedelta(seconds=verdict.retry_in)}
-        return (message.pk, *_row(message, verdict.status, at, started=started, **fields))
-    return (message.pk, *_row(message, verdict.status, at, **verdict.fields, started=started))
-
-
-@cache
-def _stamps_sql() -> str:
-    """One SET item per timestamp column: the row's time when its status names or implies it (earliest kept)."""
-    by_column: dict[str, list[str]] = {}
-    for status, columns in {**STAMP_COLUMNS, MessageStatus.SKIPPED: ("skipped_at",)}.items():
-        for column in columns:
-            by_column.setdefault(column, []).append(f"'{status}'")
-    return ", ".join(
-        f"{column} = CASE WHEN v.status IN ({', '.join(statuses)}) THEN LEAST(m.{column}, v.at) ELSE m.{column} END"
-        for column, statuses in by_column.items()
-        if column != "sending_at"
-    )
-
-
-def _rows_write(rows: list[tuple]) -> set[int]:
-    """Write the outcomes of messages still in `sending` in one statement; returns the ids that moved."""
-    if not rows:
-        return set()
-    sets = f"""
-        status = v.status, provider_sid = COALESCE(NULLIF(v.sid, ''), m.provider_sid),
-            error_code = v.error_code, error_message = v.error_message, next_attempt_at = v.next_at,
-            segments = COALESCE(v.segments, m.segments), price = COALESCE(v.price, m.price),
-            price_unit = CASE WHEN v.price IS NULL THEN m.price_unit ELSE v.price_unit END,
-            skip_reason = CASE WHEN v.skip_reason <> '' THEN v.skip_reason ELSE m.skip_reason END,
-            sending_at = COALESCE(v.started, m.sending_at), updated_at = v.at, {_stamps_sql()}
-    """
-    tail = "WHERE m.id = v.id AND m.status = 'sending' RETURNING m.id"
-    try:
-        with transaction.atomic():
-            return {row[0] for row in sql.values_update("messaging_message AS m", _COLUMNS, rows, sets, tail)}
-    except IntegrityError:  # a provider sid already on another row: write one by one, flag the clash
-        moved: set[int] = set()
-        for row in rows:
-            try:
-                with transaction.atomic():
-                    moved |= {r[0] for r in sql.values_update("messaging_message AS m", _COLUMNS, [row], sets, tail)}
-            except IntegrityError:
-                logger.error("provider sid %s already recorded; message %s needs review", row[2], row[0])
-                dup = (row[0], MessageStatus.FAILED.value, "", "duplicate", "provider sid reused", *row[5:])
-                sql.values_update("messaging_message AS m", _COLUMNS, [dup], sets, tail)  # re-read by the caller
-        return moved
-
-
-def _unclaim(message_ids: list[int], claimed_at: datetime) -> None:
-    """Claimed but never handed to the provider (stopped): pending again, the attempt not counted.
-
-    Only this batch's claims (``claimed_at``): a batch held up past the reaper's patience may find
-    its messages reconciled and claimed again by another batch, whose send may be in flight.
-    """
-    if message_ids:
-        Message.objects.filter(
-            pk__in=message_ids, status=MessageStatus.SENDING, provider_sid__isnull=True, claimed_at=claimed_at
-        ).update(status=MessageStatus.PENDING, attempts=F("attempts") - 1, claimed_at=None, updated_at=timezone.now())
 
 
 def _early_callbacks_apply(messages: list[Message]) -> None:

@@ -3,6 +3,7 @@
 import csv
 import datetime as dt
 import io
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -12,7 +13,7 @@ from audience.models import Contact
 from campaigns import services
 from campaigns.models import Recipient
 from campaigns.services import arms, dispatch
-from messaging.models import Direction, Link, Message
+from messaging.models import Direction, Link, LinkClick, Message
 from reporting import counters
 from reporting.models import ArmCounter
 from tests.factories import CampaignFactory, ContactFactory, ConversionFactory, MessageTemplateFactory, VariantFactory
@@ -183,16 +184,19 @@ def test_clicks_conversions_revenue_and_cost_per_arm_come_from_the_outcome_table
     clickers, converters = recipients[a.pk][:6], recipients[a.pk][:3] + recipients[b.pk][:1]
     expires = timezone.now() + dt.timedelta(days=30)
     for recipient in clickers:  # two links each, one clicked twice: a recipient counts once
-        Link.objects.create(
+        clicked = Link.objects.create(
             message_id=recipient.message_id, position=0, url="https://shop.example/a", expires_at=expires, clicks=2
         )
         Link.objects.create(
             message_id=recipient.message_id, position=1, url="https://shop.example/b", expires_at=expires
         )
+        for _ in range(2):
+            LinkClick.objects.create(link=clicked, key=uuid.uuid4(), clicked_at=timezone.now())
     for recipient in converters:
         ConversionFactory(run=run, campaign=campaign, recipient=recipient, message_id=recipient.message_id, value=10)
     for recipient in recipients[b.pk]:
         Message.objects.filter(pk=recipient.message_id).update(price=Decimal("-0.0500"), price_unit="USD")
+    counters.counters_sync([recipient.message_id for recipient in recipients[b.pk]])  # as a fetched price does
     by_label = {
         arm["label"]: arm for arm in analyst_api.get(f"/api/v1/reporting/campaigns/{campaign.pk}/arms").json()["arms"]
     }
