@@ -44,7 +44,7 @@ def conversions_by_run(run_ids: list[int]) -> dict[int, dict[str, Any]]:
     """{run id: {"count": n, "revenue": {currency: amount}}}."""
     found: dict[int, dict[str, Any]] = defaultdict(lambda: {"count": 0, "revenue": defaultdict(Decimal)})
     rows = (
-        Conversion.objects.filter(run_id__in=run_ids)
+        Conversion.objects.filter(run_id__in=run_ids, message__isnull=False)  # the control group's are the arms'
         .values("run_id", "currency")
         .annotate(n=Count("id"), value=Sum("value"))
         .order_by()

@@ -30,7 +30,8 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from campaigns.models import AttributionModel, Campaign, Recipient
+from campaigns.models import AttributionModel, Campaign, Recipient, SkipReason
+from campaigns.services.arms import CONTROL_ARM
 from campaigns.services.events import conditions_clean, conditions_hold
 
 ATTRIBUTION_LOOKBACK = timedelta(hours=24)
@@ -69,7 +70,14 @@ CROSS JOIN LATERAL (
         JOIN messaging_linkclick k ON k.link_id = l.id
         WHERE p.model = 'last_click' AND r.contact_id = p.contact_id
           AND k.clicked_at BETWEEN p.at - make_interval(secs => p.window_s) AND p.at
-    ) touches ORDER BY at DESC, message_id DESC LIMIT 1
+        UNION ALL
+        -- The control group gets nothing but is measured: held out at the snapshot, under either model.
+        SELECT r.id, r.run_id, NULL::bigint, r.created_at
+        FROM campaigns_recipient r
+        JOIN campaigns_campaignrun cr ON cr.id = r.run_id AND cr.campaign_id = p.campaign_id
+        WHERE r.contact_id = p.contact_id AND r.arm = %(control_arm)s AND r.reason = %(control_reason)s
+          AND r.created_at BETWEEN p.at - make_interval(secs => p.window_s) AND p.at
+    ) touches ORDER BY at DESC, message_id DESC NULLS LAST LIMIT 1
 ) t
 """
 
@@ -80,7 +88,7 @@ class Touch:
     model: str
     recipient_id: int
     run_id: int
-    message_id: int
+    message_id: int | None  # None: a control-group recipient, measured without a message
     at: datetime
 
 
@@ -142,6 +150,8 @@ def touch_latest(pairs: list[tuple[int, int, datetime, timedelta, str]]) -> dict
         "ats": [pair[2] for pair in pairs],
         "windows": [pair[3].total_seconds() for pair in pairs],
         "models": [str(pair[4]) for pair in pairs],
+        "control_arm": CONTROL_ARM,
+        "control_reason": SkipReason.CONTROL.value,
     }
     with connection.cursor() as cursor:
         cursor.execute(_TOUCH_SQL, params)
@@ -197,7 +207,8 @@ def conversions_attribute(*, now: datetime | None = None, limit: int = BATCH) ->
     best: dict[int, Touch] = {}
     for index, touch in touches.items():
         event_id = owners[index]
-        if event_id not in best or (touch.at, touch.message_id) > (best[event_id].at, best[event_id].message_id):
+        known = best.get(event_id)
+        if known is None or (touch.at, touch.message_id or 0) > (known.at, known.message_id or 0):
             best[event_id] = touch
     return _record(events, best)
 

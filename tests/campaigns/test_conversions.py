@@ -7,10 +7,18 @@ import pytest
 from django.utils import timezone
 
 from campaigns import services
-from campaigns.models import Campaign, Conversion, Event
+from campaigns.models import Campaign, Conversion, Event, Recipient
+from campaigns.services.arms import CONTROL_ARM
 from campaigns.services.attribution import conversions_attribute
 from messaging.models import LinkClick
-from tests.factories import ContactFactory, LinkFactory, MessageTemplateFactory, SenderFactory
+from tests.factories import (
+    CampaignFactory,
+    ContactFactory,
+    LinkFactory,
+    MessageTemplateFactory,
+    SenderFactory,
+    VariantFactory,
+)
 from tests.reporting.support import add_recipient, make_campaign, make_run
 
 pytestmark = pytest.mark.django_db
@@ -208,3 +216,27 @@ def test_staff_set_the_goal_and_utm_parameters_in_the_admin(client):
     campaign = Campaign.objects.get(name="Admin goal")
     assert (campaign.goal_event, campaign.goal_window, campaign.goal_model) == ("order_placed", 2 * DAY, "last_click")
     assert campaign.link_params == {"utm_source": "sms"}
+
+
+def test_the_control_group_is_measured_for_the_goal_without_a_message(analyst_api):
+    contacts = ContactFactory.create_batch(40)
+    campaign = CampaignFactory(control_share=50)
+    VariantFactory(campaign=campaign, label="A")
+    VariantFactory(campaign=campaign, label="B")
+    goal(campaign)
+    run = services.campaign_launch(campaign)
+    held_out = Recipient.objects.filter(run=run, arm=CONTROL_ARM, reason="control").select_related("contact")
+    control = held_out.first()
+    assert control is not None and control.message_id is None
+    outsider = ContactFactory()  # never in the campaign: not measured
+    event(control.contact, timezone.now(), properties={"value": 20, "currency": "usd"})
+    event(outsider, timezone.now())
+    assert attribute() == 1
+    conversion = Conversion.objects.get()
+    assert (conversion.recipient_id, conversion.message_id, conversion.run_id) == (control.pk, None, run.pk)
+    arms = analyst_api.get(f"/api/v1/reporting/campaigns/{campaign.pk}/arms").json()["arms"]
+    by_label = {arm["label"]: arm for arm in arms}
+    assert by_label["Control"]["conversions"] == 1 and Decimal(by_label["Control"]["revenue"]) == 20
+    summary = analyst_api.get(f"/api/v1/reporting/campaigns/{campaign.pk}/summary").json()
+    assert summary["conversions"]["count"] == 0  # the campaign's own figure counts what its messages earned
+    assert len(contacts) == 40
