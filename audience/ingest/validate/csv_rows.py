@@ -1,4 +1,4 @@
-"""The records of a CSV chunk as Rows, each cell placed by the role of its column."""
+"""The records of a CSV chunk, and each cell's place by the role of its column (no Row is built for them)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import operator
 from collections.abc import Callable, Iterator
 
 from audience.ingest.readers import Chunk, Column, Layout
-from audience.ingest.validate.records import ROLES, VALUE_CUT, ChunkResult, Row, cut, decode_chunk
+from audience.ingest.validate.records import ROLES, VALUE_CUT, ChunkResult, cut, decode_chunk
 from audience.ingest.validate.storable import NUL_REASON
 
 TOPICS = ROLES.index("topics")
@@ -26,7 +26,8 @@ class CsvPlan:
         index = {column.kind: column.index for column in columns if column.kind != "attribute"}
         # Several topics columns are joined; one is read like any other role's.
         self.topics = tuple(column.index for column in columns if column.kind == "topics")
-        if len(self.topics) > 1:
+        self.joined_topics = len(self.topics) > 1
+        if self.joined_topics:
             del index["topics"]
         # A role the header lacks reads the None row() appends to each record (index -1).
         self._values = operator.itemgetter(*(index.get(role, -1) for role in ROLES))
@@ -34,14 +35,15 @@ class CsvPlan:
         self.keys = tuple(column.key for column in attributes)
         self._attributes = _getter([column.index for column in attributes])
 
-    def row(self, line: int, record: list) -> Row:
+    def cells(self, record: list) -> tuple[tuple[object, ...], tuple[object, ...]]:
+        """The record's cell for each of ROLES (None where the header has none), and its cell for each of keys."""
         if len(record) < self.width:
             record = record + [""] * (self.width - len(record))
         record.append(None)
         values = self._values(record)
-        if len(self.topics) > 1:
+        if self.joined_topics:
             values = (*values[:TOPICS], "|".join([record[index] for index in self.topics]), *values[TOPICS + 1 :])
-        return Row(line, values, dict(zip(self.keys, self._attributes(record), strict=False)), self.headers)
+        return values, self._attributes(record)
 
 
 def _getter(indexes: list[int]) -> Callable[[list], tuple]:
@@ -52,11 +54,11 @@ def _getter(indexes: list[int]) -> Callable[[list], tuple]:
     return operator.itemgetter(*indexes) if indexes else lambda record: ()
 
 
-def csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult) -> Iterator[Row]:
-    """The chunk's records as Rows; records that are no row (unreadable, a NUL, too many cells) are refused here."""
+def csv_records(chunk: Chunk, layout: Layout, width: int, result: ChunkResult) -> Iterator[tuple[int, list[str]]]:
+    """The chunk's records and their line numbers; records that are no row (unreadable, a NUL, more than
+    ``width`` cells) are refused here."""
     text, fallback = decode_chunk(chunk)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=layout.delimiter)
-    plan = CsvPlan(layout.columns)
     nul = b"\x00" in chunk.data  # rare: only then is each record looked at for a NUL, which PostgreSQL refuses
     header_at = {column.index: column.header for column in layout.columns} if nul else {}
     consumed = 0
@@ -79,21 +81,20 @@ def csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult) -> Iterator[Row]
             continue
         if not record or (len(record) == 1 and not record[0].strip()):
             continue
-        if len(record) > plan.width and any(cell.strip() for cell in record[plan.width :]):
-            reason = f"{len(record)} cells but the header has {plan.width} columns (a stray delimiter or quote?)"
+        if len(record) > width and any(cell.strip() for cell in record[width:]):
+            reason = f"{len(record)} cells but the header has {width} columns (a stray delimiter or quote?)"
             result.refuse(start, "", reason, layout.delimiter.join(record)[:VALUE_CUT])
             continue
-        row = plan.row(start, record)
         if fallback and any(start <= line < chunk.start_line + consumed for line in fallback):
-            _warn_encoding(row, record, layout.columns, result)
-        yield row
+            _warn_encoding(start, record, layout.columns, result)
+        yield start, record
 
 
-def _warn_encoding(row: Row, record: list[str], columns: tuple[Column, ...], result: ChunkResult) -> None:
+def _warn_encoding(line: int, record: list[str], columns: tuple[Column, ...], result: ChunkResult) -> None:
     column, value = "", ""
     for candidate in columns:
         if candidate.index < len(record) and not record[candidate.index].isascii():
             column, value = candidate.header, record[candidate.index]
             break
-    result.problems.append((row.line, column, "warning", ENCODING_WARNING, value[:VALUE_CUT]))
+    result.problems.append((line, column, "warning", ENCODING_WARNING, value[:VALUE_CUT]))
     result.warnings += 1

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 from audience.attributes import AttributeLimits
 from audience.choices import Channel
@@ -18,12 +19,12 @@ from audience.ingest.validate import cells
 from audience.ingest.validate.copy_text import JSON_NUL, NULL, copy_text
 from audience.ingest.validate.records import ChunkResult, Row, RowProblem, cut
 from audience.ingest.validate.storable import BAD_TEXT_RE, NOT_FINITE_REASON, text_reason, unstorable
-from audience.phones import InvalidPhone, normalize_phone
+from audience.phones import InvalidPhone, normalize_phone, shortcut
 
 # An attribute's '"key":value' JSON text; with its value when a spreadsheet would run it; or its problem.
 Part = str | tuple[str, object] | RowProblem
 _UNSEEN = object()
-_NOTHING: frozenset[str] = frozenset()
+_NO_MEMO: Mapping[str, Part | None] = MappingProxyType({})  # a key no text cell has had yet
 _NOT_FINITE = RowProblem("attributes", NOT_FINITE_REASON)  # a part whose value JSON cannot write (NaN)
 
 
@@ -45,41 +46,73 @@ class RowValidator:
         # (rule, {cell: what the rule made of it}) for the roles settled once per distinct text, in ROLES order
         self._settle_plan: list[tuple[Callable[[object], object], dict]] = [(rule, {}) for rule in _SETTLED_RULES]
         self._memo: dict[str, dict[str, Part | None]] = {}  # each attribute text cell's part, by key and cell
+        self._memo_keys: tuple[str, ...] | None = None  # the last row's attribute keys, and their memos
+        self._key_memos: list[tuple[str, dict[str, Part | None]]] = []
+        self._surely_small = self.limits.total_bytes // 4
         self._keys: dict[str, tuple[str, str | None]] = {}  # each attribute key's '"key":' and its problem
         self._combinations: dict[tuple, list | RowProblem] = {}  # the settled roles' texts, by their cells
 
     def validate(self, row: Row, result: ChunkResult) -> str | None:
         """Return the COPY line for a good row, recording its warnings; record the problem of a bad one."""
+        attributes = row.attributes
+        keys, attribute_values = tuple(attributes), tuple(attributes.values())
+        return self.validate_cells(row.line, row.values, keys, attribute_values, row.headers, result, row.decoded)
+
+    def validate_cells(
+        self,
+        line: int,
+        values: tuple[object, ...],
+        keys: tuple[str, ...],
+        attribute_values: tuple[object, ...],
+        headers: dict[str, str],
+        result: ChunkResult,
+        decoded: bool = False,
+    ) -> str | None:
+        """validate() for a row given as its cells: a CSV record is validated as read, without a Row.
+
+        ``values``: a cell for each of ROLES; ``attribute_values``: the attribute cells, one for each of
+        ``keys`` (a CSV file's rows share one keys tuple, and with it the memos prepared for its keys).
+        """
         warnings: list[tuple[str, object]] = []
         try:
-            line, topics = self._copy_line(row, warnings)
+            copy_line, topics = self._copy_line(line, values, keys, attribute_values, decoded, warnings)
         except RowProblem as problem:
-            column = row.headers.get(problem.column, problem.column)
-            result.problems.append((row.line, column, "error", problem.reason, cut(problem.value)))
+            column = headers.get(problem.column, problem.column)
+            result.problems.append((line, column, "error", problem.reason, cut(problem.value)))
             result.invalid += 1
             return None
-        for column, value in warnings:  # only a row that is stored gets them
-            header = row.headers.get(column, column)
-            result.problems.append((row.line, header, "warning", cells.FORMULA_REASON, cut(value)))
-        result.warnings += len(warnings)
+        if warnings:  # only a row that is stored gets them
+            for column, value in warnings:
+                header = headers.get(column, column)
+                result.problems.append((line, header, "warning", cells.FORMULA_REASON, cut(value)))
+            result.warnings += len(warnings)
         result.valid += 1
         if topics:
             result.topics.update(topics)
-        return line
+        return copy_line
 
-    def _copy_line(self, row: Row, warnings: list[tuple[str, object]]) -> tuple[str, tuple[str, ...]]:
+    def _copy_line(
+        self,
+        line: int,
+        values: tuple[object, ...],
+        keys: tuple[str, ...],
+        attribute_values: tuple[object, ...],
+        decoded: bool,
+        warnings: list[tuple[str, object]],
+    ) -> tuple[str, tuple[str, ...]]:
         """The row's COPY line and its topics; its formula-like values go to ``warnings``. Raises RowProblem."""
-        values = row.values
         raw_phone, name, email, packed = values[0], values[1], values[2], values[8]
-        phone = self._phone(raw_phone, row.decoded)
+        phone = self._phone(raw_phone, decoded)
         name = cells.clean_text("name", name)
         if email is not None:
             email = cells.email(email)
-        for column, text in (("name", name), ("email", email)):
-            if text is not None and text[:1] in cells.FORMULA_STARTS and cells.is_formula(text):
-                warnings.append((column, text))
+        starts = cells.FORMULA_STARTS
+        if name is not None and name[:1] in starts and cells.is_formula(name):
+            warnings.append(("name", name))
+        if email is not None and email[:1] in starts and cells.is_formula(email):
+            warnings.append(("email", email))
         settling = values[3:8]
-        if row.decoded:  # JSON values: each settled by itself (1 and True are equal keys, lists none)
+        if decoded:  # JSON values: each settled by itself (1 and True are equal keys, lists none)
             settled = self._settled(settling)
         else:  # text: rows share their few combinations of these cells, settled once each
             settled = self._combinations.get(settling)
@@ -88,29 +121,42 @@ class RowValidator:
             if isinstance(settled, RowProblem):
                 raise settled.with_traceback(None)  # a fresh traceback: the problem is raised once per row
         channel, locale, timezone, consent, (topics_text, topics) = settled
-        if channel == NULL and str(raw_phone).lstrip()[:9].lower() == "whatsapp:":
+        if channel == NULL and _names_whatsapp(raw_phone):
             channel = Channel.WHATSAPP.value  # a phone written "whatsapp:+254..." names its channel
-        attributes = self._attributes(row, packed, warnings)
-        if attributes is not None and (reason := self.limits.size_problem(attributes)):
-            raise RowProblem("attributes", reason, attributes)
+        attributes = self._attributes(values, keys, attribute_values, decoded, warnings)
+        if attributes is None:
+            attributes = NULL
+        else:
+            # A character takes at most 4 bytes: shorter texts are within the limit without being measured.
+            if len(attributes) > self._surely_small and (reason := self.limits.size_problem(attributes)):
+                raise RowProblem("attributes", reason, attributes)
+            attributes = copy_text(attributes)
         bucket = zlib.crc32(phone.encode()) % self.buckets
-        line = (
-            f"{row.line}\t{bucket}\t{phone}\t{copy_text(name)}\t{copy_text(email)}\t{channel}\t{locale}\t"
-            f"{timezone}\t{consent}\t{copy_text(attributes)}\t{topics_text}\n"
+        copy_line = (
+            f"{line}\t{bucket}\t{phone}\t{NULL if name is None else copy_text(name)}\t"
+            f"{NULL if email is None else copy_text(email)}\t{channel}\t{locale}\t{timezone}\t{consent}\t"
+            f"{attributes}\t{topics_text}\n"
         )
         # Decoded JSON (a JSON row, a CSV column of packed JSON) may hold what PostgreSQL cannot store.
         # Substring tests are ~20 times faster than one regular expression; only non-ASCII can be a surrogate.
-        if (row.decoded or packed) and (
-            JSON_NUL in line or "\x00" in line or (not line.isascii() and BAD_TEXT_RE.search(line) is not None)
+        if (decoded or packed) and (
+            JSON_NUL in copy_line
+            or "\x00" in copy_line
+            or (not copy_line.isascii() and BAD_TEXT_RE.search(copy_line) is not None)
         ):
-            problem = unstorable(row)
+            problem = unstorable(values, dict(zip(keys, attribute_values, strict=True)))
             if problem is not None:
                 raise problem
-        return line, topics
+        return copy_line, topics
 
     def _phone(self, raw_phone: object, decoded: bool) -> str:
-        if decoded and type(raw_phone) is str and (reason := text_reason(raw_phone)):
-            raise RowProblem("phone", reason, raw_phone)  # before normalising, which would drop the character
+        if type(raw_phone) is str:
+            if decoded and (reason := text_reason(raw_phone)):
+                raise RowProblem("phone", reason, raw_phone)  # before normalising, which would drop the character
+            # normalize_phone's own first step for "+<digits>", the spelling of most rows, without its call
+            value = raw_phone.strip()
+            if value[:1] == "+" and (e164 := shortcut.e164(value)) is not None:
+                return e164
         try:
             return normalize_phone(raw_phone, self.default_region)  # type: ignore[arg-type]
         except InvalidPhone as exc:
@@ -138,42 +184,63 @@ class RowValidator:
             settled.append(result)
         return settled
 
-    def _attributes(self, row: Row, packed: object, warnings: list[tuple[str, object]]) -> str | None:
+    def _attributes(
+        self,
+        values: tuple[object, ...],
+        keys: tuple[str, ...],
+        attribute_values: tuple[object, ...],
+        decoded: bool,
+        warnings: list[tuple[str, object]],
+    ) -> str | None:
         """The attributes' JSON text (None for none): the packed JSON object, then the attribute cells over it.
 
         Checked in this order: the number of attributes, each one's name and value in turn, a number
         JSON cannot write, then (the caller's) the size of the whole.
         """
+        packed, memo = values[8], self._memo
+        memos: list[tuple[str, Mapping[str, Part | None] | None]]
         if packed is None or packed == "":
-            items, verbatim = row.attributes, _NOTHING
+            items = attribute_values
+            if keys is self._memo_keys:  # the same keys as the row before: a CSV file's rows
+                memos = self._key_memos  # type: ignore[assignment]
+            elif decoded:  # each JSON row has keys of its own, as many as it likes: no memo is made for them here
+                memos = [(key, memo.get(key, _NO_MEMO)) for key in keys]
+            else:
+                self._memo_keys = keys
+                memos = self._key_memos = [(key, memo.setdefault(key, {})) for key in keys]  # type: ignore[misc]
         else:
-            items, verbatim = _merged(_packed(packed), row.attributes)
+            merged, verbatim = _merged(_packed(packed), dict(zip(keys, attribute_values, strict=True)))
+            # None: a packed JSON string is taken as written, where a cell's text is typed
+            memos = [(key, None if key in verbatim else memo.get(key, _NO_MEMO)) for key in merged]
+            items = tuple(merged.values())
         parts: list[str] = []
-        count = 0
+        append = parts.append
+        problems = 0
         problem = None
-        memo = self._memo
-        for key, value in items.items():
-            if type(value) is str and key not in verbatim:
-                known = memo.get(key)
-                part = known.get(value, _UNSEEN) if known is not None else _UNSEEN
+        for (key, known), value in zip(memos, items, strict=True):
+            if known is not None and type(value) is str:
+                part = known.get(value, _UNSEEN)
                 if part is _UNSEEN:
                     part = self._text_part(key, value)
             else:
                 part = self._value_part(key, value)
-            if part is None:
-                continue
-            count += 1
             if type(part) is str:
-                parts.append(part)
+                append(part)
+            elif part is None:
+                continue
             elif type(part) is tuple:
-                parts.append(part[0])
+                append(part[0])
                 warnings.append((key, part[1]))
-            elif problem is None or problem is _NOT_FINITE:
-                problem = part
+            else:
+                problems += 1
+                if problem is None or problem is _NOT_FINITE:
+                    problem = part
+        count = len(parts) + problems
         if count > self.limits.max_keys:
             raise RowProblem("attributes", self.limits.too_many(count) or "", f"{count} keys")
         if problem is _NOT_FINITE:
-            raise unstorable(row) or RowProblem("attributes", NOT_FINITE_REASON, row.attributes)
+            loose = dict(zip(keys, attribute_values, strict=True))
+            raise unstorable(values, loose) or RowProblem("attributes", NOT_FINITE_REASON, loose)
         if problem is not None:
             raise problem.with_traceback(None)  # type: ignore[attr-defined]
         return "{" + ",".join(parts) + "}" if parts else None
@@ -210,6 +277,12 @@ class RowValidator:
             return _NOT_FINITE
         part = f"{cells.json_string(key)}:{text}"
         return (part, value) if cells.is_formula(value) else part
+
+
+def _names_whatsapp(raw_phone: object) -> bool:
+    """Whether a phone is written "whatsapp:+254...", which names its channel."""
+    text = raw_phone if type(raw_phone) is str else str(raw_phone)
+    return ":" in text and text.lstrip()[:9].lower() == "whatsapp:"
 
 
 def _settled_or_problem(settle: Callable[[tuple[object, ...]], list], values: tuple[object, ...]) -> list | RowProblem:
