@@ -22,11 +22,11 @@ def process_chunk(chunk: Chunk, layout: Layout, buckets: int) -> ChunkResult:
     if chunk.kind == "csv":
         # A record is validated as the list it is read as: a Row for each would cost as much as a cell's rule.
         plan = CsvPlan(layout.columns)
-        cells, keys, headers, validate = plan.cells, plan.keys, plan.headers, validator.validate_cells
-        for line, record in csv_records(chunk, layout, plan.width, result):
+        values, attributes, keys, headers = plan.values, plan.attributes, plan.keys, plan.headers
+        validate = validator.validate_cells
+        for line, record in csv_records(chunk, layout, plan, result):
             result.rows += 1
-            values, attribute_values = cells(record)
-            copy_line = validate(line, values, keys, attribute_values, headers, result)
+            copy_line = validate(line, values(record), keys, attributes(record), headers, result)
             if copy_line is not None:
                 write(copy_line)
     else:

@@ -11,7 +11,6 @@ from audience.ingest.readers import Chunk, Column, Layout
 from audience.ingest.validate.records import ROLES, VALUE_CUT, ChunkResult, cut, decode_chunk
 from audience.ingest.validate.storable import NUL_REASON
 
-TOPICS = ROLES.index("topics")
 ENCODING_WARNING = "not valid UTF-8; read as Windows-1252 (save the file as 'CSV UTF-8' to be sure)"
 
 
@@ -24,26 +23,28 @@ class CsvPlan:
             column.kind if column.kind != "attribute" else column.key: column.header for column in columns
         }
         index = {column.kind: column.index for column in columns if column.kind != "attribute"}
-        # Several topics columns are joined; one is read like any other role's.
+        # Several topics columns are joined, the join appended to the record; one is read like any other role's.
         self.topics = tuple(column.index for column in columns if column.kind == "topics")
         self.joined_topics = len(self.topics) > 1
         if self.joined_topics:
-            del index["topics"]
-        # A role the header lacks reads the None row() appends to each record (index -1).
-        self._values = operator.itemgetter(*(index.get(role, -1) for role in ROLES))
+            index["topics"] = self.width + 1
+        # A role the header lacks reads the None appended to each record, after its width's cells.
+        # values(record): the record's cell for each of ROLES; attributes(record): its cell for each of keys.
+        self.values = operator.itemgetter(*(index.get(role, self.width) for role in ROLES))
         attributes = [column for column in columns if column.kind == "attribute"]
         self.keys = tuple(column.key for column in attributes)
-        self._attributes = _getter([column.index for column in attributes])
+        self.attributes = _getter([column.index for column in attributes])
 
-    def cells(self, record: list) -> tuple[tuple[object, ...], tuple[object, ...]]:
-        """The record's cell for each of ROLES (None where the header has none), and its cell for each of keys."""
-        if len(record) < self.width:
-            record = record + [""] * (self.width - len(record))
+    def complete(self, record: list) -> None:
+        """Make a record what values() and attributes() read: its width's cells, a None, then any joined topics."""
+        count = len(record)
+        if count < self.width:
+            record.extend([""] * (self.width - count))
+        elif count > self.width:
+            del record[self.width :]  # blank cells past the header's columns (others are refused)
         record.append(None)
-        values = self._values(record)
         if self.joined_topics:
-            values = (*values[:TOPICS], "|".join([record[index] for index in self.topics]), *values[TOPICS + 1 :])
-        return values, self._attributes(record)
+            record.append("|".join([record[index] for index in self.topics]))
 
 
 def _getter(indexes: list[int]) -> Callable[[list], tuple]:
@@ -54,14 +55,15 @@ def _getter(indexes: list[int]) -> Callable[[list], tuple]:
     return operator.itemgetter(*indexes) if indexes else lambda record: ()
 
 
-def csv_records(chunk: Chunk, layout: Layout, width: int, result: ChunkResult) -> Iterator[tuple[int, list[str]]]:
-    """The chunk's records and their line numbers; records that are no row (unreadable, a NUL, more than
-    ``width`` cells) are refused here."""
+def csv_records(chunk: Chunk, layout: Layout, plan: CsvPlan, result: ChunkResult) -> Iterator[tuple[int, list]]:
+    """The chunk's records, completed for ``plan``, and their line numbers; records that are no row
+    (unreadable, a NUL, more cells than the header has columns) are refused here."""
     text, fallback = decode_chunk(chunk)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=layout.delimiter)
     nul = b"\x00" in chunk.data  # rare: only then is each record looked at for a NUL, which PostgreSQL refuses
     header_at = {column.index: column.header for column in layout.columns} if nul else {}
     consumed = 0
+    width = plan.width
     while True:
         start = chunk.start_line + consumed
         try:
@@ -87,6 +89,10 @@ def csv_records(chunk: Chunk, layout: Layout, width: int, result: ChunkResult) -
             continue
         if fallback and any(start <= line < chunk.start_line + consumed for line in fallback):
             _warn_encoding(start, record, layout.columns, result)
+        if len(record) != width or plan.joined_topics:
+            plan.complete(record)
+        else:
+            record.append(None)  # what complete() comes to for most records
         yield start, record
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable, Mapping
-from types import MappingProxyType
+from collections.abc import Callable
 
 from audience.attributes import AttributeLimits
 from audience.choices import Channel
@@ -23,8 +22,7 @@ from audience.phones import InvalidPhone, normalize_phone, shortcut
 
 # An attribute's '"key":value' JSON text; with its value when a spreadsheet would run it; or its problem.
 Part = str | tuple[str, object] | RowProblem
-_UNSEEN = object()
-_NO_MEMO: Mapping[str, Part | None] = MappingProxyType({})  # a key no text cell has had yet
+_NOTHING: frozenset[str] = frozenset()
 _NOT_FINITE = RowProblem("attributes", NOT_FINITE_REASON)  # a part whose value JSON cannot write (NaN)
 
 
@@ -38,6 +36,37 @@ def _topics_text(value: object) -> tuple[str, tuple[str, ...]]:
 _SETTLED_RULES = (cells.channel_text, cells.locale_text, cells.timezone_text, cells.consent_text, _topics_text)
 
 
+class _Parts(dict):
+    """One attribute key's text cells, each with its part: made when first asked for, then kept.
+
+    A dict whose misses make the part lets a record's cells be looked up in one C loop (map).
+    """
+
+    __slots__ = ("key", "key_problem", "limits", "prefix")
+
+    def __init__(self, key: str, limits: AttributeLimits):
+        super().__init__()
+        self.key, self.limits = key, limits
+        self.prefix, self.key_problem = f"{cells.json_string(key)}:", limits.key_problem(key)
+
+    def __missing__(self, cell: str) -> Part | None:
+        part = self[cell] = self.part(cell)
+        return part
+
+    def part(self, cell: str) -> Part | None:
+        """A text cell's part, its value typed as the person meant (infer_scalar); None when empty."""
+        text = cell.strip()
+        if not text:
+            return None
+        if reason := self.key_problem or self.limits.value_problem(text):
+            return RowProblem(self.key, reason, text)
+        value = cells.infer_scalar(text)
+        part = self.prefix + cells.json_value(value)
+        if type(value) is str and value[:1] in cells.FORMULA_STARTS and cells.is_formula(value):
+            return (part, value)
+        return part
+
+
 class RowValidator:
     def __init__(self, buckets: int, limits: AttributeLimits | None = None, default_region: str = ""):
         self.buckets = buckets
@@ -45,11 +74,10 @@ class RowValidator:
         self.default_region = default_region
         # (rule, {cell: what the rule made of it}) for the roles settled once per distinct text, in ROLES order
         self._settle_plan: list[tuple[Callable[[object], object], dict]] = [(rule, {}) for rule in _SETTLED_RULES]
-        self._memo: dict[str, dict[str, Part | None]] = {}  # each attribute text cell's part, by key and cell
-        self._memo_keys: tuple[str, ...] | None = None  # the last row's attribute keys, and their memos
-        self._key_memos: list[tuple[str, dict[str, Part | None]]] = []
+        self._memo: dict[str, _Parts] = {}  # each attribute text cell's part, by key and cell
+        self._memo_keys: tuple[str, ...] | None = None  # the last CSV record's attribute keys, and their memos
+        self._key_memos: list[_Parts] = []
         self._surely_small = self.limits.total_bytes // 4
-        self._keys: dict[str, tuple[str, str | None]] = {}  # each attribute key's '"key":' and its problem
         self._combinations: dict[tuple, list | RowProblem] = {}  # the settled roles' texts, by their cells
 
     def validate(self, row: Row, result: ChunkResult) -> str | None:
@@ -75,7 +103,56 @@ class RowValidator:
         """
         warnings: list[tuple[str, object]] = []
         try:
-            copy_line, topics = self._copy_line(line, values, keys, attribute_values, decoded, warnings)
+            raw_phone, name, email, packed = values[0], values[1], values[2], values[8]
+            # normalize_phone's own first step for "+<digits>", the spelling of most rows, without its calls
+            spelled = raw_phone.strip() if type(raw_phone) is str and not decoded else ""
+            phone = shortcut.e164(spelled) if spelled[:1] == "+" else None
+            if phone is None:
+                phone = self._phone(raw_phone, decoded)
+            name = cells.clean_text("name", name)
+            if email is not None:
+                email = cells.email(email)
+            starts = cells.FORMULA_STARTS
+            if name is not None and name[:1] in starts and cells.is_formula(name):
+                warnings.append(("name", name))
+            if email is not None and email[:1] in starts and cells.is_formula(email):
+                warnings.append(("email", email))
+            settling = values[3:8]
+            if decoded:  # JSON values: each settled by itself (1 and True are equal keys, lists none)
+                settled = self._settled(settling)
+            else:  # text: rows share their few combinations of these cells, settled once each
+                settled = self._combinations.get(settling)
+                if settled is None:
+                    settled = self._combinations[settling] = _settled_or_problem(self._settled, settling)
+                if isinstance(settled, RowProblem):
+                    raise settled.with_traceback(None)  # a fresh traceback: the problem is raised once per row
+            channel, locale, timezone, consent, (topics_text, topics) = settled
+            if channel == NULL and _names_whatsapp(raw_phone):
+                channel = Channel.WHATSAPP.value  # a phone written "whatsapp:+254..." names its channel
+            attributes = self._attributes(values, keys, attribute_values, decoded, warnings)
+            if attributes is None:
+                attributes = NULL
+            else:
+                # A character takes at most 4 bytes: shorter texts are within the limit without being measured.
+                if len(attributes) > self._surely_small and (reason := self.limits.size_problem(attributes)):
+                    raise RowProblem("attributes", reason, attributes)
+                attributes = copy_text(attributes)
+            bucket = zlib.crc32(phone.encode()) % self.buckets
+            copy_line = (
+                f"{line}\t{bucket}\t{phone}\t{NULL if name is None else copy_text(name)}\t"
+                f"{NULL if email is None else copy_text(email)}\t{channel}\t{locale}\t{timezone}\t{consent}\t"
+                f"{attributes}\t{topics_text}\n"
+            )
+            # Decoded JSON (a JSON row, a CSV column of packed JSON) may hold what PostgreSQL cannot store.
+            # Substring tests are ~20 times faster than one regular expression; only non-ASCII can be a surrogate.
+            if (decoded or packed) and (
+                JSON_NUL in copy_line
+                or "\x00" in copy_line
+                or (not copy_line.isascii() and BAD_TEXT_RE.search(copy_line) is not None)
+            ):
+                unstored = unstorable(values, dict(zip(keys, attribute_values, strict=True)))
+                if unstored is not None:
+                    raise unstored
         except RowProblem as problem:
             column = headers.get(problem.column, problem.column)
             result.problems.append((line, column, "error", problem.reason, cut(problem.value)))
@@ -91,72 +168,9 @@ class RowValidator:
             result.topics.update(topics)
         return copy_line
 
-    def _copy_line(
-        self,
-        line: int,
-        values: tuple[object, ...],
-        keys: tuple[str, ...],
-        attribute_values: tuple[object, ...],
-        decoded: bool,
-        warnings: list[tuple[str, object]],
-    ) -> tuple[str, tuple[str, ...]]:
-        """The row's COPY line and its topics; its formula-like values go to ``warnings``. Raises RowProblem."""
-        raw_phone, name, email, packed = values[0], values[1], values[2], values[8]
-        phone = self._phone(raw_phone, decoded)
-        name = cells.clean_text("name", name)
-        if email is not None:
-            email = cells.email(email)
-        starts = cells.FORMULA_STARTS
-        if name is not None and name[:1] in starts and cells.is_formula(name):
-            warnings.append(("name", name))
-        if email is not None and email[:1] in starts and cells.is_formula(email):
-            warnings.append(("email", email))
-        settling = values[3:8]
-        if decoded:  # JSON values: each settled by itself (1 and True are equal keys, lists none)
-            settled = self._settled(settling)
-        else:  # text: rows share their few combinations of these cells, settled once each
-            settled = self._combinations.get(settling)
-            if settled is None:
-                settled = self._combinations[settling] = _settled_or_problem(self._settled, settling)
-            if isinstance(settled, RowProblem):
-                raise settled.with_traceback(None)  # a fresh traceback: the problem is raised once per row
-        channel, locale, timezone, consent, (topics_text, topics) = settled
-        if channel == NULL and _names_whatsapp(raw_phone):
-            channel = Channel.WHATSAPP.value  # a phone written "whatsapp:+254..." names its channel
-        attributes = self._attributes(values, keys, attribute_values, decoded, warnings)
-        if attributes is None:
-            attributes = NULL
-        else:
-            # A character takes at most 4 bytes: shorter texts are within the limit without being measured.
-            if len(attributes) > self._surely_small and (reason := self.limits.size_problem(attributes)):
-                raise RowProblem("attributes", reason, attributes)
-            attributes = copy_text(attributes)
-        bucket = zlib.crc32(phone.encode()) % self.buckets
-        copy_line = (
-            f"{line}\t{bucket}\t{phone}\t{NULL if name is None else copy_text(name)}\t"
-            f"{NULL if email is None else copy_text(email)}\t{channel}\t{locale}\t{timezone}\t{consent}\t"
-            f"{attributes}\t{topics_text}\n"
-        )
-        # Decoded JSON (a JSON row, a CSV column of packed JSON) may hold what PostgreSQL cannot store.
-        # Substring tests are ~20 times faster than one regular expression; only non-ASCII can be a surrogate.
-        if (decoded or packed) and (
-            JSON_NUL in copy_line
-            or "\x00" in copy_line
-            or (not copy_line.isascii() and BAD_TEXT_RE.search(copy_line) is not None)
-        ):
-            problem = unstorable(values, dict(zip(keys, attribute_values, strict=True)))
-            if problem is not None:
-                raise problem
-        return copy_line, topics
-
     def _phone(self, raw_phone: object, decoded: bool) -> str:
-        if type(raw_phone) is str:
-            if decoded and (reason := text_reason(raw_phone)):
-                raise RowProblem("phone", reason, raw_phone)  # before normalising, which would drop the character
-            # normalize_phone's own first step for "+<digits>", the spelling of most rows, without its call
-            value = raw_phone.strip()
-            if value[:1] == "+" and (e164 := shortcut.e164(value)) is not None:
-                return e164
+        if decoded and type(raw_phone) is str and (reason := text_reason(raw_phone)):
+            raise RowProblem("phone", reason, raw_phone)  # before normalising, which would drop the character
         try:
             return normalize_phone(raw_phone, self.default_region)  # type: ignore[arg-type]
         except InvalidPhone as exc:
@@ -197,45 +211,46 @@ class RowValidator:
         Checked in this order: the number of attributes, each one's name and value in turn, a number
         JSON cannot write, then (the caller's) the size of the whole.
         """
-        packed, memo = values[8], self._memo
-        memos: list[tuple[str, Mapping[str, Part | None] | None]]
-        if packed is None or packed == "":
-            items = attribute_values
-            if keys is self._memo_keys:  # the same keys as the row before: a CSV file's rows
-                memos = self._key_memos  # type: ignore[assignment]
-            elif decoded:  # each JSON row has keys of its own, as many as it likes: no memo is made for them here
-                memos = [(key, memo.get(key, _NO_MEMO)) for key in keys]
-            else:
-                self._memo_keys = keys
-                memos = self._key_memos = [(key, memo.setdefault(key, {})) for key in keys]  # type: ignore[misc]
+        packed = values[8]
+        found: list[Part | None]
+        if not decoded and (packed is None or packed == ""):  # a CSV record's text cells, the common case
+            if keys is not self._memo_keys:
+                self._memo_keys, self._key_memos = keys, [self._parts(key) for key in keys]
+            found = list(map(dict.__getitem__, self._key_memos, attribute_values))
+            found_keys: tuple[str, ...] | list[str] = keys
         else:
-            merged, verbatim = _merged(_packed(packed), dict(zip(keys, attribute_values, strict=True)))
-            # None: a packed JSON string is taken as written, where a cell's text is typed
-            memos = [(key, None if key in verbatim else memo.get(key, _NO_MEMO)) for key in merged]
-            items = tuple(merged.values())
-        parts: list[str] = []
-        append = parts.append
-        problems = 0
+            if packed is None or packed == "":
+                items, verbatim = zip(keys, attribute_values, strict=True), _NOTHING
+            else:
+                merged, verbatim = _merged(_packed(packed), dict(zip(keys, attribute_values, strict=True)))
+                items = iter(merged.items())
+            found, found_keys = [], []
+            for key, value in items:
+                found_keys.append(key)
+                # A packed JSON string is taken as written; a cell's text is typed.
+                if type(value) is str and key not in verbatim:
+                    found.append(self._parts(key)[value])
+                else:
+                    found.append(self._value_part(key, value))
         problem = None
-        for (key, known), value in zip(memos, items, strict=True):
-            if known is not None and type(value) is str:
-                part = known.get(value, _UNSEEN)
-                if part is _UNSEEN:
-                    part = self._text_part(key, value)
-            else:
-                part = self._value_part(key, value)
-            if type(part) is str:
-                append(part)
-            elif part is None:
-                continue
-            elif type(part) is tuple:
-                append(part[0])
-                warnings.append((key, part[1]))
-            else:
-                problems += 1
-                if problem is None or problem is _NOT_FINITE:
+        try:
+            joined = ",".join(found)  # type: ignore[arg-type]
+            count = len(found)
+        except TypeError:  # not all strings: an empty cell, a formula-like value or a problem, looked at in order
+            parts: list[str] = []
+            count = 0
+            for key, part in zip(found_keys, found, strict=True):
+                if part is None:
+                    continue
+                count += 1
+                if type(part) is str:
+                    parts.append(part)
+                elif type(part) is tuple:
+                    parts.append(part[0])
+                    warnings.append((key, part[1]))
+                elif problem is None or problem is _NOT_FINITE:
                     problem = part
-        count = len(parts) + problems
+            joined = ",".join(parts)
         if count > self.limits.max_keys:
             raise RowProblem("attributes", self.limits.too_many(count) or "", f"{count} keys")
         if problem is _NOT_FINITE:
@@ -243,27 +258,14 @@ class RowValidator:
             raise unstorable(values, loose) or RowProblem("attributes", NOT_FINITE_REASON, loose)
         if problem is not None:
             raise problem.with_traceback(None)  # type: ignore[attr-defined]
-        return "{" + ",".join(parts) + "}" if parts else None
+        return "{" + joined + "}" if joined else None  # a part is never empty
 
-    def _text_part(self, key: str, cell: str) -> Part | None:
-        """A text cell's part, its value typed as the person meant (infer_scalar); None when empty. Kept per cell."""
-        known = self._keys.get(key)
-        if known is None:
-            known = self._keys[key] = (f"{cells.json_string(key)}:", self.limits.key_problem(key))
-        prefix, key_problem = known
-        text = cell.strip()
-        part: Part | None
-        if not text:
-            part = None
-        elif reason := key_problem or self.limits.value_problem(text):
-            part = RowProblem(key, reason, text)
-        else:
-            value = cells.infer_scalar(text)
-            part = prefix + cells.json_value(value)
-            if type(value) is str and value[:1] in cells.FORMULA_STARTS and cells.is_formula(value):
-                part = (part, value)
-        self._memo.setdefault(key, {})[cell] = part
-        return part
+    def _parts(self, key: str) -> _Parts:
+        """The parts of the key's text cells, made as they are first asked for."""
+        parts = self._memo.get(key)
+        if parts is None:
+            parts = self._memo[key] = _Parts(key, self.limits)
+        return parts
 
     def _value_part(self, key: str, value: object) -> Part | None:
         """A decoded JSON value's part, None for null."""
