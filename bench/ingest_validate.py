@@ -22,6 +22,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from audience.ingest.readers import Layout
 
 # Measured with this harness on the commit before validation was merged into one RowValidator
 # (e0f3e8d, with its separate fast path for clean CSV records), on the same machine.
@@ -42,7 +46,7 @@ def setup_django() -> None:
     django.setup()
 
 
-def chunks_of(path: Path) -> tuple[list, object]:
+def chunks_of(path: Path) -> tuple[list, Layout]:
     """The file's chunks and layout, as an import with the default options reads them."""
     import dataclasses
 
@@ -56,7 +60,7 @@ def chunks_of(path: Path) -> tuple[list, object]:
     return list(chunks), layout
 
 
-def time_validation(chunks: list, layout: object) -> tuple[float, int, int]:
+def time_validation(chunks: list, layout: Layout) -> tuple[float, int, int]:
     """CPU seconds to validate every chunk, and the rows and valid rows counted."""
     from audience.ingest.validate import process_chunk
 
@@ -69,7 +73,7 @@ def time_validation(chunks: list, layout: object) -> tuple[float, int, int]:
     return time.process_time() - started, rows, valid
 
 
-def time_parsing(chunks: list, layout: object) -> float:
+def time_parsing(chunks: list, layout: Layout) -> float:
     """CPU seconds for decoding the same chunks and reading their records with csv.reader, and nothing else."""
     started = time.process_time()
     for chunk in chunks:

@@ -67,7 +67,7 @@ def csv_records(chunk: Chunk, layout: Layout, plan: CsvPlan, result: ChunkResult
     while True:
         start = chunk.start_line + consumed
         try:
-            record = next(reader)
+            record: list = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Set
 
 from audience.attributes import AttributeLimits
 from audience.choices import Channel
@@ -127,7 +127,7 @@ class RowValidator:
                 if isinstance(settled, RowProblem):
                     raise settled.with_traceback(None)  # a fresh traceback: the problem is raised once per row
             channel, locale, timezone, consent, (topics_text, topics) = settled
-            if channel == NULL and _names_whatsapp(raw_phone):
+            if channel == NULL and spelled[:1] != "+" and _names_whatsapp(raw_phone):
                 channel = Channel.WHATSAPP.value  # a phone written "whatsapp:+254..." names its channel
             attributes = self._attributes(values, keys, attribute_values, decoded, warnings)
             if attributes is None:
@@ -219,11 +219,13 @@ class RowValidator:
             found = list(map(dict.__getitem__, self._key_memos, attribute_values))
             found_keys: tuple[str, ...] | list[str] = keys
         else:
+            items: Iterable[tuple[str, object]]
+            verbatim: Set[str]
             if packed is None or packed == "":
                 items, verbatim = zip(keys, attribute_values, strict=True), _NOTHING
             else:
                 merged, verbatim = _merged(_packed(packed), dict(zip(keys, attribute_values, strict=True)))
-                items = iter(merged.items())
+                items = merged.items()
             found, found_keys = [], []
             for key, value in items:
                 found_keys.append(key)
@@ -257,7 +259,7 @@ class RowValidator:
             loose = dict(zip(keys, attribute_values, strict=True))
             raise unstorable(values, loose) or RowProblem("attributes", NOT_FINITE_REASON, loose)
         if problem is not None:
-            raise problem.with_traceback(None)  # type: ignore[attr-defined]
+            raise problem.with_traceback(None)  # type: ignore[union-attr]
         return "{" + joined + "}" if joined else None  # a part is never empty
 
     def _parts(self, key: str) -> _Parts:
