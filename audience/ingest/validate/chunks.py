@@ -6,7 +6,7 @@ import io
 from collections.abc import Iterable
 
 from audience.ingest.readers import Chunk, Layout
-from audience.ingest.validate.csv_rows import CsvPlan, csv_records
+from audience.ingest.validate.csv_rows import validate_csv
 from audience.ingest.validate.json_rows import jsonl_rows, object_row
 from audience.ingest.validate.records import ChunkResult, Row
 from audience.ingest.validate.rows import RowValidator
@@ -20,15 +20,7 @@ def process_chunk(chunk: Chunk, layout: Layout, buckets: int) -> ChunkResult:
     out = io.StringIO()
     write = out.write
     if chunk.kind == "csv":
-        # A record is validated as the list it is read as: a Row for each would cost as much as a cell's rule.
-        plan = CsvPlan(layout.columns)
-        values, attributes, keys, headers = plan.values, plan.attributes, plan.keys, plan.headers
-        validate = validator.validate_cells
-        for line, record in csv_records(chunk, layout, plan, result):
-            result.rows += 1
-            copy_line = validate(line, values(record), keys, attributes(record), headers, result)
-            if copy_line is not None:
-                write(copy_line)
+        validate_csv(chunk, layout, validator, result, write)
     else:
         rows: Iterable[Row | None]
         if chunk.kind == "jsonl":

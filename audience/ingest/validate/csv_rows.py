@@ -1,14 +1,15 @@
-"""The records of a CSV chunk, and each cell's place by the role of its column (no Row is built for them)."""
+"""A CSV chunk's records validated as read, each cell placed by the role of its column (no Row is built)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from audience.ingest.readers import Chunk, Column, Layout
 from audience.ingest.validate.records import ROLES, VALUE_CUT, ChunkResult, cut, decode_chunk
+from audience.ingest.validate.rows import RowValidator
 from audience.ingest.validate.storable import NUL_REASON
 
 ENCODING_WARNING = "not valid UTF-8; read as Windows-1252 (save the file as 'CSV UTF-8' to be sure)"
@@ -55,9 +56,17 @@ def _getter(indexes: list[int]) -> Callable[[list], tuple]:
     return operator.itemgetter(*indexes) if indexes else lambda record: ()
 
 
-def csv_records(chunk: Chunk, layout: Layout, plan: CsvPlan, result: ChunkResult) -> Iterator[tuple[int, list]]:
-    """The chunk's records, completed for ``plan``, and their line numbers; records that are no row
-    (unreadable, a NUL, more cells than the header has columns) are refused here."""
+def validate_csv(
+    chunk: Chunk, layout: Layout, validator: RowValidator, result: ChunkResult, write: Callable[[str], object]
+) -> None:
+    """Validate the chunk's records as they are read, writing the good rows' COPY lines; records that are
+    no row (unreadable, a NUL, more cells than the header has columns) are refused here.
+
+    Each record is handed to the validator as its cells, without a Row (which cost as much as a rule).
+    """
+    plan = CsvPlan(layout.columns)
+    values, attributes, keys, headers = plan.values, plan.attributes, plan.keys, plan.headers
+    validate = validator.validate_cells
     text, fallback = decode_chunk(chunk)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=layout.delimiter)
     nul = b"\x00" in chunk.data  # rare: only then is each record looked at for a NUL, which PostgreSQL refuses
@@ -93,7 +102,10 @@ def csv_records(chunk: Chunk, layout: Layout, plan: CsvPlan, result: ChunkResult
             plan.complete(record)
         else:
             record.append(None)  # what complete() comes to for most records
-        yield start, record
+        result.rows += 1
+        copy_line = validate(start, values(record), keys, attributes(record), headers, result)
+        if copy_line is not None:
+            write(copy_line)
 
 
 def _warn_encoding(line: int, record: list[str], columns: tuple[Column, ...], result: ChunkResult) -> None:

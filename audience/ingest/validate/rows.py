@@ -23,6 +23,7 @@ from audience.phones import InvalidPhone, normalize_phone, shortcut
 # An attribute's '"key":value' JSON text; with its value when a spreadsheet would run it; or its problem.
 Part = str | tuple[str, object] | RowProblem
 _NOTHING: frozenset[str] = frozenset()
+_crc32 = zlib.crc32
 _NOT_FINITE = RowProblem("attributes", NOT_FINITE_REASON)  # a part whose value JSON cannot write (NaN)
 
 
@@ -50,21 +51,23 @@ class _Parts(dict):
         self.prefix, self.key_problem = f"{cells.json_string(key)}:", limits.key_problem(key)
 
     def __missing__(self, cell: str) -> Part | None:
-        part = self[cell] = self.part(cell)
-        return part
-
-    def part(self, cell: str) -> Part | None:
         """A text cell's part, its value typed as the person meant (infer_scalar); None when empty."""
         text = cell.strip()
+        part: Part | None
         if not text:
-            return None
-        if reason := self.key_problem or self.limits.value_problem(text):
-            return RowProblem(self.key, reason, text)
-        value = cells.infer_scalar(text)
-        part = self.prefix + cells.json_value(value)
-        if type(value) is str and value[:1] in cells.FORMULA_STARTS and cells.is_formula(value):
-            return (part, value)
+            part = None
+        elif reason := self.key_problem or self.limits.value_problem(text):
+            part = RowProblem(self.key, reason, text)
+        else:
+            value = cells.infer_scalar(text)
+            part = self.prefix + cells.json_value(value)
+            if type(value) is str and value[:1] in cells.FORMULA_STARTS and cells.is_formula(value):
+                part = (part, value)
+        self[cell] = part
         return part
+
+
+_part_of = dict.__getitem__  # calls _Parts.__missing__ for a cell not seen before
 
 
 class RowValidator:
@@ -137,7 +140,7 @@ class RowValidator:
                 if len(attributes) > self._surely_small and (reason := self.limits.size_problem(attributes)):
                     raise RowProblem("attributes", reason, attributes)
                 attributes = copy_text(attributes)
-            bucket = zlib.crc32(phone.encode()) % self.buckets
+            bucket = _crc32(phone.encode()) % self.buckets
             copy_line = (
                 f"{line}\t{bucket}\t{phone}\t{NULL if name is None else copy_text(name)}\t"
                 f"{NULL if email is None else copy_text(email)}\t{channel}\t{locale}\t{timezone}\t{consent}\t"
@@ -216,7 +219,7 @@ class RowValidator:
         if not decoded and (packed is None or packed == ""):  # a CSV record's text cells, the common case
             if keys is not self._memo_keys:
                 self._memo_keys, self._key_memos = keys, [self._parts(key) for key in keys]
-            found = list(map(dict.__getitem__, self._key_memos, attribute_values))
+            found = list(map(_part_of, self._key_memos, attribute_values))
             found_keys: tuple[str, ...] | list[str] = keys
         else:
             items: Iterable[tuple[str, object]]
