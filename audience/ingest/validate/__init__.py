@@ -5,8 +5,9 @@ goes out as COPY-ready text for the staging table plus the problems found, so
 the main process only streams bytes into PostgreSQL.
 
 - ``chunks``: process_chunk, a worker's entry point.
-- ``csv_rows``, ``json_rows``: a chunk's records as Rows.
-- ``rows``: RowValidator, one row to one COPY line or one problem, for imports and previews alike.
+- ``csv_rows``: a CSV chunk's records, validated as read; ``json_rows``: JSON records as Rows.
+- ``rows``: RowValidator, one row (a Row, or a CSV record's cells) to one COPY line or one problem,
+  for imports and previews alike.
 - ``cells``: the rule for each kind of cell.
 - ``storable``: what PostgreSQL cannot store, and problems made printable.
 - ``copy_text``: COPY's text format.

@@ -1,17 +1,17 @@
-"""The records of a CSV chunk as Rows, each cell placed by the role of its column."""
+"""A CSV chunk's records validated as read, each cell placed by the role of its column (no Row is built)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from audience.ingest.readers import Chunk, Column, Layout
-from audience.ingest.validate.records import ROLES, VALUE_CUT, ChunkResult, Row, cut, decode_chunk
+from audience.ingest.validate.records import ROLES, VALUE_CUT, ChunkResult, cut, decode_chunk
+from audience.ingest.validate.rows import RowValidator
 from audience.ingest.validate.storable import NUL_REASON
 
-TOPICS = ROLES.index("topics")
 ENCODING_WARNING = "not valid UTF-8; read as Windows-1252 (save the file as 'CSV UTF-8' to be sure)"
 
 
@@ -24,24 +24,28 @@ class CsvPlan:
             column.kind if column.kind != "attribute" else column.key: column.header for column in columns
         }
         index = {column.kind: column.index for column in columns if column.kind != "attribute"}
-        # Several topics columns are joined; one is read like any other role's.
+        # Several topics columns are joined, the join appended to the record; one is read like any other role's.
         self.topics = tuple(column.index for column in columns if column.kind == "topics")
-        if len(self.topics) > 1:
-            del index["topics"]
-        # A role the header lacks reads the None row() appends to each record (index -1).
-        self._values = operator.itemgetter(*(index.get(role, -1) for role in ROLES))
+        self.joined_topics = len(self.topics) > 1
+        if self.joined_topics:
+            index["topics"] = self.width + 1
+        # A role the header lacks reads the None appended to each record, after its width's cells.
+        # values(record): the record's cell for each of ROLES; attributes(record): its cell for each of keys.
+        self.values = operator.itemgetter(*(index.get(role, self.width) for role in ROLES))
         attributes = [column for column in columns if column.kind == "attribute"]
         self.keys = tuple(column.key for column in attributes)
-        self._attributes = _getter([column.index for column in attributes])
+        self.attributes = _getter([column.index for column in attributes])
 
-    def row(self, line: int, record: list) -> Row:
-        if len(record) < self.width:
-            record = record + [""] * (self.width - len(record))
+    def complete(self, record: list) -> None:
+        """Make a record what values() and attributes() read: its width's cells, a None, then any joined topics."""
+        count = len(record)
+        if count < self.width:
+            record.extend([""] * (self.width - count))
+        elif count > self.width:
+            del record[self.width :]  # blank cells past the header's columns (others are refused)
         record.append(None)
-        values = self._values(record)
-        if len(self.topics) > 1:
-            values = (*values[:TOPICS], "|".join([record[index] for index in self.topics]), *values[TOPICS + 1 :])
-        return Row(line, values, dict(zip(self.keys, self._attributes(record), strict=False)), self.headers)
+        if self.joined_topics:
+            record.append("|".join([record[index] for index in self.topics]))
 
 
 def _getter(indexes: list[int]) -> Callable[[list], tuple]:
@@ -52,18 +56,27 @@ def _getter(indexes: list[int]) -> Callable[[list], tuple]:
     return operator.itemgetter(*indexes) if indexes else lambda record: ()
 
 
-def csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult) -> Iterator[Row]:
-    """The chunk's records as Rows; records that are no row (unreadable, a NUL, too many cells) are refused here."""
+def validate_csv(
+    chunk: Chunk, layout: Layout, validator: RowValidator, result: ChunkResult, write: Callable[[str], object]
+) -> None:
+    """Validate the chunk's records as they are read, writing the good rows' COPY lines; records that are
+    no row (unreadable, a NUL, more cells than the header has columns) are refused here.
+
+    Each record is handed to the validator as its cells, without a Row (which cost as much as a rule).
+    """
+    plan = CsvPlan(layout.columns)
+    values, attributes, keys, headers = plan.values, plan.attributes, plan.keys, plan.headers
+    validate = validator.validate_cells
     text, fallback = decode_chunk(chunk)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=layout.delimiter)
-    plan = CsvPlan(layout.columns)
     nul = b"\x00" in chunk.data  # rare: only then is each record looked at for a NUL, which PostgreSQL refuses
     header_at = {column.index: column.header for column in layout.columns} if nul else {}
     consumed = 0
+    width = plan.width
     while True:
         start = chunk.start_line + consumed
         try:
-            record = next(reader)
+            record: list = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
@@ -79,21 +92,27 @@ def csv_rows(chunk: Chunk, layout: Layout, result: ChunkResult) -> Iterator[Row]
             continue
         if not record or (len(record) == 1 and not record[0].strip()):
             continue
-        if len(record) > plan.width and any(cell.strip() for cell in record[plan.width :]):
-            reason = f"{len(record)} cells but the header has {plan.width} columns (a stray delimiter or quote?)"
+        if len(record) > width and any(cell.strip() for cell in record[width:]):
+            reason = f"{len(record)} cells but the header has {width} columns (a stray delimiter or quote?)"
             result.refuse(start, "", reason, layout.delimiter.join(record)[:VALUE_CUT])
             continue
-        row = plan.row(start, record)
         if fallback and any(start <= line < chunk.start_line + consumed for line in fallback):
-            _warn_encoding(row, record, layout.columns, result)
-        yield row
+            _warn_encoding(start, record, layout.columns, result)
+        if len(record) != width or plan.joined_topics:
+            plan.complete(record)
+        else:
+            record.append(None)  # what complete() comes to for most records
+        result.rows += 1
+        copy_line = validate(start, values(record), keys, attributes(record), headers, result)
+        if copy_line is not None:
+            write(copy_line)
 
 
-def _warn_encoding(row: Row, record: list[str], columns: tuple[Column, ...], result: ChunkResult) -> None:
+def _warn_encoding(line: int, record: list[str], columns: tuple[Column, ...], result: ChunkResult) -> None:
     column, value = "", ""
     for candidate in columns:
         if candidate.index < len(record) and not record[candidate.index].isascii():
             column, value = candidate.header, record[candidate.index]
             break
-    result.problems.append((row.line, column, "warning", ENCODING_WARNING, value[:VALUE_CUT]))
+    result.problems.append((line, column, "warning", ENCODING_WARNING, value[:VALUE_CUT]))
     result.warnings += 1

@@ -7,7 +7,7 @@ import json
 import math
 import re
 
-from audience.ingest.validate.records import ROLES, Problem, Row, RowProblem
+from audience.ingest.validate.records import ROLES, Problem, RowProblem
 
 BAD_TEXT_RE = re.compile(r"[\x00\ud800-\udfff]")
 NUL_REASON = "contains a NUL character"
@@ -48,13 +48,15 @@ def _value_reason(value: object, numbers: bool) -> str | None:
     return None
 
 
-def unstorable(row: Row) -> RowProblem | None:
-    """The row's first value PostgreSQL cannot store, as a problem; None when every one can be stored.
+def unstorable(values: tuple[object, ...], attributes: dict[str, object]) -> RowProblem | None:
+    """A row's first value PostgreSQL cannot store, as a problem; None when every one can be stored.
+
+    ``values``: the row's cell for each of ROLES; ``attributes``: its attribute cells by key.
 
     Run only for a row whose COPY line or attributes showed a sign of one, so good rows are not walked.
     Cells other than attributes are stored as text, where a NaN is just the text 'nan'.
     """
-    for kind, value in zip(ROLES, row.values, strict=True):
+    for kind, value in zip(ROLES, values, strict=True):
         if value is None:
             continue
         decoded = value
@@ -66,7 +68,7 @@ def unstorable(row: Row) -> RowProblem | None:
         reason = _value_reason(decoded, numbers=kind == "attributes")
         if reason:
             return RowProblem(kind, reason, value)
-    for key, value in row.attributes.items():
+    for key, value in attributes.items():
         reason = text_reason(key) if type(key) is str else None
         if reason:
             return RowProblem(key, f"the key {reason}", key)
