@@ -107,3 +107,18 @@ def test_an_analyst_reads_a_short_sms_campaign_per_minute_without_read_figures(p
     assert "Timeline, per minute" in text and "Read rate" not in text
     assert page.page.locator("#timeline-chart .g-ytitle").text_content() == "Messages per minute"
     page.screenshot("journey-short-sms-analytics")
+
+
+def test_saving_a_template_with_a_variable_most_of_the_audience_lacks_warns_per_campaign(page):
+    _user("boss", STAFF)
+    for index in range(3):
+        audience.contact_create(phone=f"+25471200000{index}", name=f"C{index}")
+    template = MessageTemplateFactory(body="Hello {{ name }}")
+    Campaign.objects.create(name="Offers", template=template, sender=SenderFactory())
+    sign_in(page, "boss", PASSWORD, "/reporting/")
+    page.goto(f"/admin/messaging/messagetemplate/{template.pk}/change/")
+    page.page.locator("#id_body").fill("Your code: {{ attributes.offer_code }}")
+    page.page.get_by_role("button", name="Save and continue editing").click()
+    warning = page.page.locator(".messagelist .warning")
+    expect(warning).to_contain_text("Campaign “Offers”: 3 of the 3 contacts in this campaign's audience lack a value")
+    page.screenshot("journey-template-missing-variable")
