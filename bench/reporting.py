@@ -15,7 +15,9 @@ timed in the same run. The campaign is an experiment: two variants (weights 1 an
 control group, assigned by the snapshot's hash expression (campaigns.services.arms); the control
 group's recipients are skipped 'control' without a message. The arms' counters are checked
 against a GROUP BY over the messages, and the arms endpoint is timed with its naive figure (that
-GROUP BY). The last line printed is the JSON summary.
+GROUP BY). 2 % of the recipients, the control group's included, converted: the summary's
+conversions are checked against the conversion rows of messaged recipients, and the control
+group's are reported. The last line printed is the JSON summary.
 """
 
 from __future__ import annotations
@@ -142,6 +144,15 @@ def fill(messages: int) -> tuple[int, int]:
                     SELECT arm, count(*) AS n FROM campaigns_recipient
                     WHERE run_id = {run.pk} AND (state <> 'skipped' OR reason = 'control') GROUP BY arm) AS a)
             WHERE id = {run.pk}""",
+        # Goal conversions, as attribution records them: 2 % of the messaged recipients and of the
+        # control group (measured without a message), with a value.
+        f"""INSERT INTO campaigns_conversion (event_id, campaign_id, run_id, recipient_id, message_id, contact_id,
+                model, event_name, occurred_at, touched_at, value, currency)
+            SELECT r.id, {campaign.pk}, r.run_id, r.id, r.message_id, r.contact_id, 'last_message', 'order_placed',
+                   COALESCE(r.sent_at, r.created_at) + interval '2 hours', COALESCE(r.sent_at, r.created_at),
+                   (r.id % 90) + 10, 'USD'
+            FROM campaigns_recipient r
+            WHERE r.run_id = {run.pk} AND r.id % 50 = 7 AND (r.message_id IS NOT NULL OR r.reason = 'control')""",
         # The run's recipient counters, as the snapshot and the dispatcher keep them.
         f"""UPDATE campaigns_campaignrun run SET total = c.total, pending = c.pending, held = c.held,
                 sending = c.sending, sent = c.sent, skipped = c.skipped, failed = c.failed,
@@ -281,6 +292,14 @@ def main(argv: list[str] | None = None) -> int:
     dashboard = time_requests(client, "/api/v1/monitoring/dashboard", args.requests)
     naive = naive_summary(run_id, args.requests)
     naive_arms_timings = naive_arms(run_id, args.requests)
+    from campaigns.models import Conversion
+
+    converted = Conversion.objects.filter(run_id=run_id, message__isnull=False).count()
+    summary_conversions = client.get(f"/api/v1/reporting/campaigns/{campaign_id}/summary").json()["conversions"]
+    if summary_conversions["count"] != converted:
+        raise SystemExit(f"summary conversions {summary_conversions['count']} != {converted} conversion rows")
+    arm_rows = client.get(f"/api/v1/reporting/campaigns/{campaign_id}/arms").json()["arms"]
+    control_conversions = sum(row["conversions"] or 0 for row in arm_rows if row["control"])
 
     from django.db import connections
 
@@ -302,7 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         "summary_p50_ms": round(percentile(summary, 0.5), 1),
         "dashboard_p50_ms": round(percentile(dashboard, 0.5), 1),
         "arms_p50_ms": round(percentile(arms_timings, 0.5), 1),
-        "arms": "2 variants (1:2) and a 10 % control group",
+        "conversions": converted,
+        "control_conversions": control_conversions,
+        "arms": "2 variants (1:2) and a 10 % control group; 2 % of recipients converted",
         "conditions": "2 shared cores, other agents running; figures noisy, compare with the naive ones",
     }
     print(json.dumps(result))
