@@ -202,8 +202,8 @@ def _median_kept(run_ids: list[int]) -> float | None:
         .order_by("seconds")
         .values_list("seconds", "n")
     )
-    rows = [(seconds, n) for seconds, n in rows if n > 0]
-    total = sum(n for _s, n in rows)
+    counted = [(seconds, n) for seconds, n in rows if n > 0]
+    total = sum(n for _s, n in counted)
     if not total:
         return None
     position = 0.5 * (total - 1)
@@ -211,11 +211,11 @@ def _median_kept(run_ids: list[int]) -> float | None:
 
     def value_at(index: int) -> int:
         seen = 0
-        for seconds, n in rows:
+        for seconds, n in counted:
             seen += n
             if index < seen:
                 return seconds
-        return rows[-1][0]
+        return counted[-1][0]
 
     low, high = value_at(low_index), value_at(min(low_index + 1, total - 1))
     return round(low + fraction * (high - low), 3)
@@ -235,7 +235,9 @@ def _timeline_kept(run_ids: list[int], bucket: str) -> list[dict[str, Any]]:
     )
     kinds = ("sent", "delivered", "read", "failed")
     return [
-        {"at": row["at"], **{kind: row[kind] for kind in kinds}} for row in rows if any(row[kind] for kind in kinds)
+        {"at": values["at"], **{kind: values[kind] for kind in kinds}}
+        for values in (dict(row) for row in rows)
+        if any(values[kind] for kind in kinds)
     ]
 
 
@@ -273,7 +275,7 @@ def _message_figures(run_ids: list[int], *, kept: bool = True) -> dict[str, Any]
         if priced:
             cost[unit][0] += price_total
             cost[unit][1] += priced
-    failures = [
+    failures: list[dict[str, Any]] = [
         {"error_code": code, "meaning": error_meaning(code), "count": sum(c.values()), "by_status": dict(c)}
         for code, c in by_code.items()
     ]
@@ -377,7 +379,7 @@ def campaign_result_rows(campaign: Campaign, *, run: CampaignRun | None = None):
         Recipient.objects.filter(run_id__in=campaign_run_ids(campaign, run))
         .order_by("run_id", "id")
         .annotate(**result_row_outcomes())
-        .values_list(
+        .values_list(  # type: ignore[misc]  # the plugin cannot see the annotations made by **result_row_outcomes()
             "run_id",
             "id",
             "contact_id",

@@ -74,6 +74,8 @@ def error_effects(message: Message, exc: ProviderError, verdict: Verdict) -> Non
 
 def provider_opt_out(message: Message, exc: ProviderError) -> None:
     """The provider says the recipient opted out: record it through the consent service."""
+    if message.contact is None or message.sender is None:  # erased since the send: nobody to record it for
+        return
     consent_change(
         message.contact,
         to_status=ConsentStatus.OPTED_OUT,
