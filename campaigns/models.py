@@ -238,6 +238,40 @@ class Campaign(models.Model):
         return self.name
 
 
+# The settings staff edit, besides the name: one list for the admin form, the API and duplicates.
+CAMPAIGN_SETTINGS = (
+    "kind",
+    "template",
+    "sender",
+    "segment",
+    "topic",
+    "mps",
+    "quiet_start",
+    "quiet_end",
+    "frequency_cap",
+    "frequency_window",
+    "validity",
+    "schedule_type",
+    "send_at",
+    "cron",
+    "cron_timezone",
+    "trigger_event",
+    "trigger_keyword",
+    "trigger_conditions",
+    "trigger_contact_rule",
+    "link_params",
+    "goal_event",
+    "goal_conditions",
+    "goal_window",
+    "goal_model",
+    "control_share",
+    "winner_test_share",
+    "winner_wait",
+    "winner_metric",
+    "winner_pick",
+)
+
+
 # What each audit action reads as; an action not named here reads as its words.
 ACTION_WORDS = {
     "create": "Created",

@@ -94,7 +94,6 @@ EXPERIMENT_FIELDSET = (
         "metric (or the variant staff pick) goes to the rest.",
     },
 )
-EXPERIMENT_FIELDS = ["control_share", "winner_test_share", "winner_wait", "winner_metric", "winner_pick"]
 
 
 def experiment_state(campaign: Campaign) -> str:

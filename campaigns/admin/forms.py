@@ -10,11 +10,11 @@ from django.core.exceptions import ValidationError
 
 from campaigns import services
 from campaigns.admin.experiments import (
-    EXPERIMENT_FIELDS,
     ExperimentFormMixin,
 )
 from campaigns.admin.segments import query_text
 from campaigns.models import (
+    CAMPAIGN_SETTINGS,
     Campaign,
 )
 from config.json_limits import DepthLimitedJSONDecoder
@@ -23,34 +23,7 @@ from config.json_limits import DepthLimitedJSONDecoder
 class CampaignForm(ExperimentFormMixin, forms.ModelForm):
     class Meta:
         model = Campaign
-        fields = [
-            "name",
-            "kind",
-            "template",
-            "sender",
-            "segment",
-            "topic",
-            "mps",
-            "quiet_start",
-            "quiet_end",
-            "frequency_cap",
-            "frequency_window",
-            "validity",
-            "schedule_type",
-            "send_at",
-            "cron",
-            "cron_timezone",
-            "trigger_event",
-            "trigger_keyword",
-            "trigger_conditions",
-            "trigger_contact_rule",
-            "link_params",
-            "goal_event",
-            "goal_conditions",
-            "goal_window",
-            "goal_model",
-            *EXPERIMENT_FIELDS,
-        ]
+        fields = ["name", *CAMPAIGN_SETTINGS]
 
     trigger_contact_rule = forms.CharField(
         required=False,

@@ -14,7 +14,7 @@ from audience.phones import InvalidPhone
 from campaigns import services
 from campaigns.api.cost import CostEstimateSerializer
 from campaigns.api.segments import service_call
-from campaigns.models import Campaign, CampaignAction, CampaignRun, Variant
+from campaigns.models import CAMPAIGN_SETTINGS, Campaign, CampaignAction, CampaignRun, Variant
 from campaigns.services import outcomes
 from config import privacy
 from config.api import (
@@ -70,35 +70,7 @@ class CampaignSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "name",
-            "kind",
-            "template",
-            "sender",
-            "segment",
-            "topic",
-            "mps",
-            "quiet_start",
-            "quiet_end",
-            "frequency_cap",
-            "frequency_window",
-            "validity",
-            "schedule_type",
-            "send_at",
-            "cron",
-            "cron_timezone",
-            "trigger_event",
-            "trigger_keyword",
-            "trigger_conditions",
-            "trigger_contact_rule",
-            "link_params",
-            "goal_event",
-            "goal_conditions",
-            "goal_window",
-            "goal_model",
-            "control_share",
-            "winner_test_share",
-            "winner_wait",
-            "winner_metric",
-            "winner_pick",
+            *CAMPAIGN_SETTINGS,
             "variants",
             "winner_variant",
             "winner_picked_at",

@@ -6,6 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from campaigns.models import (
+    CAMPAIGN_SETTINGS,
     Campaign,
     CampaignAction,
     CampaignStatus,
@@ -15,37 +16,8 @@ from campaigns.services.lifecycle import audit_actor
 from config.privacy import phone_mask
 from messaging.services.sample_send import SampleSent, sample_message_send
 
-DUPLICATED_FIELDS = (
-    "kind",
-    "template",
-    "sender",
-    "segment",
-    "topic",
-    "mps",
-    "quiet_start",
-    "quiet_end",
-    "frequency_cap",
-    "frequency_window",
-    "validity",
-    "schedule_type",
-    "send_at",
-    "cron",
-    "cron_timezone",
-    "trigger_event",
-    "trigger_keyword",
-    "trigger_conditions",
-    "trigger_contact_rule",
-    "link_params",
-    "goal_event",
-    "goal_conditions",
-    "goal_window",
-    "goal_model",
-    "control_share",
-    "winner_test_share",
-    "winner_wait",
-    "winner_metric",
-    "winner_pick",
-)
+# What a duplicate copies: every setting staff can edit, under a new name.
+DUPLICATED_FIELDS = CAMPAIGN_SETTINGS
 
 
 @transaction.atomic
