@@ -11,7 +11,6 @@ from __future__ import annotations
 from email.utils import parseaddr
 from pathlib import Path
 
-import dj_database_url
 from django.core.checks.security.base import (
     SECRET_KEY_INSECURE_PREFIX,
     SECRET_KEY_MIN_LENGTH,
@@ -19,6 +18,7 @@ from django.core.checks.security.base import (
 )
 from django.core.exceptions import ImproperlyConfigured
 
+from config.database import database_settings
 from config.env import Env, read_env_file
 from config.logging import logging_config
 
@@ -82,38 +82,19 @@ if DATABASE_URL is None:
         "DATABASE_URL is not set and the embedded PostgreSQL is not running; "
         "start the platform with `make run`, or wrap a command with `python -m config.embedded -- COMMAND`"
     )
-_db = dj_database_url.parse(DATABASE_URL, conn_max_age=env.int("DB_CONN_MAX_AGE", 600, minimum=0))
-if _db["ENGINE"] != "django.db.backends.postgresql":
-    raise ImproperlyConfigured("DATABASE_URL must name a PostgreSQL database; SQLite and others are not supported")
-_db["CONN_HEALTH_CHECKS"] = True
-_db.setdefault("OPTIONS", {})
-_db["OPTIONS"].setdefault("connect_timeout", 5)
-_db["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME")}
 # Between the platform and PostgreSQL (docs/operations.md gives the connection arithmetic):
 # - none: each process holds its own persistent connections (DB_CONN_MAX_AGE);
-# - pgbouncer: a pooler in transaction mode (PgBouncer, or any like it) at DATABASE_URL's host: a
-#   client's statements may reach a different server connection in each transaction, so nothing
-#   may outlive one: no server-side prepared statements, no server-side (WITH HOLD) cursors;
-# - django: Django's own psycopg pool in each process (DATABASE_POOL_MIN_SIZE..MAX_SIZE
-#   connections), instead of a connection per thread kept for DB_CONN_MAX_AGE.
+# - pgbouncer: a pooler in transaction mode (PgBouncer, or any like it) at DATABASE_URL's host;
+# - django: Django's own psycopg pool in each process (DATABASE_POOL_MIN_SIZE..MAX_SIZE).
 DATABASE_POOLER = env.choice("DATABASE_POOLER", ("none", "pgbouncer", "django"), default="none")
 # The webhook path prepares its one statement per connection (messaging.services.status); PgBouncer
 # before 1.21 (Debian 12 ships 1.18) cannot carry prepared statements in transaction mode.
 DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=DATABASE_POOLER != "pgbouncer")
-if not DATABASE_PREPARED_STATEMENTS:
-    _db["OPTIONS"]["prepare_threshold"] = None  # psycopg never prepares on its own
-if DATABASE_POOLER == "pgbouncer":
-    _db["DISABLE_SERVER_SIDE_CURSORS"] = True  # .iterator() fetches in chunks from a client-side cursor
-elif DATABASE_POOLER == "django":
-    _db["CONN_MAX_AGE"] = 0  # the pool keeps the connections (Django refuses both)
-    _db["OPTIONS"]["pool"] = {
-        "min_size": env.int("DATABASE_POOL_MIN_SIZE", 2, minimum=0),
-        "max_size": env.int("DATABASE_POOL_MAX_SIZE", 10, minimum=1),
-        "timeout": env.float("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.1),
-    }
-    if _db["OPTIONS"]["pool"]["min_size"] > _db["OPTIONS"]["pool"]["max_size"]:
-        raise ImproperlyConfigured("DATABASE_POOL_MIN_SIZE cannot be above DATABASE_POOL_MAX_SIZE")
-DATABASES = {"default": _db}
+DATABASES = {
+    "default": database_settings(
+        DATABASE_URL, env, pooler=DATABASE_POOLER, prepared_statements=DATABASE_PREPARED_STATEMENTS
+    )
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.url("REDIS_URL", schemes=("redis", "rediss", "unix")) or _embedded.get("REDIS_URL")

@@ -472,24 +472,6 @@ def counters_recount(run_ids: Iterable[int] | None = None) -> None:
         )
 
 
-def contact_totals() -> tuple[int, int]:
-    """(contacts, opted-out contacts), exact: the sum of the trigger-kept deltas."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT COALESCE(sum(contacts), 0), COALESCE(sum(opted_out), 0) FROM reporting_contacttotal")
-        contacts, opted_out = cursor.fetchone()
-    return int(contacts), int(opted_out)
-
-
-def contact_totals_compact() -> None:
-    """Fold the delta rows into one (concurrent writers keep inserting; none is lost or counted twice)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """WITH gone AS (DELETE FROM reporting_contacttotal RETURNING contacts, opted_out)
-               INSERT INTO reporting_contacttotal (contacts, opted_out)
-               SELECT COALESCE(sum(contacts), 0), COALESCE(sum(opted_out), 0) FROM gone"""
-        )
-
-
 def counters_read(run_ids: Iterable[int]) -> dict[CounterKey, tuple[int, Decimal, int]]:
     """The kept counters of these runs: (run, status, error code, unit) -> (count, price total, priced)."""
     rows = MessageStatusCounter.objects.filter(run_id__in=list(run_ids), count__gt=0).values_list(

@@ -183,7 +183,7 @@ class MinuteCounter(models.Model):
 class ContactTotal(models.Model):
     """Deltas of the contact totals, one row per writing statement (database triggers on audience_contact).
 
-    Append-only, so concurrent writers never wait on each other; ``counters.contact_totals`` sums
+    Append-only, so concurrent writers never wait on each other; ``reporting.contact_totals`` sums
     them and ``contact_totals_compact`` folds them into one row.
     """
 

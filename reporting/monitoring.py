@@ -22,7 +22,8 @@ from config.health import check_cache, check_database
 from messaging.keywords import KEYWORDS, Keyword, keyword_parse, keyword_text_sql
 from messaging.models import Direction, Message, ProviderCallback
 from reporting.alerting.selectors import alerts_summary
-from reporting.counters import SWEEP_WATERMARK_KEY, contact_totals, counters_read
+from reporting.contact_totals import contact_totals
+from reporting.counters import SWEEP_WATERMARK_KEY, counters_read
 from reporting.models import MinuteCounter
 
 WORKERS_CACHE_KEY = "reporting:celery-workers"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from reporting import counters, monitoring
+from reporting import contact_totals, counters, monitoring
 
 
 @shared_task(name="reporting.counters_sweep", ignore_result=True)
 def counters_sweep() -> int:
     changed = counters.counters_sweep()
-    counters.contact_totals_compact()
+    contact_totals.contact_totals_compact()
     return changed
 
 

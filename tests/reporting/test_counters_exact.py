@@ -19,9 +19,8 @@ from audience.services import consent_change
 from messaging.models import Direction
 from messaging.services.inbound import inbound_message_record
 from messaging.services.status import status_callback_record
+from reporting.contact_totals import contact_totals, contact_totals_compact
 from reporting.counters import (
-    contact_totals,
-    contact_totals_compact,
     counters_read,
     counters_recount,
     counters_recounted,
