@@ -194,4 +194,4 @@ class ContactTotal(models.Model):
         return f"{self.contacts} contacts, {self.opted_out} opted out"
 
 
-from reporting.alerting.models import AlertEvent, AlertRule, AlertState  # noqa: E402, F401  (alerting's tables)
+from reporting.alerting.models import AlertNotice, AlertRule, AlertState  # noqa: E402, F401  (alerting's tables)

@@ -3,7 +3,7 @@
 from django.contrib import admin
 
 from config.json_limits import ADMIN_JSON_FORMFIELDS
-from reporting.alerting.models import AlertEvent, AlertRule, AlertState
+from reporting.alerting.models import AlertNotice, AlertRule, AlertState
 
 
 @admin.register(AlertRule)
@@ -29,8 +29,8 @@ class AlertStateAdmin(ReadOnlyAdmin):
     list_filter = ["firing", "rule"]
 
 
-@admin.register(AlertEvent)
-class AlertEventAdmin(ReadOnlyAdmin):
+@admin.register(AlertNotice)
+class AlertNoticeAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "kind", "rule", "subject", "value", "emailed_at", "posted_at"]
     list_filter = ["kind", "rule"]
     search_fields = ["text", "subject"]

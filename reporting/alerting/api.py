@@ -1,4 +1,4 @@
-"""GET /api/v1/monitoring/alerts: firing alerts and the latest alert events (Analysts may read)."""
+"""GET /api/v1/monitoring/alerts: firing alerts and the latest alert notices (Analysts may read)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from reporting.alerting import selectors
-from reporting.alerting.models import AlertEvent, AlertKind, AlertState
+from reporting.alerting.models import AlertKind, AlertNotice, AlertState
 
 
 class FiringAlertSerializer(serializers.ModelSerializer):
@@ -21,17 +21,17 @@ class FiringAlertSerializer(serializers.ModelSerializer):
         fields = ["rule", "kind", "subject", "value", "threshold", "fired_at", "clear_since", "evaluated_at"]
 
 
-class AlertEventSerializer(serializers.ModelSerializer):
+class AlertNoticeSerializer(serializers.ModelSerializer):
     rule = serializers.CharField(source="rule.name")
 
     class Meta:
-        model = AlertEvent
+        model = AlertNotice
         fields = ["id", "kind", "rule", "subject", "value", "text", "created_at", "emailed_at", "posted_at"]
 
 
 class AlertsSerializer(serializers.Serializer):
     firing = FiringAlertSerializer(many=True)
-    recent = AlertEventSerializer(many=True, help_text="The latest 50 alerts and recoveries, newest first.")
+    recent = AlertNoticeSerializer(many=True, help_text="The latest 50 alerts and recoveries, newest first.")
 
 
 class AlertsView(GenericAPIView):

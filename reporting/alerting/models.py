@@ -88,14 +88,14 @@ class AlertState(models.Model):
         return f"{self.rule} [{self.subject or '-'}]: {'firing' if self.firing else 'ok'}"
 
 
-class AlertEvent(models.Model):
+class AlertNotice(models.Model):
     """One alert or recovery, as recorded and sent; never updated but for its delivery stamps."""
 
     class Kind(models.TextChoices):
         FIRED = "fired", "Fired"
         CLEARED = "cleared", "Cleared"
 
-    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="events")
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="notices")
     subject = models.CharField(max_length=200, blank=True)
     kind = models.CharField(max_length=8, choices=Kind.choices)
     value = models.FloatField(null=True, blank=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from reporting.alerting.models import AlertEvent, AlertState
+from reporting.alerting.models import AlertNotice, AlertState
 
 HISTORY_LIMIT = 50
 
@@ -13,10 +13,10 @@ def alerts_firing() -> QuerySet[AlertState]:
     return AlertState.objects.filter(firing=True).select_related("rule").order_by("fired_at", "pk")
 
 
-def alert_history(limit: int = HISTORY_LIMIT) -> list[AlertEvent]:
-    return list(AlertEvent.objects.select_related("rule").order_by("-created_at", "-pk")[:limit])
+def alert_history(limit: int = HISTORY_LIMIT) -> list[AlertNotice]:
+    return list(AlertNotice.objects.select_related("rule").order_by("-created_at", "-pk")[:limit])
 
 
 def alerts_summary(limit: int = HISTORY_LIMIT) -> dict:
-    """The dashboard's view: firing alerts and the latest events."""
+    """The dashboard's view: firing alerts and the latest notices."""
     return {"firing": list(alerts_firing()), "recent": alert_history(limit)}

@@ -3,9 +3,9 @@
 A rule's state per subject moves ok -> firing when its probe's value breaches the threshold,
 and firing -> ok when the value has been clear (at or past the clear threshold: hysteresis) for
 ``clear_after_minutes`` (a hold: no flapping). Each move is a conditional UPDATE on the state
-row and the ``AlertEvent`` is written in the same transaction only when the UPDATE moved it,
+row and the ``AlertNotice`` is written in the same transaction only when the UPDATE moved it,
 so two evaluators running at once record one alert. Delivery is a task enqueued after commit;
-each channel (email, webhook) is claimed on the event row before sending, so a re-run task or
+each channel (email, webhook) is claimed on the notice row before sending, so a re-run task or
 two workers send it once.
 """
 
@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from campaigns.models import CampaignRun
 from messaging.models import Sender
-from reporting.alerting.models import AlertEvent, AlertKind, AlertRule, AlertState
+from reporting.alerting.models import AlertKind, AlertNotice, AlertRule, AlertState
 from reporting.alerting.probes import PROBES
 
 logger = logging.getLogger(__name__)
@@ -50,22 +50,22 @@ UNITS = {
 
 
 def alerts_evaluate(now: dt.datetime | None = None, *, deliver_inline: bool = False) -> list[int]:
-    """Evaluate every enabled rule; returns the ids of the events recorded.
+    """Evaluate every enabled rule; returns the ids of the notices recorded.
 
     Events are delivered by a Celery task after commit, or in this process after commit with
     ``deliver_inline`` (the watchdog command: when no worker runs, no task would deliver them).
     """
     now = now or timezone.now()
     deliver = _notify_inline if deliver_inline else _notify_enqueue
-    events: list[int] = []
+    notices: list[int] = []
     for rule in AlertRule.objects.filter(enabled=True):
         try:
             values = PROBES[rule.kind](rule, now)
         except Exception as exc:  # noqa: BLE001 - a probe that cannot answer (broker down) skips one round
             logger.warning("alert rule %s could not be evaluated: %s: %s", rule.name, type(exc).__name__, exc)
             continue
-        events.extend(rule_evaluate(rule, values, now, deliver=deliver))
-    return events
+        notices.extend(rule_evaluate(rule, values, now, deliver=deliver))
+    return notices
 
 
 def rule_evaluate(
@@ -73,12 +73,12 @@ def rule_evaluate(
 ) -> list[int]:
     """Move the rule's state for every subject measured, and for every firing one not measured."""
     firing = set(AlertState.objects.filter(rule=rule, firing=True).values_list("subject", flat=True))
-    events = []
+    notices = []
     for subject in sorted(set(values) | firing):
-        event = state_step(rule, subject, values.get(subject), now, deliver=deliver)
-        if event is not None:
-            events.append(event.pk)
-    return events
+        notice = state_step(rule, subject, values.get(subject), now, deliver=deliver)
+        if notice is not None:
+            notices.append(notice.pk)
+    return notices
 
 
 def _state(rule: AlertRule, subject: str) -> AlertState:
@@ -95,13 +95,13 @@ def state_step(
     value: float | None,
     now: dt.datetime,
     deliver: Callable[[int], None] | None = None,
-) -> AlertEvent | None:
-    """One step of one subject's state; returns the event recorded, if this call made the move."""
+) -> AlertNotice | None:
+    """One step of one subject's state; returns the notice recorded, if this call made the move."""
     state = _state(rule, subject)
     rows = AlertState.objects.filter(pk=state.pk)
     if not state.firing:
         if rule.breaches(value):
-            return _transition(rule, state, value, now, AlertEvent.Kind.FIRED, deliver=deliver)
+            return _transition(rule, state, value, now, AlertNotice.Kind.FIRED, deliver=deliver)
         rows.update(value=value, evaluated_at=now)
         return None
     if not rule.clears(value):
@@ -111,7 +111,7 @@ def state_step(
     if state.clear_since is None:
         rows.filter(firing=True, clear_since__isnull=True).update(clear_since=now, value=value, evaluated_at=now)
     if now - clear_since >= dt.timedelta(minutes=rule.clear_after_minutes):
-        return _transition(rule, state, value, now, AlertEvent.Kind.CLEARED, clear_since=clear_since, deliver=deliver)
+        return _transition(rule, state, value, now, AlertNotice.Kind.CLEARED, clear_since=clear_since, deliver=deliver)
     return None
 
 
@@ -120,11 +120,11 @@ def _transition(
     state: AlertState,
     value: float | None,
     now: dt.datetime,
-    kind: AlertEvent.Kind,
+    kind: AlertNotice.Kind,
     clear_since: dt.datetime | None = None,
     deliver: Callable[[int], None] | None = None,
-) -> AlertEvent | None:
-    fired = kind == AlertEvent.Kind.FIRED
+) -> AlertNotice | None:
+    fired = kind == AlertNotice.Kind.FIRED
     rows = AlertState.objects.filter(pk=state.pk, firing=not fired)
     if fired:
         changes = {"firing": True, "fired_at": now, "clear_since": None}
@@ -134,25 +134,25 @@ def _transition(
     with transaction.atomic():
         if not rows.update(value=value, evaluated_at=now, **changes):
             return None  # another evaluator moved it first
-        event = AlertEvent.objects.create(
+        notice = AlertNotice.objects.create(
             rule=rule, subject=state.subject, kind=kind, value=value, text=alert_text(rule, state.subject, kind, value)
         )
-        transaction.on_commit(partial(deliver or _notify_enqueue, event.pk))
-    (logger.warning if fired else logger.info)("%s", event.text)
-    return event
+        transaction.on_commit(partial(deliver or _notify_enqueue, notice.pk))
+    (logger.warning if fired else logger.info)("%s", notice.text)
+    return notice
 
 
-def _notify_enqueue(event_id: int) -> None:
+def _notify_enqueue(notice_id: int) -> None:
     from reporting.alerting.tasks import alert_notify  # the tasks import these services: a cycle at module level
 
-    alert_notify.delay(event_id)
+    alert_notify.delay(notice_id)
 
 
-def _notify_inline(event_id: int) -> None:
+def _notify_inline(notice_id: int) -> None:
     try:
-        alert_event_notify(event_id)
+        alert_notice_notify(notice_id)
     except NotifyFailed as exc:  # the next alert_notify task or evaluation cannot retry it: say so
-        logger.error("alert event %s not delivered: %s", event_id, exc)
+        logger.error("alert notice %s not delivered: %s", notice_id, exc)
 
 
 def subject_label(rule: AlertRule, subject: str) -> str:
@@ -169,7 +169,7 @@ def subject_label(rule: AlertRule, subject: str) -> str:
 
 def alert_text(rule: AlertRule, subject: str, kind: str, value: float | None) -> str:
     shown = "n/a" if value is None else f"{value:.4g}"
-    if kind == AlertEvent.Kind.FIRED:
+    if kind == AlertNotice.Kind.FIRED:
         side = "below" if rule.breaches(-float("inf")) else "above"
         return (
             f"[ALERT] {rule.name} on {subject_label(rule, subject)}: {shown} {UNITS[rule.kind]}, "
@@ -185,56 +185,57 @@ class NotifyFailed(Exception):
     """A channel could not be reached; the task retries the channels still unsent."""
 
 
-def alert_event_notify(event_id: int) -> None:
-    """Email the admins and POST to ALERT_WEBHOOK_URL, each at most once per event."""
-    event = AlertEvent.objects.select_related("rule").filter(pk=event_id).first()
-    if event is None:
+def alert_notice_notify(notice_id: int) -> None:
+    """Email the admins and POST to ALERT_WEBHOOK_URL, each at most once per notice."""
+    notice = AlertNotice.objects.select_related("rule").filter(pk=notice_id).first()
+    if notice is None:
         return
     failures = []
-    if settings.ADMINS and _claim(event_id, "emailed_at"):
+    if settings.ADMINS and _claim(notice_id, "emailed_at"):
         try:
-            mail_admins(event.text[:150], _email_body(event), fail_silently=False)
+            mail_admins(notice.text[:150], _email_body(notice), fail_silently=False)
         except (smtplib.SMTPException, OSError) as exc:
-            _unclaim(event_id, "emailed_at")
+            _unclaim(notice_id, "emailed_at")
             failures.append(f"email: {exc}")
-    if settings.ALERT_WEBHOOK_URL and _claim(event_id, "posted_at"):
+    if settings.ALERT_WEBHOOK_URL and _claim(notice_id, "posted_at"):
         try:
-            _post(settings.ALERT_WEBHOOK_URL, _webhook_payload(event))
+            _post(settings.ALERT_WEBHOOK_URL, _webhook_payload(notice))
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # e.g. a garbled answer
-            _unclaim(event_id, "posted_at")
+            _unclaim(notice_id, "posted_at")
             failures.append(f"webhook: {exc}")
     if failures:
         raise NotifyFailed("; ".join(failures))
 
 
-def _claim(event_id: int, field: str) -> bool:
-    return bool(AlertEvent.objects.filter(pk=event_id, **{f"{field}__isnull": True}).update(**{field: timezone.now()}))
+def _claim(notice_id: int, field: str) -> bool:
+    unsent = AlertNotice.objects.filter(pk=notice_id, **{f"{field}__isnull": True})
+    return bool(unsent.update(**{field: timezone.now()}))
 
 
-def _unclaim(event_id: int, field: str) -> None:
-    AlertEvent.objects.filter(pk=event_id).update(**{field: None})
+def _unclaim(notice_id: int, field: str) -> None:
+    AlertNotice.objects.filter(pk=notice_id).update(**{field: None})
 
 
-def _email_body(event: AlertEvent) -> str:
-    rule = event.rule
+def _email_body(notice: AlertNotice) -> str:
+    rule = notice.rule
     return (
-        f"{event.text}\n\nRule: {rule.name} ({rule.get_kind_display()})\n"
+        f"{notice.text}\n\nRule: {rule.name} ({rule.get_kind_display()})\n"
         f"Threshold: {rule.threshold:g}; window {rule.window_minutes} min; "
         f"clears after {rule.clear_after_minutes} min clear\n"
-        f"At: {event.created_at.isoformat()}\nEvent: {event.pk}\n"
+        f"At: {notice.created_at.isoformat()}\nNotice: {notice.pk}\n"
     )
 
 
-def _webhook_payload(event: AlertEvent) -> dict:
+def _webhook_payload(notice: AlertNotice) -> dict:
     # Slack's incoming webhooks read "text"; the rest lets other receivers deduplicate and route.
     return {
-        "text": event.text,
-        "event_id": event.pk,
-        "kind": event.kind,
-        "rule": event.rule.name,
-        "subject": event.subject,
-        "value": event.value,
-        "at": event.created_at.isoformat(),
+        "text": notice.text,
+        "event_id": notice.pk,  # the key receivers already read
+        "kind": notice.kind,
+        "rule": notice.rule.name,
+        "subject": notice.subject,
+        "value": notice.value,
+        "at": notice.created_at.isoformat(),
     }
 
 

@@ -15,9 +15,9 @@ def alerts_evaluate() -> int:
 
 
 @shared_task(name="reporting.alert_notify", bind=True, ignore_result=True, max_retries=NOTIFY_MAX_RETRIES)
-def alert_notify(self, event_id: int) -> None:
-    """Deliver one alert event; a channel that failed is retried with backoff, the others are not resent."""
+def alert_notify(self, notice_id: int) -> None:
+    """Deliver one alert notice; a channel that failed is retried with backoff, the others are not resent."""
     try:
-        services.alert_event_notify(event_id)
+        services.alert_notice_notify(notice_id)
     except services.NotifyFailed as exc:
         raise self.retry(exc=exc, countdown=min(15 * 2**self.request.retries, 900)) from None

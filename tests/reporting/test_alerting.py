@@ -22,7 +22,7 @@ from config import observe
 from config.celery import app as celery_app
 from messaging.models import Message, MessageStatus
 from reporting.alerting import services
-from reporting.alerting.models import AlertEvent, AlertRule, AlertState
+from reporting.alerting.models import AlertNotice, AlertRule, AlertState
 from tests.factories import CampaignFactory, ContactFactory, SenderFactory
 from tests.twilio_webhooks import STATUS_PATH, status_payload
 
@@ -84,12 +84,12 @@ def evaluate(capture, at: dt.datetime) -> list[int]:
 
 
 def assert_one_alert_and_one_recovery(rule: AlertRule, hook, subject: str = "") -> None:
-    events = list(AlertEvent.objects.filter(rule=rule).order_by("pk"))
-    assert [(e.kind, e.subject) for e in events] == [("fired", subject), ("cleared", subject)]
-    assert all(e.emailed_at and e.posted_at for e in events)
+    notices = list(AlertNotice.objects.filter(rule=rule).order_by("pk"))
+    assert [(e.kind, e.subject) for e in notices] == [("fired", subject), ("cleared", subject)]
+    assert all(e.emailed_at and e.posted_at for e in notices)
     assert [m.subject.split(" ", 2)[1] for m in mail.outbox] == ["[ALERT]", "[RESOLVED]"]
     assert all(m.to == ["ops@example.com"] for m in mail.outbox)
-    assert [p["event_id"] for p in hook.posts] == [e.pk for e in events]
+    assert [p["event_id"] for p in hook.posts] == [e.pk for e in notices]
     assert hook.posts[0]["text"].startswith("[ALERT] " + rule.name)
     assert hook.posts[1]["text"].startswith("[RESOLVED] " + rule.name)
     assert not AlertState.objects.get(rule=rule, subject=subject).firing
@@ -140,7 +140,7 @@ def test_send_failure_rate(notify, django_capture_on_commit_callbacks):
     # Later evaluations fall outside the 15-minute window, where too few messages are left to judge.
     drive(django_capture_on_commit_callbacks, rule, breach, lambda: None, hold_after=dt.timedelta(minutes=15))
     assert_one_alert_and_one_recovery(rule, notify)
-    assert AlertEvent.objects.filter(kind="fired").get().value == pytest.approx(0.4)
+    assert AlertNotice.objects.filter(kind="fired").get().value == pytest.approx(0.4)
 
 
 def test_send_failure_rate_needs_enough_messages(notify, django_capture_on_commit_callbacks):
@@ -161,7 +161,7 @@ def test_queue_depth(notify, django_capture_on_commit_callbacks):
     empty = lambda: observe.redis_client().delete(TEST_QUEUE)  # noqa: E731
     drive(django_capture_on_commit_callbacks, rule, lambda: _publish(3), empty)
     assert_one_alert_and_one_recovery(rule, notify, subject=TEST_QUEUE)
-    assert AlertEvent.objects.filter(kind="fired").get().value == 3
+    assert AlertNotice.objects.filter(kind="fired").get().value == 3
 
 
 def test_queue_depth_hysteresis_keeps_firing_until_the_clear_threshold(notify, django_capture_on_commit_callbacks):
@@ -172,7 +172,7 @@ def test_queue_depth_hysteresis_keeps_firing_until_the_clear_threshold(notify, d
     observe.redis_client().rpop(TEST_QUEUE)  # 2 left: not above the threshold, but above the clear threshold
     for minutes in range(1, 20, 5):
         evaluate(django_capture_on_commit_callbacks, now + dt.timedelta(minutes=minutes))
-    assert list(AlertEvent.objects.values_list("kind", flat=True)) == ["fired"]
+    assert list(AlertNotice.objects.values_list("kind", flat=True)) == ["fired"]
     assert AlertState.objects.get(subject=TEST_QUEUE).firing
 
 
@@ -187,7 +187,7 @@ def test_queue_oldest_task(notify, django_capture_on_commit_callbacks):
     assert evaluate(django_capture_on_commit_callbacks, now + dt.timedelta(minutes=12)) == []
     assert len(evaluate(django_capture_on_commit_callbacks, now + dt.timedelta(minutes=17))) == 1
     assert_one_alert_and_one_recovery(rule, notify, subject=TEST_QUEUE)
-    assert AlertEvent.objects.filter(kind="fired").get().value == pytest.approx(11, abs=0.5)
+    assert AlertNotice.objects.filter(kind="fired").get().value == pytest.approx(11, abs=0.5)
 
 
 def test_no_workers(notify, django_capture_on_commit_callbacks, monkeypatch):
@@ -228,7 +228,7 @@ def test_webhook_signature_failures(notify, django_capture_on_commit_callbacks, 
     # Refusals age out of the 5-minute window; then the 10-minute hold.
     drive(django_capture_on_commit_callbacks, rule, breach, lambda: None, hold_after=dt.timedelta(minutes=6))
     assert_one_alert_and_one_recovery(rule, notify)
-    assert AlertEvent.objects.filter(kind="fired").get().value == 4
+    assert AlertNotice.objects.filter(kind="fired").get().value == 4
 
 
 def test_run_stuck(notify, django_capture_on_commit_callbacks):
@@ -283,7 +283,7 @@ def test_sender_throttled_counts_429s_whose_retry_went_through(notify, django_ca
 
     drive(django_capture_on_commit_callbacks, rule, breach, recover)
     assert_one_alert_and_one_recovery(rule, notify, subject=str(sender.pk))
-    assert AlertEvent.objects.filter(kind="fired").get().value == 3
+    assert AlertNotice.objects.filter(kind="fired").get().value == 3
 
 
 # --- State machine and delivery --------------------------------------------------------------
@@ -298,9 +298,9 @@ def test_a_breach_during_the_hold_keeps_the_alert_firing(notify, django_capture_
     for minute, last_tick in [(1, 0), (2, -30), (3, 2), (4, 3)]:
         PeriodicTask.objects.update(last_run_at=now + dt.timedelta(minutes=last_tick))
         evaluate(django_capture_on_commit_callbacks, now + dt.timedelta(minutes=minute))
-    assert list(AlertEvent.objects.values_list("kind", flat=True)) == ["fired"]
+    assert list(AlertNotice.objects.values_list("kind", flat=True)) == ["fired"]
     evaluate(django_capture_on_commit_callbacks, now + dt.timedelta(minutes=5))
-    assert list(AlertEvent.objects.order_by("pk").values_list("kind", flat=True)) == ["fired", "cleared"]
+    assert list(AlertNotice.objects.order_by("pk").values_list("kind", flat=True)) == ["fired", "cleared"]
 
 
 def test_two_evaluators_with_the_same_view_record_one_alert(notify, django_capture_on_commit_callbacks):
@@ -309,19 +309,19 @@ def test_two_evaluators_with_the_same_view_record_one_alert(notify, django_captu
     state = AlertState.objects.create(rule=rule, subject="")
     stale = AlertState.objects.get(pk=state.pk)  # both evaluators read "not firing"
     with django_capture_on_commit_callbacks(execute=True):
-        first = services._transition(rule, state, 0, now, AlertEvent.Kind.FIRED)
-        second = services._transition(rule, stale, 0, now, AlertEvent.Kind.FIRED)
+        first = services._transition(rule, state, 0, now, AlertNotice.Kind.FIRED)
+        second = services._transition(rule, stale, 0, now, AlertNotice.Kind.FIRED)
     assert first is not None and second is None
-    assert AlertEvent.objects.count() == 1 and len(mail.outbox) == 1 and len(notify.posts) == 1
+    assert AlertNotice.objects.count() == 1 and len(mail.outbox) == 1 and len(notify.posts) == 1
 
 
-def test_delivering_an_event_twice_sends_it_once(notify, django_capture_on_commit_callbacks):
+def test_delivering_a_notice_twice_sends_it_once(notify, django_capture_on_commit_callbacks):
     only("No Celery worker")
     state = AlertState.objects.create(rule=AlertRule.objects.get(name="No Celery worker"))
     with django_capture_on_commit_callbacks(execute=True):
-        event = services._transition(state.rule, state, 0, timezone.now(), AlertEvent.Kind.FIRED)
-    services.alert_event_notify(event.pk)
-    services.alert_event_notify(event.pk)
+        notice = services._transition(state.rule, state, 0, timezone.now(), AlertNotice.Kind.FIRED)
+    services.alert_notice_notify(notice.pk)
+    services.alert_notice_notify(notice.pk)
     assert len(mail.outbox) == 1 and len(notify.posts) == 1
 
 
@@ -331,15 +331,15 @@ def test_a_failed_webhook_is_retried_without_resending_the_email(notify, setting
     settings.ALERT_WEBHOOK_URL = "http://127.0.0.1:9/nothing-listens"
     celery_app.conf.task_always_eager = False
     with django_capture_on_commit_callbacks(execute=False):
-        event = services._transition(rule, state, 0, timezone.now(), AlertEvent.Kind.FIRED)
+        notice = services._transition(rule, state, 0, timezone.now(), AlertNotice.Kind.FIRED)
     with pytest.raises(services.NotifyFailed):
-        services.alert_event_notify(event.pk)
-    event.refresh_from_db()
-    assert event.emailed_at is not None and event.posted_at is None
+        services.alert_notice_notify(notice.pk)
+    notice.refresh_from_db()
+    assert notice.emailed_at is not None and notice.posted_at is None
     settings.ALERT_WEBHOOK_URL = f"http://127.0.0.1:{notify.server_port}/hook"
-    services.alert_event_notify(event.pk)
-    event.refresh_from_db()
-    assert event.posted_at is not None
+    services.alert_notice_notify(notice.pk)
+    notice.refresh_from_db()
+    assert notice.posted_at is not None
     assert len(mail.outbox) == 1 and len(notify.posts) == 1
 
 
@@ -358,17 +358,17 @@ def test_a_webhook_answering_garbage_is_retried_later(notify, settings, django_c
     thread.start()
     settings.ALERT_WEBHOOK_URL = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
     with django_capture_on_commit_callbacks(execute=False):
-        event = services._transition(rule, state, 0, timezone.now(), AlertEvent.Kind.FIRED)
+        notice = services._transition(rule, state, 0, timezone.now(), AlertNotice.Kind.FIRED)
     try:
         with pytest.raises(services.NotifyFailed):
-            services.alert_event_notify(event.pk)
+            services.alert_notice_notify(notice.pk)
     finally:
         thread.join(5)
         listener.close()
-    event.refresh_from_db()
-    assert event.posted_at is None  # released: the task's retry posts it
+    notice.refresh_from_db()
+    assert notice.posted_at is None  # released: the task's retry posts it
     settings.ALERT_WEBHOOK_URL = f"http://127.0.0.1:{notify.server_port}/hook"
-    services.alert_event_notify(event.pk)
+    services.alert_notice_notify(notice.pk)
     assert len(notify.posts) == 1
 
 
@@ -417,6 +417,6 @@ def test_the_watchdog_command_alerts_with_no_worker_and_delivers_itself(notify, 
     monkeypatch.setattr(celery_app.control, "ping", lambda timeout: [])
     with TestCase.captureOnCommitCallbacks(execute=True):
         call_command("alerts_evaluate", stdout=io.StringIO())
-    event = AlertEvent.objects.get()
-    assert event.kind == "fired" and event.emailed_at and event.posted_at
+    notice = AlertNotice.objects.get()
+    assert notice.kind == "fired" and notice.emailed_at and notice.posted_at
     assert len(mail.outbox) == 1 and len(notify.posts) == 1
