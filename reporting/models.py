@@ -44,7 +44,7 @@ class CountedMessage(models.Model):
     Campaign messages (``run_id`` set) feed every per-run counter; other messages only the
     per-minute counters of the dashboard. Minutes are ``date_trunc('minute', ...)`` of the
     message's timestamps; ``deliver_seconds`` is the delivery-time bucket
-    (``reporting.counters.DELIVERY_BUCKET_SQL``); ``replies``, ``replies_first`` and
+    (``reporting.counter_sql.DELIVERY_BUCKET_SQL``); ``replies``, ``replies_first`` and
     ``opted_out_72h`` are what the campaign summary counts for this recipient.
     """
 

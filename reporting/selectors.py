@@ -16,19 +16,14 @@ from django.db import connection
 from django.db.models import Count, QuerySet, Sum
 from django.db.models.functions import Trunc
 
+from audience.choices import ConsentStatus
 from campaigns.models import Campaign, CampaignRun, Recipient, RecipientState
 from messaging import selectors as messaging_selectors
-from messaging.models import Message, MessageStatus
+from messaging.models import Direction, Message, MessageStatus
 from messaging.providers import error_meaning
 from reporting.cost import cost_against_estimate
-from reporting.counters import (
-    DELIVERY_SECONDS_SQL,
-    HAS_DELIVERY_SECONDS_SQL,
-    OPT_OUT_WINDOW,
-    SENT_TIME_SQL,
-    counters_read,
-    counters_recounted,
-)
+from reporting.counter_sql import DELIVERY_SECONDS_SQL, HAS_DELIVERY_SECONDS_SQL, OPT_OUT_WINDOW, SENT_TIME_SQL
+from reporting.counters import counters_read, counters_recounted
 from reporting.outcomes import outcome_figures, result_row_outcomes
 
 BUCKETS = ("minute", "hour")
@@ -38,6 +33,8 @@ REACHED_CARRIER = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.RE
 DELIVERED = (MessageStatus.DELIVERED, MessageStatus.READ)
 IN_FLIGHT = (MessageStatus.PENDING, MessageStatus.QUEUED, MessageStatus.SENDING)
 FAILED_WITH_CODE = (MessageStatus.FAILED, MessageStatus.UNDELIVERED)
+# The timeline's series: each status's time column, named by the status (the parameter and the point's key).
+TIMELINE_STATUSES = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.FAILED)
 
 
 # --- Message status list -------------------------------------------------------------------
@@ -316,10 +313,10 @@ def _opt_outs_within(run_ids: list[int]) -> int:
         FROM audience_consentevent ce
         JOIN campaigns_recipient r ON r.contact_id = ce.contact_id AND r.run_id = ANY(%(runs)s)
         JOIN messaging_message m ON m.id = r.message_id
-        WHERE ce.to_status = 'opted_out'
+        WHERE ce.to_status = %(opted_out)s
           AND ce.created_at >= {SENT_TIME_SQL} AND ce.created_at < {SENT_TIME_SQL} + %(window)s
     """
-    return _fetch(sql, {"runs": run_ids, "window": OPT_OUT_WINDOW})[0][0]
+    return _fetch(sql, {"runs": run_ids, "window": OPT_OUT_WINDOW, "opted_out": ConsentStatus.OPTED_OUT})[0][0]
 
 
 def _replies(run_ids: list[int]) -> dict[str, int]:
@@ -331,9 +328,9 @@ def _replies(run_ids: list[int]) -> dict[str, int]:
         FROM messaging_message i
         JOIN campaigns_recipient r ON r.contact_id = i.contact_id AND r.run_id = ANY(%(runs)s)
         JOIN messaging_message m ON m.id = r.message_id
-        WHERE i.direction = 'inbound' AND i.created_at > {SENT_TIME_SQL}
+        WHERE i.direction = %(inbound)s AND i.created_at > {SENT_TIME_SQL}
     """
-    replies, repliers = _fetch(sql, {"runs": run_ids})[0]
+    replies, repliers = _fetch(sql, {"runs": run_ids, "inbound": Direction.INBOUND})[0]
     return {"replies": replies, "repliers": repliers}
 
 
@@ -357,15 +354,16 @@ def _timeline(run_ids: list[int], bucket: str) -> list[dict[str, Any]]:
         SELECT date_trunc(%(bucket)s, t.at) AS b, t.kind, count(*)
         FROM campaigns_recipient r
         JOIN messaging_message m ON m.id = r.message_id
-        CROSS JOIN LATERAL (VALUES ('sent', {SENT_TIME_SQL}), ('delivered', m.delivered_at),
-                                   ('read', m.read_at), ('failed', m.failed_at)) AS t (kind, at)
+        CROSS JOIN LATERAL (VALUES (%(sent)s, {SENT_TIME_SQL}), (%(delivered)s, m.delivered_at),
+                                   (%(read)s, m.read_at), (%(failed)s, m.failed_at)) AS t (kind, at)
         WHERE r.run_id = ANY(%(runs)s) AND t.at IS NOT NULL
         GROUP BY 1, 2
         ORDER BY 1
     """
     points: dict[dt.datetime, dict[str, Any]] = {}
-    for at, kind, n in _fetch(sql, {"runs": run_ids, "bucket": bucket}):
-        point = points.setdefault(at, {"at": at, "sent": 0, "delivered": 0, "read": 0, "failed": 0})
+    kinds = {status.value: status.value for status in TIMELINE_STATUSES}
+    for at, kind, n in _fetch(sql, {"runs": run_ids, "bucket": bucket, **kinds}):
+        point = points.setdefault(at, {"at": at, **dict.fromkeys(kinds, 0)})
         point[kind] = n
     return list(points.values())
 

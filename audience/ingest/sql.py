@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from audience.choices import Channel, ConsentEventKind, ConsentSource, ConsentStatus
+from audience.models import ImportRowError
 from audience.phones import phone_hash_pads
 
 CONTACT = "audience_contact"
@@ -49,6 +50,8 @@ ENUMS = {
     "sms": Channel.SMS.value,
     "import_source": ConsentSource.IMPORT.value,
     "change_kind": ConsentEventKind.CHANGE.value,
+    "warning": ImportRowError.Level.WARNING.value,
+    "error": ImportRowError.Level.ERROR.value,
 }
 
 STAGE_PREFIX = "audience_ingest_stage_"
@@ -114,7 +117,7 @@ def remove_duplicates(stage: str) -> str:
             RETURNING s.line, s.phone, r.kept
         )
         INSERT INTO {ROW_ERROR} (job_id, line, "column", level, reason, value)
-        SELECT %(job)s, line, 'phone', 'warning',
+        SELECT %(job)s, line, 'phone', %(warning)s,
                'duplicate of line ' || kept || ' (same phone); the later row wins', phone
         FROM gone"""
 
@@ -133,7 +136,7 @@ def mark_suppressed(stage: str) -> str:
 def warn_suppressed(stage: str) -> str:
     return f"""
         INSERT INTO {ROW_ERROR} (job_id, line, "column", level, reason, value)
-        SELECT %(job)s, line, 'phone', 'warning',
+        SELECT %(job)s, line, 'phone', %(warning)s,
                'this phone is on the suppression list; it stays opted out', phone
         FROM {stage} WHERE suppressed AND coalesce(consent, %(default)s) = %(opted_in)s"""
 
@@ -156,7 +159,7 @@ def drop_without_consent(stage: str) -> str:
         RETURNING s.line
     ), reported AS (
         INSERT INTO {ROW_ERROR} (job_id, line, "column", level, reason, value)
-        SELECT %(job)s, line, 'consent', 'error', %(no_consent)s, '' FROM missing
+        SELECT %(job)s, line, 'consent', %(error)s, %(no_consent)s, '' FROM missing
         RETURNING 1
     )
     SELECT count(*) FROM reported"""
@@ -185,7 +188,7 @@ def warn_refused_opt_ins(stage: str) -> str:
     return f"""
     WITH reported AS (
         INSERT INTO {ROW_ERROR} (job_id, line, "column", level, reason, value)
-        SELECT %(job)s, s.line, 'consent', 'warning',
+        SELECT %(job)s, s.line, 'consent', %(warning)s,
                replace(%(refused)s, '{{when}}',
                        coalesce(' on ' || to_char(c.opted_out_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), '')),
                s.consent
