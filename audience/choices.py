@@ -27,3 +27,10 @@ class ConsentEventKind(models.TextChoices):
     CHANGE = "change", "Consent change"
     SUPPRESSION_LIFTED = "suppression_lifted", "Suppression lifted"
     ERASURE = "erasure", "Personal data erased"
+
+
+class RowProblemLevel(models.TextChoices):
+    """How bad an import row's problem is (``ImportRowError.level``): an error drops the row, a warning keeps it."""
+
+    ERROR = "error", "Error"
+    WARNING = "warning", "Warning"

@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
-from audience.choices import Channel, ConsentEventKind, ConsentSource, ConsentStatus
+from audience.choices import Channel, ConsentEventKind, ConsentSource, ConsentStatus, RowProblemLevel
 
 E164_VALIDATOR = RegexValidator(r"^\+[1-9]\d{6,14}$", "Enter a phone number in E.164 form, e.g. +14155550100.")
 TOPIC_NAME_VALIDATOR = RegexValidator(
@@ -252,9 +252,7 @@ class ImportJob(models.Model):
 class ImportRowError(models.Model):
     """One problem found in one row of an import file (an error drops the row, a warning keeps it)."""
 
-    class Level(models.TextChoices):
-        ERROR = "error", "Error"
-        WARNING = "warning", "Warning"
+    Level = RowProblemLevel
 
     job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="row_errors")
     line = models.PositiveIntegerField(help_text="1-based line in the file; the CSV header is line 1.")

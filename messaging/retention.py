@@ -26,26 +26,27 @@ _PAYLOADS_SQL = """
 UPDATE messaging_providercallback SET payload = '{}'::jsonb
 WHERE id IN (
     SELECT id FROM messaging_providercallback
-    WHERE received_at < %s AND payload <> '{}'::jsonb
-    ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED
+    WHERE received_at < %(cutoff)s AND payload <> '{}'::jsonb
+    ORDER BY received_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 )
 """
 _INBOUND_SQL = """
 UPDATE messaging_message SET body = '', media = '[]'::jsonb, num_media = 0
 WHERE id IN (
     SELECT id FROM messaging_message
-    WHERE direction = 'inbound' AND created_at < %s AND (body <> '' OR media <> '[]'::jsonb)
-    ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED
+    WHERE direction = %(inbound)s AND created_at < %(cutoff)s AND (body <> '' OR media <> '[]'::jsonb)
+    ORDER BY created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 )
 """
 
 
-def purge_in_batches(sql: str, cutoff, batch_size: int) -> int:
-    """Run ``sql`` (params: cutoff, limit) batch after batch, each committed alone; returns rows."""
+def purge_in_batches(sql: str, cutoff, batch_size: int, params: dict | None = None) -> int:
+    """Run ``sql`` (parameters: ``cutoff``, ``limit`` and ``params``) batch after batch, each committed alone;
+    returns rows."""
     total = 0
     for _ in range(MAX_BATCHES_PER_RUN):
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, [cutoff, batch_size])
+            cursor.execute(sql, {**(params or {}), "cutoff": cutoff, "limit": batch_size})
             done = cursor.rowcount
         total += done
         if done < batch_size:
@@ -70,7 +71,8 @@ def inbound_bodies_purge(*, days: int | None = None, batch_size: int | None = No
     days = settings.RETENTION_INBOUND_BODY_DAYS if days is None else days
     if days <= 0:
         return 0
-    return purge_in_batches(_INBOUND_SQL, _cutoff(days), batch_size or settings.RETENTION_BATCH_SIZE)
+    batch_size = batch_size or settings.RETENTION_BATCH_SIZE
+    return purge_in_batches(_INBOUND_SQL, _cutoff(days), batch_size, {"inbound": Direction.INBOUND})
 
 
 def retention_purge() -> dict[str, int]:

@@ -34,6 +34,7 @@ from audience.models import ImportJob
 from campaigns.models import CampaignRun, RunStatus
 from config import observe
 from config.celery import app
+from messaging.models import Direction
 from reporting.alerting.models import AlertState
 from reporting.alerting.probes import broker_queues
 
@@ -80,11 +81,11 @@ class PlatformCollector:
         sql = """
             SELECT m.status, COALESCE(s.name, ''), count(*) FROM messaging_message m
             LEFT JOIN messaging_sender s ON s.id = m.sender_id
-            WHERE m.direction = 'outbound' AND m.created_at >= %s
+            WHERE m.direction = %(outbound)s AND m.created_at >= %(since)s
             GROUP BY 1, 2 ORDER BY 1, 2
         """
         with connection.cursor() as cursor:
-            cursor.execute(sql, [timezone.now() - SENDS_WINDOW])
+            cursor.execute(sql, {"outbound": Direction.OUTBOUND, "since": timezone.now() - SENDS_WINDOW})
             for status, sender, count in cursor.fetchall():
                 family.add_metric([status, sender], count)
         yield family

@@ -66,9 +66,10 @@ def _kind_sql() -> RawSQL:
     words = {
         kind: sorted(w for w, k in KEYWORDS.items() if KIND_OF_KEYWORD[k] == kind) for kind in KIND_OF_KEYWORD.values()
     }
-    cases = " ".join(f"WHEN {word} = ANY(%s) THEN '{kind.value}'" for kind in words)
-    sql = f"CASE {cases} WHEN \"messaging_message\".\"num_media\" > 0 THEN 'media' ELSE 'reply' END"
-    return RawSQL(sql, tuple(words.values()))
+    cases = " ".join(f"WHEN {word} = ANY(%s) THEN %s" for _ in words)
+    sql = f'CASE {cases} WHEN "messaging_message"."num_media" > 0 THEN %s ELSE %s END'
+    params = [value for kind, kind_words in words.items() for value in (kind_words, kind.value)]
+    return RawSQL(sql, (*params, InboundKind.MEDIA.value, InboundKind.REPLY.value))
 
 
 def inbound_list(
@@ -234,10 +235,10 @@ def webhook_lag(now: dt.datetime) -> dict[str, Any]:
             WHEN payload->>'RawDlrDoneDate' ~ '^[0-9]{10}$'
             THEN to_timestamp(payload->>'RawDlrDoneDate', 'YYMMDDHH24MI') END)), count(*)
         FROM messaging_providercallback
-        WHERE kind = 'status' AND received_at >= %(since)s
+        WHERE kind = %(status)s AND received_at >= %(since)s
     """
     with connection.cursor() as cursor:
-        cursor.execute(sql, {"since": now - dt.timedelta(minutes=5)})
+        cursor.execute(sql, {"since": now - dt.timedelta(minutes=5), "status": ProviderCallback.Kind.STATUS})
         median, recent = cursor.fetchone()
     return {
         "last_event_at": last,

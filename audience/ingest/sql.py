@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from audience.choices import Channel, ConsentEventKind, ConsentSource, ConsentStatus
-from audience.models import ImportRowError
+from audience.choices import Channel, ConsentEventKind, ConsentSource, ConsentStatus, RowProblemLevel
 from audience.phones import phone_hash_pads
 
 CONTACT = "audience_contact"
@@ -50,8 +49,8 @@ ENUMS = {
     "sms": Channel.SMS.value,
     "import_source": ConsentSource.IMPORT.value,
     "change_kind": ConsentEventKind.CHANGE.value,
-    "warning": ImportRowError.Level.WARNING.value,
-    "error": ImportRowError.Level.ERROR.value,
+    "warning": RowProblemLevel.WARNING.value,
+    "error": RowProblemLevel.ERROR.value,
 }
 
 STAGE_PREFIX = "audience_ingest_stage_"

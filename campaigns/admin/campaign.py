@@ -13,6 +13,8 @@ from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html
 
+from audience.choices import ConsentStatus
+from audience.models import Contact
 from campaigns import selectors, services
 from campaigns.admin.confirm import ACTIONS, CONFIRMED_VERBS, FINISHED, cancel_facts, duration_words, launch_facts
 from campaigns.admin.experiments import (
@@ -219,9 +221,8 @@ class CampaignAdmin(admin.ModelAdmin):
         if not obj.pk:
             return "Save to see the audience."
         if obj.segment_id is None:
-            from audience.models import Contact
-
-            return f"{Contact.objects.filter(consent_status='opted_in').count()} opted-in contacts (no segment)"
+            opted_in = Contact.objects.filter(consent_status=ConsentStatus.OPTED_IN).count()
+            return f"{opted_in} opted-in contacts (no segment)"
         try:
             counts = selectors.segment_counts(obj.segment)
         except RuleError as exc:

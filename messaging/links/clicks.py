@@ -115,7 +115,7 @@ def links_expire(*, batch_size: int | None = None) -> int:
 
     sql = """
     UPDATE messaging_link SET url = '' WHERE id IN (
-        SELECT id FROM messaging_link WHERE expires_at < %s AND url <> '' LIMIT %s FOR UPDATE SKIP LOCKED
+        SELECT id FROM messaging_link WHERE expires_at < %(cutoff)s AND url <> '' LIMIT %(limit)s FOR UPDATE SKIP LOCKED
     )
     """
     return purge_in_batches(sql, timezone.now(), batch_size or settings.RETENTION_BATCH_SIZE)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -188,20 +188,22 @@ def rows_write(rows: list[tuple]) -> set[int]:
             skip_reason = CASE WHEN v.skip_reason <> '' THEN v.skip_reason ELSE m.skip_reason END,
             sending_at = COALESCE(v.started, m.sending_at), updated_at = v.at, {_stamps_sql()}
     """
-    tail = "WHERE m.id = v.id AND m.status = 'sending' RETURNING m.id"
+    tail = "WHERE m.id = v.id AND m.status = %s RETURNING m.id"
+    update = partial(sql.values_update, "messaging_message AS m", _COLUMNS, sets=sets, tail=tail)
+    still_sending = (MessageStatus.SENDING.value,)
     try:
         with transaction.atomic():
-            return {row[0] for row in sql.values_update("messaging_message AS m", _COLUMNS, rows, sets, tail)}
+            return {row[0] for row in update(rows, tail_params=still_sending)}
     except IntegrityError:  # a provider sid already on another row: write one by one, flag the clash
         moved: set[int] = set()
         for row in rows:
             try:
                 with transaction.atomic():
-                    moved |= {r[0] for r in sql.values_update("messaging_message AS m", _COLUMNS, [row], sets, tail)}
+                    moved |= {r[0] for r in update([row], tail_params=still_sending)}
             except IntegrityError:
                 logger.error("provider sid %s already recorded; message %s needs review", row[2], row[0])
                 dup = (row[0], MessageStatus.FAILED.value, "", "duplicate", "provider sid reused", *row[5:])
-                sql.values_update("messaging_message AS m", _COLUMNS, [dup], sets, tail)  # re-read by the caller
+                update([dup], tail_params=still_sending)  # re-read by the caller
         return moved
 
 

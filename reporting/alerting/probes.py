@@ -21,6 +21,7 @@ from kombu.exceptions import ChannelError
 from campaigns.models import CampaignRun, RunStatus
 from config import observe
 from config.celery import app
+from messaging.models import Direction
 from messaging.providers import THROTTLE_CODES
 from reporting.alerting.models import AlertKind, AlertRule
 
@@ -39,10 +40,10 @@ def send_failure_rate(rule: AlertRule, now: dt.datetime) -> dict[str, float]:
         SELECT count(*) FILTER (WHERE COALESCE(queued_at, sent_at) >= %(since)s),
                count(*) FILTER (WHERE failed_at >= %(since)s)
         FROM messaging_message
-        WHERE direction = 'outbound' AND created_at >= %(lookback)s
+        WHERE direction = %(outbound)s AND created_at >= %(lookback)s
     """
     with connection.cursor() as cursor:
-        cursor.execute(sql, {"since": since, "lookback": now - LOOKBACK})
+        cursor.execute(sql, {"since": since, "lookback": now - LOOKBACK, "outbound": Direction.OUTBOUND})
         accepted, failed = cursor.fetchone()
     if accepted + failed < int(rule.params.get("min_messages", 20)):
         return {}
@@ -135,13 +136,15 @@ def sender_throttled(rule: AlertRule, now: dt.datetime) -> dict[str, float]:
     codes = [str(code) for code in rule.params.get("error_codes") or sorted(THROTTLE_CODES)]
     sql = """
         SELECT sender_id, count(*) FROM messaging_message
-        WHERE direction = 'outbound' AND created_at >= %(lookback)s
+        WHERE direction = %(outbound)s AND created_at >= %(lookback)s
           AND error_code = ANY(%(codes)s) AND updated_at >= %(since)s AND sender_id IS NOT NULL
         GROUP BY sender_id
     """
     since = now - dt.timedelta(minutes=rule.window_minutes)
     with connection.cursor() as cursor:
-        cursor.execute(sql, {"lookback": now - LOOKBACK, "codes": codes, "since": since})
+        cursor.execute(
+            sql, {"lookback": now - LOOKBACK, "codes": codes, "since": since, "outbound": Direction.OUTBOUND}
+        )
         counts = {str(sender): float(count) for sender, count in cursor.fetchall()}
     # Throttled answers counted at send time include retries that later went through (their rows
     # no longer carry the code); the larger of the two figures, so one refusal never counts twice.
