@@ -51,7 +51,8 @@ lint: $(STAMP) typecheck
 # mypy with django-stubs over the modules listed (configuration in pyproject.toml). The plugin loads the
 # settings, which need well-formed server URLs but connect to nothing.
 TYPECHECK := audience/services audience/selectors.py audience/ingest/services.py audience/ingest/preview.py \
-	audience/ingest/selectors.py messaging/selectors.py messaging/services/send_outcomes.py campaigns/selectors.py \
+	audience/ingest/selectors.py messaging/selectors.py messaging/services/send_outcomes.py messaging/services/send.py \
+	messaging/services/create.py messaging/services/send_batch.py messaging/services/send_rows.py campaigns/selectors.py \
 	campaigns/services/launch_checks.py campaigns/services/dry_run.py campaigns/services/copies.py \
 	campaigns/services/schedules.py reporting/selectors.py reporting/arm_outcomes.py
 typecheck: $(STAMP)

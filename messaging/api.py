@@ -36,8 +36,8 @@ from messaging.models import (
     ResolutionAction,
     Sender,
 )
+from messaging.services import create as create_service
 from messaging.services import outcomes
-from messaging.services import send as send_service
 from messaging.services import senders as sender_service
 from messaging.services import templates as template_service
 
@@ -371,10 +371,10 @@ class MessageViewSet(
         fingerprint = idempotency_fingerprint(request) if key else ""
         try:
             # A replay answers with the first message even if its request would not validate now.
-            message, created = (send_service.message_replay(key, fingerprint) if key else None), False
+            message, created = (create_service.message_replay(key, fingerprint) if key else None), False
             if message is None:
                 data = self._validated(request)
-                message, created = send_service.message_create(
+                message, created = create_service.message_create(
                     contact=data["contact"],
                     template=data.get("template"),
                     body=data.get("body", ""),

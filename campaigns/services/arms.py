@@ -244,7 +244,7 @@ def answers_messages_create(campaign: Campaign, sending: list, source_type) -> d
 
     ``sending`` holds (recipient, event) pairs; returns {recipient id: message id}.
     """
-    from messaging.services import send as send_service
+    from messaging.services import create as create_service
 
     templates = templates_by_arm(campaign)
     by_arm: dict[int | None, list] = {}
@@ -252,7 +252,7 @@ def answers_messages_create(campaign: Campaign, sending: list, source_type) -> d
         by_arm.setdefault(recipient.arm, []).append((recipient, event))
     created: dict[int, int] = {}
     for arm, group in by_arm.items():
-        created |= send_service.messages_create_for_sources(
+        created |= create_service.messages_create_for_sources(
             template=templates.get(arm, campaign.template),
             sender=campaign.sender,
             source_type=source_type,

@@ -51,6 +51,7 @@ from campaigns.services import arms, estimates
 from config import sql
 from messaging.models import Message, MessageStatus
 from messaging.providers import ErrorKind, error_kind
+from messaging.services import create as create_service
 from messaging.services import send as send_service
 
 logger = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ def _messages_link(
         campaign = run.campaign
         templates = arms.templates_by_arm(campaign) if set(by_arm) != {None} else {None: campaign.template}
         for arm, missing in by_arm.items():  # each arm sends its variant's template
-            created |= send_service.messages_create_for_sources(
+            created |= create_service.messages_create_for_sources(
                 template=templates.get(arm, campaign.template),
                 sender=campaign.sender,
                 source_type=ContentType.objects.get_for_model(Recipient),

@@ -12,7 +12,7 @@ from audience.models import Contact
 from audience.phones import InvalidPhone, normalize_phone
 from messaging.models import MessageTemplate, Sender
 from messaging.providers import ProviderError, SendRequest, get_provider, provider_name_for
-from messaging.services.send import MessageRequestError
+from messaging.services.create import MessageRequestError
 from messaging.services.templates import template_render
 
 

@@ -17,24 +17,17 @@ retries, tasks). The database decides what happens, never the fact that a task r
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.contrib.contenttypes.models import ContentType
-from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from audience.models import Channel, ConsentStatus, Contact
-from config import idempotency, sql
-from messaging import selectors
 from messaging.links.rewrite import body_track, links_save
-from messaging.models import Direction, Message, MessageStatus, MessageTemplate, ProviderCallback, Sender
+from messaging.models import Direction, Message, MessageStatus, ProviderCallback, Sender
 from messaging.providers import (
     ProviderError,
     SendRequest,
@@ -45,7 +38,7 @@ from messaging.providers import (
 )
 from messaging.services.send_outcomes import answer_verdict, error_effects, error_verdict
 from messaging.services.status import STAMP_COLUMNS, status_callbacks_apply_pending
-from messaging.services.templates import body_segments, template_render, template_validate, text_template
+from messaging.services.templates import body_segments, template_render, text_template
 
 logger = logging.getLogger(__name__)
 
@@ -61,230 +54,6 @@ SKIP_NO_CONTACT = "contact deleted"
 SKIP_NO_SENDER = "no active sender for the channel"
 SKIP_EMPTY = "nothing to send: no body and no template"
 ERASED_BEFORE_CONFIRMED = "contact erased before the send was confirmed"
-
-
-class MessageRequestError(ValidationError):
-    """A message could not be created as asked; message_dict names the field."""
-
-
-# --- Creating ------------------------------------------------------------------------------
-
-
-def message_create(
-    *,
-    contact: Contact,
-    template: MessageTemplate | None = None,
-    body: str = "",
-    sender: Sender | None = None,
-    context: Mapping[str, Any] | None = None,
-    idempotency_key: str | None = None,
-    request_hash: str = "",
-    source: Any = None,
-    enqueue: bool = True,
-    replay_checked: bool = False,
-) -> tuple[Message, bool]:
-    """Create a pending outbound message and enqueue its send after commit.
-
-    Returns (message, created). With an idempotency key already used, the first message is
-    returned and nothing new is sent, if ``request_hash`` (the request's fingerprint, see
-    ``config.idempotency``) matches the first request's; otherwise ``IdempotencyConflict``.
-    ``replay_checked``: the caller has just called ``message_replay`` for the key (the unique
-    key still decides between two requests racing).
-    """
-    if idempotency_key and not replay_checked:
-        existing = message_replay(idempotency_key, request_hash)
-        if existing is not None:
-            return existing, False
-    channel, sender = _channel_and_sender(contact, template, body, sender)
-    _render_check(contact, channel, template, body, context)
-    message = Message(
-        direction=Direction.OUTBOUND,
-        contact=contact,
-        sender=sender,
-        template=template,
-        channel=channel,
-        to_address=contact.phone,
-        from_address=sender.from_address,
-        body="" if template else body,
-        body_source="" if template else body,
-        render_context=dict(context or {}),
-        idempotency_key=idempotency_key or None,
-        request_hash=request_hash if idempotency_key else "",
-        source=source,
-    )
-    try:
-        if connection.in_atomic_block:
-            with transaction.atomic():  # a savepoint: a used key leaves the caller's transaction usable
-                message.save()
-        else:
-            message.save()  # one INSERT, committed on its own
-    except IntegrityError:
-        # The same key sent concurrently: that request created it (a replay of it, or a conflict).
-        existing = message_replay(idempotency_key, request_hash) if idempotency_key else None
-        if existing is None:
-            raise
-        return existing, False
-    if enqueue:
-        message_enqueue(message.pk)
-    return message, True
-
-
-def message_replay(idempotency_key: str, request_hash: str) -> Message | None:
-    """The message first created with this key, or None; IdempotencyConflict if the request differs."""
-    existing = Message.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is not None:
-        idempotency.replay_check(existing.request_hash, request_hash, f"message {existing.pk}")
-    return existing
-
-
-def messages_create_for_sources(
-    *,
-    template: MessageTemplate,
-    sender: Sender,
-    source_type: ContentType,
-    sources: list[tuple[int, int]],
-    contexts: list[Mapping[str, Any]] | None = None,
-) -> dict[int, int]:
-    """Create one pending message per (source_id, contact_id) in one INSERT; returns {source_id: message_id}.
-
-    The bulk form of ``message_create`` for a template sent to many contacts (campaign
-    recipients); nothing is enqueued, the caller sends them. A contact deleted meanwhile gets a
-    message without a contact, which the send skips. ``contexts``, one per source, are the
-    messages' render contexts (an event's properties for ``{{ event.* }}``).
-    """
-    channel, sender = sender_for_template(template, sender)
-    if not sources:
-        return {}
-    if contexts is not None:
-        return _messages_create_with_contexts(channel, template, sender, source_type, sources, contexts)
-    now = timezone.now()
-    fixed = {
-        "direction": Direction.OUTBOUND.value,
-        "sender": sender.pk,
-        "template": template.pk,
-        "channel": channel,
-        "from_address": sender.from_address,
-        "source_type": source_type.pk,
-        "created_at": now,
-        "updated_at": now,
-    }
-    columns, values, params = _insert_defaults(fixed)
-    rows = sql.fetch(
-        f"""
-        INSERT INTO messaging_message ({", ".join(columns)}, contact_id, to_address, source_id)
-        SELECT {", ".join(values)}, c.id, COALESCE(c.phone, ''), s.source_id
-        FROM unnest(%s::bigint[], %s::bigint[]) WITH ORDINALITY AS s (source_id, contact_id, n)
-        LEFT JOIN audience_contact c ON c.id = s.contact_id
-        ORDER BY s.n
-        RETURNING source_id, id
-        """,
-        [*params, [source_id for source_id, _ in sources], [contact_id for _, contact_id in sources]],
-    )
-    return dict(rows)
-
-
-def sender_for_template(template: MessageTemplate, sender: Sender | None) -> tuple[str, Sender]:
-    """(channel, sender) a template is sent with; MessageRequestError naming the field if it cannot be."""
-    return _channel_and_sender(None, template, "", sender)
-
-
-def _messages_create_with_contexts(
-    channel: str,
-    template: MessageTemplate,
-    sender: Sender,
-    source_type: ContentType,
-    sources: list[tuple[int, int]],
-    contexts: list[Mapping[str, Any]],
-) -> dict[int, int]:
-    now = timezone.now()
-    fixed = {
-        "direction": Direction.OUTBOUND.value,
-        "sender": sender.pk,
-        "template": template.pk,
-        "channel": channel,
-        "from_address": sender.from_address,
-        "source_type": source_type.pk,
-        "created_at": now,
-        "updated_at": now,
-    }
-    columns, values, params = _insert_defaults(fixed, per_row=("render_context",))
-    rows = sql.fetch(
-        f"""
-        INSERT INTO messaging_message ({", ".join(columns)}, contact_id, to_address, source_id, render_context)
-        SELECT {", ".join(values)}, c.id, COALESCE(c.phone, ''), s.source_id, s.context::jsonb
-        FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) WITH ORDINALITY AS s (source_id, contact_id, context, n)
-        LEFT JOIN audience_contact c ON c.id = s.contact_id
-        ORDER BY s.n
-        RETURNING source_id, id
-        """,
-        [
-            *params,
-            [source_id for source_id, _ in sources],
-            [contact_id for _, contact_id in sources],
-            [json.dumps(dict(context or {})) for context in contexts],
-        ],
-    )
-    return dict(rows)
-
-
-@functools.cache
-def _insert_columns() -> tuple:
-    """Message's fields other than the id and the per-row ones, with their database types."""
-    per_row = {"id", "contact", "to_address", "source_id"}
-    return tuple(
-        (field, field.db_type(connection)) for field in Message._meta.concrete_fields if field.name not in per_row
-    )
-
-
-def _insert_defaults(fixed: Mapping[str, Any], per_row: tuple[str, ...] = ()) -> tuple[list[str], list[str], list]:
-    """Columns, typed placeholders and values for a new Message: ``fixed`` or each field's default."""
-    columns, values, params = [], [], []
-    for field, db_type in _insert_columns():
-        if field.name in per_row:
-            continue
-        value = fixed[field.name] if field.name in fixed else field.get_default()
-        columns.append(field.column)
-        values.append(f"%s::{db_type}")
-        params.append(None if value is None else field.get_db_prep_save(value, connection))
-    return columns, values, params
-
-
-def _channel_and_sender(
-    contact: Contact | None, template: MessageTemplate | None, body: str, sender: Sender | None
-) -> tuple[str, Sender]:
-    if bool(template) == bool(body.strip()):
-        raise MessageRequestError({"template": ["give a template or a body, not both"]})
-    channel = template.channel if template else (sender.channel if sender else contact.channel)
-    if sender is None:
-        sender = selectors.sender_first_active(channel)
-        if sender is None:
-            raise MessageRequestError({"sender": [f"no active {channel} sender; create one first"]})
-    if sender.channel != channel:
-        raise MessageRequestError({"sender": [f"the sender is a {sender.channel} sender, the message is {channel}"]})
-    if not sender.is_active:
-        raise MessageRequestError({"sender": ["the sender is not active"]})
-    return channel, sender
-
-
-def _render_check(
-    contact: Contact, channel: str, template: MessageTemplate | None, body: str, context: Mapping[str, Any] | None
-) -> None:
-    """Refuse now what the send would skip for a placeholder: the contact is known at creation.
-
-    A free-text body is checked like a template's (unknown placeholders, then the contact's values).
-    A value that goes missing between now and the send still skips the message at send time.
-    """
-    field = "template" if template else "body"
-    if template is None:
-        try:
-            template_validate(channel=channel, body=body)
-        except ValidationError as exc:
-            raise MessageRequestError({"body": exc.message_dict["body"]}) from None
-    result = template_render(template or text_template(channel, body), contact=contact, context=context)
-    if not result.ok:
-        fallback = "the template has no fallback for it" if template else "a free-text body has no fallbacks"
-        text = f"{result.skip_reason}: contact {contact.pk} has no value for it and {fallback}"
-        raise MessageRequestError({field: [text]})
 
 
 def message_enqueue(message_id: int, countdown: float = 0) -> None:
@@ -308,7 +77,7 @@ def message_send(message_id: int) -> Message:
         reason = send_refusal(message, now) or _render(message)
         if reason:
             return message_finish(message, MessageStatus.SKIPPED, skip_reason=reason)
-    provider = get_provider(provider_name_for(message.sender.provider))
+    provider = get_provider(provider_name_for(sender_of(message).provider))
     try:
         result = provider.send(send_request_for(message))
     except ProviderError as exc:
@@ -358,6 +127,20 @@ def in_whatsapp_window(contact: Contact, now: datetime | None = None) -> bool:
     return last is not None and last > (now or timezone.now()) - WHATSAPP_WINDOW
 
 
+def sender_of(message: Message) -> Sender:
+    """An outbound message's sender: every one is created with one (``send_refusal`` skips a message without)."""
+    if message.sender is None:
+        raise ValueError(f"message {message.pk} has no sender")
+    return message.sender
+
+
+def contact_of(message: Message) -> Contact:
+    """The contact of a message past ``send_refusal`` (which skips a message whose contact is gone)."""
+    if message.contact is None:
+        raise ValueError(f"message {message.pk} has no contact")
+    return message.contact
+
+
 RENDERED_FIELDS = ("body", "content_sid", "content_variables", "segments", "encoding", "to_address", "from_address")
 
 
@@ -392,15 +175,15 @@ def render_fill(message: Message) -> str:
     segments = body_segments(message.channel, message.body) if not message.content_sid else None
     message.segments = segments.segments if segments else 1
     message.encoding = segments.encoding if segments else ""
-    message.to_address = message.contact.phone
-    message.from_address = message.sender.from_address
+    message.to_address = contact_of(message).phone
+    message.from_address = sender_of(message).from_address
     return ""
 
 
 def send_request_for(message: Message) -> SendRequest:
-    sender = message.sender
+    sender = sender_of(message)
     return SendRequest(
-        to=message.to_address or message.contact.phone,
+        to=message.to_address or contact_of(message).phone,
         channel=message.channel,
         from_=sender.from_address,
         messaging_service_sid=sender.messaging_service_sid,
@@ -412,7 +195,7 @@ def send_request_for(message: Message) -> SendRequest:
     )
 
 
-def message_finish(message: Message, status: MessageStatus, *, claim: datetime | None = None, **fields: Any) -> Message:
+def message_finish(message: Message, status: str, *, claim: datetime | None = None, **fields: Any) -> Message:
     """Leave `sending` (or `unknown`) for ``status`` (conditional: nothing happens if someone else moved it).
 
     ``claim``: only if the message still holds this claim (a reconciler's, which a new send replaces).
@@ -420,7 +203,8 @@ def message_finish(message: Message, status: MessageStatus, *, claim: datetime |
     now = timezone.now()
     # An answer naming a later status (sent) is evidence for the ones it implies too; sending_at
     # stays the claim's (when the request left).
-    stamps = [c for c in {MessageStatus.SKIPPED: ("skipped_at",), **STAMP_COLUMNS}.get(status, ()) if c != "sending_at"]
+    implied = {MessageStatus.SKIPPED: ("skipped_at",), **STAMP_COLUMNS}.get(MessageStatus(status), ())
+    stamps = [c for c in implied if c != "sending_at"]
     values = {"status": status, "updated_at": now, **dict.fromkeys(stamps, now), **fields}
     with transaction.atomic():  # a savepoint: a unique-sid clash must not break the caller's transaction
         held = Message.objects.filter(pk=message.pk, status__in=OUTCOME_AWAITED)

@@ -14,7 +14,7 @@ latency (``messaging.services.inflight``).
 2. It then hands the messages one by one to a pool of sender threads (each with its own provider
    client and kept-alive connections), taking a pacing token right before each hand-over, so the
    token is spent when the HTTP request leaves, and never more than the in-flight cap at once.
-   Before each hand-over it asks ``keep_going`` (pause, cancel) and, at most ``RECHECK_EVERY``
+   Before each hand-over it asks ``keep_going`` (pause, cancel) and, at most ``send_rows.RECHECK_EVERY``
    apart, re-reads the consent of the contacts not sent yet in one query: a STOP that arrives
    mid-batch is honoured. A batch held up past ``CLAIM_SEND_WINDOW`` (a Redis outage stalls
    pacing) sends nothing more: by then the reaper may be reconciling its claims, and could send
@@ -44,10 +44,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from audience.models import ConsentStatus
-from config import sql
 from messaging.links.rewrite import links_save
-from messaging.models import Message, MessageStatus, MessageTemplate, ProviderCallback, Sender
+from messaging.models import Message, MessageStatus
 from messaging.providers import (
     ErrorKind,
     ProviderError,
@@ -56,14 +54,23 @@ from messaging.providers import (
 )
 from messaging.services import inflight, send
 from messaging.services.send_outcomes import STALE_SENDING_AFTER
-from messaging.services.send_rows import Outcome, claim, claimed_in_memory, row_for, row_skipped, rows_write, unclaim
-from messaging.services.status import status_callbacks_apply_pending
+from messaging.services.send_rows import (
+    ConsentWatch,
+    Outcome,
+    claim,
+    claimed_in_memory,
+    early_callbacks_apply,
+    row_for,
+    row_skipped,
+    rows_write,
+    unclaim,
+    with_senders_and_templates,
+)
 from messaging.signals import message_statuses_changed
 
 logger = logging.getLogger(__name__)
 
 
-RECHECK_EVERY = 0.1  # seconds between consent re-reads of a batch's unsent contacts
 CLAIM_SLICE = 200  # messages claimed at once, as the hand-over reaches them
 FLUSH_EVERY = 0.2  # seconds between writes of the answers that came back
 FLUSH_AT = 500  # answers waiting: write them without waiting for FLUSH_EVERY
@@ -140,7 +147,7 @@ class SendPipeline:
         request leaves. ``keep_going`` is asked before each hand-over (False: stop).
         """
         now = timezone.now()
-        candidates = _with_senders_and_templates(
+        candidates = with_senders_and_templates(
             Message.objects.select_related("contact").filter(send.claimable(now), pk__in=list(message_ids))
         )
         verdicts = [(message, send.send_refusal(message, now) or send.render_fill(message)) for message in candidates]
@@ -209,7 +216,7 @@ class SendPipeline:
 
     def _hand_over(self, messages: list[Message], pace, keep_going: Callable[[], bool]) -> list[Message]:
         """Hand the messages to the sender threads, paced; returns those never handed over."""
-        consent = _ConsentWatch([m.contact_id for m in messages if m.contact_id])
+        consent = ConsentWatch([m.contact_id for m in messages if m.contact_id])
         for index, message in enumerate(messages):
             if not self._slot_take(keep_going):  # a free sender first, so the token is spent when the request leaves
                 return messages[index:]
@@ -222,7 +229,7 @@ class SendPipeline:
                 continue
             consent.sent(message.contact_id)
             outcome = Outcome(message)
-            name = provider_name_for(message.sender.provider)
+            name = provider_name_for(send.sender_of(message).provider)
             request = send.send_request_for(message)
             started = token if callable(token) else None
             if name == "simulated":  # no network: inline, on this thread's database connection
@@ -304,7 +311,7 @@ class SendPipeline:
         again = [pk for pk in messages if pk not in moved and messages[pk].status != MessageStatus.SENDING]
         for message in Message.objects.filter(pk__in=[*again, *reread]):
             messages[message.pk] = message
-        _early_callbacks_apply([o.message for o in outcomes if o.result is not None and o.message.pk in moved])
+        early_callbacks_apply([o.message for o in outcomes if o.result is not None and o.message.pk in moved])
         if moved:
             transaction.on_commit(lambda: message_statuses_changed.send(sender=Message, message_ids=sorted(moved)))
         if self.on_recorded is not None and messages:
@@ -352,19 +359,6 @@ def messages_send_batch(
     return result
 
 
-def _with_senders_and_templates(messages) -> list[Message]:
-    """The messages with their sender and template, each read once for the batch (a campaign's
-    batch shares one of each) instead of joined and built again for every row."""
-    messages = list(messages)
-    senders = Sender.objects.in_bulk({m.sender_id for m in messages if m.sender_id})
-    templates = MessageTemplate.objects.in_bulk({m.template_id for m in messages if m.template_id})
-    sender_field, template_field = Message._meta.get_field("sender"), Message._meta.get_field("template")
-    for message in messages:
-        sender_field.set_cached_value(message, senders.get(message.sender_id))
-        template_field.set_cached_value(message, templates.get(message.template_id))
-    return messages
-
-
 # --- Claim and intent ----------------------------------------------------------------------
 
 
@@ -380,43 +374,3 @@ def _call(outcome: Outcome, provider_name: str, request, sent: Callable[[], None
         logger.exception("provider call for message %s raised", outcome.message.pk)
         outcome.error = ProviderError(ErrorKind.RETRYABLE, "", f"client error: {exc}", accepted_unknown=True)
     outcome.answered = time.time()
-
-
-class _ConsentWatch:
-    """The batch's unsent contacts that opted out since the claim, re-read at most RECHECK_EVERY apart."""
-
-    def __init__(self, contact_ids: list[int]):
-        self.unsent = set(contact_ids)
-        self.out: set[int] = set()
-        self.checked = time.monotonic()  # the claim just read them
-
-    def sent(self, contact_id: int | None) -> None:
-        self.unsent.discard(contact_id)
-
-    def opted_out(self, contact_id: int | None) -> bool:
-        if self.unsent and time.monotonic() - self.checked >= RECHECK_EVERY:
-            rows = sql.fetch(
-                "SELECT id FROM audience_contact WHERE id = ANY(%s::bigint[]) AND consent_status <> %s",
-                [list(self.unsent), ConsentStatus.OPTED_IN.value],
-            )
-            self.out |= {row[0] for row in rows}
-            self.checked = time.monotonic()
-        return contact_id in self.out
-
-
-# --- Outcomes ------------------------------------------------------------------------------
-
-
-def _early_callbacks_apply(messages: list[Message]) -> None:
-    """Status callbacks that arrived before their sid was saved: one query finds them, then apply."""
-    sids = [m.provider_sid for m in messages if m.provider_sid]
-    if not sids:
-        return
-    early = set(
-        ProviderCallback.objects.filter(provider_sid__in=sids, applied_at__isnull=True).values_list(
-            "provider_sid", flat=True
-        )
-    )
-    for message in messages:
-        if message.provider_sid in early:
-            status_callbacks_apply_pending(message)

@@ -1,4 +1,4 @@
-"""The rows a batch of sends writes: its claims before the calls, its answers after, in bulk.
+"""The rows a batch of sends reads and writes: its claims before the calls, its answers after, in bulk.
 
 Part of the batch pipeline (``send_batch``): one conditional UPDATE claims a slice; the
 answers are written by one UPDATE ... FROM (VALUES ...) per flush, each meaning taken from
@@ -8,6 +8,7 @@ answers are written by one UPDATE ... FROM (VALUES ...) per flush, each meaning 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache, partial
@@ -18,17 +19,20 @@ from django.db.models import F
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
+from audience.models import ConsentStatus
 from config import sql
-from messaging.models import Direction, Message, MessageStatus
+from messaging.models import Direction, Message, MessageStatus, MessageTemplate, ProviderCallback, Sender
 from messaging.providers import (
     ProviderError,
     SendResult,
 )
 from messaging.services import send
 from messaging.services.send_outcomes import answer_verdict, error_effects, error_verdict
-from messaging.services.status import STAMP_COLUMNS
+from messaging.services.status import STAMP_COLUMNS, status_callbacks_apply_pending
 
 logger = logging.getLogger(__name__)
+
+RECHECK_EVERY = 0.1  # seconds between consent re-reads of a batch's unsent contacts
 
 
 @dataclass
@@ -217,3 +221,56 @@ def unclaim(message_ids: list[int], claimed_at: datetime) -> None:
         Message.objects.filter(
             pk__in=message_ids, status=MessageStatus.SENDING, provider_sid__isnull=True, claimed_at=claimed_at
         ).update(status=MessageStatus.PENDING, attempts=F("attempts") - 1, claimed_at=None, updated_at=timezone.now())
+
+
+# --- Reads and callbacks around the calls --------------------------------------------------
+
+
+def with_senders_and_templates(messages) -> list[Message]:
+    """The messages with their sender and template, each read once for the batch (a campaign's
+    batch shares one of each) instead of joined and built again for every row."""
+    messages = list(messages)
+    senders = Sender.objects.in_bulk({m.sender_id for m in messages if m.sender_id})
+    templates = MessageTemplate.objects.in_bulk({m.template_id for m in messages if m.template_id})
+    sender_field, template_field = Message._meta.get_field("sender"), Message._meta.get_field("template")
+    for message in messages:
+        sender_field.set_cached_value(message, senders.get(message.sender_id))
+        template_field.set_cached_value(message, templates.get(message.template_id))
+    return messages
+
+
+class ConsentWatch:
+    """The batch's unsent contacts that opted out since the claim, re-read at most RECHECK_EVERY apart."""
+
+    def __init__(self, contact_ids: list[int]):
+        self.unsent = set(contact_ids)
+        self.out: set[int] = set()
+        self.checked = time.monotonic()  # the claim just read them
+
+    def sent(self, contact_id: int | None) -> None:
+        self.unsent.discard(contact_id)
+
+    def opted_out(self, contact_id: int | None) -> bool:
+        if self.unsent and time.monotonic() - self.checked >= RECHECK_EVERY:
+            rows = sql.fetch(
+                "SELECT id FROM audience_contact WHERE id = ANY(%s::bigint[]) AND consent_status <> %s",
+                [list(self.unsent), ConsentStatus.OPTED_IN.value],
+            )
+            self.out |= {row[0] for row in rows}
+            self.checked = time.monotonic()
+        return contact_id in self.out
+
+
+def early_callbacks_apply(messages: list[Message]) -> None:
+    """Status callbacks that arrived before their sid was saved: one query finds them, then apply."""
+    sids = [m.provider_sid for m in messages if m.provider_sid]
+    if not sids:
+        return
+    early = set(
+        ProviderCallback.objects.filter(provider_sid__in=sids, applied_at__isnull=True).values_list(
+            "provider_sid", flat=True
+        )
+    )
+    for message in messages:
+        if message.provider_sid in early:
+            status_callbacks_apply_pending(message)

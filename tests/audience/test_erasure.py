@@ -21,7 +21,7 @@ from audience.selectors import phone_consent_history
 from campaigns import services as campaigns
 from campaigns.models import Recipient
 from messaging.models import Message, ProviderCallback
-from messaging.services import send
+from messaging.services import create
 from messaging.services.inbound import inbound_message_record
 from reporting import counters
 from reporting.selectors import campaign_summary
@@ -81,7 +81,7 @@ def test_erasing_after_a_campaign_leaves_nothing_personal_and_keeps_the_counts(f
             payload={"From": PHONE, "Body": body},
         )
     # A free-text message still waiting keeps its body as written until sent: erased too.
-    send.message_create(contact=contact, body="See you in Nairobi, {{ name }}", sender=campaign.sender, enqueue=False)
+    create.message_create(contact=contact, body="See you in Nairobi, {{ name }}", sender=campaign.sender, enqueue=False)
     job = ImportJob.objects.create(source="api", file_path="x.csv", file_name="x.csv")
     ImportRowError.objects.create(job=job, line=2, column="phone", reason="duplicate", value="0" + PHONE[-9:])
     ImportRowError.objects.create(job=job, line=3, column="email", reason="bad", value=EMAIL)

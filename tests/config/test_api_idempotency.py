@@ -18,7 +18,7 @@ from campaigns import services as campaigns
 from campaigns.models import Event
 from config.idempotency import request_fingerprint
 from messaging.models import Message
-from messaging.services import send
+from messaging.services import create
 from tests.factories import MessageTemplateFactory, SenderFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -146,7 +146,7 @@ def test_a_message_request_racing_an_uncommitted_one_is_its_replay_or_a_conflict
 
     with transaction.atomic():
         # Past the replay check (nothing committed yet): the thread reaches the insert and waits.
-        first, created = send.message_create(
+        first, created = create.message_create(
             contact=contact,
             body="Your code is 1234",
             sender=sender,

@@ -15,7 +15,7 @@ from config.celery import app as celery_app
 from config.logging import E164, ContextFilter, JsonFormatter, RedactFilter, context_get, log_context, logging_config
 from config.middleware import RequestIdMiddleware
 from messaging.models import Message, MessageStatus, Sender
-from messaging.services import send
+from messaging.services import create, send
 from tests import twilio_webhooks as tw
 from tests.factories import ContactFactory
 from tests.fake_twilio import FakeTwilio
@@ -150,7 +150,7 @@ def test_a_send_and_webhooks_log_no_phone_number_at_info(settings, client, caplo
         settings.TWILIO_API_BASE_URL = server.base_url
         sender = Sender.objects.create(name="sms", channel="sms", kind="long_code", from_address="+15005550006")
         contact = ContactFactory(phone=PHONE)
-        message, _ = send.message_create(contact=contact, sender=sender, body="Your code is 4411", enqueue=False)
+        message, _ = create.message_create(contact=contact, sender=sender, body="Your code is 4411", enqueue=False)
         message = send.message_send(message.pk)
         assert message.status == MessageStatus.QUEUED and message.provider_sid
 

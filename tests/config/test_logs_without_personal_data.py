@@ -25,7 +25,7 @@ from config.celery import app as celery_app
 from config.gunicorn_conf import RedactingLogger
 from config.logging import JsonFormatter
 from messaging.models import MessageStatus, Sender
-from messaging.services import send
+from messaging.services import create, send
 from tests import twilio_webhooks as tw
 from tests.fake_twilio import FakeTwilio
 from tests.ingest import ingest, write
@@ -90,10 +90,10 @@ def test_no_log_line_holds_a_phone_or_an_email(output, staff_api, client, settin
         settings.TWILIO_AUTH_TOKEN, settings.TWILIO_API_BASE_URL = TOKEN, server.base_url
         sender = Sender.objects.create(name="sms", channel="sms", kind="long_code", from_address="+15005550006")
         contact = Contact.objects.get(phone=PHONE)
-        sent, _ = send.message_create(contact=contact, sender=sender, body=f"Hi, write to {EMAIL}", enqueue=False)
+        sent, _ = create.message_create(contact=contact, sender=sender, body=f"Hi, write to {EMAIL}", enqueue=False)
         sent = send.message_send(sent.pk)
         server.fail(PHONE, "21211")
-        failed, _ = send.message_create(contact=contact, sender=sender, body="again", enqueue=False)
+        failed, _ = create.message_create(contact=contact, sender=sender, body="again", enqueue=False)
         failed = send.message_send(failed.pk)
     assert sent.status == MessageStatus.QUEUED and failed.status == MessageStatus.FAILED
 

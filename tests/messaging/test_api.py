@@ -4,7 +4,7 @@ import pytest
 from django.test import Client as DjangoClient
 
 from messaging.models import Message, MessageStatus, MessageTemplate, Sender
-from messaging.services import send
+from messaging.services import create, send
 from tests.factories import ContactFactory
 from tests.fake_twilio import FakeTwilio
 
@@ -188,8 +188,8 @@ def test_an_api_message_ends_up_delivered_through_signed_callbacks(staff_api, an
 
 def test_messages_list_filters_by_status(analyst_api, sms_sender):
     contact = ContactFactory(phone="+254711200005")
-    send.message_create(contact=contact, sender=sms_sender, body="a", enqueue=False)
-    skipped, _ = send.message_create(contact=contact, sender=sms_sender, body="b", enqueue=False)
+    create.message_create(contact=contact, sender=sms_sender, body="a", enqueue=False)
+    skipped, _ = create.message_create(contact=contact, sender=sms_sender, body="b", enqueue=False)
     Message.objects.filter(pk=skipped.pk).update(status=MessageStatus.SKIPPED)
     rows = analyst_api.get("/api/v1/messages/", {"status": "skipped"}).json()["results"]
     assert [row["id"] for row in rows] == [skipped.pk]

@@ -8,7 +8,7 @@ it only goes missing before the send. Sends go through the real twilio client to
 import pytest
 
 from messaging.models import Message, MessageStatus, MessageTemplate, Sender
-from messaging.services import send
+from messaging.services import create, send
 from tests.factories import ContactFactory
 from tests.fake_twilio import FakeTwilio
 
@@ -55,8 +55,8 @@ def test_a_free_text_body_is_sent_rendered_for_its_contact(staff_api, fake, send
 def test_a_free_text_body_and_a_template_with_the_same_text_render_the_same(fake, sender):
     contact = ContactFactory(phone="+254711300002", name="Ngũgĩ")
     template = MessageTemplate.objects.create(name="hi", channel="sms", body="Hi {{ name }}, ready?")
-    by_text, _ = send.message_create(contact=contact, body=template.body, sender=sender, enqueue=False)
-    by_template, _ = send.message_create(contact=contact, template=template, sender=sender, enqueue=False)
+    by_text, _ = create.message_create(contact=contact, body=template.body, sender=sender, enqueue=False)
+    by_template, _ = create.message_create(contact=contact, template=template, sender=sender, enqueue=False)
     by_text, by_template = send.message_send(by_text.pk), send.message_send(by_template.pk)
     assert sent_body(fake, by_text) == sent_body(fake, by_template) == "Hi Ngũgĩ, ready?"
     assert (by_text.segments, by_text.encoding) == (by_template.segments, by_template.encoding) == (1, "UCS-2")
@@ -93,7 +93,7 @@ def test_a_template_missing_a_variable_is_refused_the_same_way(staff_api, sender
 
 def test_a_value_gone_before_the_send_skips_the_message_with_its_name(fake, sender):
     contact = ContactFactory(phone="+254711300005", name="Amina")
-    message, _ = send.message_create(contact=contact, body="Hi {{ name }}", sender=sender, enqueue=False)
+    message, _ = create.message_create(contact=contact, body="Hi {{ name }}", sender=sender, enqueue=False)
     contact.name = ""
     contact.save(update_fields=["name"])
     message = send.message_send(message.pk)
@@ -103,7 +103,7 @@ def test_a_value_gone_before_the_send_skips_the_message_with_its_name(fake, send
 
 def test_every_attempt_renders_the_body_as_written_for_the_contact_as_it_is_then(fake, sender):
     contact = ContactFactory(phone="+254711300006", name="Amina")
-    message, _ = send.message_create(contact=contact, body="Hi {{ name }}", sender=sender, enqueue=False)
+    message, _ = create.message_create(contact=contact, body="Hi {{ name }}", sender=sender, enqueue=False)
     fake.fail(contact.phone, "503")
     message = send.message_send(message.pk)
     assert message.status == MessageStatus.PENDING and message.body == "Hi Amina"

@@ -19,7 +19,7 @@ from messaging.links.rewrite import url_with_params
 from messaging.links.views import LinkFastPath
 from messaging.models import Link, LinkClick, MessageTemplate, Sender
 from messaging.rendering import sms_segments
-from messaging.services import send
+from messaging.services import create, send
 from tests.factories import ContactFactory, LinkFactory
 from tests.fake_twilio import FakeTwilio
 from tests.reporting.support import add_recipient, make_campaign, make_run
@@ -94,7 +94,7 @@ def test_a_code_with_a_wrong_tag_or_foreign_characters_is_refused():
 def test_a_free_text_url_is_sent_as_a_short_link_and_keeps_its_sms_parts_down(fake, sender):
     contact = ContactFactory(phone="+254711400001", name="Amina")
     text = f"Hi {{{{ name }}}}, our spring sale is on: {LONG_URL}. See you!"
-    message, _ = send.message_create(contact=contact, body=text, sender=sender, enqueue=False)
+    message, _ = create.message_create(contact=contact, body=text, sender=sender, enqueue=False)
     message = send.message_send(message.pk)
     body = sent_body(fake, message)
     code = code_of(body)
@@ -114,7 +114,7 @@ def test_a_template_url_with_a_placeholder_is_tracked_per_recipient_and_an_opted
     bodies = {}
     for phone, offer in (("+254711400002", "A1"), ("+254711400003", "B2")):
         contact = ContactFactory(phone=phone, attributes={"offer": offer})
-        message, _ = send.message_create(contact=contact, template=template, sender=sender, enqueue=False)
+        message, _ = create.message_create(contact=contact, template=template, sender=sender, enqueue=False)
         message = send.message_send(message.pk)
         bodies[offer] = (message, sent_body(fake, message))
     for offer, (message, body) in bodies.items():
@@ -131,7 +131,7 @@ def test_rendering_again_gives_the_same_codes_and_one_row_per_link(fake, sender)
 
     contact = ContactFactory(phone="+254711400004")
     text = "a https://a.example.com b https://b.example.com"
-    message, _ = send.message_create(contact=contact, body=text, sender=sender, enqueue=False)
+    message, _ = create.message_create(contact=contact, body=text, sender=sender, enqueue=False)
     send.render_fill(message)
     first = message.body
     links_save([message])

@@ -9,7 +9,7 @@ from rest_framework.test import APIRequestFactory, force_authenticate
 from config.api import represent
 from messaging.api import MessageSerializer
 from messaging.models import Message, MessageTemplate, Sender
-from messaging.services import send
+from messaging.services import create
 from tests.factories import ContactFactory
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +28,7 @@ def _message(phone: str) -> Message:
         name="sms", channel="sms", kind="long_code", provider="simulated", from_address="+15005550006"
     )[0]
     template = MessageTemplate.objects.get_or_create(name="otp", channel="sms", body="Your code: 123456")[0]
-    return send.message_create(contact=ContactFactory(phone=phone), template=template, sender=sender)[0]
+    return create.message_create(contact=ContactFactory(phone=phone), template=template, sender=sender)[0]
 
 
 def test_the_reused_serializer_masks_by_each_requests_user_and_shows_each_message(staff_user, analyst_user):

@@ -12,7 +12,7 @@ import pytest
 from campaigns import services as campaigns
 from campaigns.models import CampaignAction, Recipient
 from messaging.models import Message, MessageResolution, MessageStatus
-from messaging.services import send
+from messaging.services import create, send
 from reporting.counters import counters_recount
 from tests import delivery
 from tests.delivery import assert_counts_match_recount, campaign_with_audience, drain
@@ -205,7 +205,7 @@ def test_staff_mark_one_campaign_message_failed_through_the_messages_api(run, st
 def test_a_message_nothing_caused_is_looked_up_again_through_the_messages_api(fake, settings, staff_api):
     fake.fail(PHONES[5], "timeout")
     sender = campaign_with_audience(phones=[]).sender
-    message, _ = send.message_create(contact=ContactFactory(phone=PHONES[5]), sender=sender, body="Hi", enqueue=False)
+    message, _ = create.message_create(contact=ContactFactory(phone=PHONES[5]), sender=sender, body="Hi", enqueue=False)
     send.message_send(message.pk)
     age_by = timedelta(minutes=5)
     Message.objects.filter(pk=message.pk).update(

@@ -14,7 +14,7 @@ from django.utils import timezone
 from messaging.models import Message, MessageStatus, Sender
 from messaging.pricing import fetch
 from messaging.pricing.pace import Pace
-from messaging.services import send
+from messaging.services import create, send
 from tests import delivery
 from tests.factories import ContactFactory
 
@@ -63,7 +63,7 @@ def _twilio_sender() -> Sender:
 
 
 def _sent(phone: str = KE, body: str = "Hi there", sender: Sender | None = None) -> Message:
-    message, _ = send.message_create(
+    message, _ = create.message_create(
         contact=ContactFactory(phone=phone), sender=sender or _twilio_sender(), body=body, enqueue=False
     )
     message = send.message_send(message.pk)
@@ -206,7 +206,7 @@ def test_a_simulated_sender_is_priced_at_send_and_never_asked(fake):
     sender = Sender.objects.create(
         name="sim", channel="sms", kind="long_code", provider="simulated", from_address="+15005550007"
     )
-    message, _ = send.message_create(contact=ContactFactory(phone=KE), sender=sender, body="Hi", enqueue=False)
+    message, _ = create.message_create(contact=ContactFactory(phone=KE), sender=sender, body="Hi", enqueue=False)
     message = send.message_send(message.pk)
     assert (message.price, message.price_unit) == (Decimal("0.12900"), "USD")
     Message.objects.filter(pk=message.pk).update(

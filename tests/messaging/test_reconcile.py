@@ -15,7 +15,7 @@ from campaigns import services as campaigns
 from campaigns.models import Recipient
 from campaigns.services import dispatcher, upkeep
 from messaging.models import Message, MessageStatus, Sender
-from messaging.services import reconcile, send, send_outcomes
+from messaging.services import create, reconcile, send, send_outcomes
 from tests import delivery
 from tests.delivery import assert_counts_match_recount, campaign_with_audience
 from tests.factories import ContactFactory
@@ -34,7 +34,7 @@ def _stale(*messages: Message, age: timedelta = timedelta(seconds=5)) -> None:
 def _timed_out_send(fake, phone: str, sender: Sender) -> Message:
     """A message whose send timed out at the fake: created at Twilio, left in `sending` without a sid."""
     fake.fail(phone, "timeout")
-    message, _ = send.message_create(contact=ContactFactory(phone=phone), sender=sender, body="Hi", enqueue=False)
+    message, _ = create.message_create(contact=ContactFactory(phone=phone), sender=sender, body="Hi", enqueue=False)
     message = send.message_send(message.pk)
     assert message.status == MessageStatus.SENDING and message.provider_sid is None
     return message

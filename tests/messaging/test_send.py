@@ -12,7 +12,7 @@ from config import observe
 from config.celery import app as celery_app
 from messaging.models import Direction, Message, MessageStatus, MessageTemplate, ProviderCallback, Sender
 from messaging.providers.simulated import Odds, reference_sid, simulated_step_run, status_plan
-from messaging.services import reconcile, send, send_outcomes
+from messaging.services import create, reconcile, send, send_outcomes
 from messaging.services.status import status_callback_record
 from tests.factories import ContactFactory
 from tests.fake_twilio import FakeTwilio
@@ -48,7 +48,7 @@ def wa_sender(db):
 
 
 def new_message(contact, sender, body="Hello there", **kwargs) -> Message:
-    message, created = send.message_create(contact=contact, sender=sender, body=body, enqueue=False, **kwargs)
+    message, created = create.message_create(contact=contact, sender=sender, body=body, enqueue=False, **kwargs)
     assert created
     return message
 
@@ -89,7 +89,7 @@ def test_a_whatsapp_template_is_sent_as_content_sid_and_variables_never_body(fak
         name="order", channel="whatsapp", body="Hi {{ name }}", content_sid=HX, content_variables={"1": "name"}
     )
     contact = ContactFactory(phone="+254711100003", name="Amina", channel="whatsapp")  # no inbound: outside window
-    message, _ = send.message_create(contact=contact, template=template, enqueue=False)
+    message, _ = create.message_create(contact=contact, template=template, enqueue=False)
     message = send.message_send(message.pk)
     assert message.status == MessageStatus.QUEUED
     form = fake.request_form(message.provider_sid)
@@ -122,7 +122,7 @@ def test_an_opted_out_contact_is_skipped(fake, sms_sender):
 def test_a_variable_missing_at_send_time_skips_the_message(fake, sms_sender):
     template = MessageTemplate.objects.create(name="city", channel="sms", body="Hi {{ name }} in {{ attributes.city }}")
     contact = ContactFactory(phone="+254711100006", name="Amina", attributes={"city": "Nairobi"})
-    message, _ = send.message_create(contact=contact, template=template, enqueue=False)
+    message, _ = create.message_create(contact=contact, template=template, enqueue=False)
     contact.attributes = {}  # gone between the request (checked then) and the send
     contact.save(update_fields=["attributes"])
     message = send.message_send(message.pk)
@@ -133,7 +133,7 @@ def test_a_variable_missing_at_send_time_skips_the_message(fake, sms_sender):
 def test_a_template_is_rendered_at_send_time_with_event_values(fake, sms_sender):
     template = MessageTemplate.objects.create(name="paid", channel="sms", body="{{ name }}, paid {{ event.amount }} €")
     contact = ContactFactory(phone="+254711100007", name="Joy")
-    message, _ = send.message_create(contact=contact, template=template, context={"amount": "12"}, enqueue=False)
+    message, _ = create.message_create(contact=contact, template=template, context={"amount": "12"}, enqueue=False)
     message = send.message_send(message.pk)
     assert message.body == "Joy, paid 12 €"
     assert fake.request_form(message.provider_sid)["Body"] == "Joy, paid 12 €"

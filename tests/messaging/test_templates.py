@@ -221,7 +221,7 @@ def test_admin_refuses_a_template_with_unknown_placeholders(client, staff_user):
 @pytest.mark.django_db
 def test_admin_pages_of_senders_and_messages_render(client, staff_user):
     from messaging.models import Message, Sender
-    from messaging.services.send import message_create
+    from messaging.services.create import message_create
 
     staff_user.is_superuser = True
     staff_user.save()

@@ -18,7 +18,7 @@ from campaigns import services as campaign_services
 from campaigns.models import Campaign, Segment
 from config.roles import ANALYSTS, STAFF
 from messaging.models import MessageTemplate, Sender
-from messaging.services.send import MessageRequestError, message_create
+from messaging.services.create import MessageRequestError, message_create
 
 DEMO_USERS = {
     "admin": {"password": "admin-demo-pass", "superuser": True, "group": STAFF},

@@ -25,6 +25,7 @@ from campaigns.models import (
 from campaigns.quiet_hours import quiet_release_at
 from campaigns.services import arms, dispatch
 from campaigns.services.snapshot import CAP_STATES
+from messaging.services import create as create_service
 from messaging.services import send as send_service
 from messaging.services.templates import template_render
 
@@ -96,8 +97,8 @@ def answers_add(pairs: list[tuple[ClaimedEvent, Campaign]], contacts: dict[int, 
 
 def _sender_error(campaign: Campaign) -> str:
     try:
-        send_service.sender_for_template(campaign.template, campaign.sender)
-    except send_service.MessageRequestError as exc:
+        create_service.sender_for_template(campaign.template, campaign.sender)
+    except create_service.MessageRequestError as exc:
         return "; ".join(exc.messages)[:255]
     return ""
 
