@@ -20,7 +20,8 @@ from campaigns.models import Recipient
 from messaging.models import Message, MessageStatus, ProviderCallback
 from messaging.services.status import provider_done_at, status_callback_record, status_callbacks_apply_pending
 from messaging.signals import message_status_changed, message_statuses_changed
-from reporting.selectors import campaign_summary, campaign_summary_scanned
+from reporting.selectors import campaign_summary
+from reporting.summary_scanned import campaign_summary_scanned
 from tests import delivery
 from tests.delivery import campaign_with_audience, drain
 from tests.twilio_webhooks import PUBLIC, STATUS_PATH, post_form, status_payload

@@ -12,7 +12,7 @@ from campaigns.services import cost
 from messaging.models import Message, PriceTable
 from messaging.pricing import fetch
 from messaging.services.status import status_callback_record
-from reporting import selectors
+from reporting import selectors, summary_scanned
 from reporting.counters import counters_sync
 from tests import delivery
 from tests.delivery import campaign_with_audience, drain
@@ -60,7 +60,7 @@ def test_the_summary_shows_the_estimate_until_prices_come_then_both(sent):
         {"currency": "USD", "estimated": "0.26000", "estimated_messages": 2, "actual": "0.25800", "priced_messages": 2}
     ]
     assert after["messages_awaiting_price"] == 0
-    scanned = selectors.campaign_summary_scanned(sent)
+    scanned = summary_scanned.campaign_summary_scanned(sent)
     assert scanned["cost_against_estimate"] == after  # the kept counters moved with the fetched prices
 
 

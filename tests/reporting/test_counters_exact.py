@@ -28,7 +28,8 @@ from reporting.counters import (
     counters_sync,
 )
 from reporting.models import CountedMessage, MinuteCounter
-from reporting.selectors import campaign_summary, campaign_summary_scanned
+from reporting.selectors import campaign_summary
+from reporting.summary_scanned import campaign_summary_scanned
 from tests.factories import ContactFactory
 from tests.reporting.support import add_recipient, make_campaign, make_message, make_run, run_counters_fill
 
