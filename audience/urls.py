@@ -1,6 +1,7 @@
 from django.urls import re_path
 
-from audience.api import ContactViewSet, ImportJobViewSet, TopicViewSet, contacts_import
+from audience.api import ContactViewSet, TopicViewSet
+from audience.api_imports import ImportJobViewSet, contacts_import
 from config.routers import OptionalSlashRouter
 
 router = OptionalSlashRouter()

@@ -1,5 +1,6 @@
 from config.routers import OptionalSlashRouter
-from messaging.api import MessageViewSet, SenderViewSet, TemplateViewSet
+from messaging.api import SenderViewSet, TemplateViewSet
+from messaging.api_messages import MessageViewSet
 
 router = OptionalSlashRouter()
 router.register("templates", TemplateViewSet, basename="template")

@@ -7,7 +7,7 @@ from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory, force_authenticate
 
 from config.api import represent
-from messaging.api import MessageSerializer
+from messaging.api_messages import MessageSerializer
 from messaging.models import Message, MessageTemplate, Sender
 from messaging.services import create
 from tests.factories import ContactFactory
