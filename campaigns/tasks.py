@@ -5,7 +5,15 @@ from celery import shared_task
 from django.utils import timezone
 
 from campaigns.models import Campaign, ScheduleType
-from campaigns.services import CampaignError, campaign_launch, dispatch, dispatcher, event_retention, events, upkeep
+from campaigns.services import (
+    CampaignError,
+    campaign_launch,
+    chains,
+    dispatcher,
+    event_retention,
+    events,
+    upkeep,
+)
 from campaigns.services.schedules import cron_tick
 
 logger = logging.getLogger(__name__)
@@ -52,14 +60,14 @@ def run_dispatch(run_id: int, chain: int = 0, token: str = "") -> int:
     is queued before this one waits for its last answers, so a slow request at the end of a
     round does not stall the run.
     """
-    token = token or dispatch.chain_claim(run_id, chain) or ""
-    if not token or not dispatch.chain_keep(run_id, chain, token):
+    token = token or chains.chain_claim(run_id, chain) or ""
+    if not token or not chains.chain_keep(run_id, chain, token):
         return 0
     deadline = time.monotonic() + DISPATCH_ROUND_SECONDS
     run_dispatcher = dispatcher.RunDispatcher(run_id)
     total, again = 0, None
     try:
-        while dispatch.chain_keep(run_id, chain, token):
+        while chains.chain_keep(run_id, chain, token):
             claimed, again = run_dispatcher.batch()
             total += claimed
             if again != 0.0 or time.monotonic() >= deadline:
@@ -72,7 +80,7 @@ def run_dispatch(run_id: int, chain: int = 0, token: str = "") -> int:
     finally:
         run_dispatcher.close()
         if again is None:
-            dispatch.chain_release(run_id, chain, token)
+            chains.chain_release(run_id, chain, token)
     return total
 
 

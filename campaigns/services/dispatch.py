@@ -32,22 +32,20 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-import redis
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, transaction
-from django.db.models import F, Func, IntegerField, JSONField, Q, Value
+from django.db.models import F, Func, IntegerField, JSONField, Value
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
-from campaigns import pacing
-from campaigns.models import CampaignKind, CampaignRun, Recipient, RecipientState, RunStatus, SkipReason
+from campaigns.models import CampaignRun, Recipient, RecipientState, RunStatus, SkipReason
 from campaigns.services import arms, estimates
+from campaigns.services.chains import chain_claim
 from config import sql
 from messaging.models import Message, MessageStatus
 from messaging.providers import ErrorKind, error_kind
@@ -57,7 +55,6 @@ from messaging.services import send as send_service
 logger = logging.getLogger(__name__)
 
 BATCH_SECONDS = 2  # a batch holds about this many seconds of sends at the run's MPS
-CHAIN_TTL = 15  # seconds a dispatcher's place lasts without a batch
 BATCH_MAX = 800  # unthrottled: fewer, larger batches (each costs a dozen statements and a counters sync)
 
 # The send service's skip texts and provider error codes, as recipient skip reasons.
@@ -350,98 +347,3 @@ def dispatch_start(run_id: int, chains: int | None = None) -> None:
                 run_dispatch.delay(run_id, chain, token)
 
     transaction.on_commit(enqueue, robust=True)
-
-
-def _chain_key(run_id: int, chain: int) -> str:
-    return f"dispatch:run:{run_id}:chain:{chain}"
-
-
-def chain_claim(run_id: int, chain: int) -> str | None:
-    """Take the run's dispatcher place ``chain`` if it is free; returns the holder's token."""
-    token = uuid.uuid4().hex
-    try:
-        taken = pacing.redis_client().set(_chain_key(run_id, chain), token, nx=True, ex=CHAIN_TTL)
-    except redis.RedisError:
-        return token  # nothing can tell without Redis; a second dispatcher is harmless (claims skip locked rows)
-    return token if taken else None
-
-
-# KEYS[1] the place; ARGV: token, ttl. Refreshed while it is this token's (or free: taken again).
-_CHAIN_KEEP = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
-return 1
-"""
-_CHAIN_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-def chain_keep(run_id: int, chain: int, token: str) -> bool:
-    """Refresh the place; False when another dispatcher holds it now (this one should stop)."""
-    try:
-        return bool(pacing.redis_client().eval(_CHAIN_KEEP, 1, _chain_key(run_id, chain), token, CHAIN_TTL))
-    except redis.RedisError:
-        return True
-
-
-def chain_release(run_id: int, chain: int, token: str) -> None:
-    """Give the place back (nothing left to send): a later start may fill it at once."""
-    try:
-        pacing.redis_client().eval(_CHAIN_RELEASE, 1, _chain_key(run_id, chain), token)
-    except redis.RedisError:
-        pass
-
-
-# --- Expiry ------------------------------------------------------------------------------
-
-
-def run_expires_at(run: CampaignRun) -> datetime | None:
-    validity = run.campaign.validity
-    if run.campaign.kind == CampaignKind.TRIGGERED:
-        return None  # a triggered run lives on; its recipients expire one by one (run_expire)
-    return run.started_at + validity if validity else None
-
-
-def run_expire(run: CampaignRun, now: datetime | None = None) -> int:
-    """Past the campaign's validity, waiting recipients are skipped 'expired'; returns how many.
-
-    A snapshot's recipients expire with their run (its start plus the validity). A
-    triggered run lives on, and each recipient expires with its event: the validity
-    counts from when the event happened, or from when it was queued if that was
-    earlier, as ``recipient_decide`` counted it. Without this, a triggered campaign
-    paused longer than its validity (or behind a long queue) would send stale answers.
-    Runs before every batch's claim, and from celery-beat for paused runs and held recipients.
-    """
-    now = now or timezone.now()
-    validity = run.campaign.validity
-    if run.campaign.kind == CampaignKind.TRIGGERED:
-        if not validity:
-            return 0
-        due = now - validity
-        stale = Q(event__occurred_at__lte=due) | Q(created_at__lte=due)
-    else:
-        expires_at = run_expires_at(run)
-        if expires_at is None or now < expires_at:
-            return 0
-        stale = Q()
-    with transaction.atomic():
-        if _run_status_locked(run.pk) not in (RunStatus.RUNNING, RunStatus.PAUSED):
-            return 0
-        waiting = Recipient.objects.filter(stale, run=run, state__in=[RecipientState.PENDING, RecipientState.HELD])
-        held = waiting.filter(state=RecipientState.HELD).count()
-        moved = waiting.update(state=RecipientState.SKIPPED, reason=SkipReason.EXPIRED, release_at=None)
-        _counters_move(
-            run.pk, {"pending": -(moved - held), "held": -held, "skipped": moved}, {SkipReason.EXPIRED: moved}
-        )
-        if moved:
-            _messages_drop_expired(run.pk)
-    return moved
-
-
-def _messages_drop_expired(run_id: int) -> None:
-    Message.objects.filter(
-        recipient__run_id=run_id, recipient__state=RecipientState.SKIPPED, status=MessageStatus.PENDING
-    ).update(status=MessageStatus.SKIPPED, skip_reason="validity period expired", skipped_at=timezone.now())

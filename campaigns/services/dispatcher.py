@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from campaigns import pacing
 from campaigns.models import CampaignRun, Recipient, RecipientState, RunStatus
-from campaigns.services import dispatch
+from campaigns.services import dispatch, expiry
 from messaging.models import Message
 from messaging.services import inflight
 from messaging.services import send_batch as send_service_batch
@@ -121,7 +121,7 @@ class RunDispatcher:
         run = runs.filter(pk=self.run_id).first()
         if run is None or run.status != RunStatus.RUNNING:
             return 0, None
-        dispatch.run_expire(run)
+        expiry.run_expire(run)
         sender = run.campaign.sender
         mps = min(run.mps, sender.effective_mps) if run.mps else sender.effective_mps
         claimed = dispatch.recipients_claim(run, dispatch.batch_size(mps))

@@ -22,8 +22,8 @@ from campaigns.services.dispatch import (
     recipient_outcome,
     recipients_settle,
     run_complete_if_final,
-    run_expire,
 )
+from campaigns.services.expiry import run_expire
 from messaging.models import MessageStatus
 from messaging.services import outcomes as send_outcomes
 

@@ -14,7 +14,7 @@ from audience import services as audience
 from audience.models import ConsentSource, ConsentStatus
 from campaigns import pacing, services
 from campaigns.models import Campaign, CampaignRun, Recipient
-from campaigns.services import dispatch, dispatcher, upkeep
+from campaigns.services import chains, dispatch, dispatcher, upkeep
 from messaging.models import Message, MessageStatus
 from messaging.services import reconcile, send, send_outcomes
 from tests import delivery
@@ -267,7 +267,7 @@ def test_upkeep_fills_the_place_of_a_dead_dispatcher_and_leaves_a_live_one_alone
 ):
     run = services.campaign_launch(campaign_with_audience())
     key = f"dispatch:run:{run.pk}:chain:0"
-    live = dispatch.chain_claim(run.pk, 0)  # a dispatcher holds the run's one place
+    live = chains.chain_claim(run.pk, 0)  # a dispatcher holds the run's one place
     with django_capture_on_commit_callbacks(execute=True):
         assert upkeep.runs_kick() == 1
     assert pacing.redis_client().get(key).decode() == live  # nothing started beside it
@@ -277,9 +277,9 @@ def test_upkeep_fills_the_place_of_a_dead_dispatcher_and_leaves_a_live_one_alone
         upkeep.runs_kick()
     started = pacing.redis_client().get(key).decode()
     assert started != live  # a new dispatcher holds it
-    assert not dispatch.chain_keep(run.pk, 0, live)  # the presumed-dead one stops if it was only slow
-    assert dispatch.chain_keep(run.pk, 0, started)
-    dispatch.chain_release(run.pk, 0, started)
+    assert not chains.chain_keep(run.pk, 0, live)  # the presumed-dead one stops if it was only slow
+    assert chains.chain_keep(run.pk, 0, started)
+    chains.chain_release(run.pk, 0, started)
 
 
 def test_a_batch_held_up_past_its_claim_window_sends_nothing_more(fake, monkeypatch):
