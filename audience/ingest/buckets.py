@@ -23,7 +23,7 @@ from django.utils import timezone
 from psycopg import sql as pgsql
 
 from audience.consent_chain import consent_events_insert
-from audience.ingest import sql
+from audience.ingest import sql, sql_upsert
 from audience.ingest.options import IngestOptions
 from audience.models import ImportJob
 
@@ -136,12 +136,12 @@ class BucketWriter:
             warnings = self._prepare_bucket(cursor, stage, params, has_suppressions, plain)
             entry = None
             if upsert:
-                cursor.execute(sql.create_pending_events())
+                cursor.execute(sql_upsert.create_pending_events())
                 entry = self._upsert_bucket(cursor, stage, params, plain, plain_inserts)
                 # Last, so that the chain stays locked only from here to the commit: the other writer
                 # session's bucket meanwhile runs its upsert.
-                if self._has_any(cursor, sql.has_pending_events()):
-                    consent_events_insert(cursor, sql.pending_events(), params)
+                if self._has_any(cursor, sql_upsert.has_pending_events()):
+                    consent_events_insert(cursor, sql_upsert.pending_events(), params)
             self._commit_batch(entry, warnings)
         elapsed = time.monotonic() - started
         logger.debug("import %s: bucket %s written in %.2f s: %s", self.job.pk, bucket, elapsed, entry)
@@ -177,22 +177,22 @@ class BucketWriter:
 
     def _upsert_bucket(self, cursor, stage: str, params: dict, plain: bool, plain_inserts: bool) -> dict:
         if plain:
-            cursor.execute(sql.insert_new(stage, self._id_sequence), params)
+            cursor.execute(sql_upsert.insert_new(stage, self._id_sequence), params)
             return self._batch_entry(params["bucket"], *cursor.fetchone())
         # One join of the stage with the contacts: rows that leave their contact as it is (or that are
         # skipped) leave the stage; new phones leave it next, and ON CONFLICT gets the rest.
         [(taken,)] = run_with_nested_loops(
-            cursor, sql.take_existing(stage, update_existing=self.options.update_existing), params
+            cursor, sql_upsert.take_existing(stage, update_existing=self.options.update_existing), params
         )
         new = 0
         if plain_inserts:
-            cursor.execute(sql.take_new(stage, self._id_sequence), params)
+            cursor.execute(sql_upsert.take_new(stage, self._id_sequence), params)
             [new] = cursor.fetchone()
-        cursor.execute(sql.upsert(stage, update_existing=self.options.update_existing), params)
+        cursor.execute(sql_upsert.upsert(stage, update_existing=self.options.update_existing), params)
         staged, created, changed = cursor.fetchone()
         # A row the upsert declined although it was not taken above: its contact changed meanwhile.
         if self.options.update_existing and staged > created + changed and self._has_topics(params):
-            cursor.execute(sql.add_topics_to_unchanged(stage), params)
+            cursor.execute(sql_upsert.add_topics_to_unchanged(stage), params)
         return self._batch_entry(params["bucket"], taken + new + staged, created + new, changed)
 
     def _has_topics(self, params: dict) -> bool:

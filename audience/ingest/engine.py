@@ -31,15 +31,14 @@ from django.utils import timezone
 from audience.attributes import AttributeLimits
 from audience.ingest import sql
 from audience.ingest.buckets import READ_SHARE, BucketWriter
+from audience.ingest.json_reader import JsonArrayReader, inspect_json
 from audience.ingest.options import IngestOptions
 from audience.ingest.pool import validate_in_pool
 from audience.ingest.readers import (
     Chunk,
     FileProblem,
-    JsonArrayReader,
     Layout,
     inspect_csv,
-    inspect_json,
     iter_csv_chunks,
     iter_jsonl_chunks,
 )

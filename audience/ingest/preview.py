@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from audience.ingest import sql
+from audience.ingest import sql, sql_upsert
 from audience.ingest.engine import inspect_file, iter_chunks
 from audience.ingest.files import job_file, upload_on_disk, upload_still_here
 from audience.ingest.options import IngestOptions
@@ -108,7 +108,7 @@ def _changing_phones(rows: list[dict]) -> set[str]:
     params["attributes"] = [row["attributes"] for row in rows]  # JSON text, or None
     params.update(sql.ENUMS)
     with connection.cursor() as cursor:
-        cursor.execute(sql.CHANGED_PHONES, params)
+        cursor.execute(sql_upsert.CHANGED_PHONES, params)
         return {phone for (phone,) in cursor.fetchall()}
 
 

@@ -5,7 +5,7 @@ from django.db import connection, transaction
 
 from audience.ingest import buckets as buckets_module
 from audience.ingest import engine as engine_module
-from audience.ingest import sql
+from audience.ingest import sql, sql_upsert
 from audience.models import ConsentEvent, Contact, ContactTopic, Suppression, Topic
 from audience.phones import phone_hash
 from tests.ingest import ingest, write
@@ -105,7 +105,7 @@ def test_a_small_file_finds_its_contacts_by_probing_the_phone_index_not_by_readi
         params = {"extra_topics": [], "default": "opted_in", **sql.ENUMS}
         with transaction.atomic():  # the planner settings are SET LOCAL
             cursor.execute("SET LOCAL enable_nestloop = off")  # as the bucket's transaction has it
-            explain = "EXPLAIN " + sql.take_existing(stage, update_existing=True)
+            explain = "EXPLAIN " + sql_upsert.take_existing(stage, update_existing=True)
             plan = "\n".join(row[0] for row in buckets_module.run_with_nested_loops(cursor, explain, params))
         cursor.execute(sql.drop_stage("audience_ingest_stage_plan"))
     assert "Index Scan using audience_contact_phone_key" in plan
@@ -175,8 +175,8 @@ def test_a_row_the_upsert_declined_still_gets_its_topics_and_the_jobs():
         stage = sql.stage_bucket("audience_ingest_stage_topics", 0)
         cursor.execute(f"INSERT INTO {stage} (line, bucket, phone, topics) VALUES (2, 0, '+254712345678', '{{vip}}')")
         cursor.execute(f"INSERT INTO {stage} (line, bucket, phone) VALUES (3, 0, '+254700000009')")  # no contact
-        cursor.execute(sql.add_topics_to_unchanged(stage), {"bucket": 0, "extra_topics": ["job"]})
-        cursor.execute(sql.add_topics_to_unchanged(stage), {"bucket": 0, "extra_topics": ["job"]})  # idempotent
+        cursor.execute(sql_upsert.add_topics_to_unchanged(stage), {"bucket": 0, "extra_topics": ["job"]})
+        cursor.execute(sql_upsert.add_topics_to_unchanged(stage), {"bucket": 0, "extra_topics": ["job"]})  # idempotent
         cursor.execute(sql.drop_stage("audience_ingest_stage_topics"))
     assert sorted(contact.topics.values_list("name", flat=True)) == ["job", "vip"]
     assert ContactTopic.objects.count() == 2
