@@ -18,9 +18,11 @@ from django.core.checks.security.base import (
 )
 from django.core.exceptions import ImproperlyConfigured
 
+from config import api_settings
 from config.database import database_settings
 from config.env import Env, read_env_file
 from config.logging import logging_config
+from config.storage import default_storage
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -251,38 +253,11 @@ STATICFILES_FINDERS = [
     "reporting.staticfinders.PlotlyFinder",
 ]
 # Uploaded import files: MEDIA_ROOT on this machine, or with S3_BUCKET an S3-compatible bucket that
-# every web and worker node reads (AWS S3, MinIO, Ceph...). Without S3 keys, boto3 finds credentials
-# itself (AWS_* variables, an instance or task role).
+# every web and worker node reads (AWS S3, MinIO, Ceph...): config/storage.py.
 S3_BUCKET = env.str("S3_BUCKET", "")
 S3_ENDPOINT_URL = env.url("S3_ENDPOINT_URL", schemes=("http", "https"))
-_s3_keys = (env.str("S3_ACCESS_KEY_ID"), env.str("S3_SECRET_ACCESS_KEY"))
-if any(_s3_keys) and not all(_s3_keys):
-    raise ImproperlyConfigured("S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY go together: set both or neither")
-if S3_BUCKET:
-    _default_storage = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": S3_BUCKET,
-            "endpoint_url": S3_ENDPOINT_URL,
-            "access_key": _s3_keys[0],
-            "secret_key": _s3_keys[1],
-            "region_name": env.str("S3_REGION"),
-            "location": env.str("S3_PREFIX", "").strip("/"),
-            # A bucket behind an endpoint of its own (MinIO) is addressed by path, not by host name.
-            "addressing_style": env.choice(
-                "S3_ADDRESSING_STYLE", ("auto", "path", "virtual"), default="path" if S3_ENDPOINT_URL else "auto"
-            ),
-            "default_acl": None,  # private: the bucket's own policy
-            "file_overwrite": True,  # names are unique (a uuid): no existence check before each save
-            "max_memory_size": 8 * 1024 * 1024,  # a file read through the storage spills to disk past this
-        },
-    }
-elif S3_ENDPOINT_URL or any(_s3_keys):
-    raise ImproperlyConfigured("S3_ENDPOINT_URL and the S3 keys need S3_BUCKET, the bucket import files go to")
-else:
-    _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 STORAGES = {
-    "default": _default_storage,
+    "default": default_storage(env, bucket=S3_BUCKET, endpoint_url=S3_ENDPOINT_URL),
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
         if DEBUG
@@ -314,45 +289,8 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # --- REST API ------------------------------------------------------------------------------
 
-REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [
-        "config.auth.CachedTokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
-    ],
-    "DEFAULT_PERMISSION_CLASSES": ["config.roles.StaffWriteAnalystRead"],
-    # DRF's three parsers, the JSON one refusing bodies nested deeper than JSON_MAX_DEPTH (400).
-    "DEFAULT_PARSER_CLASSES": [
-        "config.api.DepthLimitedJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
-    "PAGE_SIZE": 50,
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
-}
-SPECTACULAR_SETTINGS = {
-    "TITLE": "Messaging platform API",
-    "DESCRIPTION": "Contacts, consent, messaging, campaigns and reporting.",
-    "VERSION": "1.0.0",
-    "SERVE_INCLUDE_SCHEMA": False,
-    # The schema and its pages are for signed-in users (a token or a session), like the API itself.
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
-    # Swagger UI's scripts come from the drf-spectacular-sidecar package, never from a CDN.
-    "SWAGGER_UI_DIST": "SIDECAR",
-    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {
-        "ConsentStatusEnum": "audience.models.ConsentStatus",
-        "ImportStatusEnum": "audience.models.ImportStatus",
-        "MessageStatusEnum": "messaging.models.MessageStatus",
-        "CampaignStatusEnum": "campaigns.models.CampaignStatus",
-        "CampaignRunStatusEnum": "campaigns.models.RunStatus",
-        "InboundKindEnum": "reporting.monitoring.InboundKind",
-        "ProviderCallbackKindEnum": "messaging.models.ProviderCallback.Kind",
-    },
-}
+REST_FRAMEWORK = api_settings.rest_framework_settings(env)  # throttle rates: API_THROTTLE_<SCOPE>_RATE
+SPECTACULAR_SETTINGS = api_settings.SPECTACULAR_SETTINGS
 
 # --- Celery --------------------------------------------------------------------------------
 
@@ -454,18 +392,6 @@ AXES_COOLOFF_MESSAGE = (
 
 # How long each process remembers an API token's user and roles (config/auth.py); 0: not at all.
 API_TOKEN_CACHE_SECONDS = env.int("API_TOKEN_CACHE_SECONDS", 10, minimum=0)
-# API throttling per token (per user for sessions), one bucket per door (config/throttling.py).
-# The defaults sit far above what a backend sends on purpose, so they stop a runaway client, never a
-# production backend.
-REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["config.throttling.TokenRateThrottle"]
-REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
-    "events": env.rate("API_THROTTLE_EVENTS_RATE", "60000/min"),
-    "messages": env.rate("API_THROTTLE_MESSAGES_RATE", "30000/min"),
-    "imports": env.rate("API_THROTTLE_IMPORTS_RATE", "60/min"),
-    "write": env.rate("API_THROTTLE_WRITE_RATE", "1200/min"),
-    "read": env.rate("API_THROTTLE_READ_RATE", "6000/min"),
-}
-
 # Uploads: an import file may be up to IMPORT_MAX_BYTES (bigger ones get 413 naming the limit);
 # other request bodies (JSON, forms, webhooks) stay within Django's 2.5 MB.
 IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", 256 * 1024 * 1024, minimum=1024)
