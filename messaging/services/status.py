@@ -170,7 +170,7 @@ WITH msg AS (
 ), ev AS (
     INSERT INTO messaging_providercallback
         (kind, provider_sid, status, message_id, error_code, payload, received_at, applied_at)
-    SELECT 'status', %(sid)s, %(raw)s, msg.id, %(error_code)s, %(payload)s::jsonb, %(at)s,
+    SELECT %(kind)s, %(sid)s, %(raw)s, msg.id, %(error_code)s, %(payload)s::jsonb, %(at)s,
            CASE WHEN msg.id IS NULL THEN NULL ELSE %(at)s::timestamptz END
     FROM (VALUES (1)) AS one (x) LEFT JOIN msg ON TRUE
     ON CONFLICT (provider_sid, status) DO NOTHING
@@ -195,6 +195,7 @@ def status_callback_record(*, provider_sid: str, status: str, error_code: str = 
     """
     ours = status_for(status)
     params = {
+        "kind": ProviderCallback.Kind.STATUS.value,
         "sid": provider_sid,
         "raw": status.lower(),
         "error_code": error_code,
