@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from audience.models import ConsentEvent, ConsentEventKind, Contact
 from audience.phones import phone_hash
+from config.sql import literal
 
 TABLE = "audience_consentevent"
 GENESIS = bytes(32)
@@ -166,7 +167,7 @@ WITH erased AS (
         CASE WHEN jsonb_typeof(e.evidence -> '{ERASED_EVENTS}') = 'array' THEN e.evidence -> '{ERASED_EVENTS}'
              ELSE '[]'::jsonb END
     ) AS x(id)
-    WHERE e.kind = '{ConsentEventKind.ERASURE.value}' AND x.id ~ '^[0-9]{{1,18}}$'
+    WHERE e.kind = {literal(ConsentEventKind.ERASURE)} AND x.id ~ '^[0-9]{{1,18}}$'
 ), checked AS (
     SELECT e.id, e.seq, lag(e.seq) OVER w AS prev_seq,
            e.chain_hash = audience_consent_link(

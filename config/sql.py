@@ -14,6 +14,13 @@ from collections.abc import Sequence
 
 import psycopg
 from django.db import connection
+from psycopg.sql import Literal
+
+
+def literal(value: str) -> str:
+    """A choice's value quoted as an SQL literal, for statements whose text is built once per choice
+    (cached, prepared) and cannot take it as a parameter."""
+    return Literal(str(value)).as_string(None)
 
 
 def fetch(sql: str, params: Sequence | dict = ()) -> list[tuple]:

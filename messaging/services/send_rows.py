@@ -172,7 +172,7 @@ def _stamps_sql() -> str:
     by_column: dict[str, list[str]] = {}
     for status, columns in {**STAMP_COLUMNS, MessageStatus.SKIPPED: ("skipped_at",)}.items():
         for column in columns:
-            by_column.setdefault(column, []).append(f"'{status}'")
+            by_column.setdefault(column, []).append(sql.literal(status))
     return ", ".join(
         f"{column} = CASE WHEN v.status IN ({', '.join(statuses)}) THEN LEAST(m.{column}, v.at) ELSE m.{column} END"
         for column, statuses in by_column.items()

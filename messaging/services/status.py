@@ -144,8 +144,8 @@ def _set_clause(status: MessageStatus, at: str) -> str:
     Column names and status literals come from the tables above, never from input.
     """
     movable = [str(s) for s, rank in TRANSITION_RANK.items() if rank < TRANSITION_RANK.get(status, -1)]
-    moves = "m.status IN ({})".format(", ".join(f"'{s}'" for s in movable)) if movable else "FALSE"
-    sets = [f"status = CASE WHEN {moves} THEN '{status}' ELSE m.status END"]
+    moves = "m.status IN ({})".format(", ".join(sql.literal(s) for s in movable)) if movable else "FALSE"
+    sets = [f"status = CASE WHEN {moves} THEN {sql.literal(status)} ELSE m.status END"]
     for column in STAMP_COLUMNS[status]:
         earliest = "COALESCE" if column == "sending_at" else "LEAST"  # LEAST skips NULLs: fills an empty one
         sets.append(f"{column} = {earliest}(m.{column}, {at})")
