@@ -21,8 +21,6 @@ from django.utils.html import format_html
 from campaigns.models import Campaign, CampaignStatus, Variant, WinnerPick
 from campaigns.services import arms, winner
 
-EDITABLE = (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED)
-
 
 class ExperimentFormMixin:
     """The campaign form's experiment fields: left out, they keep their defaults (no experiment)."""
@@ -66,7 +64,7 @@ class VariantInline(admin.TabularInline):
     verbose_name_plural = "Variants: 2-5 message variants drawn by weight (none: the campaign's template alone)"
 
     def _editable(self, obj) -> bool:
-        return obj is None or obj.status in EDITABLE
+        return obj is None or not arms.variants_frozen(obj)
 
     def has_add_permission(self, request, obj=None) -> bool:
         return self._editable(obj) and super().has_add_permission(request, obj)
