@@ -18,7 +18,15 @@ from dataclasses import dataclass
 
 from django.db import connection
 
-from campaigns.models import Campaign, CampaignKind, CampaignStatus, RecipientState, SkipReason, Variant
+from campaigns.models import (
+    Campaign,
+    CampaignKind,
+    CampaignStatus,
+    RecipientState,
+    SkipReason,
+    Variant,
+    WinnerUndecided,
+)
 from messaging.models import MessageTemplate
 
 CONTROL_ARM = 0  # Recipient.arm of the control group (variant ids start at 1)
@@ -259,6 +267,12 @@ def _winner_errors(campaign: Campaign) -> dict[str, list[str]]:
         errors["winner_wait"] = ["the wait must end before the validity period, or the rest would expire unsent"]
     if not campaign.winner_metric:
         errors["winner_metric"] = ["choose the metric the winner is picked on"]
+    if campaign.winner_undecided == WinnerUndecided.WAIT and "winner_wait" not in errors:
+        longest = campaign.winner_max_wait
+        if not longest or longest <= campaign.winner_wait:
+            errors["winner_max_wait"] = ["to keep waiting for a significant lead, give a longest wait past the wait"]
+        elif campaign.validity and longest >= campaign.validity:
+            errors["winner_max_wait"] = ["the longest wait must end before the validity period"]
     return errors
 
 
