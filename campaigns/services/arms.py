@@ -325,15 +325,15 @@ def answers_sizes_add(run_id: int, recipients: Iterable) -> None:
 
 
 def variants_differ(campaign: Campaign, variants: list[VariantSpec]) -> bool:
-    """Whether ``variants`` would change the stored ones (sending back what was read changes nothing)."""
-    stored = [(v.label, v.template_id, v.weight) for v in campaign.variants.order_by("id")]
-    return stored != [(label.strip(), getattr(template, "pk", None), weight) for label, template, weight in variants]
+    """Whether ``variants`` would change the stored ones, in any order (sending back what was read changes nothing)."""
+    stored = sorted((v.label, v.template_id, v.weight) for v in campaign.variants.all())
+    return stored != sorted((label.strip(), getattr(t, "pk", None), weight) for label, t, weight in variants)
 
 
 def variants_write(campaign: Campaign, variants: list[VariantSpec]) -> list[dict]:
-    """Make the stored variants ``variants`` (checked already), in their order. A variant is matched
-    by its label, any case, and keeps its id; the others are created, the missing ones deleted.
-    Returns them as the audit records them."""
+    """Make the stored variants ``variants`` (checked already). A variant is matched by its label,
+    any case, and keeps its id (the API lists them by id); the others are created, the missing
+    ones deleted. Returns them as the audit records them."""
     stored = {v.label.strip().lower(): v for v in campaign.variants.all()}
     wanted = {label.strip().lower() for label, _, _ in variants}
     Variant.objects.filter(pk__in=[v.pk for key, v in stored.items() if key not in wanted]).delete()

@@ -58,10 +58,15 @@ def winners_due(now: datetime | None = None) -> list[int]:
         winner_test_share__isnull=False, winner_variant__isnull=True, winner_pick=WinnerPick.AUTO, status__in=LIVE
     ).exclude(winner_wait__isnull=True)
     for campaign in candidates:
-        started = campaign.runs.order_by("started_at").values_list("started_at", flat=True).first()
+        started = _started(campaign)
         if started is not None and started + campaign.winner_wait <= now:
             due.append(campaign.pk)
     return due
+
+
+def _started(campaign: Campaign) -> datetime | None:
+    """When the campaign's first run started (the test's clock)."""
+    return campaign.runs.order_by("started_at").values_list("started_at", flat=True).first()
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ def winner_leader(campaign: Campaign, figures: dict[str, Any], chosen: int | Non
     row = next((item[2] for item in scored if item[2]["variant"] == chosen), None) if chosen else best
     if row is None:
         return Lead(chosen, sentence=f"The variant picked has no {words} yet; {best['label']} leads.")
-    shown = _shown(metric, row, scored)
+    shown = _shown(metric, scored)
     if row is not best:
         return Lead(row["variant"], row["label"], False, f"{row['label']} does not lead on {words}: {shown}.")
     others = [item[2] for item in scored[1:]]
@@ -114,7 +119,9 @@ def winner_leader(campaign: Campaign, figures: dict[str, Any], chosen: int | Non
     )
 
 
-def _shown(metric: str, row: dict[str, Any], scored: list) -> str:
+def _shown(metric: str, scored: list) -> str:
+    """Every measured arm's figure, the leader first: "B 14.0 %, A 10.0 %"."""
+
     def value(item: dict[str, Any]) -> str:
         number = item["revenue_per_recipient"] if metric == "revenue" else item["rates"][metric]
         return f"{number:.2f} per recipient" if metric == "revenue" else f"{number * 100:.1f} %"
@@ -137,7 +144,8 @@ def winner_pick_auto(campaign_id: int, now: datetime | None = None) -> bool:
     variant_id, why = lead.variant, lead.sentence
     if not lead.significant:
         undecided = campaign.winner_undecided
-        if undecided == WinnerUndecided.WAIT and now < _started(campaign) + (campaign.winner_max_wait or timedelta()):
+        started = _started(campaign) or now
+        if undecided == WinnerUndecided.WAIT and now < started + (campaign.winner_max_wait or timedelta()):
             logger.info("campaign %s: no significant lead yet, waiting up to %s", campaign_id, campaign.winner_max_wait)
             return False
         if undecided == WinnerUndecided.FIRST:
@@ -151,10 +159,6 @@ def winner_pick_auto(campaign_id: int, now: datetime | None = None) -> bool:
     return winner_pick(
         campaign_id, variant_id, how=WinnerPick.AUTO, why=why, figures=figures, now=now, significant=lead.significant
     )
-
-
-def _started(campaign: Campaign) -> datetime:
-    return campaign.runs.order_by("started_at").values_list("started_at", flat=True).first() or timezone.now()
 
 
 def winner_pick(

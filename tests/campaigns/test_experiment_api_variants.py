@@ -6,7 +6,7 @@ import pytest
 from audience.models import Contact
 from campaigns import services
 from campaigns.models import Campaign, CampaignAction
-from tests.factories import ContactFactory, MessageTemplateFactory, SenderFactory
+from tests.factories import CampaignRunFactory, ContactFactory, MessageTemplateFactory, SenderFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -114,12 +114,23 @@ def test_variants_are_fixed_once_launched_but_sending_them_back_unchanged_is_fin
     campaign = Campaign.objects.get(pk=created.json()["id"])
     services.campaign_launch(campaign)
     read = staff_api.get(f"/api/v1/campaigns/{campaign.pk}").json()["variants"]
-    same = staff_api.patch(f"/api/v1/campaigns/{campaign.pk}", {"variants": read, "mps": 5}, format="json")
+    same = staff_api.patch(f"/api/v1/campaigns/{campaign.pk}", {"variants": read[::-1], "mps": 5}, format="json")
     assert same.status_code == 200, same.json()
     changed = staff_api.patch(f"/api/v1/campaigns/{campaign.pk}", {"variants": arms(templates, 1, 3)}, format="json")
     assert changed.status_code == 400
     assert "fixed once the campaign has launched" in changed.json()["variants"][0]
     assert list(campaign.variants.values_list("weight", flat=True)) == [1, 2]
+
+
+def test_a_scheduled_campaign_that_has_run_keeps_its_variants(staff_api, templates):
+    created = staff_api.post(
+        "/api/v1/campaigns/", {**payload(templates), "variants": arms(templates, 1, 2)}, format="json"
+    )
+    campaign = Campaign.objects.get(pk=created.json()["id"])
+    Campaign.objects.filter(pk=campaign.pk).update(status="scheduled")  # a recurring campaign between runs
+    CampaignRunFactory(campaign=campaign)
+    changed = staff_api.patch(f"/api/v1/campaigns/{campaign.pk}", {"variants": arms(templates, 2, 2)}, format="json")
+    assert changed.status_code == 400 and "variants" in changed.json()
 
 
 def test_the_schema_describes_writable_variants(staff_api):
