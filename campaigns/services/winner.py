@@ -100,7 +100,9 @@ def winner_leader(campaign: Campaign, figures: dict[str, Any], chosen: int | Non
         return Lead(chosen, sentence=f"The variant picked has no {words} yet; {best['label']} leads.")
     shown = _shown(metric, scored)
     if row is not best:
-        return Lead(row["variant"], row["label"], False, f"{row['label']} does not lead on {words}: {shown}.")
+        tied = next(item[0] for item in scored if item[2] is row) == scored[0][0]
+        lead = "ties for the lead, not significantly," if tied else "does not lead"
+        return Lead(row["variant"], row["label"], False, f"{row['label']} {lead} on {words}: {shown}.")
     others = [item[2] for item in scored[1:]]
     significant = bool(others) and all((o["versus_best"].get(metric) or {}).get("significant") for o in others)
     if significant:
