@@ -15,6 +15,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
+from functools import lru_cache
 from urllib.parse import parse_qsl, quote
 
 from django.conf import settings
@@ -58,7 +59,9 @@ def body_track(message: Message, text: str) -> str:
     return result
 
 
-def links_rewrite(text: str, message_id: int | None) -> tuple[str, list[str]]:
+def links_rewrite(
+    text: str, message_id: int | None, code: Callable[[int, int], str] = link_code
+) -> tuple[str, list[str]]:
     """(``text`` as sent from message ``message_id``, the URLs its short links stand for).
 
     The one rule for what is tracked: the send (``body_track``) and every count made before
@@ -78,7 +81,7 @@ def links_rewrite(text: str, message_id: int | None) -> tuple[str, list[str]]:
         if url.startswith(own) or len(tracked) >= MAX_LINKS or len(url) < len("http://x"):
             return found
         tracked.append(url)
-        return short_url(link_code(message_id, len(tracked) - 1)) + after
+        return short_url(code(message_id, len(tracked) - 1)) + after
 
     return URL_RE.sub(replace, text or ""), tracked
 
@@ -89,9 +92,21 @@ def body_as_sent(text: str, message_id: int | None = None) -> str:
     The short links' length grows with the message id (``codes``): ``message_id`` is the highest
     id the messages counted will get, by default the next one (``message_id_next``).
     """
-    if not text or not settings.LINK_TRACKING or not URL_RE.search(text):
+    if not text or "://" not in text or not URL_RE.search(text):
+        return text
+    if not settings.LINK_TRACKING:
         return links_rewrite(text, None)[0]
-    return links_rewrite(text, message_id or message_id_next())[0]
+    return links_rewrite(text, message_id or message_id_next(), _code_counted)[0]
+
+
+@lru_cache(maxsize=256)
+def _code_cached(secret: str, message_id: int, position: int) -> str:
+    return link_code(message_id, position)
+
+
+def _code_counted(message_id: int, position: int) -> str:
+    """The code an estimate counts, once per (id, position) and key: every body it counts shares the id."""
+    return _code_cached(settings.SECRET_KEY, message_id, position)
 
 
 def message_id_next() -> int:
