@@ -1,6 +1,7 @@
 """What a campaign will cost, before it is sent: per recipient, the rendered message's SMS segments
-(GSM-7 or UCS-2, messaging.rendering) times the price for the destination country and channel
-(the price table, messaging.pricing.table). A WhatsApp message is one unit whatever its length.
+(GSM-7 or UCS-2, messaging.rendering; tracked URLs counted as their short links, as sent) times the
+price for the destination country and channel (the price table, messaging.pricing.table).
+A WhatsApp message is one unit whatever its length.
 
 The dry run estimates over the contacts its snapshot would send to; a launched run is estimated
 over its recipients once (``run_cost_estimate``, a task after the launch commits) and the summary
@@ -25,6 +26,7 @@ from audience.models import Channel
 from audience.phones import phone_country
 from campaigns.models import Campaign, CampaignRun, RecipientState
 from campaigns.services.snapshot import Snapshot
+from messaging.links.rewrite import body_as_sent, message_id_next
 from messaging.models import MessageTemplate
 from messaging.pricing.table import price_lookup
 from messaging.rendering import contact_lookup, placeholder_names, render_text, sms_segments
@@ -40,13 +42,20 @@ UNKNOWN_COUNTRY = "unknown"
 PREFIX = 7
 
 
-def _units(template: MessageTemplate, channel: str) -> tuple[int | None, bool]:
+def _units(template: MessageTemplate, channel: str, last_id: int) -> tuple[int | None, bool]:
     """(units of every message, or None when each must be rendered; whether units are SMS segments)."""
     if channel != Channel.SMS:
         return 1, False  # WhatsApp is priced per message
-    if template.content_sid or not placeholder_names(template.body):
+    if template.content_sid:
         return max(sms_segments(template.body).segments, 1), True
+    if not placeholder_names(template.body):
+        return _segments(template.body, last_id), True
     return None, True
+
+
+def _segments(text: str, last_id: int) -> int:
+    """SMS parts of ``text`` as sent: its tracked URLs as short links as long as message ``last_id``'s."""
+    return max(sms_segments(body_as_sent(text, last_id)).segments, 1)
 
 
 def _rows(sql: str, params: list) -> Iterator[tuple]:
@@ -64,13 +73,14 @@ def _estimate(template: MessageTemplate, channel: str, source: str, params: list
     or past COST_ESTIMATE_RENDER_MAX for a sample spread by a hash of the contact id, each
     country's segments per message then taken from its sampled messages.
     """
-    fixed, segmented = _units(template, channel)
     country_of = _country_finder()
     messages: Counter[str] = Counter()
     grouped = f"SELECT min(c.phone), count(*) {source} GROUP BY left(c.phone, {PREFIX})"
     for phone, count in _rows(grouped, params):
         messages[country_of(phone)] += count
     total = sum(messages.values())
+    last_id = message_id_next() + total  # the longest short links these messages can get
+    fixed, segmented = _units(template, channel, last_id)
     if fixed is not None:
         by_country = {country: [count, count * fixed] for country, count in messages.items()}
         return _priced(channel, segmented, by_country, total)
@@ -86,7 +96,7 @@ def _estimate(template: MessageTemplate, channel: str, source: str, params: list
         text, _missing = render_text(template.body, contact_lookup(contact), fallbacks)
         tally = rendered[country_of(row[0])]
         tally[0] += 1
-        tally[1] += max(sms_segments(text).segments, 1)
+        tally[1] += _segments(text, last_id)
     if every == 1:
         return _priced(channel, segmented, dict(rendered), sum(n for n, _units in rendered.values()))
     done = sum(n for n, _units in rendered.values())
