@@ -25,6 +25,7 @@ from django.db import connection, transaction
 from audience.models import Channel
 from audience.phones import phone_country
 from campaigns.models import Campaign, CampaignRun, RecipientState
+from campaigns.services.arms import templates_by_arm
 from campaigns.services.snapshot import Snapshot
 from messaging.links.rewrite import body_as_sent, message_id_next
 from messaging.models import MessageTemplate
@@ -111,6 +112,62 @@ def _estimate(template: MessageTemplate, channel: str, source: str, params: list
     return _priced(channel, segmented, by_country, done)
 
 
+def _estimate_arms(campaign: Campaign, source: str, params: list, arm_column: str) -> dict:
+    """The estimate of a campaign's messages, each arm of an experiment with its own variant's template.
+
+    ``source`` ends in a WHERE clause; ``arm_column`` names the recipients' arm in it. Recipients
+    without an arm (no experiment, or held for a test's winner not picked yet) are estimated with
+    the campaign's own template; the control group is never sent, so never in ``source``.
+    """
+    templates = templates_by_arm(campaign)
+    channel = campaign.sender.channel
+    if len(templates) == 1:
+        return _estimate(campaign.template, channel, source, params)
+    parts = []
+    for arm, template in templates.items():
+        if arm is None:
+            parts.append(_estimate(template, channel, f"{source} AND {arm_column} IS NULL", params))
+        else:
+            parts.append(_estimate(template, channel, f"{source} AND {arm_column} = %s", [*params, arm]))
+    return _estimates_added(channel, parts)
+
+
+def _estimates_added(channel: str, parts: list[dict]) -> dict:
+    """One estimate from several over different recipients: counts and amounts added per country and currency."""
+    by_country: dict[tuple[str, str], dict] = {}
+    for part in parts:
+        for row in part["by_country"]:
+            key = (row["country"], row["currency"])
+            if key not in by_country:
+                by_country[key] = {**row, "messages": 0, "units": 0, "amount": "0"}
+            added = by_country[key]
+            added["messages"] += row["messages"]
+            added["units"] += row["units"]
+            added["amount"] = str(Decimal(added["amount"]) + Decimal(row["amount"]))
+    totals: dict[str, list] = defaultdict(lambda: [Decimal(0), 0, 0])
+    for part in parts:
+        for total in part["totals"]:
+            tally = totals[total["currency"]]
+            tally[0] += Decimal(total["amount"])
+            tally[1] += total["messages"]
+            tally[2] += total["units"]
+    countries = sorted(by_country.values(), key=lambda row: (row["currency"], -Decimal(row["amount"]), row["country"]))
+    unpriced = sorted({country for part in parts for country in part["unpriced"]["countries"]})
+    return {
+        "channel": channel,
+        "unit": parts[0]["unit"] if parts else "message",
+        "messages": sum(part["messages"] for part in parts),
+        "units": sum(part["units"] for part in parts),
+        "rendered": sum(part["rendered"] for part in parts),
+        "totals": [
+            {"currency": currency, "amount": str(amount), "messages": messages, "units": units}
+            for currency, (amount, messages, units) in sorted(totals.items())
+        ],
+        "by_country": countries[:SHOWN_COUNTRIES],
+        "unpriced": {"messages": sum(part["unpriced"]["messages"] for part in parts), "countries": unpriced},
+    }
+
+
 def _country_finder():
     countries: dict[str, str] = {}  # first digits -> country: one parse per area, not per contact
 
@@ -172,7 +229,7 @@ def snapshot_cost_estimate(campaign: Campaign, snapshot: Snapshot) -> dict:
     """The cost of what a launch with this snapshot would send (its pending and held contacts)."""
     source = f"""FROM ({snapshot.sql}) s JOIN audience_contact c ON c.id = s.contact_id WHERE s.state IN (%s, %s)"""
     params = [*snapshot.params, RecipientState.PENDING, RecipientState.HELD]
-    return _estimate(campaign.template, campaign.sender.channel, source, params)
+    return _estimate_arms(campaign, source, params, "s.arm")
 
 
 def run_cost_estimate(run_id: int) -> dict | None:
@@ -185,7 +242,7 @@ def run_cost_estimate(run_id: int) -> dict | None:
         return None
     source = """FROM campaigns_recipient r JOIN audience_contact c ON c.id = r.contact_id
         WHERE r.run_id = %s AND NOT (r.state = %s AND r.message_id IS NULL)"""
-    estimate = _estimate(run.campaign.template, run.campaign.sender.channel, source, [run_id, RecipientState.SKIPPED])
+    estimate = _estimate_arms(run.campaign, source, [run_id, RecipientState.SKIPPED], "r.arm")
     CampaignRun.objects.filter(pk=run_id).update(cost_estimate=estimate)
     logger.info("run %s: cost estimated over %s messages", run_id, estimate["messages"])
     return estimate
