@@ -9,10 +9,11 @@ from django.utils import timezone
 
 from audience import services as audience
 from campaigns import services
-from campaigns.models import Campaign
+from campaigns.models import Campaign, Recipient
 from campaigns.services import cost
 from messaging.models import PriceTable
-from tests.factories import MessageTemplateFactory, SenderFactory, UserFactory
+from messaging.rendering import sms_segments
+from tests.factories import MessageTemplateFactory, SenderFactory, UserFactory, VariantFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -143,10 +144,6 @@ def test_the_dry_run_api_returns_the_estimate(staff_api, campaign):
 
 def test_an_experiment_prices_each_arm_with_its_own_variants_template():
     """Each recipient is counted with the template its arm sends; the control group is not priced."""
-    from campaigns.models import Recipient
-    from messaging.rendering import sms_segments
-    from tests.factories import VariantFactory
-
     _price("KE", "0.1000")
     for n in range(60):
         audience.contact_create(phone=f"+2547120010{n:02d}", name="Amina")
