@@ -221,6 +221,18 @@ def variants_frozen(campaign: Campaign) -> str:
     return ""
 
 
+ARM_SHARES = ("control_share", "winner_test_share")
+
+
+def arm_shares_frozen(campaign: Campaign, changes: dict) -> dict[str, list[str]]:
+    """Errors for changed shares of a launched experiment: every recipient's arm was drawn with them."""
+    changed = [name for name in ARM_SHARES if name in changes and changes[name] != getattr(campaign, name)]
+    if not changed or not variants_frozen(campaign) or not campaign.variants.exists():
+        return {}
+    reason = "the shares are fixed once the experiment has launched: its recipients' arms were drawn with them"
+    return {name: [reason] for name in changed}
+
+
 def experiment_errors(
     campaign: Campaign, variants: list[VariantSpec] | None = None, *, indexed: bool = False
 ) -> dict[str, list[str]]:

@@ -175,6 +175,8 @@ def campaign_update(
     variants = variants if variants is not None and arms.variants_differ(locked, variants) else None
     if variants is not None and (frozen := arms.variants_frozen(locked)):
         raise CampaignError({"variants": [frozen]})
+    if shares_frozen := arms.arm_shares_frozen(locked, fields):
+        raise CampaignError(shares_frozen)
     for name, value in fields.items():
         setattr(locked, name, value)
     campaign_validate(locked, variants)

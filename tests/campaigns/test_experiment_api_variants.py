@@ -142,3 +142,20 @@ def test_the_schema_describes_writable_variants(staff_api):
     item = components[variants["items"]["$ref"].rsplit("/", 1)[1]]
     assert {"label", "template", "weight"} <= set(item["properties"])
     assert item["properties"]["weight"]["minimum"] == 1 and item["properties"]["weight"]["maximum"] == 100
+
+
+def test_the_shares_of_a_launched_experiment_are_fixed(staff_api, templates):
+    """Every recipient's arm was drawn with the control and test shares: changing them would re-deal the arms."""
+    Contact.objects.bulk_create(ContactFactory.build_batch(5))
+    body = {**payload(templates, control_share=10), "variants": arms(templates, 1, 2)}
+    campaign = Campaign.objects.get(pk=staff_api.post("/api/v1/campaigns/", body, format="json").json()["id"])
+    draft = staff_api.patch(f"/api/v1/campaigns/{campaign.pk}", {"control_share": 20}, format="json")
+    assert draft.status_code == 200  # before launch: free
+    services.campaign_launch(campaign)
+    for name, value in (("control_share", 30), ("winner_test_share", 50)):
+        changed = staff_api.patch(f"/api/v1/campaigns/{campaign.pk}", {name: value}, format="json")
+        assert changed.status_code == 400 and "fixed once the experiment has launched" in changed.json()[name][0]
+    same = staff_api.patch(f"/api/v1/campaigns/{campaign.pk}", {"control_share": 20, "mps": 7}, format="json")
+    assert same.status_code == 200, same.json()
+    campaign.refresh_from_db()
+    assert (campaign.control_share, campaign.winner_test_share, campaign.mps) == (20, None, 7)
