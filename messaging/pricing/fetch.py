@@ -1,4 +1,4 @@
-"""What the provider charged for each message, fetched once the message is final.
+"""What the provider charged for each message, fetched once the message is final or long "sent".
 
 Twilio's create answer has no price yet, and its status callbacks never carry one: the price is
 filled in at Twilio some time after the final status. So a beat task (``messaging.prices_fetch``)
