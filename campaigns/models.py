@@ -530,4 +530,4 @@ class Event(models.Model):
         return f"{self.name} ({self.contact_id}) at {self.occurred_at:%Y-%m-%d %H:%M}"
 
 
-from campaigns.models_outcomes import AttributionCheck, Conversion  # noqa: E402, F401  (registered with this app)
+from campaigns.models_outcomes import AttributionCheck, AttributionHorizon, Conversion  # noqa: E402, F401  (registered with this app)

@@ -41,6 +41,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from messaging.models import Message
+from reporting.arm_conversions import arm_conversions_recount
 from reporting.arm_counters import ARM_COUNTER_CTE, ARM_RECOUNT_SQL
 from reporting.models import MessageStatusCounter
 
@@ -470,6 +471,7 @@ def counters_recount(run_ids: Iterable[int] | None = None) -> None:
             "INSERT INTO reporting_minutecounter (minute, outbound, inbound, accepted, failed)"
             + _MINUTES_FROM_COUNTED_SQL
         )
+        arm_conversions_recount(cursor, runs)
 
 
 def counters_read(run_ids: Iterable[int]) -> dict[CounterKey, tuple[int, Decimal, int]]:
