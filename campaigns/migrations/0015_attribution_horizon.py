@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("campaigns", "0013_experiments"),
+        ("campaigns", "0014_campaign_winner_undecided_and_max_wait"),
     ]
 
     operations = [
