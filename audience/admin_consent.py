@@ -21,7 +21,7 @@ from config.privacy_admin import PersonalFieldsMixin
 REFUSED_SHOWN = 50
 DOCUMENT_HELP = (
     "A reference to the signed form or document in which the person gave consent. Required to opt in someone "
-    "whose opt-out came from a STOP keyword, the provider (e.g. error 21610) or the suppression list."
+    "whose opt-out came from a STOP keyword, the provider (the carrier reported an opt-out) or the suppression list."
 )
 REASON_HELP = "Why the change is made, in your words. Required in the same cases."
 

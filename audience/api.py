@@ -126,7 +126,7 @@ class ConsentChangeSerializer(serializers.Serializer):
         required=False,
         allow_blank=True,
         help_text="A reference to the signed form or document of the consent. Required to opt in a contact whose "
-        "opt-out came from a STOP keyword, the provider (e.g. 21610) or the suppression list.",
+        "opt-out came from a STOP keyword, the provider (the carrier reported an opt-out) or the suppression list.",
     )
     reason = serializers.CharField(
         required=False,

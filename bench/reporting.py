@@ -14,10 +14,11 @@ through Django's test client, and the naive figure, a plain GROUP BY over the ru
 timed in the same run. The campaign is an experiment: two variants (weights 1 and 2) and a 10 %
 control group, assigned by the snapshot's hash expression (campaigns.services.arms); the control
 group's recipients are skipped 'control' without a message. The arms' counters are checked
-against a GROUP BY over the messages, and the arms endpoint is timed with its naive figure (that
-GROUP BY). 2 % of the recipients, the control group's included, converted: the summary's
-conversions are checked against the conversion rows of messaged recipients, and the control
-group's are reported. The last line printed is the JSON summary.
+against a GROUP BY over the messages, their conversions against a GROUP BY over the conversion
+rows, and the arms endpoint is timed with its naive figure (those two GROUP BYs). 2 % of the
+recipients, the control group's included, converted: the summary's conversions are checked
+against the conversion rows of messaged recipients, and the control group's are reported.
+The last line printed is the JSON summary.
 """
 
 from __future__ import annotations
@@ -227,16 +228,29 @@ def arms_checked(campaign, run_id: int) -> None:
     kept.pop("control")
     if kept != scanned:
         raise SystemExit(f"the arms' counters differ from a scan: {kept} != {scanned}")
+    from reporting.arm_conversions import arm_conversions_read, arm_conversions_scanned
+
+    conversions_kept, conversions_scanned = arm_conversions_read([run_id]), arm_conversions_scanned([run_id])
+    if conversions_kept != conversions_scanned:
+        raise SystemExit(f"the arms' conversions differ from a scan: {conversions_kept} != {conversions_scanned}")
+    served = {row["arm"]: row["conversions"] for row in campaign_arms(campaign)["arms"]}
+    if sorted(served.values()) != sorted(n for n, _, _ in conversions_scanned.values()):
+        raise SystemExit(f"the arms endpoint's conversions differ from a scan: {served} != {conversions_scanned}")
 
 
 def naive_arms(run_id: int, requests: int) -> list[float]:
+    """The arms' funnel and conversions as a scan would read them, per request."""
     from django.db import connection
+
+    from reporting.arm_conversions import ARM_CONVERSIONS_SCAN_SQL
 
     timings = []
     with connection.cursor() as cursor:
         for _ in range(requests):
             started = time.perf_counter()
             cursor.execute(ARMS_SCAN_SQL, [run_id])
+            cursor.fetchall()
+            cursor.execute(ARM_CONVERSIONS_SCAN_SQL.format(where="AND c.run_id = %(run)s"), {"run": run_id})
             cursor.fetchall()
             timings.append((time.perf_counter() - started) * 1000)
     return sorted(timings)
@@ -259,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from campaigns.models import Campaign
     from reporting.counters import counters_read, counters_recounted
-    from reporting.selectors import campaign_summary, campaign_summary_scanned
+    from reporting.selectors import campaign_summary
+    from reporting.summary_scanned import campaign_summary_scanned
 
     started = time.perf_counter()
     campaign_id, run_id = fill(args.messages)

@@ -154,11 +154,13 @@ DELIVERY_CAPACITY_MPS = env.float("DELIVERY_CAPACITY_MPS", 1200.0, minimum=1.0)
 DELIVERY_UNKNOWN_GIVE_UP_MINUTES = env.int("DELIVERY_UNKNOWN_GIVE_UP_MINUTES", 60, minimum=1)
 # Prices fetched from the provider after each message's final status (messaging.pricing.fetch):
 # requests a second for them (every worker together; Twilio refuses too many at once with 429),
-# messages per beat run, how long after the final status (Twilio fills the price in later), and
-# the tries before a message's price is given up.
+# messages per beat run, how long after the final status (Twilio fills the price in later), how
+# long a message may stay "sent" (many never get a delivery receipt) before its price is asked
+# anyway, and the tries before a message's price is given up.
 PRICE_FETCH_RATE = env.float("PRICE_FETCH_RATE", 5.0, minimum=0.1)
 PRICE_FETCH_BATCH = env.int("PRICE_FETCH_BATCH", 100, minimum=1)
 PRICE_FETCH_DELAY_SECONDS = env.int("PRICE_FETCH_DELAY_SECONDS", 120, minimum=0)
+PRICE_FETCH_SENT_AFTER_SECONDS = env.int("PRICE_FETCH_SENT_AFTER_SECONDS", 4 * 3600, minimum=0)
 PRICE_FETCH_MAX_ATTEMPTS = env.int("PRICE_FETCH_MAX_ATTEMPTS", 6, minimum=1)
 # A personalised body's cost estimate renders every recipient up to this many; past it, an evenly
 # spread sample of about this many (messages per country stay exact).

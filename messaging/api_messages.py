@@ -215,9 +215,8 @@ class MessageViewSet(
         key = idempotency_key(request, required=False)
         fingerprint = idempotency_fingerprint(request) if key else ""
         try:
-            # A replay answers with the first message even if its request would not validate now.
-            message, created = (create_service.message_replay(key, fingerprint) if key else None), False
-            if message is None:
+            try:
+                # The insert finds a replay (its key is unique), so a new key costs no lookup first.
                 data = self._validated(request)
                 message, created = create_service.message_create(
                     contact=data["contact"],
@@ -229,6 +228,12 @@ class MessageViewSet(
                     request_hash=fingerprint,
                     replay_checked=True,
                 )
+            except (DjangoValidationError, ValidationError):
+                # A replay answers with the first message even if its request would not validate now.
+                replayed = create_service.message_replay(key, fingerprint) if key else None
+                if replayed is None:
+                    raise
+                message, created = replayed, False
         except DjangoValidationError as exc:
             raise_as_drf(exc)
         code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK

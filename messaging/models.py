@@ -146,6 +146,8 @@ PRICED_STATUSES = (
     MessageStatus.UNDELIVERED,
     MessageStatus.FAILED,
 )
+# Many messages never get a delivery receipt and stay "sent": their price is asked for too, later.
+PRICE_DUE_STATUSES = (*PRICED_STATUSES, MessageStatus.SENT)
 
 
 class Message(models.Model):
@@ -230,13 +232,13 @@ class Message(models.Model):
             # The messages whose price is still to be fetched: few at any time, so a small index.
             models.Index(
                 fields=["updated_at"],
-                name="message_price_due",
+                name="message_price_due_or_sent",
                 condition=models.Q(
                     price__isnull=True,
                     provider_sid__isnull=False,
                     direction="outbound",
                     price_error="",
-                    status__in=PRICED_STATUSES,
+                    status__in=PRICE_DUE_STATUSES,
                 ),
             ),
         ]

@@ -7,12 +7,23 @@ from celery import shared_task
 from messaging import retention
 from messaging.pricing import fetch as price_fetch
 from messaging.providers.simulated import simulated_step_run, step_delay
-from messaging.services import reconcile, send
+from messaging.services import reconcile, send, send_queue
 
 
 @shared_task(name="messaging.message_send", ignore_result=True)
 def message_send(message_id: int) -> None:
     send.message_send(message_id)
+
+
+@shared_task(name="messaging.messages_send_queued", ignore_result=True)
+def messages_send_queued() -> int:
+    """Send the messages queued one at a time after commit (messaging.services.send_queue), in batches."""
+    return send_queue.send_queue_drain()
+
+
+@shared_task(name="messaging.messages_send_queued_helper", ignore_result=True)
+def messages_send_queued_helper() -> int:
+    return send_queue.send_queue_drain(helper=True)
 
 
 @shared_task(name="messaging.messages_send_due", ignore_result=True)

@@ -66,6 +66,10 @@ class WinnerSerializer(serializers.Serializer):
     picked_at = serializers.DateTimeField()
     how = serializers.CharField(help_text="auto or manual")
     by = serializers.CharField()
+    significant = serializers.BooleanField(
+        allow_null=True, help_text="Whether the winner led every other arm significantly (95 %) when picked."
+    )
+    sentence = serializers.CharField(help_text="How it was picked and whether its lead was significant, in words.")
 
 
 class CampaignArmsSerializer(serializers.Serializer):

@@ -2,7 +2,8 @@
 
 A source for ``reporting.arms`` (registered in ``ReportingConfig.ready``). Cost comes from the
 arm counters (kept with the message counters); clicks from the click rows, few beside the
-recipients; conversions from the conversion rows of the runs. Clicks and conversions count
+recipients; conversions and revenue from the arm conversion counters (``reporting.arm_conversions``,
+kept by triggers on the conversion rows). Clicks and conversions count
 recipients (who clicked a tracked link of their message, who converted), so they compare as rates;
 revenue comes with the sum of its squares for the per-recipient interval.
 """
@@ -17,6 +18,7 @@ from django.db.models import Sum
 
 from campaigns.models import CampaignRun
 from campaigns.services.arms import WAITING
+from reporting.arm_conversions import arm_conversions_read
 from reporting.arms import ArmKey
 from reporting.models import ArmCounter
 
@@ -26,19 +28,6 @@ CLICKERS_SQL = """
     JOIN messaging_link l ON l.id = c.link_id
     JOIN campaigns_recipient r ON r.message_id = l.message_id
     WHERE r.run_id = ANY(%(runs)s) AND r.arm IS NOT NULL
-    GROUP BY r.arm, r.rollout
-"""
-
-CONVERTERS_SQL = """
-    SELECT r.arm, r.rollout, count(*), sum(per.value), sum(per.value * per.value)
-    FROM (
-        SELECT c.recipient_id, COALESCE(sum(c.value), 0) AS value
-        FROM campaigns_conversion c
-        WHERE c.run_id = ANY(%(runs)s) AND c.recipient_id IS NOT NULL
-        GROUP BY c.recipient_id
-    ) per
-    JOIN campaigns_recipient r ON r.id = per.recipient_id
-    WHERE r.arm IS NOT NULL
     GROUP BY r.arm, r.rollout
 """
 
@@ -60,7 +49,6 @@ def arm_outcome_figures(run_ids: list[int]) -> dict[ArmKey, dict[str, Any]]:
         cursor.execute(CLICKERS_SQL, {"runs": list(run_ids)})
         for arm, rollout, clickers in cursor.fetchall():
             figures[(arm, rollout)]["clicks"] = clickers
-        cursor.execute(CONVERTERS_SQL, {"runs": list(run_ids)})
-        for arm, rollout, converters, revenue, revenue_sq in cursor.fetchall():
-            figures[(arm, rollout)].update(conversions=converters, revenue=revenue, revenue_sq=revenue_sq)
+    for key, (converters, revenue, revenue_sq) in arm_conversions_read(list(run_ids)).items():
+        figures[key].update(conversions=converters, revenue=revenue, revenue_sq=revenue_sq)
     return dict(figures)

@@ -199,4 +199,6 @@ def _winner(campaign: Campaign) -> dict[str, Any] | None:
         "picked_at": campaign.winner_picked_at,
         "how": (action.detail or {}).get("how", "") if action else "",
         "by": action.actor if action else "",
+        "significant": (action.detail or {}).get("significant") if action else None,
+        "sentence": (action.detail or {}).get("why", "") if action else "",
     }

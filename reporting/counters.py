@@ -43,6 +43,7 @@ from django.utils import timezone
 from audience.choices import ConsentStatus
 from messaging.models import Message
 from reporting import counter_sql
+from reporting.arm_conversions import arm_conversions_recount
 from reporting.arm_counters import ARM_RECOUNT_SQL
 from reporting.models import MessageStatusCounter
 
@@ -214,6 +215,7 @@ def counters_recount(run_ids: Iterable[int] | None = None) -> None:
             + counter_sql.MINUTES_FROM_COUNTED_SQL,
             params,
         )
+        arm_conversions_recount(cursor, runs)
 
 
 def counters_read(run_ids: Iterable[int]) -> dict[CounterKey, tuple[int, Decimal, int]]:

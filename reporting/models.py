@@ -167,6 +167,25 @@ class ArmCounter(models.Model):
         return f"run {self.run_id} arm {self.arm}: {self.sent} sent"
 
 
+class ArmConversionCounter(models.Model):
+    """A run's converted recipients by experiment arm, kept by triggers on the conversion rows
+    (``reporting.arm_conversions``): recipients with a conversion, their revenue, and the sum of each
+    recipient's revenue squared (for the per-recipient interval). The control group has rows here."""
+
+    run_id = models.BigIntegerField()
+    arm = models.BigIntegerField()
+    rollout = models.BooleanField(default=False)
+    converters = models.BigIntegerField(default=0)
+    revenue = models.DecimalField(max_digits=30, decimal_places=4, default=0)
+    revenue_sq = models.DecimalField(max_digits=60, decimal_places=8, default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run_id", "arm", "rollout"], name="armconversioncounter_once")]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} arm {self.arm}: {self.converters} converted"
+
+
 class MinuteCounter(models.Model):
     """Messages of every kind per minute: created (by direction), accepted by the provider, failed."""
 

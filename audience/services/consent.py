@@ -23,7 +23,7 @@ from audience.signals import consent_changed
 # Where an opt-out came from that only evidence may override (the person's own START aside).
 OVERRIDE_ORIGINS = {
     ConsentSource.KEYWORD: "a STOP keyword",
-    ConsentSource.PROVIDER: "the provider (the carrier reports the person opted out, e.g. error 21610)",
+    ConsentSource.PROVIDER: "the provider (the carrier reports the person opted out)",
     "suppression": "the suppression list",
 }
 OVERRIDE_SOURCES = (ConsentSource.API, ConsentSource.ADMIN)  # the doors staff record evidence through

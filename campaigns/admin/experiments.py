@@ -18,10 +18,9 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from campaigns.models import Campaign, CampaignStatus, Variant, WinnerPick
+from campaigns.models import Campaign, CampaignStatus, Variant, WinnerPick, WinnerUndecided
+from campaigns.selectors import winner_action
 from campaigns.services import arms, winner
-
-EDITABLE = (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED)
 
 
 class ExperimentFormMixin:
@@ -29,7 +28,7 @@ class ExperimentFormMixin:
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        for name in ("control_share", "winner_pick"):
+        for name in ("control_share", "winner_pick", "winner_undecided"):
             if name in self.fields:
                 self.fields[name].required = False
 
@@ -38,6 +37,9 @@ class ExperimentFormMixin:
 
     def clean_winner_pick(self) -> str:
         return self.cleaned_data.get("winner_pick") or WinnerPick.AUTO
+
+    def clean_winner_undecided(self) -> str:
+        return self.cleaned_data.get("winner_undecided") or WinnerUndecided.LEADER
 
 
 class VariantFormSet(forms.BaseInlineFormSet):
@@ -66,7 +68,7 @@ class VariantInline(admin.TabularInline):
     verbose_name_plural = "Variants: 2-5 message variants drawn by weight (none: the campaign's template alone)"
 
     def _editable(self, obj) -> bool:
-        return obj is None or obj.status in EDITABLE
+        return obj is None or not arms.variants_frozen(obj)
 
     def has_add_permission(self, request, obj=None) -> bool:
         return self._editable(obj) and super().has_add_permission(request, obj)
@@ -87,11 +89,14 @@ EXPERIMENT_FIELDSET = (
             "winner_wait",
             "winner_metric",
             "winner_pick",
+            "winner_undecided",
+            "winner_max_wait",
             "experiment_state",
         ),
         "description": "Variants are listed below. A control group is measured for the goal but sent nothing. "
         "Test then send the winner: the test share gets the variants first; after the wait the leader on the "
-        "metric (or the variant staff pick) goes to the rest.",
+        "metric (or the variant staff pick) goes to the rest. A lead that is not significant (95 %) is sent "
+        "anyway, waited on up to the longest wait, or replaced by the first variant, as chosen here.",
     },
 )
 
@@ -102,11 +107,17 @@ def experiment_state(campaign: Campaign) -> str:
         return "—"
     if campaign.winner_variant_id:
         when = campaign.winner_picked_at.strftime("%Y-%m-%d %H:%M") if campaign.winner_picked_at else ""
-        return f"Winner: {campaign.winner_variant.label} (picked {when} UTC)"
+        return f"Winner: {campaign.winner_variant.label} (picked {when} UTC). {winner_sentence(campaign)}".strip()
     if campaign.status not in (CampaignStatus.RUNNING, CampaignStatus.PAUSED):
         return "The test starts at launch."
     url = reverse("admin:campaigns_campaign_winner", args=[campaign.pk])
     return format_html('Testing. <a href="{}">See the arms and pick the winner</a>', url)
+
+
+def winner_sentence(campaign: Campaign) -> str:
+    """How the winner was picked and whether its lead was significant, from the pick's audit."""
+    action = winner_action(campaign) if campaign.winner_variant_id else None
+    return (action.detail or {}).get("why", "") if action else ""
 
 
 def winner_view(model_admin, request, pk: int):
@@ -134,7 +145,7 @@ def winner_view(model_admin, request, pk: int):
             model_admin.message_user(request, "A winner was already picked; nothing changed.", messages.WARNING)
         return HttpResponseRedirect(url)
     figures = winner.arm_figures_provider(campaign) if winner.arm_figures_provider else {"arms": []}
-    leader, why = winner.winner_leader(campaign, figures) if figures["arms"] else (None, "")
+    lead = winner.winner_leader(campaign, figures) if figures["arms"] else winner.Lead(None)
     context = {
         **model_admin.admin_site.each_context(request),
         "opts": model_admin.opts,
@@ -143,8 +154,9 @@ def winner_view(model_admin, request, pk: int):
         "arms": [row for row in figures["arms"] if not row["rollout"]],
         "metric": campaign.get_winner_metric_display() or "reply rate",
         "variants": variants,
-        "leader": leader,
-        "why": why,
+        "leader": lead.variant,
+        "why": lead.sentence,
+        "picked": winner_sentence(campaign),
         "can_pick": model_admin.has_change_permission(request, campaign) and not campaign.winner_variant_id,
     }
     return TemplateResponse(request, "admin/campaigns/campaign/winner_pick.html", context)

@@ -17,6 +17,7 @@ from campaigns.models import (
     CAMPAIGN_SETTINGS,
     Campaign,
 )
+from campaigns.services import arms
 from config.json_limits import DepthLimitedJSONDecoder
 
 
@@ -98,6 +99,10 @@ class CampaignForm(ExperimentFormMixin, forms.ModelForm):
         cleaned = super().clean()
         if self.errors:
             return cleaned
+        if self.instance.pk:
+            changes = {name: cleaned.get(name) for name in self.changed_data if name in cleaned}
+            for field, errors in arms.arm_shares_frozen(self.instance, changes).items():
+                self.add_error(field if field in self.fields else None, errors)
         candidate = Campaign(**{name: cleaned.get(name) for name in self.Meta.fields if name in cleaned})
         try:
             services.campaign_validate(candidate)

@@ -15,7 +15,7 @@ from campaigns import services
 from campaigns.api.cost import CostEstimateSerializer
 from campaigns.api.segments import service_call
 from campaigns.models import CAMPAIGN_SETTINGS, Campaign, CampaignAction, CampaignRun, Variant
-from campaigns.services import outcomes
+from campaigns.services import arms, outcomes
 from config import privacy
 from config.api import (
     MODEL_SERIALIZER_FIELDS,
@@ -52,6 +52,27 @@ class VariantSerializer(serializers.ModelSerializer):
     class Meta:
         model = Variant
         fields = ["id", "label", "template", "weight"]
+        read_only_fields = ["id"]
+        extra_kwargs = {"template": {"help_text": "A template of the sender's channel."}}
+
+
+def variant_errors_flat(detail):
+    """DRF's nested errors of ``variants`` as ``variants[i].field`` keys, as the service names them."""
+    if not isinstance(detail, dict) or "variants" not in detail:
+        return detail
+    nested, flat = detail.pop("variants"), {}
+    if isinstance(nested, list):
+        nested = dict(enumerate(nested))
+    for index, item in nested.items():
+        if not isinstance(index, int):  # not a list at all, or too long
+            flat.setdefault("variants", []).extend(item)
+        elif isinstance(item, dict):
+            for field, texts in item.items():
+                key = f"variants[{index}]" if field == "non_field_errors" else f"variants[{index}].{field}"
+                flat[key] = texts
+        elif item:
+            flat.setdefault(f"variants[{index}]", []).extend(item)
+    return {**flat, **detail}
 
 
 class CampaignActionSerializer(serializers.ModelSerializer):
@@ -91,7 +112,12 @@ class CampaignSerializer(serializers.ModelSerializer):
         ]
 
     variants = VariantSerializer(
-        many=True, read_only=True, help_text="The experiment's arms (set in the admin); empty: no experiment."
+        many=True,
+        required=False,
+        max_length=arms.MAX_VARIANTS,
+        help_text=f"The experiment's arms: {arms.MIN_VARIANTS}-{arms.MAX_VARIANTS} variants with unique labels, "
+        "or none (no experiment). Sent, the list replaces the stored one: a variant is matched by its label and "
+        "keeps its id. Fixed once the campaign has launched. Errors name `variants[i].field`.",
     )
 
     trigger_contact_rule = JSONField(
@@ -106,11 +132,26 @@ class CampaignSerializer(serializers.ModelSerializer):
         run = obj.runs.first()
         return CampaignRunSerializer(run).data if run else None
 
+    def to_internal_value(self, data):
+        try:
+            return super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError(variant_errors_flat(exc.detail)) from None
+
+    def _fields(self, validated_data) -> dict:
+        if "variants" in validated_data:
+            validated_data["variants"] = [
+                (item["label"], item["template"], item.get("weight", 1)) for item in validated_data["variants"]
+            ]
+        return validated_data
+
     def create(self, validated_data):
-        return service_call(services.campaign_create, actor=self.context["request"].user, **validated_data)
+        fields = self._fields(validated_data)
+        return service_call(services.campaign_create, actor=self.context["request"].user, **fields)
 
     def update(self, instance, validated_data):
-        return service_call(services.campaign_update, instance, actor=self.context["request"].user, **validated_data)
+        fields = self._fields(validated_data)
+        return service_call(services.campaign_update, instance, actor=self.context["request"].user, **fields)
 
 
 class DryRunSerializer(serializers.Serializer):

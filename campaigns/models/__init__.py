@@ -13,9 +13,10 @@ from campaigns.models.campaigns import (
     Variant,
     WinnerMetric,
     WinnerPick,
+    WinnerUndecided,
 )
 from campaigns.models.events import Event, EventStatus
-from campaigns.models.outcomes import AttributionCheck, Conversion
+from campaigns.models.outcomes import AttributionCheck, AttributionHorizon, Conversion
 from campaigns.models.runs import CampaignRun, Recipient, RecipientState, RunStatus, SkipReason
 from campaigns.models.segments import Segment
 
@@ -24,6 +25,7 @@ __all__ = [
     "CAMPAIGN_SETTINGS",
     "WINNER_ACTION",
     "AttributionCheck",
+    "AttributionHorizon",
     "AttributionModel",
     "Campaign",
     "CampaignAction",
@@ -42,4 +44,5 @@ __all__ = [
     "Variant",
     "WinnerMetric",
     "WinnerPick",
+    "WinnerUndecided",
 ]

@@ -51,6 +51,14 @@ class WinnerPick(models.TextChoices):
     MANUAL = "manual", "By hand (staff)"
 
 
+class WinnerUndecided(models.TextChoices):
+    """What an automatic pick does when no arm leads significantly (95 %) after the wait."""
+
+    LEADER = "leader", "Send the leader anyway"
+    WAIT = "wait", "Keep waiting, up to the longest wait, then send the leader"
+    FIRST = "first", "Send the first variant"
+
+
 class Campaign(models.Model):
     name = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=16, choices=CampaignKind.choices, default=CampaignKind.ONE_OFF)
@@ -147,6 +155,15 @@ class Campaign(models.Model):
     )
     winner_metric = models.CharField(max_length=16, choices=WinnerMetric.choices, blank=True)
     winner_pick = models.CharField(max_length=8, choices=WinnerPick.choices, default=WinnerPick.AUTO)
+    winner_undecided = models.CharField(
+        max_length=8,
+        choices=WinnerUndecided.choices,
+        default=WinnerUndecided.LEADER,
+        help_text="When, after the wait, no arm leads significantly (95 % confidence) on the metric.",
+    )
+    winner_max_wait = models.DurationField(
+        null=True, blank=True, help_text="Keep waiting: the longest wait after the launch; then the leader is sent."
+    )
     winner_variant = models.ForeignKey(
         "Variant", null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False
     )
@@ -232,6 +249,8 @@ CAMPAIGN_SETTINGS = (
     "winner_wait",
     "winner_metric",
     "winner_pick",
+    "winner_undecided",
+    "winner_max_wait",
 )
 
 

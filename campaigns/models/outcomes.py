@@ -46,3 +46,18 @@ class AttributionCheck(models.Model):
 
     def __str__(self) -> str:
         return f"event {self.event_id} checked"
+
+
+class AttributionHorizon(models.Model):
+    """Per goal event name: every such event received before ``checked_until`` has been looked at.
+
+    The attribution sweep reads events from a little before it (late commits) instead of a fixed
+    lookback, so events left while the sweep was down are looked at whatever their age; a name
+    without a row is read from its first event.
+    """
+
+    event_name = models.CharField(max_length=100, unique=True)
+    checked_until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.event_name} checked until {self.checked_until:%Y-%m-%d %H:%M:%S}"

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 
 from django.db import connection
 
-from campaigns.models import Campaign, CampaignKind, RecipientState, SkipReason, Variant
+from campaigns.models import (
+    Campaign,
+    CampaignKind,
+    CampaignStatus,
+    RecipientState,
+    SkipReason,
+    Variant,
+    WinnerUndecided,
+)
 from messaging.models import MessageTemplate
 
 CONTROL_ARM = 0  # Recipient.arm of the control group (variant ids start at 1)
@@ -150,44 +158,96 @@ def campaign_templates(campaign: Campaign) -> list[MessageTemplate]:
 # --- Validation ------------------------------------------------------------------------------
 
 
-def variants_errors(variants: list[tuple[str, MessageTemplate | None, int | None]]) -> list[str]:
-    """Problems with a campaign's variants as (label, template, weight), in words; [] when fine."""
+VariantSpec = tuple[str, MessageTemplate | None, int | None]  # (label, template, weight)
+Problem = tuple[int | None, str, str]  # (the variant's index, or None for the set; its field; in words)
+
+
+def variant_problems(variants: list[VariantSpec], channel: str | None = None) -> list[Problem]:
+    """Problems with a campaign's variants, each with the variant and the field it is about; [] when fine.
+
+    ``channel``: the sender's, which every variant's template must share.
+    """
     if not variants:
         return []
-    errors = []
+    problems: list[Problem] = []
     if not MIN_VARIANTS <= len(variants) <= MAX_VARIANTS:
-        errors.append(f"an experiment has {MIN_VARIANTS} to {MAX_VARIANTS} variants, not {len(variants)}")
-    labels = [label.strip().lower() for label, _, _ in variants]
-    for label in sorted({label for label in labels if labels.count(label) > 1}):
-        errors.append(f"the label {label!r} is used twice: each variant needs its own")
-    for label, template, weight in variants:
+        problems.append((None, "", f"an experiment has {MIN_VARIANTS} to {MAX_VARIANTS} variants, not {len(variants)}"))
+    seen: set[str] = set()
+    for index, (label, template, weight) in enumerate(variants):
+        key = label.strip().lower()
+        if not key:
+            problems.append((index, "label", f"variant {index + 1} needs a label"))
+        elif key in seen:
+            problems.append((index, "label", f"the label {key!r} is used twice: each variant needs its own"))
+        seen.add(key)
         if template is None:
-            errors.append(f"variant {label!r} needs a template")
+            problems.append((index, "template", f"variant {label!r} needs a template"))
+        elif channel and template.channel != channel:
+            problems.append(
+                (
+                    index,
+                    "template",
+                    f"variant {label!r}: a {template.channel} template cannot go through a {channel} sender",
+                )
+            )
         if weight is None or not 1 <= weight <= 100:
-            errors.append(f"variant {label!r}: the weight must be a whole number from 1 to 100, not {weight}")
+            problems.append(
+                (index, "weight", f"variant {label!r}: the weight must be a whole number from 1 to 100, not {weight}")
+            )
+    return problems
+
+
+def variants_errors(variants: list[VariantSpec]) -> list[str]:
+    """Problems with a campaign's variants as (label, template, weight), in words; [] when fine."""
+    return list(dict.fromkeys(words for _, _, words in variant_problems(variants)))
+
+
+def problems_by_field(problems: list[Problem], *, indexed: bool) -> dict[str, list[str]]:
+    """{"variants": [...]} (the admin's inline), or by ``variants[i].field`` (a list sent to the API)."""
+    errors: dict[str, list[str]] = {}
+    for index, field, words in problems:
+        key = f"variants[{index}].{field}" if indexed and index is not None else "variants"
+        if words not in errors.setdefault(key, []):
+            errors[key].append(words)
     return errors
 
 
+def variants_frozen(campaign: Campaign) -> str:
+    """Why the campaign's variants can no longer change ('' while they can): recipients carry their ids."""
+    if campaign.pk is None:
+        return ""
+    if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED) or campaign.runs.exists():
+        return "the variants are fixed once the campaign has launched: its recipients carry their ids"
+    return ""
+
+
+ARM_SHARES = ("control_share", "winner_test_share")
+
+
+def arm_shares_frozen(campaign: Campaign, changes: dict) -> dict[str, list[str]]:
+    """Errors for changed shares of a launched experiment: every recipient's arm was drawn with them."""
+    changed = [name for name in ARM_SHARES if name in changes and changes[name] != getattr(campaign, name)]
+    if not changed or not variants_frozen(campaign) or not campaign.variants.exists():
+        return {}
+    reason = "the shares are fixed once the experiment has launched: its recipients' arms were drawn with them"
+    return {name: [reason] for name in changed}
+
+
 def experiment_errors(
-    campaign: Campaign, variants: list[tuple[str, MessageTemplate | None, int | None]] | None = None
+    campaign: Campaign, variants: list[VariantSpec] | None = None, *, indexed: bool = False
 ) -> dict[str, list[str]]:
     """Problems with the campaign's experiment settings, by field; {} when fine.
 
     ``variants`` as (label, template, weight), e.g. from a form not saved yet; the stored ones
-    otherwise. Settings that need variants (a control group, a test) are refused without them
-    only at launch (``experiment_launch_errors``): staff may save the settings before the variants.
+    otherwise. ``indexed``: name each variant's problem ``variants[i].field`` (the API's list).
+    Settings that need variants (a control group, a test) are refused without them only at launch
+    (``experiment_launch_errors``): staff may save the settings before the variants.
     """
     if variants is None:
         stored = Variant.objects.filter(campaign_id=campaign.pk).select_related("template") if campaign.pk else []
         variants = [(v.label, v.template, v.weight) for v in stored]
-    errors: dict[str, list[str]] = {}
-    if problems := variants_errors(variants):
-        errors["variants"] = problems
-    for label, template, _ in variants:
-        if template is not None and campaign.sender_id and template.channel != campaign.sender.channel:
-            errors.setdefault("variants", []).append(
-                f"variant {label!r}: a {template.channel} template cannot go through a {campaign.sender.channel} sender"
-            )
+    channel = campaign.sender.channel if campaign.sender_id else None
+    errors = problems_by_field(variant_problems(variants, channel), indexed=indexed)
     if not 0 <= (campaign.control_share or 0) <= 50:
         errors["control_share"] = [f"the control group is 0 to 50 % of the audience, not {campaign.control_share}"]
     if campaign.winner_test_share is not None:
@@ -219,6 +279,12 @@ def _winner_errors(campaign: Campaign) -> dict[str, list[str]]:
         errors["winner_wait"] = ["the wait must end before the validity period, or the rest would expire unsent"]
     if not campaign.winner_metric:
         errors["winner_metric"] = ["choose the metric the winner is picked on"]
+    if campaign.winner_undecided == WinnerUndecided.WAIT and "winner_wait" not in errors:
+        longest = campaign.winner_max_wait
+        if not longest or longest <= campaign.winner_wait:
+            errors["winner_max_wait"] = ["to keep waiting for a significant lead, give a longest wait past the wait"]
+        elif campaign.validity and longest >= campaign.validity:
+            errors["winner_max_wait"] = ["the longest wait must end before the validity period"]
     return errors
 
 
@@ -265,3 +331,26 @@ def answers_messages_create(campaign: Campaign, sending: list, source_type) -> d
 def answers_sizes_add(run_id: int, recipients: Iterable) -> None:
     sizes = Counter(arm_key(r.arm) for r in recipients if r.arm is not None and eligible(r.state, r.reason))
     sizes_add(run_id, sizes)
+
+
+# --- Writes (the API's list of variants; the admin's inline saves through its formset) --------
+
+
+def variants_differ(campaign: Campaign, variants: list[VariantSpec]) -> bool:
+    """Whether ``variants`` would change the stored ones, in any order (sending back what was read changes nothing)."""
+    stored = sorted((v.label, v.template_id, v.weight) for v in campaign.variants.all())
+    return stored != sorted((label.strip(), getattr(t, "pk", None), weight) for label, t, weight in variants)
+
+
+def variants_write(campaign: Campaign, variants: list[VariantSpec]) -> list[dict]:
+    """Make the stored variants ``variants`` (checked already). A variant is matched by its label,
+    any case, and keeps its id (the API lists them by id); the others are created, the missing
+    ones deleted. Returns them as the audit records them."""
+    stored = {v.label.strip().lower(): v for v in campaign.variants.all()}
+    wanted = {label.strip().lower() for label, _, _ in variants}
+    Variant.objects.filter(pk__in=[v.pk for key, v in stored.items() if key not in wanted]).delete()
+    for label, template, weight in variants:
+        variant = stored.get(label.strip().lower()) or Variant(campaign=campaign)
+        variant.label, variant.template, variant.weight = label.strip(), template, weight
+        variant.save()
+    return [{"label": label.strip(), "template": getattr(t, "pk", None), "weight": w} for label, t, w in variants]

@@ -8,14 +8,16 @@ condition language, checked by the events pipeline's own matcher), a window and 
 - ``last_click``: the latest click on one of the campaign's tracked links to the contact within
   the window.
 
-``conversions_attribute`` (beat, every 10 s) looks at stored goal events received in the last
-``ATTRIBUTION_LOOKBACK`` and not looked at yet (``AttributionCheck``), a few seconds after they
-arrive so that the clicks before them are drained. An event whose contact several campaigns
-reached goes to the latest touch among them. The unique ``event_id`` of both tables makes it
-exactly-once: a replayed event is the same row, and two sweeps at once insert it once.
-An event's ``properties.value`` (a number) and ``properties.currency`` (ISO 4217) are its revenue.
-``touch_latest`` is the one query behind it, for callers that group conversions otherwise
-(experiment arms group them by their recipients).
+``conversions_attribute`` (beat, every 10 s) looks at stored goal events not looked at yet
+(``AttributionCheck``), whatever their age, a few seconds after they arrive so that the clicks
+before them are drained. Each goal name keeps a horizon (``AttributionHorizon``): every event of
+that name received before it has been looked at, so a sweep reads from a little before it, and
+events left while the beat or the workers were down are read by the next sweeps, oldest first.
+An event whose contact several campaigns reached goes to the latest touch among them. The unique
+``event_id`` of both tables makes it exactly-once: a replayed event is the same row, and two
+sweeps at once insert it once. An event's ``properties.value`` (a number) and
+``properties.currency`` (ISO 4217) are its revenue. ``touch_latest`` is the one query behind it,
+for callers that group conversions otherwise (experiment arms group them by their recipients).
 """
 
 from __future__ import annotations
@@ -30,21 +32,36 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from campaigns.models import AttributionModel, Campaign, Recipient, SkipReason
+from campaigns.models import AttributionHorizon, AttributionModel, Campaign, Recipient, SkipReason
 from campaigns.services.arms import CONTROL_ARM
 from campaigns.services.events import conditions_clean, conditions_hold
 
-ATTRIBUTION_LOOKBACK = timedelta(hours=24)
 SETTLE = timedelta(seconds=5)  # the click stream is drained every 2 s
+# An event is stored by one short statement: one received this long before a sweep has committed by
+# then, so a sweep reads each name's events from this long before its horizon.
+HORIZON_SLACK = timedelta(minutes=2)
 MAX_WINDOW = timedelta(days=90)
 MAX_LINK_PARAMS = 20
 BATCH = 1000
 
+# Per goal name, the events not looked at yet from a little before its horizon, oldest received first;
+# each name streams its (name, received_at) index and stops at ``limit`` unchecked events.
 _EVENTS_SQL = """
-SELECT e.id, e.contact_id, e.name, e.properties, e.occurred_at FROM campaigns_event e
-WHERE e.name = ANY(%(names)s) AND e.received_at >= %(since)s AND e.received_at <= %(until)s
-  AND NOT EXISTS (SELECT 1 FROM campaigns_attributioncheck c WHERE c.event_id = e.id)
-ORDER BY e.id LIMIT %(limit)s
+SELECT e.id, e.contact_id, e.name, e.properties, e.occurred_at, e.received_at
+FROM unnest(%(names)s::text[], %(since)s::timestamptz[]) AS g(name, since)
+CROSS JOIN LATERAL (
+    SELECT e.id, e.contact_id, e.name, e.properties, e.occurred_at, e.received_at FROM campaigns_event e
+    WHERE e.name = g.name AND e.received_at >= COALESCE(g.since, '-infinity') AND e.received_at <= %(until)s
+      AND NOT EXISTS (SELECT 1 FROM campaigns_attributioncheck c WHERE c.event_id = e.id)
+    ORDER BY e.received_at LIMIT %(limit)s
+) e
+ORDER BY e.received_at, e.id LIMIT %(limit)s
+"""
+_HORIZON_SQL = """
+INSERT INTO campaigns_attributionhorizon (event_name, checked_until)
+SELECT name, %(until)s FROM unnest(%(names)s::text[]) AS name
+ON CONFLICT (event_name) DO UPDATE
+SET checked_until = GREATEST(campaigns_attributionhorizon.checked_until, EXCLUDED.checked_until)
 """
 
 # For each (contact, campaign, event time, window, model): the campaign's latest touch of the contact.
@@ -185,20 +202,10 @@ def conversions_attribute(*, now: datetime | None = None, limit: int = BATCH) ->
     )
     if not goals:
         return 0
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _EVENTS_SQL,
-            {
-                "names": sorted({goal[1] for goal in goals}),
-                "since": now - ATTRIBUTION_LOOKBACK,
-                "until": now - SETTLE,
-                "limit": limit,
-            },
-        )
-        # Django reads jsonb as text (its JSONField decodes it): decoded here once per event.
-        events = [(*row[:3], json.loads(row[3]) if isinstance(row[3], str) else row[3], row[4]) for row in cursor]
+    names = sorted({goal[1] for goal in goals})
+    events = _events_unchecked(names, now - SETTLE, limit)
     pairs, owners = [], []
-    for event_id, contact_id, name, properties, occurred_at in events:
+    for event_id, contact_id, name, properties, occurred_at, _ in events:
         for campaign_id, goal_event, conditions, window, model in goals:
             if contact_id and goal_event == name and conditions_hold(conditions, properties or {}):
                 pairs.append((contact_id, campaign_id, occurred_at, window, model))
@@ -210,14 +217,30 @@ def conversions_attribute(*, now: datetime | None = None, limit: int = BATCH) ->
         known = best.get(event_id)
         if known is None or (touch.at, touch.message_id or 0) > (known.at, known.message_id or 0):
             best[event_id] = touch
-    return _record(events, best)
+    attributed = _record(events, best)
+    # A short batch read every unchecked event up to ``until``; a full one, every one received
+    # before its last (later ones with the same time are read again from the slack).
+    until = now - SETTLE if len(events) < limit else events[-1][5]
+    with connection.cursor() as cursor:
+        cursor.execute(_HORIZON_SQL, {"names": names, "until": until})
+    return attributed
+
+
+def _events_unchecked(names: list[str], until: datetime, limit: int) -> list[tuple]:
+    """Goal events not looked at yet, received up to ``until``: (id, contact, name, properties, occurred, received)."""
+    horizons = dict(AttributionHorizon.objects.filter(event_name__in=names).values_list("event_name", "checked_until"))
+    since = [horizons[name] - HORIZON_SLACK if name in horizons else None for name in names]
+    with connection.cursor() as cursor:
+        cursor.execute(_EVENTS_SQL, {"names": names, "since": since, "until": until, "limit": limit})
+        # Django reads jsonb as text (its JSONField decodes it): decoded here once per event.
+        return [(*row[:3], json.loads(row[3]) if isinstance(row[3], str) else row[3], *row[4:]) for row in cursor]
 
 
 def _record(events: list[tuple], best: dict[int, Touch]) -> int:
     from campaigns.models import AttributionCheck, Conversion
 
     rows = []
-    for event_id, contact_id, name, properties, occurred_at in events:
+    for event_id, contact_id, name, properties, occurred_at, _ in events:
         touch = best.get(event_id)
         if touch is None:
             continue

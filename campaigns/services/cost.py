@@ -1,6 +1,7 @@
 """What a campaign will cost, before it is sent: per recipient, the rendered message's SMS segments
-(GSM-7 or UCS-2, messaging.rendering) times the price for the destination country and channel
-(the price table, messaging.pricing.table). A WhatsApp message is one unit whatever its length.
+(GSM-7 or UCS-2, messaging.rendering; tracked URLs counted as their short links, as sent) times the
+price for the destination country and channel (the price table, messaging.pricing.table).
+A WhatsApp message is one unit whatever its length.
 
 The dry run estimates over the contacts its snapshot would send to; a launched run is estimated
 over its recipients once (``run_cost_estimate``, a task after the launch commits) and the summary
@@ -24,7 +25,9 @@ from django.db import connection, transaction
 from audience.models import Channel
 from audience.phones import phone_country
 from campaigns.models import Campaign, CampaignRun, RecipientState
+from campaigns.services.arms import templates_by_arm
 from campaigns.services.snapshot import Snapshot
+from messaging.links.rewrite import body_as_sent, message_id_next
 from messaging.models import MessageTemplate
 from messaging.pricing.table import price_lookup
 from messaging.rendering import contact_lookup, placeholder_names, render_text, sms_segments
@@ -40,13 +43,20 @@ UNKNOWN_COUNTRY = "unknown"
 PREFIX = 7
 
 
-def _units(template: MessageTemplate, channel: str) -> tuple[int | None, bool]:
+def _units(template: MessageTemplate, channel: str, last_id: int) -> tuple[int | None, bool]:
     """(units of every message, or None when each must be rendered; whether units are SMS segments)."""
     if channel != Channel.SMS:
         return 1, False  # WhatsApp is priced per message
-    if template.content_sid or not placeholder_names(template.body):
+    if template.content_sid:
         return max(sms_segments(template.body).segments, 1), True
+    if not placeholder_names(template.body):
+        return _segments(template.body, last_id), True
     return None, True
+
+
+def _segments(text: str, last_id: int) -> int:
+    """SMS parts of ``text`` as sent: its tracked URLs as short links as long as message ``last_id``'s."""
+    return max(sms_segments(body_as_sent(text, last_id)).segments, 1)
 
 
 def _rows(sql: str, params: list) -> Iterator[tuple]:
@@ -64,13 +74,14 @@ def _estimate(template: MessageTemplate, channel: str, source: str, params: list
     or past COST_ESTIMATE_RENDER_MAX for a sample spread by a hash of the contact id, each
     country's segments per message then taken from its sampled messages.
     """
-    fixed, segmented = _units(template, channel)
     country_of = _country_finder()
     messages: Counter[str] = Counter()
     grouped = f"SELECT min(c.phone), count(*) {source} GROUP BY left(c.phone, {PREFIX})"
     for phone, count in _rows(grouped, params):
         messages[country_of(phone)] += count
     total = sum(messages.values())
+    last_id = message_id_next() + total  # the longest short links these messages can get
+    fixed, segmented = _units(template, channel, last_id)
     if fixed is not None:
         by_country = {country: [count, count * fixed] for country, count in messages.items()}
         return _priced(channel, segmented, by_country, total)
@@ -86,7 +97,7 @@ def _estimate(template: MessageTemplate, channel: str, source: str, params: list
         text, _missing = render_text(template.body, contact_lookup(contact), fallbacks)
         tally = rendered[country_of(row[0])]
         tally[0] += 1
-        tally[1] += max(sms_segments(text).segments, 1)
+        tally[1] += _segments(text, last_id)
     if every == 1:
         return _priced(channel, segmented, dict(rendered), sum(n for n, _units in rendered.values()))
     done = sum(n for n, _units in rendered.values())
@@ -99,6 +110,62 @@ def _estimate(template: MessageTemplate, channel: str, source: str, params: list
         for country, count in messages.items()
     }
     return _priced(channel, segmented, by_country, done)
+
+
+def _estimate_arms(campaign: Campaign, source: str, params: list, arm_column: str) -> dict:
+    """The estimate of a campaign's messages, each arm of an experiment with its own variant's template.
+
+    ``source`` ends in a WHERE clause; ``arm_column`` names the recipients' arm in it. Recipients
+    without an arm (no experiment, or held for a test's winner not picked yet) are estimated with
+    the campaign's own template; the control group is never sent, so never in ``source``.
+    """
+    templates = templates_by_arm(campaign)
+    channel = campaign.sender.channel
+    if len(templates) == 1:
+        return _estimate(campaign.template, channel, source, params)
+    parts = []
+    for arm, template in templates.items():
+        if arm is None:
+            parts.append(_estimate(template, channel, f"{source} AND {arm_column} IS NULL", params))
+        else:
+            parts.append(_estimate(template, channel, f"{source} AND {arm_column} = %s", [*params, arm]))
+    return _estimates_added(channel, parts)
+
+
+def _estimates_added(channel: str, parts: list[dict]) -> dict:
+    """One estimate from several over different recipients: counts and amounts added per country and currency."""
+    by_country: dict[tuple[str, str], dict] = {}
+    for part in parts:
+        for row in part["by_country"]:
+            key = (row["country"], row["currency"])
+            if key not in by_country:
+                by_country[key] = {**row, "messages": 0, "units": 0, "amount": "0"}
+            added = by_country[key]
+            added["messages"] += row["messages"]
+            added["units"] += row["units"]
+            added["amount"] = str(Decimal(added["amount"]) + Decimal(row["amount"]))
+    totals: dict[str, list] = defaultdict(lambda: [Decimal(0), 0, 0])
+    for part in parts:
+        for total in part["totals"]:
+            tally = totals[total["currency"]]
+            tally[0] += Decimal(total["amount"])
+            tally[1] += total["messages"]
+            tally[2] += total["units"]
+    countries = sorted(by_country.values(), key=lambda row: (row["currency"], -Decimal(row["amount"]), row["country"]))
+    unpriced = sorted({country for part in parts for country in part["unpriced"]["countries"]})
+    return {
+        "channel": channel,
+        "unit": parts[0]["unit"] if parts else "message",
+        "messages": sum(part["messages"] for part in parts),
+        "units": sum(part["units"] for part in parts),
+        "rendered": sum(part["rendered"] for part in parts),
+        "totals": [
+            {"currency": currency, "amount": str(amount), "messages": messages, "units": units}
+            for currency, (amount, messages, units) in sorted(totals.items())
+        ],
+        "by_country": countries[:SHOWN_COUNTRIES],
+        "unpriced": {"messages": sum(part["unpriced"]["messages"] for part in parts), "countries": unpriced},
+    }
 
 
 def _country_finder():
@@ -162,7 +229,7 @@ def snapshot_cost_estimate(campaign: Campaign, snapshot: Snapshot) -> dict:
     """The cost of what a launch with this snapshot would send (its pending and held contacts)."""
     source = f"""FROM ({snapshot.sql}) s JOIN audience_contact c ON c.id = s.contact_id WHERE s.state IN (%s, %s)"""
     params = [*snapshot.params, RecipientState.PENDING, RecipientState.HELD]
-    return _estimate(campaign.template, campaign.sender.channel, source, params)
+    return _estimate_arms(campaign, source, params, "s.arm")
 
 
 def run_cost_estimate(run_id: int) -> dict | None:
@@ -175,7 +242,7 @@ def run_cost_estimate(run_id: int) -> dict | None:
         return None
     source = """FROM campaigns_recipient r JOIN audience_contact c ON c.id = r.contact_id
         WHERE r.run_id = %s AND NOT (r.state = %s AND r.message_id IS NULL)"""
-    estimate = _estimate(run.campaign.template, run.campaign.sender.channel, source, [run_id, RecipientState.SKIPPED])
+    estimate = _estimate_arms(run.campaign, source, [run_id, RecipientState.SKIPPED], "r.arm")
     CampaignRun.objects.filter(pk=run_id).update(cost_estimate=estimate)
     logger.info("run %s: cost estimated over %s messages", run_id, estimate["messages"])
     return estimate

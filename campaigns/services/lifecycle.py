@@ -84,8 +84,8 @@ def _transition(campaign: Campaign, to: str, *, action: str, actor=None, detail:
     return locked
 
 
-def campaign_validate(campaign: Campaign) -> None:
-    """Refuse a campaign that cannot work, naming the field."""
+def campaign_validate(campaign: Campaign, variants: list[arms.VariantSpec] | None = None) -> None:
+    """Refuse a campaign that cannot work, naming the field (``variants[i].field``: one of ``variants``)."""
     errors: dict[str, list[str]] = {}
     sender = campaign.sender
     if campaign.mps and campaign.mps > sender.effective_mps:
@@ -111,7 +111,7 @@ def campaign_validate(campaign: Campaign) -> None:
         errors["frequency_window"] = ["a frequency cap needs a window"]
     errors.update(triggers.trigger_errors(campaign))
     errors.update(goal_errors(campaign))
-    errors.update(arms.experiment_errors(campaign))
+    errors.update(arms.experiment_errors(campaign, variants, indexed=variants is not None))
     if errors:
         raise CampaignError(errors)
 
@@ -133,19 +133,20 @@ def campaign_schedule(campaign: Campaign, *, actor=None) -> Campaign:
 
 
 @transaction.atomic
-def campaign_create(*, actor=None, **fields) -> Campaign:
-    """Create a draft campaign after checking it can work."""
+def campaign_create(*, actor=None, variants: list[arms.VariantSpec] | None = None, **fields) -> Campaign:
+    """Create a draft campaign (with its experiment's ``variants``) after checking it can work."""
     campaign = Campaign(**fields)
     if actor is not None and not isinstance(actor, str):
         campaign.created_by = actor
-    campaign_validate(campaign)
+    campaign_validate(campaign, variants)
     try:
         with transaction.atomic():
             campaign.save()
     except IntegrityError:
         raise CampaignError({"name": [f"a campaign named {campaign.name!r} already exists"]}) from None
+    detail = {"variants": arms.variants_write(campaign, variants)} if variants else {}
     CampaignAction.objects.create(
-        campaign=campaign, action="create", to_status=campaign.status, actor=audit_actor(actor)
+        campaign=campaign, action="create", to_status=campaign.status, actor=audit_actor(actor), detail=detail
     )
     return campaign
 
@@ -163,22 +164,33 @@ def campaign_delete(campaign: Campaign) -> None:
 
 
 @transaction.atomic
-def campaign_update(campaign: Campaign, *, actor=None, **fields) -> Campaign:
-    """Edit a campaign that has not finished, keeping its PeriodicTask in step."""
+def campaign_update(
+    campaign: Campaign, *, actor=None, variants: list[arms.VariantSpec] | None = None, **fields
+) -> Campaign:
+    """Edit a campaign that has not finished, keeping its PeriodicTask in step. ``variants`` replace
+    the experiment's (``arms.variants_write``) while it has not launched."""
     locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
     if locked.status in (CampaignStatus.COMPLETED, CampaignStatus.CANCELLED, CampaignStatus.FAILED):
         raise CampaignError(f"a {locked.get_status_display().lower()} campaign cannot be edited")
+    variants = variants if variants is not None and arms.variants_differ(locked, variants) else None
+    if variants is not None and (frozen := arms.variants_frozen(locked)):
+        raise CampaignError({"variants": [frozen]})
+    if shares_frozen := arms.arm_shares_frozen(locked, fields):
+        raise CampaignError(shares_frozen)
     for name, value in fields.items():
         setattr(locked, name, value)
-    campaign_validate(locked)
+    campaign_validate(locked, variants)
     locked.save()
+    detail: dict = {"fields": sorted([*fields, *(["variants"] if variants is not None else [])])}
+    if variants is not None:
+        detail["variants"] = arms.variants_write(locked, variants)
     CampaignAction.objects.create(
         campaign=locked,
         action="edit",
         from_status=locked.status,
         to_status=locked.status,
         actor=audit_actor(actor),
-        detail={"fields": sorted(fields)},
+        detail=detail,
     )
     campaign_sync_schedule(locked)
     campaign.refresh_from_db()

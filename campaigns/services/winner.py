@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -31,7 +32,9 @@ from campaigns.models import (
     RecipientState,
     RunStatus,
     Variant,
+    WinnerMetric,
     WinnerPick,
+    WinnerUndecided,
 )
 from campaigns.services import arms, dispatch
 from campaigns.services.snapshot import quiet_join
@@ -55,15 +58,32 @@ def winners_due(now: datetime | None = None) -> list[int]:
         winner_test_share__isnull=False, winner_variant__isnull=True, winner_pick=WinnerPick.AUTO, status__in=LIVE
     ).exclude(winner_wait__isnull=True)
     for campaign in candidates:
-        started = campaign.runs.order_by("started_at").values_list("started_at", flat=True).first()
+        started = _started(campaign)
         if started is not None and started + campaign.winner_wait <= now:
             due.append(campaign.pk)
     return due
 
 
-def winner_leader(campaign: Campaign, figures: dict[str, Any]) -> tuple[int | None, str]:
-    """(variant id, why) of the arm leading on the campaign's metric; None with the reason when none can be."""
+def _started(campaign: Campaign) -> datetime | None:
+    """When the campaign's first run started (the test's clock)."""
+    return campaign.runs.order_by("started_at").values_list("started_at", flat=True).first()
+
+
+@dataclass(frozen=True)
+class Lead:
+    """The arm leading on the campaign's metric (or the one picked), and whether its lead is
+    significant: it beats every other arm with a 95 % interval that excludes zero."""
+
+    variant: int | None
+    label: str = ""
+    significant: bool = False
+    sentence: str = ""
+
+
+def winner_leader(campaign: Campaign, figures: dict[str, Any], chosen: int | None = None) -> Lead:
+    """The leader on the campaign's metric, or ``chosen`` (a pick by hand) set against it; in one plain sentence."""
     metric = campaign.winner_metric or "replies"
+    words = WinnerMetric(metric).label.lower() if metric in WinnerMetric.values else metric
     scored = []
     for row in figures["arms"]:
         if row["control"] or row["rollout"] or not row["recipients"]:
@@ -72,22 +92,75 @@ def winner_leader(campaign: Campaign, figures: dict[str, Any]) -> tuple[int | No
         if value is not None:
             scored.append((value, -row["variant"], row))
     if not scored:
-        return None, f"no arm has a {metric} figure yet"
-    value, _, best = max(scored, key=lambda item: item[:2])
-    return best["variant"], f"{best['label']} leads on {metric} with {value:.4f}"
+        return Lead(None, sentence=f"No arm has a {words} yet.")
+    scored.sort(key=lambda item: item[:2], reverse=True)
+    best = scored[0][2]
+    row = next((item[2] for item in scored if item[2]["variant"] == chosen), None) if chosen else best
+    if row is None:
+        return Lead(chosen, sentence=f"The variant picked has no {words} yet; {best['label']} leads.")
+    shown = _shown(metric, scored)
+    if row is not best:
+        tied = next(item[0] for item in scored if item[2] is row) == scored[0][0]
+        lead = "ties for the lead, not significantly," if tied else "does not lead"
+        return Lead(row["variant"], row["label"], False, f"{row['label']} {lead} on {words}: {shown}.")
+    others = [item[2] for item in scored[1:]]
+    significant = bool(others) and all((o["versus_best"].get(metric) or {}).get("significant") for o in others)
+    if significant:
+        return Lead(
+            row["variant"],
+            row["label"],
+            True,
+            f"{row['label']} leads on {words} ({shown}), significantly at 95 % confidence over every other arm.",
+        )
+    why = "there is no other arm to compare with" if not others else "the lead may be chance"
+    return Lead(
+        row["variant"],
+        row["label"],
+        False,
+        f"{row['label']} leads on {words} ({shown}), but not significantly at 95 % confidence: {why}.",
+    )
+
+
+def _shown(metric: str, scored: list) -> str:
+    """Every measured arm's figure, the leader first: "B 14.0 %, A 10.0 %"."""
+
+    def value(item: dict[str, Any]) -> str:
+        number = item["revenue_per_recipient"] if metric == "revenue" else item["rates"][metric]
+        return f"{number:.2f} per recipient" if metric == "revenue" else f"{number * 100:.1f} %"
+
+    return ", ".join(f"{item['label']} {value(item)}" for _, _, item in scored)
 
 
 def winner_pick_auto(campaign_id: int, now: datetime | None = None) -> bool:
-    """Pick the leader after the wait; False when already picked or nothing can be picked yet."""
+    """Pick after the wait: the leader when its lead is significant; otherwise as the campaign's
+    ``winner_undecided`` says. False when already picked or nothing can be picked yet."""
+    now = now or timezone.now()
     campaign = Campaign.objects.get(pk=campaign_id)
     if campaign.winner_variant_id is not None or arm_figures_provider is None:
         return False
     figures = arm_figures_provider(campaign)
-    variant_id, why = winner_leader(campaign, figures)
-    if variant_id is None:
-        logger.warning("campaign %s: no winner can be picked yet (%s)", campaign_id, why)
+    lead = winner_leader(campaign, figures)
+    if lead.variant is None:
+        logger.warning("campaign %s: no winner can be picked yet (%s)", campaign_id, lead.sentence)
         return False
-    return winner_pick(campaign_id, variant_id, how=WinnerPick.AUTO, why=why, figures=figures, now=now)
+    variant_id, why = lead.variant, lead.sentence
+    if not lead.significant:
+        undecided = campaign.winner_undecided
+        started = _started(campaign) or now
+        if undecided == WinnerUndecided.WAIT and now < started + (campaign.winner_max_wait or timedelta()):
+            logger.info("campaign %s: no significant lead yet, waiting up to %s", campaign_id, campaign.winner_max_wait)
+            return False
+        if undecided == WinnerUndecided.FIRST:
+            first = campaign.variants.order_by("id").first()
+            variant_id = first.pk
+            why += f" The first variant, {first.label}, is sent, as the campaign asks when no arm leads significantly."
+        elif undecided == WinnerUndecided.WAIT:
+            why += f" After the longest wait ({campaign.winner_max_wait}), the leader is sent."
+        else:
+            why += " The leader is sent anyway, as the campaign asks."
+    return winner_pick(
+        campaign_id, variant_id, how=WinnerPick.AUTO, why=why, figures=figures, now=now, significant=lead.significant
+    )
 
 
 def winner_pick(
@@ -99,16 +172,23 @@ def winner_pick(
     why: str = "",
     figures: dict[str, Any] | None = None,
     now: datetime | None = None,
+    significant: bool | None = None,
 ) -> bool:
     """Make ``variant_id`` the winner and release the waiting audience with it, once.
 
     Returns False when a winner was already picked (nothing changes). Raises WinnerError when the
-    variant is not one of the campaign's or the campaign runs no test.
+    variant is not one of the campaign's or the campaign runs no test. A pick by hand is set
+    against the leader in the audit (``why``, ``significant``) as beat's is.
     """
     now = now or timezone.now()
     variant = Variant.objects.filter(pk=variant_id, campaign_id=campaign_id).first()
     if variant is None:
         raise WinnerError(f"variant {variant_id} is not one of campaign {campaign_id}'s variants")
+    if significant is None and arm_figures_provider is not None:
+        campaign = Campaign.objects.get(pk=campaign_id)
+        figures = figures or arm_figures_provider(campaign)
+        lead = winner_leader(campaign, figures, chosen=variant_id)
+        significant, why = lead.significant, " ".join(part for part in (why, lead.sentence) if part)
     with transaction.atomic():
         picked = Campaign.objects.filter(
             pk=campaign_id, winner_variant__isnull=True, winner_test_share__isnull=False, status__in=LIVE
@@ -132,6 +212,7 @@ def winner_pick(
                 "how": str(how),
                 "metric": campaign.winner_metric,
                 "why": why,
+                "significant": bool(significant),
                 "released": released,
                 "rates": _rates(figures),
             },

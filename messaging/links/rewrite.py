@@ -15,6 +15,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
+from functools import lru_cache
 from urllib.parse import parse_qsl, quote
 
 from django.conf import settings
@@ -54,11 +55,23 @@ def _split_trailing(url: str) -> tuple[str, str]:
 
 def body_track(message: Message, text: str) -> str:
     """``text`` with its URLs replaced by the message's short links; ``message.tracked_urls`` lists them."""
+    result, message.tracked_urls = links_rewrite(text, message.pk)
+    return result
+
+
+def links_rewrite(
+    text: str, message_id: int | None, code: Callable[[int, int], str] = link_code
+) -> tuple[str, list[str]]:
+    """(``text`` as sent from message ``message_id``, the URLs its short links stand for).
+
+    The one rule for what is tracked: the send (``body_track``) and every count made before
+    the send (previews, cost estimates, through ``body_as_sent``) call it. With tracking off or
+    no message id, only the ``notrack:`` markers go.
+    """
     tracked: list[str] = []
     own = settings.PUBLIC_BASE_URL + "/l/"
-    if not settings.LINK_TRACKING or message.pk is None:
-        message.tracked_urls = tracked
-        return URL_RE.sub(lambda match: match.group(0).removeprefix(OPT_OUT), text) if text else text
+    if not settings.LINK_TRACKING or message_id is None:
+        return (URL_RE.sub(lambda match: match.group(0).removeprefix(OPT_OUT), text) if text else text), tracked
 
     def replace(match: re.Match) -> str:
         found = match.group(0)
@@ -68,11 +81,42 @@ def body_track(message: Message, text: str) -> str:
         if url.startswith(own) or len(tracked) >= MAX_LINKS or len(url) < len("http://x"):
             return found
         tracked.append(url)
-        return short_url(link_code(message.pk, len(tracked) - 1)) + after
+        return short_url(code(message_id, len(tracked) - 1)) + after
 
-    result = URL_RE.sub(replace, text or "")
-    message.tracked_urls = tracked
-    return result
+    return URL_RE.sub(replace, text or ""), tracked
+
+
+def body_as_sent(text: str, message_id: int | None = None) -> str:
+    """``text`` as a message would be sent, for counting its characters and SMS parts before it exists.
+
+    The short links' length grows with the message id (``codes``): ``message_id`` is the highest
+    id the messages counted will get, by default the next one (``message_id_next``).
+    """
+    if not text or "://" not in text or not URL_RE.search(text):
+        return text
+    if not settings.LINK_TRACKING:
+        return links_rewrite(text, None)[0]
+    return links_rewrite(text, message_id or message_id_next(), _code_counted)[0]
+
+
+@lru_cache(maxsize=256)
+def _code_cached(secret: str, message_id: int, position: int) -> str:
+    return link_code(message_id, position)
+
+
+def _code_counted(message_id: int, position: int) -> str:
+    """The code an estimate counts, once per (id, position) and key: every body it counts shares the id."""
+    return _code_cached(settings.SECRET_KEY, message_id, position)
+
+
+def message_id_next() -> int:
+    """The id the next message will get (the sequence is read, not advanced)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence(%(table)s, 'id')), 0) + 1",
+            {"table": Message._meta.db_table},
+        )
+        return int(cursor.fetchone()[0])
 
 
 def url_with_params(url: str, params: Mapping[str, str]) -> str:

@@ -1,12 +1,14 @@
-"""What the provider charged for each message, fetched once the message is final.
+"""What the provider charged for each message, fetched once the message is final or long "sent".
 
 Twilio's create answer has no price yet, and its status callbacks never carry one: the price is
 filled in at Twilio some time after the final status. So a beat task (``messaging.prices_fetch``)
 asks for it, message by message:
 
 - Which: outbound messages with a sid, in a final status (``PRICED_STATUSES``) for at least
-  ``PRICE_FETCH_DELAY_SECONDS``, without a price and not given up, whose next try is due. Messages of
-  a simulated sender are never asked: the simulated provider prices them at send.
+  ``PRICE_FETCH_DELAY_SECONDS``, or still ``sent`` after ``PRICE_FETCH_SENT_AFTER_SECONDS`` (many
+  SMS and WhatsApp messages never get a delivery receipt, yet are charged), without a price and not
+  given up, whose next try is due. Messages of a simulated sender are never asked: the simulated
+  provider prices them at send.
 - Claim: a batch of ``PRICE_FETCH_BATCH`` is taken with ``FOR UPDATE SKIP LOCKED`` and leased
   (``price_next_at`` moves ``LEASE`` ahead), so two runs at once never ask about the same message,
   and a run that dies leaves its batch to be taken again when the lease ends.
@@ -35,7 +37,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from messaging.models import PRICED_STATUSES, Direction, Message, Provider, Sender
+from messaging.models import PRICE_DUE_STATUSES, PRICED_STATUSES, Direction, Message, MessageStatus, Provider, Sender
 from messaging.pricing.pace import Pace
 from messaging.providers import ErrorKind, MessagePrice, ProviderError, get_provider
 from messaging.signals import message_prices_changed
@@ -49,15 +51,15 @@ AFTER_THROTTLE = timedelta(seconds=30)  # the rest of a batch a 429 interrupted 
 
 
 def _due(now: datetime) -> Q:
+    final = Q(status__in=PRICED_STATUSES, updated_at__lte=now - timedelta(seconds=settings.PRICE_FETCH_DELAY_SECONDS))
+    left_sent = Q(
+        status=MessageStatus.SENT, updated_at__lte=now - timedelta(seconds=settings.PRICE_FETCH_SENT_AFTER_SECONDS)
+    )
+    # status__in repeats what the two cases say so that the planner matches the partial index's predicate.
     return (
-        Q(
-            direction=Direction.OUTBOUND,
-            status__in=PRICED_STATUSES,
-            price__isnull=True,
-            provider_sid__isnull=False,
-            price_error="",
-            updated_at__lte=now - timedelta(seconds=settings.PRICE_FETCH_DELAY_SECONDS),
-        )
+        Q(direction=Direction.OUTBOUND, price__isnull=True, provider_sid__isnull=False, price_error="")
+        & Q(status__in=PRICE_DUE_STATUSES)
+        & (final | left_sent)
         & (Q(price_next_at__isnull=True) | Q(price_next_at__lte=now))
         & ~Q(sender__in=Sender.objects.filter(provider=Provider.SIMULATED).values("pk"))
     )

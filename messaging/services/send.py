@@ -57,10 +57,16 @@ ERASED_BEFORE_CONFIRMED = "contact erased before the send was confirmed"
 
 
 def message_enqueue(message_id: int, countdown: float = 0) -> None:
-    """Hand the send to a worker once the current transaction commits."""
-    from messaging import tasks  # the tasks import these services: a cycle at module level
+    """Hand the send to a worker once the current transaction commits: queued for the next batch
+    (``send_queue``), or, for a retry ``countdown`` seconds away, a task of its own."""
+    # Both import these services: a cycle at module level.
+    from messaging import tasks
+    from messaging.services import send_queue
 
-    transaction.on_commit(lambda: tasks.message_send.apply_async(args=[message_id], countdown=countdown or None))
+    if countdown:
+        transaction.on_commit(lambda: tasks.message_send.apply_async(args=[message_id], countdown=countdown))
+    else:
+        transaction.on_commit(lambda: send_queue.send_queue_push(message_id))
 
 
 # --- Sending -------------------------------------------------------------------------------

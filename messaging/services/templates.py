@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from audience.models import Channel, Contact
+from messaging.links.rewrite import body_as_sent
 from messaging.models import MessageTemplate
 from messaging.rendering import (
     RenderResult,
@@ -171,9 +172,14 @@ def template_preview(
     sample: Mapping[str, Any] | None = None,
     context: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What the admin and the API show: the text or content variables, what is missing, the SMS parts."""
+    """What the admin and the API show: the text or content variables, what is missing, the SMS parts.
+
+    The text is shown as written; its characters and SMS parts are counted as sent, with each
+    tracked URL as its short link (``body_as_sent``).
+    """
     result = template_render(template, contact=contact, sample=sample, context=context)
-    segments = result.segments
+    sent = result.text if template.content_sid else body_as_sent(result.text)
+    segments = body_segments(template.channel, sent) if result.segments else None
     return {
         "channel": template.channel,
         "text": result.text,
@@ -183,5 +189,5 @@ def template_preview(
         "skip_reason": result.skip_reason,
         "segments": segments.segments if segments else None,
         "encoding": segments.encoding if segments else None,
-        "characters": len(result.text),
+        "characters": len(sent),
     }

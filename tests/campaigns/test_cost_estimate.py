@@ -9,10 +9,11 @@ from django.utils import timezone
 
 from audience import services as audience
 from campaigns import services
-from campaigns.models import Campaign
+from campaigns.models import Campaign, Recipient
 from campaigns.services import cost
 from messaging.models import PriceTable
-from tests.factories import MessageTemplateFactory, SenderFactory, UserFactory
+from messaging.rendering import sms_segments
+from tests.factories import MessageTemplateFactory, SenderFactory, UserFactory, VariantFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -139,3 +140,29 @@ def test_the_dry_run_api_returns_the_estimate(staff_api, campaign):
     body = response.json()["cost"]
     assert body["totals"] == [{"currency": "USD", "amount": "0.54420", "messages": 3, "units": 6}]
     assert body["unpriced"]["countries"] == ["US"]
+
+
+def test_an_experiment_prices_each_arm_with_its_own_variants_template():
+    """Each recipient is counted with the template its arm sends; the control group is not priced."""
+    _price("KE", "0.1000")
+    for n in range(60):
+        audience.contact_create(phone=f"+2547120010{n:02d}", name="Amina")
+    short = MessageTemplateFactory(body="Hi {{ name }}")  # one segment
+    long = MessageTemplateFactory(body="Hi {{ name }}! " + FILLER + FILLER)  # 290 septets: two segments
+    campaign = Campaign.objects.create(name="Test", template=short, sender=SenderFactory(), control_share=10)
+    first = VariantFactory(campaign=campaign, label="A", template=short, weight=1)
+    second = VariantFactory(campaign=campaign, label="B", template=long, weight=1)
+    estimate = services.campaign_dry_run(campaign)["cost"]
+
+    run = services.campaign_launch(campaign)
+    arms = list(Recipient.objects.filter(run=run).values_list("arm", flat=True))
+    segments = {first.pk: 1, second.pk: sms_segments("Hi Amina! " + FILLER + FILLER).segments}
+    assert segments[second.pk] == 2
+    sent = [arm for arm in arms if arm in segments]
+    assert 0 < sent.count(first.pk) < len(sent) and len(sent) < 60  # both arms and a control group drawn
+    assert estimate["messages"] == len(sent)
+    assert estimate["units"] == sum(segments[arm] for arm in sent)
+    [total] = estimate["totals"]
+    assert (total["currency"], total["messages"], total["units"]) == ("USD", len(sent), estimate["units"])
+    assert Decimal(total["amount"]) == sum(Decimal("0.1000") * segments[arm] for arm in sent)
+    assert cost.run_cost_estimate(run.pk) == estimate

@@ -126,3 +126,39 @@ def test_variants_are_fixed_once_the_campaign_has_launched(staff_client, testing
     campaign, *_ = testing
     page = staff_client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
     assert 'name="variants-0-weight"' not in page
+
+
+def test_keep_waiting_without_a_longest_wait_is_refused_naming_the_field(staff_client):
+    template, sender = MessageTemplateFactory(), SenderFactory()
+    test = {"winner_test_share": 20, "winner_wait": "02:00:00", "winner_metric": "replies", "winner_undecided": "wait"}
+    form = campaign_form(template, sender, [("A", template, 1), ("B", template, 1)], **test)
+    page = staff_client.post("/admin/campaigns/campaign/add/", form).content.decode()
+    assert "give a longest wait past the wait" in page
+    assert not Campaign.objects.filter(name="Experiment").exists()
+    form["winner_max_wait"] = "06:00:00"
+    assert staff_client.post("/admin/campaigns/campaign/add/", form).status_code == 302
+    assert Campaign.objects.get(name="Experiment").winner_max_wait == dt.timedelta(hours=6)
+
+
+def test_the_campaign_page_says_whether_the_winner_was_significant(staff_client, testing):
+    campaign, run, a, b = testing
+    staff_client.post(f"/admin/campaigns/campaign/{campaign.pk}/winner/", {"variant": b.pk, "confirm": "1"})
+    why = CampaignAction.objects.get(campaign=campaign, action=WINNER_ACTION).detail["why"]
+    assert why == "B ties for the lead, not significantly, on reply rate: A 0.0 %, B 0.0 %."  # nothing sent yet
+    change = staff_client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
+    assert why.replace("'", "&#x27;") in change
+
+
+def test_the_admin_refuses_a_new_control_share_once_the_experiment_launched(staff_client):
+    template, sender = MessageTemplateFactory(), SenderFactory()
+    Contact.objects.bulk_create(ContactFactory.build_batch(3))
+    form = campaign_form(template, sender, [("A", template, 1), ("B", MessageTemplateFactory(), 3)])
+    assert staff_client.post("/admin/campaigns/campaign/add/", form).status_code == 302
+    campaign = Campaign.objects.get(name="Experiment")
+    services.campaign_launch(campaign)
+    change = campaign_form(template, sender, [], control_share=40)
+    page = staff_client.post(f"/admin/campaigns/campaign/{campaign.pk}/change/", change)
+    assert page.status_code == 200  # the form again, with the error; not a 500
+    assert "fixed once the experiment has launched" in page.content.decode()
+    campaign.refresh_from_db()
+    assert campaign.control_share == 10

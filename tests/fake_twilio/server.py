@@ -46,8 +46,9 @@ MESSAGE_RE = re.compile(
     r"^/2010-04-01/Accounts/(?P<account>AC[0-9a-fA-F]{32})/Messages/(?P<sid>(SM|MM)[0-9a-f]{32})\.json$"
 )
 PRICING_RE = re.compile(r"^/v1/Messaging/Countries/(?P<iso>[A-Za-z]{2})$")
-# Statuses after which Twilio fills the message's price in.
-PRICED = frozenset({"delivered", "read", "undelivered", "failed"})
+# Statuses after which Twilio fills the message's price in: once the carrier took the message ("sent"),
+# whether or not a delivery receipt ever follows.
+PRICED = frozenset({"sent", "delivered", "read", "undelivered", "failed"})
 E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
 CONTENT_SID_RE = re.compile(r"^HX[0-9a-fA-F]{32}$")
 

@@ -6,10 +6,11 @@ import pytest
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory, force_authenticate
 
+from config import observe
 from config.api import represent
 from messaging.api_messages import MessageSerializer
 from messaging.models import Message, MessageTemplate, Sender
-from messaging.services import create
+from messaging.services import create, send_queue
 from tests.factories import ContactFactory
 
 pytestmark = pytest.mark.django_db
@@ -44,18 +45,21 @@ def test_the_reused_serializer_masks_by_each_requests_user_and_shows_each_messag
 
 @pytest.mark.django_db(transaction=True)  # as in production: the request is in no transaction
 @pytest.mark.usefixtures("roles")  # a transactional test starts after a flush: the role groups made again
-def test_a_transactional_send_looks_its_key_up_once_and_inserts_without_begin_or_commit(
+def test_a_transactional_send_inserts_without_looking_its_key_up_and_queues_after_commit(
     staff_api, django_assert_num_queries
 ):
     message = _message("+254712000003")  # its sender and template
     contact = ContactFactory(phone="+254712000004")
     body = {"contact": contact.pk, "template": message.template_id, "sender": message.sender_id}
     staff_api.get("/api/v1/messages/")  # the token and its permissions remembered
-    with mock.patch("messaging.tasks.message_send.apply_async") as enqueue, django_assert_num_queries(5) as queries:
+    redis = observe.redis_client()
+    redis.delete(send_queue.QUEUE_KEY, send_queue.KICK_KEY)
+    with mock.patch("messaging.tasks.messages_send_queued.delay") as wake, django_assert_num_queries(4) as queries:
         answer = staff_api.post("/api/v1/messages/", body, format="json", HTTP_IDEMPOTENCY_KEY="otp-1")
     assert answer.status_code == 202 and answer.json()["to_address"] == "+254712000004"
-    assert enqueue.call_args.kwargs["args"] == [answer.json()["id"]]  # once the INSERT committed
+    assert redis.lrange(send_queue.QUEUE_KEY, 0, -1) == [str(answer.json()["id"]).encode()]  # once committed
+    assert wake.call_count == 1  # no drain was queued: this one wakes one
     statements = [query["sql"].split()[0] for query in queries.captured_queries]
-    assert statements == ["SELECT", "SELECT", "SELECT", "SELECT", "INSERT"]
+    assert statements == ["SELECT", "SELECT", "SELECT", "INSERT"]  # contact, template, sender; no key lookup
     replay = staff_api.post("/api/v1/messages/", body, format="json", HTTP_IDEMPOTENCY_KEY="otp-1")
     assert replay.status_code == 200 and replay.json()["id"] == answer.json()["id"]

@@ -9,6 +9,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from messaging.models import Message, MessageStatus, Sender
@@ -231,3 +232,38 @@ def test_logs_name_no_phone_number(fake, caplog):
     with caplog.at_level("DEBUG"):
         fetch.message_prices_fetch(pace=_pace()[0])
     assert caplog.records and KE not in caplog.text and KE[1:] not in caplog.text
+
+
+def test_a_message_left_sent_is_priced_after_the_longer_delay_and_not_before(fake, settings):
+    settings.PRICE_FETCH_DELAY_SECONDS = 120
+    settings.PRICE_FETCH_SENT_AFTER_SECONDS = 3600
+    message = _sent()
+    _final(fake, message, "sent", ago=timedelta(minutes=30))  # no delivery receipt came
+    assert fetch.message_prices_fetch(pace=_pace()[0]) == {}  # past the final delay, not the sent one
+    assert fake.fetches() == {}
+
+    Message.objects.filter(pk=message.pk).update(updated_at=timezone.now() - timedelta(hours=2))
+    assert fetch.message_prices_fetch(pace=_pace()[0]) == {"priced": 1}
+    message.refresh_from_db()
+    assert (message.status, message.price, message.price_unit) == (MessageStatus.SENT, Decimal("0.12900"), "USD")
+    assert fetch.message_prices_fetch(pace=_pace()[0]) == {}  # priced once
+    assert fake.fetches() == {message.provider_sid: 1}
+
+
+def test_a_message_not_yet_sent_is_never_asked_however_old(fake, settings):
+    settings.PRICE_FETCH_SENT_AFTER_SECONDS = 0
+    message = _sent()
+    for status in (MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.UNKNOWN):
+        Message.objects.filter(pk=message.pk).update(status=status, updated_at=timezone.now() - timedelta(days=3))
+        assert fetch.message_prices_fetch(pace=_pace()[0]) == {}
+    assert fake.fetches() == {}
+
+
+def test_the_due_query_can_use_the_partial_index(fake):
+    query = Message.objects.filter(fetch._due(timezone.now())).order_by("updated_at").values("pk")[:100]
+    sql, params = query.query.sql_with_params()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # a near-empty table: make the planner show its index
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "message_price_due_or_sent" in plan, plan

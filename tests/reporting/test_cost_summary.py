@@ -83,3 +83,19 @@ def test_currencies_are_never_added_together(sent):
     compared = _compared(sent)
     by_currency = {row["currency"]: (row["estimated"], row["actual"]) for row in compared["currencies"]}
     assert by_currency == {"EUR": (None, "0.10000"), "USD": ("0.26000", None)}
+
+
+def test_a_message_left_sent_counts_in_the_actual_cost_once_priced(sent, settings):
+    settings.PRICE_FETCH_SENT_AFTER_SECONDS = 3600
+    left = Message.objects.get(to_address=PHONES[1])
+    Message.objects.filter(pk=left.pk).update(status="sent")  # its delivery receipt never came
+    counters_sync([left.pk])
+    assert fetch.message_prices_fetch(pace=_pace()[0]) == {"priced": 1}
+    early = _compared(sent)
+    assert (early["currencies"][0]["actual"], early["messages_awaiting_price"]) == ("0.12900", 1)
+
+    Message.objects.filter(pk=left.pk).update(updated_at=timezone.now() - timedelta(hours=2))
+    assert fetch.message_prices_fetch(pace=_pace()[0]) == {"priced": 1}
+    after = _compared(sent)
+    assert (after["currencies"][0]["actual"], after["messages_awaiting_price"]) == ("0.25800", 0)
+    assert summary_scanned.campaign_summary_scanned(sent)["cost_against_estimate"] == after

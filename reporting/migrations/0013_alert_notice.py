@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("reporting", "0011_armcounter_cost"),
+        ("reporting", "0012_arm_conversion_counters"),
     ]
 
     operations = [

@@ -1,0 +1,171 @@
+"""Transactional sends queued in Redis after commit and sent in batches (messaging.services.send_queue).
+
+Through the real twilio client against the fake Twilio server; a real Celery worker process for the
+end-to-end case. Checked: every message leaves exactly once, whatever took its id (a drain, two
+drains, the sweep after a worker lost it), and a send with Redis unreachable still goes.
+"""
+
+import threading
+import time
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+import redis
+from django.db import connection
+from django.utils import timezone
+
+from config import observe
+from config.celery import app as celery_app
+from messaging.models import Message, MessageStatus, Sender
+from messaging.services import send, send_queue
+from tests import delivery
+from tests.delivery import free_port
+from tests.factories import ContactFactory
+from tests.nodes import WorkerNode
+
+fake = delivery.fake  # the fake Twilio server fixture
+# As in production: the send is queued once committed. A transactional test starts after a flush: the
+# role groups are made again.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("roles")]
+
+
+@pytest.fixture
+def queue():
+    client = observe.redis_client()
+    client.delete(send_queue.QUEUE_KEY, send_queue.KICK_KEY, send_queue.HELPER_KEY)
+    yield client
+    client.delete(send_queue.QUEUE_KEY, send_queue.KICK_KEY, send_queue.HELPER_KEY)
+
+
+@pytest.fixture
+def sender():
+    return Sender.objects.create(
+        name="otp", channel="sms", kind="long_code", provider="twilio", from_address="+15005550006"
+    )
+
+
+def _phones(count: int, start: int = 0) -> list[str]:
+    return [f"+2547113{start + n:05d}" for n in range(count)]
+
+
+def _post_all(staff_api, phones: list[str]) -> list[int]:
+    ids = []
+    for n, phone in enumerate(phones):
+        contact = ContactFactory(phone=phone)
+        answer = staff_api.post(
+            "/api/v1/messages/", {"contact": contact.pk, "body": f"code {n}"}, format="json", HTTP_IDEMPOTENCY_KEY=phone
+        )
+        assert answer.status_code == 202, answer.content
+        ids.append(answer.json()["id"])
+    return ids
+
+
+def _queued(client) -> list[int]:
+    return [int(value) for value in client.lrange(send_queue.QUEUE_KEY, 0, -1)]
+
+
+def test_committed_messages_are_queued_and_one_drain_sends_each_once(staff_api, sender, fake, queue):
+    phones = _phones(12)
+    with mock.patch("messaging.tasks.messages_send_queued.delay") as wake:
+        ids = _post_all(staff_api, phones)
+    assert _queued(queue) == ids  # in commit order, none sent yet
+    assert wake.call_count == 1  # the first woke a drain; the others found it queued
+    assert not Message.objects.exclude(status=MessageStatus.PENDING).filter(pk__in=ids).exists()
+
+    assert send_queue.send_queue_drain() == len(ids)
+    assert _queued(queue) == [] and not queue.exists(send_queue.KICK_KEY)
+    assert set(Message.objects.filter(pk__in=ids).values_list("status", flat=True)) == {MessageStatus.QUEUED}
+    assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
+
+
+def test_an_id_taken_twice_or_by_two_drains_is_sent_once(staff_api, sender, fake, queue):
+    phones = _phones(5, start=100)
+    with mock.patch("messaging.tasks.messages_send_queued.delay"):
+        ids = _post_all(staff_api, phones)
+    queue.rpush(send_queue.QUEUE_KEY, *ids)  # the sweep queued them again meanwhile
+    send_queue.send_queue_drain()
+    queue.rpush(send_queue.QUEUE_KEY, *ids)  # a replayed kick after they left
+    send_queue.send_queue_drain(helper=True)
+    assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
+    assert Message.objects.filter(pk__in=ids, status=MessageStatus.QUEUED).count() == len(ids)
+
+
+def test_a_message_whose_id_a_dead_worker_took_is_sent_by_the_sweep(staff_api, sender, fake, queue):
+    phones = _phones(3, start=200)
+    with mock.patch("messaging.tasks.messages_send_queued.delay"):
+        ids = _post_all(staff_api, phones)
+    assert queue.lpop(send_queue.QUEUE_KEY, 10)  # taken by a worker that was then killed: gone from Redis
+    assert send.messages_send_due() == 0  # too young: its drain may still be on its way
+    Message.objects.filter(pk__in=ids).update(created_at=timezone.now() - timedelta(minutes=2))
+    with mock.patch("messaging.tasks.messages_send_queued.delay"):
+        assert send.messages_send_due() == len(ids)  # queued again, after commit
+    assert sorted(_queued(queue)) == sorted(ids)
+    send_queue.send_queue_drain()
+    assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
+
+
+def test_with_redis_unreachable_a_message_gets_a_task_of_its_own(staff_api, sender, queue, settings):
+    unreachable = redis.Redis(host="127.0.0.1", port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2)
+    contact = ContactFactory(phone="+254711300999")
+    with (
+        mock.patch.object(observe, "redis_client", return_value=unreachable),
+        mock.patch("messaging.tasks.message_send.delay") as task,
+    ):
+        answer = staff_api.post("/api/v1/messages/", {"contact": contact.pk, "body": "code"}, format="json")
+    assert answer.status_code == 202
+    task.assert_called_once_with(answer.json()["id"])
+
+
+def test_a_drain_lingers_for_a_message_committed_while_it_runs(staff_api, sender, fake, queue, monkeypatch):
+    """An id pushed after the drain deleted its kick wakes a new drain, and the lingering one sends it."""
+    monkeypatch.setattr(send_queue, "LINGER", 5.0)
+    queue.set(send_queue.KICK_KEY, 1)  # a drain is queued and has not started
+    first = _phones(1, start=300)[0]
+    taken = []
+
+    def drain():
+        try:
+            taken.append(send_queue.send_queue_drain())
+        finally:
+            connection.close()
+
+    with mock.patch("messaging.tasks.messages_send_queued.delay") as wake:
+        _post_all(staff_api, [first])
+        assert wake.call_count == 0  # the queued drain will see it
+        thread = threading.Thread(target=drain)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while fake.requests_to(first) == 0 and time.monotonic() < deadline:  # the drain started and sent it
+            time.sleep(0.01)
+        late = _phones(1, start=301)[0]
+        _post_all(staff_api, [late])
+        thread.join(timeout=30)
+    assert wake.call_count == 1  # the late one woke a drain of its own (the key was gone) ...
+    assert taken == [2]  # ... but the lingering drain had already sent it
+    assert (fake.requests_to(first), fake.requests_to(late)) == (1, 1)
+
+
+def test_a_worker_process_sends_messages_posted_through_the_api(staff_api, sender, fake, queue, tmp_path):
+    phones = _phones(20, start=400)
+    celery_app.control.purge()  # tasks an earlier test left in the broker name rows that are gone
+    node = WorkerNode(
+        tmp_path,
+        {
+            "MESSAGING_PROVIDER": "twilio",
+            "TWILIO_ACCOUNT_SID": fake.account_sid,
+            "TWILIO_AUTH_TOKEN": delivery.TOKEN,
+            "TWILIO_API_BASE_URL": fake.base_url,
+        },
+    ).start()
+    try:
+        ids = _post_all(staff_api, phones)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not Message.objects.filter(pk__in=ids, status=MessageStatus.PENDING).exists():
+                break
+            time.sleep(0.2)
+    finally:
+        node.stop()
+    assert Message.objects.filter(pk__in=ids, status=MessageStatus.QUEUED).count() == len(ids)
+    assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
