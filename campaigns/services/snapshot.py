@@ -25,12 +25,6 @@ def snapshot_query(campaign: Campaign, now: dt.datetime) -> Snapshot:
     return eligibility.snapshot_statement(campaign, now)
 
 
-def quiet_join(campaign: Campaign, now: dt.datetime) -> tuple[str, list]:
-    """The quiet-hours join for other statements over audience_contact (a test's winner release), positional."""
-    params = eligibility.Params()
-    return eligibility.Statement(eligibility.quiet_join(campaign, now, params), params).positional()
-
-
 def snapshot_insert(run_id: int, snapshot: Snapshot) -> dict[tuple[str, str], int]:
     """Insert the snapshot as the run's Recipient rows; returns counts by (state, reason).
 
