@@ -5,9 +5,9 @@ md5("<campaign id>:<contact id>") as a number ``h`` in [0, 2^32) are mapped over
 cumulative shares. The control group takes the first ``control_share`` percent, a winner
 test's arms the next ``winner_test_share`` percent (the rest waits for the winner, arm NULL),
 and otherwise the arms share everything after the control group, each by its weight. One SQL
-expression (``arm_sql``) does it, inside the snapshot's INSERT ... SELECT and for the
-contacts of a triggered campaign's events (``arms_for_contacts``), so both paths agree by
-construction and no contact is looped over in Python.
+expression (``arm_sql``) does it, inside the eligibility rule (``campaigns.services.eligibility``)
+that decides a launch's snapshot and a triggered campaign's answers alike, so both paths agree
+by construction and no contact is looped over in Python.
 """
 
 from __future__ import annotations
@@ -81,9 +81,14 @@ class ArmSql:
     params: list
 
 
-def arm_sql(campaign: Campaign, contact_id_sql: str = "audience_contact.id") -> ArmSql:
-    """SQL giving the arm of the contact whose id is ``contact_id_sql`` (NULL: no arm yet)."""
-    plan = arm_plan(campaign)
+def arm_sql(
+    campaign: Campaign, contact_id_sql: str = "audience_contact.id", variants: list[Variant] | None = None
+) -> ArmSql:
+    """SQL giving the arm of the contact whose id is ``contact_id_sql`` (NULL: no arm yet).
+
+    ``variants``: the campaign's variants when the caller has loaded them (None: read here).
+    """
+    plan = arm_plan(campaign, variants)
     if plan is None:
         return ArmSql("", [], "NULL::bigint", [])
     cases, params = [], []
@@ -107,14 +112,6 @@ def arms_for_contacts(campaign: Campaign, contact_ids: Iterable[int]) -> dict[in
             [*arm.params, ids, *arm.join_params],
         )
         return dict(cursor.fetchall())
-
-
-def decision_for_arm(decision: tuple[str, str, str, object], arm: int | None) -> tuple[str, str, str, object]:
-    """A would-be send to the control group is stored skipped 'control' (measured, never sent)."""
-    state, _, _, _ = decision
-    if arm == CONTROL_ARM and state in (RecipientState.PENDING, RecipientState.HELD):
-        return RecipientState.SKIPPED, SkipReason.CONTROL, "", None
-    return decision
 
 
 def arm_key(arm: int | None) -> str:
@@ -148,11 +145,13 @@ def templates_by_arm(campaign: Campaign) -> dict[int | None, MessageTemplate]:
     return templates
 
 
-def campaign_templates(campaign: Campaign) -> list[MessageTemplate]:
-    """Every template the campaign may send. The snapshot's skip rules (missing variable, WhatsApp
-    window) apply the union of them to every contact, so no arm loses contacts another keeps."""
-    variants = [variant.template for variant in campaign.variants.select_related("template")]
-    return variants or [campaign.template]
+def campaign_templates(campaign: Campaign, variants: list[Variant] | None = None) -> list[MessageTemplate]:
+    """Every template the campaign may send (``variants``: its variants with their templates, when
+    loaded). The eligibility rule's checks (missing variable, WhatsApp window) apply the union of
+    them to every contact, so no arm loses contacts another keeps."""
+    if variants is None:
+        variants = list(campaign.variants.select_related("template"))
+    return [variant.template for variant in variants] or [campaign.template]
 
 
 # --- Validation ------------------------------------------------------------------------------
@@ -289,20 +288,6 @@ def _winner_errors(campaign: Campaign) -> dict[str, list[str]]:
 
 
 # --- Triggered campaigns (campaigns.services.events) ---------------------------------------------
-
-
-def answers_arms(pairs: Iterable[tuple[object, Campaign]]) -> dict[tuple[int, int], int | None]:
-    """{(campaign id, contact id): arm} for matched (event, campaign) pairs, one query per campaign."""
-    contacts: dict[int, set[int]] = {}
-    campaigns: dict[int, Campaign] = {}
-    for event, campaign in pairs:
-        contacts.setdefault(campaign.pk, set()).add(event.contact_id)
-        campaigns[campaign.pk] = campaign
-    found: dict[tuple[int, int], int | None] = {}
-    for pk, ids in contacts.items():
-        for contact_id, arm in arms_for_contacts(campaigns[pk], ids).items():
-            found[(pk, contact_id)] = arm
-    return found
 
 
 def answers_messages_create(campaign: Campaign, sending: list, source_type) -> dict[int, int]:

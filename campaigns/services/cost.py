@@ -227,8 +227,9 @@ def _columns(alias: str) -> str:
 
 def snapshot_cost_estimate(campaign: Campaign, snapshot: Snapshot) -> dict:
     """The cost of what a launch with this snapshot would send (its pending and held contacts)."""
-    source = f"""FROM ({snapshot.sql}) s JOIN audience_contact c ON c.id = s.contact_id WHERE s.state IN (%s, %s)"""
-    params = [*snapshot.params, RecipientState.PENDING, RecipientState.HELD]
+    sql, params = snapshot.positional()
+    source = f"""FROM ({sql}) s JOIN audience_contact c ON c.id = s.contact_id WHERE s.state IN (%s, %s)"""
+    params += [RecipientState.PENDING, RecipientState.HELD]
     return _estimate_arms(campaign, source, params, "s.arm")
 
 

@@ -36,8 +36,7 @@ from campaigns.models import (
     WinnerPick,
     WinnerUndecided,
 )
-from campaigns.services import arms, dispatch
-from campaigns.services.snapshot import quiet_join
+from campaigns.services import arms, dispatch, eligibility
 
 logger = logging.getLogger(__name__)
 
@@ -231,29 +230,25 @@ def _rollout(run: CampaignRun, campaign: Campaign, variant: Variant, now: dateti
     status = CampaignRun.objects.select_for_update().values_list("status", flat=True).get(pk=run.pk)
     if status not in (RunStatus.RUNNING, RunStatus.PAUSED):
         return 0
-    quiet_sql, quiet_params = quiet_join(campaign, now)
+    params = eligibility.Params()
+    quiet_sql = eligibility.quiet_join(campaign, now, params)
+    held, pending = params.add("held", RecipientState.HELD.value), params.add("pending", RecipientState.PENDING.value)
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            UPDATE campaigns_recipient r SET arm = %s, rollout = true, release_at = x.release_at,
-                state = CASE WHEN x.release_at IS NOT NULL THEN %s ELSE %s END
+            UPDATE campaigns_recipient r SET arm = {params.add("variant", variant.pk)}, rollout = true,
+                release_at = x.release_at,
+                state = CASE WHEN x.release_at IS NOT NULL THEN {held} ELSE {pending} END
             FROM (
                 SELECT w.id, q.release_at FROM campaigns_recipient w
                 LEFT JOIN audience_contact ON audience_contact.id = w.contact_id
                 {quiet_sql}
-                WHERE w.run_id = %s AND w.state = %s AND w.arm IS NULL AND w.release_at IS NULL
+                WHERE w.run_id = {params.add("run", run.pk)} AND w.state = {held} AND w.arm IS NULL
+                    AND w.release_at IS NULL
             ) x
-            WHERE r.id = x.id AND r.state = %s AND r.arm IS NULL
+            WHERE r.id = x.id AND r.state = {held} AND r.arm IS NULL
             RETURNING r.state""",
-            [
-                variant.pk,
-                str(RecipientState.HELD),
-                str(RecipientState.PENDING),
-                *quiet_params,
-                run.pk,
-                str(RecipientState.HELD),
-                str(RecipientState.HELD),
-            ],
+            params,
         )
         states = Counter(state for (state,) in cursor.fetchall())
     released = sum(states.values())

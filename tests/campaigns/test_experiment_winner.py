@@ -135,3 +135,25 @@ def test_a_wait_past_the_validity_is_refused():
     with pytest.raises(services.CampaignError) as caught:
         services.campaign_launch(campaign)
     assert "before the validity period" in caught.value.message_dict["winner_wait"][0]
+
+
+def test_the_winner_reaches_contacts_inside_their_quiet_hours_held_until_those_end():
+    campaign, a, b = winner_campaign()
+    run = services.campaign_launch(campaign)
+    now = timezone.now().replace(microsecond=0)
+    local = now.astimezone(dt.UTC)
+    quiet_start = (local - dt.timedelta(hours=1)).time().replace(second=0)
+    quiet_end = (local + dt.timedelta(hours=2)).time().replace(second=0)
+    Campaign.objects.filter(pk=campaign.pk).update(quiet_start=quiet_start, quiet_end=quiet_end)
+    waiting = list(Recipient.objects.filter(run=run, arm__isnull=True).values_list("contact_id", flat=True))
+    Contact.objects.filter(pk__in=waiting[::2]).update(timezone="UTC")  # the rest: the default zone (UTC too)
+
+    assert winner.winner_pick(campaign.pk, a.pk, now=now) is True
+    rollout = Recipient.objects.filter(run=run, rollout=True)
+    assert rollout.count() == len(waiting)
+    expected_release = now.replace(hour=quiet_end.hour, minute=quiet_end.minute, second=0)
+    if expected_release <= now:
+        expected_release += dt.timedelta(days=1)
+    assert set(rollout.values_list("arm", "state", "release_at").distinct()) == {
+        (a.pk, RecipientState.HELD, expected_release)
+    }

@@ -7,8 +7,9 @@ statement for a request, up to 1,000 events) and workers match them a batch at a
 event before answering (``event_record``). A campaign matches by event name (or inbound
 keyword), by its property conditions on the event, and by its contact rule (the segment
 language) plus its segment and topic. Each match adds one Recipient, for that event, to the
-campaign's long-lived run, with the same decisions a launch snapshot takes (consent, frequency
-cap, missing variables, WhatsApp window, quiet hours, validity, here counted from the event) and
+campaign's long-lived run, decided by the rule a launch snapshot runs (``campaigns.services.eligibility``:
+consent, frequency cap, missing variables, WhatsApp window, quiet hours, validity, here counted
+from the event) and
 a pending Message carrying the event's properties for ``{{ event.* }}``. The run's dispatcher
 claims, paces and sends it like any other recipient; the run's counters move in the same
 transaction as the rows. docs/events.md has the contract and why each event answers once.
@@ -19,7 +20,7 @@ the matchers), ``matching`` (events to campaigns, in workers or in the request) 
 (recipients and messages in the campaigns' runs).
 """
 
-from campaigns.services.events.answers import recipient_decide, trigger_run
+from campaigns.services.events.answers import trigger_run
 from campaigns.services.events.conditions import PROPERTY_OPS, condition_holds, conditions_clean, conditions_hold
 from campaigns.services.events.intake import (
     MAX_BATCH,
@@ -86,7 +87,6 @@ __all__ = [
     "helper_wake",
     "keyword_normalize",
     "keyword_trigger",
-    "recipient_decide",
     "trigger_errors",
     "trigger_run",
 ]
