@@ -54,7 +54,8 @@ TYPECHECK := audience/services audience/selectors.py audience/ingest/services.py
 	audience/ingest/selectors.py messaging/selectors.py messaging/services/send_outcomes.py messaging/services/send.py \
 	messaging/services/create.py messaging/services/send_batch.py messaging/services/send_rows.py campaigns/selectors.py \
 	campaigns/services/launch_checks.py campaigns/services/dry_run.py campaigns/services/copies.py \
-	campaigns/services/schedules.py reporting/selectors.py reporting/summary_scanned.py reporting/arm_outcomes.py
+	campaigns/services/schedules.py campaigns/services/eligibility.py messaging/services/send_queue.py \
+	campaigns/services/cost.py reporting/selectors.py reporting/summary_scanned.py reporting/arm_outcomes.py
 typecheck: $(STAMP)
 	DATABASE_URL=$${DATABASE_URL:-postgres://typecheck@127.0.0.1/typecheck} REDIS_URL=$${REDIS_URL:-redis://127.0.0.1/0} \
 		$(BIN)/mypy $(TYPECHECK)

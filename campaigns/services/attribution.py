@@ -35,6 +35,8 @@ from django.utils import timezone
 from campaigns.models import AttributionHorizon, AttributionModel, Campaign, Recipient, SkipReason
 from campaigns.services.arms import CONTROL_ARM
 from campaigns.services.events import conditions_clean, conditions_hold
+from config.sql import literal
+from messaging.models import MessageStatus
 
 SETTLE = timedelta(seconds=5)  # the click stream is drained every 2 s
 # An event is stored by one short statement: one received this long before a sweep has committed by
@@ -65,7 +67,9 @@ SET checked_until = GREATEST(campaigns_attributionhorizon.checked_until, EXCLUDE
 """
 
 # For each (contact, campaign, event time, window, model): the campaign's latest touch of the contact.
-_TOUCH_SQL = """
+# A message counts as a touch once it left: sent, delivered or read.
+TOUCH_STATUSES = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ)
+_TOUCH_SQL = f"""
 SELECT p.i, t.recipient_id, t.run_id, t.message_id, t.at
 FROM unnest(%(i)s::int[], %(contacts)s::bigint[], %(campaigns)s::bigint[], %(ats)s::timestamptz[],
             %(windows)s::float8[], %(models)s::text[]) AS p(i, contact_id, campaign_id, at, window_s, model)
@@ -75,8 +79,8 @@ CROSS JOIN LATERAL (
         FROM campaigns_recipient r
         JOIN campaigns_campaignrun cr ON cr.id = r.run_id AND cr.campaign_id = p.campaign_id
         JOIN messaging_message m ON m.id = r.message_id
-        WHERE p.model = 'last_message' AND r.contact_id = p.contact_id
-          AND m.status IN ('sent', 'delivered', 'read')
+        WHERE p.model = {literal(AttributionModel.LAST_MESSAGE)} AND r.contact_id = p.contact_id
+          AND m.status IN ({", ".join(literal(status) for status in TOUCH_STATUSES)})
           AND COALESCE(m.delivered_at, m.sent_at) BETWEEN p.at - make_interval(secs => p.window_s) AND p.at
         UNION ALL
         SELECT r.id, r.run_id, m.id, k.clicked_at
@@ -85,7 +89,7 @@ CROSS JOIN LATERAL (
         JOIN messaging_message m ON m.id = r.message_id
         JOIN messaging_link l ON l.message_id = m.id
         JOIN messaging_linkclick k ON k.link_id = l.id
-        WHERE p.model = 'last_click' AND r.contact_id = p.contact_id
+        WHERE p.model = {literal(AttributionModel.LAST_CLICK)} AND r.contact_id = p.contact_id
           AND k.clicked_at BETWEEN p.at - make_interval(secs => p.window_s) AND p.at
         UNION ALL
         -- The control group gets nothing but is measured: held out at the snapshot, under either model.

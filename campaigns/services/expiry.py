@@ -26,7 +26,7 @@ def run_expire(run: CampaignRun, now: datetime | None = None) -> int:
     A snapshot's recipients expire with their run (its start plus the validity). A
     triggered run lives on, and each recipient expires with its event: the validity
     counts from when the event happened, or from when it was queued if that was
-    earlier, as ``recipient_decide`` counted it. Without this, a triggered campaign
+    earlier, as the eligibility rule counts it. Without this, a triggered campaign
     paused longer than its validity (or behind a long queue) would send stale answers.
     Runs before every batch's claim, and from celery-beat for paused runs and held recipients.
     """

@@ -38,6 +38,7 @@ from campaigns.services.events.conditions import conditions_hold
 from campaigns.services.events.kick import helper_wake
 from campaigns.services.events.triggers import keyword_normalize
 from config import idempotency
+from config.sql import literal
 from messaging.keywords import KEYWORDS
 from messaging.models import Direction, Message
 
@@ -119,7 +120,7 @@ def events_match(
     Events another matcher holds are skipped, not waited for.
     """
     now = now or timezone.now()
-    where, params = "status = 'pending'", []
+    where, params = f"status = {literal(EventStatus.PENDING)}", []  # the text of event_pending's predicate
     if event_ids is not None:
         where += " AND id = ANY(%s::bigint[])"
         params.append(_id_array(event_ids))
@@ -143,8 +144,8 @@ def events_match(
         ids = [event.pk for event in batch]
         with connection.cursor() as cursor:
             cursor.execute(
-                "UPDATE campaigns_event SET status = 'matched', matched_at = %s WHERE id = ANY(%s::bigint[])",
-                [now, _id_array(ids)],
+                "UPDATE campaigns_event SET status = %s, matched_at = %s WHERE id = ANY(%s::bigint[])",
+                [EventStatus.MATCHED.value, now, _id_array(ids)],
             )
     return ids
 
