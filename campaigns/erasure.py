@@ -15,6 +15,7 @@ from django.db import connection
 
 from audience.phones import phone_hash
 from campaigns.models import RecipientState, SkipReason
+from campaigns.services.dispatch import run_counters_move
 
 ERASED_DETAIL = "contact erased"
 
@@ -26,34 +27,28 @@ def contact_recipients_skip(*, contact_id: int, **kwargs) -> int:
             """
             WITH old AS (
                 SELECT id, state FROM campaigns_recipient
-                WHERE contact_id = %s AND state IN (%s, %s) FOR UPDATE
+                WHERE contact_id = %(contact)s AND state IN (%(pending)s, %(held)s) FOR UPDATE
             )
-            UPDATE campaigns_recipient r SET state = %s, reason = %s, detail = %s, release_at = NULL
+            UPDATE campaigns_recipient r
+            SET state = %(skipped)s, reason = %(reason)s, detail = %(detail)s, release_at = NULL
             FROM old WHERE r.id = old.id AND r.state = old.state
             RETURNING r.run_id, old.state
             """,
-            [
-                contact_id,
-                RecipientState.PENDING,
-                RecipientState.HELD,
-                RecipientState.SKIPPED,
-                SkipReason.OPTED_OUT,
-                ERASED_DETAIL,
-            ],
+            {
+                "contact": contact_id,
+                "pending": RecipientState.PENDING.value,
+                "held": RecipientState.HELD.value,
+                "skipped": RecipientState.SKIPPED.value,
+                "reason": SkipReason.OPTED_OUT.value,
+                "detail": ERASED_DETAIL,
+            },
         )
         moved = Counter((run_id, state) for run_id, state in cursor.fetchall())
-        # The run's counters move with the rows, in one UPDATE each (no read-modify-write).
-        for (run_id, state), count in moved.items():
-            column = "pending" if state == RecipientState.PENDING else "held"
-            cursor.execute(
-                f"""
-                UPDATE campaigns_campaignrun SET {column} = {column} - %s, skipped = skipped + %s,
-                    skipped_by_reason = COALESCE(skipped_by_reason, '{{}}'::jsonb)
-                        || jsonb_build_object(%s::text, COALESCE((skipped_by_reason ->> %s)::int, 0) + %s)
-                WHERE id = %s
-                """,
-                [count, count, SkipReason.OPTED_OUT.value, SkipReason.OPTED_OUT.value, count, run_id],
-            )
+    # The run's counters move with the rows, in one UPDATE each (no read-modify-write).
+    for (run_id, state), count in moved.items():
+        run_counters_move(
+            run_id, {RecipientState(state).value: -count, "skipped": count}, {SkipReason.OPTED_OUT: count}
+        )
     return sum(moved.values())
 
 

@@ -70,7 +70,7 @@ MESSAGE_FAILURES = {MessageStatus.FAILED, MessageStatus.UNDELIVERED, MessageStat
 # --- Counters ------------------------------------------------------------------------------
 
 
-def _counters_move(
+def run_counters_move(
     run_id: int, deltas: dict[str, int], reasons: dict[str, int] | None = None, dispatched_at: datetime | None = None
 ) -> None:
     """Add ``deltas`` to the run's counters (and skipped_by_reason) in one UPDATE; no read-modify-write."""
@@ -98,7 +98,7 @@ def _reasons_added(reasons: dict[str, int]) -> Func:
     )
 
 
-def _run_status_locked(run_id: int) -> str:
+def run_status_locked(run_id: int) -> str:
     return CampaignRun.objects.select_for_update().values_list("status", flat=True).get(pk=run_id)
 
 
@@ -128,7 +128,7 @@ def recipients_claim(run: CampaignRun, limit: int, now: datetime | None = None) 
 def _recipients_take(run: CampaignRun, limit: int, now: datetime) -> list[tuple[int, int, int | None, int | None]]:
     """The claim: due pending recipients to ``sending`` (claimed_at = ``now``) with the run's counters."""
     with transaction.atomic():
-        if _run_status_locked(run.pk) != RunStatus.RUNNING:
+        if run_status_locked(run.pk) != RunStatus.RUNNING:
             return []
         with connection.cursor() as cursor:
             cursor.execute(
@@ -156,7 +156,7 @@ def _recipients_take(run: CampaignRun, limit: int, now: datetime) -> list[tuple[
             )
             rows = sorted(cursor.fetchall())
         if rows:
-            _counters_move(run.pk, {"pending": -len(rows), "sending": len(rows)}, dispatched_at=now)
+            run_counters_move(run.pk, {"pending": -len(rows), "sending": len(rows)}, dispatched_at=now)
     return rows
 
 
@@ -248,7 +248,7 @@ def recipients_settle(
         return 0
     now = now or timezone.now()
     with transaction.atomic():
-        cancelled = _run_status_locked(run_id) == RunStatus.CANCELLED
+        cancelled = run_status_locked(run_id) == RunStatus.CANCELLED
         rows = []
         for recipient_id, (state, reason, detail) in outcomes:
             if state == RecipientState.PENDING and cancelled:
@@ -270,7 +270,7 @@ def recipients_settle(
             deltas[state] = deltas.get(state, 0) + 1
             if state == RecipientState.SKIPPED:
                 reasons[reason] = reasons.get(reason, 0) + 1
-        _counters_move(run_id, deltas, reasons)
+        run_counters_move(run_id, deltas, reasons)
     return len(moved)
 
 
@@ -280,19 +280,19 @@ def recipients_release(run_id: int, recipient_ids: Iterable[int]) -> int:
     if not ids:
         return 0
     with transaction.atomic():
-        cancelled = _run_status_locked(run_id) == RunStatus.CANCELLED
+        cancelled = run_status_locked(run_id) == RunStatus.CANCELLED
         claimed = Recipient.objects.filter(pk__in=ids, state=RecipientState.SENDING)
         if cancelled:
             moved = claimed.update(state=RecipientState.SKIPPED, reason=SkipReason.CANCELLED, claimed_at=None)
-            _counters_move(run_id, {"sending": -moved, "skipped": moved}, {SkipReason.CANCELLED: moved})
-            _messages_drop(ids)
+            run_counters_move(run_id, {"sending": -moved, "skipped": moved}, {SkipReason.CANCELLED: moved})
+            messages_drop(ids)
         else:
             moved = claimed.update(state=RecipientState.PENDING, claimed_at=None)
-            _counters_move(run_id, {"sending": -moved, "pending": moved})
+            run_counters_move(run_id, {"sending": -moved, "pending": moved})
     return moved
 
 
-def _messages_drop(recipient_ids: list[int]) -> None:
+def messages_drop(recipient_ids: list[int]) -> None:
     """Unsent Messages of skipped recipients are skipped too, so nothing ever sends them."""
     Message.objects.filter(
         recipient__pk__in=recipient_ids, recipient__state=RecipientState.SKIPPED, status=MessageStatus.PENDING
@@ -309,7 +309,7 @@ def run_complete_if_final(run_id: int) -> bool:
     from campaigns.services.lifecycle import run_complete
 
     with transaction.atomic():
-        if _run_status_locked(run_id) != RunStatus.RUNNING:
+        if run_status_locked(run_id) != RunStatus.RUNNING:
             return False
         if Recipient.objects.filter(
             run_id=run_id, state__in=[RecipientState.PENDING, RecipientState.HELD, RecipientState.SENDING]

@@ -9,7 +9,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from campaigns.models import CampaignKind, CampaignRun, Recipient, RecipientState, RunStatus, SkipReason
-from campaigns.services.dispatch import _counters_move, _run_status_locked
+from campaigns.services.dispatch import run_counters_move, run_status_locked
 from messaging.models import Message, MessageStatus
 
 
@@ -43,12 +43,12 @@ def run_expire(run: CampaignRun, now: datetime | None = None) -> int:
             return 0
         stale = Q()
     with transaction.atomic():
-        if _run_status_locked(run.pk) not in (RunStatus.RUNNING, RunStatus.PAUSED):
+        if run_status_locked(run.pk) not in (RunStatus.RUNNING, RunStatus.PAUSED):
             return 0
         waiting = Recipient.objects.filter(stale, run=run, state__in=[RecipientState.PENDING, RecipientState.HELD])
         held = waiting.filter(state=RecipientState.HELD).count()
         moved = waiting.update(state=RecipientState.SKIPPED, reason=SkipReason.EXPIRED, release_at=None)
-        _counters_move(
+        run_counters_move(
             run.pk, {"pending": -(moved - held), "held": -held, "skipped": moved}, {SkipReason.EXPIRED: moved}
         )
         if moved:

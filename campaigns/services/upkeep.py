@@ -15,13 +15,13 @@ from django.utils import timezone
 
 from campaigns.models import CampaignRun, Recipient, RecipientState, RunStatus
 from campaigns.services.dispatch import (
-    _counters_move,
-    _messages_drop,
-    _run_status_locked,
     dispatch_start,
+    messages_drop,
     recipient_outcome,
     recipients_settle,
     run_complete_if_final,
+    run_counters_move,
+    run_status_locked,
 )
 from campaigns.services.expiry import run_expire
 from messaging.models import MessageStatus
@@ -44,13 +44,13 @@ def held_release(now: datetime | None = None) -> int:
     for run in _active_runs():
         moved += run_expire(run, now)
         with transaction.atomic():
-            status = _run_status_locked(run.pk)
+            status = run_status_locked(run.pk)
             if status not in (RunStatus.RUNNING, RunStatus.PAUSED):
                 continue
             released = Recipient.objects.filter(run=run, state=RecipientState.HELD, release_at__lte=now).update(
                 state=RecipientState.PENDING, release_at=None
             )
-            _counters_move(run.pk, {"held": -released, "pending": released})
+            run_counters_move(run.pk, {"held": -released, "pending": released})
             if released and status == RunStatus.RUNNING:
                 dispatch_start(run.pk)
         moved += released
@@ -106,12 +106,12 @@ def recipients_follow(
 
 def _recipient_follow(run_id: int, recipient: Recipient, outcome: tuple[str, str, str], now: datetime) -> int:
     with transaction.atomic():
-        status = _run_status_locked(run_id)
+        status = run_status_locked(run_id)
         if outcome[0] == RecipientState.PENDING and status not in ACTIVE_RUN_STATUSES:
             if status == RunStatus.CANCELLED and recipient.state == RecipientState.SENDING:
                 # Never sent, and the campaign was cancelled: skipped 'cancelled' (recipients_settle).
                 moved = recipients_settle(run_id, [(recipient.pk, outcome)], now)
-                _messages_drop([recipient.pk])
+                messages_drop([recipient.pk])
                 return moved
             # Never created at the provider, and its run is over: nothing is sent after a run's end.
             if recipient.message_id and not send_outcomes.message_fail_unsent(recipient.message_id):

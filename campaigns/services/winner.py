@@ -253,7 +253,7 @@ def _rollout(run: CampaignRun, campaign: Campaign, variant: Variant, now: dateti
         states = Counter(state for (state,) in cursor.fetchall())
     released = sum(states.values())
     pending = states[RecipientState.PENDING]
-    dispatch._counters_move(run.pk, {"held": -pending, "pending": pending})
+    dispatch.run_counters_move(run.pk, {"held": -pending, "pending": pending})
     arms.sizes_add(run.pk, Counter({f"rollout:{variant.pk}": released, arms.WAITING: -released}))
     if pending and status == RunStatus.RUNNING:
         dispatch.dispatch_start(run.pk)  # after commit

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def experiment():
     """300 contacts, arms A and B and a 20 % control group; every A message delivered, half of B's;
-    10 of A's recipients reply (one of them twice), 2 of B's."""
+    20 of A's recipients reply (one of them twice), 2 of B's: A's lead over the control group is clear
+    whatever sizes the arms are drawn at."""
     Contact.objects.bulk_create(ContactFactory.build_batch(300))
     campaign = CampaignFactory(control_share=20)
     a = VariantFactory(campaign=campaign, label="A", template=MessageTemplateFactory(body="A {{ name }}"))
@@ -43,7 +44,7 @@ def experiment():
             sent_at=sent_at,
             delivered_at=sent_at + dt.timedelta(seconds=5) if done else None,
         )
-    repliers = recipients[a.pk][:10] + recipients[b.pk][:2]
+    repliers = recipients[a.pk][:20] + recipients[b.pk][:2]
     for recipient in repliers + recipients[a.pk][:1]:
         make_message(contact=recipient.contact, direction=Direction.INBOUND, status="received", created_at=sent_at)
         Message.objects.filter(contact=recipient.contact, direction=Direction.INBOUND).update(
@@ -70,20 +71,20 @@ def test_arms_figures_match_a_hand_count(analyst_api, experiment):
         n_b,
         control_size,
     )
-    assert (by_label["A"]["sent"], by_label["A"]["delivered"], by_label["A"]["replies"]) == (n_a, n_a, 10)
-    assert by_label["A"]["replies_total"] == 11
+    assert (by_label["A"]["sent"], by_label["A"]["delivered"], by_label["A"]["replies"]) == (n_a, n_a, 20)
+    assert by_label["A"]["replies_total"] == 21
     assert (by_label["=B"]["sent"], by_label["=B"]["delivered"], by_label["=B"]["replies"]) == (n_b, n_b // 2, 2)
     assert by_label["Control"]["sent"] == 0 and by_label["Control"]["control"] is True
-    assert by_label["A"]["rates"]["replies"] == pytest.approx(10 / n_a)
+    assert by_label["A"]["rates"]["replies"] == pytest.approx(20 / n_a)
     assert by_label["A"]["rates"]["clicks"] == 0  # no tracked link was clicked
-    # A against control on replies: 10/n_a vs 0/control, Newcombe's interval, said in words.
+    # A against control on replies: 20/n_a vs 0/control, Newcombe's interval, said in words.
     versus = by_label["A"]["versus_control"]["replies"]
-    assert versus["estimate"] == pytest.approx(10 / n_a)
+    assert versus["estimate"] == pytest.approx(20 / n_a)
     assert versus["low"] > 0 and versus["significant"] is True
     assert versus["sentence"].startswith("A's reply rate is ") and "higher than Control's" in versus["sentence"]
     # Best arm on replies is A; B is compared with it, A with the runner-up B.
     assert by_label["=B"]["versus_best"]["replies"]["best"] == "A"
-    assert by_label["=B"]["versus_best"]["replies"]["estimate"] == pytest.approx(2 / n_b - 10 / n_a)
+    assert by_label["=B"]["versus_best"]["replies"]["estimate"] == pytest.approx(2 / n_b - 20 / n_a)
     assert by_label["A"]["versus_best"]["replies"]["versus"] == "=B"
     assert by_label["A"]["versus_control"]["clicks"]["significant"] is False
 

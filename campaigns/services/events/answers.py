@@ -108,26 +108,11 @@ def _run_answers_insert(campaign: Campaign, run: CampaignRun, answers: list[tupl
 
 def _counters_add(run_id: int, counts: Counter[tuple[str, str]]) -> None:
     """More recipients by (state, reason): total, each state's counter and the skip reasons in one UPDATE."""
-    states: Counter[RecipientState] = Counter()
+    states: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     for (state, reason), count in counts.items():
-        states[RecipientState(state)] += count  # each state has its counter column, named alike
+        states[RecipientState(state).value] += count  # each state has its counter column, named alike
         if state == RecipientState.SKIPPED:
             reasons[reason] += count
-    if not states:
-        return
-    params = eligibility.Params()
-    sets = [f"total = total + {params.add('total', sum(states.values()))}"]
-    for state, count in sorted(states.items()):
-        sets.append(f"{state.value} = {state.value} + {params.add(state.value, count)}")
-    if reasons:
-        sets.append(
-            "skipped_by_reason = COALESCE(skipped_by_reason, '{}'::jsonb) || ("
-            " SELECT jsonb_object_agg(r.reason, COALESCE((skipped_by_reason ->> r.reason)::int, 0) + r.n)"
-            f" FROM unnest({params.add('reasons', list(reasons))}::text[],"
-            f" {params.add('reason_counts', list(reasons.values()))}::int[]) AS r (reason, n))"
-        )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE campaigns_campaignrun SET {', '.join(sets)} WHERE id = {params.add('run', run_id)}", params
-        )
+    if states:
+        dispatch.run_counters_move(run_id, {"total": sum(states.values()), **states}, reasons)
