@@ -5,6 +5,7 @@ end-to-end case. Checked: every message leaves exactly once, whatever took its i
 drains, the sweep after a worker lost it), and a send with Redis unreachable still goes.
 """
 
+import signal
 import threading
 import time
 from datetime import timedelta
@@ -18,7 +19,7 @@ from django.utils import timezone
 from config import observe
 from config.celery import app as celery_app
 from messaging.models import Message, MessageStatus, Sender
-from messaging.services import send, send_queue
+from messaging.services import reconcile, send, send_outcomes, send_queue
 from tests import delivery
 from tests.delivery import free_port
 from tests.factories import ContactFactory
@@ -146,18 +147,27 @@ def test_a_drain_lingers_for_a_message_committed_while_it_runs(staff_api, sender
     assert (fake.requests_to(first), fake.requests_to(late)) == (1, 1)
 
 
+def _worker(fake, root, **env) -> WorkerNode:
+    twilio = {
+        "MESSAGING_PROVIDER": "twilio",
+        "TWILIO_ACCOUNT_SID": fake.account_sid,
+        "TWILIO_AUTH_TOKEN": delivery.TOKEN,
+        "TWILIO_API_BASE_URL": fake.base_url,
+    }
+    return WorkerNode(root, {**twilio, **env}).start()
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
 def test_a_worker_process_sends_messages_posted_through_the_api(staff_api, sender, fake, queue, tmp_path):
     phones = _phones(20, start=400)
     celery_app.control.purge()  # tasks an earlier test left in the broker name rows that are gone
-    node = WorkerNode(
-        tmp_path,
-        {
-            "MESSAGING_PROVIDER": "twilio",
-            "TWILIO_ACCOUNT_SID": fake.account_sid,
-            "TWILIO_AUTH_TOKEN": delivery.TOKEN,
-            "TWILIO_API_BASE_URL": fake.base_url,
-        },
-    ).start()
+    node = _worker(fake, tmp_path)
     try:
         ids = _post_all(staff_api, phones)
         deadline = time.monotonic() + 60
@@ -169,3 +179,35 @@ def test_a_worker_process_sends_messages_posted_through_the_api(staff_api, sende
         node.stop()
     assert Message.objects.filter(pk__in=ids, status=MessageStatus.QUEUED).count() == len(ids)
     assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
+
+
+def test_a_worker_killed_mid_drain_leaves_each_message_sent_exactly_once(staff_api, sender, fake, queue, tmp_path):
+    """Killed with some sends answered, some in flight and the rest claimed but never sent: beat's
+    reconciler adopts what Twilio holds, queues the rest again, and a new worker sends them."""
+    fake.latency = 0.3
+    phones = _phones(30, start=500)
+    celery_app.control.purge()
+    first = _worker(fake, tmp_path / "first", DELIVERY_MAX_IN_FLIGHT="3")
+    try:
+        ids = _post_all(staff_api, phones)
+        _wait_for(lambda: fake.stats()["requests"] >= 8)
+    finally:
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(timeout=10)
+    assert fake.stats()["requests"] < len(phones)  # killed mid-drain
+
+    # What beat does once the claims are stale: ask Twilio about the sends without a sid; those it
+    # never got go back to pending and are queued again, which wakes a drain on the new worker.
+    past = timezone.now() - send_outcomes.STALE_SENDING_AFTER - timedelta(seconds=5)
+    stale = Message.objects.filter(pk__in=ids, status=MessageStatus.SENDING, provider_sid__isnull=True)
+    assert stale.exists()
+    stale.update(claimed_at=past, sending_at=past)
+    second = _worker(fake, tmp_path / "second")
+    try:
+        reconcile.messages_reconcile_stale()
+        unsent = Message.objects.filter(pk__in=ids, status__in=[MessageStatus.PENDING, MessageStatus.SENDING])
+        _wait_for(lambda: not unsent.exists(), 90)
+    finally:
+        second.stop()
+    assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
+    assert Message.objects.filter(pk__in=ids, status=MessageStatus.QUEUED).count() == len(phones)
