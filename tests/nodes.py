@@ -23,6 +23,14 @@ from tests.delivery import free_port
 S3_KEYS = {"S3_ACCESS_KEY_ID": "node-test-key", "S3_SECRET_ACCESS_KEY": "node-test-secret", "S3_REGION": "us-east-1"}
 
 
+def wait_for(predicate, timeout: float = 60.0, poll: float = 0.1) -> None:
+    """Wait until ``predicate()`` holds (another process got there); AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(poll)
+
+
 def database_url() -> str:
     """The test database's URL for another process, over TCP or the embedded server's socket."""
     db = connection.settings_dict

@@ -12,7 +12,7 @@ from campaigns import services
 from campaigns.admin.experiments import (
     ExperimentFormMixin,
 )
-from campaigns.admin.segments import query_text
+from campaigns.admin.segments import code_area, query_text
 from campaigns.models import (
     CAMPAIGN_SETTINGS,
     Campaign,
@@ -29,7 +29,7 @@ class CampaignForm(ExperimentFormMixin, forms.ModelForm):
     trigger_contact_rule = forms.CharField(
         required=False,
         label="Trigger contact rule",
-        widget=forms.Textarea(attrs={"rows": 2, "cols": 100, "spellcheck": "false", "class": "segment-code"}),
+        widget=code_area(2),
         help_text='Conditions on the contact in the segment language, e.g. age >= 18 AND NOT topic = "vip" '
         "(or a JSON rule tree). Empty: every contact.",
     )
@@ -37,7 +37,7 @@ class CampaignForm(ExperimentFormMixin, forms.ModelForm):
         required=False,
         decoder=DepthLimitedJSONDecoder,
         label="Trigger property conditions",
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 100, "spellcheck": "false", "class": "segment-code"}),
+        widget=code_area(3),
         help_text='All must hold for the event\'s properties, e.g. [{"property": "total", "op": "gte", "value": 50}]. '
         "Ops: eq, neq, in, not_in, contains, icontains, gt, gte, lt, lte, exists, not_exists.",
     )
@@ -45,7 +45,7 @@ class CampaignForm(ExperimentFormMixin, forms.ModelForm):
         required=False,
         decoder=DepthLimitedJSONDecoder,
         label="Link parameters",
-        widget=forms.Textarea(attrs={"rows": 2, "cols": 100, "spellcheck": "false", "class": "segment-code"}),
+        widget=code_area(2),
         help_text='Added to every tracked link unless the link has them, e.g. {"utm_source": "sms", '
         '"utm_campaign": "spring"}.',
     )
@@ -53,7 +53,7 @@ class CampaignForm(ExperimentFormMixin, forms.ModelForm):
         required=False,
         decoder=DepthLimitedJSONDecoder,
         label="Goal property conditions",
-        widget=forms.Textarea(attrs={"rows": 2, "cols": 100, "spellcheck": "false", "class": "segment-code"}),
+        widget=code_area(2),
         help_text="All must hold for the goal event's properties, in the trigger conditions' language.",
     )
 

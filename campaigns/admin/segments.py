@@ -26,10 +26,15 @@ from config.privacy_admin import PersonalFieldsMixin, viewer_sees_full
 SAMPLE_SIZE = 10
 
 
+def code_area(rows: int) -> forms.Textarea:
+    """A text area for rules and JSON: monospaced (the admin's ``segment-code`` style), no spell check."""
+    return forms.Textarea(attrs={"rows": rows, "cols": 100, "spellcheck": "false", "class": "segment-code"})
+
+
 class SegmentForm(forms.ModelForm):
     query = forms.CharField(
         required=False,
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 100, "spellcheck": "false", "class": "segment-code"}),
+        widget=code_area(3),
         help_text=(
             'For example: age >= 18 AND city = "Nairobi" AND NOT topic = "vip"; '
             'signup_date after "30 days ago"; city in ("Nairobi", "Lagos"); email exists; '
@@ -39,7 +44,7 @@ class SegmentForm(forms.ModelForm):
     definition = forms.JSONField(
         required=False,
         decoder=DepthLimitedJSONDecoder,
-        widget=forms.Textarea(attrs={"rows": 8, "cols": 100, "spellcheck": "false", "class": "segment-code"}),
+        widget=code_area(8),
         help_text="Or the JSON rule tree (all / any / not / field-op-value); it is used when you edit it here.",
     )
 

@@ -67,7 +67,12 @@ def _rows(sql: str, params: list) -> Iterator[tuple]:
 
 
 def _estimate(template: MessageTemplate, channel: str, source: str, params: list) -> dict:
-    """``source`` is SQL selecting the recipients' contacts as ``c``; returns the estimate (``cost_words`` reads it).
+    """``source`` is SQL selecting the recipients' contacts as ``c``; returns the estimate (``cost_words`` reads it)."""
+    return _priced(channel, *_counted(template, channel, source, params))
+
+
+def _counted(template: MessageTemplate, channel: str, source: str, params: list) -> tuple[bool, dict, int]:
+    """(whether units are SMS segments, {country: [messages, units]}, messages rendered) for ``source``.
 
     Messages per country are counted exactly, grouping the numbers by their first digits in SQL. A
     body the same for everyone is counted once; a personalised body is rendered for each recipient,
@@ -83,8 +88,7 @@ def _estimate(template: MessageTemplate, channel: str, source: str, params: list
     last_id = message_id_next() + total  # the longest short links these messages can get
     fixed, segmented = _units(template, channel, last_id)
     if fixed is not None:
-        by_country = {country: [count, count * fixed] for country, count in messages.items()}
-        return _priced(channel, segmented, by_country, total)
+        return segmented, {country: [count, count * fixed] for country, count in messages.items()}, total
     every = max(1, math.ceil(total / settings.COST_ESTIMATE_RENDER_MAX))
     # hashint8 spreads the ids: a plain "id % k" would follow any period in the data (every 10th row alike).
     sampled = " AND (hashint8(c.id) & 2147483647) %% %s = 0" if every > 1 else ""
@@ -99,7 +103,7 @@ def _estimate(template: MessageTemplate, channel: str, source: str, params: list
         tally[0] += 1
         tally[1] += _segments(text, last_id)
     if every == 1:
-        return _priced(channel, segmented, dict(rendered), sum(n for n, _units in rendered.values()))
+        return segmented, dict(rendered), sum(n for n, _units in rendered.values())
     done = sum(n for n, _units in rendered.values())
     overall = sum(units for _n, units in rendered.values()) / done if done else 1.0
     by_country = {
@@ -109,63 +113,34 @@ def _estimate(template: MessageTemplate, channel: str, source: str, params: list
         ]
         for country, count in messages.items()
     }
-    return _priced(channel, segmented, by_country, done)
+    return segmented, by_country, done
 
 
 def _estimate_arms(campaign: Campaign, source: str, params: list, arm_column: str) -> dict:
     """The estimate of a campaign's messages, each arm of an experiment with its own variant's template.
 
     ``source`` ends in a WHERE clause; ``arm_column`` names the recipients' arm in it. Recipients
-    without an arm (no experiment, or held for a test's winner not picked yet) are estimated with
-    the campaign's own template; the control group is never sent, so never in ``source``.
+    without an arm (no experiment, or held for a test's winner not picked yet) are counted with
+    the campaign's own template; the control group is never sent, so never in ``source``. The
+    arms' messages and units are added per country, then priced once.
     """
     templates = templates_by_arm(campaign)
     channel = campaign.sender.channel
-    if len(templates) == 1:
+    if len(templates) == 1:  # no experiment
         return _estimate(campaign.template, channel, source, params)
-    parts = []
+    by_country: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # country -> [messages, units]
+    segmented, rendered = False, 0
     for arm, template in templates.items():
         if arm is None:
-            parts.append(_estimate(template, channel, f"{source} AND {arm_column} IS NULL", params))
+            counted = _counted(template, channel, f"{source} AND {arm_column} IS NULL", params)
         else:
-            parts.append(_estimate(template, channel, f"{source} AND {arm_column} = %s", [*params, arm]))
-    return _estimates_added(channel, parts)
-
-
-def _estimates_added(channel: str, parts: list[dict]) -> dict:
-    """One estimate from several over different recipients: counts and amounts added per country and currency."""
-    by_country: dict[tuple[str, str], dict] = {}
-    for part in parts:
-        for row in part["by_country"]:
-            key = (row["country"], row["currency"])
-            if key not in by_country:
-                by_country[key] = {**row, "messages": 0, "units": 0, "amount": "0"}
-            added = by_country[key]
-            added["messages"] += row["messages"]
-            added["units"] += row["units"]
-            added["amount"] = str(Decimal(added["amount"]) + Decimal(row["amount"]))
-    totals: dict[str, list] = defaultdict(lambda: [Decimal(0), 0, 0])
-    for part in parts:
-        for total in part["totals"]:
-            tally = totals[total["currency"]]
-            tally[0] += Decimal(total["amount"])
-            tally[1] += total["messages"]
-            tally[2] += total["units"]
-    countries = sorted(by_country.values(), key=lambda row: (row["currency"], -Decimal(row["amount"]), row["country"]))
-    unpriced = sorted({country for part in parts for country in part["unpriced"]["countries"]})
-    return {
-        "channel": channel,
-        "unit": parts[0]["unit"] if parts else "message",
-        "messages": sum(part["messages"] for part in parts),
-        "units": sum(part["units"] for part in parts),
-        "rendered": sum(part["rendered"] for part in parts),
-        "totals": [
-            {"currency": currency, "amount": str(amount), "messages": messages, "units": units}
-            for currency, (amount, messages, units) in sorted(totals.items())
-        ],
-        "by_country": countries[:SHOWN_COUNTRIES],
-        "unpriced": {"messages": sum(part["unpriced"]["messages"] for part in parts), "countries": unpriced},
-    }
+            counted = _counted(template, channel, f"{source} AND {arm_column} = %s", [*params, arm])
+        segmented, arm_counts, arm_rendered = counted
+        rendered += arm_rendered
+        for country, (messages, units) in arm_counts.items():
+            by_country[country][0] += messages
+            by_country[country][1] += units
+    return _priced(channel, segmented, dict(by_country), rendered)
 
 
 def _country_finder():

@@ -31,6 +31,7 @@ from messaging.models import Message, MessageStatus
 from messaging.services import reconcile, send_outcomes
 from tests import delivery
 from tests.delivery import TOKEN, assert_counts_match_recount, campaign_with_audience, free_port
+from tests.nodes import wait_for
 
 fake = delivery.fake  # the fake Twilio server fixture
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -90,15 +91,6 @@ def worker(fake):
     yield process
     process.stop()
     celery_app.control.purge()
-
-
-def wait_for(predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 def run_status(run_id: int) -> str:

@@ -23,7 +23,7 @@ from messaging.services import reconcile, send, send_outcomes, send_queue
 from tests import delivery
 from tests.delivery import free_port
 from tests.factories import ContactFactory
-from tests.nodes import WorkerNode
+from tests.nodes import WorkerNode, wait_for
 
 fake = delivery.fake  # the fake Twilio server fixture
 # As in production: the send is queued once committed. A transactional test starts after a flush: the
@@ -157,13 +157,6 @@ def _worker(fake, root, **env) -> WorkerNode:
     return WorkerNode(root, {**twilio, **env}).start()
 
 
-def _wait_for(predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 def test_a_worker_process_sends_messages_posted_through_the_api(staff_api, sender, fake, queue, tmp_path):
     phones = _phones(20, start=400)
     celery_app.control.purge()  # tasks an earlier test left in the broker name rows that are gone
@@ -190,7 +183,7 @@ def test_a_worker_killed_mid_drain_leaves_each_message_sent_exactly_once(staff_a
     first = _worker(fake, tmp_path / "first", DELIVERY_MAX_IN_FLIGHT="3")
     try:
         ids = _post_all(staff_api, phones)
-        _wait_for(lambda: fake.stats()["requests"] >= 8)
+        wait_for(lambda: fake.stats()["requests"] >= 8)
     finally:
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(timeout=10)
@@ -206,7 +199,7 @@ def test_a_worker_killed_mid_drain_leaves_each_message_sent_exactly_once(staff_a
     try:
         reconcile.messages_reconcile_stale()
         unsent = Message.objects.filter(pk__in=ids, status__in=[MessageStatus.PENDING, MessageStatus.SENDING])
-        _wait_for(lambda: not unsent.exists(), 90)
+        wait_for(lambda: not unsent.exists(), 90)
     finally:
         second.stop()
     assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
