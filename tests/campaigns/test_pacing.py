@@ -82,6 +82,16 @@ def test_a_sender_far_above_any_real_mps_is_evenly_spaced():
     assert all(gap >= 1_000_000 / mps for gap in gaps)
 
 
+def test_the_next_slot_is_stored_to_the_microsecond():
+    """Lua's tostring() keeps 14 digits: a time in microseconds (16) came back rounded to 100 us on
+    Redis before 7, and two slots of a fast sender could share one instant."""
+    sender_id, mps = 990_006, 100_000
+    pacing.pacing_reset(sender_id)
+    slot = pacing.slot_reserve(sender_id, mps)
+    interval_us = int(1_000_000 * pacing.MARGIN / mps)
+    assert int(pacing.redis_client().get(pacing.bucket_key(sender_id))) == slot.at_us + interval_us
+
+
 def test_unthrottled_takes_no_token():
     assert pacing.slot_take(990_003, 0).granted
 
