@@ -1,7 +1,7 @@
 """Request id and request timing, for every request that goes through Django's middleware.
 
-(The status webhook's fast path, messaging.webhooks.wsgi, skips middleware; its view counts and
-times itself.)
+(The status webhook's fast path, config.fast_path, skips middleware; its view counts and times
+itself. The API's fast doors keep these two.)
 """
 
 from __future__ import annotations

@@ -13,14 +13,16 @@ from rest_framework.response import Response
 
 from audience.models import Channel, Contact
 from audience.phones import InvalidPhone, normalize_phone
-from config import privacy
+from config import privacy, sql
 from config.api import (
     IDEMPOTENCY_KEY_REUSED,
+    PkField,
     idempotency_fingerprint,
     idempotency_key,
     idempotency_parameter,
     raise_as_drf,
     represent,
+    validated,
 )
 from messaging import selectors
 from messaging.models import (
@@ -132,9 +134,9 @@ class MessageResolveSerializer(serializers.Serializer):
 
 
 class MessageCreateSerializer(serializers.Serializer):
-    contact = serializers.PrimaryKeyRelatedField(queryset=Contact.objects.all(), required=False)
+    contact = PkField(queryset=Contact.objects.all(), required=False)
     phone = serializers.CharField(required=False, help_text="Instead of contact: the contact's phone, any spelling.")
-    template = serializers.PrimaryKeyRelatedField(queryset=MessageTemplate.objects.all(), required=False)
+    template = PkField(queryset=MessageTemplate.objects.all(), required=False)
     body = serializers.CharField(
         required=False,
         allow_blank=False,
@@ -143,7 +145,7 @@ class MessageCreateSerializer(serializers.Serializer):
         help_text="Free text, rendered for the contact like a template: {{ name }}, {{ attributes.<key> }}, "
         "{{ event.<key> }} (from context). No fallbacks: a value the contact lacks is a 400 naming it.",
     )
-    sender = serializers.PrimaryKeyRelatedField(queryset=Sender.objects.all(), required=False)
+    sender = PkField(queryset=Sender.objects.all(), required=False)
     context = serializers.DictField(required=False, help_text="Values for {{ event.* }} placeholders.")
 
     def validate(self, attrs):
@@ -153,7 +155,21 @@ class MessageCreateSerializer(serializers.Serializer):
             raise ValidationError({"template": ["give a template id or a body (one of them)"]})
         if "phone" in attrs:
             attrs["contact"] = self._contact_by_phone(attrs.pop("phone"))
+        self._rows_read(attrs)
         return attrs
+
+    ROWS = {"contact": Contact, "template": MessageTemplate, "sender": Sender}
+
+    def _rows_read(self, attrs: dict) -> None:
+        """The contact (unless found by phone), template and sender, in one statement."""
+        names = [name for name in self.ROWS if isinstance(attrs.get(name), int)]
+        if not names:
+            return
+        rows = sql.instances_by_pk([(self.ROWS[name], attrs[name]) for name in names])
+        for name, row in zip(names, rows, strict=True):
+            if row is None:
+                raise self.fields[name].missing(attrs[name])
+            attrs[name] = row
 
     @staticmethod
     def _contact_by_phone(phone: str) -> Contact:
@@ -241,9 +257,7 @@ class MessageViewSet(
 
     @staticmethod
     def _validated(request) -> dict:
-        payload = MessageCreateSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        return payload.validated_data
+        return validated(MessageCreateSerializer, request.data)
 
     @extend_schema(request=MessageResolveSerializer, responses={200: MessageDetailSerializer})
     @action(detail=True, methods=["post"])

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from audience.models import Contact
@@ -75,9 +75,9 @@ def message_create(
     try:
         if connection.in_atomic_block:
             with transaction.atomic():  # a savepoint: a used key leaves the caller's transaction usable
-                message.save()
+                _message_insert(message)
         else:
-            message.save()  # one INSERT, committed on its own
+            _message_insert(message)  # one INSERT, committed on its own
     except IntegrityError:
         # The same key sent concurrently: that request created it (a replay of it, or a conflict).
         existing = message_replay(idempotency_key, request_hash) if idempotency_key else None
@@ -87,6 +87,40 @@ def message_create(
     if enqueue:
         message_enqueue(message.pk)
     return message, True
+
+
+def _message_insert(message: Message) -> None:
+    """``message.save()`` for a new message as one prepared INSERT (no signal listens for it).
+
+    Compiling the ORM's INSERT of Message's 40 columns cost a transactional send more CPU than
+    PostgreSQL spends storing it; the statement's text is the same every time, so it is built once.
+    """
+    params = []
+    for field, plain in _insert_one_fields():
+        value = field.pre_save(message, True)
+        # A plain field's str, int, bool or None goes as it is (the placeholder's cast types it);
+        # anything else through the field's own conversion, as save() would.
+        params.append(value if plain and type(value) in _PLAIN else field.get_db_prep_save(value, connection))
+    (message.pk,) = sql.fetch_one_prepared(_insert_one_sql(), params, retry=False)  # no key: never twice
+    message._state.adding, message._state.db = False, connection.alias
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+@functools.cache
+def _insert_one_fields() -> tuple:
+    """(field, plain) for Message's fields but the id; plain: its prepared value is the Python value."""
+    plain = (models.CharField, models.TextField, models.IntegerField, models.BooleanField, models.ForeignKey)
+    return tuple((field, isinstance(field, plain)) for field in Message._meta.concrete_fields if not field.primary_key)
+
+
+@functools.cache
+def _insert_one_sql() -> str:
+    fields = [field for field, _ in _insert_one_fields()]
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    values = ", ".join(f"%s::{field.db_type(connection)}" for field in fields)
+    return f"INSERT INTO {Message._meta.db_table} ({columns}) VALUES ({values}) RETURNING id"
 
 
 def message_replay(idempotency_key: str, request_hash: str) -> Message | None:

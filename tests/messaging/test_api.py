@@ -147,6 +147,47 @@ def test_post_message_validates_its_input(staff_api, analyst_api, sms_sender):
     assert not Message.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("contact", 10**9, 'Invalid pk "1000000000" - object does not exist.'),
+        ("template", 10**9, 'Invalid pk "1000000000" - object does not exist.'),
+        ("sender", 10**9, 'Invalid pk "1000000000" - object does not exist.'),
+        ("sender", 2**70, f'Invalid pk "{2**70}" - object does not exist.'),
+        ("contact", -1, 'Invalid pk "-1" - object does not exist.'),
+        ("template", True, "Incorrect type. Expected pk value, received bool."),
+        ("sender", "seven", "Incorrect type. Expected pk value, received str."),
+        ("contact", [1], "Incorrect type. Expected pk value, received list."),
+        ("template", 1.5, "Incorrect type. Expected pk value, received float."),
+    ],
+)
+def test_a_message_naming_a_missing_or_malformed_row_is_a_400_naming_the_field(
+    staff_api, sms_sender, field, value, error
+):
+    template = MessageTemplate.objects.create(name="otp", channel="sms", body="Code for {{ name }}")
+    body = {"contact": ContactFactory().pk, "template": template.pk, "sender": sms_sender.pk, field: value}
+    answer = staff_api.post("/api/v1/messages/", body, format="json")
+    assert answer.status_code == 400 and answer.json() == {field: [error]}
+    assert not Message.objects.exists()
+
+
+def test_a_message_is_rendered_from_the_rows_read_in_one_statement(staff_api, sms_sender):
+    """The contact's attributes and the template's fallbacks (JSON columns) arrive as values, not text."""
+    contact = ContactFactory(name="", attributes={"plan": "gold"})
+    template = MessageTemplate.objects.create(
+        name="plan", channel="sms", body="{{ name }}, your {{ attributes.plan }} plan", fallbacks={"name": "Friend"}
+    )
+    body = {"contact": str(contact.pk), "template": template.pk, "sender": sms_sender.pk}
+    answer = staff_api.post("/api/v1/messages/", body, format="json")
+    assert answer.status_code == 202, answer.content
+    message = Message.objects.get(pk=answer.json()["id"])
+    assert (message.contact, message.template, message.sender) == (contact, template, sms_sender)
+    assert message.to_address == contact.phone and message.from_address == sms_sender.from_address
+    send.message_send(message.pk)
+    message.refresh_from_db()
+    assert message.body == "Friend, your gold plan"
+
+
 @pytest.fixture
 def fake(settings):
     with FakeTwilio(

@@ -1,15 +1,12 @@
 """Webhook signatures: checked against PUBLIC_BASE_URL, fail closed, nothing stored when refused."""
 
-import io
 import logging
 from urllib.parse import urlencode
 
 import pytest
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
 
-from config.wsgi import application
 from messaging.models import Message, MessageStatus, ProviderCallback
+from tests import wsgi
 from tests.twilio_webhooks import (
     INBOUND_PATH,
     PUBLIC,
@@ -100,36 +97,9 @@ def test_a_replayed_signed_request_changes_nothing(client):
 
 
 def wsgi_post(path: str, params: dict, sig: str | None) -> tuple[str, bytes]:
-    body = urlencode(params).encode()
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": path,
-        "QUERY_STRING": "",
-        "SCRIPT_NAME": "",
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000",
-        "HTTP_HOST": "127.0.0.1:8000",
-        "CONTENT_TYPE": "application/x-www-form-urlencoded",
-        "CONTENT_LENGTH": str(len(body)),
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.url_scheme": "http",
-        "wsgi.errors": io.StringIO(),
-        "SERVER_PROTOCOL": "HTTP/1.1",
-    }
-    if sig is not None:
-        environ["HTTP_X_TWILIO_SIGNATURE"] = sig
-    started = []
-    # As Django's test client does: closing "old" connections would close the test transaction's.
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    try:
-        response = application(environ, lambda status, headers: started.append(status))
-        content = b"".join(response)
-        response.close()
-    finally:
-        request_started.connect(close_old_connections)
-        request_finished.connect(close_old_connections)
-    return started[0], content
+    headers = {} if sig is None else {"HTTP_X_TWILIO_SIGNATURE": sig}
+    status, _, content = wsgi.wsgi_post(path, urlencode(params).encode(), "application/x-www-form-urlencoded", headers)
+    return status, content
 
 
 def test_the_production_wsgi_fast_path_serves_signed_status_callbacks():
