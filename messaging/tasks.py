@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 
 from messaging import retention
 from messaging.pricing import fetch as price_fetch
 from messaging.providers.simulated import simulated_step_run, step_delay
 from messaging.services import reconcile, send, send_queue
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="messaging.message_send", ignore_result=True)
@@ -41,12 +45,26 @@ def messages_reconcile_stale() -> int:
     return reconcile.messages_reconcile_stale()
 
 
+@shared_task(name="messaging.simulated_status_steps", ignore_result=True)
+def simulated_status_steps(steps: list[dict]) -> None:
+    """The simulated provider's next status (or reply) of each message, then the ones after, a few seconds apart."""
+    rest = []
+    for step in steps:
+        try:
+            left = simulated_step_run(step)
+        except Exception:  # one message's trouble never holds the others' statuses back
+            logger.exception("the simulated status of %s was not played", step.get("sid"))
+            continue
+        if left is not None:
+            rest.append(left)
+    if rest:
+        simulated_status_steps.apply_async(args=[rest], countdown=step_delay())
+
+
 @shared_task(name="messaging.simulated_status_step", ignore_result=True)
 def simulated_status_step(step: dict) -> None:
-    """The simulated provider's next status (or reply), then the one after, a few seconds apart."""
-    rest = simulated_step_run(step)
-    if rest is not None:
-        simulated_status_step.apply_async(args=[rest], countdown=step_delay())
+    """One message's statuses (a task queued before they were grouped)."""
+    simulated_status_steps([step])
 
 
 @shared_task(name="messaging.retention_purge", ignore_result=True)

@@ -3,6 +3,7 @@
 import random
 import time
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.utils import timezone
@@ -352,3 +353,57 @@ def test_a_simulated_send_runs_to_a_final_status_through_celery_tasks(
     assert message.status in (MessageStatus.DELIVERED, MessageStatus.UNDELIVERED, MessageStatus.FAILED)
     assert message.callbacks.count() >= 1
     assert not message.callbacks.filter(applied_at__isnull=True).exists()
+
+
+def test_the_simulated_statuses_of_sends_close_together_share_one_task(
+    simulated, sms_sender, django_capture_on_commit_callbacks
+):
+    from messaging.providers import simulated as provider
+
+    contacts = [ContactFactory(phone=f"+25471110010{n}") for n in range(3)]
+    provider._group.clear()
+    with (
+        mock.patch.object(provider.threading, "Timer") as timer,
+        mock.patch("messaging.tasks.simulated_status_steps.apply_async") as queued,
+    ):
+        with django_capture_on_commit_callbacks(execute=True):
+            messages = [send.message_send(new_message(contact, sms_sender).pk) for contact in contacts]
+        provider.steps_flush()  # the group's window closing
+    assert timer.call_count == 1 and timer.call_args.args == (provider.GROUP_WINDOW, provider.steps_flush)
+    assert queued.call_count == 1
+    (steps,) = queued.call_args.kwargs["args"]
+    assert [step["sid"] for step in steps] == [message.provider_sid for message in messages]
+    assert 0 <= queued.call_args.kwargs["countdown"] <= 3
+
+
+def test_grouped_statuses_are_played_together_and_one_failing_holds_none_back(simulated, sms_sender):
+    from messaging import tasks
+
+    good = send.message_send(new_message(ContactFactory(phone="+254711100110"), sms_sender).pk)
+    plan = [["sent", ""], ["delivered", ""]]
+    steps = [
+        {"sid": "SMbroken", "channel": "sms", "to": "", "from_": "", "steps": plan, "reply": ""},
+        {
+            "sid": good.provider_sid,
+            "channel": "sms",
+            "to": good.to_address,
+            "from_": good.from_address,
+            "steps": plan,
+            "reply": "",
+        },
+    ]
+
+    def played(step):
+        if step["sid"] == "SMbroken":
+            raise RuntimeError("a broken step")
+        return simulated_step_run(step)
+
+    with (
+        mock.patch.object(tasks, "simulated_step_run", played),
+        mock.patch.object(tasks.simulated_status_steps, "apply_async") as again,
+    ):
+        tasks.simulated_status_steps.run(steps)
+    good.refresh_from_db()
+    assert good.status == MessageStatus.SENT
+    (rest,) = again.call_args.kwargs["args"]
+    assert [(step["sid"], step["steps"]) for step in rest] == [(good.provider_sid, [["delivered", ""]])]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,9 +82,8 @@ class SimulatedProvider:
             "steps": [list(item) for item in plan],
             "reply": reply,
         }
-        delay = self.rng.uniform(*self.odds.first_delay)
         if request.status_callback:  # as Twilio: no callback URL, no status callbacks (a test send)
-            transaction.on_commit(lambda: _enqueue_step(step, delay))
+            transaction.on_commit(lambda: steps_group(step))
         segments = sms_segments(request.body).segments if request.channel == Channel.SMS else 1
         # Unlike Twilio, it knows the price at once: no lookup after the final status is needed.
         price = prices.unit_price(phone_country(request.to), request.channel) * max(segments, 1)
@@ -131,10 +131,38 @@ def _reference_key(reference: str) -> str:
     return f"simulated:ref:{reference}"
 
 
-def _enqueue_step(step: dict, delay: float) -> None:
-    from messaging.tasks import simulated_status_step
+# Statuses are played a group at a time: the sends of GROUP_WINDOW seconds share one Celery task
+# per step (a task each cost the worker more than the send it simulates, at hundreds a second).
+GROUP_WINDOW = 0.2
+_group: list[dict] = []
+_group_lock = threading.Lock()
 
-    simulated_status_step.apply_async(args=[step], countdown=delay)
+
+def steps_group(step: dict) -> None:
+    """Queue a sent message's statuses with the others sent in the same GROUP_WINDOW."""
+    from config.celery import app
+
+    with _group_lock:
+        _group.append(step)
+        first = len(_group) == 1
+    if app.conf.task_always_eager:  # tasks run in the caller (tests): so do the statuses
+        steps_flush()
+    elif first:
+        timer = threading.Timer(GROUP_WINDOW, steps_flush)
+        timer.daemon = True
+        timer.start()
+
+
+def steps_flush(odds: Odds = Odds()) -> None:
+    """Play the grouped statuses' first step a few seconds from now, in one task."""
+    from messaging.tasks import simulated_status_steps
+
+    with _group_lock:
+        steps = _group[:]
+        _group.clear()
+    if steps:
+        delay = max(0.0, random.uniform(*odds.first_delay) - GROUP_WINDOW)
+        simulated_status_steps.apply_async(args=[steps], countdown=delay)
 
 
 def _address(channel: str, address: str) -> str:
