@@ -147,6 +147,22 @@ def test_a_drain_lingers_for_a_message_committed_while_it_runs(staff_api, sender
     assert (fake.requests_to(first), fake.requests_to(late)) == (1, 1)
 
 
+def test_after_a_short_batch_the_drain_lets_the_next_gather(queue, monkeypatch):
+    """A trickle is sent a few at a time: each short batch is followed by a GATHER pause, a full one is not."""
+    monkeypatch.setattr(send_queue, "LINGER", 0.0)
+    monkeypatch.setattr(send_queue, "BATCH", 3)
+    queue.rpush(send_queue.QUEUE_KEY, *range(1, 6))  # a full batch of 3, then a short one of 2
+    pauses, batches = [], []
+    with (
+        mock.patch.object(send_queue, "messages_send_batch", batches.append),
+        mock.patch.object(send_queue.time, "sleep", pauses.append),
+        mock.patch.object(send_queue, "_helper_wake"),
+    ):
+        assert send_queue.send_queue_drain() == 5
+    assert batches == [[1, 2, 3], [4, 5]]
+    assert pauses == [send_queue.GATHER]
+
+
 def _worker(fake, root, **env) -> WorkerNode:
     twilio = {
         "MESSAGING_PROVIDER": "twilio",
