@@ -25,11 +25,13 @@ from django.utils.log import log_response
 from django.utils.module_loading import import_string
 
 # What an API answer gets from the ordinary path, in settings.MIDDLEWARE's order: its request id
-# and timing, and the security headers every response carries.
+# and timing, the security headers every response carries, the Host checked against ALLOWED_HOSTS
+# and the Content-Length (CommonMiddleware).
 API_MIDDLEWARE = (
     "config.middleware.RequestIdMiddleware",
     "config.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.csp.CSPMiddleware",
 )
@@ -108,8 +110,6 @@ def _chain(match: ResolverMatch, middleware: tuple[str, ...]) -> Callable[[HttpR
         response = match.func(request, *match.args, **match.kwargs)
         if callable(getattr(response, "render", None)):  # DRF's Response, a TemplateResponse
             response = response.render()
-        if not response.streaming and not response.has_header("Content-Length"):  # as CommonMiddleware
-            response.headers["Content-Length"] = str(len(response.content))
         return response
 
     handler = convert_exception_to_response(view)

@@ -14,7 +14,7 @@ import functools
 from collections.abc import Sequence
 
 import psycopg
-from django.db import connection
+from django.db import connection, connections
 from django.db.models import Model
 from psycopg.sql import Literal
 
@@ -104,7 +104,7 @@ def fetch_one_prepared(query: str, params: dict | Sequence = (), *, retry: bool 
                 cursor.execute(query, params, prepare=prepare)
                 _logged(query)
                 connection.health_check_done = True  # it just answered: no SELECT 1 before the next
-                return cursor.fetchone() if cursor.description else None
+                return None if cursor.rownumber is None else cursor.fetchone()  # (rows or not, without description)
         except OperationalError:
             if attempt == 2 or connection.in_atomic_block or not retry:
                 raise
@@ -121,6 +121,7 @@ def instances_by_pk(wanted: Sequence[tuple[type[Model], int | None]]) -> list[Mo
     """
     statement, slices = _instances_statement(tuple(model for model, _ in wanted))
     row = fetch_one_prepared(statement, [pk for _, pk in wanted])
+    wrapper = connections[connection.alias]  # not through the proxy for each value
     found: list[Model | None] = []
     for (model, _), (start, fields) in zip(wanted, slices, strict=True):
         values = row[start : start + len(fields)]
@@ -128,10 +129,10 @@ def instances_by_pk(wanted: Sequence[tuple[type[Model], int | None]]) -> list[Mo
             found.append(None)
             continue
         values = [
-            field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
+            field.from_db_value(value, None, wrapper) if hasattr(field, "from_db_value") else value
             for field, value in zip(fields, values, strict=True)
         ]
-        found.append(model.from_db(connection.alias, [field.attname for field in fields], values))
+        found.append(model.from_db(wrapper.alias, [field.attname for field in fields], values))
     return found
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, models, transaction
 from django.utils import timezone
 
 from audience.models import Contact
@@ -95,24 +95,32 @@ def _message_insert(message: Message) -> None:
     Compiling the ORM's INSERT of Message's 40 columns cost a transactional send more CPU than
     PostgreSQL spends storing it; the statement's text is the same every time, so it is built once.
     """
-    params = []
+    wrapper, params = connections[DEFAULT_DB_ALIAS], []
     for field, plain in _insert_one_fields():
         value = field.pre_save(message, True)
-        # A plain field's str, int, bool or None goes as it is (the placeholder's cast types it);
-        # anything else through the field's own conversion, as save() would.
-        params.append(value if plain and type(value) in _PLAIN else field.get_db_prep_save(value, connection))
+        # A plain field's str, int, bool or None, and any field's None but a JSON one's, go as they
+        # are (the placeholder's cast types them); anything else through the field's conversion.
+        if (value is None and plain is not None) or (plain and type(value) in _PLAIN):
+            params.append(value)
+        else:
+            params.append(field.get_db_prep_save(value, wrapper))
     (message.pk,) = sql.fetch_one_prepared(_insert_one_sql(), params, retry=False)  # no key: never twice
-    message._state.adding, message._state.db = False, connection.alias
+    message._state.adding, message._state.db = False, wrapper.alias
 
 
-_PLAIN = frozenset({str, int, bool, type(None)})
+_PLAIN = frozenset({str, int, bool})
 
 
 @functools.cache
 def _insert_one_fields() -> tuple:
-    """(field, plain) for Message's fields but the id; plain: its prepared value is the Python value."""
+    """(field, plain) for Message's fields but the id. plain: True if its str, int or bool is what it
+    stores, None for a JSON field (whose None is JSON, not NULL), else False."""
     plain = (models.CharField, models.TextField, models.IntegerField, models.BooleanField, models.ForeignKey)
-    return tuple((field, isinstance(field, plain)) for field in Message._meta.concrete_fields if not field.primary_key)
+    return tuple(
+        (field, None if isinstance(field, models.JSONField) else isinstance(field, plain))
+        for field in Message._meta.concrete_fields
+        if not field.primary_key
+    )
 
 
 @functools.cache

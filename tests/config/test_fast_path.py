@@ -84,6 +84,12 @@ def test_the_fast_door_answers_as_the_ordinary_path_does(token):
     assert fast[1]["X-Request-ID"] == "same-request-id-1"
 
 
+def test_the_fast_door_checks_the_host_as_the_ordinary_path_does(token):
+    headers = {"HTTP_AUTHORIZATION": f"Token {token}", "HTTP_HOST": "evil.example"}
+    status, _, _ = _post("/api/v1/messages/", {}, headers)
+    assert status.startswith("400")
+
+
 def test_a_bad_token_is_refused_on_the_fast_door(token):
     status, headers, _ = _post("/api/v1/messages/", {}, {"HTTP_AUTHORIZATION": "Token nope"})
     assert status.startswith("401") and headers["WWW-Authenticate"] == "Token"
