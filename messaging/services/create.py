@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
@@ -104,7 +104,8 @@ def _message_insert(message: Message) -> None:
             params.append(value)
         else:
             params.append(field.get_db_prep_save(value, wrapper))
-    (message.pk,) = sql.fetch_one_prepared(_insert_one_sql(), params, retry=False)  # no key: never twice
+    row = sql.fetch_one_prepared(_insert_one_sql(), params, retry=False)  # no key: never twice
+    message.pk = cast(tuple, row)[0]  # RETURNING id: a row, or an error raised
     message._state.adding, message._state.db = False, wrapper.alias
 
 
