@@ -7,6 +7,7 @@ from unittest import mock
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from audience import services as audience
 from audience.models import Contact
@@ -132,6 +133,20 @@ def test_racing_matchers_answer_every_event_exactly_once(contacts):
     assert Recipient.objects.values("event_id", "run_id").distinct().count() == 2 * len(stored)
     assert not Event.objects.filter(status="pending").exists()
     assert_counts_match_recount(CampaignRun.objects.get(campaign=campaign))
+
+
+@pytest.mark.django_db
+def test_a_matcher_marks_its_events_before_it_locks_a_run(contacts):
+    # Marking a batch is its costliest write: done under the run's lock, it would hold a second
+    # matcher back for as long (they share the run row).
+    _campaign()
+    _store(contacts[:3])
+    with CaptureQueriesContext(connection) as queries:
+        assert len(events.events_match()) == 3
+    statements = [query["sql"] for query in queries.captured_queries]
+    run_locked = next(n for n, sql in enumerate(statements) if "campaigns_campaignrun" in sql and "FOR UPDATE" in sql)
+    assert any("UPDATE campaigns_event" in sql for sql in statements[:run_locked])
+    assert not any("UPDATE campaigns_event" in sql for sql in statements[run_locked:])
 
 
 @pytest.mark.django_db

@@ -131,34 +131,33 @@ def events_match(
             # the planner then fetches every pending row and sorts them to keep 1,000: 50 ms at
             # 50,000 pending instead of 3, growing with the backlog it should be shrinking.
             cursor.execute("SELECT set_config('enable_bitmapscan', 'off', true)")
+            # Claimed and marked matched in one statement, before any answer: marking is the
+            # costliest write of a batch (a new version of each event, in each of its indexes),
+            # and done here it runs before answers_add locks the runs, in parallel with another
+            # matcher's answers. A rollback leaves the events pending.
             cursor.execute(
-                f"""SELECT id, contact_id, name, properties, occurred_at FROM campaigns_event
-                    WHERE {where} ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
-                [*params, limit],
+                f"""WITH claimed AS MATERIALIZED (
+                        SELECT id FROM campaigns_event WHERE {where} ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
+                    )
+                    UPDATE campaigns_event e SET status = %s, matched_at = %s FROM claimed WHERE e.id = claimed.id
+                    RETURNING e.id, e.contact_id, e.name, e.properties""",
+                [*params, limit, EventStatus.MATCHED.value, now],
             )
-            batch = [ClaimedEvent(*row) for row in cursor.fetchall()]
+            batch = sorted((ClaimedEvent(*row) for row in cursor.fetchall()), key=lambda event: event.pk)
             cursor.execute("SELECT set_config('enable_bitmapscan', 'on', true)")
-        if not batch:
-            return []
-        _batch_answer(batch, keyword=keyword, now=now)
-        ids = [event.pk for event in batch]
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE campaigns_event SET status = %s, matched_at = %s WHERE id = ANY(%s::bigint[])",
-                [EventStatus.MATCHED.value, now, _id_array(ids)],
-            )
-    return ids
+        if batch:
+            _batch_answer(batch, keyword=keyword, now=now)
+    return [event.pk for event in batch]
 
 
 class ClaimedEvent:
     """A pending event as a matcher holds it: what matching reads, without a model instance each."""
 
-    __slots__ = ("pk", "contact_id", "name", "properties", "occurred_at")
+    __slots__ = ("pk", "contact_id", "name", "properties")
 
-    def __init__(self, pk, contact_id, name, properties, occurred_at):
+    def __init__(self, pk, contact_id, name, properties):
         self.pk, self.contact_id, self.name = pk, contact_id, name
         self.properties = properties if isinstance(properties, dict) else json.loads(properties or "{}")
-        self.occurred_at = occurred_at
 
 
 def _id_array(ids) -> str:
