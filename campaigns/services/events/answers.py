@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -10,9 +11,9 @@ from typing import TYPE_CHECKING
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 
-from audience.models import Contact
 from campaigns.models import Campaign, CampaignRun, Recipient, RecipientState, RunStatus
 from campaigns.services import arms, dispatch, eligibility
+from config import sql
 from messaging.services import create as create_service
 
 if TYPE_CHECKING:
@@ -32,8 +33,10 @@ def trigger_run(campaign: Campaign, *, lock: bool = False) -> CampaignRun | None
     return runs.order_by("-started_at", "-id").first()
 
 
-def answers_add(pairs: list[tuple[ClaimedEvent, Campaign]], contacts: dict[int, Contact], *, now: dt.datetime) -> None:
+def answers_add(pairs: list[tuple[ClaimedEvent, Campaign]], zones: dict[int, str], *, now: dt.datetime) -> None:
     """One recipient per match in its campaign's run, decided by the launch snapshot's rule.
+
+    ``zones`` holds the time zone of each of the events' contacts (locked by the caller).
 
     Decided in event order, then campaign order, as if the events had come one at a time: an
     earlier answer to a contact counts against the frequency cap of a later one. Each run row
@@ -48,13 +51,13 @@ def answers_add(pairs: list[tuple[ClaimedEvent, Campaign]], contacts: dict[int, 
         else:
             runs[pk] = run
     # A contact deleted since its event was stored took its events along: nothing to answer.
-    pairs = [(event, campaign) for event, campaign in pairs if campaign.pk in runs and event.contact_id in contacts]
+    pairs = [(event, campaign) for event, campaign in pairs if campaign.pk in runs and event.contact_id in zones]
     if not pairs:
         return
     statement = eligibility.answers_statement(
         [(event.pk, event.contact_id, campaign) for event, campaign in pairs],
         now,
-        zones={contacts[event.contact_id].timezone for event, _ in pairs},
+        zones={zones[event.contact_id] for event, _ in pairs},
         sender_errors={pk: _sender_error(campaign) for pk, campaign in campaigns.items()},
     )
     with connection.cursor() as cursor:
@@ -87,23 +90,53 @@ def _sender_error(campaign: Campaign) -> str:
 
 
 def _run_answers_insert(campaign: Campaign, run: CampaignRun, answers: list[tuple[Recipient, ClaimedEvent]]) -> None:
-    """Insert a run's new recipients, their pending messages (one INSERT each) and its counters (one UPDATE)."""
-    recipients = Recipient.objects.bulk_create([recipient for recipient, _ in answers])  # ids set on each
+    """Insert a run's new recipients, their pending messages (one INSERT each) and its counters (one UPDATE).
+
+    The recipients' ids are drawn first, so their messages (which name them as their source) are
+    created before them and each recipient is inserted with its message: no second write of it.
+    """
+    recipients = [recipient for recipient, _ in answers]
+    ids = sql.fetch("SELECT nextval(%s::regclass) FROM generate_series(1, %s)", [_recipient_sequence(), len(answers)])
+    for recipient, (pk,) in zip(recipients, ids, strict=True):
+        recipient.pk = pk
     waiting = (RecipientState.PENDING, RecipientState.HELD)
     sending = [(recipient, event) for recipient, event in answers if recipient.state in waiting]
+    message_ids = {}
     if sending:
         message_ids = arms.answers_messages_create(campaign, sending, ContentType.objects.get_for_model(Recipient))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                """UPDATE campaigns_recipient r SET message_id = m.message_id
-                   FROM unnest(%s::bigint[], %s::bigint[]) AS m (recipient_id, message_id)
-                   WHERE r.id = m.recipient_id""",
-                [list(message_ids), list(message_ids.values())],
-            )
+    source, arrays = sql.unnest(
+        _RECIPIENT_COLUMNS,
+        [
+            (r.pk, r.contact_id, r.event_id, r.arm, r.state, r.reason, r.detail, r.release_at, message_ids.get(r.pk))
+            for r in recipients
+        ],
+    )
+    names = ", ".join(name for name, _ in _RECIPIENT_COLUMNS)
+    sql.fetch(f"INSERT INTO campaigns_recipient (run_id, {names}) SELECT %s, {names} FROM {source}", [run.pk, *arrays])
     _counters_add(run.pk, Counter((recipient.state, recipient.reason) for recipient in recipients))
     arms.answers_sizes_add(run.pk, recipients)
     if run.status == RunStatus.RUNNING and any(recipient.state == RecipientState.PENDING for recipient in recipients):
         dispatch.dispatch_start(run.pk, chains=1)  # after commit
+
+
+_RECIPIENT_COLUMNS = (
+    ("id", "bigint"),
+    ("contact_id", "bigint"),
+    ("event_id", "bigint"),
+    ("arm", "bigint"),
+    ("state", "text"),
+    ("reason", "text"),
+    ("detail", "text"),
+    ("release_at", "timestamptz"),
+    ("message_id", "bigint"),
+)
+
+
+@functools.cache
+def _recipient_sequence() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence('campaigns_recipient', 'id')")
+        return cursor.fetchone()[0]
 
 
 def _counters_add(run_id: int, counts: Counter[tuple[str, str]]) -> None:

@@ -207,10 +207,12 @@ def _batch_answer(batch: list[ClaimedEvent], *, keyword: str, now: dt.datetime) 
     contact_ids = sorted({event.contact_id for events in candidates.values() for event in events})
     # One batch at a time per contact (ids in order, so two matchers never deadlock): the
     # frequency cap counts what an earlier batch queued.
-    contacts = {
-        contact.pk: contact
-        for contact in Contact.objects.select_for_update(no_key=True).filter(pk__in=contact_ids).order_by("pk")
-    }
+    zones = dict(
+        Contact.objects.select_for_update(no_key=True)
+        .filter(pk__in=contact_ids)
+        .order_by("pk")
+        .values_list("pk", "timezone")
+    )
     allowed: dict[int, set[int]] = {}
     for campaign in campaigns:
         ids = sorted({event.contact_id for event in candidates[campaign.pk]})
@@ -227,7 +229,7 @@ def _batch_answer(batch: list[ClaimedEvent], *, keyword: str, now: dt.datetime) 
     pairs = _matches_claim(pairs)
     if not pairs:
         return
-    answers_add(pairs, contacts, now=now)
+    answers_add(pairs, zones, now=now)
 
 
 def _contacts_matching(campaign: Campaign, contact_ids: list[int], *, now: dt.datetime) -> set[int]:
