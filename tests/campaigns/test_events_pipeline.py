@@ -150,6 +150,28 @@ def test_a_matcher_marks_its_events_before_it_locks_a_run(contacts):
 
 
 @pytest.mark.django_db
+def test_a_run_closed_between_deciding_and_writing_is_decided_again_without_it(contacts):
+    # Answers are decided before the runs are locked; a campaign cancelled meanwhile gets none,
+    # and its answer no longer counts against the other campaign's frequency cap.
+    first = _campaign("First", frequency_cap=1, frequency_window=timedelta(hours=1))
+    second = _campaign("Second", frequency_cap=1, frequency_window=timedelta(hours=1))
+    _store(contacts[:1])
+    write = events.answers.BatchAnswers.write
+
+    def cancel_then_write(answers):
+        assert {answer.state for answer, _ in answers.rows[second.pk]} == {"skipped"}  # capped by First's
+        services.campaign_cancel(first)
+        write(answers)
+
+    with mock.patch.object(events.answers.BatchAnswers, "write", cancel_then_write):
+        assert len(events.events_match()) == 1
+    [recipient] = Recipient.objects.all()
+    assert (recipient.run.campaign_id, recipient.state) == (second.pk, "pending")
+    assert CampaignRun.objects.get(campaign=first).total == 0
+    assert_counts_match_recount(CampaignRun.objects.get(campaign=second))
+
+
+@pytest.mark.django_db
 def test_the_matcher_task_clears_its_kick_and_requeues_itself_while_more_is_left(contacts):
     _campaign()
     _store(contacts[:3])

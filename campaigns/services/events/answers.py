@@ -33,52 +33,77 @@ def trigger_run(campaign: Campaign, *, lock: bool = False) -> CampaignRun | None
     return runs.order_by("-started_at", "-id").first()
 
 
-def answers_add(pairs: list[tuple[ClaimedEvent, Campaign]], zones: dict[int, str], *, now: dt.datetime) -> None:
-    """One recipient per match in its campaign's run, decided by the launch snapshot's rule.
+class BatchAnswers:
+    """A batch's matches answered in their campaigns' runs: decided first, then written.
 
-    ``zones`` holds the time zone of each of the events' contacts (locked by the caller).
+    One recipient per match, decided by the launch snapshot's rule in event order, then campaign
+    order, as if the events had come one at a time: an earlier answer to a contact counts
+    against the frequency cap of a later one. ``zones`` holds the time zone of each of the
+    events' contacts, locked by the caller (so no other matcher answers them meanwhile).
 
-    Decided in event order, then campaign order, as if the events had come one at a time: an
-    earlier answer to a contact counts against the frequency cap of a later one. Each run row
-    is locked first, so a cancel either sees these recipients (and skips them) or comes after.
+    Deciding reads the open runs without locking them, so another matcher writes its answers
+    meanwhile; ``write`` locks each run row first, so a cancel either sees these recipients (and
+    skips them) or comes after. Runs that closed or opened in between are decided again.
     """
-    campaigns = {campaign.pk: campaign for _, campaign in pairs}
-    runs: dict[int, CampaignRun] = {}
-    for pk, campaign in campaigns.items():
-        run = trigger_run(campaign, lock=True)
-        if run is None:
-            logger.warning("triggered campaign %s has no open run; its events are not answered", pk)
-        else:
-            runs[pk] = run
-    # A contact deleted since its event was stored took its events along: nothing to answer.
-    pairs = [(event, campaign) for event, campaign in pairs if campaign.pk in runs and event.contact_id in zones]
-    if not pairs:
-        return
-    statement = eligibility.answers_statement(
-        [(event.pk, event.contact_id, campaign) for event, campaign in pairs],
-        now,
-        zones={zones[event.contact_id] for event, _ in pairs},
-        sender_errors={pk: _sender_error(campaign) for pk, campaign in campaigns.items()},
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(statement.sql, statement.params)
-        decisions = cursor.fetchall()
-    rows: dict[int, list[tuple[Recipient, ClaimedEvent]]] = {}
-    for position, contact_id, state, reason, detail, release_at, arm in sorted(decisions):
-        event, campaign = pairs[position]
-        recipient = Recipient(
-            run=runs[campaign.pk],
-            contact_id=contact_id,
-            event_id=event.pk,
-            arm=arm,
-            state=state,
-            reason=reason,
-            detail=detail,
-            release_at=release_at,
+
+    def __init__(self, pairs: list[tuple[ClaimedEvent, Campaign]], zones: dict[int, str], *, now: dt.datetime):
+        self.pairs, self.zones, self.now = pairs, zones, now
+        self.campaigns = {campaign.pk: campaign for _, campaign in pairs}
+        self.runs = self._open_runs(lock=False)
+        self.rows = self._decide()
+
+    def write(self) -> None:
+        runs = self._open_runs(lock=True)
+        if {pk: run.pk for pk, run in runs.items()} != {pk: run.pk for pk, run in self.runs.items()}:
+            self.runs = runs
+            self.rows = self._decide()
+        self.runs = runs  # as locked: the status decides whether dispatchers start
+        for pk, answers in self.rows.items():
+            _run_answers_insert(self.campaigns[pk], self.runs[pk], answers)
+
+    def _open_runs(self, *, lock: bool) -> dict[int, CampaignRun]:
+        runs: dict[int, CampaignRun] = {}
+        for pk, campaign in self.campaigns.items():
+            run = trigger_run(campaign, lock=lock)
+            if run is not None:
+                runs[pk] = run
+            elif lock:
+                logger.warning("triggered campaign %s has no open run; its events are not answered", pk)
+        return runs
+
+    def _decide(self) -> dict[int, list[tuple[Recipient, ClaimedEvent]]]:
+        """Each run's new recipients (not saved), with the events they answer."""
+        # A contact deleted since its event was stored took its events along: nothing to answer.
+        pairs = [
+            (event, campaign)
+            for event, campaign in self.pairs
+            if campaign.pk in self.runs and event.contact_id in self.zones
+        ]
+        if not pairs:
+            return {}
+        statement = eligibility.answers_statement(
+            [(event.pk, event.contact_id, campaign) for event, campaign in pairs],
+            self.now,
+            zones={self.zones[event.contact_id] for event, _ in pairs},
+            sender_errors={pk: _sender_error(campaign) for pk, campaign in self.campaigns.items()},
         )
-        rows.setdefault(campaign.pk, []).append((recipient, event))
-    for pk, answers in rows.items():
-        _run_answers_insert(campaigns[pk], runs[pk], answers)
+        with connection.cursor() as cursor:
+            cursor.execute(statement.sql, statement.params)
+            decisions = cursor.fetchall()
+        rows: dict[int, list[tuple[Recipient, ClaimedEvent]]] = {}
+        for position, contact_id, state, reason, detail, release_at, arm in sorted(decisions):
+            event, campaign = pairs[position]
+            recipient = Recipient(
+                contact_id=contact_id,
+                event_id=event.pk,
+                arm=arm,
+                state=state,
+                reason=reason,
+                detail=detail,
+                release_at=release_at,
+            )
+            rows.setdefault(campaign.pk, []).append((recipient, event))
+        return rows
 
 
 def _sender_error(campaign: Campaign) -> str:

@@ -33,7 +33,7 @@ from campaigns.models import (
 from campaigns.segments import rules
 from campaigns.segments.compile import compile_rule
 from campaigns.segments.rules import RuleError
-from campaigns.services.events.answers import answers_add
+from campaigns.services.events.answers import BatchAnswers
 from campaigns.services.events.conditions import conditions_hold
 from campaigns.services.events.kick import helper_wake
 from campaigns.services.events.triggers import keyword_normalize
@@ -131,23 +131,29 @@ def events_match(
             # the planner then fetches every pending row and sorts them to keep 1,000: 50 ms at
             # 50,000 pending instead of 3, growing with the backlog it should be shrinking.
             cursor.execute("SELECT set_config('enable_bitmapscan', 'off', true)")
-            # Claimed and marked matched in one statement, before any answer: marking is the
-            # costliest write of a batch (a new version of each event, in each of its indexes),
-            # and done here it runs before answers_add locks the runs, in parallel with another
-            # matcher's answers. A rollback leaves the events pending.
             cursor.execute(
-                f"""WITH claimed AS MATERIALIZED (
-                        SELECT id FROM campaigns_event WHERE {where} ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
-                    )
-                    UPDATE campaigns_event e SET status = %s, matched_at = %s FROM claimed WHERE e.id = claimed.id
-                    RETURNING e.id, e.contact_id, e.name, e.properties""",
-                [*params, limit, EventStatus.MATCHED.value, now],
+                f"""SELECT id, contact_id, name, properties FROM campaigns_event
+                    WHERE {where} ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
+                [*params, limit],
             )
-            batch = sorted((ClaimedEvent(*row) for row in cursor.fetchall()), key=lambda event: event.pk)
+            batch = [ClaimedEvent(*row) for row in cursor.fetchall()]
             cursor.execute("SELECT set_config('enable_bitmapscan', 'on', true)")
-        if batch:
-            _batch_answer(batch, keyword=keyword, now=now)
-    return [event.pk for event in batch]
+        if not batch:
+            return []
+        answers = _batch_answer(batch, keyword=keyword, now=now)
+        # Marked once the answers are decided and before they lock the runs. Marking is the
+        # costliest write of a batch (a new version of each event, in each of its indexes): under
+        # a run's lock it would hold another matcher back as long, and done first it would keep a
+        # replay of these events (an insert on their keys) waiting for the whole batch.
+        ids = [event.pk for event in batch]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE campaigns_event SET status = %s, matched_at = %s WHERE id = ANY(%s::bigint[])",
+                [EventStatus.MATCHED.value, now, _id_array(ids)],
+            )
+        if answers is not None:
+            answers.write()
+    return ids
 
 
 class ClaimedEvent:
@@ -182,8 +188,8 @@ def events_match_pending(
             return total, True
 
 
-def _batch_answer(batch: list[ClaimedEvent], *, keyword: str, now: dt.datetime) -> None:
-    """Every (event, campaign) match of the batch, answered as one event after another would be."""
+def _batch_answer(batch: list[ClaimedEvent], *, keyword: str, now: dt.datetime) -> BatchAnswers | None:
+    """Every (event, campaign) match of the batch, decided as one event after another would be; None: none."""
     live = Campaign.objects.filter(kind=CampaignKind.TRIGGERED, status=CampaignStatus.RUNNING)
     if keyword:
         live = live.filter(trigger_keyword=keyword)
@@ -203,7 +209,7 @@ def _batch_answer(batch: list[ClaimedEvent], *, keyword: str, now: dt.datetime) 
     }
     campaigns = [campaign for campaign in campaigns if candidates[campaign.pk]]
     if not campaigns:
-        return
+        return None
     contact_ids = sorted({event.contact_id for events in candidates.values() for event in events})
     # One batch at a time per contact (ids in order, so two matchers never deadlock): the
     # frequency cap counts what an earlier batch queued.
@@ -228,8 +234,8 @@ def _batch_answer(batch: list[ClaimedEvent], *, keyword: str, now: dt.datetime) 
     ]
     pairs = _matches_claim(pairs)
     if not pairs:
-        return
-    answers_add(pairs, zones, now=now)
+        return None
+    return BatchAnswers(pairs, zones, now=now)
 
 
 def _contacts_matching(campaign: Campaign, contact_ids: list[int], *, now: dt.datetime) -> set[int]:
