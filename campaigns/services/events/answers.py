@@ -53,18 +53,17 @@ class BatchAnswers:
         self.rows = self._decide()
 
     def write(self) -> None:
-        runs = self._open_runs(lock=True)
-        if {pk: run.pk for pk, run in runs.items()} != {pk: run.pk for pk, run in self.runs.items()}:
-            self.runs = runs
+        decided_for = {pk: run.pk for pk, run in self.runs.items()}
+        self.runs = self._open_runs(lock=True)  # as locked: their status decides whether dispatchers start
+        if {pk: run.pk for pk, run in self.runs.items()} != decided_for:
             self.rows = self._decide()
-        self.runs = runs  # as locked: the status decides whether dispatchers start
         for pk, answers in self.rows.items():
             _run_answers_insert(self.campaigns[pk], self.runs[pk], answers)
 
     def _open_runs(self, *, lock: bool) -> dict[int, CampaignRun]:
         runs: dict[int, CampaignRun] = {}
-        for pk, campaign in self.campaigns.items():
-            run = trigger_run(campaign, lock=lock)
+        for pk in sorted(self.campaigns):  # locked in one order by every matcher: no deadlock
+            run = trigger_run(self.campaigns[pk], lock=lock)
             if run is not None:
                 runs[pk] = run
             elif lock:
