@@ -49,25 +49,30 @@ class BatchAnswers:
     def __init__(self, pairs: list[tuple[ClaimedEvent, Campaign]], zones: dict[int, str], *, now: dt.datetime):
         self.pairs, self.zones, self.now = pairs, zones, now
         self.campaigns = {campaign.pk: campaign for _, campaign in pairs}
-        self.runs = self._open_runs(lock=False)
+        self.runs = _open_runs(sorted(self.campaigns))  # {campaign id: (run id, status)}
         self.rows = self._decide()
 
     def write(self) -> None:
-        decided_for = {pk: run.pk for pk, run in self.runs.items()}
-        self.runs = self._open_runs(lock=True)  # as locked: their status decides whether dispatchers start
-        if {pk: run.pk for pk, run in self.runs.items()} != decided_for:
+        decided_for = {pk: run_id for pk, (run_id, _) in self.runs.items()}
+        self.runs = self._runs_locked()  # as locked: their status decides whether dispatchers start
+        if {pk: run_id for pk, (run_id, _) in self.runs.items()} != decided_for:
             self.rows = self._decide()
         for pk, answers in self.rows.items():
-            _run_answers_insert(self.campaigns[pk], self.runs[pk], answers)
+            _run_answers_insert(self.campaigns[pk], *self.runs[pk], answers)
 
-    def _open_runs(self, *, lock: bool) -> dict[int, CampaignRun]:
-        runs: dict[int, CampaignRun] = {}
-        for pk in sorted(self.campaigns):  # locked in one order by every matcher: no deadlock
-            run = trigger_run(self.campaigns[pk], lock=lock)
-            if run is not None:
-                runs[pk] = run
-            elif lock:
+    def _runs_locked(self) -> dict[int, tuple[int, str]]:
+        """The open runs, locked: those read when deciding, if still open; else each campaign's looked up again."""
+        locked = _runs_lock(sorted(run_id for run_id, _ in self.runs.values()))
+        runs = {pk: (run_id, locked[run_id]) for pk, (run_id, _) in self.runs.items() if locked.get(run_id) in _OPEN}
+        if len(runs) == len(self.campaigns):
+            return runs
+        runs = {}  # a run closed meanwhile, or a campaign had none
+        for pk in sorted(self.campaigns):
+            run = trigger_run(self.campaigns[pk], lock=True)
+            if run is None:
                 logger.warning("triggered campaign %s has no open run; its events are not answered", pk)
+            else:
+                runs[pk] = (run.pk, run.status)
         return runs
 
     def _decide(self) -> dict[int, list[tuple[Recipient, ClaimedEvent]]]:
@@ -105,6 +110,32 @@ class BatchAnswers:
         return rows
 
 
+_OPEN = (RunStatus.RUNNING, RunStatus.PAUSED)
+
+
+def _open_runs(campaign_ids: list[int]) -> dict[int, tuple[int, str]]:
+    """{campaign id: (run id, status)} of the campaigns' open runs as trigger_run finds them, in one query."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT DISTINCT ON (campaign_id) campaign_id, id, status FROM campaigns_campaignrun
+               WHERE campaign_id = ANY(%s) AND status = ANY(%s)
+               ORDER BY campaign_id, started_at DESC, id DESC""",
+            [campaign_ids, [status.value for status in _OPEN]],
+        )
+        return {campaign_id: (run_id, status) for campaign_id, run_id, status in cursor.fetchall()}
+
+
+def _runs_lock(run_ids: list[int]) -> dict[int, str]:
+    """Lock the runs (in id order, as every matcher does: no deadlock); {run id: status} as locked."""
+    if not run_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, status FROM campaigns_campaignrun WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [run_ids]
+        )
+        return dict(cursor.fetchall())
+
+
 def _sender_error(campaign: Campaign) -> str:
     try:
         create_service.sender_for_template(campaign.template, campaign.sender)
@@ -113,7 +144,9 @@ def _sender_error(campaign: Campaign) -> str:
     return ""
 
 
-def _run_answers_insert(campaign: Campaign, run: CampaignRun, answers: list[tuple[Recipient, ClaimedEvent]]) -> None:
+def _run_answers_insert(
+    campaign: Campaign, run_id: int, status: str, answers: list[tuple[Recipient, ClaimedEvent]]
+) -> None:
     """Insert a run's new recipients, their pending messages (one INSERT each) and its counters (one UPDATE).
 
     The recipients' ids are drawn first, so their messages (which name them as their source) are
@@ -136,11 +169,11 @@ def _run_answers_insert(campaign: Campaign, run: CampaignRun, answers: list[tupl
         ],
     )
     names = ", ".join(name for name, _ in _RECIPIENT_COLUMNS)
-    sql.fetch(f"INSERT INTO campaigns_recipient (run_id, {names}) SELECT %s, {names} FROM {source}", [run.pk, *arrays])
-    _counters_add(run.pk, Counter((recipient.state, recipient.reason) for recipient in recipients))
-    arms.answers_sizes_add(run.pk, recipients)
-    if run.status == RunStatus.RUNNING and any(recipient.state == RecipientState.PENDING for recipient in recipients):
-        dispatch.dispatch_start(run.pk, chains=1)  # after commit
+    sql.fetch(f"INSERT INTO campaigns_recipient (run_id, {names}) SELECT %s, {names} FROM {source}", [run_id, *arrays])
+    _counters_add(run_id, Counter((recipient.state, recipient.reason) for recipient in recipients))
+    arms.answers_sizes_add(run_id, recipients)
+    if status == RunStatus.RUNNING and any(recipient.state == RecipientState.PENDING for recipient in recipients):
+        dispatch.dispatch_start(run_id, chains=1)  # after commit
 
 
 _RECIPIENT_COLUMNS = (
