@@ -7,6 +7,7 @@ from unittest import mock
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from audience import services as audience
 from audience.models import Contact
@@ -132,6 +133,42 @@ def test_racing_matchers_answer_every_event_exactly_once(contacts):
     assert Recipient.objects.values("event_id", "run_id").distinct().count() == 2 * len(stored)
     assert not Event.objects.filter(status="pending").exists()
     assert_counts_match_recount(CampaignRun.objects.get(campaign=campaign))
+
+
+@pytest.mark.django_db
+def test_a_matcher_marks_its_events_before_it_locks_a_run(contacts):
+    # Marking a batch is its costliest write: done under the run's lock, it would hold a second
+    # matcher back for as long (they share the run row).
+    _campaign()
+    _store(contacts[:3])
+    with CaptureQueriesContext(connection) as queries:
+        assert len(events.events_match()) == 3
+    statements = [query["sql"] for query in queries.captured_queries]
+    run_locked = next(n for n, sql in enumerate(statements) if "campaigns_campaignrun" in sql and "FOR UPDATE" in sql)
+    assert any("UPDATE campaigns_event" in sql for sql in statements[:run_locked])
+    assert not any("UPDATE campaigns_event" in sql for sql in statements[run_locked:])
+
+
+@pytest.mark.django_db
+def test_a_run_closed_between_deciding_and_writing_is_decided_again_without_it(contacts):
+    # Answers are decided before the runs are locked; a campaign cancelled meanwhile gets none,
+    # and its answer no longer counts against the other campaign's frequency cap.
+    first = _campaign("First", frequency_cap=1, frequency_window=timedelta(hours=1))
+    second = _campaign("Second", frequency_cap=1, frequency_window=timedelta(hours=1))
+    _store(contacts[:1])
+    write = events.answers.BatchAnswers.write
+
+    def cancel_then_write(answers):
+        assert {answer.state for answer, _ in answers.rows[second.pk]} == {"skipped"}  # capped by First's
+        services.campaign_cancel(first)
+        write(answers)
+
+    with mock.patch.object(events.answers.BatchAnswers, "write", cancel_then_write):
+        assert len(events.events_match()) == 1
+    [recipient] = Recipient.objects.all()
+    assert (recipient.run.campaign_id, recipient.state) == (second.pk, "pending")
+    assert CampaignRun.objects.get(campaign=first).total == 0
+    assert_counts_match_recount(CampaignRun.objects.get(campaign=second))
 
 
 @pytest.mark.django_db

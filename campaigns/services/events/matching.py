@@ -33,7 +33,7 @@ from campaigns.models import (
 from campaigns.segments import rules
 from campaigns.segments.compile import compile_rule
 from campaigns.segments.rules import RuleError
-from campaigns.services.events.answers import answers_add
+from campaigns.services.events.answers import BatchAnswers
 from campaigns.services.events.conditions import conditions_hold
 from campaigns.services.events.kick import helper_wake
 from campaigns.services.events.triggers import keyword_normalize
@@ -132,7 +132,7 @@ def events_match(
             # 50,000 pending instead of 3, growing with the backlog it should be shrinking.
             cursor.execute("SELECT set_config('enable_bitmapscan', 'off', true)")
             cursor.execute(
-                f"""SELECT id, contact_id, name, properties, occurred_at FROM campaigns_event
+                f"""SELECT id, contact_id, name, properties FROM campaigns_event
                     WHERE {where} ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
                 [*params, limit],
             )
@@ -140,25 +140,30 @@ def events_match(
             cursor.execute("SELECT set_config('enable_bitmapscan', 'on', true)")
         if not batch:
             return []
-        _batch_answer(batch, keyword=keyword, now=now)
+        answers = _batch_answer(batch, keyword=keyword, now=now)
+        # Marked once the answers are decided and before they lock the runs. Marking is the
+        # costliest write of a batch (a new version of each event, in each of its indexes): under
+        # a run's lock it would hold another matcher back as long, and done first it would keep a
+        # replay of these events (an insert on their keys) waiting for the whole batch.
         ids = [event.pk for event in batch]
         with connection.cursor() as cursor:
             cursor.execute(
                 "UPDATE campaigns_event SET status = %s, matched_at = %s WHERE id = ANY(%s::bigint[])",
                 [EventStatus.MATCHED.value, now, _id_array(ids)],
             )
+        if answers is not None:
+            answers.write()
     return ids
 
 
 class ClaimedEvent:
     """A pending event as a matcher holds it: what matching reads, without a model instance each."""
 
-    __slots__ = ("pk", "contact_id", "name", "properties", "occurred_at")
+    __slots__ = ("pk", "contact_id", "name", "properties")
 
-    def __init__(self, pk, contact_id, name, properties, occurred_at):
+    def __init__(self, pk, contact_id, name, properties):
         self.pk, self.contact_id, self.name = pk, contact_id, name
         self.properties = properties if isinstance(properties, dict) else json.loads(properties or "{}")
-        self.occurred_at = occurred_at
 
 
 def _id_array(ids) -> str:
@@ -183,8 +188,8 @@ def events_match_pending(
             return total, True
 
 
-def _batch_answer(batch: list[ClaimedEvent], *, keyword: str, now: dt.datetime) -> None:
-    """Every (event, campaign) match of the batch, answered as one event after another would be."""
+def _batch_answer(batch: list[ClaimedEvent], *, keyword: str, now: dt.datetime) -> BatchAnswers | None:
+    """Every (event, campaign) match of the batch, decided as one event after another would be; None: none."""
     live = Campaign.objects.filter(kind=CampaignKind.TRIGGERED, status=CampaignStatus.RUNNING)
     if keyword:
         live = live.filter(trigger_keyword=keyword)
@@ -204,14 +209,16 @@ def _batch_answer(batch: list[ClaimedEvent], *, keyword: str, now: dt.datetime) 
     }
     campaigns = [campaign for campaign in campaigns if candidates[campaign.pk]]
     if not campaigns:
-        return
+        return None
     contact_ids = sorted({event.contact_id for events in candidates.values() for event in events})
     # One batch at a time per contact (ids in order, so two matchers never deadlock): the
     # frequency cap counts what an earlier batch queued.
-    contacts = {
-        contact.pk: contact
-        for contact in Contact.objects.select_for_update(no_key=True).filter(pk__in=contact_ids).order_by("pk")
-    }
+    zones = dict(
+        Contact.objects.select_for_update(no_key=True)
+        .filter(pk__in=contact_ids)
+        .order_by("pk")
+        .values_list("pk", "timezone")
+    )
     allowed: dict[int, set[int]] = {}
     for campaign in campaigns:
         ids = sorted({event.contact_id for event in candidates[campaign.pk]})
@@ -227,8 +234,8 @@ def _batch_answer(batch: list[ClaimedEvent], *, keyword: str, now: dt.datetime) 
     ]
     pairs = _matches_claim(pairs)
     if not pairs:
-        return
-    answers_add(pairs, contacts, now=now)
+        return None
+    return BatchAnswers(pairs, zones, now=now)
 
 
 def _contacts_matching(campaign: Campaign, contact_ids: list[int], *, now: dt.datetime) -> set[int]:
