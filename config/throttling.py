@@ -16,17 +16,25 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] (``API_THROTTLE_<SCOPE>_RATE``); a scop
 falls back to read or write. A throttled request gets 429 with a Retry-After header (DRF's
 Throttled) saying when the window ends.
 
-Counting is one atomic step in Redis per request (a Lua script: INCR, and EXPIRE when the window
-opens; one round trip), so concurrent requests are each counted once and exactly the rate passes
-per window; a read-then-write of a cached history let most of 1,260 concurrent requests through
-uncounted. A window opens with a bucket's first request. Redis down: requests pass (logged), as
-the rest of the API fails on its own if the cache is needed.
+Counting is one atomic step in Redis (a Lua script: INCRBY, and EXPIRE when the window opens; one
+round trip), so concurrent requests are each counted once and never more than the rate passes per
+window; a read-then-write of a cached history let most of 1,260 concurrent requests through
+uncounted. A window opens with a bucket's first request. For a rate of a thousand a window or
+more, a process counts a chunk at a time (``chunk``: a thousandth of the rate, at most 100): one
+INCRBY takes that many requests' worth of the bucket, and the process's next requests spend them
+without a round trip (the Redis call was a fifth of a single event's CPU). Still never more than
+the rate passes; a client at its limit may be refused up to a chunk per process early (permits
+held by another process when the window ends), 0.1 % of the rate each. Redis down: requests pass
+(logged), as the rest of the API fails on its own if the cache is needed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import threading
+import time
 
 import redis
 from rest_framework.settings import api_settings
@@ -50,10 +58,11 @@ SCOPE_BY_URL_NAME = {
 EVENTS_URL_PREFIX = "event-"
 EVENTS_BATCH_PATH = "/events/batch"
 
-# KEYS[1]: the bucket; ARGV[1]: the window in seconds. Returns the count so far and the seconds left.
+# KEYS[1]: the bucket; ARGV[1]: the window in seconds; ARGV[2]: how many requests to count.
+# Returns the count so far and the seconds left.
 _COUNT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then
+local count = redis.call('INCRBY', KEYS[1], ARGV[2])
+if count == tonumber(ARGV[2]) then
     redis.call('EXPIRE', KEYS[1], ARGV[1])
 end
 local ttl = redis.call('TTL', KEYS[1])
@@ -66,12 +75,58 @@ return {count, ttl}
 _script = None
 
 
-def _count(key: str, window: int) -> tuple[int, int]:
+def _count(key: str, window: int, requests: int = 1) -> tuple[int, int]:
     global _script
     if _script is None:
         _script = redis_client().register_script(_COUNT)
-    count, ttl = _script(keys=[key], args=[window])
+    count, ttl = _script(keys=[key], args=[window, requests])
     return int(count), int(ttl)
+
+
+CHUNK_DIVISOR = 1000
+MAX_CHUNK = 100
+
+
+def chunk(num_requests: int) -> int:
+    """How many requests of a bucket with this rate a process counts in Redis at once."""
+    return max(1, min(MAX_CHUNK, num_requests // CHUNK_DIVISOR))
+
+
+class _Permits:
+    """Requests a process has counted in Redis and not spent yet: {bucket: [left, window ends (monotonic)]}."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self.lock = threading.Lock()
+        self.held: dict[str, list[float]] = {}
+
+    def take(self, key: str, window: int, limit: int) -> tuple[bool, float]:
+        """(allowed, seconds until the window ends) for one request on ``key``."""
+        now = time.monotonic()
+        with self.lock:
+            held = self.held.get(key)
+            if held is not None and held[0] >= 1 and held[1] > now:
+                held[0] -= 1
+                return True, held[1] - now
+        size = chunk(limit)
+        count, ttl = _count(key, window, size)
+        granted = max(0, min(size, limit - (count - size)))  # what of this chunk is within the rate
+        with self.lock:
+            if len(self.held) > 10_000:  # forget ended windows now and then
+                self.held = {k: v for k, v in self.held.items() if v[1] > now}
+            if granted and size > 1:
+                held = self.held.get(key)
+                if held is not None and held[1] > now:
+                    held[0] += granted - 1
+                else:
+                    self.held[key] = [granted - 1, now + ttl]
+        return granted > 0, ttl
+
+
+_permits = _Permits()
 
 
 def request_scope(request, view=None) -> str:
@@ -107,14 +162,14 @@ class TokenRateThrottle(SimpleRateThrottle):
         if key is None:
             return True
         try:
-            count, self._seconds_left = _count(key, self.duration)
+            allowed, self._seconds_left = _permits.take(key, self.duration, self.num_requests)
         except redis.RedisError as exc:
             logger.warning("API throttling skipped, Redis did not answer: %s", exc)
             return True
-        return count <= self.num_requests
+        return allowed
 
     def wait(self) -> float | None:
-        return max(getattr(self, "_seconds_left", self.duration), 1)
+        return max(int(getattr(self, "_seconds_left", self.duration)), 1)
 
     def get_cache_key(self, request, view) -> str | None:
         auth = getattr(request, "auth", None)

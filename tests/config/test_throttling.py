@@ -82,7 +82,7 @@ def test_a_view_with_its_own_scope_counts_apart_with_the_rate_of_one_setting(sta
 def test_requests_pass_when_redis_does_not_answer(staff_api, rates, monkeypatch):
     import redis
 
-    def down(key, window):
+    def down(key, window, requests=1):
         raise redis.ConnectionError("refused")
 
     monkeypatch.setattr(throttling, "_count", down)
@@ -205,3 +205,25 @@ def test_concurrent_event_posts_let_exactly_the_events_rate_through(staff_user, 
         thread.join()
     cache.clear()
     assert codes[429] == threads_count * each - 25 and sum(codes.values()) == threads_count * each
+
+
+@pytest.mark.django_db
+def test_a_high_rate_is_counted_in_redis_a_chunk_at_a_time_and_never_passes_the_rate(staff_api, settings, monkeypatch):
+    """3,000 an hour: a process counts 3 requests in Redis at once and spends them without a round trip."""
+    cache.clear()
+    monkeypatch.setattr(throttling, "_permits", throttling._Permits())
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"read": "3000/hour"}}
+    calls = []
+    counted = throttling._count
+    monkeypatch.setattr(throttling, "_count", lambda *args: calls.append(args[2]) or counted(*args))
+    assert [staff_api.get("/api/v1/topics/").status_code for _ in range(7)] == [200] * 7
+    assert calls == [3, 3, 3]  # three round trips for seven requests
+    (key,) = [key.decode() for key in throttling.redis_client().keys(throttling.KEY_PREFIX + "read:*")]
+    assert int(throttling.redis_client().get(key)) == 9
+    # Other processes took the rest of the window but one request: this one gets that one, no more.
+    throttling.redis_client().set(key, 2999, keepttl=True)
+    monkeypatch.setattr(throttling, "_permits", throttling._Permits())
+    assert staff_api.get("/api/v1/topics/").status_code == 200
+    refused = staff_api.get("/api/v1/topics/")
+    assert refused.status_code == 429 and 3500 < int(refused["Retry-After"]) <= 3600
+    cache.clear()
