@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import psycopg
 import pytest
-from django.conf import settings
-from django.db import OperationalError, connection
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections
 
 from audience.models import Contact
 from config import sql
@@ -17,10 +15,12 @@ def _connection_killed() -> None:
     """The server ends this process's connection, as a restart or an idle timeout would."""
     connection.ensure_connection()
     pid = connection.connection.info.backend_pid
-    db = settings.DATABASES["default"]
-    params = {"host": db["HOST"], "port": db["PORT"], "user": db["USER"], "password": db["PASSWORD"] or None}
-    with psycopg.connect(dbname=db["NAME"], autocommit=True, **params) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    other = connections.create_connection(DEFAULT_DB_ALIAS)  # the same settings, a connection of its own
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    finally:
+        other.close()
 
 
 @pytest.mark.django_db(transaction=True)
