@@ -85,16 +85,23 @@ def process_tree_cpu(pid: int) -> float:
     return total
 
 
+_backends_seen: dict[tuple[str, int, float], float] = {}
+
+
 def postgres_backends_cpu(database: str) -> float:
-    """CPU seconds used by the local PostgreSQL backends serving ``database`` (0 if not visible)."""
+    """CPU seconds used by the local PostgreSQL backends serving ``database`` (0 if not visible).
+
+    A backend that has exited (an autovacuum worker, a closed connection) still counts with the CPU
+    it had when last seen, so a difference between two calls never goes negative; what it used
+    after that is lost.
+    """
     import psutil
 
-    total = 0.0
-    for process in psutil.process_iter(["cmdline"]):
+    for process in psutil.process_iter(["cmdline", "create_time"]):
         try:
             if f" {database} " in " ".join(process.info["cmdline"] or []) + " ":
                 times = process.cpu_times()
-                total += times.user + times.system
+                _backends_seen[(database, process.pid, process.info["create_time"])] = times.user + times.system
         except psutil.Error:
             continue
-    return total
+    return sum(cpu for (name, _, _), cpu in _backends_seen.items() if name == database)
