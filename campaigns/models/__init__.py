@@ -15,7 +15,7 @@ from campaigns.models.campaigns import (
     WinnerPick,
     WinnerUndecided,
 )
-from campaigns.models.events import Event, EventStatus
+from campaigns.models.events import Event, EventStatus, PendingEvent
 from campaigns.models.outcomes import AttributionCheck, AttributionHorizon, Conversion
 from campaigns.models.runs import CampaignRun, Recipient, RecipientState, RunStatus, SkipReason
 from campaigns.models.segments import Segment
@@ -35,6 +35,7 @@ __all__ = [
     "Conversion",
     "Event",
     "EventStatus",
+    "PendingEvent",
     "Recipient",
     "RecipientState",
     "RunStatus",

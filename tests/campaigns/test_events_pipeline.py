@@ -6,13 +6,13 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from audience import services as audience
 from audience.models import Contact
 from campaigns import services
-from campaigns.models import Campaign, CampaignRun, Event, Recipient
+from campaigns.models import Campaign, CampaignRun, Event, PendingEvent, Recipient
 from campaigns.services import events
 from campaigns.tasks import events_match_task
 from messaging.models import Message
@@ -66,7 +66,9 @@ def test_the_database_refuses_a_second_answer_even_to_a_matcher_that_reprocesses
     campaign = _campaign()
     [event_id] = _store(contacts[:1])
     events.events_match()
-    Event.objects.filter(pk=event_id).update(status="pending")  # as if its "matched" mark were lost
+    # As if its "matched" mark and its leaving the queue were lost.
+    Event.objects.filter(pk=event_id).update(status="pending")
+    PendingEvent.objects.create(event_id=event_id)
     events.events_match()
     assert Recipient.objects.filter(event_id=event_id).count() == 1
     assert list(Event.objects.get(pk=event_id).matched_campaigns.all()) == [campaign]
@@ -193,3 +195,81 @@ def test_a_backlog_wakes_one_second_matcher_that_shares_it(contacts):
     assert delay.call_count == 1  # its key holds back a third
     events.helper_done()
     assert Recipient.objects.count() == 25
+
+
+@pytest.mark.django_db
+def test_matching_takes_the_events_off_the_queue_and_marks_them_in_place(contacts):
+    _campaign()
+    stored = _store(contacts * 5)  # 200 events: pages of them, not one
+    assert set(PendingEvent.objects.values_list("event_id", flat=True)) == set(stored)
+    updates_before = _event_updates()
+    assert len(events.events_match()) == 200
+    assert not PendingEvent.objects.exists()
+    # No index holds what marking changes, and each page has room for its rows' new versions:
+    # PostgreSQL rewrites them in place (HOT) without touching an index.
+    updated, hot = (after - before for after, before in zip(_event_updates(), updates_before, strict=True))
+    assert (updated, hot) == (200, 200)
+    assert set(Event.objects.filter(pk__in=stored).values_list("status", flat=True)) == {"matched"}
+
+
+@pytest.mark.django_db
+def test_a_queued_event_deleted_before_it_was_matched_leaves_the_queue_with_the_next_matcher(contacts):
+    _campaign()
+    gone, kept = _store(contacts[:2])
+    Event.objects.filter(pk=gone).delete()  # e.g. its contact erased meanwhile
+    assert PendingEvent.objects.filter(event_id=gone).exists()  # no cascade: no constraint to check
+    assert events.events_match() == [kept]
+    assert not PendingEvent.objects.exists()
+    assert Recipient.objects.get().event_id == kept
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_queued_event_another_transaction_holds_is_skipped_and_answered_once_it_is_free(contacts):
+    campaign = _campaign()
+    held, free = _store(contacts[:2])
+    locked, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def holder():
+        try:
+            with transaction.atomic():  # as the waiting door does with the event it matches
+                Event.objects.select_for_update(no_key=True).get(pk=held)
+                locked.set()
+                release.wait(30)
+        finally:
+            connection.close()
+            done.set()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert locked.wait(30)
+    try:
+        assert events.events_match() == [free]
+        assert PendingEvent.objects.filter(event_id=held).exists()  # still queued, not lost
+    finally:
+        release.set()
+        thread.join(30)
+    assert done.is_set()
+    assert events.events_match() == [held]
+    assert not PendingEvent.objects.exists()
+    assert sorted(Recipient.objects.values_list("event_id", flat=True)) == sorted([held, free])
+    assert_counts_match_recount(CampaignRun.objects.get(campaign=campaign))
+
+
+@pytest.mark.django_db
+def test_an_event_matched_by_id_leaves_the_queue_and_no_worker_answers_it_again(contacts):
+    _campaign()
+    [event_id] = _store(contacts[:1])
+    assert events.events_match([event_id]) == [event_id]  # the waiting door, on a replay
+    assert not PendingEvent.objects.exists()
+    assert events.events_match() == []
+    assert Recipient.objects.filter(event_id=event_id).count() == 1
+
+
+def _event_updates() -> tuple[int, int]:
+    """Rows of campaigns_event this backend updated, and HOT-updated, since its statistics were last sent."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT pg_stat_get_xact_tuples_updated('campaigns_event'::regclass),
+                      pg_stat_get_xact_tuples_hot_updated('campaigns_event'::regclass)"""
+        )
+        return cursor.fetchone()

@@ -241,7 +241,8 @@ _UNKNOWN_ID = "unknown id"
 _NEEDS_CONTACT = "needs a contact"
 
 # Finds the contacts by id or phone and inserts the events whose keys are new, in key order (two
-# requests never wait on each other's keys in a cycle); one row per item: (key, contact, id, status).
+# requests never wait on each other's keys in a cycle), the pending ones with their row in the
+# matchers' queue; one row per item: (key, contact, id, status).
 _PENDING, _UNKNOWN = sql.literal(EventStatus.PENDING), sql.literal(EventStatus.UNKNOWN_CONTACT)
 _INSERT_SQL = f"""
 WITH s AS (
@@ -268,6 +269,8 @@ WITH s AS (
     ORDER BY r.key
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING idempotency_key, id, status
+), queued AS (
+    INSERT INTO campaigns_pendingevent (event_id) SELECT id FROM inserted WHERE status = {_PENDING}
 )
 SELECT r.key, r.contact_id, r.resolved, r.create_contact, inserted.id, inserted.status
 FROM r LEFT JOIN inserted ON inserted.idempotency_key = r.key
@@ -285,14 +288,20 @@ def _event_id_sequence() -> str:
 # once per connection; the general statement above costs 0.7 ms to plan and 1.7 ms to run for one
 # row), and no health-check query before it (config.sql.fetch_one_prepared).
 _INSERT_ONE_SQL = f"""
-INSERT INTO campaigns_event (contact_id, contact_phone_hash, name, properties, occurred_at, received_at,
-                             idempotency_key, request_hash, status)
-SELECT c.id, '', %(name)s::text, %(properties)s::jsonb, COALESCE(%(occurred_at)s::timestamptz, %(now)s::timestamptz),
-       %(now)s::timestamptz, %(key)s::text, %(request_hash)s::text, {_PENDING}
-FROM audience_contact c
-WHERE c.id = %(contact_id)s::bigint
-ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING id, status
+WITH inserted AS (
+    INSERT INTO campaigns_event (contact_id, contact_phone_hash, name, properties, occurred_at, received_at,
+                                 idempotency_key, request_hash, status)
+    SELECT c.id, '', %(name)s::text, %(properties)s::jsonb,
+           COALESCE(%(occurred_at)s::timestamptz, %(now)s::timestamptz), %(now)s::timestamptz, %(key)s::text,
+           %(request_hash)s::text, {_PENDING}
+    FROM audience_contact c
+    WHERE c.id = %(contact_id)s::bigint
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, status
+), queued AS (
+    INSERT INTO campaigns_pendingevent (event_id) SELECT id FROM inserted
+)
+SELECT id, status FROM inserted
 """
 # Not inserted: an unknown contact (which wins over a used key, as in the general statement),
 # else the key was used before.

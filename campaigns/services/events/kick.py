@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from campaigns.models import Event, EventStatus
+from campaigns.models import PendingEvent
 from config import observe
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def events_linger(seconds: float = MATCHER_LINGER, poll: float = 0.05) -> bool:
     """Watch for pending events until ``seconds`` pass with none; True as soon as some are there."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if Event.objects.filter(status=EventStatus.PENDING).exists():
+        if PendingEvent.objects.exists():
             return True
         time.sleep(poll)
     return False

@@ -1,11 +1,11 @@
 """Matching events to triggered campaigns: a batch at a time in the workers, or one event in the request.
 
-Workers claim pending events (FOR UPDATE SKIP LOCKED, so matchers never share one), match the
-batch against the running triggered campaigns with a few statements per campaign, and mark
-the events matched in the same transaction. A crash rolls all of it back and leaves the events
-pending for the next matcher; a committed batch is never claimed again. (event, campaign) is
-unique in the matched-campaigns table and (event, run) among recipients: the database refuses
-a second answer even to a matcher that got it wrong.
+Workers claim pending events from their queue, PendingEvent (FOR UPDATE SKIP LOCKED, so
+matchers never share one), match the batch against the running triggered campaigns with a few
+statements per campaign, and mark the events matched in the same transaction. A crash rolls
+all of it back and leaves the events pending for the next matcher; a committed batch is never
+claimed again. (event, campaign) is unique in the matched-campaigns table and (event, run)
+among recipients: the database refuses a second answer even to a matcher that got it wrong.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from campaigns.services.events.conditions import conditions_hold
 from campaigns.services.events.kick import helper_wake
 from campaigns.services.events.triggers import keyword_normalize
 from config import idempotency
-from config.sql import literal
 from messaging.keywords import KEYWORDS
 from messaging.models import Direction, Message
 
@@ -120,31 +119,14 @@ def events_match(
     Events another matcher holds are skipped, not waited for.
     """
     now = now or timezone.now()
-    where, params = f"status = {literal(EventStatus.PENDING)}", []  # the text of event_pending's predicate
-    if event_ids is not None:
-        where += " AND id = ANY(%s::bigint[])"
-        params.append(_id_array(event_ids))
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            # The oldest pending events by walking the partial index event_pending in id order.
-            # The statistics lag behind a backlog (a table analysed with few events pending), and
-            # the planner then fetches every pending row and sorts them to keep 1,000: 50 ms at
-            # 50,000 pending instead of 3, growing with the backlog it should be shrinking.
-            cursor.execute("SELECT set_config('enable_bitmapscan', 'off', true)")
-            cursor.execute(
-                f"""SELECT id, contact_id, name, properties FROM campaigns_event
-                    WHERE {where} ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
-                [*params, limit],
-            )
-            batch = [ClaimedEvent(*row) for row in cursor.fetchall()]
-            cursor.execute("SELECT set_config('enable_bitmapscan', 'on', true)")
+        batch = _claim(event_ids, limit)
         if not batch:
             return []
         answers = _batch_answer(batch, keyword=keyword, now=now)
-        # Marked once the answers are decided and before they lock the runs. Marking is the
-        # costliest write of a batch (a new version of each event, in each of its indexes): under
-        # a run's lock it would hold another matcher back as long, and done first it would keep a
-        # replay of these events (an insert on their keys) waiting for the whole batch.
+        # Marked once the answers are decided and before they lock the runs: under a run's lock
+        # it would hold another matcher back as long, and done first it would keep a replay of
+        # these events (an insert on their keys) waiting for the whole batch.
         ids = [event.pk for event in batch]
         with connection.cursor() as cursor:
             cursor.execute(
@@ -154,6 +136,41 @@ def events_match(
         if answers is not None:
             answers.write()
     return ids
+
+
+def _claim(event_ids: list[int] | None, limit: int) -> list[ClaimedEvent]:
+    """Lock pending events for this transaction and take them off the queue; skips those held elsewhere.
+
+    From the queue, the oldest ``limit`` of its rows no other matcher holds; then their events,
+    skipping any another matcher holds (its queue row stays, and is deleted by whoever meets it
+    next once that event is matched). A queue row whose event is matched or gone is deleted.
+    Locks on an event's row are FOR NO KEY UPDATE: they wait for no foreign key check.
+    """
+    with connection.cursor() as cursor:
+        if event_ids is None:
+            cursor.execute(
+                "SELECT event_id FROM campaigns_pendingevent ORDER BY event_id LIMIT %s FOR UPDATE SKIP LOCKED",
+                [limit],
+            )
+            queued = [row[0] for row in cursor.fetchall()]
+            if not queued:
+                return []
+        else:
+            queued = list(event_ids)
+        cursor.execute(
+            """SELECT id, contact_id, name, properties, status FROM campaigns_event
+               WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED""",
+            [_id_array(queued)],
+        )
+        rows = cursor.fetchall()
+        held = set(queued).difference(row[0] for row in rows)  # locked elsewhere, or gone
+        if held and event_ids is None:
+            cursor.execute("SELECT id FROM campaigns_event WHERE id = ANY(%s::bigint[])", [_id_array(held)])
+            held = {row[0] for row in cursor.fetchall()}
+        done = [pk for pk in queued if pk not in held]
+        if done:
+            cursor.execute("DELETE FROM campaigns_pendingevent WHERE event_id = ANY(%s::bigint[])", [_id_array(done)])
+    return [ClaimedEvent(*row[:4]) for row in rows if row[4] == EventStatus.PENDING]
 
 
 class ClaimedEvent:
