@@ -15,7 +15,9 @@ CPU to the server):
 2. ``single``: single events stored first (``POST /api/v1/events/?wait=false``), 5 % of them
    replays of an earlier key;
 3. ``batch``: ``POST /api/v1/events/batch`` with 1,000 events each, 2 % replays;
-4. ``messages``: transactional ``POST /api/v1/messages/`` (a template to one contact).
+4. ``messages_busy``: transactional ``POST /api/v1/messages/`` (a template to one contact) while
+   the worker still sends the batches' answers;
+5. ``messages``: the same once every send is done.
 
 Then it waits for the matchers and checks the database: each event meeting the condition has
 exactly one recipient with a queued message (``duplicates``: extra ones, ``lost``: missing
@@ -248,6 +250,17 @@ def matchers_wait(timeout: float = 300.0) -> float:
     return time.monotonic() - began
 
 
+def sends_wait(timeout: float = 120.0) -> tuple[float, int]:
+    """Wait until no message is waiting for its send or its provider's answer; (seconds, how many still were)."""
+    from messaging.models import Message
+
+    began = time.monotonic()
+    waiting = Message.objects.filter(status__in=("pending", "sending", "queued"))
+    while (left := waiting.count()) and time.monotonic() - began < timeout:
+        time.sleep(0.2)
+    return time.monotonic() - began, left
+
+
 def database_check(plan: Plan, campaign_id: int) -> dict:
     from django.db import connection
 
@@ -353,16 +366,19 @@ def main(argv: list[str] | None = None) -> None:
         items = [dict(body, idempotency_key=key) for key, body in map(_of(plan), range(BATCH_SIZE))]
         batches.append(http_request(port, "/api/v1/events/batch", token, {"events": items}))
     rng = random.Random(args.seed + 1)
-    messages = [
-        http_request(
-            port,
-            "/api/v1/messages/",
-            token,
-            {"contact": rng.randint(1, args.contacts), "template": otp_id, "sender": sender_id},
-            uuid.uuid4().hex,
-        )
-        for _ in range(args.messages)
-    ]
+    messages_busy, messages = (
+        [
+            http_request(
+                port,
+                "/api/v1/messages/",
+                token,
+                {"contact": rng.randint(1, args.contacts), "template": otp_id, "sender": sender_id},
+                uuid.uuid4().hex,
+            )
+            for _ in range(args.messages)
+        ]
+        for _ in range(2)
+    )
     connections.close_all()
 
     app.control.purge()  # tasks a previous run left in the queue name rows this database no longer has
@@ -379,6 +395,11 @@ def main(argv: list[str] | None = None) -> None:
         phases["single"] = _fire_measured(server, workers, args, single, (b"202",), args.connections)
         phases["batch"] = _fire_measured(server, workers, args, batches, (b"200",), args.batch_connections, keep=True)
         drained_s = matchers_wait()
+        # Transactional messages while the worker still sends the batches' answers, then alone.
+        phases["messages_busy"] = _fire_measured(
+            server, workers, args, messages_busy, (b"201", b"202"), args.connections
+        )
+        sends_drained_s, sends_left = sends_wait()
         phases["messages"] = _fire_measured(server, workers, args, messages, (b"201", b"202"), args.connections)
         cpu_after, wall = _cpu(server.pid, workers, args.database), time.monotonic() - wall_before
     finally:
@@ -403,7 +424,10 @@ def main(argv: list[str] | None = None) -> None:
             f"CPU ms per request: gunicorn {phase['gunicorn_cpu_ms_per_request']:.2f}, "
             f"postgres {phase['postgres_cpu_ms_per_request']:.2f}, celery {phase['celery_cpu_ms_per_request']:.2f}"
         )
-    print(f"matchers drained {drained_s:.1f} s after the last batch; CPU s during the phases: {cpu}")
+    print(
+        f"matchers drained {drained_s:.1f} s after the last batch, sends {sends_drained_s:.1f} s after "
+        f"messages_busy ({sends_left} left); CPU s during the phases: {cpu}"
+    )
     print(json.dumps({"check": check, "phases": {k: _round(v) for k, v in phases.items()}}))
     summary = {
         "bench": "events",
@@ -420,6 +444,8 @@ def main(argv: list[str] | None = None) -> None:
         "match_lag_p99_s": check["match_lag_p99_s"],
         "messages_rps": round(phases["messages"]["rps"]),
         "messages_p99_ms": round(phases["messages"]["p99_ms"], 1),
+        "messages_busy_rps": round(phases["messages_busy"]["rps"]),
+        "messages_busy_p99_ms": round(phases["messages_busy"]["p99_ms"], 1),
         "baseline_single_wait_rps": round(phases["baseline"]["rps"]),
         "baseline_single_wait_p99_ms": round(phases["baseline"]["p99_ms"], 1),
         # CPU milliseconds per request of the web server and of PostgreSQL (Celery's matching and
@@ -453,6 +479,8 @@ def main(argv: list[str] | None = None) -> None:
             "cpu_s": cpu,
             "debug": False,
             "throttles": "lifted",
+            "phases": "each starts once the previous one's events are matched; messages_busy right after "
+            "the batches, while the worker sends their answers; messages once every send is done",
         },
     }
     print(json.dumps(summary))
