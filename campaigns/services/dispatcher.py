@@ -136,7 +136,9 @@ class RunDispatcher:
         )
         if unsent:
             dispatch.recipients_release(self.run_id, [self.claims.pop(message_id) for message_id in unsent])
-            return len(claimed) - len(unsent), None
+            # Given back because the run stopped, or because the batch was held up past its claim
+            # window (the sender's pace shared with other sends, a slow machine): then carry on.
+            return len(claimed) - len(unsent), 0.0 if _running(self.run_id) else None
         return len(claimed), 0.0
 
     def drain(self) -> None:

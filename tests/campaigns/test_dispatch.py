@@ -308,3 +308,59 @@ def test_a_batch_held_up_past_its_claim_window_sends_nothing_more(fake, monkeypa
     monkeypatch.setattr(send_batch, "CLAIM_SEND_WINDOW", 30.0)
     drain(run)
     assert all(fake.requests_to(phone) == 1 for phone in delivery.PHONES)
+
+
+def test_a_dispatcher_whose_batch_outlived_its_claim_window_carries_on_while_the_run_runs(fake, monkeypatch):
+    """A batch held up (the sender's pace shared with transactional sends on a busy machine) gives
+    back what it had not sent; the dispatcher then claims it again, instead of stopping and
+    leaving the run to the next upkeep."""
+    from messaging.services import send_batch
+
+    campaign = campaign_with_audience()
+    run = services.campaign_launch(campaign)
+    monkeypatch.setattr(send_batch, "CLAIM_SEND_WINDOW", 1.0)
+    calls = []
+
+    def slow_pacer(sender_id, mps, watch):
+        def pace(idle=None):
+            calls.append(1)
+            if len(calls) == 3:
+                time.sleep(1.2)  # past the window
+            return True
+
+        return pace
+
+    monkeypatch.setattr(dispatcher, "_pacer", slow_pacer)
+    run_dispatcher = dispatcher.RunDispatcher(run.pk)
+    try:
+        sent, again = run_dispatcher.batch()
+        assert (sent, again) == (2, 0.0)
+        assert Recipient.objects.filter(run=run, state="pending").count() == len(delivery.PHONES) - 2
+        monkeypatch.setattr(send_batch, "CLAIM_SEND_WINDOW", 30.0)
+        while run_dispatcher.batch()[1] == 0.0:
+            pass
+    finally:
+        run_dispatcher.close()
+    assert all(fake.requests_to(phone) == 1 for phone in delivery.PHONES)
+    assert not Recipient.objects.filter(run=run, state__in=["pending", "sending"]).exists()
+
+
+def test_a_dispatcher_whose_run_was_paused_mid_batch_stops(fake, monkeypatch):
+    campaign = campaign_with_audience()
+    run = services.campaign_launch(campaign)
+
+    def pausing_pacer(sender_id, mps, watch):
+        def pace(idle=None):
+            services.campaign_pause(campaign)
+            return False  # as the real pacer answers once the run is no longer running
+
+        return pace
+
+    monkeypatch.setattr(dispatcher, "_pacer", pausing_pacer)
+    run_dispatcher = dispatcher.RunDispatcher(run.pk)
+    try:
+        assert run_dispatcher.batch() == (0, None)
+    finally:
+        run_dispatcher.close()
+    assert fake.stats()["requests"] == 0
+    assert Recipient.objects.filter(run=run, state="pending").count() == len(delivery.PHONES)
