@@ -88,6 +88,21 @@ def process_tree_cpu(pid: int) -> float:
 _backends_seen: dict[tuple[str, int, float], float] = {}
 
 
+def redis_server_cpu() -> float:
+    """CPU seconds the Redis server of REDIS_URL has used (its INFO), 0 if it cannot be asked.
+
+    The broker, the send queue, pacing and throttles live there: on one machine it takes a share
+    of the cores that would otherwise count as used by others.
+    """
+    import redis
+
+    try:
+        info = redis.Redis.from_url(server_url("REDIS_URL")).info("cpu")
+    except redis.RedisError:
+        return 0.0
+    return float(info.get("used_cpu_sys", 0.0)) + float(info.get("used_cpu_user", 0.0))
+
+
 def postgres_backends_cpu(database: str) -> float:
     """CPU seconds used by the local PostgreSQL backends serving ``database`` (0 if not visible).
 

@@ -48,6 +48,7 @@ from bench._util import (
     percentile,
     postgres_backends_cpu,
     process_tree_cpu,
+    redis_server_cpu,
     server_url,
 )
 from bench.send import contacts_fill, workers_start, workers_wait_ready
@@ -414,7 +415,13 @@ def main(argv: list[str] | None = None) -> None:
     batch_errors = sum(result["errors"] for result in batch_results)
     check = database_check(plan, campaign_id)
     cpu = {key: round(cpu_after[key] - cpu_before[key], 1) for key in cpu_before}
-    ours = cpu["gunicorn"] + cpu["celery"] + cpu["postgres"] + sum(phase["client_cpu_s"] for phase in phases.values())
+    ours = (
+        cpu["gunicorn"]
+        + cpu["celery"]
+        + cpu["postgres"]
+        + cpu["redis"]
+        + sum(phase["client_cpu_s"] for phase in phases.values())
+    )
     for name, phase in phases.items():
         phase.pop("bodies", None)
         print(
@@ -422,7 +429,8 @@ def main(argv: list[str] | None = None) -> None:
             f"p50 {phase['p50_ms']:.1f} ms, p99 {phase['p99_ms']:.1f} ms, {phase['errors']} unexpected answers, "
             f"{phase['connections_opened']} connections, clients {phase['client_cpu_s']:.1f} CPU s, "
             f"CPU ms per request: gunicorn {phase['gunicorn_cpu_ms_per_request']:.2f}, "
-            f"postgres {phase['postgres_cpu_ms_per_request']:.2f}, celery {phase['celery_cpu_ms_per_request']:.2f}"
+            f"postgres {phase['postgres_cpu_ms_per_request']:.2f}, celery {phase['celery_cpu_ms_per_request']:.2f}, "
+            f"redis {phase['redis_cpu_ms_per_request']:.2f}"
         )
     print(
         f"matchers drained {drained_s:.1f} s after the last batch, sends {sends_drained_s:.1f} s after "
@@ -455,6 +463,7 @@ def main(argv: list[str] | None = None) -> None:
                 "gunicorn": round(phase["gunicorn_cpu_ms_per_request"], 2),
                 "postgres": round(phase["postgres_cpu_ms_per_request"], 2),
                 "celery": round(phase["celery_cpu_ms_per_request"], 2),
+                "redis": round(phase["redis_cpu_ms_per_request"], 2),
             }
             for name, phase in phases.items()
         },
@@ -473,7 +482,7 @@ def main(argv: list[str] | None = None) -> None:
             f"in {args.client_processes} processes",
             "cores": os.cpu_count(),
             "cores_busy": round(cpu["machine"] / wall, 2),
-            # The machine is shared: cores other processes (not gunicorn, Celery, Postgres or the
+            # The machine is shared: cores other processes (not gunicorn, Celery, Postgres, Redis or the
             # clients of this run) kept busy while it measured.
             "cores_used_by_others": round(max(0.0, cpu["machine"] - ours) / wall, 2),
             "cpu_s": cpu,
@@ -497,7 +506,7 @@ def _fire_measured(server, workers, args, requests, ok, connections, keep=False)
         port=args.port, requests=requests, ok=ok, connections=connections, processes=args.client_processes, keep=keep
     )
     after = _cpu(server.pid, workers, args.database)
-    for name in ("gunicorn", "postgres", "celery"):
+    for name in ("gunicorn", "postgres", "celery", "redis"):
         result[f"{name}_cpu_ms_per_request"] = (after[name] - before[name]) * 1000 / len(requests)
     return result
 
@@ -520,6 +529,7 @@ def _cpu(server_pid: int, workers: list[subprocess.Popen], database: str) -> dic
         "gunicorn": process_tree_cpu(server_pid),
         "celery": sum(process_tree_cpu(worker.pid) for worker in workers),
         "postgres": postgres_backends_cpu(database),
+        "redis": redis_server_cpu(),
     }
 
 
