@@ -32,6 +32,7 @@ import json
 import multiprocessing
 import os
 import random
+import resource
 import secrets
 import selectors
 import socket
@@ -45,6 +46,7 @@ from bench._util import (
     database_recreate,
     free_port,
     machine_busy_seconds,
+    machine_interrupt_seconds,
     percentile,
     postgres_backends_cpu,
     process_tree_cpu,
@@ -150,8 +152,12 @@ def fire(port: int, requests: list[bytes], ok: tuple[bytes, ...], connections: i
     processes = min(processes, connections)
     groups = [shares[index::processes] for index in range(processes)]
     start_at = time.time() + 3.0  # spawned (not forked: this process has the Celery client's threads)
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         results = pool.starmap(client_run, [(port, group, ok, start_at, keep) for group in groups])
+        pool.close()
+        pool.join()
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     latencies = sorted(value for result in results for value in result["latencies"])
     elapsed = max(result["ended"] for result in results) - min(result["began"] for result in results)
     return {
@@ -163,6 +169,10 @@ def fire(port: int, requests: list[bytes], ok: tuple[bytes, ...], connections: i
         "errors": sum(result["errors"] for result in results),
         "connections_opened": sum(result["reconnects"] for result in results),
         "client_cpu_s": sum(result["cpu"] for result in results),
+        # The client processes' whole lives, their start (a Python importing the bench) included:
+        # before the first request, but within the phase's CPU accounts.
+        "client_processes_cpu_s": (children_after.ru_utime + children_after.ru_stime)
+        - (children_before.ru_utime + children_before.ru_stime),
         "bodies": [body for result in results for body in result["bodies"]],
     }
 
@@ -420,7 +430,9 @@ def main(argv: list[str] | None = None) -> None:
         + cpu["celery"]
         + cpu["postgres"]
         + cpu["redis"]
-        + sum(phase["client_cpu_s"] for phase in phases.values())
+        + cpu["kernel_interrupts"]
+        + cpu["bench"]
+        + sum(phase["client_processes_cpu_s"] for phase in phases.values())
     )
     for name, phase in phases.items():
         phase.pop("bodies", None)
@@ -482,8 +494,10 @@ def main(argv: list[str] | None = None) -> None:
             f"in {args.client_processes} processes",
             "cores": os.cpu_count(),
             "cores_busy": round(cpu["machine"] / wall, 2),
-            # The machine is shared: cores other processes (not gunicorn, Celery, Postgres, Redis or the
-            # clients of this run) kept busy while it measured.
+            # Cores the machine was busy beyond what this run was seen to use (gunicorn, Celery,
+            # PostgreSQL's backends, Redis, this process, the client processes, the kernel's
+            # interrupts): other processes, PostgreSQL's writers (WAL, checkpoints), and what a
+            # process that exited mid-phase used after it was last seen.
             "cores_used_by_others": round(max(0.0, cpu["machine"] - ours) / wall, 2),
             "cpu_s": cpu,
             "debug": False,
@@ -526,11 +540,18 @@ def _round(phase: dict) -> dict:
 def _cpu(server_pid: int, workers: list[subprocess.Popen], database: str) -> dict[str, float]:
     return {
         "machine": machine_busy_seconds(),
+        "kernel_interrupts": machine_interrupt_seconds(),
         "gunicorn": process_tree_cpu(server_pid),
         "celery": sum(process_tree_cpu(worker.pid) for worker in workers),
         "postgres": postgres_backends_cpu(database),
         "redis": redis_server_cpu(),
+        "bench": _own_cpu(),  # this process: waiting for the matchers and the sends, starting clients
     }
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def gunicorn_start_threads(port: int, env: dict[str, str], args) -> subprocess.Popen:
