@@ -45,8 +45,11 @@ def campaign_fire(campaign_id: int) -> int | None:
 
 
 # A dispatcher sends batch after batch for up to this long, then queues itself again: fewer trips
-# through the broker between batches, and a worker shutting down waits for at most one round.
-DISPATCH_ROUND_SECONDS = 30.0
+# through the broker between batches, and a worker shutting down waits for at most one round. A
+# fast sender's run has up to four dispatchers (chains_for), as many as a worker's threads: each
+# round's end gives its thread back, so that what was queued meanwhile (event matchers, the
+# transactional sends' drain) waits for at most a round, not for the whole run.
+DISPATCH_ROUND_SECONDS = 5.0
 # A Redis restart must not end a run's chain: publishing the next round waits for the broker.
 REQUEUE_RETRY = {"max_retries": 60, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 2.0}
 
