@@ -189,10 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     from django.conf import settings
     from django.db import connection
 
-    from campaigns import pacing
     from campaigns.models import Campaign, CampaignRun
     from campaigns.services import campaign_dry_run, campaign_launch, dispatch
     from config.celery import app
+    from messaging import pacing
     from messaging.models import Message, MessageTemplate, Sender
     from messaging.services import inflight
 

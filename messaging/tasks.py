@@ -19,15 +19,21 @@ def message_send(message_id: int) -> None:
     send.message_send(message_id)
 
 
+@shared_task(name="messaging.message_queue", ignore_result=True)
+def message_queue(message_id: int, sender_id: int | None) -> None:
+    """A retry whose time has come: into its sender's paced queue."""
+    send_queue.send_queue_push(message_id, sender_id)
+
+
 @shared_task(name="messaging.messages_send_queued", ignore_result=True)
-def messages_send_queued() -> int:
-    """Send the messages queued one at a time after commit (messaging.services.send_queue), in batches."""
-    return send_queue.send_queue_drain()
+def messages_send_queued(sender_id: int = 0) -> int:
+    """Send a sender's messages queued one at a time after commit (messaging.services.send_queue), in paced batches."""
+    return send_queue.send_queue_drain(sender_id)
 
 
 @shared_task(name="messaging.messages_send_queued_helper", ignore_result=True)
-def messages_send_queued_helper() -> int:
-    return send_queue.send_queue_drain(helper=True)
+def messages_send_queued_helper(sender_id: int = 0) -> int:
+    return send_queue.send_queue_drain(sender_id, helper=True)
 
 
 @shared_task(name="messaging.messages_send_due", ignore_result=True)

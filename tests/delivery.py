@@ -8,9 +8,9 @@ from django.db.models import Count
 from django.utils import timezone
 
 from audience import services as audience
-from campaigns import pacing
 from campaigns.models import Campaign, CampaignRun, Recipient
 from campaigns.services import dispatcher
+from messaging import pacing
 from messaging.models import Message, MessageStatus, MessageTemplate, Sender
 from tests.fake_twilio import FakeTwilio
 

@@ -11,7 +11,7 @@ import uuid
 
 import redis
 
-from campaigns import pacing
+from messaging import pacing
 
 CHAIN_TTL = 15  # seconds a dispatcher's place lasts without a batch
 

@@ -2,24 +2,22 @@
 
 A dispatcher (``RunDispatcher``, run by the ``campaigns.run_dispatch`` task) claims a batch
 (``dispatch.recipients_claim``), hands it to the send pipeline paced by the sender's log
-(``campaigns.pacing``) under the in-flight cap (``messaging.services.inflight``), claims the next
+(``messaging.pacing``) under the in-flight cap (``messaging.services.inflight``), claims the next
 batch as soon as that one is handed over, and settles recipients as their answers are recorded.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import time
 
-import redis
 from django.db.models import Min
 from django.utils import timezone
 
-from campaigns import pacing
 from campaigns.models import CampaignRun, Recipient, RecipientState, RunStatus
 from campaigns.services import dispatch, expiry
+from messaging import pacing
 from messaging.models import Message
 from messaging.services import inflight
 from messaging.services import send_batch as send_service_batch
@@ -27,8 +25,6 @@ from messaging.services import send_batch as send_service_batch
 logger = logging.getLogger(__name__)
 
 STATUS_FRESH = 0.05  # seconds a read of the run's status is trusted before the next send
-REDIS_DOWN_GIVE_UP = 120.0  # seconds a batch waits for Redis (pacing) before giving its claims back
-LEAD_WEIGHT = 0.1  # per send: how fast the hand-over lead follows the requests' lateness
 RETRY_POLL_MAX = 5.0  # seconds; short countdowns only (the Redis broker redelivers long ones)
 
 
@@ -52,49 +48,8 @@ class _RunWatch:
 
 
 def _pacer(sender_id: int, mps: int, watch: _RunWatch):
-    """A ``pace(idle)`` callable for the send pipeline: blocks for the sender's next slot; False means stop.
-
-    It returns a callable the sender thread calls once the request has been written: a send that
-    left late moves its slot in the sender's log, so the window stays exact at the provider.
-    ``idle`` runs while it waits (the pipeline records answers then).
-
-    While Redis is unreachable (a restart) it waits and asks again, with capped backoff, as long
-    as the run is running; past REDIS_DOWN_GIVE_UP it gives up and the batch gives its claims back.
-    """
-
-    lead = [0.0]  # how late requests usually leave against their slot (a moving mean)
-
-    def started(slot: pacing.Slot) -> None:
-        try:
-            late = pacing.slot_started(sender_id, slot)
-        except redis.RedisError:  # the slot keeps its time; the slack covers most lateness
-            return
-        if late is not None:  # hand over earlier while requests leave late, later while they leave early
-            lead[0] = min(max(lead[0] + LEAD_WEIGHT * late, 0.0), pacing.MAX_LEAD)
-
-    chunk = pacing.chunk_for(mps)
-    stock = [0]  # sends left in the last chunk taken (senders above the exact log's range)
-
-    def pace(idle=None):
-        if stock[0] > 0:
-            stock[0] -= 1
-            return True
-        delay, waited = 0.1, 0.0
-        while True:
-            try:
-                slot = pacing.slot_take(sender_id, mps, keep_going=watch.running, count=chunk, idle=idle, lead=lead[0])
-                if slot is not None:
-                    stock[0] = chunk - 1
-                return False if slot is None else functools.partial(started, slot)
-            except redis.RedisError as exc:
-                if waited >= REDIS_DOWN_GIVE_UP or not watch.running():
-                    logger.warning("pacing unavailable for sender %s, giving the batch back: %s", sender_id, exc)
-                    return False
-                time.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, 2.0)
-
-    return pace
+    """The sender's pacer (``pacing.pacer``), stopping when the run does."""
+    return pacing.pacer(sender_id, mps, watch.running)
 
 
 class RunDispatcher:

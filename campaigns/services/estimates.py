@@ -11,8 +11,8 @@ import math
 from django.conf import settings
 from django.db.models import Max, Min
 
-from campaigns import pacing
 from campaigns.models import CampaignRun, Recipient, RecipientState, RunStatus
+from messaging import pacing
 from messaging.services import inflight
 
 # Seconds from a launch to the first request beyond the snapshot: the dispatcher's task starts, claims, renders.

@@ -85,7 +85,7 @@ def message_create(
             raise
         return existing, False
     if enqueue:
-        message_enqueue(message.pk)
+        message_enqueue(message.pk, message.sender_id)
     return message, True
 
 

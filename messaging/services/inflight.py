@@ -13,7 +13,7 @@ latency whatever the pacing allows; more only adds connections. So:
   multiplicatively and pauses new requests briefly; answers that follow raise it by one per
   cap's worth of successes (AIMD, as TCP does).
 
-Pacing (``campaigns.pacing``) is what keeps the rate within MPS; the in-flight cap only has to be
+Pacing (``messaging.pacing``) is what keeps the rate within MPS; the in-flight cap only has to be
 large enough not to be the limit.
 """
 

@@ -175,8 +175,9 @@ def messages_resolve(message_ids: Iterable[int], action: str, *, actor, audit: b
             error_code="",
             error_message=f"outcome unknown; resent by {who}"[:500],
         )
-        for pk in Message.objects.filter(pk__in=moved, source_type__isnull=True).values_list("pk", flat=True):
-            send.message_enqueue(pk)
+        resent = Message.objects.filter(pk__in=moved, source_type__isnull=True).values_list("pk", "sender_id")
+        for pk, sender_id in resent:
+            send.message_enqueue(pk, sender_id)
         _notify(moved)
     else:
         moved = _move(

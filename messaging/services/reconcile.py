@@ -201,7 +201,7 @@ def _not_at_provider(message: Message, claim: datetime) -> Message:
         updated_at=timezone.now(),
     )
     if message.source_type_id is None:
-        send.message_enqueue(message.pk)
+        send.message_enqueue(message.pk, message.sender_id)
     message.refresh_from_db()
     return message
 

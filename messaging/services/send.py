@@ -56,17 +56,19 @@ SKIP_EMPTY = "nothing to send: no body and no template"
 ERASED_BEFORE_CONFIRMED = "contact erased before the send was confirmed"
 
 
-def message_enqueue(message_id: int, countdown: float = 0) -> None:
-    """Hand the send to a worker once the current transaction commits: queued for the next batch
-    (``send_queue``), or, for a retry ``countdown`` seconds away, a task of its own."""
+def message_enqueue(message_id: int, sender_id: int | None, countdown: float = 0) -> None:
+    """Hand the send to a worker once the current transaction commits: into its sender's paced queue
+    (``send_queue``) now, or, for a retry, ``countdown`` seconds from now."""
     # Both import these services: a cycle at module level.
     from messaging import tasks
     from messaging.services import send_queue
 
     if countdown:
-        transaction.on_commit(lambda: tasks.message_send.apply_async(args=[message_id], countdown=countdown))
+        transaction.on_commit(
+            lambda: tasks.message_queue.apply_async(args=[message_id, sender_id], countdown=countdown)
+        )
     else:
-        transaction.on_commit(lambda: send_queue.send_queue_push(message_id))
+        transaction.on_commit(lambda: send_queue.send_queue_push(message_id, sender_id))
 
 
 # --- Sending -------------------------------------------------------------------------------
@@ -260,7 +262,7 @@ def _provider_refused(message: Message, exc: ProviderError) -> Message:
         **verdict.fields,
     )
     if message.source_type_id is None:  # a message with a source (a campaign) is re-sent, paced, by it
-        message_enqueue(message.pk, countdown=verdict.retry_in)
+        message_enqueue(message.pk, message.sender_id, countdown=verdict.retry_in)
     message.refresh_from_db()
     return message
 
@@ -275,7 +277,7 @@ def messages_send_due(*, limit: int = 500) -> int:
         Q(next_attempt_at__lte=cutoff, source_type__isnull=True)
         | Q(next_attempt_at__isnull=True, source_type__isnull=True, created_at__lt=cutoff - timedelta(minutes=1))
     )
-    ids = list(due.order_by("next_attempt_at", "pk").values_list("pk", flat=True)[:limit])
-    for message_id in ids:
-        message_enqueue(message_id)
-    return len(ids)
+    rows = list(due.order_by("next_attempt_at", "pk").values_list("pk", "sender_id")[:limit])
+    for message_id, sender_id in rows:
+        message_enqueue(message_id, sender_id)
+    return len(rows)

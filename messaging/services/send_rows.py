@@ -160,7 +160,7 @@ def row_for(outcome: Outcome) -> tuple | None:
         return None
     if verdict.retry_in is not None:
         if message.source_type_id is None:  # campaign messages are re-sent, paced, by their dispatcher
-            send.message_enqueue(message.pk, countdown=verdict.retry_in)
+            send.message_enqueue(message.pk, message.sender_id, countdown=verdict.retry_in)
         fields = {**verdict.fields, "next_at": at + timedelta(seconds=verdict.retry_in)}
         return (message.pk, *_row(message, verdict.status, at, started=started, **fields))
     return (message.pk, *_row(message, verdict.status, at, **verdict.fields, started=started))

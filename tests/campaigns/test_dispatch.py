@@ -12,9 +12,10 @@ from django.utils import timezone
 
 from audience import services as audience
 from audience.models import ConsentSource, ConsentStatus
-from campaigns import pacing, services
+from campaigns import services
 from campaigns.models import Campaign, CampaignRun, Recipient
 from campaigns.services import chains, dispatch, dispatcher, upkeep
+from messaging import pacing
 from messaging.models import Message, MessageStatus
 from messaging.services import reconcile, send, send_outcomes
 from tests import delivery

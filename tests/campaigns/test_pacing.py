@@ -8,9 +8,10 @@ import pytest
 from django.db import connection
 from django.db.models import Count
 
-from campaigns import pacing, services
+from campaigns import services
 from campaigns.models import Recipient
 from campaigns.services import dispatcher
+from messaging import pacing
 from messaging.models import Message
 from tests import delivery
 from tests.delivery import assert_counts_match_recount, campaign_with_audience

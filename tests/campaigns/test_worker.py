@@ -22,11 +22,12 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from campaigns import pacing, services
+from campaigns import services
 from campaigns.models import CampaignRun, Recipient
 from campaigns.services import upkeep
 from campaigns.tasks import run_dispatch
 from config.celery import app as celery_app
+from messaging import pacing
 from messaging.models import Message, MessageStatus
 from messaging.services import reconcile, send_outcomes
 from tests import delivery

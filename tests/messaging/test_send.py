@@ -348,7 +348,7 @@ def test_a_simulated_send_runs_to_a_final_status_through_celery_tasks(
 ):
     message = new_message(ContactFactory(phone="+254711100020"), sms_sender)
     with django_capture_on_commit_callbacks(execute=True):
-        send.message_enqueue(message.pk)
+        send.message_enqueue(message.pk, message.sender_id)
     message.refresh_from_db()
     assert message.status in (MessageStatus.DELIVERED, MessageStatus.UNDELIVERED, MessageStatus.FAILED)
     assert message.callbacks.count() >= 1

@@ -1,10 +1,13 @@
-"""Transactional sends queued in Redis after commit and sent in batches (messaging.services.send_queue).
+"""Transactional sends queued in Redis per sender after commit, sent in paced batches (messaging.services.send_queue).
 
 Through the real twilio client against the fake Twilio server; a real Celery worker process for the
 end-to-end case. Checked: every message leaves exactly once, whatever took its id (a drain, two
-drains, the sweep after a worker lost it), and a send with Redis unreachable still goes.
+drains, the sweep after a worker lost it); a send with Redis unreachable still goes; no second at
+Twilio holds more than the sender's MPS, campaign sends on the sender included; a slow sender's
+backlog neither holds a worker thread past its round nor delays another sender.
 """
 
+import bisect
 import signal
 import threading
 import time
@@ -18,8 +21,9 @@ from django.utils import timezone
 
 from config import observe
 from config.celery import app as celery_app
+from messaging import pacing, tasks
 from messaging.models import Message, MessageStatus, Sender
-from messaging.services import reconcile, send, send_outcomes, send_queue
+from messaging.services import reconcile, send, send_batch, send_outcomes, send_queue
 from tests import delivery
 from tests.delivery import free_port
 from tests.factories import ContactFactory
@@ -31,18 +35,24 @@ fake = delivery.fake  # the fake Twilio server fixture
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("roles")]
 
 
+def _forget(client) -> None:
+    keys = [*client.scan_iter("messages:send:*"), *client.scan_iter("pace:*")]
+    if keys:
+        client.delete(*keys)
+
+
 @pytest.fixture
 def queue():
     client = observe.redis_client()
-    client.delete(send_queue.QUEUE_KEY, send_queue.KICK_KEY, send_queue.HELPER_KEY)
+    _forget(client)
     yield client
-    client.delete(send_queue.QUEUE_KEY, send_queue.KICK_KEY, send_queue.HELPER_KEY)
+    _forget(client)
 
 
 @pytest.fixture
 def sender():
     return Sender.objects.create(
-        name="otp", channel="sms", kind="long_code", provider="twilio", from_address="+15005550006"
+        name="otp", channel="sms", kind="long_code", provider="twilio", from_address="+15005550006", mps=1000
     )
 
 
@@ -62,20 +72,20 @@ def _post_all(staff_api, phones: list[str]) -> list[int]:
     return ids
 
 
-def _queued(client) -> list[int]:
-    return [int(value) for value in client.lrange(send_queue.QUEUE_KEY, 0, -1)]
+def _queued(client, sender: Sender) -> list[int]:
+    return [int(value) for value in client.zrange(send_queue.queue_key(sender.pk), 0, -1)]
 
 
 def test_committed_messages_are_queued_and_one_drain_sends_each_once(staff_api, sender, fake, queue):
     phones = _phones(12)
     with mock.patch("messaging.tasks.messages_send_queued.delay") as wake:
         ids = _post_all(staff_api, phones)
-    assert _queued(queue) == ids  # in commit order, none sent yet
-    assert wake.call_count == 1  # the first woke a drain; the others found it queued
+    assert _queued(queue, sender) == ids  # in commit order, none sent yet
+    wake.assert_called_once_with(sender.pk)  # the first woke the sender's drain; the others found it queued
     assert not Message.objects.exclude(status=MessageStatus.PENDING).filter(pk__in=ids).exists()
 
-    assert send_queue.send_queue_drain() == len(ids)
-    assert _queued(queue) == [] and not queue.exists(send_queue.KICK_KEY)
+    assert send_queue.send_queue_drain(sender.pk) == len(ids)
+    assert _queued(queue, sender) == [] and not queue.exists(send_queue.kick_key(sender.pk))
     assert set(Message.objects.filter(pk__in=ids).values_list("status", flat=True)) == {MessageStatus.QUEUED}
     assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
 
@@ -84,10 +94,10 @@ def test_an_id_taken_twice_or_by_two_drains_is_sent_once(staff_api, sender, fake
     phones = _phones(5, start=100)
     with mock.patch("messaging.tasks.messages_send_queued.delay"):
         ids = _post_all(staff_api, phones)
-    queue.rpush(send_queue.QUEUE_KEY, *ids)  # the sweep queued them again meanwhile
-    send_queue.send_queue_drain()
-    queue.rpush(send_queue.QUEUE_KEY, *ids)  # a replayed kick after they left
-    send_queue.send_queue_drain(helper=True)
+    queue.zadd(send_queue.queue_key(sender.pk), {pk: pk for pk in ids})  # the sweep queued them again meanwhile
+    send_queue.send_queue_drain(sender.pk)
+    queue.zadd(send_queue.queue_key(sender.pk), {pk: pk for pk in ids})  # a replayed kick after they left
+    send_queue.send_queue_drain(sender.pk, helper=True)
     assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
     assert Message.objects.filter(pk__in=ids, status=MessageStatus.QUEUED).count() == len(ids)
 
@@ -96,13 +106,16 @@ def test_a_message_whose_id_a_dead_worker_took_is_sent_by_the_sweep(staff_api, s
     phones = _phones(3, start=200)
     with mock.patch("messaging.tasks.messages_send_queued.delay"):
         ids = _post_all(staff_api, phones)
-    assert queue.lpop(send_queue.QUEUE_KEY, 10)  # taken by a worker that was then killed: gone from Redis
+    assert queue.zpopmin(send_queue.queue_key(sender.pk), 10)  # taken by a worker that was then killed: gone
     assert send.messages_send_due() == 0  # too young: its drain may still be on its way
     Message.objects.filter(pk__in=ids).update(created_at=timezone.now() - timedelta(minutes=2))
     with mock.patch("messaging.tasks.messages_send_queued.delay"):
         assert send.messages_send_due() == len(ids)  # queued again, after commit
-    assert sorted(_queued(queue)) == sorted(ids)
-    send_queue.send_queue_drain()
+    assert _queued(queue, sender) == sorted(ids)
+    with mock.patch("messaging.tasks.messages_send_queued.delay"):
+        assert send.messages_send_due() == len(ids)  # the sweep again, before a drain ran: held once
+    assert _queued(queue, sender) == sorted(ids)
+    send_queue.send_queue_drain(sender.pk)
     assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
 
 
@@ -121,13 +134,13 @@ def test_with_redis_unreachable_a_message_gets_a_task_of_its_own(staff_api, send
 def test_a_drain_lingers_for_a_message_committed_while_it_runs(staff_api, sender, fake, queue, monkeypatch):
     """An id pushed after the drain deleted its kick wakes a new drain, and the lingering one sends it."""
     monkeypatch.setattr(send_queue, "LINGER", 5.0)
-    queue.set(send_queue.KICK_KEY, 1)  # a drain is queued and has not started
+    queue.set(send_queue.kick_key(sender.pk), 1)  # a drain is queued and has not started
     first = _phones(1, start=300)[0]
     taken = []
 
     def drain():
         try:
-            taken.append(send_queue.send_queue_drain())
+            taken.append(send_queue.send_queue_drain(sender.pk))
         finally:
             connection.close()
 
@@ -151,16 +164,131 @@ def test_after_a_short_batch_the_drain_lets_the_next_gather(queue, monkeypatch):
     """A trickle is sent a few at a time: each short batch is followed by a GATHER pause, a full one is not."""
     monkeypatch.setattr(send_queue, "LINGER", 0.0)
     monkeypatch.setattr(send_queue, "BATCH", 3)
-    queue.rpush(send_queue.QUEUE_KEY, *range(1, 6))  # a full batch of 3, then a short one of 2
+    queue.zadd(send_queue.queue_key(0), {n: n for n in range(1, 6)})  # a full batch of 3, then a short one of 2
     pauses, batches = [], []
+
+    def batch_send(ids, pace):
+        batches.append(ids)
+        return send_batch.BatchResult()
+
     with (
-        mock.patch.object(send_queue, "messages_send_batch", batches.append),
+        mock.patch.object(send_queue, "messages_send_batch", batch_send),
         mock.patch.object(send_queue.time, "sleep", pauses.append),
         mock.patch.object(send_queue, "_helper_wake"),
     ):
         assert send_queue.send_queue_drain() == 5
     assert batches == [[1, 2, 3], [4, 5]]
     assert pauses == [send_queue.GATHER]
+
+
+def _most_in_a_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    return max((bisect.bisect_left(times, t + window) - i for i, t in enumerate(times)), default=0)
+
+
+def _slow_sender(mps: int, number: str = "+15005550007") -> Sender:
+    return Sender.objects.create(
+        name=f"slow {mps}", channel="sms", kind="long_code", provider="twilio", from_address=number, mps=mps
+    )
+
+
+def test_a_senders_queue_leaves_at_its_mps_sharing_the_pace_with_campaign_sends(staff_api, fake, queue, monkeypatch):
+    """A campaign took the sender's whole second just before: the queued messages wait for the next one."""
+    monkeypatch.setattr(send_queue, "ROUND_SECONDS", 30.0)
+    slow = _slow_sender(5)
+    phones = _phones(12, start=600)
+    with mock.patch("messaging.tasks.messages_send_queued.delay"):
+        ids = [
+            staff_api.post(
+                "/api/v1/messages/",
+                {"contact": ContactFactory(phone=phone).pk, "body": "code", "sender": slow.pk},
+                format="json",
+            ).json()["id"]
+            for phone in phones
+        ]
+    campaign = []
+    for _ in range(5):  # as a dispatcher on the same sender does
+        assert pacing.slot_take(slow.pk, 5) is not None
+        campaign.append(time.time())
+    began = time.monotonic()
+    assert send_queue.send_queue_drain(slow.pk) == len(ids)
+    elapsed = time.monotonic() - began
+    assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
+    arrivals = fake.arrival_times()
+    assert _most_in_a_window([*campaign, *arrivals], 1.0 - pacing.SLACK) <= 5
+    assert min(arrivals) - min(campaign) >= 1.0 - pacing.SLACK  # the campaign's second was full
+    # 17 sends at 5 a second: three windows after the campaign's burst.
+    assert elapsed >= 3 * pacing.WINDOW * 0.9
+
+
+def test_a_slow_senders_drain_gives_its_thread_back_after_a_round_and_wakes_the_next(
+    staff_api, fake, queue, monkeypatch
+):
+    monkeypatch.setattr(send_queue, "ROUND_SECONDS", 1.0)
+    slow = _slow_sender(2)
+    assert send_queue.batch_size(slow.effective_mps) == 2
+    phones = _phones(6, start=700)
+    with mock.patch("messaging.tasks.messages_send_queued.delay"):
+        for phone in phones:
+            contact = ContactFactory(phone=phone)
+            staff_api.post("/api/v1/messages/", {"contact": contact.pk, "body": "hi", "sender": slow.pk}, format="json")
+    with mock.patch("messaging.tasks.messages_send_queued.delay") as wake:
+        # Two at once, two a window later; then the round is over and two are left for the next drain.
+        assert send_queue.send_queue_drain(slow.pk) == 4
+    wake.assert_called_once_with(slow.pk)
+    assert queue.zcard(send_queue.queue_key(slow.pk)) == 2 and queue.exists(send_queue.kick_key(slow.pk))
+    assert Message.objects.filter(status=MessageStatus.PENDING).count() == 2
+    assert send_queue.send_queue_drain(slow.pk) == 2
+    assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
+
+
+def test_a_slow_senders_backlog_does_not_hold_back_another_sender(staff_api, sender, fake, queue):
+    slow = _slow_sender(1)
+    backlog = _phones(10, start=800)
+    with mock.patch("messaging.tasks.messages_send_queued.delay") as wake:
+        for phone in backlog:
+            contact = ContactFactory(phone=phone)
+            staff_api.post("/api/v1/messages/", {"contact": contact.pk, "body": "hi", "sender": slow.pk}, format="json")
+        otp = _post_all(staff_api, _phones(1, start=900))
+    assert sorted(call.args for call in wake.call_args_list) == sorted([(slow.pk,), (sender.pk,)])
+    began = time.monotonic()
+    assert send_queue.send_queue_drain(sender.pk) == 1
+    assert time.monotonic() - began < send_queue.LINGER + 0.9  # not a second per message ahead of it
+    assert Message.objects.get(pk=otp[0]).status == MessageStatus.QUEUED
+    assert queue.zcard(send_queue.queue_key(slow.pk)) == len(backlog)
+    assert sum(fake.requests_to(phone) for phone in backlog) == 0
+
+
+def test_a_batch_the_pacing_gave_up_on_goes_back_into_the_queue_unsent(staff_api, sender, fake, queue):
+    phones = _phones(3, start=950)
+    with mock.patch("messaging.tasks.messages_send_queued.delay"):
+        ids = _post_all(staff_api, phones)
+    with (
+        mock.patch.object(pacing, "pacer", return_value=lambda idle=None: False),  # Redis away past the give-up
+        mock.patch("messaging.tasks.messages_send_queued.delay") as wake,
+    ):
+        assert send_queue.send_queue_drain(sender.pk) == 3
+    wake.assert_called_once_with(sender.pk)  # the next drain tries again
+    assert _queued(queue, sender) == ids
+    assert Message.objects.filter(pk__in=ids, status=MessageStatus.PENDING).count() == 3
+    assert fake.stats()["requests"] == 0
+    send_queue.send_queue_drain(sender.pk)
+    assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
+
+
+def test_a_retry_goes_back_into_its_senders_queue_when_its_time_comes(
+    sender, queue, django_capture_on_commit_callbacks
+):
+    with (
+        mock.patch("messaging.tasks.message_queue.apply_async") as later,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        send.message_enqueue(41, sender.pk, countdown=7)
+    later.assert_called_once_with(args=[41, sender.pk], countdown=7)
+    with mock.patch("messaging.tasks.messages_send_queued.delay") as wake:
+        tasks.message_queue(41, sender.pk)
+    assert _queued(queue, sender) == [41]
+    wake.assert_called_once_with(sender.pk)
 
 
 def _worker(fake, root, **env) -> WorkerNode:

@@ -22,6 +22,8 @@ lost key only forgets the last second.
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +31,8 @@ from functools import cache
 
 import redis
 from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 # Jitter absorbed between a request reaching the provider and its mark (``slot_started``).
 SLACK = 0.03
@@ -46,6 +50,8 @@ TOLERANCE = 0.005
 # How far ahead a caller may reserve; beyond this it waits without reserving, so a paused
 # run does not hold slots that another run on the sender could use, and notices the pause soon.
 MAX_AHEAD = 0.25
+REDIS_DOWN_GIVE_UP = 120.0  # seconds a pacer waits for Redis before telling its caller to stop
+LEAD_WEIGHT = 0.1  # per send: how fast the hand-over lead follows the requests' lateness
 
 _RESERVE = """
 if redis.replicate_commands then redis.replicate_commands() end
@@ -215,3 +221,50 @@ def slot_take(
 
 def pacing_reset(sender_id: int) -> None:
     redis_client().delete(bucket_key(sender_id), log_key(sender_id), log_key(sender_id) + ":seq")
+
+
+def pacer(sender_id: int, mps: int, keep_going: Callable[[], bool] = lambda: True):
+    """A ``pace(idle)`` callable for the send pipeline: blocks for the sender's next slot; False means stop.
+
+    It returns a callable the sender thread calls once the request has been written: a send that
+    left late moves its slot in the sender's log, so the window stays exact at the provider.
+    ``idle`` runs while it waits (the pipeline records answers then); ``keep_going`` is asked while
+    it waits (a paused run).
+
+    While Redis is unreachable (a restart) it waits and asks again, with capped backoff, as long
+    as ``keep_going`` allows; past REDIS_DOWN_GIVE_UP it gives up, and the batch gives its claims back.
+    """
+
+    lead = [0.0]  # how late requests usually leave against their slot (a moving mean)
+
+    def started(slot: Slot) -> None:
+        try:
+            late = slot_started(sender_id, slot)
+        except redis.RedisError:  # the slot keeps its time; the slack covers most lateness
+            return
+        if late is not None:  # hand over earlier while requests leave late, later while they leave early
+            lead[0] = min(max(lead[0] + LEAD_WEIGHT * late, 0.0), MAX_LEAD)
+
+    chunk = chunk_for(mps)
+    stock = [0]  # sends left in the last chunk taken (senders above the exact log's range)
+
+    def pace(idle=None):
+        if stock[0] > 0:
+            stock[0] -= 1
+            return True
+        delay, waited = 0.1, 0.0
+        while True:
+            try:
+                slot = slot_take(sender_id, mps, keep_going=keep_going, count=chunk, idle=idle, lead=lead[0])
+                if slot is not None:
+                    stock[0] = chunk - 1
+                return False if slot is None else functools.partial(started, slot)
+            except redis.RedisError as exc:
+                if waited >= REDIS_DOWN_GIVE_UP or not keep_going():
+                    logger.warning("pacing unavailable for sender %s, giving the batch back: %s", sender_id, exc)
+                    return False
+                time.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 2.0)
+
+    return pace
