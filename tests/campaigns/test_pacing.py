@@ -1,8 +1,10 @@
 """Global per-sender pacing through Redis, and dispatchers running side by side."""
 
 import bisect
+import dataclasses
 import threading
 import time
+from unittest import mock
 
 import pytest
 from django.db import connection
@@ -52,6 +54,34 @@ def test_two_workers_sharing_a_sender_never_exceed_its_mps_together():
     assert max_in_any_window(walls, 1.0 - pacing.SLACK) <= mps
     # Paced, not starved: the two together get close to the sender's rate.
     assert len(slots) >= mps * seconds * 0.9
+
+
+def test_a_request_written_on_time_keeps_its_slot_without_a_call_and_a_late_one_moves_it():
+    sender_id = 9101
+    pacing.pacing_reset(sender_id)
+    log = pacing.log_key(sender_id)
+    on_time = pacing.slot_take(sender_id, 5)
+    with mock.patch.object(pacing, "_started_script") as script:
+        late = pacing.slot_started(sender_id, on_time)
+    script.assert_not_called()
+    assert late is not None and late <= pacing.TOLERANCE
+    assert pacing.redis_client().zscore(log, on_time.slot_id) == on_time.at_us
+
+    written_late = pacing.slot_take(sender_id, 5)
+    time.sleep(0.05)
+    late = pacing.slot_started(sender_id, written_late)
+    assert late is not None and late >= 0.05
+    assert pacing.redis_client().zscore(log, written_late.slot_id) >= written_late.at_us + 50_000
+
+    # Clocks that seem a second apart: the lateness is in doubt, so Redis decides (on time: kept).
+    doubtful = pacing.slot_take(sender_id, 5)
+    doubtful = dataclasses.replace(doubtful, clock_ahead=doubtful.clock_ahead + 1.0)
+    real = pacing._started_script()
+    with mock.patch.object(pacing, "_started_script", return_value=real) as script:
+        late = pacing.slot_started(sender_id, doubtful)
+    script.assert_called_once()
+    assert late is not None and late < 0.5
+    assert pacing.redis_client().zscore(log, doubtful.slot_id) == doubtful.at_us
 
 
 def test_a_slot_too_far_ahead_is_not_reserved():
