@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,6 +114,22 @@ redis.call('PEXPIRE', KEYS[2], ttl)
 return {1, wait, at, id - count + 1}
 """
 
+# ARGV: mps, window. How many sends the sender's log has room for now (reserved ones count), and,
+# when none, the microseconds until one has.
+_ROOM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local since = now - window + 1
+local inside = redis.call('ZCOUNT', KEYS[1], since, '+inf')
+if inside < limit then
+  return {limit - inside, 0}
+end
+local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], since, '+inf', 'WITHSCORES', 'LIMIT', inside - limit, 1)
+return {0, tonumber(oldest[2]) + window - now}
+"""
+
 # A slot is moved to when its request was written (ARGV[2]: the lateness tolerated without a
 # move), so the slots an mps later (taken at most MAX_AHEAD before their time) keep a full window
 # after the real send. A send that left early (by at most the caller's lead) moves it earlier.
@@ -152,6 +169,11 @@ def _script():
 @cache
 def _log_script():
     return redis_client().register_script(_LOG)
+
+
+@cache
+def _room_script():
+    return redis_client().register_script(_ROOM)
 
 
 @cache
@@ -205,6 +227,18 @@ def slot_started(sender_id: int, slot: Slot) -> float | None:
             return late
     now_us = _started_script()(keys=[log_key(sender_id)], args=[slot.slot_id, int(TOLERANCE * 1_000_000)])
     return (int(now_us) - slot.at_us) / 1_000_000
+
+
+def room(sender_id: int, mps: float) -> tuple[int, float]:
+    """(sends the sender may start now, seconds until it may start one if none); it reserves nothing.
+
+    A caller serving several senders asks before it claims a sender's messages, so it never waits
+    on a sender whose second is full while others have room. Above ``LOG_MAX_MPS``: always room.
+    """
+    if mps <= 0 or mps > LOG_MAX_MPS:
+        return sys.maxsize, 0.0
+    free, wait_us = _room_script()(keys=[log_key(sender_id)], args=[max(1, int(mps)), int(WINDOW * 1_000_000)])
+    return int(free), int(wait_us) / 1_000_000
 
 
 def chunk_for(mps: float) -> int:

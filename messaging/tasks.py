@@ -26,14 +26,14 @@ def message_queue(message_id: int, sender_id: int | None) -> None:
 
 
 @shared_task(name="messaging.messages_send_queued", ignore_result=True)
-def messages_send_queued(sender_id: int = 0) -> int:
-    """Send a sender's messages queued one at a time after commit (messaging.services.send_queue), in paced batches."""
-    return send_queue.send_queue_drain(sender_id)
+def messages_send_queued() -> int:
+    """Send the messages queued one at a time after commit (messaging.services.send_queue), in paced batches."""
+    return send_queue.send_queue_drain()
 
 
 @shared_task(name="messaging.messages_send_queued_helper", ignore_result=True)
-def messages_send_queued_helper(sender_id: int = 0) -> int:
-    return send_queue.send_queue_drain(sender_id, helper=True)
+def messages_send_queued_helper() -> int:
+    return send_queue.send_queue_drain(helper=True)
 
 
 @shared_task(name="messaging.messages_send_due", ignore_result=True)

@@ -2,47 +2,52 @@
 
 A message created one at a time (the messages API, a HELP answer, a resend) is not given a Celery
 task of its own: publishing one and running it cost a worker more CPU than the send itself. After
-commit its id goes into its sender's queue (a sorted set, by id), and the same round trip wakes
-that sender's drain unless one is already queued (``SET NX`` on the sender's kick key). The drain
-(``messaging.messages_send_queued``) deletes that key before it looks, then takes the lowest ids
-a batch at a time and sends them through the batch path (``send_batch.messages_send_batch``: one
-claim per slice, the sender threads, the same send-outcome rule as a single send), paced by the
-sender's log (``messaging.pacing``), which campaigns on the same sender share: no second sees
-more than the sender's MPS, whatever mix of campaign and transactional sends it carries.
+commit its id goes into its sender's queue (a sorted set, by id), the sender into the set of
+senders with something queued (``READY_KEY``), and the same round trip wakes a drain unless one is
+already queued (``SET NX`` on ``KICK_KEY``). The drain (``messaging.messages_send_queued``) deletes
+that key before it looks, then serves the ready senders in turn: for each, it asks the sender's
+pacing log how many sends it has room for now (``pacing.room``), takes that many of its lowest
+ids (at most ``BATCH``) and sends them through the batch path (``send_batch.SendPipeline``: one
+claim per slice, the sender threads, the same send-outcome rule as a single send), paced by
+the sender's log (``messaging.pacing``), which campaigns on the same sender share: no second sees
+more than the sender's MPS, whatever mix of campaign and transactional sends it carries. A sender
+whose second is full is skipped until it has room; one drain serves every sender, however many
+trickle one-time passwords at once.
 
-- A batch is what the sender may send in ``ROUND_SECONDS`` (at most ``BATCH``), and a drain
-  gives its worker thread back after ``ROUND_SECONDS``, waking the next drain if ids are left:
-  a slow sender's backlog never holds a thread for long, nor its batch's claims past their window.
-  Messages a batch gave back unsent (pacing gave up while Redis was away, or the sender's pace,
-  shared with campaigns, held them past the claims' window) go back into the queue, and the drain
-  hands over to the next one.
+- A drain gives its worker thread back after ``ROUND_SECONDS``, waking the next one if ids are
+  left, so a slow sender's backlog never holds a thread for long. Messages a batch gave back
+  unsent (pacing gave up while Redis was away, or the sender's pace, shared with campaigns, held
+  them past the claims' window) go back into the queue, and the drain hands over to the next one.
 - Nothing is lost: an id added while a drain runs is taken by it, or by the drain its kick
-  queued (the key is gone once a drain has started looking). A message whose id went missing (a
-  worker killed after taking it, Redis unreachable) is still ``pending`` in the database, and
-  beat's ``messages_send_due`` queues it again after a minute; a sorted set holds an id once, so
-  a backlog the sweep sees again does not grow.
+  queued (the key is gone once a drain has started looking); a sender leaves the ready set only
+  in the same script that empties its queue. A message whose id went missing (a worker killed
+  after taking it, Redis unreachable) is still ``pending`` in the database, and beat's
+  ``messages_send_due`` queues it again after a minute; a sorted set holds an id once, so a
+  backlog the sweep sees again does not grow.
 - Nothing is sent twice: the batch path claims each message with a conditional UPDATE, so an id
   taken by two drains, or sent by the sweep meanwhile, leaves once.
-- A fast sender's long queue wakes one helper drain (``helper_key``), so two workers share a burst.
+- A long queue wakes one helper drain (``HELPER_KEY``), so two workers share a burst.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import cast
 
 from config import observe
 from messaging import pacing
 from messaging.models import Sender
-from messaging.services.send_batch import messages_send_batch
+from messaging.services.send_batch import SendPipeline
 
 logger = logging.getLogger(__name__)
 
+READY_KEY = "messages:send:ready"
+KICK_KEY = "messages:send:kick"
+HELPER_KEY = "messages:send:helper"
 KICK_TTL_MS = 5_000  # a kick whose task was lost stops holding the next one back after this
-BATCH = 200  # ids taken off a queue at once: one batch send
+BATCH = 200  # ids taken off a sender's queue at once: one batch send
 ROUND_SECONDS = 5.0  # a drain hands its thread to the next one after this long
-LINGER = 0.5  # seconds a drain keeps looking after its queue empties
+LINGER = 0.5  # seconds a drain keeps looking after every queue empties
 POLL = 0.02
 # After a short batch the drain waits this long before it looks again: a batch's statements cost
 # about as much for 6 messages as for 30. Measured per message: 1.2 ms of the worker's CPU and 2 ms
@@ -50,18 +55,18 @@ POLL = 0.02
 # A one-time password 0.1 s later is still on time.
 GATHER = 0.1
 
+# Takes up to ARGV[1] of the lowest ids of a sender's queue (KEYS[1]); the sender (ARGV[2]) leaves
+# the ready set (KEYS[2]) when its queue is empty, in the same step, so a push never goes unseen.
+_POP = """
+local ids = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
+if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
+return ids
+"""
+
 
 def queue_key(sender_id: int | None) -> str:
     """The sender's queue; 0 holds messages without a sender (the send skips them)."""
     return f"messages:send:queue:{sender_id or 0}"
-
-
-def kick_key(sender_id: int | None) -> str:
-    return f"messages:send:kick:{sender_id or 0}"
-
-
-def helper_key(sender_id: int | None) -> str:
-    return f"messages:send:helper:{sender_id or 0}"
 
 
 def send_queue_push(message_id: int, sender_id: int | None) -> None:
@@ -71,14 +76,15 @@ def send_queue_push(message_id: int, sender_id: int | None) -> None:
     try:
         pipe = observe.redis_client().pipeline(transaction=False)
         pipe.zadd(queue_key(sender_id), {str(message_id): message_id})
-        pipe.set(kick_key(sender_id), 1, nx=True, px=KICK_TTL_MS)
-        _, kicked = pipe.execute()
+        pipe.sadd(READY_KEY, sender_id or 0)
+        pipe.set(KICK_KEY, 1, nx=True, px=KICK_TTL_MS)
+        *_, kicked = pipe.execute()
     except Exception as exc:  # noqa: BLE001 - the message is stored: a task of its own, else the sweep
         logger.warning("could not queue message %s in Redis (%s); sending it with a task of its own", message_id, exc)
         _task_or_sweep(tasks.message_send, message_id)
         return
     if kicked:
-        _task_or_sweep(tasks.messages_send_queued, sender_id or 0)
+        _task_or_sweep(tasks.messages_send_queued)
 
 
 def _task_or_sweep(task, *args) -> None:
@@ -88,65 +94,107 @@ def _task_or_sweep(task, *args) -> None:
         logger.warning("could not queue a send task (%s); the sweep will send the message", exc)
 
 
-def batch_size(mps: int | None) -> int:
-    """Ids a drain takes at once: what the sender may send in ROUND_SECONDS, at least 1, at most BATCH."""
-    return BATCH if not mps else max(1, min(BATCH, int(mps * ROUND_SECONDS)))
+class _SenderPace:
+    """A sender as a drain serves it: its MPS, its pacer, and when it may have room again."""
+
+    def __init__(self, sender_id: int, sender: Sender | None):
+        self.sender_id = sender_id
+        self.mps = sender.effective_mps if sender is not None else 0
+        self.pace = pacing.pacer(sender_id, self.mps) if self.mps else (lambda idle=None: True)
+        self.not_before = 0.0  # time.monotonic()
+
+    @classmethod
+    def load(cls, sender_ids: list[int]) -> dict[int, _SenderPace]:
+        rows = Sender.objects.filter(pk__in=[pk for pk in sender_ids if pk]).only("kind", "mps").in_bulk()
+        return {pk: cls(pk, rows.get(pk)) for pk in sender_ids}
+
+    def room(self) -> int:
+        """Messages to take now: what the sender's second has room for, at most BATCH."""
+        if not self.mps:
+            return BATCH
+        free, wait = pacing.room(self.sender_id, self.mps)
+        if not free:
+            self.not_before = time.monotonic() + wait
+        return min(free, BATCH)
 
 
-def _sender_mps(sender_id: int) -> int | None:
-    sender = Sender.objects.filter(pk=sender_id).only("kind", "mps").first() if sender_id else None
-    return sender.effective_mps if sender is not None else None
+def send_queue_drain(*, helper: bool = False) -> int:
+    """Send the ready senders' queues, paced, until they stay empty for LINGER or ROUND_SECONDS pass; returns
+    the ids taken.
 
-
-def send_queue_drain(sender_id: int = 0, *, helper: bool = False) -> int:
-    """Send the sender's queue, paced, until it stays empty for LINGER or ROUND_SECONDS pass; returns the ids taken."""
+    One pipeline serves every sender: a sender's batch is handed over, not waited for, before the
+    next sender's, and the answers are written as they come back (``SendPipeline``).
+    """
     client = observe.redis_client()
-    key = queue_key(sender_id)
     if not helper:
-        client.delete(kick_key(sender_id))  # from here on a new message wakes another drain, or is seen by this one
-    mps = _sender_mps(sender_id)
-    size = batch_size(mps)
-    pace = pacing.pacer(sender_id, mps) if mps else (lambda idle=None: True)
+        client.delete(KICK_KEY)  # from here on a new message wakes another drain, or is seen by this one
+    pop = client.register_script(_POP)
+    pipeline = SendPipeline()
+    senders: dict[int, _SenderPace] = {}
     taken, began = 0, time.monotonic()
     idle_since = began
     try:
         while True:
-            popped = cast(list[tuple[bytes, float]], client.zpopmin(key, size))
-            if not popped:
+            ready = sorted(int(value) for value in client.smembers(READY_KEY))
+            if not ready:
+                pipeline.flush_if_due()
                 if time.monotonic() - idle_since >= LINGER:
                     return taken
                 time.sleep(POLL)
                 continue
-            if len(popped) == BATCH and not helper:
-                _helper_wake(client, sender_id)
-            message_ids = sorted(int(member) for member, _ in popped)
-            taken += len(message_ids)
-            unsent = messages_send_batch(message_ids, pace=pace).unsent
-            if unsent:  # pacing gave up (Redis away) or the claims outlived their window: pending again
-                client.zadd(key, {str(message_id): message_id for message_id in unsent})
-            idle_since = time.monotonic()
-            if unsent or idle_since - began >= ROUND_SECONDS:
-                if client.exists(key):
-                    _wake(client, sender_id)
+            senders.update(_SenderPace.load([pk for pk in ready if pk not in senders]))
+            idle_since, sent, full, gave_back = time.monotonic(), False, False, False
+            for sender_id in ready:
+                sender = senders[sender_id]
+                if sender.not_before > time.monotonic():
+                    continue
+                size = sender.room()
+                if not size:
+                    continue
+                popped = pop(keys=[queue_key(sender_id), READY_KEY], args=[size, sender_id])
+                message_ids = sorted(int(member) for member in popped[::2])
+                if not message_ids:
+                    continue
+                taken += len(message_ids)
+                sent, full = True, full or len(message_ids) == BATCH
+                unsent = pipeline.send(message_ids, pace=sender.pace)
+                if unsent:  # pacing gave up (Redis away) or the claims outlived their window: pending again
+                    pipe = client.pipeline(transaction=False)
+                    pipe.zadd(queue_key(sender_id), {str(message_id): message_id for message_id in unsent})
+                    pipe.sadd(READY_KEY, sender_id)
+                    pipe.execute()
+                    gave_back = True
+            pipeline.flush_if_due()
+            if full and not helper:
+                _helper_wake(client)
+            if gave_back or time.monotonic() - began >= ROUND_SECONDS:
+                if client.scard(READY_KEY):
+                    _wake(client)
                 return taken
-            if len(popped) < size:
+            if sent and not full:
                 time.sleep(GATHER)  # a trickle: the next batch gathers a few, not one or two
+            elif not sent:  # every ready sender's second is full: until the first has room, or a new one comes
+                due = min(senders[sender_id].not_before for sender_id in ready)
+                time.sleep(min(GATHER, max(POLL, due - time.monotonic())))
     finally:
-        if helper:
-            client.delete(helper_key(sender_id))
+        try:
+            pipeline.drain()  # the answers of what was handed over
+        finally:
+            if helper:
+                client.delete(HELPER_KEY)
 
 
-def _wake(client, sender_id: int) -> None:
+def _wake(client) -> None:
     """A drain for what is left, unless one is queued and has not started."""
     from messaging import tasks  # see send_queue_push
 
-    if client.set(kick_key(sender_id), 1, nx=True, px=KICK_TTL_MS):
-        _task_or_sweep(tasks.messages_send_queued, sender_id)
+    if client.set(KICK_KEY, 1, nx=True, px=KICK_TTL_MS):
+        _task_or_sweep(tasks.messages_send_queued)
 
 
-def _helper_wake(client, sender_id: int) -> None:
+def _helper_wake(client) -> None:
     """A second drain for a backlog, unless one was woken in the last KICK_TTL_MS and is still working."""
     from messaging import tasks  # see send_queue_push
 
-    if client.zcard(queue_key(sender_id)) >= BATCH and client.set(helper_key(sender_id), 1, nx=True, px=KICK_TTL_MS):
-        _task_or_sweep(tasks.messages_send_queued_helper, sender_id)
+    if client.set(HELPER_KEY, 1, nx=True, px=KICK_TTL_MS):
+        _task_or_sweep(tasks.messages_send_queued_helper)

@@ -2,6 +2,7 @@
 
 import bisect
 import dataclasses
+import sys
 import threading
 import time
 from unittest import mock
@@ -129,6 +130,19 @@ def test_a_chunk_is_due_once_the_window_has_room_for_all_of_it():
     assert sorted((int(slot_id), int(at)) for slot_id, at in kept[-3:]) == [
         (slot.slot_id, chunk.at_us) for slot in pacing.sub_slots(chunk, 3)
     ]
+
+
+def test_room_says_how_many_sends_the_second_still_has_and_when_the_next_frees():
+    sender_id, mps = 9104, 3
+    pacing.pacing_reset(sender_id)
+    assert pacing.room(sender_id, mps) == (3, 0.0)
+    first = pacing.slot_reserve(sender_id, mps)
+    assert pacing.room(sender_id, mps) == (2, 0.0)  # nothing reserved by asking
+    pacing.slot_reserve(sender_id, mps, count=2)
+    free, wait = pacing.room(sender_id, mps)
+    assert free == 0 and pacing.WINDOW - 0.1 < wait <= pacing.WINDOW
+    assert pacing.slot_reserve(sender_id, mps, max_ahead=5.0).at_us == first.at_us + int(pacing.WINDOW * 1_000_000)
+    assert pacing.room(sender_id, 0) == (sys.maxsize, 0.0)  # unthrottled
 
 
 def test_a_slot_too_far_ahead_is_not_reserved():

@@ -8,6 +8,7 @@ backlog neither holds a worker thread past its round nor delays another sender.
 """
 
 import bisect
+import itertools
 import signal
 import threading
 import time
@@ -23,7 +24,7 @@ from config import observe
 from config.celery import app as celery_app
 from messaging import pacing, tasks
 from messaging.models import Message, MessageStatus, Sender
-from messaging.services import reconcile, send, send_batch, send_outcomes, send_queue
+from messaging.services import reconcile, send, send_outcomes, send_queue
 from tests import delivery
 from tests.delivery import free_port
 from tests.factories import ContactFactory
@@ -81,11 +82,13 @@ def test_committed_messages_are_queued_and_one_drain_sends_each_once(staff_api, 
     with mock.patch("messaging.tasks.messages_send_queued.delay") as wake:
         ids = _post_all(staff_api, phones)
     assert _queued(queue, sender) == ids  # in commit order, none sent yet
-    wake.assert_called_once_with(sender.pk)  # the first woke the sender's drain; the others found it queued
+    wake.assert_called_once_with()  # the first woke a drain; the others found it queued
+    assert queue.smembers(send_queue.READY_KEY) == {str(sender.pk).encode()}
     assert not Message.objects.exclude(status=MessageStatus.PENDING).filter(pk__in=ids).exists()
 
-    assert send_queue.send_queue_drain(sender.pk) == len(ids)
-    assert _queued(queue, sender) == [] and not queue.exists(send_queue.kick_key(sender.pk))
+    assert send_queue.send_queue_drain() == len(ids)
+    assert _queued(queue, sender) == [] and not queue.exists(send_queue.KICK_KEY)
+    assert not queue.exists(send_queue.READY_KEY)  # left with the last ids
     assert set(Message.objects.filter(pk__in=ids).values_list("status", flat=True)) == {MessageStatus.QUEUED}
     assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
 
@@ -95,9 +98,9 @@ def test_an_id_taken_twice_or_by_two_drains_is_sent_once(staff_api, sender, fake
     with mock.patch("messaging.tasks.messages_send_queued.delay"):
         ids = _post_all(staff_api, phones)
     queue.zadd(send_queue.queue_key(sender.pk), {pk: pk for pk in ids})  # the sweep queued them again meanwhile
-    send_queue.send_queue_drain(sender.pk)
+    send_queue.send_queue_drain()
     queue.zadd(send_queue.queue_key(sender.pk), {pk: pk for pk in ids})  # a replayed kick after they left
-    send_queue.send_queue_drain(sender.pk, helper=True)
+    send_queue.send_queue_drain(helper=True)
     assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
     assert Message.objects.filter(pk__in=ids, status=MessageStatus.QUEUED).count() == len(ids)
 
@@ -115,7 +118,7 @@ def test_a_message_whose_id_a_dead_worker_took_is_sent_by_the_sweep(staff_api, s
     with mock.patch("messaging.tasks.messages_send_queued.delay"):
         assert send.messages_send_due() == len(ids)  # the sweep again, before a drain ran: held once
     assert _queued(queue, sender) == sorted(ids)
-    send_queue.send_queue_drain(sender.pk)
+    send_queue.send_queue_drain()
     assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
 
 
@@ -134,13 +137,13 @@ def test_with_redis_unreachable_a_message_gets_a_task_of_its_own(staff_api, send
 def test_a_drain_lingers_for_a_message_committed_while_it_runs(staff_api, sender, fake, queue, monkeypatch):
     """An id pushed after the drain deleted its kick wakes a new drain, and the lingering one sends it."""
     monkeypatch.setattr(send_queue, "LINGER", 5.0)
-    queue.set(send_queue.kick_key(sender.pk), 1)  # a drain is queued and has not started
+    queue.set(send_queue.KICK_KEY, 1)  # a drain is queued and has not started
     first = _phones(1, start=300)[0]
     taken = []
 
     def drain():
         try:
-            taken.append(send_queue.send_queue_drain(sender.pk))
+            taken.append(send_queue.send_queue_drain())
         finally:
             connection.close()
 
@@ -165,14 +168,15 @@ def test_after_a_short_batch_the_drain_lets_the_next_gather(queue, monkeypatch):
     monkeypatch.setattr(send_queue, "LINGER", 0.0)
     monkeypatch.setattr(send_queue, "BATCH", 3)
     queue.zadd(send_queue.queue_key(0), {n: n for n in range(1, 6)})  # a full batch of 3, then a short one of 2
+    queue.sadd(send_queue.READY_KEY, 0)
     pauses, batches = [], []
 
-    def batch_send(ids, pace):
+    def batch_send(pipeline, ids, pace):
         batches.append(ids)
-        return send_batch.BatchResult()
+        return []
 
     with (
-        mock.patch.object(send_queue, "messages_send_batch", batch_send),
+        mock.patch.object(send_queue.SendPipeline, "send", batch_send),
         mock.patch.object(send_queue.time, "sleep", pauses.append),
         mock.patch.object(send_queue, "_helper_wake"),
     ):
@@ -211,7 +215,7 @@ def test_a_senders_queue_leaves_at_its_mps_sharing_the_pace_with_campaign_sends(
         assert pacing.slot_take(slow.pk, 5) is not None
         campaign.append(time.time())
     began = time.monotonic()
-    assert send_queue.send_queue_drain(slow.pk) == len(ids)
+    assert send_queue.send_queue_drain() == len(ids)
     elapsed = time.monotonic() - began
     assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
     arrivals = fake.arrival_times()
@@ -221,42 +225,60 @@ def test_a_senders_queue_leaves_at_its_mps_sharing_the_pace_with_campaign_sends(
     assert elapsed >= 3 * pacing.WINDOW * 0.9
 
 
-def test_a_slow_senders_drain_gives_its_thread_back_after_a_round_and_wakes_the_next(
-    staff_api, fake, queue, monkeypatch
-):
+def test_a_drain_gives_its_thread_back_after_a_round_and_wakes_the_next(staff_api, fake, queue, monkeypatch):
     monkeypatch.setattr(send_queue, "ROUND_SECONDS", 1.0)
     slow = _slow_sender(2)
-    assert send_queue.batch_size(slow.effective_mps) == 2
     phones = _phones(6, start=700)
     with mock.patch("messaging.tasks.messages_send_queued.delay"):
         for phone in phones:
             contact = ContactFactory(phone=phone)
             staff_api.post("/api/v1/messages/", {"contact": contact.pk, "body": "hi", "sender": slow.pk}, format="json")
+    began = time.monotonic()
     with mock.patch("messaging.tasks.messages_send_queued.delay") as wake:
         # Two at once, two a window later; then the round is over and two are left for the next drain.
-        assert send_queue.send_queue_drain(slow.pk) == 4
-    wake.assert_called_once_with(slow.pk)
-    assert queue.zcard(send_queue.queue_key(slow.pk)) == 2 and queue.exists(send_queue.kick_key(slow.pk))
+        assert send_queue.send_queue_drain() == 4
+    assert time.monotonic() - began < 2.5
+    wake.assert_called_once_with()
+    assert queue.zcard(send_queue.queue_key(slow.pk)) == 2 and queue.exists(send_queue.KICK_KEY)
     assert Message.objects.filter(status=MessageStatus.PENDING).count() == 2
-    assert send_queue.send_queue_drain(slow.pk) == 2
+    assert send_queue.send_queue_drain() == 2
     assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
+    assert _most_in_a_window(fake.arrival_times(), 1.0 - pacing.SLACK) <= 2
 
 
-def test_a_slow_senders_backlog_does_not_hold_back_another_sender(staff_api, sender, fake, queue):
+def test_one_drain_serves_every_sender_and_a_full_second_holds_back_only_its_own(
+    staff_api, sender, fake, queue, monkeypatch
+):
+    """A 1-MPS sender with a backlog and 30 senders trickling one-time passwords: one drain sends
+    each sender's as soon as its second allows, and the slow one's backlog at its MPS."""
+    monkeypatch.setattr(send_queue, "LINGER", 0.3)
     slow = _slow_sender(1)
-    backlog = _phones(10, start=800)
+    backlog = _phones(3, start=800)
+    others = [
+        Sender.objects.create(
+            name=f"brand {n}", channel="sms", kind="long_code", provider="twilio", from_address=f"+1500555{n:04d}"
+        )
+        for n in range(30)
+    ]
+    otps = _phones(len(others), start=850)
     with mock.patch("messaging.tasks.messages_send_queued.delay") as wake:
         for phone in backlog:
             contact = ContactFactory(phone=phone)
             staff_api.post("/api/v1/messages/", {"contact": contact.pk, "body": "hi", "sender": slow.pk}, format="json")
-        otp = _post_all(staff_api, _phones(1, start=900))
-    assert sorted(call.args for call in wake.call_args_list) == sorted([(slow.pk,), (sender.pk,)])
+        for other, phone in zip(others, otps, strict=True):
+            contact = ContactFactory(phone=phone)
+            body = {"contact": contact.pk, "body": "otp", "sender": other.pk}
+            staff_api.post("/api/v1/messages/", body, format="json")
+    wake.assert_called_once_with()  # one drain for all 31 senders
     began = time.monotonic()
-    assert send_queue.send_queue_drain(sender.pk) == 1
-    assert time.monotonic() - began < send_queue.LINGER + 0.9  # not a second per message ahead of it
-    assert Message.objects.get(pk=otp[0]).status == MessageStatus.QUEUED
-    assert queue.zcard(send_queue.queue_key(slow.pk)) == len(backlog)
-    assert sum(fake.requests_to(phone) for phone in backlog) == 0
+    assert send_queue.send_queue_drain() == len(backlog) + len(otps)
+    assert time.monotonic() - began >= 2 * pacing.WINDOW * 0.9  # the backlog at 1 a second
+    assert [fake.requests_to(phone) for phone in backlog + otps] == [1] * (len(backlog) + len(otps))
+    arrived = fake.arrived_by_recipient()
+    first = min(arrived.values())
+    assert max(arrived[phone] for phone in otps) - first < 1.0  # none waited for the slow sender's seconds
+    slow_times = sorted(arrived[phone] for phone in backlog)
+    assert all(later - earlier >= 1.0 - pacing.SLACK for earlier, later in itertools.pairwise(slow_times))
 
 
 def test_a_batch_the_pacing_gave_up_on_goes_back_into_the_queue_unsent(staff_api, sender, fake, queue):
@@ -267,12 +289,12 @@ def test_a_batch_the_pacing_gave_up_on_goes_back_into_the_queue_unsent(staff_api
         mock.patch.object(pacing, "pacer", return_value=lambda idle=None: False),  # Redis away past the give-up
         mock.patch("messaging.tasks.messages_send_queued.delay") as wake,
     ):
-        assert send_queue.send_queue_drain(sender.pk) == 3
-    wake.assert_called_once_with(sender.pk)  # the next drain tries again
+        assert send_queue.send_queue_drain() == 3
+    wake.assert_called_once_with()  # the next drain tries again
     assert _queued(queue, sender) == ids
     assert Message.objects.filter(pk__in=ids, status=MessageStatus.PENDING).count() == 3
     assert fake.stats()["requests"] == 0
-    send_queue.send_queue_drain(sender.pk)
+    send_queue.send_queue_drain()
     assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
 
 
@@ -288,7 +310,7 @@ def test_a_retry_goes_back_into_its_senders_queue_when_its_time_comes(
     with mock.patch("messaging.tasks.messages_send_queued.delay") as wake:
         tasks.message_queue(41, sender.pk)
     assert _queued(queue, sender) == [41]
-    wake.assert_called_once_with(sender.pk)
+    wake.assert_called_once_with()
 
 
 def _worker(fake, root, **env) -> WorkerNode:
