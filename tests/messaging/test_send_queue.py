@@ -226,7 +226,7 @@ def test_a_senders_queue_leaves_at_its_mps_sharing_the_pace_with_campaign_sends(
 
 
 def test_a_drain_gives_its_thread_back_after_a_round_and_wakes_the_next(staff_api, fake, queue, monkeypatch):
-    monkeypatch.setattr(send_queue, "ROUND_SECONDS", 1.0)
+    monkeypatch.setattr(send_queue, "ROUND_SECONDS", 1.5)  # between the second window (1.03 s) and the third
     slow = _slow_sender(2)
     phones = _phones(6, start=700)
     with mock.patch("messaging.tasks.messages_send_queued.delay"):
