@@ -15,17 +15,13 @@ busy core, a thread waking late, waiting for a free connection) moves its slot t
 window later keep their distance from the real one; the slack only has to absorb the moment
 between the request reaching the provider and that mark, and is paid once per window instead
 of on every send. Time comes from Redis (``TIME``), never from the workers'
-clocks. A sender of 200 MPS or more reserves about 10 ms of sends with one call (``chunk_for``):
-they are due together, each has its own entry in the log and is marked by its own request, and
-the call finds room for all of them in the window. Senders above ``LOG_MAX_MPS`` (no real sender;
-the unthrottled benchmark) use an evenly
+clocks. Senders above ``LOG_MAX_MPS`` (no real sender; the unthrottled benchmark) use an evenly
 spaced schedule (GCRA) instead of a long list. Redis holds nothing that cannot be rebuilt: a
 lost key only forgets the last second.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import sys
@@ -78,9 +74,8 @@ return {1, wait, tat}
 
 
 # KEYS[1] the log (a sorted set: slot id -> its time in microseconds), KEYS[2] the id sequence;
-# ARGV: mps, window, ahead, count. ``count`` slots go together at max(now, the (mps - count + 1)-th
-# latest slot + window), so no window holds more than mps; the set keeps the mps latest slots.
-# Returns the first of the count consecutive ids.
+# ARGV: mps, window, ahead. A slot goes at max(now, the mps-th latest slot + window); the set
+# keeps the mps latest slots.
 _LOG = """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
@@ -88,30 +83,23 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local ahead = tonumber(ARGV[3])
-local count = tonumber(ARGV[4])
 local n = redis.call('ZCARD', KEYS[1])
 local at = now
-local oldest = n - limit + count - 1
-if oldest >= 0 then
-  local base = tonumber(redis.call('ZRANGE', KEYS[1], oldest, oldest, 'WITHSCORES')[2]) + window
+if n >= limit then
+  local base = tonumber(redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')[2]) + window
   if base > at then at = base end
 end
 local wait = at - now
 if wait > ahead then
   return {0, wait - ahead, at, 0}
 end
-local id = redis.call('INCRBY', KEYS[2], count)
-local entries = {}
-for i = count - 1, 0, -1 do
-  entries[#entries + 1] = at
-  entries[#entries + 1] = id - i
-end
-redis.call('ZADD', KEYS[1], unpack(entries))
-if n + count > limit then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n + count - limit - 1) end
+local id = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[1], at, id)
+if n + 1 > limit then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - limit) end
 local ttl = math.floor((at - now + window) / 1000) + 60000
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
-return {1, wait, at, id - count + 1}
+return {1, wait, at, id}
 """
 
 # ARGV: mps, window. How many sends the sender's log has room for now (reserved ones count), and,
@@ -192,14 +180,12 @@ def log_key(sender_id: int) -> str:
 def slot_reserve(sender_id: int, mps: float, *, max_ahead: float = MAX_AHEAD, count: int = 1) -> Slot:
     """Reserve the sender's next slot if it is at most ``max_ahead`` seconds away.
 
-    ``count`` > 1 reserves that many sends at once, all due at the slot's time: one Redis call per
-    chunk for a fast sender. In the log they are ``count`` entries with consecutive ids from the
-    slot's (``sub_slots``), each marked by its own request.
+    ``count`` > 1 (evenly spaced senders only) reserves that many sends at once: one Redis call
+    per chunk for a sender far above what one call per send could serve.
     """
     ahead_us = int(max_ahead * 1_000_000)
     if mps <= LOG_MAX_MPS:
-        limit = max(1, int(mps))
-        args = [limit, int(WINDOW * 1_000_000), ahead_us, min(max(1, count), limit)]
+        args = [max(1, int(mps)), int(WINDOW * 1_000_000), ahead_us]
         keys = [log_key(sender_id), log_key(sender_id) + ":seq"]
         asked = time.time()
         granted, wait_us, at_us, slot_id = _log_script()(keys=keys, args=args)
@@ -242,15 +228,8 @@ def room(sender_id: int, mps: float) -> tuple[int, float]:
 
 
 def chunk_for(mps: float) -> int:
-    """Sends one Redis call reserves: about 10 ms worth (at most 100), one below 200 MPS."""
-    return max(1, min(100, int(mps // 100)))
-
-
-def sub_slots(slot: Slot, count: int) -> list[Slot]:
-    """The ``count`` sends of a slot reserved with ``count``: in the log each has its own entry."""
-    if not slot.slot_id:
-        return [slot] * count
-    return [dataclasses.replace(slot, slot_id=slot.slot_id + index) for index in range(count)]
+    """Sends one Redis call may reserve: one in the exact log, ~10 ms worth above it."""
+    return 1 if mps <= LOG_MAX_MPS else min(100, int(mps // 100))
 
 
 def slot_take(
@@ -314,20 +293,19 @@ def pacer(sender_id: int, mps: int, keep_going: Callable[[], bool] = lambda: Tru
             lead[0] = min(max(lead[0] + LEAD_WEIGHT * late, 0.0), MAX_LEAD)
 
     chunk = chunk_for(mps)
-    stock: list[Slot] = []  # the last chunk's sends not handed over yet, the next one last
+    stock = [0]  # sends left in the last chunk taken (senders above the exact log's range)
 
     def pace(idle=None):
-        if stock:
-            return functools.partial(started, stock.pop())
+        if stock[0] > 0:
+            stock[0] -= 1
+            return True
         delay, waited = 0.1, 0.0
         while True:
             try:
                 slot = slot_take(sender_id, mps, keep_going=keep_going, count=chunk, idle=idle, lead=lead[0])
-                if slot is None:
-                    return False
-                first, *rest = sub_slots(slot, chunk)
-                stock[:] = reversed(rest)
-                return functools.partial(started, first)
+                if slot is not None:
+                    stock[0] = chunk - 1
+                return False if slot is None else functools.partial(started, slot)
             except redis.RedisError as exc:
                 if waited >= REDIS_DOWN_GIVE_UP or not keep_going():
                     logger.warning("pacing unavailable for sender %s, giving the batch back: %s", sender_id, exc)

@@ -85,60 +85,14 @@ def test_a_request_written_on_time_keeps_its_slot_without_a_call_and_a_late_one_
     assert pacing.redis_client().zscore(log, doubtful.slot_id) == doubtful.at_us
 
 
-def test_a_fast_sender_reserves_a_chunk_a_call_and_its_sends_still_keep_its_mps():
-    sender_id, mps = 9102, 400
-    pacing.pacing_reset(sender_id)
-    assert pacing.chunk_for(mps) == 4 and pacing.chunk_for(80) == 1
-    real = pacing._log_script()
-    calls = []
-
-    def counted(**kwargs):
-        answer = real(**kwargs)
-        if answer[0]:  # granted (a slot too far ahead is asked for again)
-            calls.append(kwargs["args"][3])
-        return answer
-
-    pace = pacing.pacer(sender_id, mps)
-    walls = []
-    began = time.monotonic()
-    with mock.patch.object(pacing, "_log_script", return_value=counted):
-        for _ in range(3 * mps):
-            token = pace()
-            token()  # as a sender thread does once the request is written
-            walls.append(time.time())
-    assert calls == [4] * (3 * mps // 4)
-    assert max_in_any_window(walls, 1.0 - pacing.SLACK) <= mps
-    assert time.monotonic() - began >= 2 * pacing.WINDOW * 0.95  # three windows' worth
-    log = pacing.redis_client().zrange(pacing.log_key(sender_id), 0, -1)
-    assert len(log) == mps and len(set(log)) == mps  # an entry a send, the last mps kept
-
-
-def test_a_chunk_is_due_once_the_window_has_room_for_all_of_it():
-    sender_id, mps = 9103, 8
-    pacing.pacing_reset(sender_id)
-    log = pacing.log_key(sender_id)
-    for _ in range(mps):  # a full window, its sends 30 ms apart
-        assert pacing.slot_reserve(sender_id, mps).granted
-        time.sleep(0.03)
-    times = [int(at) for _, at in pacing.redis_client().zrange(log, 0, -1, withscores=True)]
-    chunk = pacing.slot_reserve(sender_id, mps, max_ahead=5.0, count=3)
-    assert chunk.granted
-    # Three more in a window of eight: due a window after the sixth-latest, when five remain in it.
-    assert chunk.at_us == times[2] + int(pacing.WINDOW * 1_000_000)
-    kept = pacing.redis_client().zrange(log, 0, -1, withscores=True)
-    assert len(kept) == mps  # the eight latest
-    assert sorted((int(slot_id), int(at)) for slot_id, at in kept[-3:]) == [
-        (slot.slot_id, chunk.at_us) for slot in pacing.sub_slots(chunk, 3)
-    ]
-
-
 def test_room_says_how_many_sends_the_second_still_has_and_when_the_next_frees():
     sender_id, mps = 9104, 3
     pacing.pacing_reset(sender_id)
     assert pacing.room(sender_id, mps) == (3, 0.0)
     first = pacing.slot_reserve(sender_id, mps)
     assert pacing.room(sender_id, mps) == (2, 0.0)  # nothing reserved by asking
-    pacing.slot_reserve(sender_id, mps, count=2)
+    pacing.slot_reserve(sender_id, mps)
+    pacing.slot_reserve(sender_id, mps)
     free, wait = pacing.room(sender_id, mps)
     assert free == 0 and pacing.WINDOW - 0.1 < wait <= pacing.WINDOW
     assert pacing.slot_reserve(sender_id, mps, max_ahead=5.0).at_us == first.at_us + int(pacing.WINDOW * 1_000_000)
