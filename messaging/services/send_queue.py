@@ -74,9 +74,7 @@ def send_queue_push(message_id: int, sender_id: int | None) -> None:
     from messaging import tasks  # the tasks import the send services: a cycle at module level
 
     try:
-        pipe = observe.redis_client().pipeline(transaction=False)
-        pipe.zadd(queue_key(sender_id), {str(message_id): message_id})
-        pipe.sadd(READY_KEY, sender_id or 0)
+        pipe = _queued(observe.redis_client().pipeline(transaction=False), sender_id, [message_id])
         pipe.set(KICK_KEY, 1, nx=True, px=KICK_TTL_MS)
         *_, kicked = pipe.execute()
     except Exception as exc:  # noqa: BLE001 - the message is stored: a task of its own, else the sweep
@@ -85,6 +83,13 @@ def send_queue_push(message_id: int, sender_id: int | None) -> None:
         return
     if kicked:
         _task_or_sweep(tasks.messages_send_queued)
+
+
+def _queued(pipe, sender_id: int | None, message_ids: list[int]):
+    """``pipe`` with the ids added to the sender's queue and the sender marked ready."""
+    pipe.zadd(queue_key(sender_id), {str(message_id): message_id for message_id in message_ids})
+    pipe.sadd(READY_KEY, sender_id or 0)
+    return pipe
 
 
 def _task_or_sweep(task, *args) -> None:
@@ -159,10 +164,7 @@ def send_queue_drain(*, helper: bool = False) -> int:
                 sent, full = True, full or len(message_ids) == BATCH
                 unsent = pipeline.send(message_ids, pace=sender.pace)
                 if unsent:  # pacing gave up (Redis away) or the claims outlived their window: pending again
-                    pipe = client.pipeline(transaction=False)
-                    pipe.zadd(queue_key(sender_id), {str(message_id): message_id for message_id in unsent})
-                    pipe.sadd(READY_KEY, sender_id)
-                    pipe.execute()
+                    _queued(client.pipeline(transaction=False), sender_id, unsent).execute()
                     gave_back = True
             pipeline.flush_if_due()
             if full and not helper:
