@@ -140,3 +140,28 @@ def test_a_transactional_message_costs_the_webhook_no_counting():
     assert len(queries) == 0
     status_callback_record(provider_sid=message.provider_sid, status="delivered", payload={})
     assert not MessageStatusCounter.objects.exists()
+
+
+def test_a_status_callback_sync_is_planned_once_per_connection(settings, django_capture_on_commit_callbacks):
+    # Planning the sync statement cost several times more than running it; for one message it is a
+    # prepared statement whose generic plan PostgreSQL keeps, so later callbacks are not planned.
+    if not settings.DATABASE_PREPARED_STATEMENTS:
+        pytest.skip("behind a pooler in transaction mode nothing is prepared")
+    run = make_run(make_campaign())
+    messages = [add_recipient(run).message for _ in range(10)]
+    counters_sweep(since=T0)
+    with django_capture_on_commit_callbacks(execute=True):
+        for message in messages:
+            _record(message.provider_sid, "delivered", "")
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%INSERT INTO reporting_countedmessage%"],
+        )
+        plans = cursor.fetchall()
+    assert len(plans) == 1
+    generic, custom = plans[0]
+    assert generic >= 4 and custom <= 5, plans
+    assert counters_read([run.pk]) == counters_recounted([run.pk])
+    assert {k[1]: v[0] for k, v in counters_read([run.pk]).items()} == {"delivered": 10}
