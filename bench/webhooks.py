@@ -1,6 +1,7 @@
 """Status webhook benchmark: signed Twilio callbacks against gunicorn on loopback.
 
     python -m bench.webhooks --requests 20000 [--concurrency 8] [--client-processes 2] [--workers 4]
+        [--campaign-share 0.5]
 
 It creates its own database (``bench_webhooks`` on the DATABASE_URL server, or on
 the embedded one), migrates it and creates the messages; starts gunicorn with
@@ -10,7 +11,9 @@ sockets with TCP_NODELAY, reconnecting when a sync worker closes the connection,
 connections per client process so the clients leave the CPU to the server): a realistic
 mix of progressions per message, about 10 % duplicates, a share out of order, and
 2 % of messages whose sid is saved only after their callbacks arrived (applied then
-by ``status_callbacks_apply_pending``, as the send service does). Then it checks the
+by ``status_callbacks_apply_pending``, as the send service does). A share of the messages
+(``--campaign-share``) are a running campaign's recipients: a status change of theirs also brings
+the reporting counters up to date in the request, as a campaign's callbacks do. Then it checks the
 database: every distinct (sid, status) stored once, every event applied, and every
 message in the state its events call for, whatever order they came in.
 The last line printed is the JSON summary.
@@ -43,6 +46,7 @@ from bench._util import (
     production_settings,
     server_url,
 )
+from bench.send import contacts_fill
 
 PATH = "/webhooks/twilio/status/"
 ACCOUNT_SID = "AC" + "b" * 32
@@ -69,6 +73,7 @@ class Plan:
     callbacks: list[tuple[str, str, str]] = field(default_factory=list)  # (sid, status, error code), send order
     out_of_order: int = 0
     duplicates: int = 0
+    run_id: int | None = None  # the campaign run of the --campaign-share messages
 
 
 def plan_build(requests: int, seed: int) -> Plan:
@@ -269,7 +274,8 @@ def server_env(port: int, database_url: str, token: str) -> dict[str, str]:
     }
 
 
-def messages_create(plan: Plan) -> None:
+def messages_create(plan: Plan, campaign_share: float, seed: int) -> int:
+    """The plan's messages, queued; ``campaign_share`` of them a running campaign's recipients. Returns how many."""
     from django.utils import timezone
 
     from messaging.models import Message, MessageStatus
@@ -288,6 +294,53 @@ def messages_create(plan: Plan) -> None:
         for sid, channel in plan.channels.items()
     ]
     Message.objects.bulk_create(rows, batch_size=5000)
+    chosen = random.Random(seed).sample(sorted(plan.channels), round(len(plan.channels) * campaign_share))
+    if chosen:
+        plan.run_id = recipients_create(chosen)
+    return len(chosen)
+
+
+def recipients_create(sids: list[str]) -> int:
+    """A running campaign whose recipients the messages of ``sids`` are, as the dispatcher leaves them; its run."""
+    from django.contrib.contenttypes.models import ContentType
+    from django.db import connection
+    from django.utils import timezone
+
+    from campaigns.models import Campaign, CampaignRun, Recipient
+    from messaging.models import MessageTemplate, Sender
+
+    sender = Sender.objects.create(
+        name="bench", channel="sms", kind="long_code", provider="twilio", from_address="+15005550006", mps=100
+    )
+    template = MessageTemplate.objects.create(name="bench", channel="sms", body="Hello {{ name }}")
+    campaign = Campaign.objects.create(name="Bench", template=template, sender=sender, status="running")
+    run = CampaignRun.objects.create(campaign=campaign, scheduled_for=timezone.now(), status="running", mps=100)
+    with connection.cursor() as cursor:
+        contacts_fill(cursor, len(sids))
+        cursor.execute("SELECT id FROM audience_contact ORDER BY id")
+        contacts = [row[0] for row in cursor.fetchall()]
+        cursor.execute(
+            """
+            WITH chosen AS (
+                SELECT m.id AS message_id, row_number() OVER (ORDER BY m.id) AS n
+                FROM messaging_message m WHERE m.idempotency_key = ANY(%(sids)s)
+            ), made AS (
+                INSERT INTO campaigns_recipient (run_id, contact_id, message_id, state, reason, detail, sent_at)
+                SELECT %(run)s, c.contact_id, chosen.message_id, 'sent', '', '', now()
+                FROM chosen JOIN unnest(%(contacts)s::bigint[]) WITH ORDINALITY AS c (contact_id, n) USING (n)
+                RETURNING id, contact_id, message_id
+            )
+            UPDATE messaging_message m SET source_type_id = %(type)s, source_id = made.id, contact_id = made.contact_id
+            FROM made WHERE m.id = made.message_id
+            """,
+            {
+                "sids": sids,
+                "contacts": contacts,
+                "run": run.pk,
+                "type": ContentType.objects.get_for_model(Recipient).pk,
+            },
+        )
+    return run.pk
 
 
 def late_sids_save(plan: Plan) -> int:
@@ -339,6 +392,12 @@ def database_check(plan: Plan) -> dict[str, int]:
         status, timestamps, code = expected.pop(row["provider_sid"])
         reached = frozenset(name for name in fields if row[name] is not None)
         wrong += (row["status"], reached, row["error_code"]) != (status, timestamps, code)
+    counters_wrong = 0
+    if plan.run_id is not None:  # the counters the callbacks kept, against a recount from the rows
+        from reporting.counters import counters_read, counters_recounted
+
+        kept, recounted = counters_read([plan.run_id]), counters_recounted([plan.run_id])
+        counters_wrong = sum(kept.get(key) != recounted.get(key) for key in kept.keys() | recounted.keys())
     return {
         "unique_events": len(sent),
         "stored": len(stored & sent),
@@ -346,6 +405,7 @@ def database_check(plan: Plan) -> dict[str, int]:
         "applied": applied,
         "pending": len(stored) - applied,
         "wrong_messages": wrong + len(expected),
+        "wrong_counters": counters_wrong,
     }
 
 
@@ -418,6 +478,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker-class", default="sync")
     parser.add_argument("--database", default="bench_webhooks")
     parser.add_argument("--seed", type=int, default=4)
+    parser.add_argument(
+        "--campaign-share", type=float, default=0.5, help="share of the messages that are a campaign's recipients"
+    )
     args = parser.parse_args(argv)
 
     database_url = database_recreate(server_url("DATABASE_URL"), args.database)
@@ -433,7 +496,7 @@ def main(argv: list[str] | None = None) -> None:
     from twilio.request_validator import RequestValidator
 
     plan = plan_build(args.requests, args.seed)
-    messages_create(plan)
+    campaign_messages = messages_create(plan, args.campaign_share, args.seed)
     validator = RequestValidator(token)
     base_url = env["PUBLIC_BASE_URL"]
     requests = [request_build(validator, base_url, plan, *callback) for callback in plan.callbacks]
@@ -449,7 +512,8 @@ def main(argv: list[str] | None = None) -> None:
     check = database_check(plan)
     lost = check["missing_events"] + check["pending"] + check["wrong_messages"]
     print(
-        f"{len(plan.channels)} messages ({len(plan.late)} with their sid saved after their callbacks, "
+        f"{len(plan.channels)} messages ({campaign_messages} a campaign's recipients, "
+        f"{len(plan.late)} with their sid saved after their callbacks, "
         f"{late_applied} events applied then), {args.requests} callbacks: {check['unique_events']} distinct, "
         f"{plan.duplicates} duplicates, {plan.out_of_order} out of order; {args.concurrency} connections "
         f"in {min(args.client_processes, args.concurrency)} client processes, "
@@ -465,6 +529,12 @@ def main(argv: list[str] | None = None) -> None:
         "p99_ms": round(measured["p99_ms"], 1),
         "applied": check["applied"],
         "lost": lost,
+        "wrong_counters": check["wrong_counters"],
+        "conditions": {
+            "campaign_share": args.campaign_share,
+            "gunicorn": f"{args.workers} {args.worker_class} workers",
+            "connections": args.concurrency,
+        },
     }
     print(json.dumps(summary))
 
