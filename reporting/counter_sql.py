@@ -211,12 +211,16 @@ SYNC_IDS_SQL = """
     WHERE r.message_id = ANY(%(ids)s::bigint[]) AND r2.message_id IS NOT NULL
 """
 
-# The same for one message (``%(id)s``), the status webhook's case: with a scalar parameter and no
-# arrays, PostgreSQL's generic plan of the prepared statement costs what a custom one does, so it
-# is planned once per connection instead of at every callback (planning the whole statement cost
-# several times more than running it).
+# The same for at most one message (``%(id)s``) and one contact (``%(contact)s``), either NULL: a
+# status callback, an inbound message, a consent change. With scalar parameters and no arrays,
+# PostgreSQL's generic plan of the prepared statement costs what a custom one does, so it is planned
+# once per connection instead of at every callback (planning the whole statement cost several
+# times more than running it).
 SYNC_ONE_IDS_SQL = """
     SELECT %(id)s::bigint AS id
+    UNION
+    SELECT r.message_id FROM campaigns_recipient r
+    WHERE r.contact_id = %(contact)s::bigint AND r.message_id IS NOT NULL
     UNION
     SELECT r2.message_id FROM campaigns_recipient r
     JOIN campaigns_campaignrun run ON run.id = r.run_id

@@ -74,8 +74,9 @@ def counters_sync(message_ids: Iterable[int] = (), *, contact_ids: Iterable[int]
     Returns how many counted rows changed.
     """
     ids, contacts = sorted(set(message_ids)), sorted(set(contact_ids))
-    if len(ids) == 1 and not contacts:  # a status callback's: a statement planned once per connection
-        row = sql.fetch_one_prepared(counter_sql.SYNC_ONE_SQL, {"id": ids[0], **counter_sql.ENUMS})
+    if len(ids) <= 1 and len(contacts) <= 1 and (ids or contacts):  # a callback's: planned once per connection
+        params = {"id": ids[0] if ids else None, "contact": contacts[0] if contacts else None, **counter_sql.ENUMS}
+        row = sql.fetch_one_prepared(counter_sql.SYNC_ONE_SQL, params)
         return row[0] if row else 0
     changed = 0
     for start in range(0, max(len(ids), len(contacts), 1), SYNC_CHUNK):
