@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class ReportingConfig(AppConfig):
@@ -29,3 +30,5 @@ class ReportingConfig(AppConfig):
             counters.on_inbound_message_received, dispatch_uid="reporting_counters_inbound"
         )
         audience_signals.consent_changed.connect(counters.on_consent_changed, dispatch_uid="reporting_counters_consent")
+        # The function a callback's counter sync runs, as this code writes it.
+        post_migrate.connect(counters.sync_function_create, sender=self, dispatch_uid="reporting_sync_function")

@@ -7,10 +7,12 @@ merged into its parameters.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
 from audience.choices import ConsentStatus
 from campaigns.models import RunStatus
+from config import sql
 from messaging.models import Direction
 from reporting.arm_counters import ARM_COUNTER_CTE
 
@@ -253,6 +255,32 @@ SELECT count(*) FROM up
 
 SYNC_SQL = sync_sql(SYNC_IDS_SQL)
 SYNC_ONE_SQL = sync_sql(SYNC_ONE_IDS_SQL)
+
+
+def _sync_one_function() -> tuple[str, str]:
+    """(name, CREATE statement) of a PL/pgSQL function running SYNC_ONE_SQL for (p_id, p_contact).
+
+    PL/pgSQL keeps its statements' plans for the server connection's life, so the sync is planned
+    once per connection even behind a pooler in transaction mode, where nothing can be prepared.
+    The name carries a hash of the body: code and function never disagree (``post_migrate``
+    creates the function this code names; until it exists, the statement runs as it is).
+    """
+    body = SYNC_ONE_SQL.replace("%(id)s", "p_id").replace("%(contact)s", "p_contact")
+    for name, value in ENUMS.items():
+        body = body.replace(f"%({name})s", sql.literal(value))
+    body = body.replace("SELECT count(*) FROM up", "SELECT count(*) INTO changed FROM up")
+    if "%(" in body or "INTO changed" not in body:
+        raise AssertionError("the sync statement's parameters changed: update _sync_one_function")
+    name = "reporting_sync_one_" + hashlib.sha256(body.encode()).hexdigest()[:12]
+    create = (
+        f"CREATE OR REPLACE FUNCTION {name}(p_id bigint, p_contact bigint) RETURNS bigint "
+        f"LANGUAGE plpgsql AS $sync$\nDECLARE changed bigint;\nBEGIN\n{body.strip()};\nRETURN changed;\nEND\n$sync$"
+    )
+    return name, create
+
+
+SYNC_ONE_FUNCTION, SYNC_ONE_FUNCTION_CREATE = _sync_one_function()
+SYNC_ONE_FUNCTION_PREFIX = "reporting_sync_one_"
 
 
 # Messages whose counted state lags what their own row says (or is missing): those created

@@ -32,12 +32,14 @@ changes made without a signal (message creation, send results, transactional mes
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.core.cache import cache
-from django.db import DatabaseError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.utils import timezone
 
 from audience.choices import ConsentStatus
@@ -75,9 +77,7 @@ def counters_sync(message_ids: Iterable[int] = (), *, contact_ids: Iterable[int]
     """
     ids, contacts = sorted(set(message_ids)), sorted(set(contact_ids))
     if len(ids) <= 1 and len(contacts) <= 1 and (ids or contacts):  # a callback's: planned once per connection
-        params = {"id": ids[0] if ids else None, "contact": contacts[0] if contacts else None, **counter_sql.ENUMS}
-        row = sql.fetch_one_prepared(counter_sql.SYNC_ONE_SQL, params)
-        return row[0] if row else 0
+        return _sync_one(ids[0] if ids else None, contacts[0] if contacts else None)
     changed = 0
     for start in range(0, max(len(ids), len(contacts), 1), SYNC_CHUNK):
         chunk, chunk_contacts = ids[start : start + SYNC_CHUNK], contacts[start : start + SYNC_CHUNK]
@@ -88,6 +88,46 @@ def counters_sync(message_ids: Iterable[int] = (), *, contact_ids: Iterable[int]
             cursor.execute(counter_sql.SYNC_SQL, params)
             changed += cursor.fetchone()[0]
     return changed
+
+
+def _sync_one(message_id: int | None, contact_id: int | None) -> int:
+    """One message's and one contact's sync: the reporting function, else (not created yet) its statement."""
+    if _sync_function_ready():
+        row = sql.fetch_one_prepared(f"SELECT {counter_sql.SYNC_ONE_FUNCTION}(%s, %s)", [message_id, contact_id])
+    else:
+        params = {"id": message_id, "contact": contact_id, **counter_sql.ENUMS}
+        row = sql.fetch_one_prepared(counter_sql.SYNC_ONE_SQL, params)
+    return row[0] if row else 0
+
+
+_function_seen: dict[str, float] = {}  # database alias -> when the function was last looked for, inf: found
+FUNCTION_LOOK_AGAIN = 60.0  # seconds before a missing function is looked for again
+
+
+def _sync_function_ready() -> bool:
+    seen = _function_seen.get(connection.alias, -math.inf)
+    if seen == math.inf:
+        return True
+    if time.monotonic() - seen < FUNCTION_LOOK_AGAIN:
+        return False
+    signature = f"{counter_sql.SYNC_ONE_FUNCTION}(bigint, bigint)"
+    row = sql.fetch_one_prepared("SELECT to_regprocedure(%s) IS NOT NULL", [signature])
+    _function_seen[connection.alias] = math.inf if row and row[0] else time.monotonic()
+    return _function_seen[connection.alias] == math.inf
+
+
+def sync_function_create(using: str = DEFAULT_DB_ALIAS, **kwargs) -> None:
+    """Create the sync function this code names and drop those of earlier code (``post_migrate``)."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(counter_sql.SYNC_ONE_FUNCTION_CREATE)
+        cursor.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = current_schema() AND starts_with(p.proname, %s) AND p.proname <> %s",
+            [counter_sql.SYNC_ONE_FUNCTION_PREFIX, counter_sql.SYNC_ONE_FUNCTION],
+        )
+        for (stale,) in cursor.fetchall():
+            cursor.execute(f"DROP FUNCTION IF EXISTS {stale}")
+    _function_seen.pop(using, None)
 
 
 def _sync_quietly(what: str, **kwargs) -> None:

@@ -1,18 +1,21 @@
 """Message counters stay exactly equal to a recount, whatever order and however often callbacks come."""
 
+import math
 import random
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from messaging.models import Message, MessageStatus
 from messaging.services.status import status_callback_record
+from reporting import counter_sql, counters
 from reporting.counters import (
     counters_read,
     counters_recount,
     counters_recounted,
     counters_sweep,
+    counters_sync,
     on_message_status_changed,
 )
 from reporting.models import CountedMessage
@@ -142,26 +145,45 @@ def test_a_transactional_message_costs_the_webhook_no_counting():
     assert not MessageStatusCounter.objects.exists()
 
 
-def test_a_status_callback_sync_is_planned_once_per_connection(settings, django_capture_on_commit_callbacks):
-    # Planning the sync statement cost several times more than running it; for one message it is a
-    # prepared statement whose generic plan PostgreSQL keeps, so later callbacks are not planned.
-    if not settings.DATABASE_PREPARED_STATEMENTS:
-        pytest.skip("behind a pooler in transaction mode nothing is prepared")
+def test_a_callback_sync_runs_the_reporting_function(django_capture_on_commit_callbacks):
+    # Planning the sync statement cost several times more than running it: PL/pgSQL keeps its plan
+    # for the server connection's life, behind a pooler too. A function that refuses shows it runs.
     run = make_run(make_campaign())
-    messages = [add_recipient(run).message for _ in range(10)]
-    counters_sweep(since=T0)
-    with django_capture_on_commit_callbacks(execute=True):
-        for message in messages:
-            _record(message.provider_sid, "delivered", "")
-
+    message = add_recipient(run).message
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
-            ["%INSERT INTO reporting_countedmessage%"],
+            f"CREATE OR REPLACE FUNCTION {counter_sql.SYNC_ONE_FUNCTION}(p_id bigint, p_contact bigint) "
+            "RETURNS bigint LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'the function ran'; END $$"
         )
-        plans = cursor.fetchall()
-    assert len(plans) == 1
-    generic, custom = plans[0]
-    assert generic >= 4 and custom <= 5, plans
+    with pytest.raises(DatabaseError, match="the function ran"), transaction.atomic():
+        counters_sync([message.pk])
+    counters.sync_function_create()
+    assert counters_sync([message.pk]) == 1
     assert counters_read([run.pk]) == counters_recounted([run.pk])
-    assert {k[1]: v[0] for k, v in counters_read([run.pk]).items()} == {"delivered": 10}
+
+
+def test_without_the_function_the_statement_counts_the_same(monkeypatch, django_capture_on_commit_callbacks):
+    monkeypatch.setattr(counters, "_function_seen", {})
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP FUNCTION {counter_sql.SYNC_ONE_FUNCTION}(bigint, bigint)")
+    run = make_run(make_campaign())
+    messages = [add_recipient(run).message for _ in range(3)]
+    with django_capture_on_commit_callbacks(execute=True):
+        for message, status in zip(messages, ("delivered", "sent", "failed"), strict=True):
+            _record(message.provider_sid, status, "30007" if status == "failed" else "")
+    assert counters._function_seen[connection.alias] != math.inf  # looked for, not found
+    assert counters_read([run.pk]) == counters_recounted([run.pk])
+    assert {k[1]: v[0] for k, v in counters_read([run.pk]).items()} == {"delivered": 1, "sent": 1, "failed": 1}
+
+
+def test_migrate_creates_the_function_this_code_names_and_drops_older_ones():
+    stale = counter_sql.SYNC_ONE_FUNCTION_PREFIX + "0" * 12
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE FUNCTION {stale}(bigint, bigint) RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint'")
+        cursor.execute(f"DROP FUNCTION {counter_sql.SYNC_ONE_FUNCTION}(bigint, bigint)")
+    counters.sync_function_create()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT proname FROM pg_proc WHERE starts_with(proname, %s)", [counter_sql.SYNC_ONE_FUNCTION_PREFIX]
+        )
+        assert [row[0] for row in cursor.fetchall()] == [counter_sql.SYNC_ONE_FUNCTION]
