@@ -188,6 +188,7 @@ class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
                     occurred_at=item.occurred_at,
                     idempotency_key=key,
                     request_hash=fingerprint,
+                    replay_checked=True,
                 )
             elif replayed.status == EventStatus.PENDING:  # stored without waiting; this caller waits
                 events.events_match([replayed.pk])

@@ -58,6 +58,16 @@ def test_an_event_is_stored_and_answered(staff_api, campaign):
     assert recipient.state == "pending" and recipient.message.render_context == {"order_id": "A-17"}
 
 
+def test_a_new_event_looks_its_key_up_once(staff_api, campaign):
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        response = post(staff_api, body())
+    assert response.status_code == 201, response.json()
+    lookups = [q["sql"] for q in queries if 'WHERE "campaigns_event"."idempotency_key" =' in q["sql"]]
+    assert len(lookups) == 1, lookups
+
+
 @pytest.mark.parametrize("spelling", ["whatsapp:+254 713 000 001", "00254713000001", "+254-713-000-001"])
 def test_the_contact_may_be_a_phone_in_any_common_spelling(staff_api, campaign, spelling):
     response = post(staff_api, body(contact=spelling))

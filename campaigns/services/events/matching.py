@@ -71,13 +71,15 @@ def event_record(
     request_hash: str = "",
     keyword: str = "",
     now: dt.datetime | None = None,
+    replay_checked: bool = False,
 ) -> tuple[Event, bool]:
     """Store an event and match it before returning; returns (event, created). A replayed key returns the first event.
 
     The same matcher as the workers' (``events_match``), over this one event, in the
-    transaction that stores it: the caller sees the campaigns it fired.
+    transaction that stores it: the caller sees the campaigns it fired. ``replay_checked``: the
+    caller has just called ``event_replay`` for the key (the unique key still decides a race).
     """
-    existing = event_replay(idempotency_key, request_hash)
+    existing = None if replay_checked else event_replay(idempotency_key, request_hash)
     if existing is not None:
         return existing, False
     now = now or timezone.now()
