@@ -31,6 +31,7 @@ changes made without a signal (message creation, send results, transactional mes
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -38,8 +39,9 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import psycopg.errors
 from django.core.cache import cache
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, ProgrammingError, connection, connections, transaction
 from django.utils import timezone
 
 from audience.choices import ConsentStatus
@@ -93,10 +95,19 @@ def counters_sync(message_ids: Iterable[int] = (), *, contact_ids: Iterable[int]
 def _sync_one(message_id: int | None, contact_id: int | None) -> int:
     """One message's and one contact's sync: the reporting function, else (not created yet) its statement."""
     if _sync_function_ready():
-        row = sql.fetch_one_prepared(f"SELECT {counter_sql.SYNC_ONE_FUNCTION}(%s, %s)", [message_id, contact_id])
-    else:
-        params = {"id": message_id, "contact": contact_id, **counter_sql.ENUMS}
-        row = sql.fetch_one_prepared(counter_sql.SYNC_ONE_SQL, params)
+        try:
+            # In a transaction, a savepoint: a missing function must not abort the caller's work.
+            with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+                row = sql.fetch_one_prepared(
+                    f"SELECT {counter_sql.SYNC_ONE_FUNCTION}(%s, %s)", [message_id, contact_id]
+                )
+            return row[0] if row else 0
+        except ProgrammingError as exc:  # dropped since it was seen (newer code migrated): the statement, look again
+            if not isinstance(exc.__cause__, psycopg.errors.UndefinedFunction):
+                raise
+            _function_seen[connection.alias] = time.monotonic()
+    params = {"id": message_id, "contact": contact_id, **counter_sql.ENUMS}
+    row = sql.fetch_one_prepared(counter_sql.SYNC_ONE_SQL, params)
     return row[0] if row else 0
 
 

@@ -187,3 +187,15 @@ def test_migrate_creates_the_function_this_code_names_and_drops_older_ones():
             "SELECT proname FROM pg_proc WHERE starts_with(proname, %s)", [counter_sql.SYNC_ONE_FUNCTION_PREFIX]
         )
         assert [row[0] for row in cursor.fetchall()] == [counter_sql.SYNC_ONE_FUNCTION]
+
+
+def test_a_function_dropped_under_a_running_process_costs_no_count(monkeypatch):
+    # A deploy's migrate drops the function older code names while that code still runs.
+    monkeypatch.setattr(counters, "_function_seen", {connection.alias: math.inf})
+    run = make_run(make_campaign())
+    message = add_recipient(run).message
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP FUNCTION {counter_sql.SYNC_ONE_FUNCTION}(bigint, bigint)")
+    assert counters_sync([message.pk]) == 1
+    assert counters._function_seen[connection.alias] != math.inf  # looked for again later
+    assert counters_read([run.pk]) == counters_recounted([run.pk])
