@@ -197,39 +197,32 @@ st AS (
 ),"""
 COUNTERS_SQL += ARM_COUNTER_CTE
 
-# The messages a sync covers: these, their sibling messages of the same campaign and contact (a
-# reply counts through the contact's first message of the campaign), the campaign messages of these
-# contacts.
-SYNC_IDS_SQL = """
-    SELECT unnest(%(ids)s::bigint[]) AS id
+
+def _sync_ids_sql(rows: str, message_is: str, contact_is: str) -> str:
+    """The messages a sync covers: these (``rows``), their sibling messages of the same campaign and
+    contact (a reply counts through the contact's first message of the campaign), the campaign
+    messages of these contacts. ``message_is`` and ``contact_is`` complete a comparison."""
+    return f"""
+    SELECT {rows} AS id
     UNION
     SELECT r.message_id FROM campaigns_recipient r
-    WHERE r.contact_id = ANY(%(contacts)s::bigint[]) AND r.message_id IS NOT NULL
+    WHERE r.contact_id {contact_is} AND r.message_id IS NOT NULL
     UNION
     SELECT r2.message_id FROM campaigns_recipient r
     JOIN campaigns_campaignrun run ON run.id = r.run_id
     JOIN campaigns_recipient r2 ON r2.contact_id = r.contact_id AND r2.run_id <> r.run_id
     JOIN campaigns_campaignrun run2 ON run2.id = r2.run_id AND run2.campaign_id = run.campaign_id
-    WHERE r.message_id = ANY(%(ids)s::bigint[]) AND r2.message_id IS NOT NULL
+    WHERE r.message_id {message_is} AND r2.message_id IS NOT NULL
 """
 
-# The same for at most one message (``%(id)s``) and one contact (``%(contact)s``), either NULL: a
-# status callback, an inbound message, a consent change. With scalar parameters and no arrays,
-# PostgreSQL's generic plan of the prepared statement costs what a custom one does, so it is planned
-# once per connection instead of at every callback (planning the whole statement cost several
-# times more than running it).
-SYNC_ONE_IDS_SQL = """
-    SELECT %(id)s::bigint AS id
-    UNION
-    SELECT r.message_id FROM campaigns_recipient r
-    WHERE r.contact_id = %(contact)s::bigint AND r.message_id IS NOT NULL
-    UNION
-    SELECT r2.message_id FROM campaigns_recipient r
-    JOIN campaigns_campaignrun run ON run.id = r.run_id
-    JOIN campaigns_recipient r2 ON r2.contact_id = r.contact_id AND r2.run_id <> r.run_id
-    JOIN campaigns_campaignrun run2 ON run2.id = r2.run_id AND run2.campaign_id = run.campaign_id
-    WHERE r.message_id = %(id)s::bigint AND r2.message_id IS NOT NULL
-"""
+
+# Any number of messages and contacts (arrays): planned at each call, which a batch amortises.
+SYNC_IDS_SQL = _sync_ids_sql("unnest(%(ids)s::bigint[])", "= ANY(%(ids)s::bigint[])", "= ANY(%(contacts)s::bigint[])")
+# At most one message (``%(id)s``) and one contact (``%(contact)s``), either NULL: a status
+# callback, an inbound message, a consent change. With scalar parameters a generic plan costs what
+# a custom one does, so the PL/pgSQL function below keeps one (planning the whole statement cost
+# several times more than running it).
+SYNC_ONE_IDS_SQL = _sync_ids_sql("%(id)s::bigint", "= %(id)s::bigint", "= %(contact)s::bigint")
 
 
 def sync_sql(ids_sql: str) -> str:
