@@ -487,6 +487,8 @@ def main(argv: list[str] | None = None) -> None:
         "--campaign-share", type=float, default=0.5, help="share of the messages that are a campaign's recipients"
     )
     args = parser.parse_args(argv)
+    if not 0.0 <= args.campaign_share <= 1.0:
+        parser.error(f"--campaign-share must be between 0 and 1, not {args.campaign_share}")
 
     database_url = database_recreate(server_url("DATABASE_URL"), args.database)
     port, token = free_port(), secrets.token_hex(16)
