@@ -127,3 +127,65 @@ def postgres_backends_cpu(database: str) -> float:
         except psutil.Error:
             continue
     return sum(cpu for (name, _, _), cpu in _backends_seen.items() if name == database)
+
+
+class AutovacuumStandIn:
+    """ANALYZE what autovacuum would, where the server runs with autovacuum off.
+
+    A platform's tables grow from empty, and its connections persist: a statement's cached plan
+    (a prepared statement's, a PL/pgSQL function's) is made again only when an ANALYZE changes the
+    statistics. With autovacuum off, a plan made over an empty table stays as the table grows, which
+    no production server does (autovacuum is on by default). So, on such a server, every
+    ``autovacuum_naptime`` this thread analyses each table of the database changed by more than
+    ``autovacuum_analyze_threshold + autovacuum_analyze_scale_factor x its rows`` since its last
+    ANALYZE: autovacuum's own rule with the server's settings. With autovacuum on, it does nothing.
+    """
+
+    CHANGED_SQL = """
+        SELECT s.schemaname, s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+        WHERE s.n_mod_since_analyze > current_setting('autovacuum_analyze_threshold')::float
+              + current_setting('autovacuum_analyze_scale_factor')::float * greatest(c.reltuples, 0)
+        ORDER BY 1, 2
+    """
+
+    def __init__(self, database_url: str):
+        import threading
+
+        self.url = database_url
+        self.analysed = 0
+        self.rounds = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="autovacuum-stand-in", daemon=True)
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            self.server_autovacuum = conn.execute("SHOW autovacuum").fetchone()[0] == "on"
+            row = conn.execute("SELECT setting::int FROM pg_settings WHERE name = 'autovacuum_naptime'").fetchone()
+            self.naptime = float(row[0])
+
+    def start(self) -> AutovacuumStandIn:
+        if not self.server_autovacuum:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self._stop.wait(self.naptime):
+                self.rounds += 1
+                conn.execute("SELECT pg_stat_clear_snapshot()")
+                for schema, table in conn.execute(self.CHANGED_SQL).fetchall():
+                    if self._stop.is_set():
+                        return
+                    conn.execute(sql.SQL("ANALYZE {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
+                    self.analysed += 1
+
+    def describe(self) -> str:
+        if self.server_autovacuum:
+            return "on (the server's)"
+        return (
+            f"off on this server: the bench analysed as autovacuum would (every {self.naptime:.0f} s, "
+            f"autovacuum's threshold): {self.analysed} tables in {self.rounds} rounds"
+        )

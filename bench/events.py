@@ -43,6 +43,7 @@ import uuid
 
 from bench._util import (
     BASE_DIR,
+    AutovacuumStandIn,
     database_recreate,
     free_port,
     machine_busy_seconds,
@@ -393,6 +394,7 @@ def main(argv: list[str] | None = None) -> None:
     connections.close_all()
 
     app.control.purge()  # tasks a previous run left in the queue name rows this database no longer has
+    autovacuum = AutovacuumStandIn(database_url).start()
     server = gunicorn_start_threads(port, env, args)
     workers = workers_start(1, args.celery_concurrency, {**env, "LOG_LEVEL": "ERROR"})
     try:
@@ -420,6 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         server.wait(timeout=30)
         for worker in workers:
             worker.wait(timeout=60)
+        autovacuum.stop()
 
     batch_results = [json.loads(body) for body in phases["batch"].pop("bodies")]
     batch_errors = sum(result["errors"] for result in batch_results)
@@ -501,6 +504,7 @@ def main(argv: list[str] | None = None) -> None:
             "cores_used_by_others": round(max(0.0, cpu["machine"] - ours) / wall, 2),
             "cpu_s": cpu,
             "debug": False,
+            "autovacuum": autovacuum.describe(),
             "throttles": "lifted",
             "phases": "each starts once the previous one's events are matched; messages_busy right after "
             "the batches, while the worker sends their answers; messages once every send is done",
