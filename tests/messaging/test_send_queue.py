@@ -27,8 +27,8 @@ from messaging.models import Message, MessageStatus, Sender
 from messaging.services import reconcile, send, send_outcomes, send_queue
 from tests import delivery
 from tests.delivery import free_port
-from tests.factories import ContactFactory, MessageFactory
-from tests.nodes import WorkerNode, database_url, wait_for
+from tests.factories import ContactFactory
+from tests.nodes import WorkerNode, wait_for
 
 fake = delivery.fake  # the fake Twilio server fixture
 # As in production: the send is queued once committed. A transactional test starts after a flush: the
@@ -370,46 +370,3 @@ def test_a_worker_killed_mid_drain_leaves_each_message_sent_exactly_once(staff_a
         second.stop()
     assert [fake.requests_to(phone) for phone in phones] == [1] * len(phones)
     assert Message.objects.filter(pk__in=ids, status=MessageStatus.QUEUED).count() == len(phones)
-
-
-def _worker_backends(name: str) -> list[int]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s ORDER BY pid", [name])
-        return [pid for (pid,) in cursor.fetchall()]
-
-
-def _sent_by_task(sender, phones: list[str]) -> list[int]:
-    """Pending messages handed one by one to the message_send task, which works in the task's own thread."""
-    ids = []
-    for phone in phones:
-        message = MessageFactory(contact=ContactFactory(phone=phone), sender=sender, status=MessageStatus.PENDING)
-        tasks.message_send.delay(message.pk)
-        ids.append(message.pk)
-    wait_for(lambda: not Message.objects.filter(pk__in=ids, status=MessageStatus.PENDING).exists())
-    return ids
-
-
-def test_a_worker_keeps_its_database_connection_between_tasks_and_replaces_a_dead_one(sender, fake, queue, tmp_path):
-    """Celery's Django fixup would close the task's connection around every task (a new PostgreSQL
-    backend each time); the worker keeps it as web requests do, and a connection the server dropped
-    while the worker was idle is replaced at the next task, which still sends."""
-    name = f"worker-{tmp_path.name}"[:60]
-    url = database_url() + ("&" if "?" in database_url() else "?") + f"application_name={name}"
-    celery_app.control.purge()
-    node = _worker(fake, tmp_path, DATABASE_URL=url)
-    try:
-        first = _sent_by_task(sender, _phones(1, start=600))
-        wait_for(lambda: len(_worker_backends(name)) == 1, 10)  # idle between tasks, still connected
-        backend = _worker_backends(name)
-        second = _sent_by_task(sender, _phones(3, start=610))
-        assert _worker_backends(name) == backend  # the same backend served the next tasks
-
-        with connection.cursor() as cursor:  # the server (a restart, a pooler's idle timeout) drops it
-            cursor.execute("SELECT pg_terminate_backend(%s)", backend)
-        wait_for(lambda: not _worker_backends(name), 10)
-        third = _sent_by_task(sender, _phones(2, start=620))
-        replaced = _worker_backends(name)
-    finally:
-        node.stop()
-    assert Message.objects.filter(pk__in=first + second + third, status=MessageStatus.QUEUED).count() == 6
-    assert len(replaced) == 1 and replaced != backend
