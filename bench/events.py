@@ -6,7 +6,9 @@ It creates its own database (``bench_events`` on the DATABASE_URL server, or on 
 one) with ``--contacts`` opted-in contacts and one running triggered campaign on
 ``order_shipped`` with the condition ``total >= 100``, which 10 % of the events meet. It starts
 gunicorn with production settings (DEBUG off, persistent connections, throttles lifted) and a
-Celery worker (the matchers and the run's dispatcher, simulated provider), then, over keep-alive
+Celery worker (the matchers and the run's dispatcher, simulated provider); where the server runs
+without autovacuum, the bench analyses the changed tables as autovacuum would
+(``bench._util.AutovacuumStandIn``, ``conditions.autovacuum``). Then, over keep-alive
 connections from a few client processes (pre-built HTTP/1.1 requests, so the clients leave the
 CPU to the server):
 
