@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import threading
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
@@ -134,8 +135,8 @@ class AutovacuumStandIn:
 
     A platform's tables grow from empty, and its connections persist: a statement's cached plan
     (a prepared statement's, a PL/pgSQL function's) is made again only when an ANALYZE changes the
-    statistics. With autovacuum off, a plan made over an empty table stays as the table grows, which
-    no production server does (autovacuum is on by default). So, on such a server, every
+    statistics. With autovacuum off, a plan made over an empty table stays as the table grows; with
+    it on (PostgreSQL's default), it does not. So, on a server without it, every
     ``autovacuum_naptime`` this thread analyses each table of the database changed by more than
     ``autovacuum_analyze_threshold + autovacuum_analyze_scale_factor x its rows`` since its last
     ANALYZE: autovacuum's own rule with the server's settings. With autovacuum on, it does nothing.
@@ -149,8 +150,6 @@ class AutovacuumStandIn:
     """
 
     def __init__(self, database_url: str):
-        import threading
-
         self.url = database_url
         self.analysed = 0
         self.rounds = 0
